@@ -1,0 +1,232 @@
+//! Consent events and the consent state they fold into.
+//!
+//! State is a pure function of the ledger: for each (subject, purpose,
+//! channel) the event with the greatest `(occurred_at, seq)` wins. Ordering
+//! by when a choice was *made* (not recorded) lets an import of old CRM
+//! history land after newer web choices without overriding them; `seq`
+//! breaks ties deterministically.
+
+use serde::{Deserialize, Serialize};
+
+use crate::purpose::Channel;
+use crate::time::Micros;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Grant,
+    Deny,
+    Withdraw,
+    /// Written by the system when a consent outlives its validity.
+    Expire,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [Self::Grant, Self::Deny, Self::Withdraw, Self::Expire];
+
+    pub fn state(self) -> ConsentState {
+        match self {
+            Self::Grant => ConsentState::Granted,
+            Self::Deny => ConsentState::Denied,
+            Self::Withdraw => ConsentState::Withdrawn,
+            Self::Expire => ConsentState::Expired,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grant => "grant",
+            Self::Deny => "deny",
+            Self::Withdraw => "withdraw",
+            Self::Expire => "expire",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentState {
+    Unspecified,
+    Granted,
+    Denied,
+    Withdrawn,
+    Expired,
+}
+
+impl ConsentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Granted => "granted",
+            Self::Denied => "denied",
+            Self::Withdrawn => "withdrawn",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// The three values a CRM shows.
+    pub fn tri_state(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Granted => "consented",
+            _ => "not_consented",
+        }
+    }
+
+    /// The action that, recorded now, produces this state (for imports that
+    /// carry a state rather than an action).
+    pub fn action(self) -> Option<Action> {
+        match self {
+            Self::Unspecified => None,
+            Self::Granted => Some(Action::Grant),
+            Self::Denied => Some(Action::Deny),
+            Self::Withdrawn => Some(Action::Withdraw),
+            Self::Expired => Some(Action::Expire),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ConsentState> {
+        [
+            Self::Unspecified,
+            Self::Granted,
+            Self::Denied,
+            Self::Withdrawn,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// The notice version a consent was given under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NoticeVersion {
+    pub key: String,
+    pub version: u32,
+}
+
+/// The current consent for one (subject, purpose, channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub purpose: String,
+    pub channel: Option<Channel>,
+    pub state: ConsentState,
+    /// Ledger entry that set this state.
+    pub seq: u64,
+    pub occurred_at: Micros,
+    pub expires_at: Option<Micros>,
+    pub notice: Option<NoticeVersion>,
+    pub source: String,
+}
+
+impl ConsentRecord {
+    /// The order in which choices supersede each other.
+    pub fn order(&self) -> (Micros, u64) {
+        (self.occurred_at, self.seq)
+    }
+
+    /// The state as it stands at `now`: a grant past its validity is expired
+    /// even before the expiry job has written the `expire` entry.
+    pub fn state_at(&self, now: Micros) -> ConsentState {
+        match (self.state, self.expires_at) {
+            (ConsentState::Granted, Some(exp)) if exp <= now => ConsentState::Expired,
+            (s, _) => s,
+        }
+    }
+}
+
+/// All consent records of one subject, kept small: a subject rarely has more
+/// than a handful of purposes × channels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectConsents {
+    pub records: Vec<ConsentRecord>,
+}
+
+impl SubjectConsents {
+    /// Fold one event in. Returns whether it changed the state (an event
+    /// older than the current record is kept in the ledger, not in state).
+    pub fn apply(&mut self, event: ConsentRecord) -> bool {
+        match self
+            .records
+            .iter_mut()
+            .find(|r| r.purpose == event.purpose && r.channel == event.channel)
+        {
+            Some(current) if current.order() >= event.order() => false,
+            Some(current) => {
+                *current = event;
+                true
+            }
+            None => {
+                self.records.push(event);
+                true
+            }
+        }
+    }
+
+    pub fn get(&self, purpose: &str, channel: Option<Channel>) -> Option<&ConsentRecord> {
+        self.records
+            .iter()
+            .find(|r| r.purpose == purpose && r.channel == channel)
+    }
+
+    /// The record that answers "may `purpose` use this subject on `channel`":
+    /// the latest of the channel's own record and the purpose-wide one (a
+    /// purpose-wide withdrawal after a channel grant withdraws that channel
+    /// too). Without a channel, the latest choice on any channel answers.
+    pub fn effective(&self, purpose: &str, channel: Option<Channel>) -> Option<&ConsentRecord> {
+        self.records
+            .iter()
+            .filter(|r| r.purpose == purpose && (channel.is_none() || r.channel.is_none() || r.channel == channel))
+            .max_by_key(|r| r.order())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(channel: Option<Channel>, action: Action, at: Micros, seq: u64) -> ConsentRecord {
+        ConsentRecord {
+            purpose: "p".into(),
+            channel,
+            state: action.state(),
+            seq,
+            occurred_at: at,
+            expires_at: None,
+            notice: None,
+            source: "web".into(),
+        }
+    }
+
+    #[test]
+    fn older_choices_do_not_override_newer_ones() {
+        let mut s = SubjectConsents::default();
+        assert!(s.apply(rec(None, Action::Grant, 200, 1)));
+        assert!(!s.apply(rec(None, Action::Withdraw, 100, 2)));
+        assert_eq!(s.get("p", None).unwrap().state, ConsentState::Granted);
+    }
+
+    #[test]
+    fn a_purpose_wide_withdrawal_covers_every_channel() {
+        let mut s = SubjectConsents::default();
+        s.apply(rec(Some(Channel::Email), Action::Grant, 100, 1));
+        s.apply(rec(None, Action::Withdraw, 200, 2));
+        let eff = s.effective("p", Some(Channel::Email)).unwrap();
+        assert_eq!(eff.state, ConsentState::Withdrawn);
+        s.apply(rec(Some(Channel::Email), Action::Grant, 300, 3));
+        assert_eq!(s.effective("p", Some(Channel::Email)).unwrap().state, ConsentState::Granted);
+        assert_eq!(s.effective("p", Some(Channel::Sms)).unwrap().state, ConsentState::Withdrawn);
+    }
+
+    #[test]
+    fn grants_past_their_validity_read_as_expired() {
+        let mut r = rec(None, Action::Grant, 100, 1);
+        r.expires_at = Some(500);
+        assert_eq!(r.state_at(499), ConsentState::Granted);
+        assert_eq!(r.state_at(500), ConsentState::Expired);
+    }
+}

@@ -1,0 +1,201 @@
+//! The consent ledger: append-only, hash-chained per tenant.
+//!
+//! `hash = SHA-256(canonical JSON of {v, seq, prev, body})`, where `prev` is
+//! the previous entry's hash (64 zeros for the first). Changing, inserting,
+//! deleting or reordering any entry breaks the chain at that entry, and
+//! `Verifier` names the first one.
+//!
+//! Evidence (IP, user agent, …) is personal data that erasure must be able to
+//! remove, so the chain covers its hash, not its content: the evidence can be
+//! deleted later and the chain still verifies, but it cannot be *altered*.
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical;
+use crate::consent::{Action, ConsentRecord, NoticeVersion};
+use crate::notice::NoticeRef;
+use crate::purpose::Channel;
+use crate::time::Micros;
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Version of the canonical encoding, hashed into every entry.
+const ENCODING_VERSION: u8 = 1;
+
+/// What happened, as recorded. `subject_uid` is the subject's random,
+/// pseudonymous id, never the controller's identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryBody {
+    pub tenant: String,
+    pub subject_uid: String,
+    pub purpose: String,
+    pub channel: Option<Channel>,
+    pub action: Action,
+    pub notice: Option<NoticeRef>,
+    pub source: String,
+    /// Who recorded it: an API key id, `import`, `system`.
+    pub actor: String,
+    pub evidence_hash: Option<String>,
+    pub occurred_at: Micros,
+    pub recorded_at: Micros,
+    /// For grants on purposes with a validity period: when it lapses.
+    pub expires_at: Option<Micros>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub seq: u64,
+    pub body: EntryBody,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl LedgerEntry {
+    /// The consent record this entry sets, were it the latest.
+    pub fn record(&self) -> ConsentRecord {
+        ConsentRecord {
+            purpose: self.body.purpose.clone(),
+            channel: self.body.channel,
+            state: self.body.action.state(),
+            seq: self.seq,
+            occurred_at: self.body.occurred_at,
+            expires_at: self.body.expires_at,
+            notice: self.body.notice.as_ref().map(|n| NoticeVersion {
+                key: n.key.clone(),
+                version: n.version,
+            }),
+            source: self.body.source.clone(),
+        }
+    }
+}
+
+pub fn hash_entry(seq: u64, prev_hash: &str, body: &EntryBody) -> String {
+    #[derive(Serialize)]
+    struct Hashed<'a> {
+        v: u8,
+        seq: u64,
+        prev: &'a str,
+        body: &'a EntryBody,
+    }
+    canonical::hash_of(&Hashed {
+        v: ENCODING_VERSION,
+        seq,
+        prev: prev_hash,
+        body,
+    })
+}
+
+pub fn evidence_hash(evidence: &serde_json::Value) -> String {
+    canonical::hash_of(evidence)
+}
+
+/// The head of one tenant's chain: the last entry's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Chain {
+    pub fn genesis() -> Self {
+        Chain {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        }
+    }
+
+    /// Seal `body` as the next entry and advance the head.
+    pub fn append(&mut self, body: EntryBody) -> LedgerEntry {
+        let seq = self.seq + 1;
+        let hash = hash_entry(seq, &self.hash, &body);
+        let entry = LedgerEntry {
+            seq,
+            body,
+            prev_hash: std::mem::replace(&mut self.hash, hash.clone()),
+            hash,
+        };
+        self.seq = seq;
+        entry
+    }
+}
+
+/// Where and why verification failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broken {
+    pub seq: u64,
+    pub problem: String,
+}
+
+/// Recomputes a chain entry by entry, in `seq` order, without holding it in
+/// memory.
+#[derive(Debug)]
+pub struct Verifier {
+    chain: Chain,
+    checked: u64,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier {
+            chain: Chain::genesis(),
+            checked: 0,
+        }
+    }
+}
+
+impl Verifier {
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    pub fn push(
+        &mut self,
+        entry: &LedgerEntry,
+        evidence: Option<&serde_json::Value>,
+    ) -> Result<(), Broken> {
+        let expected = self.chain.seq + 1;
+        let broken = |problem: String| Broken {
+            seq: entry.seq,
+            problem,
+        };
+        if entry.seq != expected {
+            return Err(Broken {
+                seq: expected,
+                problem: format!("entry {expected} is missing (found {} next)", entry.seq),
+            });
+        }
+        if entry.prev_hash != self.chain.hash {
+            return Err(broken("prev_hash does not match the previous entry".into()));
+        }
+        let recomputed = hash_entry(entry.seq, &entry.prev_hash, &entry.body);
+        if recomputed != entry.hash {
+            return Err(broken("content does not match its hash".into()));
+        }
+        if let Some(ev) = evidence
+            && entry.body.evidence_hash.as_deref() != Some(evidence_hash(ev).as_str())
+        {
+            return Err(broken("evidence does not match its hash".into()));
+        }
+        self.chain = Chain {
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+        };
+        self.checked += 1;
+        Ok(())
+    }
+
+    /// Compare the end of the chain with the recorded head, which catches
+    /// entries cut off the end.
+    pub fn finish(self, head: &Chain) -> Result<u64, Broken> {
+        if head.seq != self.chain.seq || head.hash != self.chain.hash {
+            return Err(Broken {
+                seq: self.chain.seq + 1,
+                problem: format!(
+                    "the chain ends at entry {} but its head records entry {}",
+                    self.chain.seq, head.seq
+                ),
+            });
+        }
+        Ok(self.checked)
+    }
+}

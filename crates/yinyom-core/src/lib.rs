@@ -1,0 +1,20 @@
+//! The Yinyom domain: purposes, notices, subjects, the consent ledger, consent
+//! state, decisions and receipts.
+//!
+//! Everything here is plain Rust with no IO, so the rules that matter most
+//! (who may be processed for what, and whether history was altered) can be
+//! tested exhaustively without a database or a network.
+
+pub mod consent;
+pub mod decision;
+pub mod ledger;
+pub mod notice;
+pub mod purpose;
+pub mod receipt;
+pub mod subject;
+pub mod time;
+
+mod canonical;
+mod validate;
+
+pub use validate::Invalid;
