@@ -13,6 +13,7 @@ use crate::time::Micros;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Action {
     Grant,
     Deny,
@@ -49,6 +50,7 @@ impl Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConsentState {
     Unspecified,
     Granted,
@@ -104,6 +106,7 @@ impl ConsentState {
 
 /// The notice version a consent was given under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NoticeVersion {
     pub key: String,
     pub version: u32,
@@ -111,6 +114,7 @@ pub struct NoticeVersion {
 
 /// The current consent for one (subject, purpose, channel).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsentRecord {
     pub purpose: String,
     pub channel: Option<Channel>,
@@ -180,7 +184,10 @@ impl SubjectConsents {
     pub fn effective(&self, purpose: &str, channel: Option<Channel>) -> Option<&ConsentRecord> {
         self.records
             .iter()
-            .filter(|r| r.purpose == purpose && (channel.is_none() || r.channel.is_none() || r.channel == channel))
+            .filter(|r| {
+                r.purpose == purpose
+                    && (channel.is_none() || r.channel.is_none() || r.channel == channel)
+            })
             .max_by_key(|r| r.order())
     }
 }
@@ -218,8 +225,14 @@ mod tests {
         let eff = s.effective("p", Some(Channel::Email)).unwrap();
         assert_eq!(eff.state, ConsentState::Withdrawn);
         s.apply(rec(Some(Channel::Email), Action::Grant, 300, 3));
-        assert_eq!(s.effective("p", Some(Channel::Email)).unwrap().state, ConsentState::Granted);
-        assert_eq!(s.effective("p", Some(Channel::Sms)).unwrap().state, ConsentState::Withdrawn);
+        assert_eq!(
+            s.effective("p", Some(Channel::Email)).unwrap().state,
+            ConsentState::Granted
+        );
+        assert_eq!(
+            s.effective("p", Some(Channel::Sms)).unwrap().state,
+            ConsentState::Withdrawn
+        );
     }
 
     #[test]

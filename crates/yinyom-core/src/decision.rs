@@ -25,6 +25,7 @@ pub struct PurposeRule {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Reason {
     ConsentGranted,
     LawfulBasis,
@@ -54,6 +55,7 @@ impl Reason {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Decision {
     pub allowed: bool,
     pub reason: Reason,
@@ -61,10 +63,16 @@ pub struct Decision {
 
 impl Decision {
     fn allow(reason: Reason) -> Self {
-        Decision { allowed: true, reason }
+        Decision {
+            allowed: true,
+            reason,
+        }
     }
     fn deny(reason: Reason) -> Self {
-        Decision { allowed: false, reason }
+        Decision {
+            allowed: false,
+            reason,
+        }
     }
 }
 

@@ -25,6 +25,7 @@ const ENCODING_VERSION: u8 = 1;
 /// What happened, as recorded. `subject_uid` is the subject's random,
 /// pseudonymous id, never the controller's identifier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntryBody {
     pub tenant: String,
     pub subject_uid: String,
@@ -43,6 +44,7 @@ pub struct EntryBody {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     pub seq: u64,
     pub body: EntryBody,
@@ -121,6 +123,7 @@ impl Chain {
 
 /// Where and why verification failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Broken {
     pub seq: u64,
     pub problem: String,

@@ -12,6 +12,7 @@ use crate::time::Micros;
 use crate::validate::{self, Invalid};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NoticeText {
     pub title: String,
     pub body: String,
@@ -21,6 +22,7 @@ pub struct NoticeText {
 
 /// What an editor submits to publish a new version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NoticeDraft {
     pub key: String,
     pub texts: BTreeMap<Lang, NoticeText>,
@@ -33,6 +35,7 @@ pub struct NoticeDraft {
 
 /// A published, immutable notice version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notice {
     pub key: String,
     pub version: u32,
@@ -46,6 +49,7 @@ pub struct Notice {
 
 /// The reference a consent event keeps to the notice it was given under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NoticeRef {
     pub key: String,
     pub version: u32,
@@ -56,7 +60,10 @@ impl NoticeDraft {
     pub fn validate(&self) -> Result<(), Invalid> {
         validate::key("key", &self.key)?;
         if self.texts.is_empty() {
-            return Err(Invalid::new("texts", "needs a text in at least one language (th, en)"));
+            return Err(Invalid::new(
+                "texts",
+                "needs a text in at least one language (th, en)",
+            ));
         }
         for (lang, t) in &self.texts {
             let l = lang_str(*lang);
@@ -65,7 +72,10 @@ impl NoticeDraft {
             if let Some(url) = &t.url
                 && !(url.starts_with("https://") || url.starts_with("http://"))
             {
-                return Err(Invalid::new(format!("texts.{l}.url"), "must be an http(s) URL"));
+                return Err(Invalid::new(
+                    format!("texts.{l}.url"),
+                    "must be an http(s) URL",
+                ));
             }
         }
         if self.purposes.is_empty() {

@@ -10,6 +10,7 @@ use crate::validate::{self, Invalid};
 /// Languages Yinyom speaks to people in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Lang {
     Th,
     En,
@@ -18,6 +19,7 @@ pub enum Lang {
 /// The lawful bases of PDPA s.24 / GDPR Art. 6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LawfulBasis {
     Consent,
     Contract,
@@ -56,12 +58,14 @@ impl LawfulBasis {
 /// religion, …), which needs explicit consent whatever else is claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Sensitivity {
     General,
     Sensitive,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DataCategory {
     pub name: String,
     pub sensitivity: Sensitivity,
@@ -70,6 +74,7 @@ pub struct DataCategory {
 /// Where a person can be reached or observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Channel {
     Email,
     Sms,
@@ -110,6 +115,7 @@ impl Channel {
 
 /// A purpose as registered by the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Purpose {
     pub key: String,
     pub names: BTreeMap<Lang, String>,
@@ -160,7 +166,10 @@ impl Purpose {
     pub fn validate(&self) -> Result<(), Invalid> {
         validate::key("key", &self.key)?;
         if self.names.is_empty() {
-            return Err(Invalid::new("names", "needs a name in at least one language (th, en)"));
+            return Err(Invalid::new(
+                "names",
+                "needs a name in at least one language (th, en)",
+            ));
         }
         for (lang, name) in &self.names {
             validate::text(&format!("names.{}", lang_str(*lang)), name, 200)?;

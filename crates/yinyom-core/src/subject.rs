@@ -15,7 +15,10 @@ pub fn validate_id(id: &str) -> Result<(), Invalid> {
         return Err(Invalid::new("subject", "must be 1-200 bytes"));
     }
     if id.chars().any(|c| c.is_control() || c == '/') {
-        return Err(Invalid::new("subject", "must not contain control characters or '/'"));
+        return Err(Invalid::new(
+            "subject",
+            "must not contain control characters or '/'",
+        ));
     }
     Ok(())
 }
@@ -23,6 +26,7 @@ pub fn validate_id(id: &str) -> Result<(), Invalid> {
 /// Restriction (PDPA s.34, GDPR Art. 18) and objection (PDPA s.32,
 /// GDPR Art. 21) as they stand for one subject, plus erasure.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubjectFlags {
     #[serde(default)]
     pub erased: bool,

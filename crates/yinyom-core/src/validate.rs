@@ -53,9 +53,15 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
         return Err(Invalid::new(field, "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(Invalid::new(field, format!("must be at most {max} characters")));
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
         return Err(Invalid::new(field, "must not contain control characters"));
     }
     Ok(())

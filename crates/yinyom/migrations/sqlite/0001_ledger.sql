@@ -1,0 +1,122 @@
+-- Yinyom schema for SQLite. Times are microseconds since the Unix epoch.
+
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    body        TEXT NOT NULL,          -- JSON: dpo, jurisdictions, default_lang, policy_url
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL REFERENCES tenants(id),
+    role        TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    hash        TEXT NOT NULL UNIQUE,   -- SHA-256 of the key; the key itself is never stored
+    prefix      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+
+CREATE TABLE signing_keys (
+    kid         TEXT PRIMARY KEY,
+    secret      BLOB NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE purposes (
+    tenant      TEXT NOT NULL REFERENCES tenants(id),
+    key         TEXT NOT NULL,
+    body        TEXT NOT NULL,          -- JSON of the domain Purpose
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+
+CREATE TABLE notices (
+    tenant        TEXT NOT NULL REFERENCES tenants(id),
+    key           TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    body          TEXT NOT NULL,        -- JSON of the domain Notice
+    content_hash  TEXT NOT NULL,
+    material      INTEGER NOT NULL,
+    published_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key, version)
+);
+
+CREATE TABLE subjects (
+    tenant       TEXT NOT NULL REFERENCES tenants(id),
+    id           TEXT NOT NULL,
+    uid          TEXT NOT NULL UNIQUE,
+    identifiers  TEXT NOT NULL DEFAULT '{}',
+    attributes   TEXT NOT NULL DEFAULT '{}',
+    flags        TEXT NOT NULL DEFAULT '{}',
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+
+-- The append-only, hash-chained consent ledger: one chain per tenant.
+CREATE TABLE ledger (
+    tenant          TEXT NOT NULL REFERENCES tenants(id),
+    seq             INTEGER NOT NULL,
+    subject_uid     TEXT NOT NULL,
+    purpose         TEXT NOT NULL,
+    channel         TEXT,
+    action          TEXT NOT NULL,
+    notice_key      TEXT,
+    notice_version  INTEGER,
+    notice_hash     TEXT,
+    source          TEXT NOT NULL,
+    actor           TEXT NOT NULL,
+    evidence_hash   TEXT,
+    evidence        TEXT,               -- JSON; erasable, its hash stays in the chain
+    occurred_at     INTEGER NOT NULL,
+    recorded_at     INTEGER NOT NULL,
+    expires_at      INTEGER,
+    prev_hash       TEXT NOT NULL,
+    hash            TEXT NOT NULL,
+    PRIMARY KEY (tenant, seq)
+);
+CREATE INDEX ledger_by_subject ON ledger (tenant, subject_uid, seq);
+
+CREATE TABLE ledger_heads (
+    tenant  TEXT PRIMARY KEY REFERENCES tenants(id),
+    seq     INTEGER NOT NULL,
+    hash    TEXT NOT NULL
+);
+
+-- Current state per (subject, purpose, channel); '' is the purpose-wide channel.
+CREATE TABLE consent_states (
+    tenant          TEXT NOT NULL,
+    subject_uid     TEXT NOT NULL,
+    purpose         TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    occurred_at     INTEGER NOT NULL,
+    expires_at      INTEGER,
+    notice_key      TEXT,
+    notice_version  INTEGER,
+    source          TEXT NOT NULL,
+    PRIMARY KEY (tenant, subject_uid, purpose, channel)
+);
+
+CREATE TABLE receipts (
+    tenant       TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    subject_uid  TEXT NOT NULL,
+    jws          TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX receipts_by_subject ON receipts (tenant, subject_uid);
+
+CREATE TABLE idempotency_keys (
+    tenant        TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    request_hash  TEXT NOT NULL,
+    response      TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+);

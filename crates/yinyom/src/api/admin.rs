@@ -1,0 +1,233 @@
+//! Tenant settings, API keys and ledger verification.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use yinyom_core::ledger::Broken;
+use yinyom_core::purpose::Lang;
+use yinyom_core::time;
+
+use super::auth::{EVERYONE, MANAGERS, OWNERS, Principal, STAFF};
+use super::extract::{Json, Path};
+use super::problem::{Problem, ProblemBody};
+use crate::app::{App, new_api_key};
+use crate::model::{Dpo, Role, Tenant};
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifyView {
+    pub ok: bool,
+    /// Entries recomputed before stopping.
+    pub checked: u64,
+    /// The first altered, missing or unreadable entry.
+    #[schema(value_type = Option<Object>)]
+    pub broken: Option<Broken>,
+}
+
+/// Recompute the tenant's hash chain and name the first altered entry.
+#[utoipa::path(get, path = "/v1/ledger/verify", tag = "ledger",
+    responses((status = 200, body = VerifyView)), security(("api_key" = [])))]
+pub async fn verify(
+    State(app): State<Arc<App>>,
+    who: Principal,
+) -> Result<axum::Json<VerifyView>, Problem> {
+    who.require(STAFF)?;
+    let r = app.store.verify_ledger(&who.tenant).await?;
+    Ok(axum::Json(VerifyView {
+        ok: r.ok,
+        checked: r.checked,
+        broken: r.broken,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub role: Role,
+    #[serde(default)]
+    pub label: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub role: Role,
+    pub label: String,
+    /// The first characters of the key.
+    pub prefix: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub meta: KeyView,
+    /// The key itself: shown once, never stored.
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
+impl From<&crate::model::ApiKey> for KeyView {
+    fn from(k: &crate::model::ApiKey) -> Self {
+        KeyView {
+            id: k.id.clone(),
+            role: k.role,
+            label: k.label.clone(),
+            prefix: k.prefix.clone(),
+            created_at: time::rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(time::rfc3339),
+        }
+    }
+}
+
+/// Admins manage every key but owners'; owners manage all.
+fn may_manage(who: &Principal, role: Role) -> Result<(), Problem> {
+    who.require(MANAGERS)?;
+    if role == Role::Owner && who.role != Role::Owner {
+        return Err(Problem::forbidden("only an owner may manage owner keys"));
+    }
+    Ok(())
+}
+
+/// Create an API key.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = NewKey,
+    responses((status = 201, body = CreatedKey), (status = 403, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn create_key(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Json(req): Json<NewKey>,
+) -> Result<(StatusCode, axum::Json<CreatedKey>), Problem> {
+    may_manage(&who, req.role)?;
+    if req.label.chars().count() > 100 || req.label.chars().any(char::is_control) {
+        return Err(Problem::validation(
+            "label",
+            "must be at most 100 characters, no control characters",
+        ));
+    }
+    let (key, record) = new_api_key(&who.tenant, req.role, &req.label, None);
+    app.store.insert_api_key(&record).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedKey {
+            meta: KeyView::from(&record),
+            key,
+        }),
+    ))
+}
+
+/// List the tenant's API keys (never the keys themselves).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, body = KeyList)), security(("api_key" = [])))]
+pub async fn list_keys(
+    State(app): State<Arc<App>>,
+    who: Principal,
+) -> Result<axum::Json<KeyList>, Problem> {
+    who.require(MANAGERS)?;
+    let keys = app.store.api_keys(&who.tenant).await?;
+    Ok(axum::Json(KeyList {
+        keys: keys.iter().map(KeyView::from).collect(),
+    }))
+}
+
+/// Revoke an API key; it stops working at once on this node.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn revoke_key(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    who.require(MANAGERS)?;
+    let existing = app
+        .store
+        .api_keys(&who.tenant)
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or_else(|| Problem::not_found(format!("key {id:?} does not exist")))?;
+    may_manage(&who, existing.role)?;
+    app.store
+        .revoke_api_key(&who.tenant, &id, time::now())
+        .await?;
+    app.keys.evict(&existing.hash);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's tenant.
+#[utoipa::path(get, path = "/v1/tenant", tag = "tenant",
+    responses((status = 200, body = Tenant)), security(("api_key" = [])))]
+pub async fn tenant(
+    State(app): State<Arc<App>>,
+    who: Principal,
+) -> Result<axum::Json<Tenant>, Problem> {
+    who.require(EVERYONE)?;
+    app.view
+        .read(&who.tenant, |tv| tv.tenant.clone())
+        .map(axum::Json)
+        .ok_or_else(|| Problem::not_found("the tenant does not exist"))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub dpo: Option<Dpo>,
+    pub jurisdictions: Option<Vec<String>>,
+    pub default_lang: Option<Lang>,
+    pub policy_url: Option<String>,
+}
+
+/// Change the controller's name, DPO contact, jurisdictions or language.
+#[utoipa::path(patch, path = "/v1/tenant", tag = "tenant", request_body = TenantPatch,
+    responses((status = 200, body = Tenant), (status = 422, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn patch_tenant(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Json(p): Json<TenantPatch>,
+) -> Result<axum::Json<Tenant>, Problem> {
+    who.require(OWNERS)?;
+    let mut t = app
+        .view
+        .read(&who.tenant, |tv| tv.tenant.clone())
+        .ok_or_else(|| Problem::not_found("the tenant does not exist"))?;
+    if let Some(name) = p.name {
+        t.name = name;
+    }
+    if let Some(dpo) = p.dpo {
+        if !dpo.email.contains('@') {
+            return Err(Problem::validation("dpo.email", "must be an email address"));
+        }
+        t.dpo = dpo;
+    }
+    if let Some(j) = p.jurisdictions {
+        if j.is_empty() || j.iter().any(|x| x != "TH" && x != "EU") {
+            return Err(Problem::validation(
+                "jurisdictions",
+                "must list TH and/or EU",
+            ));
+        }
+        t.jurisdictions = j;
+    }
+    if let Some(l) = p.default_lang {
+        t.default_lang = l;
+    }
+    if let Some(url) = p.policy_url {
+        if !url.starts_with("https://") && !url.starts_with("http://") {
+            return Err(Problem::validation("policy_url", "must be an http(s) URL"));
+        }
+        t.policy_url = Some(url);
+    }
+    if t.name.trim().is_empty() || t.name.chars().count() > 200 {
+        return Err(Problem::validation("name", "must be 1-200 characters"));
+    }
+    app.store.update_tenant(&t).await?;
+    app.view.add_tenant(t.clone());
+    Ok(axum::Json(t))
+}

@@ -1,0 +1,197 @@
+//! The HTTP API: routes, middleware and the OpenAPI description.
+//!
+//! Handlers are thin: they authenticate, check the role, validate at the
+//! edge and call the view, the writer or the store.
+
+mod admin;
+pub mod auth;
+mod consents;
+mod decisions;
+pub mod extract;
+mod notices;
+pub mod problem;
+mod purposes;
+mod subjects;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+use crate::app::App;
+use crate::metrics::RouteLabels;
+use problem::Problem;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Batch decisions may carry up to 10,000 queries.
+pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Yinyom", description = "Consent management: purposes, notices, a tamper-evident consent ledger with signed receipts, and fast decisions.", license(name = "Apache-2.0")),
+    paths(
+        purposes::create, purposes::list, purposes::get, purposes::patch,
+        notices::publish, notices::list, notices::current, notices::version,
+        subjects::put, subjects::get, subjects::consents,
+        consents::record,
+        decisions::one, decisions::batch,
+        admin::verify, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant,
+        healthz, readyz, jwks,
+    ),
+    components(schemas(problem::ProblemBody)),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/purposes", post(purposes::create).get(purposes::list))
+        .route(
+            "/v1/purposes/{key}",
+            get(purposes::get).patch(purposes::patch),
+        )
+        .route("/v1/notices", post(notices::publish).get(notices::list))
+        .route("/v1/notices/{key}", get(notices::current))
+        .route(
+            "/v1/notices/{key}/versions/{version}",
+            get(notices::version),
+        )
+        .route("/v1/subjects/{id}", get(subjects::get).put(subjects::put))
+        .route("/v1/subjects/{id}/consents", get(subjects::consents))
+        .route("/v1/consents", post(consents::record))
+        .route("/v1/decisions", get(decisions::one))
+        .route(
+            "/v1/decisions/batch",
+            post(decisions::batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
+        )
+        .route("/v1/ledger/verify", get(admin::verify))
+        .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/v1/keys/{id}", delete(admin::revoke_key))
+        .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(CatchPanicLayer::custom(panicked))
+        .with_state(app)
+}
+
+/// Metrics per route, and headers every response carries.
+async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let mut res = next.run(req).await;
+    app.metrics.request(
+        RouteLabels {
+            method,
+            route,
+            status: res.status().as_u16(),
+        },
+        start.elapsed().as_secs_f64(),
+    );
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res
+}
+
+fn panicked(_: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "an internal error occurred; nothing was written",
+    )
+    .into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Object)))]
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: storage answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Object), (status = 503, body = problem::ProblemBody)))]
+async fn readyz(State(app): State<Arc<App>>) -> Result<axum::Json<serde_json::Value>, Problem> {
+    app.store.ping().await?;
+    Ok(axum::Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}
+
+/// Public keys that verify consent receipts (JWKS, RFC 7517).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations", responses((status = 200, body = Object)))]
+async fn jwks(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(app.signer.jwks()),
+    )
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    axum::Json(openapi())
+}

@@ -1,0 +1,108 @@
+//! The running service: store, in-memory view, writer, signer, metrics —
+//! assembled once at start-up and shared by every handler.
+
+use std::sync::Arc;
+
+use yinyom_core::purpose::Lang;
+use yinyom_core::time;
+
+use crate::api::auth::{KeyCache, generate_key, hash_key};
+use crate::metrics::Metrics;
+use crate::model::{ApiKey, Dpo, Role, Tenant};
+use crate::receipts::Signer;
+use crate::store::{Store, StoreError};
+use crate::view::View;
+use crate::writer::Writer;
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub view: Arc<View>,
+    pub writer: Writer,
+    pub signer: Arc<Signer>,
+    pub metrics: Arc<Metrics>,
+    pub keys: KeyCache,
+}
+
+impl App {
+    /// Load the view from the store and start the writer.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<App>, StoreError> {
+        let view = Arc::new(load_view(store.as_ref()).await?);
+        let signer = Arc::new(Signer::load(store.as_ref()).await?);
+        let metrics = Arc::new(Metrics::default());
+        let writer = Writer::start(store.clone(), view.clone(), signer.clone(), metrics.clone());
+        Ok(Arc::new(App {
+            store,
+            view,
+            writer,
+            signer,
+            metrics,
+            keys: KeyCache::default(),
+        }))
+    }
+}
+
+pub async fn load_view(store: &dyn Store) -> Result<View, StoreError> {
+    let mut tenants = Vec::new();
+    for t in store.tenants().await? {
+        let purposes = store.purposes(&t.id).await?;
+        let notices = store.notices(&t.id).await?;
+        tenants.push((t, purposes, notices));
+    }
+    Ok(View::load(tenants, store.snapshot().await?))
+}
+
+/// A new API key: the key itself (shown once) and its stored record.
+pub fn new_api_key(
+    tenant: &str,
+    role: Role,
+    label: &str,
+    value: Option<String>,
+) -> (String, ApiKey) {
+    let key = value.unwrap_or_else(generate_key);
+    let record = ApiKey {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.to_string(),
+        role,
+        label: label.to_string(),
+        hash: hash_key(&key),
+        prefix: key.chars().take(10).collect(),
+        created_at: time::now(),
+        revoked_at: None,
+    };
+    (key, record)
+}
+
+/// Create a tenant with an owner key; returns the tenant and the key.
+pub async fn create_tenant(
+    store: &dyn Store,
+    name: &str,
+    owner_key: Option<String>,
+) -> Result<(Tenant, String), StoreError> {
+    let tenant = Tenant {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: name.to_string(),
+        dpo: Dpo::default(),
+        jurisdictions: vec!["TH".into()],
+        default_lang: Lang::Th,
+        policy_url: None,
+        created_at: time::now(),
+    };
+    store.insert_tenant(&tenant).await?;
+    let (key, record) = new_api_key(&tenant.id, Role::Owner, "owner (bootstrap)", owner_key);
+    store.insert_api_key(&record).await?;
+    Ok((tenant, key))
+}
+
+/// On an empty store, create the first tenant and its owner key. Returns
+/// the key when one was created.
+pub async fn bootstrap(
+    store: &dyn Store,
+    key: Option<String>,
+) -> Result<Option<(Tenant, String)>, StoreError> {
+    if !store.tenants().await?.is_empty() {
+        return Ok(None);
+    }
+    create_tenant(store, "Default organisation", key)
+        .await
+        .map(Some)
+}

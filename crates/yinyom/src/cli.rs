@@ -1,0 +1,393 @@
+//! The `yinyom` command line.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::{self, App};
+use crate::model::Role;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+#[derive(Parser)]
+#[command(
+    name = "yinyom",
+    version,
+    about = "Consent management for PDPA and GDPR"
+)]
+pub struct Cli {
+    /// Directory for the embedded SQLite database.
+    #[arg(
+        long,
+        global = true,
+        env = "YINYOM_DATA_DIR",
+        default_value = "./yinyom-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Database URL (`sqlite://path`); defaults to SQLite in the data directory.
+    #[arg(long, global = true, env = "YINYOM_DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "YINYOM_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Value of the owner API key created on first start.
+        #[arg(long, env = "YINYOM_BOOTSTRAP_API_KEY", hide_env_values = true)]
+        bootstrap_api_key: Option<String>,
+    },
+    /// Ledger tools.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Tenants (organisations).
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Import consent records (CSV or JSON Lines). Rows that fail are
+    /// reported by line number; the others are kept. Exits 2 if any failed.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        format: Option<Format>,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Export consent records (current states, or the ledger with --history).
+    Export {
+        #[arg(long, default_value = "csv")]
+        format: Format,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        history: bool,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Measure throughput and latency against ceilings on this machine.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every tenant's hash chain; exits 1 and names the first
+    /// altered entry if it does not verify.
+    Verify {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it (shown once).
+    Create {
+        #[arg(long)]
+        role: RoleArg,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant and print its owner key.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Owner,
+    Admin,
+    User,
+    Service,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Owner => Role::Owner,
+            RoleArg::Admin => Role::Admin,
+            RoleArg::User => Role::User,
+            RoleArg::Service => Role::Service,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("YINYOM_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+/// Exclusive use of the embedded database: the server's in-memory view
+/// must see every write, so offline writers (import) may not run beside it.
+pub struct DataDirLock(#[allow(dead_code)] File);
+
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("yinyom.lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock(file)),
+        Err(_) => Err(format!(
+            "{} is in use by a running yinyom server; stop it first (or use the HTTP API)",
+            dir.display()
+        )
+        .into()),
+    }
+}
+
+pub async fn open_store(cli: &Cli) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+    match &cli.database_url {
+        Some(url) if url.starts_with("sqlite:") => Ok(Arc::new(SqliteStore::open_url(url).await?)),
+        Some(url) => Err(format!(
+            "unsupported database URL {:?}: use sqlite://PATH",
+            url.split('@').next_back().unwrap_or("")
+        )
+        .into()),
+        None => {
+            std::fs::create_dir_all(&cli.data_dir)?;
+            Ok(Arc::new(
+                SqliteStore::open(&cli.data_dir.join("yinyom.db")).await?,
+            ))
+        }
+    }
+}
+
+/// The tenant a command acts on: the one named, or the only one there is.
+pub async fn pick_tenant(
+    store: &dyn Store,
+    named: Option<&str>,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let tenants = store.tenants().await?;
+    match named {
+        Some(id) => tenants
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.id.clone())
+            .ok_or_else(|| format!("no tenant {id:?}").into()),
+        None if tenants.len() == 1 => Ok(tenants[0].id.clone()),
+        None if tenants.is_empty() => {
+            Err("no tenant yet: run `yinyom serve` once, or `yinyom tenants create`".into())
+        }
+        None => Err("several tenants exist: name one with --tenant".into()),
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let uses_embedded = cli.database_url.is_none();
+    match &cli.command {
+        Command::Serve {
+            listen,
+            bootstrap_api_key,
+        } => {
+            let _lock = if uses_embedded {
+                Some(lock_data_dir(&cli.data_dir)?)
+            } else {
+                None
+            };
+            let store = open_store(&cli).await?;
+            if let Some((tenant, key)) =
+                app::bootstrap(store.as_ref(), bootstrap_api_key.clone()).await?
+            {
+                println!("Created tenant {:?} ({}).", tenant.name, tenant.id);
+                if bootstrap_api_key.is_some() {
+                    println!("Owner API key: the value of YINYOM_BOOTSTRAP_API_KEY.");
+                } else {
+                    println!("Owner API key (shown once, keep it safe): {key}");
+                }
+            }
+            let app = App::start(store).await?;
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            tracing::info!(address = %listener.local_addr()?, "yinyom is listening");
+            axum::serve(listener, crate::api::router(app))
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            command: LedgerCommand::Verify { tenant },
+        } => {
+            let store = open_store(&cli).await?;
+            let tenants = match tenant {
+                Some(t) => vec![pick_tenant(store.as_ref(), Some(t)).await?],
+                None => store.tenants().await?.into_iter().map(|t| t.id).collect(),
+            };
+            let mut ok = true;
+            for t in tenants {
+                let r = store.verify_ledger(&t).await?;
+                match &r.broken {
+                    None => println!("tenant {t}: ok, {} entries verified", r.checked),
+                    Some(b) => {
+                        ok = false;
+                        println!(
+                            "tenant {t}: BROKEN at entry {}: {} ({} entries verified before it)",
+                            b.seq, b.problem, r.checked
+                        );
+                    }
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    role,
+                    label,
+                    tenant,
+                },
+        } => {
+            let store = open_store(&cli).await?;
+            let tenant = pick_tenant(store.as_ref(), tenant.as_deref()).await?;
+            let (key, record) = app::new_api_key(&tenant, (*role).into(), label, None);
+            store.insert_api_key(&record).await?;
+            println!("{key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenants { command } => {
+            let store = open_store(&cli).await?;
+            match command {
+                TenantsCommand::Create { name } => {
+                    let (tenant, key) = app::create_tenant(store.as_ref(), name, None).await?;
+                    println!(
+                        "tenant {} created; owner API key (shown once): {key}",
+                        tenant.id
+                    );
+                }
+                TenantsCommand::List => {
+                    for t in store.tenants().await? {
+                        println!("{}\t{}", t.id, t.name);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import {
+            file,
+            format,
+            tenant,
+        } => {
+            let _lock = if uses_embedded {
+                Some(lock_data_dir(&cli.data_dir)?)
+            } else {
+                None
+            };
+            let store = open_store(&cli).await?;
+            let tenant = pick_tenant(store.as_ref(), tenant.as_deref()).await?;
+            let format = format.or_else(|| crate::transfer::guess_format(file)).ok_or(
+                "cannot tell the format from the file name: pass --format csv or --format jsonl",
+            )?;
+            let report = crate::transfer::import(store, &tenant, file, format, true).await?;
+            eprintln!(
+                "imported {} records, rejected {}",
+                report.imported,
+                report.rejected.len()
+            );
+            Ok(if report.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Export {
+            format,
+            output,
+            history,
+            tenant,
+        } => {
+            let store = open_store(&cli).await?;
+            let tenant = pick_tenant(store.as_ref(), tenant.as_deref()).await?;
+            let out: Box<dyn std::io::Write> = match output {
+                Some(path) => Box::new(std::io::BufWriter::new(File::create(path)?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let n =
+                crate::transfer::export(store.as_ref(), &tenant, *format, *history, out).await?;
+            eprintln!("exported {n} records");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => crate::bench::run(args.clone()).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

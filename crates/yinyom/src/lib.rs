@@ -1,0 +1,18 @@
+//! Yinyom: the consent ledger service.
+//!
+//! Start reading at [`app`] (what runs), [`api`] (the HTTP surface) and
+//! [`writer`] (how a consent becomes durable). The domain rules live in the
+//! `yinyom-core` crate.
+
+pub mod api;
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod metrics;
+pub mod model;
+pub mod receipts;
+pub mod record;
+pub mod store;
+pub mod transfer;
+pub mod view;
+pub mod writer;

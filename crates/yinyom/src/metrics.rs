@@ -1,0 +1,114 @@
+//! Prometheus metrics, exposed at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use yinyom_core::ledger::LedgerEntry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub allowed: &'static str,
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    events: Family<ActionLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    batch: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("yinyom");
+        let requests = Family::<RouteLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        let events = Family::<ActionLabels, Counter>::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "consent_events",
+            "Consent events appended to the ledger",
+            events.clone(),
+        );
+        registry.register("decisions", "Decisions answered", decisions.clone());
+        registry.register(
+            "write_batch_size",
+            "Consent requests per committed transaction",
+            batch.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            events,
+            decisions,
+            batch,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, labels: RouteLabels, seconds: f64) {
+        self.latency.get_or_create(&labels).observe(seconds);
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    pub fn decision(&self, allowed: bool, reason: &'static str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                allowed: if allowed { "true" } else { "false" },
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn consent_events(&self, entries: &[LedgerEntry]) {
+        for e in entries {
+            self.events
+                .get_or_create(&ActionLabels {
+                    action: e.body.action.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn write_batch(&self, size: usize) {
+        self.batch.observe(size as f64);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

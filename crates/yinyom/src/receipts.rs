@@ -1,0 +1,199 @@
+//! Receipt signing: the installation's Ed25519 keys and the sealer that
+//! turns a committed consent request into its response and signed receipt.
+
+use rand::RngCore;
+use serde_json::json;
+use yinyom_core::consent::Action;
+use yinyom_core::ledger::LedgerEntry;
+use yinyom_core::purpose::lang_str;
+use yinyom_core::receipt::{
+    Controller, KANTARA_VERSION, LedgerRef, Receipt, ReceiptKey, Service, ServicePurpose,
+};
+use yinyom_core::time;
+
+use crate::store::{Sealed, SigningKeyRow, Store, StoreError, StoredReceipt, WriteItem};
+use crate::view::View;
+
+/// The receipt-signing keys: the newest signs, all are published.
+pub struct Signer {
+    keys: Vec<ReceiptKey>,
+}
+
+impl Signer {
+    /// Load the keys, creating the first one on a new store.
+    pub async fn load(store: &dyn Store) -> Result<Signer, StoreError> {
+        let mut rows = store.signing_keys().await?;
+        if rows.is_empty() {
+            let mut secret = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            let key = ReceiptKey::from_secret(secret);
+            let row = SigningKeyRow {
+                kid: key.kid().to_string(),
+                secret: secret.to_vec(),
+                created_at: time::now(),
+            };
+            store.insert_signing_key(&row).await?;
+            rows.push(row);
+        }
+        let keys = rows
+            .iter()
+            .filter_map(|r| <[u8; 32]>::try_from(r.secret.as_slice()).ok())
+            .map(ReceiptKey::from_secret)
+            .collect::<Vec<_>>();
+        if keys.is_empty() {
+            return Err(StoreError::Unavailable(
+                "no usable receipt-signing key".into(),
+            ));
+        }
+        Ok(Signer { keys })
+    }
+
+    pub fn current(&self) -> &ReceiptKey {
+        self.keys.last().expect("load guarantees one key")
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        json!({ "keys": self.keys.iter().map(ReceiptKey::jwk).collect::<Vec<_>>() })
+    }
+
+    /// Seal one committed request: sign a receipt for its grants (API
+    /// requests only; an import has no live subject to hand one to) and
+    /// build the response the API returns and replays.
+    pub fn seal(
+        &self,
+        view: &View,
+        item: &WriteItem,
+        entries: &[LedgerEntry],
+        sign: bool,
+    ) -> Sealed {
+        let receipt = if sign {
+            self.receipt(view, item, entries)
+        } else {
+            None
+        };
+        let response = json!({
+            "subject": item.subject_id,
+            "events": entries.iter().map(|e| json!({
+                "seq": e.seq,
+                "purpose": e.body.purpose,
+                "channel": e.body.channel,
+                "action": e.body.action,
+                "state": e.body.action.state(),
+                "occurred_at": time::rfc3339(e.body.occurred_at),
+                "recorded_at": time::rfc3339(e.body.recorded_at),
+                "expires_at": e.body.expires_at.map(time::rfc3339),
+                "hash": e.hash,
+            })).collect::<Vec<_>>(),
+            "receipt": receipt.as_ref().map(|r| json!({ "id": r.id, "jws": r.jws })),
+        });
+        Sealed { receipt, response }
+    }
+
+    fn receipt(
+        &self,
+        view: &View,
+        item: &WriteItem,
+        entries: &[LedgerEntry],
+    ) -> Option<StoredReceipt> {
+        let notice = item.notice.clone()?;
+        let grants: Vec<&LedgerEntry> = entries
+            .iter()
+            .filter(|e| e.body.action == Action::Grant)
+            .collect();
+        if grants.is_empty() {
+            return None;
+        }
+        view.read(&item.tenant, |tv| {
+            let t = &tv.tenant;
+            let lang = item
+                .evidence
+                .as_ref()
+                .and_then(|e| e.get("locale"))
+                .and_then(|l| l.as_str())
+                .map(|l| if l.starts_with("th") { "th" } else { "en" })
+                .unwrap_or(lang_str(t.default_lang));
+            let mut sensitive = false;
+            let mut spi_cat = Vec::new();
+            let services = grants
+                .iter()
+                .filter_map(|e| {
+                    let p = tv.purposes.get(&e.body.purpose)?;
+                    let name = p
+                        .names
+                        .iter()
+                        .find(|(l, _)| lang_str(**l) == lang)
+                        .or_else(|| p.names.iter().next())
+                        .map(|(_, n)| n.clone())
+                        .unwrap_or_else(|| p.key.clone());
+                    for c in &p.categories {
+                        if c.sensitivity == yinyom_core::purpose::Sensitivity::Sensitive {
+                            sensitive = true;
+                            spi_cat.push(c.name.clone());
+                        }
+                    }
+                    Some(Service {
+                        service: p.key.clone(),
+                        purposes: vec![ServicePurpose {
+                            purpose: name,
+                            purpose_category: vec![p.key.clone()],
+                            consent_type: "EXPLICIT".into(),
+                            pii_category: p.categories.iter().map(|c| c.name.clone()).collect(),
+                            primary_purpose: true,
+                            termination: match p.validity_days {
+                                Some(d) => {
+                                    format!("expires after {d} days unless withdrawn earlier")
+                                }
+                                None => "until withdrawn".into(),
+                            },
+                            third_party_disclosure: false,
+                            lawful_basis: p.basis.as_str().into(),
+                            channel: e.body.channel.map(|c| c.as_str().to_string()),
+                        }],
+                    })
+                })
+                .collect();
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = time::now();
+            let claims = Receipt {
+                version: KANTARA_VERSION.into(),
+                jurisdiction: t.jurisdictions.join(","),
+                consent_timestamp: item.occurred_at.div_euclid(1_000_000),
+                collection_method: item.source.clone(),
+                consent_receipt_id: id.clone(),
+                language: lang.into(),
+                pii_principal_id: item.subject_id.clone(),
+                pii_controllers: vec![Controller {
+                    pii_controller: t.name.clone(),
+                    contact: t.dpo.name.clone(),
+                    email: t.dpo.email.clone(),
+                    phone: t.dpo.phone.clone(),
+                    address: t.dpo.address.clone(),
+                }],
+                policy_url: tv
+                    .notices
+                    .get(&(notice.key.clone(), notice.version))
+                    .and_then(|m| m.url.clone())
+                    .or_else(|| t.policy_url.clone()),
+                services,
+                sensitive,
+                spi_cat,
+                notice,
+                ledger: grants
+                    .iter()
+                    .map(|e| LedgerRef {
+                        seq: e.seq,
+                        hash: e.hash.clone(),
+                    })
+                    .collect(),
+                iss: format!("urn:yinyom:tenant:{}", t.id),
+                iat: now.div_euclid(1_000_000),
+                jti: id.clone(),
+            };
+            StoredReceipt {
+                id,
+                jws: self.current().sign(&claims),
+                created_at: now,
+            }
+        })
+    }
+}

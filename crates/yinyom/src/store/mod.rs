@@ -1,0 +1,167 @@
+//! Storage: one trait, one implementation per database.
+//!
+//! Everything durable goes through [`Store`]. Implementations scope every
+//! query by tenant, and [`Store::commit`] appends consent events in one
+//! transaction per batch (group commit): the ledger rows, the chain head,
+//! the current state rows, the receipt and the idempotency record land
+//! together or not at all, and are on disk before it returns.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use yinyom_core::consent::ConsentRecord;
+use yinyom_core::ledger::{Broken, LedgerEntry};
+use yinyom_core::notice::{Notice, NoticeDraft};
+use yinyom_core::purpose::Purpose;
+use yinyom_core::subject::SubjectFlags;
+use yinyom_core::time::Micros;
+
+pub use crate::model::*;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One consent request, validated and ready to be sealed into the ledger.
+#[derive(Debug, Clone)]
+pub struct WriteItem {
+    pub tenant: String,
+    pub subject_id: String,
+    pub actor: String,
+    pub source: String,
+    pub notice: Option<yinyom_core::notice::NoticeRef>,
+    pub evidence: Option<serde_json::Value>,
+    pub occurred_at: Micros,
+    pub actions: Vec<PreparedAction>,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PreparedAction {
+    pub purpose: String,
+    pub channel: Option<yinyom_core::purpose::Channel>,
+    pub action: yinyom_core::consent::Action,
+    pub expires_at: Option<Micros>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    /// SHA-256 of the request body: the same key with another body is refused.
+    pub request_hash: String,
+}
+
+/// What the write path attaches to a sealed item: the receipt (if any) and
+/// the response to store for idempotent replays.
+pub struct Sealed {
+    pub receipt: Option<StoredReceipt>,
+    pub response: serde_json::Value,
+}
+
+/// Called inside the transaction once an item's entries are chained.
+pub type Sealer<'a> = &'a (dyn Fn(&WriteItem, &str, &[LedgerEntry]) -> Sealed + Send + Sync);
+
+pub enum ItemOutcome {
+    Written {
+        subject_uid: String,
+        entries: Vec<LedgerEntry>,
+        response: serde_json::Value,
+    },
+    /// The idempotency key was seen before with the same body.
+    Replayed { response: serde_json::Value },
+    /// The idempotency key was seen before with a different body.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredReceipt {
+    pub id: String,
+    pub jws: String,
+    pub created_at: Micros,
+}
+
+/// A subject as the view needs it at start-up.
+pub struct SubjectSnapshot {
+    pub tenant: String,
+    pub id: String,
+    pub uid: String,
+    pub flags: SubjectFlags,
+    pub records: Vec<ConsentRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub checked: u64,
+    pub broken: Option<Broken>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip for readiness.
+    async fn ping(&self) -> Result<()>;
+
+    async fn tenants(&self) -> Result<Vec<Tenant>>;
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()>;
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<()>;
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()>;
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
+    /// Returns the key if it existed in the tenant.
+    async fn revoke_api_key(&self, tenant: &str, id: &str, at: Micros) -> Result<Option<ApiKey>>;
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>>;
+    async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<()>;
+
+    async fn insert_purpose(&self, tenant: &str, purpose: &Purpose, at: Micros) -> Result<()>;
+    async fn update_purpose(&self, tenant: &str, purpose: &Purpose, at: Micros) -> Result<()>;
+    async fn purposes(&self, tenant: &str) -> Result<Vec<Purpose>>;
+
+    /// Publish `draft` as the next version of its key.
+    async fn publish_notice(&self, tenant: &str, draft: NoticeDraft, at: Micros) -> Result<Notice>;
+    /// Every version of every notice of the tenant, oldest first.
+    async fn notices(&self, tenant: &str) -> Result<Vec<Notice>>;
+
+    async fn upsert_subject(
+        &self,
+        tenant: &str,
+        subject: &SubjectUpdate,
+        at: Micros,
+    ) -> Result<SubjectRow>;
+    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRow>>;
+
+    /// Seal and persist a batch of consent requests in one durable
+    /// transaction. Outcomes are in the order of `items`.
+    async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>>;
+    async fn idempotent_response(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<(String, serde_json::Value)>>;
+
+    /// Ledger entries of one subject, oldest first.
+    async fn history(&self, tenant: &str, subject_uid: &str) -> Result<Vec<LedgerEntry>>;
+    async fn receipts(&self, tenant: &str, subject_uid: &str) -> Result<Vec<StoredReceipt>>;
+    /// Every subject with its current consent records, for the in-memory view.
+    async fn snapshot(&self) -> Result<Vec<SubjectSnapshot>>;
+    /// Recompute the tenant's hash chain from the stored rows.
+    async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport>;
+    /// The tenant's whole ledger, oldest first, with subject identifiers
+    /// resolved (erased subjects resolve to none).
+    async fn ledger(&self, tenant: &str) -> Result<Vec<(Option<String>, LedgerEntry)>>;
+}
+
+/// Settings kept as JSON beside a tenant.
+pub type Settings = BTreeMap<String, serde_json::Value>;

@@ -1,0 +1,409 @@
+//! Import and export of consent records as CSV or JSON Lines.
+//!
+//! An import row is one choice a subject made: `subject`, `purpose`,
+//! optional `channel`, `state` (granted/denied/withdrawn/expired) or
+//! `action` (grant/deny/withdraw/expire), `occurred_at` (RFC 3339, when the
+//! choice was made), `source` (defaults to `import`), optional
+//! `notice_key` + `notice_version`, optional `evidence` (a JSON object).
+//! Every row passes the same checks as `POST /v1/consents`; rows that fail
+//! are reported by line number and the others are kept. Rows are committed
+//! in large batches through the same ledger write as the API.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use yinyom_core::consent::{Action, ConsentState};
+use yinyom_core::purpose::Channel;
+use yinyom_core::time;
+
+use crate::app::load_view;
+use crate::cli::Format;
+use crate::receipts::Signer;
+use crate::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin, Rejected};
+use crate::store::{ItemOutcome, Store, WriteItem};
+
+const BATCH: usize = 5_000;
+
+pub fn guess_format(path: &Path) -> Option<Format> {
+    match path.extension()?.to_str()? {
+        "csv" => Some(Format::Csv),
+        "jsonl" | "ndjson" => Some(Format::Jsonl),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Row {
+    pub subject: String,
+    pub purpose: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub notice_key: Option<String>,
+    #[serde(default)]
+    pub notice_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub imported: usize,
+    /// (line number, reason)
+    pub rejected: Vec<(usize, String)>,
+}
+
+fn invalid(field: &str, detail: impl Into<String>) -> Rejected {
+    Rejected {
+        kind: "validation",
+        field: field.into(),
+        detail: detail.into(),
+    }
+}
+
+fn to_request(row: Row, evidence: Option<serde_json::Value>) -> Result<ConsentRequest, Rejected> {
+    let action = match (row.action.as_deref(), row.state.as_deref()) {
+        (Some(a), _) if !a.is_empty() => {
+            Action::parse(a).ok_or_else(|| invalid("action", format!("unknown action {a:?}")))?
+        }
+        (_, Some(s)) if !s.is_empty() => ConsentState::parse(s)
+            .ok_or_else(|| invalid("state", format!("unknown state {s:?}")))?
+            .action()
+            .ok_or_else(|| invalid("state", "an unspecified state records nothing"))?,
+        _ => return Err(invalid("state", "each row needs a state or an action")),
+    };
+    let channel = match row.channel.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            Channel::parse(c)
+                .ok_or_else(|| invalid("channel", format!("unknown channel {c:?}")))?,
+        ),
+    };
+    let occurred_at = row
+        .occurred_at
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("occurred_at", "each row needs the time the choice was made"))?;
+    let notice = match (row.notice_key.filter(|k| !k.is_empty()), row.notice_version) {
+        (Some(key), Some(version)) => Some(NoticeSelector { key, version }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "notice_version",
+                "notice_key and notice_version go together",
+            ));
+        }
+    };
+    Ok(ConsentRequest {
+        subject: row.subject,
+        notice,
+        source: row
+            .source
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "import".into()),
+        evidence,
+        occurred_at: Some(occurred_at),
+        actions: vec![ActionRequest {
+            purpose: row.purpose,
+            channel,
+            action,
+        }],
+    })
+}
+
+/// Parse rows one by one: `(line number, bytes read so far, row or error)`.
+fn rows(
+    format: Format,
+    input: Box<dyn Read>,
+) -> Box<dyn Iterator<Item = (usize, u64, Result<ConsentRequest, String>)>> {
+    match format {
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+            let headers = match reader.headers() {
+                Ok(h) => h.clone(),
+                Err(e) => {
+                    return Box::new(std::iter::once((
+                        1,
+                        0,
+                        Err(format!("unreadable header: {e}")),
+                    )));
+                }
+            };
+            let mut record = csv::StringRecord::new();
+            Box::new(std::iter::from_fn(move || {
+                match reader.read_record(&mut record) {
+                    Ok(false) => None,
+                    Ok(true) => {
+                        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
+                        let bytes = reader.position().byte();
+                        let parsed = record
+                            .deserialize::<Row>(Some(&headers))
+                            .map_err(|e| e.to_string())
+                            .and_then(|mut row| {
+                                let evidence = evidence_from_csv(&headers, &record)?;
+                                if row.subject.is_empty() {
+                                    row.subject = String::new();
+                                }
+                                to_request(row, evidence)
+                                    .map_err(|r| format!("{}: {}", r.field, r.detail))
+                            });
+                        Some((line, bytes, parsed))
+                    }
+                    Err(e) => {
+                        let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                        let bytes = reader.position().byte();
+                        Some((line, bytes, Err(e.to_string())))
+                    }
+                }
+            }))
+        }
+        Format::Jsonl => {
+            let mut reader = BufReader::new(input);
+            let mut line_no = 0;
+            let mut bytes = 0u64;
+            let mut buf = Vec::new();
+            Box::new(std::iter::from_fn(move || {
+                loop {
+                    buf.clear();
+                    let n = match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) => return None,
+                        Ok(n) => n,
+                        Err(e) => {
+                            line_no += 1;
+                            return Some((line_no, bytes, Err(e.to_string())));
+                        }
+                    };
+                    line_no += 1;
+                    bytes += n as u64;
+                    if buf.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let parsed = serde_json::from_slice::<serde_json::Value>(&buf)
+                        .map_err(|e| format!("not valid JSON: {e}"))
+                        .and_then(|mut v| {
+                            let evidence = v.as_object_mut().and_then(|o| o.remove("evidence"));
+                            let row: Row = serde_json::from_value(v).map_err(|e| e.to_string())?;
+                            to_request(row, evidence.filter(|e| !e.is_null()))
+                                .map_err(|r| format!("{}: {}", r.field, r.detail))
+                        });
+                    return Some((line_no, bytes, parsed));
+                }
+            }))
+        }
+    }
+}
+
+fn evidence_from_csv(
+    headers: &csv::StringRecord,
+    record: &csv::StringRecord,
+) -> Result<Option<serde_json::Value>, String> {
+    let Some(i) = headers.iter().position(|h| h == "evidence") else {
+        return Ok(None);
+    };
+    match record.get(i) {
+        None | Some("") => Ok(None),
+        Some(text) => serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| format!("evidence: not valid JSON: {e}")),
+    }
+}
+
+/// Import `file` into `tenant`.
+pub async fn import(
+    store: Arc<dyn Store>,
+    tenant: &str,
+    file: &Path,
+    format: Format,
+    progress: bool,
+) -> Result<ImportReport, Box<dyn std::error::Error>> {
+    let input = std::fs::File::open(file)?;
+    let len = input.metadata()?.len();
+    let bar = if progress {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        )
+        .expect("the template is valid"),
+    );
+    let view = load_view(store.as_ref()).await?;
+    let signer = Signer::load(store.as_ref()).await?;
+    let now = time::now();
+    let mut report = ImportReport::default();
+    let mut batch: Vec<WriteItem> = Vec::with_capacity(BATCH);
+    let mut batch_lines: Vec<usize> = Vec::with_capacity(BATCH);
+    for (line, bytes, parsed) in rows(format, Box::new(input)) {
+        bar.set_position(bytes);
+        let item = parsed.and_then(|req| {
+            view.read(tenant, |tv| {
+                record::prepare(tv, req, "import", Origin::Import, None, now)
+            })
+            .ok_or_else(|| "unknown tenant".to_string())?
+            .map_err(|r| format!("{}: {}", r.field, r.detail))
+        });
+        match item {
+            Ok(item) => {
+                batch.push(item);
+                batch_lines.push(line);
+            }
+            Err(reason) => {
+                bar.suspend(|| eprintln!("line {line}: {reason}"));
+                report.rejected.push((line, reason));
+            }
+        }
+        if batch.len() >= BATCH {
+            report.imported += commit(store.as_ref(), &view, &signer, &batch).await?;
+            batch.clear();
+            batch_lines.clear();
+            bar.set_message(format!("{} imported", report.imported));
+        }
+    }
+    if !batch.is_empty() {
+        report.imported += commit(store.as_ref(), &view, &signer, &batch).await?;
+    }
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+async fn commit(
+    store: &dyn Store,
+    view: &crate::view::View,
+    signer: &Signer,
+    batch: &[WriteItem],
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let seal = |item: &WriteItem, _: &str, entries: &[_]| signer.seal(view, item, entries, false);
+    let outcomes = store.commit(batch, &seal).await?;
+    Ok(outcomes
+        .iter()
+        .filter(|o| matches!(o, ItemOutcome::Written { .. }))
+        .count())
+}
+
+#[derive(Serialize)]
+struct HistoryRow {
+    subject: Option<String>,
+    seq: u64,
+    purpose: String,
+    channel: Option<&'static str>,
+    action: &'static str,
+    occurred_at: String,
+    recorded_at: String,
+    source: String,
+    actor: String,
+    notice_key: Option<String>,
+    notice_version: Option<u32>,
+    notice_hash: Option<String>,
+    expires_at: Option<String>,
+    hash: String,
+    prev_hash: String,
+}
+
+/// Write the tenant's records; returns how many.
+pub async fn export(
+    store: &dyn Store,
+    tenant: &str,
+    format: Format,
+    history: bool,
+    out: Box<dyn Write>,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut sink = Sink::new(format, out);
+    let mut n = 0;
+    if history {
+        for (subject, e) in store.ledger(tenant).await? {
+            let b = e.body;
+            sink.write(&HistoryRow {
+                subject,
+                seq: e.seq,
+                purpose: b.purpose,
+                channel: b.channel.map(Channel::as_str),
+                action: b.action.as_str(),
+                occurred_at: time::rfc3339(b.occurred_at),
+                recorded_at: time::rfc3339(b.recorded_at),
+                source: b.source,
+                actor: b.actor,
+                notice_key: b.notice.as_ref().map(|n| n.key.clone()),
+                notice_version: b.notice.as_ref().map(|n| n.version),
+                notice_hash: b.notice.map(|n| n.hash),
+                expires_at: b.expires_at.map(time::rfc3339),
+                hash: e.hash,
+                prev_hash: e.prev_hash,
+            })?;
+            n += 1;
+        }
+    } else {
+        let mut subjects: Vec<_> = store
+            .snapshot()
+            .await?
+            .into_iter()
+            .filter(|s| s.tenant == tenant)
+            .collect();
+        subjects.sort_by(|a, b| a.id.cmp(&b.id));
+        for s in subjects {
+            let mut records = s.records;
+            records.sort_by(|a, b| (&a.purpose, a.channel).cmp(&(&b.purpose, b.channel)));
+            for r in records {
+                sink.write(&Row {
+                    subject: s.id.clone(),
+                    purpose: r.purpose,
+                    channel: r.channel.map(|c| c.as_str().to_string()),
+                    state: Some(r.state.as_str().to_string()),
+                    action: None,
+                    occurred_at: Some(time::rfc3339(r.occurred_at)),
+                    source: Some(r.source),
+                    notice_key: r.notice.as_ref().map(|n| n.key.clone()),
+                    notice_version: r.notice.map(|n| n.version),
+                    expires_at: r.expires_at.map(time::rfc3339),
+                })?;
+                n += 1;
+            }
+        }
+    }
+    sink.finish()?;
+    Ok(n)
+}
+
+enum Sink {
+    Csv(csv::Writer<Box<dyn Write>>),
+    Jsonl(Box<dyn Write>),
+}
+
+impl Sink {
+    fn new(format: Format, out: Box<dyn Write>) -> Self {
+        match format {
+            Format::Csv => Sink::Csv(csv::Writer::from_writer(out)),
+            Format::Jsonl => Sink::Jsonl(out),
+        }
+    }
+
+    fn write<T: Serialize>(&mut self, row: &T) -> Result<(), Box<dyn std::error::Error>> {
+        match self {
+            Sink::Csv(w) => w.serialize(row)?,
+            Sink::Jsonl(w) => {
+                serde_json::to_writer(&mut *w, row)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Box<dyn std::error::Error>> {
+        match self {
+            Sink::Csv(mut w) => w.flush()?,
+            Sink::Jsonl(mut w) => w.flush()?,
+        }
+        Ok(())
+    }
+}

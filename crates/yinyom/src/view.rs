@@ -1,0 +1,216 @@
+//! The in-memory view of current state that decisions are served from.
+//!
+//! It is loaded from the store at start-up and then kept exact by the write
+//! path: the writer applies every committed batch here *before* answering
+//! the request that caused it, so a client that has seen its write
+//! acknowledged never reads an older decision from this node.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use yinyom_core::consent::{ConsentRecord, SubjectConsents};
+use yinyom_core::decision::{self, Decision, Facts};
+use yinyom_core::ledger::LedgerEntry;
+use yinyom_core::notice::Notice;
+use yinyom_core::purpose::{Channel, Purpose};
+use yinyom_core::subject::SubjectFlags;
+use yinyom_core::time::Micros;
+
+use crate::model::Tenant;
+use crate::store::SubjectSnapshot;
+
+/// What the write path needs to know of a published notice version.
+#[derive(Debug, Clone)]
+pub struct NoticeMeta {
+    pub hash: String,
+    pub purposes: Vec<String>,
+    pub material: bool,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct SubjectView {
+    pub uid: String,
+    pub flags: SubjectFlags,
+    pub consents: SubjectConsents,
+}
+
+#[derive(Debug)]
+pub struct TenantView {
+    pub tenant: Tenant,
+    pub purposes: HashMap<String, Purpose>,
+    pub notices: HashMap<(String, u32), NoticeMeta>,
+    /// Notice key → its latest version.
+    pub latest_notice: HashMap<String, u32>,
+    /// Notice key → its latest material version.
+    pub material: HashMap<String, u32>,
+    pub subjects: HashMap<String, SubjectView>,
+}
+
+/// A decision with the facts behind it, as the API reports it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub decision: Decision,
+    pub record: Option<ConsentRecord>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unknown {
+    Tenant,
+    Purpose,
+}
+
+#[derive(Default)]
+pub struct View {
+    tenants: RwLock<HashMap<String, TenantView>>,
+}
+
+impl TenantView {
+    pub fn new(tenant: Tenant) -> Self {
+        TenantView {
+            tenant,
+            purposes: HashMap::new(),
+            notices: HashMap::new(),
+            latest_notice: HashMap::new(),
+            material: HashMap::new(),
+            subjects: HashMap::new(),
+        }
+    }
+
+    pub fn put_notice(&mut self, n: &Notice) {
+        self.notices.insert(
+            (n.key.clone(), n.version),
+            NoticeMeta {
+                hash: n.content_hash.clone(),
+                purposes: n.purposes.clone(),
+                material: n.material,
+                url: n.texts.values().find_map(|t| t.url.clone()),
+            },
+        );
+        let latest = self.latest_notice.entry(n.key.clone()).or_insert(0);
+        *latest = (*latest).max(n.version);
+        if n.material {
+            let m = self.material.entry(n.key.clone()).or_insert(0);
+            *m = (*m).max(n.version);
+        }
+    }
+
+    pub fn decide(
+        &self,
+        subject: &str,
+        purpose_key: &str,
+        channel: Option<Channel>,
+        now: Micros,
+    ) -> Result<Answer, Unknown> {
+        let purpose = self.purposes.get(purpose_key).ok_or(Unknown::Purpose)?;
+        let sv = self.subjects.get(subject);
+        let record = sv.and_then(|s| s.consents.effective(purpose_key, channel));
+        let latest_material_version = record
+            .and_then(|r| r.notice.as_ref())
+            .and_then(|n| self.material.get(&n.key).copied());
+        let decision = decision::decide(&Facts {
+            purpose_key,
+            purpose: purpose.rule(),
+            flags: sv.map(|s| &s.flags),
+            record,
+            latest_material_version,
+            now,
+        });
+        Ok(Answer {
+            decision,
+            record: record.cloned(),
+        })
+    }
+}
+
+impl View {
+    pub fn load(
+        tenants: Vec<(Tenant, Vec<Purpose>, Vec<Notice>)>,
+        subjects: Vec<SubjectSnapshot>,
+    ) -> Self {
+        let mut map = HashMap::new();
+        for (tenant, purposes, notices) in tenants {
+            let mut tv = TenantView::new(tenant);
+            for p in purposes {
+                tv.purposes.insert(p.key.clone(), p);
+            }
+            for n in &notices {
+                tv.put_notice(n);
+            }
+            map.insert(tv.tenant.id.clone(), tv);
+        }
+        for s in subjects {
+            if let Some(tv) = map.get_mut(&s.tenant) {
+                let mut consents = SubjectConsents::default();
+                for r in s.records {
+                    consents.apply(r);
+                }
+                tv.subjects.insert(
+                    s.id,
+                    SubjectView {
+                        uid: s.uid,
+                        flags: s.flags,
+                        consents,
+                    },
+                );
+            }
+        }
+        View {
+            tenants: RwLock::new(map),
+        }
+    }
+
+    /// Read one tenant's view.
+    pub fn read<R>(&self, tenant: &str, f: impl FnOnce(&TenantView) -> R) -> Option<R> {
+        let guard = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        guard.get(tenant).map(f)
+    }
+
+    /// Change one tenant's view.
+    pub fn write<R>(&self, tenant: &str, f: impl FnOnce(&mut TenantView) -> R) -> Option<R> {
+        let mut guard = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        guard.get_mut(tenant).map(f)
+    }
+
+    pub fn add_tenant(&self, tenant: Tenant) {
+        let mut guard = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        let id = tenant.id.clone();
+        match guard.get_mut(&id) {
+            Some(tv) => tv.tenant = tenant,
+            None => {
+                guard.insert(id, TenantView::new(tenant));
+            }
+        }
+    }
+
+    pub fn decide(
+        &self,
+        tenant: &str,
+        subject: &str,
+        purpose: &str,
+        channel: Option<Channel>,
+        now: Micros,
+    ) -> Result<Answer, Unknown> {
+        self.read(tenant, |tv| tv.decide(subject, purpose, channel, now))
+            .unwrap_or(Err(Unknown::Tenant))
+    }
+
+    /// Fold committed ledger entries in (called by the writer after commit).
+    pub fn apply(&self, tenant: &str, subject_id: &str, uid: &str, entries: &[LedgerEntry]) {
+        self.write(tenant, |tv| {
+            let sv = tv.subjects.entry(subject_id.to_string()).or_default();
+            sv.uid = uid.to_string();
+            for e in entries {
+                sv.consents.apply(e.record());
+            }
+        });
+    }
+
+    pub fn set_flags(&self, tenant: &str, subject_id: &str, uid: &str, flags: SubjectFlags) {
+        self.write(tenant, |tv| {
+            let sv = tv.subjects.entry(subject_id.to_string()).or_default();
+            sv.uid = uid.to_string();
+            sv.flags = flags;
+        });
+    }
+}

@@ -1,0 +1,95 @@
+//! The consent write path with group commit.
+//!
+//! Handlers hand validated [`WriteItem`]s to one writer task. While a
+//! transaction is being fsync'd, new requests queue up; the writer then
+//! commits all of them in the next transaction. One fsync thus acknowledges
+//! many requests, which is how durable writes stay fast. After a commit the
+//! writer folds the new entries into the [`View`] and only then answers, so
+//! an acknowledged write is both on disk and visible to decisions.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::receipts::Signer;
+use crate::store::{ItemOutcome, Store, StoreError, WriteItem};
+use crate::view::View;
+
+/// Largest batch in one transaction: bounds latency of the first request
+/// in a batch and the size of a transaction.
+const MAX_BATCH: usize = 512;
+
+struct Job {
+    item: WriteItem,
+    reply: oneshot::Sender<Result<ItemOutcome, StoreError>>,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub fn start(
+        store: Arc<dyn Store>,
+        view: Arc<View>,
+        signer: Arc<Signer>,
+        metrics: Arc<Metrics>,
+    ) -> Writer {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(store, view, signer, metrics, rx));
+        Writer { jobs: tx }
+    }
+
+    /// Write one request durably; resolves once it is committed and visible.
+    pub async fn write(&self, item: WriteItem) -> Result<ItemOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { item, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    view: Arc<View>,
+    signer: Arc<Signer>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let items: Vec<WriteItem> = jobs.iter().map(|j| j.item.clone()).collect();
+        let seal =
+            |item: &WriteItem, _uid: &str, entries: &[_]| signer.seal(&view, item, entries, true);
+        let result = store.commit(&items, &seal).await;
+        metrics.write_batch(items.len());
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    if let ItemOutcome::Written {
+                        subject_uid,
+                        entries,
+                        ..
+                    } = &outcome
+                    {
+                        view.apply(&job.item.tenant, &job.item.subject_id, subject_uid, entries);
+                        metrics.consent_events(entries);
+                    }
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = items.len(), "consent batch failed to commit");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
