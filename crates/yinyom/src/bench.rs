@@ -1,15 +1,346 @@
-//! `yinyom bench`: throughput and latency against ceilings measured in the
-//! same run.
+//! `yinyom bench`: throughput and latency of the calls DESIGN.md sets
+//! targets for, each next to a ceiling measured in the same run on the same
+//! machine, because absolute numbers on shared machines drift:
+//!
+//! - single decisions over HTTP/1.1 keep-alive vs. a bare axum handler
+//!   returning a constant (the HTTP ceiling);
+//! - decisions inside batch calls (target: 1,000,000/s);
+//! - durable consent writes over HTTP vs. a raw batched durable insert into
+//!   the same SQLite database (the write ceiling).
+//!
+//! Server and load generator share the machine (loopback only), so the
+//! ratios are what to compare across runs.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use yinyom_core::notice::{NoticeDraft, NoticeText};
+use yinyom_core::purpose::{Channel, LawfulBasis, Lang, Purpose};
+use yinyom_core::time;
+
+use crate::app::{self, App};
+use crate::receipts::Signer;
+use crate::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Concurrent keep-alive connections for single decisions.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Concurrent writers for durable consent writes.
+    #[arg(long, default_value_t = 64)]
+    pub writers: usize,
+    /// Subjects with consents in the store.
+    #[arg(long, default_value_t = 100_000)]
+    pub subjects: usize,
+    /// Queries per batch call.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: usize,
 }
 
-pub async fn run(_args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    Err("not yet".into())
+const KEY: &str = "yy_bench_owner_key";
+const PURPOSE: &str = "marketing.email";
+
+struct Load {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    p50_us: u32,
+    p99_us: u32,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+}
+
+type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// Drive `connections` keep-alive HTTP/1.1 connections as fast as they go.
+async fn load(addr: SocketAddr, connections: usize, duration: Duration, make: MakeRequest) -> Load {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                return (latencies, 1);
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+                return (latencies, 1);
+            };
+            tokio::spawn(conn);
+            let mut i = c as u64;
+            while Instant::now() < deadline {
+                let req = make(i);
+                i += connections as u64;
+                let t = Instant::now();
+                match sender.send_request(req).await {
+                    Ok(res) => {
+                        let ok = res.status().is_success();
+                        if res.into_body().collect().await.is_err() || !ok {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+                latencies.push(t.elapsed().as_micros() as u32);
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    Load {
+        requests: all.len() as u64,
+        errors,
+        seconds,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+async fn serve(router: axum::Router) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(addr)
+}
+
+fn get(addr: SocketAddr, path: String, key: bool) -> Request<Full<Bytes>> {
+    let mut b = Request::get(path).header("host", addr.to_string());
+    if key {
+        b = b.header("authorization", format!("Bearer {KEY}"));
+    }
+    b.body(Full::new(Bytes::new())).expect("valid request")
+}
+
+fn post(addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::post(path)
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .expect("valid request")
+}
+
+/// A store with one tenant, one purpose, one notice, and `subjects`
+/// subjects of which every other one granted consent.
+async fn seeded_store(dir: &std::path::Path, subjects: usize) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("yinyom.db")).await?);
+    let (tenant, _) = app::bootstrap(store.as_ref(), Some(KEY.into()))
+        .await?
+        .ok_or("the bench store is not empty")?;
+    let purpose = Purpose {
+        key: PURPOSE.into(),
+        names: [(Lang::En, "Email marketing".to_string())].into(),
+        descriptions: Default::default(),
+        basis: LawfulBasis::Consent,
+        categories: vec![],
+        channels: vec![Channel::Email, Channel::Sms],
+        retention_days: 730,
+        validity_days: Some(365),
+    };
+    store.insert_purpose(&tenant.id, &purpose, time::now()).await?;
+    store
+        .publish_notice(
+            &tenant.id,
+            NoticeDraft {
+                key: "marketing".into(),
+                texts: [(
+                    Lang::En,
+                    NoticeText {
+                        title: "Marketing".into(),
+                        body: "We send offers.".into(),
+                        url: None,
+                    },
+                )]
+                .into(),
+                purposes: vec![PURPOSE.into()],
+                material: false,
+            },
+            time::now(),
+        )
+        .await?;
+    let view = app::load_view(store.as_ref()).await?;
+    let signer = Signer::load(store.as_ref()).await?;
+    let now = time::now();
+    let mut batch = Vec::new();
+    for i in 0..subjects {
+        if i % 2 == 1 {
+            continue;
+        }
+        let req = ConsentRequest {
+            subject: format!("cust-{i}"),
+            notice: Some(NoticeSelector {
+                key: "marketing".into(),
+                version: 1,
+            }),
+            source: "web".into(),
+            evidence: None,
+            occurred_at: None,
+            actions: vec![ActionRequest {
+                purpose: PURPOSE.into(),
+                channel: Some(Channel::Email),
+                action: yinyom_core::consent::Action::Grant,
+            }],
+        };
+        let item = view
+            .read(&tenant.id, |tv| record::prepare(tv, req, "bench", Origin::Import, None, now))
+            .ok_or("tenant vanished")?
+            .map_err(|r| r.detail)?;
+        batch.push(item);
+        if batch.len() == 5_000 || i + 2 >= subjects {
+            let seal = |item: &_, _: &str, entries: &[_]| signer.seal(&view, item, entries, false);
+            store.commit(&batch, &seal).await?;
+            batch.clear();
+        }
+    }
+    Ok(store)
+}
+
+/// Rows per second for a plain batched durable insert into the same kind of
+/// SQLite database: the write ceiling.
+async fn raw_insert_ceiling(dir: &std::path::Path, batch: usize, duration: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+    let store = SqliteStore::open(&dir.join("ceiling.db")).await?;
+    let pool = store.pool();
+    sqlx::query(
+        "CREATE TABLE raw (id INTEGER PRIMARY KEY, subject TEXT, purpose TEXT, action TEXT, at INTEGER, hash TEXT)",
+    )
+    .execute(pool)
+    .await?;
+    let hash = "0".repeat(64);
+    let start = Instant::now();
+    let mut rows = 0u64;
+    while start.elapsed() < duration {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        for _ in 0..batch {
+            sqlx::query("INSERT INTO raw (subject, purpose, action, at, hash) VALUES (?, ?, ?, ?, ?)")
+                .bind(format!("cust-{rows}"))
+                .bind(PURPOSE)
+                .bind("grant")
+                .bind(time::now())
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+            rows += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+fn line(name: &str, l: &Load, ceiling: Option<(&str, f64)>) {
+    let ratio = ceiling
+        .map(|(what, c)| format!("  ratio {:.2} of {what} ({:.0}/s)", l.rate() / c, c))
+        .unwrap_or_default();
+    println!(
+        "{name:<34} {:>10.0}/s  p50 {:>6} µs  p99 {:>6} µs  errors {}{ratio}",
+        l.rate(),
+        l.p50_us,
+        l.p99_us,
+        l.errors
+    );
+}
+
+pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let duration = Duration::from_secs(args.seconds);
+    let warmup = Duration::from_secs(1);
+    let dir = tempfile::tempdir()?;
+    println!(
+        "yinyom bench: {} s per measurement, {} subjects, {} cores",
+        args.seconds,
+        args.subjects,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+
+    // HTTP ceiling: a bare handler returning a constant decision-sized body.
+    let bare = axum::Router::new().route(
+        "/v1/decisions",
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!({"allowed": true, "reason": "consent_granted", "subject": "cust-0",
+                "purpose": PURPOSE, "channel": "email", "state": "granted", "notice": {"key": "marketing", "version": 1},
+                "expires_at": "2027-11-22T00:00:00Z"}))
+        }),
+    );
+    let bare_addr = serve(bare).await?;
+    let make: MakeRequest = Arc::new(move |_| get(bare_addr, "/v1/decisions".into(), false));
+    load(bare_addr, args.connections, warmup, make.clone()).await;
+    let ceiling = load(bare_addr, args.connections, duration, make).await;
+    line("bare axum handler (HTTP ceiling)", &ceiling, None);
+
+    let store = seeded_store(dir.path(), args.subjects).await?;
+    let app = App::start(store).await?;
+    let addr = serve(crate::api::router(app)).await?;
+    let subjects = args.subjects as u64;
+    let make: MakeRequest = Arc::new(move |i| {
+        get(
+            addr,
+            format!("/v1/decisions?subject=cust-{}&purpose={PURPOSE}&channel=email", i % subjects),
+            true,
+        )
+    });
+    load(addr, args.connections, warmup, make.clone()).await;
+    let single = load(addr, args.connections, duration, make).await;
+    line("single decisions", &single, Some(("HTTP ceiling", ceiling.rate())));
+
+    let queries: Vec<serde_json::Value> = (0..args.batch)
+        .map(|i| serde_json::json!({"subject": format!("cust-{}", i % args.subjects), "purpose": PURPOSE, "channel": "email"}))
+        .collect();
+    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({ "requests": queries }))?);
+    let make: MakeRequest = Arc::new(move |_| post(addr, "/v1/decisions/batch", body.clone()));
+    load(addr, 2, warmup, make.clone()).await;
+    let batch = load(addr, 2, duration, make).await;
+    let per_decision = Load {
+        requests: batch.requests * args.batch as u64,
+        ..batch
+    };
+    line(&format!("decisions in batches of {}", args.batch), &per_decision, Some(("target", 1_000_000.0)));
+
+    let raw = raw_insert_ceiling(dir.path(), args.writers, duration).await?;
+    println!("{:<34} {raw:>10.0}/s  (transactions of {} rows)", "raw durable insert (write ceiling)", args.writers);
+    let make: MakeRequest = Arc::new(move |i| {
+        let body = serde_json::json!({
+            "subject": format!("writer-{i}"),
+            "notice": {"key": "marketing", "version": 1},
+            "source": "web",
+            "evidence": {"ip": "203.0.113.9", "user_agent": "bench"},
+            "actions": [{"purpose": PURPOSE, "channel": "email", "action": if i % 3 == 0 { "withdraw" } else { "grant" }}]
+        });
+        post(addr, "/v1/consents", Bytes::from(body.to_string()))
+    });
+    load(addr, args.writers, warmup, make.clone()).await;
+    let writes = load(addr, args.writers, duration, make).await;
+    line("durable consent writes", &writes, Some(("write ceiling", raw)));
+    Ok(ExitCode::SUCCESS)
 }
