@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use yinyom_core::notice::{NoticeDraft, NoticeText};
-use yinyom_core::purpose::{Channel, LawfulBasis, Lang, Purpose};
+use yinyom_core::purpose::{Channel, Lang, LawfulBasis, Purpose};
 use yinyom_core::time;
 
 use crate::app::{self, App};
@@ -47,6 +47,28 @@ pub struct BenchArgs {
     /// Queries per batch call.
     #[arg(long, default_value_t = 10_000)]
     pub batch: usize,
+    /// Rows in the import measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub import_rows: usize,
+    /// Subjects (× 5 purposes) in the memory measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub memory_subjects: usize,
+    /// Which measurements to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http,batch,writes,import,memory"
+    )]
+    pub only: Vec<Section>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Http,
+    Batch,
+    Writes,
+    Import,
+    Memory,
 }
 
 const KEY: &str = "yy_bench_owner_key";
@@ -82,7 +104,9 @@ async fn load(addr: SocketAddr, connections: usize, duration: Duration, make: Ma
                 return (latencies, 1);
             };
             let _ = stream.set_nodelay(true);
-            let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
                 return (latencies, 1);
             };
             tokio::spawn(conn);
@@ -118,7 +142,11 @@ async fn load(addr: SocketAddr, connections: usize, duration: Duration, make: Ma
     }
     let seconds = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     Load {
         requests: all.len() as u64,
         errors,
@@ -156,7 +184,10 @@ fn post(addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<Bytes>> {
 
 /// A store with one tenant, one purpose, one notice, and `subjects`
 /// subjects of which every other one granted consent.
-async fn seeded_store(dir: &std::path::Path, subjects: usize) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+async fn seeded_store(
+    dir: &std::path::Path,
+    subjects: usize,
+) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("yinyom.db")).await?);
     let (tenant, _) = app::bootstrap(store.as_ref(), Some(KEY.into()))
         .await?
@@ -171,7 +202,9 @@ async fn seeded_store(dir: &std::path::Path, subjects: usize) -> Result<Arc<dyn 
         retention_days: 730,
         validity_days: Some(365),
     };
-    store.insert_purpose(&tenant.id, &purpose, time::now()).await?;
+    store
+        .insert_purpose(&tenant.id, &purpose, time::now())
+        .await?;
     store
         .publish_notice(
             &tenant.id,
@@ -216,7 +249,9 @@ async fn seeded_store(dir: &std::path::Path, subjects: usize) -> Result<Arc<dyn 
             }],
         };
         let item = view
-            .read(&tenant.id, |tv| record::prepare(tv, req, "bench", Origin::Import, None, now))
+            .read(&tenant.id, |tv| {
+                record::prepare(tv, req, "bench", Origin::Import, None, now)
+            })
             .ok_or("tenant vanished")?
             .map_err(|r| r.detail)?;
         batch.push(item);
@@ -231,7 +266,11 @@ async fn seeded_store(dir: &std::path::Path, subjects: usize) -> Result<Arc<dyn 
 
 /// Rows per second for a plain batched durable insert into the same kind of
 /// SQLite database: the write ceiling.
-async fn raw_insert_ceiling(dir: &std::path::Path, batch: usize, duration: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+async fn raw_insert_ceiling(
+    dir: &std::path::Path,
+    batch: usize,
+    duration: Duration,
+) -> Result<f64, Box<dyn std::error::Error>> {
     let store = SqliteStore::open(&dir.join("ceiling.db")).await?;
     let pool = store.pool();
     sqlx::query(
@@ -245,14 +284,16 @@ async fn raw_insert_ceiling(dir: &std::path::Path, batch: usize, duration: Durat
     while start.elapsed() < duration {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         for _ in 0..batch {
-            sqlx::query("INSERT INTO raw (subject, purpose, action, at, hash) VALUES (?, ?, ?, ?, ?)")
-                .bind(format!("cust-{rows}"))
-                .bind(PURPOSE)
-                .bind("grant")
-                .bind(time::now())
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO raw (subject, purpose, action, at, hash) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(format!("cust-{rows}"))
+            .bind(PURPOSE)
+            .bind("grant")
+            .bind(time::now())
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
             rows += 1;
         }
         tx.commit().await?;
@@ -277,13 +318,45 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     let duration = Duration::from_secs(args.seconds);
     let warmup = Duration::from_secs(1);
     let dir = tempfile::tempdir()?;
+    let on = |s: Section| args.only.contains(&s);
     println!(
         "yinyom bench: {} s per measurement, {} subjects, {} cores",
         args.seconds,
         args.subjects,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
 
+    if on(Section::Http) || on(Section::Batch) || on(Section::Writes) {
+        let store = seeded_store(dir.path(), args.subjects).await?;
+        let app = App::start(store).await?;
+        let addr = serve(crate::api::router(app)).await?;
+        if on(Section::Http) {
+            http(&args, addr, warmup, duration).await?;
+        }
+        if on(Section::Batch) {
+            batch(&args, addr, warmup, duration).await;
+        }
+        if on(Section::Writes) {
+            writes(&args, dir.path(), addr, warmup, duration).await?;
+        }
+    }
+    if on(Section::Import) {
+        import(args.import_rows, dir.path()).await?;
+    }
+    if on(Section::Memory) {
+        memory(args.memory_subjects);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn http(
+    args: &BenchArgs,
+    addr: SocketAddr,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
     // HTTP ceiling: a bare handler returning a constant decision-sized body.
     let bare = axum::Router::new().route(
         "/v1/decisions",
@@ -299,25 +372,33 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     let ceiling = load(bare_addr, args.connections, duration, make).await;
     line("bare axum handler (HTTP ceiling)", &ceiling, None);
 
-    let store = seeded_store(dir.path(), args.subjects).await?;
-    let app = App::start(store).await?;
-    let addr = serve(crate::api::router(app)).await?;
     let subjects = args.subjects as u64;
     let make: MakeRequest = Arc::new(move |i| {
         get(
             addr,
-            format!("/v1/decisions?subject=cust-{}&purpose={PURPOSE}&channel=email", i % subjects),
+            format!(
+                "/v1/decisions?subject=cust-{}&purpose={PURPOSE}&channel=email",
+                i % subjects
+            ),
             true,
         )
     });
     load(addr, args.connections, warmup, make.clone()).await;
     let single = load(addr, args.connections, duration, make).await;
-    line("single decisions", &single, Some(("HTTP ceiling", ceiling.rate())));
+    line(
+        "single decisions",
+        &single,
+        Some(("HTTP ceiling", ceiling.rate())),
+    );
+    Ok(())
+}
 
+async fn batch(args: &BenchArgs, addr: SocketAddr, warmup: Duration, duration: Duration) {
     let queries: Vec<serde_json::Value> = (0..args.batch)
         .map(|i| serde_json::json!({"subject": format!("cust-{}", i % args.subjects), "purpose": PURPOSE, "channel": "email"}))
         .collect();
-    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({ "requests": queries }))?);
+    let body =
+        Bytes::from(serde_json::to_vec(&serde_json::json!({ "requests": queries })).expect("JSON"));
     let make: MakeRequest = Arc::new(move |_| post(addr, "/v1/decisions/batch", body.clone()));
     load(addr, 2, warmup, make.clone()).await;
     let batch = load(addr, 2, duration, make).await;
@@ -325,10 +406,25 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         requests: batch.requests * args.batch as u64,
         ..batch
     };
-    line(&format!("decisions in batches of {}", args.batch), &per_decision, Some(("target", 1_000_000.0)));
+    line(
+        &format!("decisions in batches of {}", args.batch),
+        &per_decision,
+        Some(("target", 1_000_000.0)),
+    );
+}
 
-    let raw = raw_insert_ceiling(dir.path(), args.writers, duration).await?;
-    println!("{:<34} {raw:>10.0}/s  (transactions of {} rows)", "raw durable insert (write ceiling)", args.writers);
+async fn writes(
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let raw = raw_insert_ceiling(dir, args.writers, duration).await?;
+    println!(
+        "{:<34} {raw:>10.0}/s  (transactions of {} rows)",
+        "raw durable insert (write ceiling)", args.writers
+    );
     let make: MakeRequest = Arc::new(move |i| {
         let body = serde_json::json!({
             "subject": format!("writer-{i}"),
@@ -341,6 +437,124 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     });
     load(addr, args.writers, warmup, make.clone()).await;
     let writes = load(addr, args.writers, duration, make).await;
-    line("durable consent writes", &writes, Some(("write ceiling", raw)));
-    Ok(ExitCode::SUCCESS)
+    line(
+        "durable consent writes",
+        &writes,
+        Some(("write ceiling", raw)),
+    );
+    Ok(())
+}
+
+/// `yinyom import` of a CRM export: rows per second and total time.
+async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let dir = dir.join("import");
+    std::fs::create_dir_all(&dir)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("yinyom.db")).await?);
+    let (tenant, _) = app::bootstrap(store.as_ref(), None)
+        .await?
+        .ok_or("store not empty")?;
+    for p in 0..5 {
+        let purpose = Purpose {
+            key: format!("purpose.{p}"),
+            names: [(Lang::En, format!("Purpose {p}"))].into(),
+            descriptions: Default::default(),
+            basis: LawfulBasis::Consent,
+            categories: vec![],
+            channels: vec![Channel::Email, Channel::Sms],
+            retention_days: 730,
+            validity_days: None,
+        };
+        store
+            .insert_purpose(&tenant.id, &purpose, time::now())
+            .await?;
+    }
+    let file = dir.join("crm.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    writeln!(out, "subject,purpose,channel,state,occurred_at,source")?;
+    let states = ["granted", "denied", "withdrawn"];
+    for i in 0..rows {
+        writeln!(
+            out,
+            "crm-{},purpose.{},email,{},2024-0{}-1{}T08:30:00Z,crm",
+            i / 5,
+            i % 5,
+            states[i % 3],
+            1 + i % 9,
+            i % 10
+        )?;
+    }
+    out.flush()?;
+    let start = Instant::now();
+    let report = crate::transfer::import(
+        store.clone(),
+        &tenant.id,
+        &file,
+        crate::cli::Format::Csv,
+        false,
+    )
+    .await?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{:<34} {:>10.0}/s  {} rows in {secs:.1} s (target ≤ 30 s for 1,000,000){}",
+        "import (CSV, durable)",
+        report.imported as f64 / secs,
+        report.imported,
+        if report.rejected.is_empty() {
+            String::new()
+        } else {
+            format!(", {} rejected", report.rejected.len())
+        }
+    );
+    Ok(())
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Resident memory of the decision view holding `subjects` × 5 purposes.
+fn memory(subjects: usize) {
+    use yinyom_core::consent::{ConsentRecord, ConsentState, NoticeVersion};
+    let before = resident_bytes().unwrap_or(0);
+    let tenant = crate::model::Tenant {
+        id: "t".into(),
+        name: "bench".into(),
+        dpo: Default::default(),
+        jurisdictions: vec!["TH".into()],
+        default_lang: Lang::Th,
+        policy_url: None,
+        created_at: 0,
+    };
+    let snapshots = (0..subjects).map(|i| crate::store::SubjectSnapshot {
+        tenant: "t".into(),
+        id: format!("cust-{i:08}"),
+        uid: uuid::Uuid::new_v4().to_string(),
+        flags: Default::default(),
+        records: (0..5)
+            .map(|p| ConsentRecord {
+                purpose: format!("purpose.{p}"),
+                channel: Some(Channel::Email),
+                state: ConsentState::Granted,
+                seq: (i * 5 + p) as u64,
+                occurred_at: 1_700_000_000_000_000,
+                expires_at: None,
+                notice: Some(NoticeVersion {
+                    key: "marketing".into(),
+                    version: 1,
+                }),
+                source: "web".into(),
+            })
+            .collect(),
+    });
+    let view = crate::view::View::load_iter(vec![(tenant, vec![], vec![])], snapshots);
+    let after = resident_bytes().unwrap_or(0);
+    let n = view.read("t", |tv| tv.subjects.len()).unwrap_or(0);
+    println!(
+        "{:<34} {:>10.1} MiB for {n} subjects × 5 purposes (target ≤ 1024 MiB)",
+        "decision view resident memory",
+        (after.saturating_sub(before)) as f64 / (1024.0 * 1024.0)
+    );
 }

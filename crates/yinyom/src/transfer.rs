@@ -149,11 +149,8 @@ fn rows(
                         let parsed = record
                             .deserialize::<Row>(Some(&headers))
                             .map_err(|e| e.to_string())
-                            .and_then(|mut row| {
+                            .and_then(|row| {
                                 let evidence = evidence_from_csv(&headers, &record)?;
-                                if row.subject.is_empty() {
-                                    row.subject = String::new();
-                                }
                                 to_request(row, evidence)
                                     .map_err(|r| format!("{}: {}", r.field, r.detail))
                             });
@@ -376,14 +373,14 @@ pub async fn export(
 }
 
 enum Sink {
-    Csv(csv::Writer<Box<dyn Write>>),
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
     Jsonl(Box<dyn Write>),
 }
 
 impl Sink {
     fn new(format: Format, out: Box<dyn Write>) -> Self {
         match format {
-            Format::Csv => Sink::Csv(csv::Writer::from_writer(out)),
+            Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(out))),
             Format::Jsonl => Sink::Jsonl(out),
         }
     }

@@ -128,6 +128,13 @@ impl View {
         tenants: Vec<(Tenant, Vec<Purpose>, Vec<Notice>)>,
         subjects: Vec<SubjectSnapshot>,
     ) -> Self {
+        Self::load_iter(tenants, subjects)
+    }
+
+    pub fn load_iter(
+        tenants: Vec<(Tenant, Vec<Purpose>, Vec<Notice>)>,
+        subjects: impl IntoIterator<Item = SubjectSnapshot>,
+    ) -> Self {
         let mut map = HashMap::new();
         for (tenant, purposes, notices) in tenants {
             let mut tv = TenantView::new(tenant);
