@@ -177,18 +177,33 @@ impl SubjectConsents {
             .find(|r| r.purpose == purpose && r.channel == channel)
     }
 
-    /// The record that answers "may `purpose` use this subject on `channel`":
-    /// the latest of the channel's own record and the purpose-wide one (a
-    /// purpose-wide withdrawal after a channel grant withdraws that channel
-    /// too). Without a channel, the latest choice on any channel answers.
+    /// The record that answers "may `purpose` use this subject on `channel`".
+    ///
+    /// On a channel: the latest of the channel's own record and the
+    /// purpose-wide one (a purpose-wide withdrawal after a channel grant
+    /// withdraws that channel too).
+    ///
+    /// Without a channel, the question is about the purpose as a whole, so
+    /// the most restrictive choice still in force answers: among the
+    /// purpose-wide record and the channel records made after it, the latest
+    /// one that is not a grant if there is one, else the latest grant. A grant
+    /// for email alone never lets the whole purpose proceed over a refusal
+    /// on another channel.
     pub fn effective(&self, purpose: &str, channel: Option<Channel>) -> Option<&ConsentRecord> {
-        self.records
-            .iter()
-            .filter(|r| {
-                r.purpose == purpose
-                    && (channel.is_none() || r.channel.is_none() || r.channel == channel)
-            })
+        let of_purpose = self.records.iter().filter(|r| r.purpose == purpose);
+        if channel.is_some() {
+            return of_purpose
+                .filter(|r| r.channel.is_none() || r.channel == channel)
+                .max_by_key(|r| r.order());
+        }
+        let wide = self.get(purpose, None);
+        let in_force = of_purpose.filter(|r| wide.is_none_or(|w| r.order() >= w.order()));
+        let (refusals, grants): (Vec<_>, Vec<_>) =
+            in_force.partition(|r| r.state != ConsentState::Granted);
+        refusals
+            .into_iter()
             .max_by_key(|r| r.order())
+            .or_else(|| grants.into_iter().max_by_key(|r| r.order()))
     }
 }
 
@@ -233,6 +248,22 @@ mod tests {
             s.effective("p", Some(Channel::Sms)).unwrap().state,
             ConsentState::Withdrawn
         );
+    }
+
+    #[test]
+    fn without_a_channel_the_most_restrictive_choice_in_force_answers() {
+        let mut s = SubjectConsents::default();
+        s.apply(rec(None, Action::Withdraw, 100, 1));
+        s.apply(rec(Some(Channel::Email), Action::Grant, 200, 2));
+        // The purpose-wide withdrawal still holds for every other channel.
+        assert_eq!(
+            s.effective("p", None).unwrap().state,
+            ConsentState::Withdrawn
+        );
+        s.apply(rec(None, Action::Grant, 300, 3));
+        assert_eq!(s.effective("p", None).unwrap().state, ConsentState::Granted);
+        s.apply(rec(Some(Channel::Sms), Action::Deny, 400, 4));
+        assert_eq!(s.effective("p", None).unwrap().state, ConsentState::Denied);
     }
 
     #[test]

@@ -167,10 +167,21 @@ impl Verifier {
                 problem: format!("entry {expected} is missing (found {} next)", entry.seq),
             });
         }
+        let recomputed = hash_entry(entry.seq, &entry.prev_hash, &entry.body);
         if entry.prev_hash != self.chain.hash {
+            // This entry is self-consistent but remembers a different
+            // predecessor: the predecessor was rewritten (and re-hashed).
+            if recomputed == entry.hash && self.chain.seq > 0 {
+                return Err(Broken {
+                    seq: self.chain.seq,
+                    problem: format!(
+                        "entry {} was rewritten: its hash differs from the one entry {} recorded",
+                        self.chain.seq, entry.seq
+                    ),
+                });
+            }
             return Err(broken("prev_hash does not match the previous entry".into()));
         }
-        let recomputed = hash_entry(entry.seq, &entry.prev_hash, &entry.body);
         if recomputed != entry.hash {
             return Err(broken("content does not match its hash".into()));
         }
@@ -190,12 +201,27 @@ impl Verifier {
     /// Compare the end of the chain with the recorded head, which catches
     /// entries cut off the end.
     pub fn finish(self, head: &Chain) -> Result<u64, Broken> {
-        if head.seq != self.chain.seq || head.hash != self.chain.hash {
+        let last = self.chain.seq;
+        if head.seq > last {
             return Err(Broken {
-                seq: self.chain.seq + 1,
+                seq: last + 1,
+                problem: format!("entries {} to {} are missing", last + 1, head.seq),
+            });
+        }
+        if head.seq < last {
+            return Err(Broken {
+                seq: head.seq + 1,
                 problem: format!(
-                    "the chain ends at entry {} but its head records entry {}",
-                    self.chain.seq, head.seq
+                    "entries {} to {last} lie beyond the recorded head",
+                    head.seq + 1
+                ),
+            });
+        }
+        if head.hash != self.chain.hash {
+            return Err(Broken {
+                seq: last,
+                problem: format!(
+                    "entry {last} was rewritten: its hash differs from the recorded head"
                 ),
             });
         }
