@@ -192,19 +192,22 @@ async fn seeded_store(
     let (tenant, _) = app::bootstrap(store.as_ref(), Some(KEY.into()))
         .await?
         .ok_or("the bench store is not empty")?;
-    let purpose = Purpose {
-        key: PURPOSE.into(),
-        names: [(Lang::En, "Email marketing".to_string())].into(),
-        descriptions: Default::default(),
-        basis: LawfulBasis::Consent,
-        categories: vec![],
-        channels: vec![Channel::Email, Channel::Sms],
-        retention_days: 730,
-        validity_days: Some(365),
-    };
-    store
-        .insert_purpose(&tenant.id, &purpose, time::now())
-        .await?;
+    // The purpose decisions ask about, and three more a banner asks for at once.
+    for key in [PURPOSE, "marketing.sms", "analytics", "personalisation"] {
+        let purpose = Purpose {
+            key: key.into(),
+            names: [(Lang::En, key.to_string())].into(),
+            descriptions: Default::default(),
+            basis: LawfulBasis::Consent,
+            categories: vec![],
+            channels: vec![Channel::Email, Channel::Sms, Channel::Web],
+            retention_days: 730,
+            validity_days: Some(365),
+        };
+        store
+            .insert_purpose(&tenant.id, &purpose, time::now())
+            .await?;
+    }
     store
         .publish_notice(
             &tenant.id,
@@ -219,7 +222,12 @@ async fn seeded_store(
                     },
                 )]
                 .into(),
-                purposes: vec![PURPOSE.into()],
+                purposes: vec![
+                    PURPOSE.into(),
+                    "marketing.sms".into(),
+                    "analytics".into(),
+                    "personalisation".into(),
+                ],
                 material: false,
             },
             time::now(),
@@ -425,23 +433,33 @@ async fn writes(
         "{:<34} {raw:>10.0}/s  (transactions of {} rows)",
         "raw durable insert (write ceiling)", args.writers
     );
-    let make: MakeRequest = Arc::new(move |i| {
-        let body = serde_json::json!({
-            "subject": format!("writer-{i}"),
-            "notice": {"key": "marketing", "version": 1},
-            "source": "web",
-            "evidence": {"ip": "203.0.113.9", "user_agent": "bench"},
-            "actions": [{"purpose": PURPOSE, "channel": "email", "action": if i % 3 == 0 { "withdraw" } else { "grant" }}]
+    for actions in [1usize, 4] {
+        let make: MakeRequest = Arc::new(move |i| {
+            let purposes = [PURPOSE, "marketing.sms", "analytics", "personalisation"];
+            let verb = if i % 3 == 0 { "withdraw" } else { "grant" };
+            let body = serde_json::json!({
+                "subject": format!("writer-{actions}-{i}"),
+                "notice": {"key": "marketing", "version": 1},
+                "source": "web",
+                "evidence": {"ip": "203.0.113.9", "user_agent": "bench"},
+                "actions": purposes[..actions].iter()
+                    .map(|p| serde_json::json!({"purpose": p, "channel": "email", "action": verb}))
+                    .collect::<Vec<_>>(),
+            });
+            post(addr, "/v1/consents", Bytes::from(body.to_string()))
         });
-        post(addr, "/v1/consents", Bytes::from(body.to_string()))
-    });
-    load(addr, args.writers, warmup, make.clone()).await;
-    let writes = load(addr, args.writers, duration, make).await;
-    line(
-        "durable consent writes",
-        &writes,
-        Some(("write ceiling", raw)),
-    );
+        load(addr, args.writers, warmup, make.clone()).await;
+        let writes = load(addr, args.writers, duration, make).await;
+        let events = Load {
+            requests: writes.requests * actions as u64,
+            ..writes
+        };
+        line(
+            &format!("durable consent events, {actions}/request"),
+            &events,
+            Some(("write ceiling", raw)),
+        );
+    }
     Ok(())
 }
 

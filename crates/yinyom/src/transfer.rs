@@ -53,7 +53,8 @@ pub struct Row {
     pub notice_key: Option<String>,
     #[serde(default)]
     pub notice_version: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Exported for reference; an import derives it from the purpose's validity.
+    #[serde(default)]
     pub expires_at: Option<String>,
 }
 
@@ -128,6 +129,12 @@ fn rows(
 ) -> Box<dyn Iterator<Item = (usize, u64, Result<ConsentRequest, String>)>> {
     match format {
         Format::Csv => {
+            let lines = LineIndex::default();
+            let input = CountingReader {
+                inner: input,
+                offset: 0,
+                lines: lines.clone(),
+            };
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
             let headers = match reader.headers() {
                 Ok(h) => h.clone(),
@@ -144,7 +151,10 @@ fn rows(
                 match reader.read_record(&mut record) {
                     Ok(false) => None,
                     Ok(true) => {
-                        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
+                        let line = record
+                            .position()
+                            .map(|p| lines.line_of(p.byte()))
+                            .unwrap_or(0);
                         let bytes = reader.position().byte();
                         let parsed = record
                             .deserialize::<Row>(Some(&headers))
@@ -157,7 +167,7 @@ fn rows(
                         Some((line, bytes, parsed))
                     }
                     Err(e) => {
-                        let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                        let line = e.position().map(|p| lines.line_of(p.byte())).unwrap_or(0);
                         let bytes = reader.position().byte();
                         Some((line, bytes, Err(e.to_string())))
                     }
@@ -197,6 +207,53 @@ fn rows(
                 }
             }))
         }
+    }
+}
+
+/// Line numbers of byte offsets, counted as the bytes stream past (the csv
+/// crate's own line count is off by one for CRLF files, which is what CRMs
+/// and spreadsheets export). Offsets are asked for in increasing order, so
+/// newline positions already passed are dropped.
+#[derive(Clone, Default)]
+struct LineIndex(std::rc::Rc<std::cell::RefCell<LineState>>);
+
+#[derive(Default)]
+struct LineState {
+    newlines: std::collections::VecDeque<u64>,
+    passed: usize,
+}
+
+impl LineIndex {
+    /// 1-based line of a record starting at `offset`. A newline *at* the
+    /// offset counts as passed: after a CR the csv reader starts the next
+    /// record on the LF.
+    fn line_of(&self, offset: u64) -> usize {
+        let mut s = self.0.borrow_mut();
+        while s.newlines.front().is_some_and(|&n| n <= offset) {
+            s.newlines.pop_front();
+            s.passed += 1;
+        }
+        s.passed + 1
+    }
+}
+
+struct CountingReader {
+    inner: Box<dyn Read>,
+    offset: u64,
+    lines: LineIndex,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut s = self.lines.0.borrow_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                s.newlines.push_back(self.offset + i as u64);
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
     }
 }
 

@@ -67,7 +67,13 @@ async fn run(
         let items: Vec<WriteItem> = jobs.iter().map(|j| j.item.clone()).collect();
         let seal =
             |item: &WriteItem, _uid: &str, entries: &[_]| signer.seal(&view, item, entries, true);
+        let started = std::time::Instant::now();
         let result = store.commit(&items, &seal).await;
+        tracing::debug!(
+            batch = items.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "committed"
+        );
         metrics.write_batch(items.len());
         match result {
             Ok(outcomes) => {

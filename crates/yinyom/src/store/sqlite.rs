@@ -15,7 +15,7 @@ use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use yinyom_core::consent::{Action, ConsentRecord, ConsentState, NoticeVersion};
 use yinyom_core::ledger::{Broken, Chain, EntryBody, LedgerEntry, Verifier, evidence_hash};
 use yinyom_core::notice::{Notice, NoticeDraft, NoticeRef};
@@ -448,37 +448,20 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>> {
+        // Set-based: a handful of statements per batch, not per item, so a
+        // batch costs little more than its fsync.
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
+        let mut seen = prior_idempotency(&mut tx, items).await?;
+        let mut uids = subject_uids(&mut tx, items).await?;
         let mut heads: HashMap<String, Chain> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            if let Some(idem) = &item.idempotency {
-                let prior = sqlx::query("SELECT request_hash, response FROM idempotency_keys WHERE tenant = ? AND key = ?")
-                    .bind(&item.tenant)
-                    .bind(&idem.key)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                if let Some(row) = prior {
-                    let hash: String = row.get("request_hash");
-                    outcomes.push(if hash == idem.request_hash {
-                        ItemOutcome::Replayed {
-                            response: serde_json::from_str(row.get("response"))
-                                .map_err(json_err)?,
-                        }
-                    } else {
-                        ItemOutcome::KeyReused
-                    });
-                    continue;
-                }
-            }
-            if !heads.contains_key(&item.tenant) {
+        for tenant in items.iter().map(|i| &i.tenant) {
+            if !heads.contains_key(tenant) {
                 let head = sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = ?")
-                    .bind(&item.tenant)
+                    .bind(tenant)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(unavailable)?
@@ -487,86 +470,127 @@ impl Store for SqliteStore {
                         hash: r.get("hash"),
                     })
                     .unwrap_or_else(Chain::genesis);
-                heads.insert(item.tenant.clone(), head);
+                heads.insert(tenant.clone(), head);
             }
-            let chain = heads.get_mut(&item.tenant).expect("inserted above");
+        }
 
-            let uid: Option<String> =
-                sqlx::query_scalar("SELECT uid FROM subjects WHERE tenant = ? AND id = ?")
-                    .bind(&item.tenant)
-                    .bind(&item.subject_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            let recorded_at = time::now();
-            let uid = match uid {
-                Some(uid) => uid,
-                None => {
-                    let uid = uuid::Uuid::new_v4().to_string();
-                    sqlx::query("INSERT INTO subjects (tenant, id, uid, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
-                        .bind(&item.tenant)
-                        .bind(&item.subject_id)
-                        .bind(&uid)
-                        .bind(recorded_at)
-                        .bind(recorded_at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                    uid
-                }
-            };
-            let evidence_json = item.evidence.as_ref().map(|e| e.to_string());
-            let ev_hash = item.evidence.as_ref().map(evidence_hash);
-            let mut entries = Vec::with_capacity(item.actions.len());
-            for a in &item.actions {
-                let entry = chain.append(EntryBody {
-                    tenant: item.tenant.clone(),
-                    subject_uid: uid.clone(),
-                    purpose: a.purpose.clone(),
-                    channel: a.channel,
-                    action: a.action,
-                    notice: item.notice.clone(),
-                    source: item.source.clone(),
-                    actor: item.actor.clone(),
-                    evidence_hash: ev_hash.clone(),
-                    occurred_at: item.occurred_at,
-                    recorded_at,
-                    expires_at: a.expires_at,
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut new_subjects: Vec<(&str, &str, String, Micros)> = Vec::new();
+        let mut rows = Rows::default();
+        for (n, item) in items.iter().enumerate() {
+            if let Some(idem) = &item.idempotency
+                && let Some((hash, response)) = seen.get(&(item.tenant.clone(), idem.key.clone()))
+            {
+                outcomes.push(if *hash == idem.request_hash {
+                    ItemOutcome::Replayed {
+                        response: response.clone(),
+                    }
+                } else {
+                    ItemOutcome::KeyReused
                 });
-                insert_entry(&mut tx, &entry, evidence_json.as_deref()).await?;
-                upsert_state(&mut tx, &entry).await?;
-                entries.push(entry);
+                continue;
             }
+            let recorded_at = time::now();
+            let uid = uids
+                .entry((item.tenant.clone(), item.subject_id.clone()))
+                .or_insert_with(|| {
+                    let uid = uuid::Uuid::new_v4().to_string();
+                    new_subjects.push((&item.tenant, &item.subject_id, uid.clone(), recorded_at));
+                    uid
+                })
+                .clone();
+            let chain = heads
+                .get_mut(&item.tenant)
+                .expect("heads hold every tenant of the batch");
+            let ev_hash = item.evidence.as_ref().map(evidence_hash);
+            let entries: Vec<LedgerEntry> = item
+                .actions
+                .iter()
+                .map(|a| {
+                    chain.append(EntryBody {
+                        tenant: item.tenant.clone(),
+                        subject_uid: uid.clone(),
+                        purpose: a.purpose.clone(),
+                        channel: a.channel,
+                        action: a.action,
+                        notice: item.notice.clone(),
+                        source: item.source.clone(),
+                        actor: item.actor.clone(),
+                        evidence_hash: ev_hash.clone(),
+                        occurred_at: item.occurred_at,
+                        recorded_at,
+                        expires_at: a.expires_at,
+                    })
+                })
+                .collect();
             let sealed = seal(item, &uid, &entries);
-            if let Some(r) = &sealed.receipt {
-                sqlx::query("INSERT INTO receipts (tenant, id, subject_uid, jws, created_at) VALUES (?, ?, ?, ?, ?)")
-                    .bind(&item.tenant)
-                    .bind(&r.id)
-                    .bind(&uid)
-                    .bind(&r.jws)
-                    .bind(r.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+            rows.evidence
+                .push(item.evidence.as_ref().map(|e| e.to_string()));
+            for e in &entries {
+                rows.entries.push((e.clone(), n));
+            }
+            if let Some(r) = sealed.receipt {
+                rows.receipts.push((&item.tenant, uid.clone(), r));
             }
             if let Some(idem) = &item.idempotency {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&item.tenant)
-                .bind(&idem.key)
-                .bind(&idem.request_hash)
-                .bind(sealed.response.to_string())
-                .bind(recorded_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+                seen.insert(
+                    (item.tenant.clone(), idem.key.clone()),
+                    (idem.request_hash.clone(), sealed.response.clone()),
+                );
+                rows.idempotency.push((
+                    &item.tenant,
+                    &idem.key,
+                    &idem.request_hash,
+                    sealed.response.to_string(),
+                    recorded_at,
+                ));
             }
             outcomes.push(ItemOutcome::Written {
                 subject_uid: uid,
                 entries,
                 response: sealed.response,
             });
+        }
+
+        for chunk in new_subjects.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO subjects (tenant, id, uid, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, (tenant, id, uid, at)| {
+                b.push_bind(*tenant)
+                    .push_bind(*id)
+                    .push_bind(uid)
+                    .push_bind(at)
+                    .push_bind(at);
+            });
+            q.build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        insert_entries(&mut tx, &rows).await?;
+        for chunk in rows.receipts.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO receipts (tenant, id, subject_uid, jws, created_at) ",
+            );
+            q.push_values(chunk, |mut b, (tenant, uid, r)| {
+                b.push_bind(*tenant)
+                    .push_bind(&r.id)
+                    .push_bind(uid)
+                    .push_bind(&r.jws)
+                    .push_bind(r.created_at);
+            });
+            q.build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        for chunk in rows.idempotency.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at) ",
+            );
+            q.push_values(chunk, |mut b, (tenant, key, hash, response, at)| {
+                b.push_bind(*tenant)
+                    .push_bind(*key)
+                    .push_bind(*hash)
+                    .push_bind(response)
+                    .push_bind(at);
+            });
+            q.build().execute(&mut *tx).await.map_err(unavailable)?;
         }
         for (tenant, head) in &heads {
             sqlx::query(
@@ -742,68 +766,145 @@ impl Store for SqliteStore {
     }
 }
 
-async fn insert_entry(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    e: &LedgerEntry,
-    evidence: Option<&str>,
-) -> Result<()> {
-    let b = &e.body;
-    sqlx::query(
-        "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
-            notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&b.tenant)
-    .bind(e.seq as i64)
-    .bind(&b.subject_uid)
-    .bind(&b.purpose)
-    .bind(b.channel.map(Channel::as_str))
-    .bind(b.action.as_str())
-    .bind(b.notice.as_ref().map(|n| n.key.as_str()))
-    .bind(b.notice.as_ref().map(|n| n.version as i64))
-    .bind(b.notice.as_ref().map(|n| n.hash.as_str()))
-    .bind(&b.source)
-    .bind(&b.actor)
-    .bind(b.evidence_hash.as_deref())
-    .bind(evidence)
-    .bind(b.occurred_at)
-    .bind(b.recorded_at)
-    .bind(b.expires_at)
-    .bind(&e.prev_hash)
-    .bind(&e.hash)
-    .execute(&mut **tx)
-    .await
-    .map_err(unavailable)?;
-    Ok(())
+/// Rows per multi-row statement: well under SQLite's limit of 32,766
+/// bound parameters for the widest table (18 columns).
+const CHUNK: usize = 500;
+
+/// The rows a batch adds, gathered before they are written set-wise.
+#[derive(Default)]
+struct Rows<'a> {
+    /// Each entry with the index of its item (for the item's evidence).
+    entries: Vec<(LedgerEntry, usize)>,
+    /// Evidence JSON per item.
+    evidence: Vec<Option<String>>,
+    receipts: Vec<(&'a String, String, StoredReceipt)>,
+    idempotency: Vec<(&'a String, &'a String, &'a String, String, Micros)>,
 }
 
-/// Current state follows the latest `(occurred_at, seq)`, like the domain
-/// fold; an older event (an import of history) leaves it alone.
-async fn upsert_state(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, e: &LedgerEntry) -> Result<()> {
-    let b = &e.body;
-    sqlx::query(
-        "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
-            notice_key, notice_version, source)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
-            state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
-            expires_at = excluded.expires_at, notice_key = excluded.notice_key,
-            notice_version = excluded.notice_version, source = excluded.source
-         WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)",
-    )
-    .bind(&b.tenant)
-    .bind(&b.subject_uid)
-    .bind(&b.purpose)
-    .bind(b.channel.map(Channel::as_str).unwrap_or(""))
-    .bind(b.action.state().as_str())
-    .bind(e.seq as i64)
-    .bind(b.occurred_at)
-    .bind(b.expires_at)
-    .bind(b.notice.as_ref().map(|n| n.key.as_str()))
-    .bind(b.notice.as_ref().map(|n| n.version as i64))
-    .bind(&b.source)
-    .execute(&mut **tx)
-    .await
-    .map_err(unavailable)?;
+type Key = (String, String);
+
+/// Earlier uses of the batch's idempotency keys: (tenant, key) → (request hash, response).
+async fn prior_idempotency(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    items: &[WriteItem],
+) -> Result<HashMap<Key, (String, serde_json::Value)>> {
+    let mut found = HashMap::new();
+    let wanted: Vec<(&String, &String)> = items
+        .iter()
+        .filter_map(|i| i.idempotency.as_ref().map(|k| (&i.tenant, &k.key)))
+        .collect();
+    for chunk in wanted.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT tenant, key, request_hash, response FROM idempotency_keys WHERE (tenant, key) IN (VALUES ",
+        );
+        let mut sep = q.separated(", ");
+        for (tenant, key) in chunk {
+            sep.push("(")
+                .push_bind_unseparated(*tenant)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*key)
+                .push_unseparated(")");
+        }
+        q.push(")");
+        for r in q.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
+            found.insert(
+                (r.get("tenant"), r.get("key")),
+                (
+                    r.get("request_hash"),
+                    serde_json::from_str(r.get("response")).map_err(json_err)?,
+                ),
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// The uids of the batch's subjects that exist already: (tenant, id) → uid.
+async fn subject_uids(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    items: &[WriteItem],
+) -> Result<HashMap<Key, String>> {
+    let mut found = HashMap::new();
+    let wanted: Vec<(&String, &String)> =
+        items.iter().map(|i| (&i.tenant, &i.subject_id)).collect();
+    for chunk in wanted.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT tenant, id, uid FROM subjects WHERE (tenant, id) IN (VALUES ",
+        );
+        let mut sep = q.separated(", ");
+        for (tenant, id) in chunk {
+            sep.push("(")
+                .push_bind_unseparated(*tenant)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*id)
+                .push_unseparated(")");
+        }
+        q.push(")");
+        for r in q.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
+            found.insert((r.get("tenant"), r.get("id")), r.get("uid"));
+        }
+    }
+    Ok(found)
+}
+
+/// Append the ledger rows and fold them into `consent_states`. Current
+/// state follows the latest `(occurred_at, seq)`, like the domain fold; an
+/// older event (an import of history) leaves it alone.
+async fn insert_entries(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &Rows<'_>) -> Result<()> {
+    for chunk in rows.entries.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
+                notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, prev_hash, hash) ",
+        );
+        q.push_values(chunk, |mut r, (e, item)| {
+            let b = &e.body;
+            r.push_bind(&b.tenant)
+                .push_bind(e.seq as i64)
+                .push_bind(&b.subject_uid)
+                .push_bind(&b.purpose)
+                .push_bind(b.channel.map(Channel::as_str))
+                .push_bind(b.action.as_str())
+                .push_bind(b.notice.as_ref().map(|n| n.key.as_str()))
+                .push_bind(b.notice.as_ref().map(|n| n.version as i64))
+                .push_bind(b.notice.as_ref().map(|n| n.hash.as_str()))
+                .push_bind(&b.source)
+                .push_bind(&b.actor)
+                .push_bind(b.evidence_hash.as_deref())
+                .push_bind(rows.evidence[*item].as_deref())
+                .push_bind(b.occurred_at)
+                .push_bind(b.recorded_at)
+                .push_bind(b.expires_at)
+                .push_bind(&e.prev_hash)
+                .push_bind(&e.hash);
+        });
+        q.build().execute(&mut **tx).await.map_err(unavailable)?;
+
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
+                notice_key, notice_version, source) ",
+        );
+        q.push_values(chunk, |mut r, (e, _)| {
+            let b = &e.body;
+            r.push_bind(&b.tenant)
+                .push_bind(&b.subject_uid)
+                .push_bind(&b.purpose)
+                .push_bind(b.channel.map(Channel::as_str).unwrap_or(""))
+                .push_bind(b.action.state().as_str())
+                .push_bind(e.seq as i64)
+                .push_bind(b.occurred_at)
+                .push_bind(b.expires_at)
+                .push_bind(b.notice.as_ref().map(|n| n.key.as_str()))
+                .push_bind(b.notice.as_ref().map(|n| n.version as i64))
+                .push_bind(&b.source);
+        });
+        q.push(
+            " ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
+                state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
+                expires_at = excluded.expires_at, notice_key = excluded.notice_key,
+                notice_version = excluded.notice_version, source = excluded.source
+             WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)",
+        );
+        q.build().execute(&mut **tx).await.map_err(unavailable)?;
+    }
     Ok(())
 }
