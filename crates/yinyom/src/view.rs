@@ -47,11 +47,11 @@ pub struct TenantView {
     pub subjects: HashMap<String, SubjectView>,
 }
 
-/// A decision with the facts behind it, as the API reports it.
+/// A decision with the consent record behind it, as the API reports it.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub struct Answer<'a> {
     pub decision: Decision,
-    pub record: Option<ConsentRecord>,
+    pub record: Option<&'a ConsentRecord>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -101,7 +101,7 @@ impl TenantView {
         purpose_key: &str,
         channel: Option<Channel>,
         now: Micros,
-    ) -> Result<Answer, Unknown> {
+    ) -> Result<Answer<'_>, Unknown> {
         let purpose = self.purposes.get(purpose_key).ok_or(Unknown::Purpose)?;
         let sv = self.subjects.get(subject);
         let record = sv.and_then(|s| s.consents.effective(purpose_key, channel));
@@ -116,10 +116,7 @@ impl TenantView {
             latest_material_version,
             now,
         });
-        Ok(Answer {
-            decision,
-            record: record.cloned(),
-        })
+        Ok(Answer { decision, record })
     }
 }
 
@@ -188,18 +185,6 @@ impl View {
                 guard.insert(id, TenantView::new(tenant));
             }
         }
-    }
-
-    pub fn decide(
-        &self,
-        tenant: &str,
-        subject: &str,
-        purpose: &str,
-        channel: Option<Channel>,
-        now: Micros,
-    ) -> Result<Answer, Unknown> {
-        self.read(tenant, |tv| tv.decide(subject, purpose, channel, now))
-            .unwrap_or(Err(Unknown::Tenant))
     }
 
     /// Fold committed ledger entries in (called by the writer after commit).

@@ -24,12 +24,12 @@ use crate::model::{ApiKey, Role};
 const CACHE_TTL: Duration = Duration::from_secs(10);
 pub const KEY_PREFIX: &str = "yy_";
 
-/// Who is calling.
+/// Who is calling. Cheap to clone: it is built once per key and cached.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub tenant: String,
+    pub tenant: Arc<str>,
     pub role: Role,
-    pub key_id: String,
+    pub key_id: Arc<str>,
 }
 
 pub const MANAGERS: &[Role] = &[Role::Owner, Role::Admin];
@@ -66,26 +66,38 @@ pub fn generate_key() -> String {
     format!("{KEY_PREFIX}{}", hex::encode(bytes))
 }
 
+/// Verified keys by hash: the principal, whether the key is revoked, and
+/// when it was looked up.
 #[derive(Default)]
 pub struct KeyCache {
-    entries: RwLock<HashMap<String, (ApiKey, Instant)>>,
+    entries: RwLock<HashMap<String, (Principal, bool, Instant)>>,
 }
 
 impl KeyCache {
-    fn get(&self, hash: &str) -> Option<ApiKey> {
+    fn get(&self, hash: &str) -> Option<(Principal, bool)> {
         let guard = self.entries.read().unwrap_or_else(|e| e.into_inner());
         guard
             .get(hash)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(k, _)| k.clone())
+            .filter(|(_, _, at)| at.elapsed() < CACHE_TTL)
+            .map(|(p, revoked, _)| (p.clone(), *revoked))
     }
 
-    fn put(&self, key: ApiKey) {
+    fn put(&self, key: &ApiKey) -> (Principal, bool) {
+        let principal = Principal {
+            tenant: key.tenant.as_str().into(),
+            role: key.role,
+            key_id: key.id.as_str().into(),
+        };
+        let revoked = key.revoked_at.is_some();
         let mut guard = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if guard.len() > 10_000 {
-            guard.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            guard.retain(|_, (_, _, at)| at.elapsed() < CACHE_TTL);
         }
-        guard.insert(key.hash.clone(), (key, Instant::now()));
+        guard.insert(
+            key.hash.clone(),
+            (principal.clone(), revoked, Instant::now()),
+        );
+        (principal, revoked)
     }
 
     pub fn evict(&self, hash: &str) {
@@ -111,25 +123,20 @@ impl FromRequestParts<Arc<App>> for Principal {
                 Problem::unauthorized("the Authorization header must be 'Bearer <key>'")
             })?;
         let hash = hash_key(token);
-        let key = match app.keys.get(&hash) {
-            Some(k) => k,
+        let (principal, revoked) = match app.keys.get(&hash) {
+            Some(hit) => hit,
             None => {
                 let k = app
                     .store
                     .api_key_by_hash(&hash)
                     .await?
                     .ok_or_else(|| Problem::unauthorized("the API key is not valid"))?;
-                app.keys.put(k.clone());
-                k
+                app.keys.put(&k)
             }
         };
-        if key.revoked_at.is_some() {
+        if revoked {
             return Err(Problem::unauthorized("the API key has been revoked"));
         }
-        Ok(Principal {
-            tenant: key.tenant,
-            role: key.role,
-            key_id: key.id,
-        })
+        Ok(principal)
     }
 }

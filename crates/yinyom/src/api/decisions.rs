@@ -57,7 +57,7 @@ pub struct BatchResponse {
     pub decisions: Vec<DecisionView>,
 }
 
-fn view(q: DecisionQuery, answer: Answer, now: Micros) -> DecisionView {
+fn view(q: DecisionQuery, answer: Answer<'_>, now: Micros) -> DecisionView {
     let record = answer.record;
     DecisionView {
         allowed: answer.decision.allowed,

@@ -112,12 +112,12 @@ pub fn router(app: Arc<App>) -> Router {
 /// Metrics per route, and headers every response carries.
 async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_string();
+    let method = crate::metrics::method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+        .map(|p| crate::metrics::intern(p.as_str()))
+        .unwrap_or("unmatched");
     let mut res = next.run(req).await;
     app.metrics.request(
         RouteLabels {
