@@ -1,0 +1,247 @@
+//! The storage contract, written against the `Store` trait so that every
+//! backend runs the same suite: each test body is a function of a fresh,
+//! empty store. (SQLite here; a new backend adds one opener.)
+
+use std::sync::Arc;
+
+use yinyom::app;
+use yinyom::receipts::Signer;
+use yinyom::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
+use yinyom::store::sqlite::SqliteStore;
+use yinyom::store::{Idempotency, ItemOutcome, Store, WriteItem};
+use yinyom::view::View;
+use yinyom_core::consent::{Action, ConsentState, SubjectConsents};
+use yinyom_core::notice::{NoticeDraft, NoticeText};
+use yinyom_core::purpose::{Channel, Lang, LawfulBasis, Purpose};
+use yinyom_core::time;
+
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("yinyom.db"))
+        .await
+        .expect("open SQLite");
+    (dir, Arc::new(store))
+}
+
+/// A tenant with one consent purpose and a notice asking for it.
+async fn tenant(store: &dyn Store, name: &str) -> String {
+    let (t, _) = app::create_tenant(store, name, None).await.expect("tenant");
+    let purpose = Purpose {
+        key: "marketing.email".into(),
+        names: [(Lang::En, "Email".to_string())].into(),
+        descriptions: Default::default(),
+        basis: LawfulBasis::Consent,
+        categories: vec![],
+        channels: vec![Channel::Email],
+        retention_days: 365,
+        validity_days: None,
+    };
+    store
+        .insert_purpose(&t.id, &purpose, time::now())
+        .await
+        .expect("purpose");
+    store
+        .publish_notice(
+            &t.id,
+            NoticeDraft {
+                key: "marketing".into(),
+                texts: [(
+                    Lang::En,
+                    NoticeText {
+                        title: "Marketing".into(),
+                        body: "Offers by email.".into(),
+                        url: None,
+                    },
+                )]
+                .into(),
+                purposes: vec!["marketing.email".into()],
+                material: false,
+            },
+            time::now(),
+        )
+        .await
+        .expect("notice");
+    t.id
+}
+
+fn request(subject: &str, action: Action, occurred_at: Option<&str>) -> ConsentRequest {
+    ConsentRequest {
+        subject: subject.into(),
+        notice: Some(NoticeSelector {
+            key: "marketing".into(),
+            version: 1,
+        }),
+        source: "web".into(),
+        evidence: Some(serde_json::json!({ "ip": "203.0.113.9" })),
+        occurred_at: occurred_at.map(str::to_string),
+        actions: vec![ActionRequest {
+            purpose: "marketing.email".into(),
+            channel: Some(Channel::Email),
+            action,
+        }],
+    }
+}
+
+async fn prepare(store: &dyn Store, tenant: &str, req: ConsentRequest) -> WriteItem {
+    let view = app::load_view(store).await.expect("view");
+    view.read(tenant, |tv| {
+        record::prepare(tv, req, "test", Origin::Api, None, time::now())
+    })
+    .expect("tenant in view")
+    .expect("valid request")
+}
+
+async fn commit(store: &dyn Store, items: &[WriteItem]) -> Vec<ItemOutcome> {
+    let signer = Signer::load(store).await.expect("signer");
+    let view = View::default();
+    let seal = |item: &WriteItem, _: &str, entries: &[_]| signer.seal(&view, item, entries, false);
+    store.commit(items, &seal).await.expect("commit")
+}
+
+fn entries(o: &ItemOutcome) -> &[yinyom_core::ledger::LedgerEntry] {
+    match o {
+        ItemOutcome::Written { entries, .. } => entries,
+        _ => panic!("expected a write"),
+    }
+}
+
+async fn chains_continue_across_batches_and_tenants_stay_apart(store: Arc<dyn Store>) {
+    let a = tenant(store.as_ref(), "A").await;
+    let b = tenant(store.as_ref(), "B").await;
+    let batch = vec![
+        prepare(store.as_ref(), &a, request("s1", Action::Grant, None)).await,
+        prepare(store.as_ref(), &b, request("s1", Action::Grant, None)).await,
+        prepare(store.as_ref(), &a, request("s2", Action::Deny, None)).await,
+    ];
+    let out = commit(store.as_ref(), &batch).await;
+    let seqs: Vec<u64> = out.iter().map(|o| entries(o)[0].seq).collect();
+    assert_eq!(seqs, [1, 1, 2], "each tenant has its own dense chain");
+    let next = commit(
+        store.as_ref(),
+        &[prepare(store.as_ref(), &a, request("s1", Action::Withdraw, None)).await],
+    )
+    .await;
+    assert_eq!(entries(&next[0])[0].seq, 3);
+    assert_eq!(entries(&next[0])[0].prev_hash, entries(&out[2])[0].hash);
+    for (t, n) in [(&a, 3), (&b, 1)] {
+        let r = store.verify_ledger(t).await.expect("verify");
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.checked, n);
+    }
+    // The same subject id in two tenants is two different people.
+    let (sa, sb) = (
+        store.subject(&a, "s1").await.unwrap().unwrap(),
+        store.subject(&b, "s1").await.unwrap().unwrap(),
+    );
+    assert_ne!(sa.uid, sb.uid);
+    assert_eq!(store.history(&a, &sb.uid).await.unwrap().len(), 0);
+    assert_eq!(store.history(&a, &sa.uid).await.unwrap().len(), 2);
+}
+
+async fn state_is_the_fold_of_history_even_for_late_imports(store: Arc<dyn Store>) {
+    let t = tenant(store.as_ref(), "T").await;
+    let newer = prepare(
+        store.as_ref(),
+        &t,
+        request("s", Action::Grant, Some("2025-06-01T00:00:00Z")),
+    )
+    .await;
+    let older = prepare(
+        store.as_ref(),
+        &t,
+        request("s", Action::Withdraw, Some("2024-01-01T00:00:00Z")),
+    )
+    .await;
+    commit(store.as_ref(), &[newer]).await;
+    commit(store.as_ref(), &[older]).await;
+    let snap = store.snapshot().await.expect("snapshot");
+    let s = snap.iter().find(|s| s.id == "s").expect("subject");
+    let mut fold = SubjectConsents::default();
+    for e in store.history(&t, &s.uid).await.unwrap() {
+        fold.apply(e.record());
+    }
+    assert_eq!(
+        s.records, fold.records,
+        "stored state = replay of the ledger"
+    );
+    assert_eq!(
+        s.records[0].state,
+        ConsentState::Granted,
+        "an older choice never wins"
+    );
+}
+
+async fn idempotency_keys_replay_within_and_across_batches(store: Arc<dyn Store>) {
+    let t = tenant(store.as_ref(), "T").await;
+    let keyed = |hash: &str| {
+        let hash = hash.to_string();
+        let store = store.clone();
+        let t = t.clone();
+        async move {
+            let mut item = prepare(store.as_ref(), &t, request("s", Action::Grant, None)).await;
+            item.idempotency = Some(Idempotency {
+                key: "k1".into(),
+                request_hash: hash,
+            });
+            item
+        }
+    };
+    let out = commit(
+        store.as_ref(),
+        &[keyed("h").await, keyed("h").await, keyed("other").await],
+    )
+    .await;
+    assert!(matches!(out[0], ItemOutcome::Written { .. }));
+    assert!(matches!(out[1], ItemOutcome::Replayed { .. }));
+    assert!(matches!(out[2], ItemOutcome::KeyReused));
+    let again = commit(store.as_ref(), &[keyed("h").await]).await;
+    assert!(matches!(again[0], ItemOutcome::Replayed { .. }));
+    assert_eq!(
+        store.verify_ledger(&t).await.unwrap().checked,
+        1,
+        "one write, however often retried"
+    );
+}
+
+async fn many_subjects_in_one_batch(store: Arc<dyn Store>) {
+    let t = tenant(store.as_ref(), "T").await;
+    let mut batch = Vec::new();
+    // More than one multi-row statement's worth, with repeats of a subject.
+    for i in 0..1_234 {
+        batch.push(
+            prepare(
+                store.as_ref(),
+                &t,
+                request(&format!("s{}", i % 1_000), Action::Grant, None),
+            )
+            .await,
+        );
+    }
+    commit(store.as_ref(), &batch).await;
+    let r = store.verify_ledger(&t).await.unwrap();
+    assert!(r.ok);
+    assert_eq!(r.checked, 1_234);
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.iter().filter(|s| s.tenant == t).count(), 1_000);
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (_dir, store) = super::sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    chains_continue_across_batches_and_tenants_stay_apart,
+    state_is_the_fold_of_history_even_for_late_imports,
+    idempotency_keys_replay_within_and_across_batches,
+    many_subjects_in_one_batch,
+);
