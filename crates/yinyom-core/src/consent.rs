@@ -6,6 +6,8 @@
 //! history land after newer web choices without overriding them; `seq`
 //! breaks ties deterministically.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::purpose::Channel;
@@ -108,7 +110,8 @@ impl ConsentState {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NoticeVersion {
-    pub key: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub key: Arc<str>,
     pub version: u32,
 }
 
@@ -116,7 +119,10 @@ pub struct NoticeVersion {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsentRecord {
-    pub purpose: String,
+    // Shared strings: millions of records name the same few purposes,
+    // sources and notices, and the decision view holds them all.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub purpose: Arc<str>,
     pub channel: Option<Channel>,
     pub state: ConsentState,
     /// Ledger entry that set this state.
@@ -124,7 +130,8 @@ pub struct ConsentRecord {
     pub occurred_at: Micros,
     pub expires_at: Option<Micros>,
     pub notice: Option<NoticeVersion>,
-    pub source: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub source: Arc<str>,
 }
 
 impl ConsentRecord {
@@ -174,7 +181,7 @@ impl SubjectConsents {
     pub fn get(&self, purpose: &str, channel: Option<Channel>) -> Option<&ConsentRecord> {
         self.records
             .iter()
-            .find(|r| r.purpose == purpose && r.channel == channel)
+            .find(|r| &*r.purpose == purpose && r.channel == channel)
     }
 
     /// The record that answers "may `purpose` use this subject on `channel`".
@@ -190,7 +197,7 @@ impl SubjectConsents {
     /// for email alone never lets the whole purpose proceed over a refusal
     /// on another channel.
     pub fn effective(&self, purpose: &str, channel: Option<Channel>) -> Option<&ConsentRecord> {
-        let of_purpose = self.records.iter().filter(|r| r.purpose == purpose);
+        let of_purpose = self.records.iter().filter(|r| &*r.purpose == purpose);
         if channel.is_some() {
             return of_purpose
                 .filter(|r| r.channel.is_none() || r.channel == channel)

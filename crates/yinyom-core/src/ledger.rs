@@ -56,17 +56,17 @@ impl LedgerEntry {
     /// The consent record this entry sets, were it the latest.
     pub fn record(&self) -> ConsentRecord {
         ConsentRecord {
-            purpose: self.body.purpose.clone(),
+            purpose: self.body.purpose.as_str().into(),
             channel: self.body.channel,
             state: self.body.action.state(),
             seq: self.seq,
             occurred_at: self.body.occurred_at,
             expires_at: self.body.expires_at,
             notice: self.body.notice.as_ref().map(|n| NoticeVersion {
-                key: n.key.clone(),
+                key: n.key.as_str().into(),
                 version: n.version,
             }),
-            source: self.body.source.clone(),
+            source: self.body.source.as_str().into(),
         }
     }
 }

@@ -543,7 +543,7 @@ proptest! {
         let mut keys = 0;
         for p in PURPOSES {
             for ch in CHANNELS {
-                let want = latest(&events, |e| e.purpose == p && e.channel == ch);
+                let want = latest(&events, |e| &*e.purpose == p && e.channel == ch);
                 prop_assert_eq!(state.get(p, ch), want, "purpose {} channel {:?}", p, ch);
                 keys += usize::from(want.is_some());
             }
@@ -596,7 +596,7 @@ fn purpose_wide_answer<'a>(events: &'a [ConsentRecord], p: &str) -> Option<&'a C
     let keys = [None, Some(Channel::Email), Some(Channel::Sms)];
     let current: Vec<&ConsentRecord> = keys
         .iter()
-        .filter_map(|k| latest(events, |e| e.purpose == p && e.channel == *k))
+        .filter_map(|k| latest(events, |e| &*e.purpose == p && e.channel == *k))
         .collect();
     let wide = current
         .iter()
@@ -630,7 +630,7 @@ proptest! {
             // Phone never carries an event here: only purpose-wide records count.
             for ch in [Channel::Email, Channel::Sms, Channel::Phone] {
                 let want = latest(&events, |e| {
-                    e.purpose == p && (e.channel.is_none() || e.channel == Some(ch))
+                    &*e.purpose == p && (e.channel.is_none() || e.channel == Some(ch))
                 });
                 prop_assert_eq!(state.effective(p, Some(ch)), want, "purpose {} channel {:?}", p, ch);
             }
@@ -651,7 +651,7 @@ proptest! {
                 let newest = match ch {
                     None => purpose_wide_answer(&events, p),
                     Some(_) => latest(&events, |e| {
-                        e.purpose == p && (e.channel.is_none() || e.channel == ch)
+                        &*e.purpose == p && (e.channel.is_none() || e.channel == ch)
                     }),
                 };
                 let live = newest.is_some_and(|e| {

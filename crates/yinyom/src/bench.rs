@@ -553,7 +553,7 @@ fn memory(subjects: usize) {
         flags: Default::default(),
         records: (0..5)
             .map(|p| ConsentRecord {
-                purpose: format!("purpose.{p}"),
+                purpose: format!("purpose.{p}").into(),
                 channel: Some(Channel::Email),
                 state: ConsentState::Granted,
                 seq: (i * 5 + p) as u64,

@@ -101,7 +101,8 @@ pub struct SubjectUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SubjectRow {
     pub id: String,
-    /// Random pseudonymous id: the only reference the ledger keeps.
+    /// Pseudonymous id (UUIDv7: random bits, time-ordered so inserts into
+    /// its indexes append): the only reference the ledger keeps.
     pub uid: String,
     pub identifiers: BTreeMap<String, String>,
     #[schema(value_type = Object)]

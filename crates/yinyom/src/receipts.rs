@@ -56,21 +56,23 @@ impl Signer {
         json!({ "keys": self.keys.iter().map(ReceiptKey::jwk).collect::<Vec<_>>() })
     }
 
-    /// Seal one committed request: sign a receipt for its grants (API
-    /// requests only; an import has no live subject to hand one to) and
-    /// build the response the API returns and replays.
+    /// Seal one committed request. For the API (`for_api`): sign a receipt
+    /// for its grants and build the response the API returns and replays.
+    /// An import has no live subject to hand a receipt to, and no response.
     pub fn seal(
         &self,
         view: &View,
         item: &WriteItem,
         entries: &[LedgerEntry],
-        sign: bool,
+        for_api: bool,
     ) -> Sealed {
-        let receipt = if sign {
-            self.receipt(view, item, entries)
-        } else {
-            None
-        };
+        if !for_api {
+            return Sealed {
+                receipt: None,
+                response: serde_json::Value::Null,
+            };
+        }
+        let receipt = self.receipt(view, item, entries);
         let response = json!({
             "subject": item.subject_id,
             "events": entries.iter().map(|e| json!({

@@ -118,11 +118,7 @@ pub fn prepare(
 ) -> Result<WriteItem, Rejected> {
     subject::validate_id(&req.subject)?;
     validate_source(&req.source)?;
-    if tv
-        .subjects
-        .get(&req.subject)
-        .is_some_and(|s| s.flags.erased)
-    {
+    if tv.subjects.get(&req.subject).is_some_and(|s| s.erased()) {
         return Err(Rejected::new(
             "subject-erased",
             "subject",

@@ -293,12 +293,32 @@ pub async fn import(
         )
         .expect("the template is valid"),
     );
-    let view = load_view(store.as_ref()).await?;
-    let signer = Signer::load(store.as_ref()).await?;
+    let view = Arc::new(load_view(store.as_ref()).await?);
+    let signer = Arc::new(Signer::load(store.as_ref()).await?);
+    // Parsing and checking the next batch overlaps with committing the
+    // previous one; the channel's capacity of one bounds memory.
+    let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<WriteItem>>(1);
+    let committer = tokio::spawn({
+        let (store, view, signer, bar) = (store.clone(), view.clone(), signer.clone(), bar.clone());
+        async move {
+            let mut imported = 0;
+            while let Some(batch) = queue.recv().await {
+                let seal = |item: &WriteItem, _: &str, entries: &[_]| {
+                    signer.seal(&view, item, entries, false)
+                };
+                let outcomes = store.commit(&batch, &seal).await?;
+                imported += outcomes
+                    .iter()
+                    .filter(|o| matches!(o, ItemOutcome::Written { .. }))
+                    .count();
+                bar.set_message(format!("{imported} imported"));
+            }
+            Ok::<usize, crate::store::StoreError>(imported)
+        }
+    });
     let now = time::now();
     let mut report = ImportReport::default();
     let mut batch: Vec<WriteItem> = Vec::with_capacity(BATCH);
-    let mut batch_lines: Vec<usize> = Vec::with_capacity(BATCH);
     for (line, bytes, parsed) in rows(format, Box::new(input)) {
         bar.set_position(bytes);
         let item = parsed.and_then(|req| {
@@ -309,41 +329,23 @@ pub async fn import(
             .map_err(|r| format!("{}: {}", r.field, r.detail))
         });
         match item {
-            Ok(item) => {
-                batch.push(item);
-                batch_lines.push(line);
-            }
+            Ok(item) => batch.push(item),
             Err(reason) => {
                 bar.suspend(|| eprintln!("line {line}: {reason}"));
                 report.rejected.push((line, reason));
             }
         }
-        if batch.len() >= BATCH {
-            report.imported += commit(store.as_ref(), &view, &signer, &batch).await?;
-            batch.clear();
-            batch_lines.clear();
-            bar.set_message(format!("{} imported", report.imported));
+        if batch.len() >= BATCH && batches.send(std::mem::take(&mut batch)).await.is_err() {
+            break; // the committer failed; its error is reported below
         }
     }
     if !batch.is_empty() {
-        report.imported += commit(store.as_ref(), &view, &signer, &batch).await?;
+        let _ = batches.send(batch).await;
     }
+    drop(batches);
+    report.imported = committer.await??;
     bar.finish_and_clear();
     Ok(report)
-}
-
-async fn commit(
-    store: &dyn Store,
-    view: &crate::view::View,
-    signer: &Signer,
-    batch: &[WriteItem],
-) -> Result<usize, Box<dyn std::error::Error>> {
-    let seal = |item: &WriteItem, _: &str, entries: &[_]| signer.seal(view, item, entries, false);
-    let outcomes = store.commit(batch, &seal).await?;
-    Ok(outcomes
-        .iter()
-        .filter(|o| matches!(o, ItemOutcome::Written { .. }))
-        .count())
 }
 
 #[derive(Serialize)]
@@ -411,13 +413,13 @@ pub async fn export(
             for r in records {
                 sink.write(&Row {
                     subject: s.id.clone(),
-                    purpose: r.purpose,
+                    purpose: r.purpose.to_string(),
                     channel: r.channel.map(|c| c.as_str().to_string()),
                     state: Some(r.state.as_str().to_string()),
                     action: None,
                     occurred_at: Some(time::rfc3339(r.occurred_at)),
-                    source: Some(r.source),
-                    notice_key: r.notice.as_ref().map(|n| n.key.clone()),
+                    source: Some(r.source.to_string()),
+                    notice_key: r.notice.as_ref().map(|n| n.key.to_string()),
                     notice_version: r.notice.map(|n| n.version),
                     expires_at: r.expires_at.map(time::rfc3339),
                 })?;

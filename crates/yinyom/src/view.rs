@@ -5,8 +5,8 @@
 //! the request that caused it, so a client that has seen its write
 //! acknowledged never reads an older decision from this node.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use yinyom_core::consent::{ConsentRecord, SubjectConsents};
 use yinyom_core::decision::{self, Decision, Facts};
@@ -28,11 +28,18 @@ pub struct NoticeMeta {
     pub url: Option<String>,
 }
 
+/// One subject as decisions see it. Kept small: the view holds every
+/// subject of every tenant (flags are rare, so they live behind a pointer).
 #[derive(Debug, Default)]
 pub struct SubjectView {
-    pub uid: String,
-    pub flags: SubjectFlags,
+    pub flags: Option<Box<SubjectFlags>>,
     pub consents: SubjectConsents,
+}
+
+impl SubjectView {
+    pub fn erased(&self) -> bool {
+        self.flags.as_ref().is_some_and(|f| f.erased)
+    }
 }
 
 #[derive(Debug)]
@@ -45,6 +52,8 @@ pub struct TenantView {
     /// Notice key → its latest material version.
     pub material: HashMap<String, u32>,
     pub subjects: HashMap<String, SubjectView>,
+    /// One shared copy of each purpose key, source and notice key.
+    strings: HashSet<Arc<str>>,
 }
 
 /// A decision with the consent record behind it, as the API reports it.
@@ -74,6 +83,36 @@ impl TenantView {
             latest_notice: HashMap::new(),
             material: HashMap::new(),
             subjects: HashMap::new(),
+            strings: HashSet::new(),
+        }
+    }
+
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        match self.strings.get(s) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.strings.insert(s.clone());
+                s.clone()
+            }
+        }
+    }
+
+    /// Fold a record in, sharing its strings with every other record.
+    pub fn apply(&mut self, subject_id: &str, mut record: ConsentRecord) {
+        record.purpose = self.intern(&record.purpose);
+        record.source = self.intern(&record.source);
+        if let Some(n) = &mut record.notice {
+            n.key = self.intern(&n.key);
+        }
+        match self.subjects.get_mut(subject_id) {
+            Some(sv) => {
+                sv.consents.apply(record);
+            }
+            None => {
+                let mut sv = SubjectView::default();
+                sv.consents.apply(record);
+                self.subjects.insert(subject_id.to_string(), sv);
+            }
         }
     }
 
@@ -107,11 +146,11 @@ impl TenantView {
         let record = sv.and_then(|s| s.consents.effective(purpose_key, channel));
         let latest_material_version = record
             .and_then(|r| r.notice.as_ref())
-            .and_then(|n| self.material.get(&n.key).copied());
+            .and_then(|n| self.material.get(&*n.key).copied());
         let decision = decision::decide(&Facts {
             purpose_key,
             purpose: purpose.rule(),
-            flags: sv.map(|s| &s.flags),
+            flags: sv.and_then(|s| s.flags.as_deref()),
             record,
             latest_material_version,
             now,
@@ -145,18 +184,13 @@ impl View {
         }
         for s in subjects {
             if let Some(tv) = map.get_mut(&s.tenant) {
-                let mut consents = SubjectConsents::default();
                 for r in s.records {
-                    consents.apply(r);
+                    tv.apply(&s.id, r);
                 }
-                tv.subjects.insert(
-                    s.id,
-                    SubjectView {
-                        uid: s.uid,
-                        flags: s.flags,
-                        consents,
-                    },
-                );
+                let sv = tv.subjects.entry(s.id).or_default();
+                if s.flags != SubjectFlags::default() {
+                    sv.flags = Some(Box::new(s.flags));
+                }
             }
         }
         View {
@@ -188,21 +222,18 @@ impl View {
     }
 
     /// Fold committed ledger entries in (called by the writer after commit).
-    pub fn apply(&self, tenant: &str, subject_id: &str, uid: &str, entries: &[LedgerEntry]) {
+    pub fn apply(&self, tenant: &str, subject_id: &str, entries: &[LedgerEntry]) {
         self.write(tenant, |tv| {
-            let sv = tv.subjects.entry(subject_id.to_string()).or_default();
-            sv.uid = uid.to_string();
             for e in entries {
-                sv.consents.apply(e.record());
+                tv.apply(subject_id, e.record());
             }
         });
     }
 
-    pub fn set_flags(&self, tenant: &str, subject_id: &str, uid: &str, flags: SubjectFlags) {
+    pub fn set_flags(&self, tenant: &str, subject_id: &str, flags: SubjectFlags) {
         self.write(tenant, |tv| {
             let sv = tv.subjects.entry(subject_id.to_string()).or_default();
-            sv.uid = uid.to_string();
-            sv.flags = flags;
+            sv.flags = (flags != SubjectFlags::default()).then(|| Box::new(flags));
         });
     }
 }

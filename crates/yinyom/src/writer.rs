@@ -78,13 +78,8 @@ async fn run(
         match result {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
-                    if let ItemOutcome::Written {
-                        subject_uid,
-                        entries,
-                        ..
-                    } = &outcome
-                    {
-                        view.apply(&job.item.tenant, &job.item.subject_id, subject_uid, entries);
+                    if let ItemOutcome::Written { entries, .. } = &outcome {
+                        view.apply(&job.item.tenant, &job.item.subject_id, entries);
                         metrics.consent_events(entries);
                     }
                     let _ = job.reply.send(Ok(outcome));

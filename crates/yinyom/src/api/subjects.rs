@@ -23,7 +23,8 @@ const IDENTIFIERS: [&str; 5] = ["customer_id", "email", "phone", "line_id", "ano
 /// Current consent for one (purpose, channel).
 #[derive(Serialize, ToSchema)]
 pub struct ConsentView {
-    pub purpose: String,
+    #[schema(value_type = String)]
+    pub purpose: Arc<str>,
     pub channel: Option<Channel>,
     pub state: ConsentState,
     /// The state as a CRM shows it: `unspecified`, `consented`, `not_consented`.
@@ -31,7 +32,8 @@ pub struct ConsentView {
     pub occurred_at: String,
     pub expires_at: Option<String>,
     pub notice: Option<NoticeVersion>,
-    pub source: String,
+    #[schema(value_type = String)]
+    pub source: Arc<str>,
     /// Ledger entry that set this state.
     pub seq: u64,
 }
@@ -194,7 +196,7 @@ pub async fn put(
     if app
         .view
         .read(&who.tenant, |tv| {
-            tv.subjects.get(&id).is_some_and(|s| s.flags.erased)
+            tv.subjects.get(&id).is_some_and(|s| s.erased())
         })
         .unwrap_or(false)
     {
@@ -209,8 +211,7 @@ pub async fn put(
         .store
         .upsert_subject(&who.tenant, &update, time::now())
         .await?;
-    app.view
-        .set_flags(&who.tenant, &row.id, &row.uid, row.flags.clone());
+    app.view.set_flags(&who.tenant, &row.id, row.flags.clone());
     Ok(axum::Json(SubjectView {
         consents: consents_of(&app, &who.tenant, &id),
         subject: row,

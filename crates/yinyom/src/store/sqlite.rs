@@ -176,7 +176,7 @@ fn record_from_state_row(row: &SqliteRow) -> Option<ConsentRecord> {
     let channel: String = row.get("channel");
     let notice_key: Option<String> = row.get("notice_key");
     Some(ConsentRecord {
-        purpose: row.get("purpose"),
+        purpose: row.get::<&str, _>("purpose").into(),
         channel: if channel.is_empty() {
             None
         } else {
@@ -187,10 +187,10 @@ fn record_from_state_row(row: &SqliteRow) -> Option<ConsentRecord> {
         occurred_at: row.get("occurred_at"),
         expires_at: row.get("expires_at"),
         notice: notice_key.map(|key| NoticeVersion {
-            key,
+            key: key.into(),
             version: row.get::<Option<i64>, _>("notice_version").unwrap_or(0) as u32,
         }),
-        source: row.get("source"),
+        source: row.get::<&str, _>("source").into(),
     })
 }
 
@@ -422,7 +422,7 @@ impl Store for SqliteStore {
         )
         .bind(tenant)
         .bind(&s.id)
-        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(uuid::Uuid::now_v7().to_string())
         .bind(serde_json::to_string(&s.identifiers).map_err(json_err)?)
         .bind(serde_json::to_string(&s.attributes).map_err(json_err)?)
         .bind(serde_json::to_string(&flags).map_err(json_err)?)
@@ -494,7 +494,7 @@ impl Store for SqliteStore {
             let uid = uids
                 .entry((item.tenant.clone(), item.subject_id.clone()))
                 .or_insert_with(|| {
-                    let uid = uuid::Uuid::new_v4().to_string();
+                    let uid = uuid::Uuid::now_v7().to_string();
                     new_subjects.push((&item.tenant, &item.subject_id, uid.clone(), recorded_at));
                     uid
                 })
