@@ -41,6 +41,9 @@ pub struct EntryBody {
     pub recorded_at: Micros,
     /// For grants on purposes with a validity period: when it lapses.
     pub expires_at: Option<Micros>,
+    /// For grants recorded through the API: the id of the signed receipt
+    /// the subject was given, so the chain vouches for the receipt.
+    pub receipt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

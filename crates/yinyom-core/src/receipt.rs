@@ -1,8 +1,9 @@
 //! Signed consent receipts: what the subject keeps as proof of a grant.
 //!
 //! Fields follow the Kantara Consent Receipt Specification v1.1 (the
-//! vocabulary ISO/IEC TS 27560 builds on), plus the lawful basis, the notice
-//! version and hash, and the ledger entries the receipt stands for. Receipts
+//! vocabulary ISO/IEC TS 27560 builds on), plus the lawful basis and the
+//! notice version and hash. The ledger entries of the grants carry the
+//! receipt's id (`consentReceiptID`), so the hash chain vouches for it. Receipts
 //! are JWS compact serialisations signed with Ed25519 (`alg: EdDSA`), so any
 //! JOSE library verifies them with the key published at
 //! `/.well-known/jwks.json`.
@@ -54,12 +55,6 @@ pub struct Service {
     pub purposes: Vec<ServicePurpose>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerRef {
-    pub seq: u64,
-    pub hash: String,
-}
-
 /// The receipt's claims (the JWS payload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,7 +75,6 @@ pub struct Receipt {
     pub sensitive: bool,
     pub spi_cat: Vec<String>,
     pub notice: NoticeRef,
-    pub ledger: Vec<LedgerRef>,
     /// JWT registered claims, so generic JOSE tooling reads them.
     pub iss: String,
     pub iat: i64,

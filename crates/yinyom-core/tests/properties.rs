@@ -358,6 +358,7 @@ fn body() -> impl Strategy<Value = (EntryBody, Option<serde_json::Value>)> {
                     occurred_at,
                     recorded_at,
                     expires_at,
+                    receipt: (action == Action::Grant).then(|| format!("receipt-{recorded_at}")),
                 };
                 (body, evidence)
             },

@@ -29,7 +29,7 @@ impl App {
         let view = Arc::new(load_view(store.as_ref()).await?);
         let signer = Arc::new(Signer::load(store.as_ref()).await?);
         let metrics = Arc::new(Metrics::default());
-        let writer = Writer::start(store.clone(), view.clone(), signer.clone(), metrics.clone());
+        let writer = Writer::start(store.clone(), view.clone(), metrics.clone());
         Ok(Arc::new(App {
             store,
             view,

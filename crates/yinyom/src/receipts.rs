@@ -1,5 +1,5 @@
-//! Receipt signing: the installation's Ed25519 keys and the sealer that
-//! turns a committed consent request into its response and signed receipt.
+//! Receipts: the installation's Ed25519 keys, the signed receipt for a
+//! request's grants, and the response a committed request returns.
 
 use rand::RngCore;
 use serde_json::json;
@@ -7,12 +7,12 @@ use yinyom_core::consent::Action;
 use yinyom_core::ledger::LedgerEntry;
 use yinyom_core::purpose::lang_str;
 use yinyom_core::receipt::{
-    Controller, KANTARA_VERSION, LedgerRef, Receipt, ReceiptKey, Service, ServicePurpose,
+    Controller, KANTARA_VERSION, Receipt, ReceiptKey, Service, ServicePurpose,
 };
 use yinyom_core::time;
 
-use crate::store::{Sealed, SigningKeyRow, Store, StoreError, StoredReceipt, WriteItem};
-use crate::view::View;
+use crate::store::{PreparedAction, SigningKeyRow, Store, StoreError, StoredReceipt, WriteItem};
+use crate::view::TenantView;
 
 /// The receipt-signing keys: the newest signs, all are published.
 pub struct Signer {
@@ -56,56 +56,21 @@ impl Signer {
         json!({ "keys": self.keys.iter().map(ReceiptKey::jwk).collect::<Vec<_>>() })
     }
 
-    /// Seal one committed request. For the API (`for_api`): sign a receipt
-    /// for its grants and build the response the API returns and replays.
-    /// An import has no live subject to hand a receipt to, and no response.
-    pub fn seal(
-        &self,
-        view: &View,
-        item: &WriteItem,
-        entries: &[LedgerEntry],
-        for_api: bool,
-    ) -> Sealed {
-        if !for_api {
-            return Sealed {
-                receipt: None,
-                response: serde_json::Value::Null,
-            };
-        }
-        let receipt = self.receipt(view, item, entries);
-        let response = json!({
-            "subject": item.subject_id,
-            "events": entries.iter().map(|e| json!({
-                "seq": e.seq,
-                "purpose": e.body.purpose,
-                "channel": e.body.channel,
-                "action": e.body.action,
-                "state": e.body.action.state(),
-                "occurred_at": time::rfc3339(e.body.occurred_at),
-                "recorded_at": time::rfc3339(e.body.recorded_at),
-                "expires_at": e.body.expires_at.map(time::rfc3339),
-                "hash": e.hash,
-            })).collect::<Vec<_>>(),
-            "receipt": receipt.as_ref().map(|r| json!({ "id": r.id, "jws": r.jws })),
-        });
-        Sealed { receipt, response }
-    }
-
-    fn receipt(
-        &self,
-        view: &View,
-        item: &WriteItem,
-        entries: &[LedgerEntry],
-    ) -> Option<StoredReceipt> {
+    /// Sign the receipt for a request's grants, before it is written: it
+    /// needs only what the request and the tenant's registry say, so it is
+    /// made in the request's own task, in parallel, not in the writer.
+    /// Requests without grants, or without a notice, get none.
+    pub fn receipt(&self, tv: &TenantView, item: &WriteItem) -> Option<StoredReceipt> {
         let notice = item.notice.clone()?;
-        let grants: Vec<&LedgerEntry> = entries
+        let grants: Vec<&PreparedAction> = item
+            .actions
             .iter()
-            .filter(|e| e.body.action == Action::Grant)
+            .filter(|a| a.action == Action::Grant)
             .collect();
         if grants.is_empty() {
             return None;
         }
-        view.read(&item.tenant, |tv| {
+        {
             let t = &tv.tenant;
             let lang = item
                 .evidence
@@ -118,8 +83,8 @@ impl Signer {
             let mut spi_cat = Vec::new();
             let services = grants
                 .iter()
-                .filter_map(|e| {
-                    let p = tv.purposes.get(&e.body.purpose)?;
+                .filter_map(|a| {
+                    let p = tv.purposes.get(&a.purpose)?;
                     let name = p
                         .names
                         .iter()
@@ -149,7 +114,7 @@ impl Signer {
                             },
                             third_party_disclosure: false,
                             lawful_basis: p.basis.as_str().into(),
-                            channel: e.body.channel.map(|c| c.as_str().to_string()),
+                            channel: a.channel.map(|c| c.as_str().to_string()),
                         }],
                     })
                 })
@@ -180,22 +145,36 @@ impl Signer {
                 sensitive,
                 spi_cat,
                 notice,
-                ledger: grants
-                    .iter()
-                    .map(|e| LedgerRef {
-                        seq: e.seq,
-                        hash: e.hash.clone(),
-                    })
-                    .collect(),
                 iss: format!("urn:yinyom:tenant:{}", t.id),
                 iat: now.div_euclid(1_000_000),
                 jti: id.clone(),
             };
-            StoredReceipt {
+            Some(StoredReceipt {
                 id,
                 jws: self.current().sign(&claims),
                 created_at: now,
-            }
-        })
+            })
+        }
     }
+}
+
+/// The response to `POST /v1/consents`, built inside the write's
+/// transaction and stored with its idempotency key.
+pub fn response(item: &WriteItem, entries: &[LedgerEntry]) -> serde_json::Value {
+    json!({
+        "subject": item.subject_id,
+        "events": entries.iter().map(|e| json!({
+            "seq": e.seq,
+            "purpose": e.body.purpose,
+            "channel": e.body.channel,
+            "action": e.body.action,
+            "state": e.body.action.state(),
+            "occurred_at": time::rfc3339(e.body.occurred_at),
+            "recorded_at": time::rfc3339(e.body.recorded_at),
+            "expires_at": e.body.expires_at.map(time::rfc3339),
+            "receipt": e.body.receipt,
+            "hash": e.hash,
+        })).collect::<Vec<_>>(),
+        "receipt": item.receipt.as_ref().map(|r| json!({ "id": r.id, "jws": r.jws })),
+    })
 }

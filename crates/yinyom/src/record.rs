@@ -275,5 +275,6 @@ pub fn prepare(
         occurred_at,
         actions,
         idempotency,
+        receipt: None,
     })
 }

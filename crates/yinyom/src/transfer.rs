@@ -21,7 +21,6 @@ use yinyom_core::time;
 
 use crate::app::load_view;
 use crate::cli::Format;
-use crate::receipts::Signer;
 use crate::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin, Rejected};
 use crate::store::{ItemOutcome, Store, WriteItem};
 
@@ -294,18 +293,16 @@ pub async fn import(
         .expect("the template is valid"),
     );
     let view = Arc::new(load_view(store.as_ref()).await?);
-    let signer = Arc::new(Signer::load(store.as_ref()).await?);
     // Parsing and checking the next batch overlaps with committing the
     // previous one; the channel's capacity of one bounds memory.
     let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<WriteItem>>(1);
     let committer = tokio::spawn({
-        let (store, view, signer, bar) = (store.clone(), view.clone(), signer.clone(), bar.clone());
+        let (store, bar) = (store.clone(), bar.clone());
         async move {
             let mut imported = 0;
             while let Some(batch) = queue.recv().await {
-                let seal = |item: &WriteItem, _: &str, entries: &[_]| {
-                    signer.seal(&view, item, entries, false)
-                };
+                // An import has no one waiting for a response.
+                let seal = |_: &WriteItem, _: &[_]| serde_json::Value::Null;
                 let outcomes = store.commit(&batch, &seal).await?;
                 imported += outcomes
                     .iter()
@@ -363,6 +360,7 @@ struct HistoryRow {
     notice_version: Option<u32>,
     notice_hash: Option<String>,
     expires_at: Option<String>,
+    receipt: Option<String>,
     hash: String,
     prev_hash: String,
 }
@@ -394,6 +392,7 @@ pub async fn export(
                 notice_version: b.notice.as_ref().map(|n| n.version),
                 notice_hash: b.notice.map(|n| n.hash),
                 expires_at: b.expires_at.map(time::rfc3339),
+                receipt: b.receipt,
                 hash: e.hash,
                 prev_hash: e.prev_hash,
             })?;

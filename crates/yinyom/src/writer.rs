@@ -12,7 +12,6 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::receipts::Signer;
 use crate::store::{ItemOutcome, Store, StoreError, WriteItem};
 use crate::view::View;
 
@@ -31,14 +30,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(
-        store: Arc<dyn Store>,
-        view: Arc<View>,
-        signer: Arc<Signer>,
-        metrics: Arc<Metrics>,
-    ) -> Writer {
+    pub fn start(store: Arc<dyn Store>, view: Arc<View>, metrics: Arc<Metrics>) -> Writer {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(store, view, signer, metrics, rx));
+        tokio::spawn(run(store, view, metrics, rx));
         Writer { jobs: tx }
     }
 
@@ -58,15 +52,13 @@ impl Writer {
 async fn run(
     store: Arc<dyn Store>,
     view: Arc<View>,
-    signer: Arc<Signer>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Job>,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let items: Vec<WriteItem> = jobs.iter().map(|j| j.item.clone()).collect();
-        let seal =
-            |item: &WriteItem, _uid: &str, entries: &[_]| signer.seal(&view, item, entries, true);
+        let seal = |item: &WriteItem, entries: &[_]| crate::receipts::response(item, entries);
         let started = std::time::Instant::now();
         let result = store.commit(&items, &seal).await;
         tracing::debug!(

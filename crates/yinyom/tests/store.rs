@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use yinyom::app;
-use yinyom::receipts::Signer;
 use yinyom::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
 use yinyom::store::sqlite::SqliteStore;
 use yinyom::store::{Idempotency, ItemOutcome, Store, WriteItem};
-use yinyom::view::View;
 use yinyom_core::consent::{Action, ConsentState, SubjectConsents};
 use yinyom_core::notice::{NoticeDraft, NoticeText};
 use yinyom_core::purpose::{Channel, Lang, LawfulBasis, Purpose};
@@ -92,9 +90,7 @@ async fn prepare(store: &dyn Store, tenant: &str, req: ConsentRequest) -> WriteI
 }
 
 async fn commit(store: &dyn Store, items: &[WriteItem]) -> Vec<ItemOutcome> {
-    let signer = Signer::load(store).await.expect("signer");
-    let view = View::default();
-    let seal = |item: &WriteItem, _: &str, entries: &[_]| signer.seal(&view, item, entries, false);
+    let seal = |item: &WriteItem, entries: &[_]| yinyom::receipts::response(item, entries);
     store.commit(items, &seal).await.expect("commit")
 }
 

@@ -74,6 +74,7 @@ CREATE TABLE ledger (
     occurred_at     INTEGER NOT NULL,
     recorded_at     INTEGER NOT NULL,
     expires_at      INTEGER,
+    receipt_id      TEXT,               -- the signed receipt handed out for this grant
     prev_hash       TEXT NOT NULL,
     hash            TEXT NOT NULL,
     PRIMARY KEY (tenant, seq)

@@ -81,7 +81,10 @@ pub async fn record(
     let item = app
         .view
         .read(&who.tenant, |tv| {
-            record::prepare(tv, req, &who.actor(), Origin::Api, idempotency, time::now())
+            let mut item =
+                record::prepare(tv, req, &who.actor(), Origin::Api, idempotency, time::now())?;
+            item.receipt = app.signer.receipt(tv, &item);
+            Ok::<_, record::Rejected>(item)
         })
         .ok_or_else(|| Problem::unauthorized("the API key's tenant no longer exists"))??;
     match app.writer.write(item).await? {

@@ -68,6 +68,8 @@ pub struct HistoryEntry {
     pub occurred_at: String,
     pub recorded_at: String,
     pub expires_at: Option<String>,
+    /// The signed receipt handed out for this grant.
+    pub receipt: Option<String>,
     pub evidence_hash: Option<String>,
     pub prev_hash: String,
     pub hash: String,
@@ -87,6 +89,7 @@ impl From<LedgerEntry> for HistoryEntry {
             occurred_at: time::rfc3339(b.occurred_at),
             recorded_at: time::rfc3339(b.recorded_at),
             expires_at: b.expires_at.map(time::rfc3339),
+            receipt: b.receipt,
             evidence_hash: b.evidence_hash,
             prev_hash: e.prev_hash,
             hash: e.hash,

@@ -45,6 +45,10 @@ pub struct WriteItem {
     pub occurred_at: Micros,
     pub actions: Vec<PreparedAction>,
     pub idempotency: Option<Idempotency>,
+    /// The signed receipt for the request's grants, made before the write
+    /// (it needs nothing the ledger assigns); stored with it, and its id is
+    /// chained into the grants' ledger entries.
+    pub receipt: Option<StoredReceipt>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,15 +66,9 @@ pub struct Idempotency {
     pub request_hash: String,
 }
 
-/// What the write path attaches to a sealed item: the receipt (if any) and
-/// the response to store for idempotent replays.
-pub struct Sealed {
-    pub receipt: Option<StoredReceipt>,
-    pub response: serde_json::Value,
-}
-
-/// Called inside the transaction once an item's entries are chained.
-pub type Sealer<'a> = &'a (dyn Fn(&WriteItem, &str, &[LedgerEntry]) -> Sealed + Send + Sync);
+/// Builds an item's response once its entries are chained, inside the
+/// transaction, so that an idempotent replay returns exactly the same.
+pub type Sealer<'a> = &'a (dyn Fn(&WriteItem, &[LedgerEntry]) -> serde_json::Value + Send + Sync);
 
 pub enum ItemOutcome {
     Written {

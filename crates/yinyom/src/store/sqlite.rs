@@ -166,6 +166,7 @@ fn entry_from_row(row: &SqliteRow) -> std::result::Result<LedgerEntry, String> {
             occurred_at: get_i("occurred_at")?,
             recorded_at: get_i("recorded_at")?,
             expires_at: row.try_get("expires_at").map_err(|e| e.to_string())?,
+            receipt: row.try_get("receipt_id").map_err(|e| e.to_string())?,
         },
         prev_hash: get("prev_hash")?,
         hash: get("hash")?,
@@ -520,35 +521,40 @@ impl Store for SqliteStore {
                         occurred_at: item.occurred_at,
                         recorded_at,
                         expires_at: a.expires_at,
+                        receipt: item
+                            .receipt
+                            .as_ref()
+                            .filter(|_| a.action == Action::Grant)
+                            .map(|r| r.id.clone()),
                     })
                 })
                 .collect();
-            let sealed = seal(item, &uid, &entries);
+            let response = seal(item, &entries);
             rows.evidence
                 .push(item.evidence.as_ref().map(|e| e.to_string()));
             for e in &entries {
                 rows.entries.push((e.clone(), n));
             }
-            if let Some(r) = sealed.receipt {
+            if let Some(r) = &item.receipt {
                 rows.receipts.push((&item.tenant, uid.clone(), r));
             }
             if let Some(idem) = &item.idempotency {
                 seen.insert(
                     (item.tenant.clone(), idem.key.clone()),
-                    (idem.request_hash.clone(), sealed.response.clone()),
+                    (idem.request_hash.clone(), response.clone()),
                 );
                 rows.idempotency.push((
                     &item.tenant,
                     &idem.key,
                     &idem.request_hash,
-                    sealed.response.to_string(),
+                    response.to_string(),
                     recorded_at,
                 ));
             }
             outcomes.push(ItemOutcome::Written {
                 subject_uid: uid,
                 entries,
-                response: sealed.response,
+                response,
             });
         }
 
@@ -777,7 +783,7 @@ struct Rows<'a> {
     entries: Vec<(LedgerEntry, usize)>,
     /// Evidence JSON per item.
     evidence: Vec<Option<String>>,
-    receipts: Vec<(&'a String, String, StoredReceipt)>,
+    receipts: Vec<(&'a String, String, &'a StoredReceipt)>,
     idempotency: Vec<(&'a String, &'a String, &'a String, String, Micros)>,
 }
 
@@ -854,7 +860,8 @@ async fn insert_entries(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &Rows<'_>)
     for chunk in rows.entries.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
-                notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, prev_hash, hash) ",
+                notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, receipt_id,
+                prev_hash, hash) ",
         );
         q.push_values(chunk, |mut r, (e, item)| {
             let b = &e.body;
@@ -874,6 +881,7 @@ async fn insert_entries(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &Rows<'_>)
                 .push_bind(b.occurred_at)
                 .push_bind(b.recorded_at)
                 .push_bind(b.expires_at)
+                .push_bind(b.receipt.as_deref())
                 .push_bind(&e.prev_hash)
                 .push_bind(&e.hash);
         });
