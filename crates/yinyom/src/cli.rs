@@ -193,6 +193,14 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, Box<dyn std::error::Erro
     }
 }
 
+/// Lock the data directory when the embedded database is in use.
+fn lock_embedded(cli: &Cli) -> Result<Option<DataDirLock>, Box<dyn std::error::Error>> {
+    match cli.database_url {
+        None => lock_data_dir(&cli.data_dir).map(Some),
+        Some(_) => Ok(None),
+    }
+}
+
 pub async fn open_store(cli: &Cli) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
     match &cli.database_url {
         Some(url) if url.starts_with("sqlite:") => Ok(Arc::new(SqliteStore::open_url(url).await?)),
@@ -231,17 +239,12 @@ pub async fn pick_tenant(
 }
 
 async fn run(cli: Cli) -> CliResult {
-    let uses_embedded = cli.database_url.is_none();
     match &cli.command {
         Command::Serve {
             listen,
             bootstrap_api_key,
         } => {
-            let _lock = if uses_embedded {
-                Some(lock_data_dir(&cli.data_dir)?)
-            } else {
-                None
-            };
+            let _lock = lock_embedded(&cli)?;
             let store = open_store(&cli).await?;
             if let Some((tenant, key)) =
                 app::bootstrap(store.as_ref(), bootstrap_api_key.clone()).await?
@@ -327,11 +330,7 @@ async fn run(cli: Cli) -> CliResult {
             format,
             tenant,
         } => {
-            let _lock = if uses_embedded {
-                Some(lock_data_dir(&cli.data_dir)?)
-            } else {
-                None
-            };
+            let _lock = lock_embedded(&cli)?;
             let store = open_store(&cli).await?;
             let tenant = pick_tenant(store.as_ref(), tenant.as_deref()).await?;
             let format = format.or_else(|| crate::transfer::guess_format(file)).ok_or(

@@ -789,6 +789,19 @@ struct Rows<'a> {
 
 type Key = (String, String);
 
+/// Finish `… WHERE (a, b) IN (VALUES ` with the pairs and the closing `)`.
+fn push_pairs<'a>(q: &mut QueryBuilder<'a, Sqlite>, pairs: &[(&'a String, &'a String)]) {
+    let mut sep = q.separated(", ");
+    for (a, b) in pairs {
+        sep.push("(")
+            .push_bind_unseparated(*a)
+            .push_unseparated(", ")
+            .push_bind_unseparated(*b)
+            .push_unseparated(")");
+    }
+    q.push(")");
+}
+
 /// Earlier uses of the batch's idempotency keys: (tenant, key) → (request hash, response).
 async fn prior_idempotency(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
@@ -803,15 +816,7 @@ async fn prior_idempotency(
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT tenant, key, request_hash, response FROM idempotency_keys WHERE (tenant, key) IN (VALUES ",
         );
-        let mut sep = q.separated(", ");
-        for (tenant, key) in chunk {
-            sep.push("(")
-                .push_bind_unseparated(*tenant)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*key)
-                .push_unseparated(")");
-        }
-        q.push(")");
+        push_pairs(&mut q, chunk);
         for r in q.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
             found.insert(
                 (r.get("tenant"), r.get("key")),
@@ -837,15 +842,7 @@ async fn subject_uids(
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT tenant, id, uid FROM subjects WHERE (tenant, id) IN (VALUES ",
         );
-        let mut sep = q.separated(", ");
-        for (tenant, id) in chunk {
-            sep.push("(")
-                .push_bind_unseparated(*tenant)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*id)
-                .push_unseparated(")");
-        }
-        q.push(")");
+        push_pairs(&mut q, chunk);
         for r in q.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
             found.insert((r.get("tenant"), r.get("id")), r.get("uid"));
         }
