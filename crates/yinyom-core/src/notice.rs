@@ -13,6 +13,7 @@ use crate::validate::{self, Invalid};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NoticeText {
     pub title: String,
     pub body: String,
@@ -23,6 +24,7 @@ pub struct NoticeText {
 /// What an editor submits to publish a new version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NoticeDraft {
     pub key: String,
     pub texts: BTreeMap<Lang, NoticeText>,

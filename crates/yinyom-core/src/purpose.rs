@@ -66,6 +66,7 @@ pub enum Sensitivity {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct DataCategory {
     pub name: String,
     pub sensitivity: Sensitivity,
@@ -116,6 +117,7 @@ impl Channel {
 /// A purpose as registered by the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Purpose {
     pub key: String,
     pub names: BTreeMap<Lang, String>,

@@ -27,6 +27,7 @@ pub fn validate_id(id: &str) -> Result<(), Invalid> {
 /// GDPR Art. 21) as they stand for one subject, plus erasure.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct SubjectFlags {
     #[serde(default)]
     pub erased: bool,

@@ -41,6 +41,23 @@ impl App {
     }
 }
 
+impl App {
+    /// A tenant created by another process (`yinyom tenants create` beside
+    /// a running server) joins the view when its key is first used.
+    pub async fn ensure_tenant(&self, id: &str) -> Result<(), StoreError> {
+        if self.view.read(id, |_| ()).is_some() {
+            return Ok(());
+        }
+        let Some(tenant) = self.store.tenants().await?.into_iter().find(|t| t.id == id) else {
+            return Ok(());
+        };
+        let purposes = self.store.purposes(id).await?;
+        let notices = self.store.notices(id).await?;
+        self.view.add_new_tenant(tenant, purposes, &notices);
+        Ok(())
+    }
+}
+
 pub async fn load_view(store: &dyn Store) -> Result<View, StoreError> {
     let mut tenants = Vec::new();
     for t in store.tenants().await? {

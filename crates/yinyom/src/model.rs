@@ -25,6 +25,7 @@ pub struct Tenant {
 
 /// The data protection officer named on receipts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Dpo {
     pub name: String,
     pub email: String,
@@ -85,6 +86,7 @@ pub struct SigningKeyRow {
 
 /// What `PUT /v1/subjects/{id}` sets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubjectUpdate {
     #[serde(skip)]
     pub id: String,

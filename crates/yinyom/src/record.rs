@@ -168,6 +168,9 @@ pub fn prepare(
             "is in the future",
         ));
     }
+    if occurred_at < 0 {
+        return Err(Rejected::new("validation", "occurred_at", "is before 1970"));
+    }
     let notice = match &req.notice {
         None => None,
         Some(sel) => {

@@ -87,6 +87,17 @@ impl TenantView {
         }
     }
 
+    pub fn with(tenant: Tenant, purposes: Vec<Purpose>, notices: &[Notice]) -> Self {
+        let mut tv = TenantView::new(tenant);
+        for p in purposes {
+            tv.purposes.insert(p.key.clone(), p);
+        }
+        for n in notices {
+            tv.put_notice(n);
+        }
+        tv
+    }
+
     fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
         match self.strings.get(s) {
             Some(shared) => shared.clone(),
@@ -173,13 +184,7 @@ impl View {
     ) -> Self {
         let mut map = HashMap::new();
         for (tenant, purposes, notices) in tenants {
-            let mut tv = TenantView::new(tenant);
-            for p in purposes {
-                tv.purposes.insert(p.key.clone(), p);
-            }
-            for n in &notices {
-                tv.put_notice(n);
-            }
+            let tv = TenantView::with(tenant, purposes, &notices);
             map.insert(tv.tenant.id.clone(), tv);
         }
         for s in subjects {
@@ -208,6 +213,18 @@ impl View {
     pub fn write<R>(&self, tenant: &str, f: impl FnOnce(&mut TenantView) -> R) -> Option<R> {
         let mut guard = self.tenants.write().unwrap_or_else(|e| e.into_inner());
         guard.get_mut(tenant).map(f)
+    }
+
+    /// Add a tenant the view does not know yet (created by another process);
+    /// one it knows is left as it is.
+    pub fn add_new_tenant(&self, tenant: Tenant, purposes: Vec<Purpose>, notices: &[Notice]) {
+        let mut guard = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        if !guard.contains_key(&tenant.id) {
+            guard.insert(
+                tenant.id.clone(),
+                TenantView::with(tenant, purposes, notices),
+            );
+        }
     }
 
     pub fn add_tenant(&self, tenant: Tenant) {

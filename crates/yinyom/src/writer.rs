@@ -58,15 +58,30 @@ async fn run(
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let items: Vec<WriteItem> = jobs.iter().map(|j| j.item.clone()).collect();
-        let seal = |item: &WriteItem, entries: &[_]| crate::receipts::response(item, entries);
+        let size = items.len();
         let started = std::time::Instant::now();
-        let result = store.commit(&items, &seal).await;
+        // Each batch runs in a task of its own, so that a bug that panics
+        // fails that batch (answered 503, nothing written) instead of
+        // stopping every later write.
+        let committing = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let seal =
+                    |item: &WriteItem, entries: &[_]| crate::receipts::response(item, entries);
+                store.commit(&items, &seal).await
+            }
+        });
+        let result = committing.await.unwrap_or_else(|e| {
+            Err(StoreError::Unavailable(format!(
+                "the write batch failed: {e}"
+            )))
+        });
         tracing::debug!(
-            batch = items.len(),
+            batch = size,
             elapsed_us = started.elapsed().as_micros() as u64,
             "committed"
         );
-        metrics.write_batch(items.len());
+        metrics.write_batch(size);
         match result {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
@@ -78,7 +93,7 @@ async fn run(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batch = items.len(), "consent batch failed to commit");
+                tracing::error!(error = %e, batch = size, "consent batch failed to commit");
                 for job in jobs.drain(..) {
                     let _ = job.reply.send(Err(e.clone()));
                 }

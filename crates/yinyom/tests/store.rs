@@ -182,20 +182,32 @@ async fn idempotency_keys_replay_within_and_across_batches(store: Arc<dyn Store>
             item
         }
     };
+    // A plain write after the replays: its evidence must stay its own.
+    let plain = prepare(store.as_ref(), &t, request("s2", Action::Grant, None)).await;
     let out = commit(
         store.as_ref(),
-        &[keyed("h").await, keyed("h").await, keyed("other").await],
+        &[
+            keyed("h").await,
+            keyed("h").await,
+            keyed("other").await,
+            plain,
+        ],
     )
     .await;
     assert!(matches!(out[0], ItemOutcome::Written { .. }));
     assert!(matches!(out[1], ItemOutcome::Replayed { .. }));
     assert!(matches!(out[2], ItemOutcome::KeyReused));
+    assert!(matches!(out[3], ItemOutcome::Written { .. }));
+    assert!(
+        store.verify_ledger(&t).await.unwrap().ok,
+        "evidence hashes match"
+    );
     let again = commit(store.as_ref(), &[keyed("h").await]).await;
     assert!(matches!(again[0], ItemOutcome::Replayed { .. }));
     assert_eq!(
         store.verify_ledger(&t).await.unwrap().checked,
-        1,
-        "one write, however often retried"
+        2,
+        "one write per key, however often retried, and the plain one"
     );
 }
 

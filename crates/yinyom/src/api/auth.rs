@@ -113,11 +113,13 @@ impl FromRequestParts<Arc<App>> for Principal {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             Problem::unauthorized("an API key is required: Authorization: Bearer <key>")
         })?;
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or_else(|| {
                 Problem::unauthorized("the Authorization header must be 'Bearer <key>'")
@@ -131,6 +133,7 @@ impl FromRequestParts<Arc<App>> for Principal {
                     .api_key_by_hash(&hash)
                     .await?
                     .ok_or_else(|| Problem::unauthorized("the API key is not valid"))?;
+                app.ensure_tenant(&k.tenant).await?;
                 app.keys.put(&k)
             }
         };

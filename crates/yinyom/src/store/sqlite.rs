@@ -478,7 +478,7 @@ impl Store for SqliteStore {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut new_subjects: Vec<(&str, &str, String, Micros)> = Vec::new();
         let mut rows = Rows::default();
-        for (n, item) in items.iter().enumerate() {
+        for item in items {
             if let Some(idem) = &item.idempotency
                 && let Some((hash, response)) = seen.get(&(item.tenant.clone(), idem.key.clone()))
             {
@@ -530,10 +530,13 @@ impl Store for SqliteStore {
                 })
                 .collect();
             let response = seal(item, &entries);
+            // Replays and reused keys were skipped above: index evidence by
+            // written item, not by position in the batch.
+            let written = rows.evidence.len();
             rows.evidence
                 .push(item.evidence.as_ref().map(|e| e.to_string()));
             for e in &entries {
-                rows.entries.push((e.clone(), n));
+                rows.entries.push((e.clone(), written));
             }
             if let Some(r) = &item.receipt {
                 rows.receipts.push((&item.tenant, uid.clone(), r));
@@ -779,9 +782,9 @@ const CHUNK: usize = 500;
 /// The rows a batch adds, gathered before they are written set-wise.
 #[derive(Default)]
 struct Rows<'a> {
-    /// Each entry with the index of its item (for the item's evidence).
+    /// Each entry with the index of its item's evidence in `evidence`.
     entries: Vec<(LedgerEntry, usize)>,
-    /// Evidence JSON per item.
+    /// Evidence JSON per written item.
     evidence: Vec<Option<String>>,
     receipts: Vec<(&'a String, String, &'a StoredReceipt)>,
     idempotency: Vec<(&'a String, &'a String, &'a String, String, Micros)>,

@@ -1,0 +1,208 @@
+//! Test harness for the HTTP API: the real router on the real SQLite store,
+//! in a fresh temporary directory, driven in-process with
+//! `tower::ServiceExt::oneshot` (no sockets).
+//!
+//! ```ignore
+//! let t = TestApp::new().await;
+//! let (status, headers, body) = t.request(Method::GET, "/v1/purposes", &t.owner, None).await;
+//! ```
+//!
+//! [`TestApp::restart`] drops the running app, closes the database and
+//! opens the same file again, so a test can prove what survived and that the
+//! in-memory decision view reloads from storage.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+use yinyom::app::{self, App};
+use yinyom::model::Role;
+use yinyom::store::Store;
+use yinyom::store::sqlite::SqliteStore;
+
+/// The owner key the first tenant is bootstrapped with.
+pub const OWNER_KEY: &str = "yy_test_owner_0123456789abcdef0123456789abcdef";
+
+/// A running Yinyom on its own SQLite file.
+pub struct TestApp {
+    /// Kept so the directory lives as long as the app.
+    dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+    pub app: Arc<App>,
+    router: Router,
+    /// The bootstrapped tenant's id.
+    pub tenant: String,
+    /// That tenant's owner key.
+    pub owner: String,
+}
+
+/// Another tenant, with its own owner key.
+pub struct OtherTenant {
+    pub id: String,
+    pub owner: String,
+}
+
+impl TestApp {
+    /// A fresh store, bootstrapped with one tenant whose owner key is [`OWNER_KEY`].
+    pub async fn new() -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir.path().join("yinyom.db")).await;
+        let (tenant, owner) = app::bootstrap(store.as_ref(), Some(OWNER_KEY.to_string()))
+            .await
+            .expect("bootstrap")
+            .expect("an empty store bootstraps a tenant");
+        let (app, router) = start(&store).await;
+        TestApp {
+            dir,
+            store,
+            app,
+            router,
+            tenant: tenant.id,
+            owner,
+        }
+    }
+
+    /// The SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("yinyom.db")
+    }
+
+    /// Stop the app, close the database, open the same file again and start
+    /// a new app on it (fresh view, key cache and writer).
+    pub async fn restart(&mut self) {
+        self.store.pool().close().await;
+        let store = open(&self.db_path()).await;
+        let again = app::bootstrap(store.as_ref(), None)
+            .await
+            .expect("bootstrap");
+        assert!(again.is_none(), "a restart must not bootstrap again");
+        let (app, router) = start(&store).await;
+        // Dropping the old router and app stops the old writer.
+        self.router = router;
+        self.app = app;
+        self.store = store;
+    }
+
+    /// A second tenant with its own owner key (as `yinyom tenants create`
+    /// does), made known to the running view as a restart would.
+    pub async fn create_tenant(&self, name: &str) -> OtherTenant {
+        let (tenant, owner) = app::create_tenant(self.store.as_ref(), name, None)
+            .await
+            .expect("create tenant");
+        let id = tenant.id.clone();
+        self.app.view.add_tenant(tenant);
+        OtherTenant { id, owner }
+    }
+
+    /// A new API key with `role` in `tenant`; returns the key and its id.
+    pub async fn key_in(&self, tenant: &str, role: Role) -> (String, String) {
+        let (key, record) = app::new_api_key(tenant, role, role.as_str(), None);
+        self.store
+            .insert_api_key(&record)
+            .await
+            .expect("insert key");
+        (key, record.id)
+    }
+
+    /// A new API key with `role` in the bootstrapped tenant.
+    pub async fn key(&self, role: Role) -> String {
+        self.key_in(&self.tenant.clone(), role).await.0
+    }
+
+    /// A JSON request; `key` goes into `Authorization: Bearer` unless empty.
+    /// The response body is parsed as JSON (`Null` when empty, a string
+    /// when it is not JSON).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let bytes = body.map(|b| serde_json::to_vec(&b).expect("serialize"));
+        let (status, headers, body) = self
+            .request_raw(method, path, (!key.is_empty()).then_some(key), &[], bytes)
+            .await;
+        (status, headers, json_of(&body))
+    }
+
+    /// Any request: extra headers and raw body bytes (sent as
+    /// `application/json` unless a content-type is among `headers`).
+    pub async fn request_raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let has_type = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        if body.is_some() && !has_type {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .expect("request");
+        self.send(req).await
+    }
+
+    /// Send a prepared request through the router.
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let res = self.router.clone().oneshot(req).await.expect("infallible");
+        let (parts, body) = res.into_parts();
+        let bytes = body.collect().await.expect("response body").to_bytes();
+        (parts.status, parts.headers, bytes)
+    }
+
+    /// `GET path` with the owner key; panics unless 200.
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, _, body) = self.request(Method::GET, path, &self.owner, None).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// `POST path` with the owner key; panics unless 201.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, _, res) = self
+            .request(Method::POST, path, &self.owner, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "POST {path}: {res}");
+        res
+    }
+}
+
+/// The body as JSON: `Null` when empty, a string when it is not JSON.
+pub fn json_of(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+async fn open(path: &Path) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(path).await.expect("open SQLite"))
+}
+
+async fn start(store: &Arc<SqliteStore>) -> (Arc<App>, Router) {
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let app = App::start(dyn_store).await.expect("start app");
+    let router = yinyom::api::router(app.clone());
+    (app, router)
+}
