@@ -26,8 +26,8 @@ use yinyom_core::time;
 
 use crate::app::{self, App};
 use crate::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
+use crate::store::SqlStore;
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -187,7 +187,7 @@ async fn seeded_store(
     dir: &std::path::Path,
     subjects: usize,
 ) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("yinyom.db")).await?);
+    let store: Arc<dyn Store> = Arc::new(SqlStore::sqlite(&dir.join("yinyom.db")).await?);
     let (tenant, _) = app::bootstrap(store.as_ref(), Some(KEY.into()))
         .await?
         .ok_or("the bench store is not empty")?;
@@ -277,7 +277,7 @@ async fn raw_insert_ceiling(
     batch: usize,
     duration: Duration,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let store = SqliteStore::open(&dir.join("ceiling.db")).await?;
+    let store = SqlStore::sqlite(&dir.join("ceiling.db")).await?;
     let pool = store.pool();
     sqlx::query(
         "CREATE TABLE raw (id INTEGER PRIMARY KEY, subject TEXT, purpose TEXT, action TEXT, at INTEGER, hash TEXT)",
@@ -466,7 +466,7 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
     use std::io::Write;
     let dir = dir.join("import");
     std::fs::create_dir_all(&dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("yinyom.db")).await?);
+    let store: Arc<dyn Store> = Arc::new(SqlStore::sqlite(&dir.join("yinyom.db")).await?);
     let (tenant, _) = app::bootstrap(store.as_ref(), None)
         .await?
         .ok_or("store not empty")?;

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, App};
 use crate::model::Role;
+use crate::store::SqlStore;
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 
 #[derive(Parser)]
 #[command(
@@ -28,7 +28,8 @@ pub struct Cli {
         default_value = "./yinyom-data"
     )]
     pub data_dir: PathBuf,
-    /// Database URL (`sqlite://path`); defaults to SQLite in the data directory.
+    /// Database URL: `sqlite://PATH` or `postgres://USER@HOST/DB` (several nodes
+    /// may share one PostgreSQL); defaults to SQLite in the data directory.
     #[arg(long, global = true, env = "YINYOM_DATABASE_URL")]
     pub database_url: Option<String>,
     #[command(subcommand)]
@@ -203,16 +204,11 @@ fn lock_embedded(cli: &Cli) -> Result<Option<DataDirLock>, Box<dyn std::error::E
 
 pub async fn open_store(cli: &Cli) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
     match &cli.database_url {
-        Some(url) if url.starts_with("sqlite:") => Ok(Arc::new(SqliteStore::open_url(url).await?)),
-        Some(url) => Err(format!(
-            "unsupported database URL {:?}: use sqlite://PATH",
-            url.split('@').next_back().unwrap_or("")
-        )
-        .into()),
+        Some(url) => Ok(Arc::new(SqlStore::connect(url).await?)),
         None => {
             std::fs::create_dir_all(&cli.data_dir)?;
             Ok(Arc::new(
-                SqliteStore::open(&cli.data_dir.join("yinyom.db")).await?,
+                SqlStore::sqlite(&cli.data_dir.join("yinyom.db")).await?,
             ))
         }
     }

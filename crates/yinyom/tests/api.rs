@@ -1,7 +1,8 @@
-//! The HTTP API end to end: the real router on a real SQLite file, driven
-//! in-process (see `common`). Each test is one behaviour a user of the API
+//! The HTTP API end to end: the real router on a real store, driven
+//! in-process (see `common`); every test runs on SQLite and on PostgreSQL. Each test is one behaviour a user of the API
 //! relies on.
 
+#[macro_use]
 mod common;
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use yinyom::model::Role;
 use yinyom_core::time;
 
-use common::{TestApp, json_of};
+use common::{Backend, TestApp, json_of};
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -186,9 +187,8 @@ fn verify_receipt(jwks: &Value, jws: &str) -> Result<Value, jsonwebtoken::errors
 // 1. The README walkthrough
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn readme_walkthrough_grant_decide_withdraw_history_verify() {
-    let t = TestApp::new().await;
+async fn readme_walkthrough_grant_decide_withdraw_history_verify(backend: Backend) {
+    let t = TestApp::new(backend).await;
     let n = readme_setup(&t).await;
     assert_eq!(n["version"], 1);
     assert_eq!(n["material"], false);
@@ -302,11 +302,10 @@ async fn readme_walkthrough_grant_decide_withdraw_history_verify() {
 // 2. Receipts verify with an independent JOSE library
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn receipt_verifies_with_an_independent_jose_library_and_tampering_fails() {
+async fn receipt_verifies_with_an_independent_jose_library_and_tampering_fails(backend: Backend) {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 
-    let t = TestApp::new().await;
+    let t = TestApp::new(backend).await;
     let n = readme_setup(&t).await;
     let granted = t
         .post(
@@ -392,9 +391,8 @@ async fn receipt_verifies_with_an_independent_jose_library_and_tampering_fails()
 // 3. Decision rules through the API
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn decision_rules_hold_through_the_api() {
-    let t = TestApp::new().await;
+async fn decision_rules_hold_through_the_api(backend: Backend) {
+    let t = TestApp::new(backend).await;
     t.post(
         "/v1/purposes",
         purpose("marketing.email", "consent", &["email", "sms"], Some(365)),
@@ -708,9 +706,8 @@ async fn decision_rules_hold_through_the_api() {
 // 4. Bad input
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn bad_consent_input_is_refused_with_a_problem_and_writes_nothing() {
-    let t = TestApp::new().await;
+async fn bad_consent_input_is_refused_with_a_problem_and_writes_nothing(backend: Backend) {
+    let t = TestApp::new(backend).await;
     readme_setup(&t).await;
     t.post("/v1/purposes", purpose("billing", "contract", &[], None))
         .await;
@@ -1005,9 +1002,8 @@ async fn bad_consent_input_is_refused_with_a_problem_and_writes_nothing() {
     assert_eq!(ledger_len(&t).await, 3);
 }
 
-#[tokio::test]
-async fn bad_requests_of_every_other_kind_are_problems_not_errors() {
-    let t = TestApp::new().await;
+async fn bad_requests_of_every_other_kind_are_problems_not_errors(backend: Backend) {
+    let t = TestApp::new(backend).await;
     readme_setup(&t).await;
     use StatusCode as S;
 
@@ -1269,9 +1265,8 @@ async fn bad_requests_of_every_other_kind_are_problems_not_errors() {
 /// A misspelt field must not be silently dropped: `"materal": true` on a
 /// notice would publish a non-material version, and `"flag": {...}` on a
 /// subject would lose an objection.
-#[tokio::test]
-async fn misspelt_fields_in_purposes_notices_and_subjects_are_refused() {
-    let t = TestApp::new().await;
+async fn misspelt_fields_in_purposes_notices_and_subjects_are_refused(backend: Backend) {
+    let t = TestApp::new(backend).await;
     readme_setup(&t).await;
     let mut p = purpose("sms", "consent", &["sms"], None);
     p["validty_days"] = json!(30);
@@ -1306,9 +1301,8 @@ async fn misspelt_fields_in_purposes_notices_and_subjects_are_refused() {
 }
 
 /// RFC 9110 §11.1: the authentication scheme is a case-insensitive token.
-#[tokio::test]
-async fn the_bearer_scheme_is_case_insensitive() {
-    let t = TestApp::new().await;
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let t = TestApp::new(backend).await;
     for scheme in ["bearer", "BEARER"] {
         let auth = format!("{scheme} {}", t.owner);
         let (s, _, body) = t
@@ -1346,9 +1340,8 @@ async fn post_consent(
 /// Retries of one request racing each other, mixed with other writes in the
 /// same group commits: every call is answered, the retried request is written
 /// once, every other request is written, and the chain verifies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_retries_and_other_writes_in_one_group_commit() {
-    let t = TestApp::new().await;
+async fn racing_retries_and_other_writes_in_one_group_commit(backend: Backend) {
+    let t = TestApp::new(backend).await;
     readme_setup(&t).await;
     let retried = serde_json::to_vec(&consent(
         "cust-retry",
@@ -1412,9 +1405,8 @@ async fn racing_retries_and_other_writes_in_one_group_commit() {
 // 5. Tenant isolation
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn one_tenant_never_sees_or_changes_another_tenants_data() {
-    let t = TestApp::new().await;
+async fn one_tenant_never_sees_or_changes_another_tenants_data(backend: Backend) {
+    let t = TestApp::new(backend).await;
     readme_setup(&t).await;
     let a_grant = t
         .request_raw(
@@ -1594,9 +1586,8 @@ async fn one_tenant_never_sees_or_changes_another_tenants_data() {
 // 6. Roles
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn each_role_may_do_only_what_it_is_allowed() {
-    let t = TestApp::new().await;
+async fn each_role_may_do_only_what_it_is_allowed(backend: Backend) {
+    let t = TestApp::new(backend).await;
     readme_setup(&t).await;
     let admin = t.key(Role::Admin).await;
     let user = t.key(Role::User).await;
@@ -1816,9 +1807,8 @@ async fn each_role_may_do_only_what_it_is_allowed() {
 // 7. Durability and view reload
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn acknowledged_consents_and_decisions_survive_a_restart() {
-    let mut t = TestApp::new().await;
+async fn acknowledged_consents_and_decisions_survive_a_restart(backend: Backend) {
+    let mut t = TestApp::new(backend).await;
     readme_setup(&t).await;
     t.post(
         "/v1/purposes",
@@ -1988,8 +1978,8 @@ async fn acknowledged_consents_and_decisions_survive_a_restart() {
 
 /// Three entries for one tenant: 1 grant (with receipt), 2 withdraw, 3 grant,
 /// each with evidence.
-async fn three_entries() -> TestApp {
-    let t = TestApp::new().await;
+async fn three_entries(backend: Backend) -> TestApp {
+    let t = TestApp::new(backend).await;
     readme_setup(&t).await;
     for (action, notice) in [("grant", true), ("withdraw", false), ("grant", true)] {
         t.post(
@@ -2008,19 +1998,16 @@ async fn three_entries() -> TestApp {
     t
 }
 
-/// Run `sql` against the database file through a connection of its own.
+/// Run `sql` against the database through a connection of its own, as
+/// someone with access to the database (not the API) would.
 async fn tamper(t: &TestApp, sql: &str) {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(t.db_path()))
-        .await
-        .expect("open the database");
-    let done = sqlx::query(sql).execute(&pool).await.expect(sql);
+    let other = t.db.open().await;
+    let done = sqlx::query(sql).execute(other.pool()).await.expect(sql);
     assert_eq!(done.rows_affected(), 1, "{sql}");
-    pool.close().await;
+    other.pool().close().await;
 }
 
-#[tokio::test]
-async fn altering_or_deleting_ledger_rows_is_detected_and_located() {
+async fn altering_or_deleting_ledger_rows_is_detected_and_located(backend: Backend) {
     let cases = [
         ("UPDATE ledger SET action = 'grant' WHERE seq = 2", 2),
         (
@@ -2043,7 +2030,7 @@ async fn altering_or_deleting_ledger_rows_is_detected_and_located() {
         ("DELETE FROM ledger WHERE seq = 1", 1),
     ];
     for (sql, seq) in cases {
-        let t = three_entries().await;
+        let t = three_entries(backend).await;
         tamper(&t, sql).await;
         let v = verify_with(&t, &t.owner).await;
         assert_eq!(v["ok"], false, "{sql}: {v}");
@@ -2059,7 +2046,7 @@ async fn altering_or_deleting_ledger_rows_is_detected_and_located() {
 
     // Erasing evidence (as erasure does) keeps the chain valid: only its
     // hash is chained.
-    let t = three_entries().await;
+    let t = three_entries(backend).await;
     tamper(&t, "UPDATE ledger SET evidence = NULL WHERE seq = 2").await;
     assert_eq!(ledger_len(&t).await, 3);
 }
@@ -2068,9 +2055,8 @@ async fn altering_or_deleting_ledger_rows_is_detected_and_located() {
 // 9. Purposes
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn purposes_are_listed_sorted_patched_by_merge_and_unique() {
-    let mut t = TestApp::new().await;
+async fn purposes_are_listed_sorted_patched_by_merge_and_unique(backend: Backend) {
+    let mut t = TestApp::new(backend).await;
     for key in ["marketing.sms", "analytics", "billing", "marketing.email"] {
         let basis = if key == "billing" {
             "contract"
@@ -2222,9 +2208,8 @@ async fn purposes_are_listed_sorted_patched_by_merge_and_unique() {
 // 10. OpenAPI and metrics
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn openapi_describes_every_route_and_metrics_count_requests() {
-    let t = TestApp::new().await;
+async fn openapi_describes_every_route_and_metrics_count_requests(backend: Backend) {
+    let t = TestApp::new(backend).await;
     let (s, h, doc) = t.request(Method::GET, "/openapi.json", "", None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
@@ -2318,3 +2303,20 @@ async fn openapi_describes_every_route_and_metrics_count_requests() {
         "the /healthz request is counted:\n{text}"
     );
 }
+
+on_every_backend!(
+    readme_walkthrough_grant_decide_withdraw_history_verify,
+    receipt_verifies_with_an_independent_jose_library_and_tampering_fails,
+    decision_rules_hold_through_the_api,
+    bad_consent_input_is_refused_with_a_problem_and_writes_nothing,
+    bad_requests_of_every_other_kind_are_problems_not_errors,
+    misspelt_fields_in_purposes_notices_and_subjects_are_refused,
+    the_bearer_scheme_is_case_insensitive,
+    racing_retries_and_other_writes_in_one_group_commit,
+    one_tenant_never_sees_or_changes_another_tenants_data,
+    each_role_may_do_only_what_it_is_allowed,
+    acknowledged_consents_and_decisions_survive_a_restart,
+    altering_or_deleting_ledger_rows_is_detected_and_located,
+    purposes_are_listed_sorted_patched_by_merge_and_unique,
+    openapi_describes_every_route_and_metrics_count_requests,
+);

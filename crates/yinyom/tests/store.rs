@@ -1,24 +1,27 @@
 //! The storage contract, written against the `Store` trait so that every
 //! backend runs the same suite: each test body is a function of a fresh,
-//! empty store. (SQLite here; a new backend adds one opener.)
+//! empty store, once on SQLite and once on PostgreSQL.
 
 use std::sync::Arc;
 
+#[macro_use]
+mod common;
+
+use common::{Backend, Db};
+
 use yinyom::app;
 use yinyom::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
-use yinyom::store::sqlite::SqliteStore;
 use yinyom::store::{Idempotency, ItemOutcome, Store, WriteItem};
 use yinyom_core::consent::{Action, ConsentState, SubjectConsents};
 use yinyom_core::notice::{NoticeDraft, NoticeText};
 use yinyom_core::purpose::{Channel, Lang, LawfulBasis, Purpose};
 use yinyom_core::time;
 
-async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("yinyom.db"))
-        .await
-        .expect("open SQLite");
-    (dir, Arc::new(store))
+/// A fresh, empty store of `backend` (dropped with the `Db`).
+async fn open(backend: Backend) -> (Db, Arc<dyn Store>) {
+    let db = Db::new(backend).await;
+    let store: Arc<dyn Store> = db.open().await;
+    (db, store)
 }
 
 /// A tenant with one consent purpose and a notice asking for it.
@@ -101,7 +104,8 @@ fn entries(o: &ItemOutcome) -> &[yinyom_core::ledger::LedgerEntry] {
     }
 }
 
-async fn chains_continue_across_batches_and_tenants_stay_apart(store: Arc<dyn Store>) {
+async fn chains_continue_across_batches_and_tenants_stay_apart(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let a = tenant(store.as_ref(), "A").await;
     let b = tenant(store.as_ref(), "B").await;
     let batch = vec![
@@ -134,7 +138,8 @@ async fn chains_continue_across_batches_and_tenants_stay_apart(store: Arc<dyn St
     assert_eq!(store.history(&a, &sa.uid).await.unwrap().len(), 2);
 }
 
-async fn state_is_the_fold_of_history_even_for_late_imports(store: Arc<dyn Store>) {
+async fn state_is_the_fold_of_history_even_for_late_imports(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let t = tenant(store.as_ref(), "T").await;
     let newer = prepare(
         store.as_ref(),
@@ -167,7 +172,8 @@ async fn state_is_the_fold_of_history_even_for_late_imports(store: Arc<dyn Store
     );
 }
 
-async fn idempotency_keys_replay_within_and_across_batches(store: Arc<dyn Store>) {
+async fn idempotency_keys_replay_within_and_across_batches(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let t = tenant(store.as_ref(), "T").await;
     let keyed = |hash: &str| {
         let hash = hash.to_string();
@@ -211,7 +217,8 @@ async fn idempotency_keys_replay_within_and_across_batches(store: Arc<dyn Store>
     );
 }
 
-async fn many_subjects_in_one_batch(store: Arc<dyn Store>) {
+async fn many_subjects_in_one_batch(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let t = tenant(store.as_ref(), "T").await;
     let mut batch = Vec::new();
     // More than one multi-row statement's worth, with repeats of a subject.
@@ -231,20 +238,6 @@ async fn many_subjects_in_one_batch(store: Arc<dyn Store>) {
     assert_eq!(r.checked, 1_234);
     let snap = store.snapshot().await.unwrap();
     assert_eq!(snap.iter().filter(|s| s.tenant == t).count(), 1_000);
-}
-
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (_dir, store) = super::sqlite().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
 }
 
 on_every_backend!(

@@ -6,7 +6,10 @@
 //! the current state rows, the receipt and the idempotency record land
 //! together or not at all, and are on disk before it returns.
 
-pub mod sqlite;
+pub mod scratch;
+pub mod sql;
+
+pub use sql::{Dialect, SqlStore};
 
 use std::collections::BTreeMap;
 

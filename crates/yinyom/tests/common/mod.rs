@@ -1,19 +1,19 @@
-//! Test harness for the HTTP API: the real router on the real SQLite store,
-//! in a fresh temporary directory, driven in-process with
-//! `tower::ServiceExt::oneshot` (no sockets).
+//! Test harness for the HTTP API: the real router on a real store — a
+//! SQLite file in a fresh temporary directory, or a fresh schema in the
+//! machine's PostgreSQL — driven in-process with `tower::ServiceExt::oneshot`
+//! (no sockets). [`on_every_backend!`] runs each test on both.
 //!
 //! ```ignore
-//! let t = TestApp::new().await;
+//! let t = TestApp::new(Backend::Sqlite).await;
 //! let (status, headers, body) = t.request(Method::GET, "/v1/purposes", &t.owner, None).await;
 //! ```
 //!
 //! [`TestApp::restart`] drops the running app, closes the database and
-//! opens the same file again, so a test can prove what survived and that the
+//! opens the same database again, so a test can prove what survived and that the
 //! in-memory decision view reloads from storage.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
@@ -24,17 +24,90 @@ use serde_json::Value;
 use tower::ServiceExt;
 use yinyom::app::{self, App};
 use yinyom::model::Role;
-use yinyom::store::Store;
-use yinyom::store::sqlite::SqliteStore;
+use yinyom::store::scratch::{self, Scratch};
+use yinyom::store::{SqlStore, Store};
 
 /// The owner key the first tenant is bootstrapped with.
 pub const OWNER_KEY: &str = "yy_test_owner_0123456789abcdef0123456789abcdef";
 
-/// A running Yinyom on its own SQLite file.
+/// Run each named test function (`async fn(Backend)`) once per storage
+/// backend, as `sqlite::name` and `postgres::name`. PostgreSQL must be
+/// reachable: a missing server fails the tests, it never skips them.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database of one backend, removed when dropped.
+pub struct Db {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    _schema: Option<Scratch>,
+}
+
+impl Db {
+    pub async fn new(backend: Backend) -> Db {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("yinyom.db").display());
+                Db {
+                    url,
+                    _dir: Some(dir),
+                    _schema: None,
+                }
+            }
+            Backend::Postgres => {
+                let schema = Scratch::create(&scratch::postgres_url())
+                    .await
+                    .expect("PostgreSQL for tests (YINYOM_TEST_POSTGRES_URL)");
+                Db {
+                    url: schema.url(),
+                    _dir: None,
+                    _schema: Some(schema),
+                }
+            }
+        }
+    }
+
+    /// The `YINYOM_DATABASE_URL` that opens this database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A new connection pool on the database (migrated).
+    pub async fn open(&self) -> Arc<SqlStore> {
+        Arc::new(SqlStore::connect(&self.url).await.expect("open the store"))
+    }
+}
+
+/// A running Yinyom on its own database.
 pub struct TestApp {
-    /// Kept so the directory lives as long as the app.
-    dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
+    /// Kept so the database lives as long as the app.
+    pub db: Db,
+    pub store: Arc<SqlStore>,
     pub app: Arc<App>,
     router: Router,
     /// The bootstrapped tenant's id.
@@ -51,16 +124,16 @@ pub struct OtherTenant {
 
 impl TestApp {
     /// A fresh store, bootstrapped with one tenant whose owner key is [`OWNER_KEY`].
-    pub async fn new() -> TestApp {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open(&dir.path().join("yinyom.db")).await;
+    pub async fn new(backend: Backend) -> TestApp {
+        let db = Db::new(backend).await;
+        let store = db.open().await;
         let (tenant, owner) = app::bootstrap(store.as_ref(), Some(OWNER_KEY.to_string()))
             .await
             .expect("bootstrap")
             .expect("an empty store bootstraps a tenant");
         let (app, router) = start(&store).await;
         TestApp {
-            dir,
+            db,
             store,
             app,
             router,
@@ -69,16 +142,11 @@ impl TestApp {
         }
     }
 
-    /// The SQLite database file.
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("yinyom.db")
-    }
-
     /// Stop the app, close the database, open the same file again and start
     /// a new app on it (fresh view, key cache and writer).
     pub async fn restart(&mut self) {
         self.store.pool().close().await;
-        let store = open(&self.db_path()).await;
+        let store = self.db.open().await;
         let again = app::bootstrap(store.as_ref(), None)
             .await
             .expect("bootstrap");
@@ -196,11 +264,7 @@ pub fn json_of(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-async fn open(path: &Path) -> Arc<SqliteStore> {
-    Arc::new(SqliteStore::open(path).await.expect("open SQLite"))
-}
-
-async fn start(store: &Arc<SqliteStore>) -> (Arc<App>, Router) {
+async fn start(store: &Arc<SqlStore>) -> (Arc<App>, Router) {
     let dyn_store: Arc<dyn Store> = store.clone();
     let app = App::start(dyn_store).await.expect("start app");
     let router = yinyom::api::router(app.clone());

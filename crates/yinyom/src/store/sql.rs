@@ -1,21 +1,29 @@
-//! SQLite implementation of [`Store`]: the embedded default.
+//! The SQL implementation of [`Store`], one code path for both databases:
+//! SQLite (the embedded default) and PostgreSQL (several nodes).
 //!
-//! WAL journal with `synchronous = FULL`, so a committed transaction has
-//! been fsync'd before `commit` returns. Write transactions start with
-//! `BEGIN IMMEDIATE` to take the write lock up front (a deferred transaction
-//! that upgrades can fail with SQLITE_BUSY instead of waiting).
+//! Statements are written once in the SQL both accept (`$n` parameters,
+//! `ON CONFLICT … DO UPDATE`, row values) and run through sqlx's `Any`
+//! driver; [`Dialect`] holds the few differences: how a write transaction
+//! takes its lock and which migrations apply.
+//!
+//! * SQLite: WAL journal with `synchronous = FULL`, so a committed
+//!   transaction has been fsync'd before `commit` returns. Write
+//!   transactions start with `BEGIN IMMEDIATE` to take the write lock up
+//!   front (a deferred transaction that upgrades can fail with SQLITE_BUSY
+//!   instead of waiting).
+//! * PostgreSQL: a consent batch locks its tenants' chain heads
+//!   (`SELECT … FOR UPDATE`) first, so writers on several nodes append to
+//!   one chain in turn; commits are durable with the server's default
+//!   `synchronous_commit = on`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row};
 use yinyom_core::consent::{Action, ConsentRecord, ConsentState, NoticeVersion};
 use yinyom_core::ledger::{Broken, Chain, EntryBody, LedgerEntry, Verifier, evidence_hash};
 use yinyom_core::notice::{Notice, NoticeDraft, NoticeRef};
@@ -24,10 +32,36 @@ use yinyom_core::time::{self, Micros};
 
 use super::*;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-pub struct SqliteStore {
-    pool: SqlitePool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The statement that opens a write transaction.
+    fn begin(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+
+    /// Appended to a `SELECT` of rows the transaction will update.
+    fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -41,51 +75,101 @@ fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Unavailable(format!("stored JSON is unreadable: {e}"))
 }
 
-impl SqliteStore {
-    /// Open (creating if needed) the database file at `path` and migrate it.
-    pub async fn open(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        Self::connect(options).await
+impl SqlStore {
+    /// Open (creating if needed) the SQLite database file at `path` and migrate it.
+    pub async fn sqlite(path: &Path) -> Result<Self> {
+        // Characters that would end the path part of a URL are escaped.
+        let path = path
+            .to_string_lossy()
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
+        Self::connect(&format!("sqlite://{path}")).await
     }
 
-    /// Open from a `sqlite://` URL.
-    pub async fn open_url(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(unavailable)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        Self::connect(options).await
-    }
-
-    async fn connect(options: SqliteConnectOptions) -> Result<Self> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(unavailable)?;
-        MIGRATOR
+    /// Open from a `sqlite://PATH` or `postgres://…` URL and migrate.
+    ///
+    /// A PostgreSQL URL may choose a schema with
+    /// `?options=-c%20search_path%3DNAME` (the schema must exist).
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let sep = if rest.contains('?') { '&' } else { '?' };
+            (Dialect::Sqlite, format!("sqlite:{rest}{sep}mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Unavailable(
+                "unsupported database URL: use sqlite://PATH or postgres://…".into(),
+            ));
+        };
+        let options: AnyConnectOptions = url.parse().map_err(unavailable)?;
+        let pool = match dialect {
+            Dialect::Sqlite => AnyPoolOptions::new()
+                .max_connections(8)
+                .min_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                }),
+            Dialect::Postgres => AnyPoolOptions::new()
+                .max_connections(16)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10)),
+        }
+        .connect_with(options)
+        .await
+        .map_err(unavailable)?;
+        let migrator = match dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqlStore { pool, dialect })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 }
 
-fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
+/// `($k, $k+1, …), (…)`: `rows` groups of `cols` parameters numbered from
+/// `first`, in the `$n` syntax both databases accept.
+fn groups(first: usize, rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(first + r * cols + c).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
     let mut v: serde_json::Value = serde_json::from_str(row.get("body")).map_err(json_err)?;
     v["id"] = row.get::<String, _>("id").into();
     v["name"] = row.get::<String, _>("name").into();
@@ -103,7 +187,7 @@ fn tenant_body(t: &Tenant) -> String {
     .to_string()
 }
 
-fn key_from_row(row: &SqliteRow) -> ApiKey {
+fn key_from_row(row: &AnyRow) -> ApiKey {
     ApiKey {
         id: row.get("id"),
         tenant: row.get("tenant"),
@@ -116,7 +200,7 @@ fn key_from_row(row: &SqliteRow) -> ApiKey {
     }
 }
 
-fn subject_from_row(row: &SqliteRow) -> Result<SubjectRow> {
+fn subject_from_row(row: &AnyRow) -> Result<SubjectRow> {
     Ok(SubjectRow {
         id: row.get("id"),
         uid: row.get("uid"),
@@ -130,7 +214,7 @@ fn subject_from_row(row: &SqliteRow) -> Result<SubjectRow> {
 
 /// Read a ledger row back into the exact entry that was hashed. Rows edited
 /// into something unreadable are reported, not panicked on.
-fn entry_from_row(row: &SqliteRow) -> std::result::Result<LedgerEntry, String> {
+fn entry_from_row(row: &AnyRow) -> std::result::Result<LedgerEntry, String> {
     let channel: Option<String> = row.try_get("channel").map_err(|e| e.to_string())?;
     let channel = match channel {
         None => None,
@@ -173,7 +257,7 @@ fn entry_from_row(row: &SqliteRow) -> std::result::Result<LedgerEntry, String> {
     })
 }
 
-fn record_from_state_row(row: &SqliteRow) -> Option<ConsentRecord> {
+fn record_from_state_row(row: &AnyRow) -> Option<ConsentRecord> {
     let channel: String = row.get("channel");
     let notice_key: Option<String> = row.get("notice_key");
     Some(ConsentRecord {
@@ -196,7 +280,7 @@ fn record_from_state_row(row: &SqliteRow) -> Option<ConsentRecord> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -214,7 +298,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
-        sqlx::query("INSERT INTO tenants (id, name, body, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO tenants (id, name, body, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&t.id)
             .bind(&t.name)
             .bind(tenant_body(t))
@@ -226,7 +310,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_tenant(&self, t: &Tenant) -> Result<()> {
-        let done = sqlx::query("UPDATE tenants SET name = ?, body = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE tenants SET name = $1, body = $2 WHERE id = $3")
             .bind(&t.name)
             .bind(tenant_body(t))
             .bind(&t.id)
@@ -242,7 +326,7 @@ impl Store for SqliteStore {
     async fn insert_api_key(&self, k: &ApiKey) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_keys (id, tenant, role, label, hash, prefix, created_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&k.id)
         .bind(&k.tenant)
@@ -259,7 +343,7 @@ impl Store for SqliteStore {
     }
 
     async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ?")
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await
@@ -268,7 +352,7 @@ impl Store for SqliteStore {
     }
 
     async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query("SELECT * FROM api_keys WHERE tenant = ? ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT * FROM api_keys WHERE tenant = $1 ORDER BY created_at, id")
             .bind(tenant)
             .fetch_all(&self.pool)
             .await
@@ -278,7 +362,7 @@ impl Store for SqliteStore {
 
     async fn revoke_api_key(&self, tenant: &str, id: &str, at: Micros) -> Result<Option<ApiKey>> {
         sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND id = ? AND revoked_at IS NULL",
+            "UPDATE api_keys SET revoked_at = $1 WHERE tenant = $2 AND id = $3 AND revoked_at IS NULL",
         )
         .bind(at)
         .bind(tenant)
@@ -286,7 +370,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        let row = sqlx::query("SELECT * FROM api_keys WHERE tenant = ? AND id = ?")
+        let row = sqlx::query("SELECT * FROM api_keys WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -311,7 +395,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_signing_key(&self, k: &SigningKeyRow) -> Result<()> {
-        sqlx::query("INSERT INTO signing_keys (kid, secret, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO signing_keys (kid, secret, created_at) VALUES ($1, $2, $3)")
             .bind(&k.kid)
             .bind(&k.secret)
             .bind(k.created_at)
@@ -322,7 +406,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_purpose(&self, tenant: &str, p: &Purpose, at: Micros) -> Result<()> {
-        sqlx::query("INSERT INTO purposes (tenant, key, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO purposes (tenant, key, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(tenant)
             .bind(&p.key)
             .bind(serde_json::to_string(p).map_err(json_err)?)
@@ -336,7 +420,7 @@ impl Store for SqliteStore {
 
     async fn update_purpose(&self, tenant: &str, p: &Purpose, at: Micros) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE purposes SET body = ?, updated_at = ? WHERE tenant = ? AND key = ?",
+            "UPDATE purposes SET body = $1, updated_at = $2 WHERE tenant = $3 AND key = $4",
         )
         .bind(serde_json::to_string(p).map_err(json_err)?)
         .bind(at)
@@ -352,7 +436,7 @@ impl Store for SqliteStore {
     }
 
     async fn purposes(&self, tenant: &str) -> Result<Vec<Purpose>> {
-        let rows = sqlx::query("SELECT body FROM purposes WHERE tenant = ? ORDER BY key")
+        let rows = sqlx::query("SELECT body FROM purposes WHERE tenant = $1 ORDER BY key")
             .bind(tenant)
             .fetch_all(&self.pool)
             .await
@@ -365,11 +449,11 @@ impl Store for SqliteStore {
     async fn publish_notice(&self, tenant: &str, draft: NoticeDraft, at: Micros) -> Result<Notice> {
         let mut tx = self
             .pool
-            .begin_with("BEGIN IMMEDIATE")
+            .begin_with(self.dialect.begin())
             .await
             .map_err(unavailable)?;
         let latest: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM notices WHERE tenant = ? AND key = ?")
+            sqlx::query_scalar("SELECT MAX(version) FROM notices WHERE tenant = $1 AND key = $2")
                 .bind(tenant)
                 .bind(&draft.key)
                 .fetch_one(&mut *tx)
@@ -378,7 +462,7 @@ impl Store for SqliteStore {
         let notice = draft.publish(latest.unwrap_or(0) as u32 + 1, at);
         sqlx::query(
             "INSERT INTO notices (tenant, key, version, body, content_hash, material, published_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(tenant)
         .bind(&notice.key)
@@ -395,7 +479,7 @@ impl Store for SqliteStore {
     }
 
     async fn notices(&self, tenant: &str) -> Result<Vec<Notice>> {
-        let rows = sqlx::query("SELECT body FROM notices WHERE tenant = ? ORDER BY key, version")
+        let rows = sqlx::query("SELECT body FROM notices WHERE tenant = $1 ORDER BY key, version")
             .bind(tenant)
             .fetch_all(&self.pool)
             .await
@@ -414,11 +498,11 @@ impl Store for SqliteStore {
         let flags = s.flags.clone().unwrap_or_default();
         sqlx::query(
             "INSERT INTO subjects (tenant, id, uid, identifiers, attributes, flags, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (tenant, id) DO UPDATE SET
                 identifiers = excluded.identifiers,
                 attributes = excluded.attributes,
-                flags = CASE WHEN ? THEN excluded.flags ELSE subjects.flags END,
+                flags = CASE WHEN $9 THEN excluded.flags ELSE subjects.flags END,
                 updated_at = excluded.updated_at",
         )
         .bind(tenant)
@@ -439,7 +523,7 @@ impl Store for SqliteStore {
     }
 
     async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRow>> {
-        let row = sqlx::query("SELECT * FROM subjects WHERE tenant = ? AND id = ?")
+        let row = sqlx::query("SELECT * FROM subjects WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -450,33 +534,26 @@ impl Store for SqliteStore {
 
     async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>> {
         // Set-based: a handful of statements per batch, not per item, so a
-        // batch costs little more than its fsync.
+        // batch costs little more than its fsync. The chain heads are locked
+        // first: everything read after that is stable until commit.
         let mut tx = self
             .pool
-            .begin_with("BEGIN IMMEDIATE")
+            .begin_with(self.dialect.begin())
             .await
             .map_err(unavailable)?;
+        let mut heads = lock_heads(&mut tx, self.dialect, items).await?;
         let mut seen = prior_idempotency(&mut tx, items).await?;
-        let mut uids = subject_uids(&mut tx, items).await?;
-        let mut heads: HashMap<String, Chain> = HashMap::new();
-        for tenant in items.iter().map(|i| &i.tenant) {
-            if !heads.contains_key(tenant) {
-                let head = sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = ?")
-                    .bind(tenant)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
-                    .map(|r| Chain {
-                        seq: r.get::<i64, _>("seq") as u64,
-                        hash: r.get("hash"),
-                    })
-                    .unwrap_or_else(Chain::genesis);
-                heads.insert(tenant.clone(), head);
-            }
-        }
+        let fresh: Vec<&WriteItem> = items
+            .iter()
+            .filter(|i| {
+                i.idempotency
+                    .as_ref()
+                    .is_none_or(|k| !seen.contains_key(&(i.tenant.clone(), k.key.clone())))
+            })
+            .collect();
+        let uids = ensure_subjects(&mut tx, &fresh).await?;
 
         let mut outcomes = Vec::with_capacity(items.len());
-        let mut new_subjects: Vec<(&str, &str, String, Micros)> = Vec::new();
         let mut rows = Rows::default();
         for item in items {
             if let Some(idem) = &item.idempotency
@@ -493,16 +570,12 @@ impl Store for SqliteStore {
             }
             let recorded_at = time::now();
             let uid = uids
-                .entry((item.tenant.clone(), item.subject_id.clone()))
-                .or_insert_with(|| {
-                    let uid = uuid::Uuid::now_v7().to_string();
-                    new_subjects.push((&item.tenant, &item.subject_id, uid.clone(), recorded_at));
-                    uid
-                })
-                .clone();
+                .get(&(item.tenant.clone(), item.subject_id.clone()))
+                .cloned()
+                .ok_or_else(|| StoreError::Unavailable("subject row missing".into()))?;
             let chain = heads
                 .get_mut(&item.tenant)
-                .expect("heads hold every tenant of the batch");
+                .ok_or_else(|| StoreError::Unavailable("chain head missing".into()))?;
             let ev_hash = item.evidence.as_ref().map(evidence_hash);
             let entries: Vec<LedgerEntry> = item
                 .actions
@@ -561,57 +634,45 @@ impl Store for SqliteStore {
             });
         }
 
-        for chunk in new_subjects.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO subjects (tenant, id, uid, created_at, updated_at) ",
-            );
-            q.push_values(chunk, |mut b, (tenant, id, uid, at)| {
-                b.push_bind(*tenant)
-                    .push_bind(*id)
-                    .push_bind(uid)
-                    .push_bind(at)
-                    .push_bind(at);
-            });
-            q.build().execute(&mut *tx).await.map_err(unavailable)?;
-        }
         insert_entries(&mut tx, &rows).await?;
-        for chunk in rows.receipts.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO receipts (tenant, id, subject_uid, jws, created_at) ",
-            );
-            q.push_values(chunk, |mut b, (tenant, uid, r)| {
-                b.push_bind(*tenant)
-                    .push_bind(&r.id)
-                    .push_bind(uid)
-                    .push_bind(&r.jws)
-                    .push_bind(r.created_at);
-            });
-            q.build().execute(&mut *tx).await.map_err(unavailable)?;
-        }
-        for chunk in rows.idempotency.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at) ",
-            );
-            q.push_values(chunk, |mut b, (tenant, key, hash, response, at)| {
-                b.push_bind(*tenant)
-                    .push_bind(*key)
-                    .push_bind(*hash)
-                    .push_bind(response)
-                    .push_bind(at);
-            });
-            q.build().execute(&mut *tx).await.map_err(unavailable)?;
-        }
+        insert_rows(
+            &mut tx,
+            "INSERT INTO receipts (tenant, id, subject_uid, jws, created_at)",
+            "",
+            &rows.receipts,
+            5,
+            |q, (tenant, uid, r)| {
+                q.bind(tenant.as_str())
+                    .bind(r.id.as_str())
+                    .bind(uid.as_str())
+                    .bind(r.jws.as_str())
+                    .bind(r.created_at)
+            },
+        )
+        .await?;
+        insert_rows(
+            &mut tx,
+            "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at)",
+            "",
+            &rows.idempotency,
+            5,
+            |q, (tenant, key, hash, response, at)| {
+                q.bind(tenant.as_str())
+                    .bind(key.as_str())
+                    .bind(hash.as_str())
+                    .bind(response.as_str())
+                    .bind(*at)
+            },
+        )
+        .await?;
         for (tenant, head) in &heads {
-            sqlx::query(
-                "INSERT INTO ledger_heads (tenant, seq, hash) VALUES (?, ?, ?)
-                 ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            )
-            .bind(tenant)
-            .bind(head.seq as i64)
-            .bind(&head.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+            sqlx::query("UPDATE ledger_heads SET seq = $1, hash = $2 WHERE tenant = $3")
+                .bind(head.seq as i64)
+                .bind(head.hash.as_str())
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(outcomes)
@@ -623,7 +684,7 @@ impl Store for SqliteStore {
         key: &str,
     ) -> Result<Option<(String, serde_json::Value)>> {
         let row = sqlx::query(
-            "SELECT request_hash, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
+            "SELECT request_hash, response FROM idempotency_keys WHERE tenant = $1 AND key = $2",
         )
         .bind(tenant)
         .bind(key)
@@ -641,7 +702,7 @@ impl Store for SqliteStore {
 
     async fn history(&self, tenant: &str, subject_uid: &str) -> Result<Vec<LedgerEntry>> {
         let rows =
-            sqlx::query("SELECT * FROM ledger WHERE tenant = ? AND subject_uid = ? ORDER BY seq")
+            sqlx::query("SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq")
                 .bind(tenant)
                 .bind(subject_uid)
                 .fetch_all(&self.pool)
@@ -653,7 +714,7 @@ impl Store for SqliteStore {
     }
 
     async fn receipts(&self, tenant: &str, subject_uid: &str) -> Result<Vec<StoredReceipt>> {
-        let rows = sqlx::query("SELECT id, jws, created_at FROM receipts WHERE tenant = ? AND subject_uid = ? ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT id, jws, created_at FROM receipts WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id")
             .bind(tenant)
             .bind(subject_uid)
             .fetch_all(&self.pool)
@@ -698,7 +759,7 @@ impl Store for SqliteStore {
 
     async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport> {
         let mut verifier = Verifier::default();
-        let mut rows = sqlx::query("SELECT * FROM ledger WHERE tenant = ? ORDER BY seq")
+        let mut rows = sqlx::query("SELECT * FROM ledger WHERE tenant = $1 ORDER BY seq")
             .bind(tenant)
             .fetch(&self.pool);
         while let Some(r) = rows.try_next().await.map_err(unavailable)? {
@@ -729,7 +790,7 @@ impl Store for SqliteStore {
             }
         }
         drop(rows);
-        let head = sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = ?")
+        let head = sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = $1")
             .bind(tenant)
             .fetch_optional(&self.pool)
             .await
@@ -758,7 +819,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT l.*, s.id AS subject_id FROM ledger l
              LEFT JOIN subjects s ON s.tenant = l.tenant AND s.uid = l.subject_uid
-             WHERE l.tenant = ? ORDER BY l.seq",
+             WHERE l.tenant = $1 ORDER BY l.seq",
         )
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -775,8 +836,8 @@ impl Store for SqliteStore {
     }
 }
 
-/// Rows per multi-row statement: well under SQLite's limit of 32,766
-/// bound parameters for the widest table (18 columns).
+/// Rows per multi-row statement: well under SQLite's limit of 32,766 and
+/// PostgreSQL's of 65,535 bound parameters for the widest table (19 columns).
 const CHUNK: usize = 500;
 
 /// The rows a batch adds, gathered before they are written set-wise.
@@ -791,23 +852,93 @@ struct Rows<'a> {
 }
 
 type Key = (String, String);
+type Tx<'c> = sqlx::Transaction<'c, Any>;
 
-/// Finish `… WHERE (a, b) IN (VALUES ` with the pairs and the closing `)`.
-fn push_pairs<'a>(q: &mut QueryBuilder<'a, Sqlite>, pairs: &[(&'a String, &'a String)]) {
-    let mut sep = q.separated(", ");
-    for (a, b) in pairs {
-        sep.push("(")
-            .push_bind_unseparated(*a)
-            .push_unseparated(", ")
-            .push_bind_unseparated(*b)
-            .push_unseparated(")");
+/// `head VALUES (…), (…) tail` in chunks of [`CHUNK`] rows, each row's
+/// `cols` parameters bound by `bind`.
+async fn insert_rows<T>(
+    tx: &mut Tx<'_>,
+    head: &str,
+    tail: &str,
+    rows: &[T],
+    cols: usize,
+    bind: impl for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
+) -> Result<()> {
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!("{head} VALUES {}{tail}", groups(1, chunk.len(), cols));
+        let mut q = sqlx::query(&sql);
+        for row in chunk {
+            q = bind(q, row);
+        }
+        q.execute(&mut **tx).await.map_err(unavailable)?;
     }
-    q.push(")");
+    Ok(())
+}
+
+/// `select WHERE (a, b) IN (VALUES …)` over `pairs`, in chunks; each
+/// returned row goes to `each`.
+async fn select_pairs(
+    tx: &mut Tx<'_>,
+    select: &str,
+    pairs: &[(&String, &String)],
+    mut each: impl FnMut(&AnyRow) -> Result<()>,
+) -> Result<()> {
+    for chunk in pairs.chunks(CHUNK) {
+        let sql = format!("{select} IN (VALUES {})", groups(1, chunk.len(), 2));
+        let mut q = sqlx::query(&sql);
+        for (a, b) in chunk {
+            q = q.bind(a.as_str()).bind(b.as_str());
+        }
+        for r in q.fetch_all(&mut **tx).await.map_err(unavailable)? {
+            each(&r)?;
+        }
+    }
+    Ok(())
+}
+
+/// Lock the chain head of every tenant in the batch (creating it at
+/// genesis if the tenant has none), in a fixed order so that concurrent
+/// writers cannot deadlock, and return the heads.
+async fn lock_heads(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    items: &[WriteItem],
+) -> Result<HashMap<String, Chain>> {
+    let tenants: BTreeSet<&String> = items.iter().map(|i| &i.tenant).collect();
+    let genesis = Chain::genesis();
+    let select = format!(
+        "SELECT seq, hash FROM ledger_heads WHERE tenant = $1{}",
+        dialect.for_update()
+    );
+    let mut heads = HashMap::new();
+    for tenant in tenants {
+        sqlx::query(
+            "INSERT INTO ledger_heads (tenant, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(genesis.hash.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        let r = sqlx::query(&select)
+            .bind(tenant.as_str())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        heads.insert(
+            tenant.clone(),
+            Chain {
+                seq: r.get::<i64, _>("seq") as u64,
+                hash: r.get("hash"),
+            },
+        );
+    }
+    Ok(heads)
 }
 
 /// Earlier uses of the batch's idempotency keys: (tenant, key) → (request hash, response).
 async fn prior_idempotency(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    tx: &mut Tx<'_>,
     items: &[WriteItem],
 ) -> Result<HashMap<Key, (String, serde_json::Value)>> {
     let mut found = HashMap::new();
@@ -815,12 +946,11 @@ async fn prior_idempotency(
         .iter()
         .filter_map(|i| i.idempotency.as_ref().map(|k| (&i.tenant, &k.key)))
         .collect();
-    for chunk in wanted.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT tenant, key, request_hash, response FROM idempotency_keys WHERE (tenant, key) IN (VALUES ",
-        );
-        push_pairs(&mut q, chunk);
-        for r in q.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
+    select_pairs(
+        tx,
+        "SELECT tenant, key, request_hash, response FROM idempotency_keys WHERE (tenant, key)",
+        &wanted,
+        |r| {
             found.insert(
                 (r.get("tenant"), r.get("key")),
                 (
@@ -828,91 +958,152 @@ async fn prior_idempotency(
                     serde_json::from_str(r.get("response")).map_err(json_err)?,
                 ),
             );
-        }
-    }
+            Ok(())
+        },
+    )
+    .await?;
     Ok(found)
 }
 
-/// The uids of the batch's subjects that exist already: (tenant, id) → uid.
-async fn subject_uids(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    items: &[WriteItem],
-) -> Result<HashMap<Key, String>> {
+/// The uids of the items' subjects, (tenant, id) → uid, creating the
+/// subjects that do not exist yet. A subject created meanwhile by another
+/// writer (a `PUT /v1/subjects` on another node) is read back, not
+/// duplicated.
+async fn ensure_subjects(tx: &mut Tx<'_>, items: &[&WriteItem]) -> Result<HashMap<Key, String>> {
+    let wanted: Vec<(&String, &String)> = items
+        .iter()
+        .map(|i| (&i.tenant, &i.subject_id))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut found = HashMap::new();
-    let wanted: Vec<(&String, &String)> =
-        items.iter().map(|i| (&i.tenant, &i.subject_id)).collect();
-    for chunk in wanted.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT tenant, id, uid FROM subjects WHERE (tenant, id) IN (VALUES ",
-        );
-        push_pairs(&mut q, chunk);
-        for r in q.build().fetch_all(&mut **tx).await.map_err(unavailable)? {
-            found.insert((r.get("tenant"), r.get("id")), r.get("uid"));
-        }
+    let select = "SELECT tenant, id, uid FROM subjects WHERE (tenant, id)";
+    select_pairs(tx, select, &wanted, |r| {
+        found.insert((r.get("tenant"), r.get("id")), r.get("uid"));
+        Ok(())
+    })
+    .await?;
+    let missing: Vec<(&String, &String)> = wanted
+        .into_iter()
+        .filter(|(t, id)| !found.contains_key(&((*t).clone(), (*id).clone())))
+        .collect();
+    if missing.is_empty() {
+        return Ok(found);
     }
+    let at = time::now();
+    // Time-ordered uids: index inserts append instead of splitting pages.
+    let new: Vec<(&String, &String, String)> = missing
+        .iter()
+        .map(|(t, id)| (*t, *id, uuid::Uuid::now_v7().to_string()))
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO subjects (tenant, id, uid, created_at, updated_at)",
+        " ON CONFLICT (tenant, id) DO NOTHING",
+        &new,
+        5,
+        |q, (tenant, id, uid)| {
+            q.bind(tenant.as_str())
+                .bind(id.as_str())
+                .bind(uid.as_str())
+                .bind(at)
+                .bind(at)
+        },
+    )
+    .await?;
+    select_pairs(tx, select, &missing, |r| {
+        found.insert((r.get("tenant"), r.get("id")), r.get("uid"));
+        Ok(())
+    })
+    .await?;
     Ok(found)
 }
 
 /// Append the ledger rows and fold them into `consent_states`. Current
 /// state follows the latest `(occurred_at, seq)`, like the domain fold; an
-/// older event (an import of history) leaves it alone.
-async fn insert_entries(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &Rows<'_>) -> Result<()> {
-    for chunk in rows.entries.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
-                notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, receipt_id,
-                prev_hash, hash) ",
-        );
-        q.push_values(chunk, |mut r, (e, item)| {
+/// older event (an import of history) leaves it alone. Only the latest
+/// entry per state row is written (PostgreSQL refuses to update one row
+/// twice in a statement).
+async fn insert_entries(tx: &mut Tx<'_>, rows: &Rows<'_>) -> Result<()> {
+    let ledger: Vec<(&LedgerEntry, Option<&str>)> = rows
+        .entries
+        .iter()
+        .map(|(e, item)| (e, rows.evidence[*item].as_deref()))
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
+            notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, receipt_id,
+            prev_hash, hash)",
+        "",
+        &ledger,
+        19,
+        |q, (e, evidence)| {
             let b = &e.body;
-            r.push_bind(&b.tenant)
-                .push_bind(e.seq as i64)
-                .push_bind(&b.subject_uid)
-                .push_bind(&b.purpose)
-                .push_bind(b.channel.map(Channel::as_str))
-                .push_bind(b.action.as_str())
-                .push_bind(b.notice.as_ref().map(|n| n.key.as_str()))
-                .push_bind(b.notice.as_ref().map(|n| n.version as i64))
-                .push_bind(b.notice.as_ref().map(|n| n.hash.as_str()))
-                .push_bind(&b.source)
-                .push_bind(&b.actor)
-                .push_bind(b.evidence_hash.as_deref())
-                .push_bind(rows.evidence[*item].as_deref())
-                .push_bind(b.occurred_at)
-                .push_bind(b.recorded_at)
-                .push_bind(b.expires_at)
-                .push_bind(b.receipt.as_deref())
-                .push_bind(&e.prev_hash)
-                .push_bind(&e.hash);
-        });
-        q.build().execute(&mut **tx).await.map_err(unavailable)?;
+            q.bind(b.tenant.as_str())
+                .bind(e.seq as i64)
+                .bind(b.subject_uid.as_str())
+                .bind(b.purpose.as_str())
+                .bind(b.channel.map(Channel::as_str))
+                .bind(b.action.as_str())
+                .bind(b.notice.as_ref().map(|n| n.key.as_str()))
+                .bind(b.notice.as_ref().map(|n| n.version as i64))
+                .bind(b.notice.as_ref().map(|n| n.hash.as_str()))
+                .bind(b.source.as_str())
+                .bind(b.actor.as_str())
+                .bind(b.evidence_hash.as_deref())
+                .bind(*evidence)
+                .bind(b.occurred_at)
+                .bind(b.recorded_at)
+                .bind(b.expires_at)
+                .bind(b.receipt.as_deref())
+                .bind(e.prev_hash.as_str())
+                .bind(e.hash.as_str())
+        },
+    )
+    .await?;
 
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
-                notice_key, notice_version, source) ",
+    let mut latest: HashMap<(&str, &str, &str, Option<Channel>), &LedgerEntry> = HashMap::new();
+    for (e, _) in &rows.entries {
+        let b = &e.body;
+        let key = (
+            b.tenant.as_str(),
+            b.subject_uid.as_str(),
+            b.purpose.as_str(),
+            b.channel,
         );
-        q.push_values(chunk, |mut r, (e, _)| {
-            let b = &e.body;
-            r.push_bind(&b.tenant)
-                .push_bind(&b.subject_uid)
-                .push_bind(&b.purpose)
-                .push_bind(b.channel.map(Channel::as_str).unwrap_or(""))
-                .push_bind(b.action.state().as_str())
-                .push_bind(e.seq as i64)
-                .push_bind(b.occurred_at)
-                .push_bind(b.expires_at)
-                .push_bind(b.notice.as_ref().map(|n| n.key.as_str()))
-                .push_bind(b.notice.as_ref().map(|n| n.version as i64))
-                .push_bind(&b.source);
-        });
-        q.push(
-            " ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
-                state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
-                expires_at = excluded.expires_at, notice_key = excluded.notice_key,
-                notice_version = excluded.notice_version, source = excluded.source
-             WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)",
-        );
-        q.build().execute(&mut **tx).await.map_err(unavailable)?;
+        let slot = latest.entry(key).or_insert(e);
+        if (b.occurred_at, e.seq) > (slot.body.occurred_at, slot.seq) {
+            *slot = e;
+        }
     }
-    Ok(())
+    let mut states: Vec<&LedgerEntry> = latest.into_values().collect();
+    states.sort_by_key(|e| e.seq);
+    insert_rows(
+        tx,
+        "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
+            notice_key, notice_version, source)",
+        " ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
+            state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
+            expires_at = excluded.expires_at, notice_key = excluded.notice_key,
+            notice_version = excluded.notice_version, source = excluded.source
+         WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)",
+        &states,
+        11,
+        |q, e| {
+            let b = &e.body;
+            q.bind(b.tenant.as_str())
+                .bind(b.subject_uid.as_str())
+                .bind(b.purpose.as_str())
+                .bind(b.channel.map(Channel::as_str).unwrap_or(""))
+                .bind(b.action.state().as_str())
+                .bind(e.seq as i64)
+                .bind(b.occurred_at)
+                .bind(b.expires_at)
+                .bind(b.notice.as_ref().map(|n| n.key.as_str()))
+                .bind(b.notice.as_ref().map(|n| n.version as i64))
+                .bind(b.source.as_str())
+        },
+    )
+    .await
 }
