@@ -7,6 +7,7 @@ use yinyom_core::purpose::Lang;
 use yinyom_core::time;
 
 use crate::api::auth::{KeyCache, generate_key, hash_key};
+use crate::follow::Follower;
 use crate::metrics::Metrics;
 use crate::model::{ApiKey, Dpo, Role, Tenant};
 use crate::receipts::Signer;
@@ -24,20 +25,30 @@ pub struct App {
 }
 
 impl App {
-    /// Load the view from the store and start the writer.
+    /// Load the view from the store and start the writer; with a store
+    /// that other nodes share, also follow their changes.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<App>, StoreError> {
+        // Listen and note the chain heads before loading: nothing committed
+        // after the load can be missed.
+        let feed = store.follow().await?;
+        let cursors = store.heads().await?;
+        let loaded_at = time::now();
         let view = Arc::new(load_view(store.as_ref()).await?);
         let signer = Arc::new(Signer::load(store.as_ref()).await?);
         let metrics = Arc::new(Metrics::default());
         let writer = Writer::start(store.clone(), view.clone(), metrics.clone());
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             store,
             view,
             writer,
             signer,
             metrics,
             keys: KeyCache::default(),
-        }))
+        });
+        if let Some(feed) = feed {
+            tokio::spawn(Follower::new(&app, cursors, loaded_at).run(feed));
+        }
+        Ok(app)
     }
 }
 

@@ -127,6 +127,11 @@ impl Server {
     /// Start `yinyom serve` on a free loopback port and wait until it
     /// answers `/healthz`.
     fn start(data_dir: &Path, bootstrap_key: Option<&str>) -> Server {
+        Server::start_with(data_dir, bootstrap_key, &[])
+    }
+
+    /// Start with extra environment variables (`YINYOM_DATABASE_URL`, …).
+    fn start_with(data_dir: &Path, bootstrap_key: Option<&str>, env: &[(&str, &str)]) -> Server {
         let mut last_failure = String::new();
         for _attempt in 0..5 {
             let port = free_port();
@@ -147,6 +152,7 @@ impl Server {
             if let Some(key) = bootstrap_key {
                 cmd.env("YINYOM_BOOTSTRAP_API_KEY", key);
             }
+            cmd.envs(env.iter().copied());
             let child = cmd.spawn().expect("start yinyom serve");
             let mut server = Server { child, addr, logs };
             match server.wait_until_ready() {
@@ -1374,4 +1380,141 @@ fn csv_export_handles_rows_with_and_without_an_expiry() {
     let path = write(tmp.path(), "export.csv", &export.stdout);
     run(&copy, &["import", path.to_str().unwrap()]).assert_code(0);
     assert_eq!(run(&copy, &["export"]).stdout, export.stdout);
+}
+
+/// Poll `done` until it holds; how long that took, or `None` after `within`.
+fn wait_for(within: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+#[test]
+fn two_nodes_on_one_postgres_see_each_others_writes_within_milliseconds() {
+    use yinyom::store::scratch::{self, Scratch};
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let schema = rt
+        .block_on(Scratch::create(&scratch::postgres_url()))
+        .expect("PostgreSQL for tests (YINYOM_TEST_POSTGRES_URL)");
+    let url = schema.url();
+    let env = [("YINYOM_DATABASE_URL", url.as_str())];
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Server::start_with(&tmp.path().join("a"), Some(OWNER_KEY), &env);
+    let b = Server::start_with(&tmp.path().join("b"), None, &env);
+    assert!(
+        !b.stdout().contains("yy_"),
+        "the second node must not bootstrap another tenant: {}",
+        b.stdout()
+    );
+    create_catalog(&a);
+    let purpose_on_b = wait_for(Duration::from_secs(2), || {
+        b.get("/v1/purposes/marketing.email", OWNER_KEY).0 == 200
+    });
+    assert!(purpose_on_b.is_some(), "a purpose created on A reaches B");
+
+    let consent = |subject: &str, action: &str| {
+        json!({
+            "subject": subject,
+            "notice": {"key": "marketing", "version": 1},
+            "source": "web",
+            "actions": [{"purpose": "marketing.email", "channel": "email", "action": action}]
+        })
+    };
+    let reason_on = |server: &Server, subject: &str| {
+        decision(server, subject, "marketing.email", Some("email"))["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // A grant on A, then a withdrawal on A: B follows each within 50 ms.
+    for (action, reason) in [("grant", "consent_granted"), ("withdraw", "withdrawn")] {
+        let (status, body) = a.post("/v1/consents", OWNER_KEY, &consent("cust-1", action));
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            reason_on(&a, "cust-1"),
+            reason,
+            "A answers from its own write"
+        );
+        let lag = wait_for(Duration::from_secs(2), || reason_on(&b, "cust-1") == reason);
+        let lag = lag.unwrap_or_else(|| panic!("B never saw the {action}"));
+        assert!(
+            lag < Duration::from_millis(50),
+            "B saw the {action} after {lag:?}"
+        );
+    }
+    // And the other way round.
+    let (status, body) = b.post("/v1/consents", OWNER_KEY, &consent("cust-2", "grant"));
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        wait_for(Duration::from_secs(2), || reason_on(&a, "cust-2")
+            == "consent_granted")
+        .is_some(),
+        "A sees B's write"
+    );
+
+    // Both nodes write at once: one chain, no gaps, nothing lost.
+    let per_node = 60;
+    std::thread::scope(|scope| {
+        for (node, server) in [("a", &a), ("b", &b)] {
+            let consent = &consent;
+            scope.spawn(move || {
+                for i in 0..per_node {
+                    let (status, body) = server.post(
+                        "/v1/consents",
+                        OWNER_KEY,
+                        &consent(&format!("{node}-{i}"), "grant"),
+                    );
+                    assert_eq!(status, 201, "{body}");
+                }
+            });
+        }
+    });
+    for server in [&a, &b] {
+        let (status, v) = server.get("/v1/ledger/verify", OWNER_KEY);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["checked"], 3 + 2 * per_node, "{v}");
+    }
+    for server in [&a, &b] {
+        for node in ["a", "b"] {
+            let subject = format!("{node}-{}", per_node - 1);
+            assert!(
+                wait_for(Duration::from_secs(2), || reason_on(server, &subject)
+                    == "consent_granted")
+                .is_some(),
+                "{subject} on {}",
+                server.addr
+            );
+        }
+    }
+
+    // A key revoked on A stops working on B at once.
+    let (status, created) = a.post(
+        "/v1/keys",
+        OWNER_KEY,
+        &json!({"role": "service", "label": "crm"}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        b.get("/v1/purposes", &key).0,
+        200,
+        "a key made on A works on B"
+    );
+    let path = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+    let (status, _) = http(&a.addr, "DELETE", &path, Some(OWNER_KEY), None);
+    assert_eq!(status, 204);
+    assert!(
+        wait_for(Duration::from_millis(500), || b.get("/v1/purposes", &key).0
+            == 401)
+        .is_some(),
+        "a key revoked on A is refused by B"
+    );
+    drop((a, b));
+    drop(schema);
 }

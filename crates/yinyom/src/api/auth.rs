@@ -100,6 +100,12 @@ impl KeyCache {
         (principal, revoked)
     }
 
+    /// Forget every cached key (another node created or revoked one).
+    pub fn clear(&self) {
+        let mut guard = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        guard.clear();
+    }
+
     pub fn evict(&self, hash: &str) {
         let mut guard = self.entries.write().unwrap_or_else(|e| e.into_inner());
         guard.remove(hash);

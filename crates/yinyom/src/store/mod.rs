@@ -11,7 +11,7 @@ pub mod sql;
 
 pub use sql::{Dialect, SqlStore};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,38 @@ pub struct VerifyReport {
     pub broken: Option<Broken>,
 }
 
+/// A change committed by some process sharing the database, announced to
+/// every node so that each keeps its in-memory view exact.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Change {
+    /// New ledger entries in the tenant's chain.
+    Ledger {
+        tenant: String,
+    },
+    Purposes {
+        tenant: String,
+    },
+    Notices {
+        tenant: String,
+    },
+    /// A subject's flags (restriction, objection, erasure) changed.
+    Subject {
+        tenant: String,
+        id: String,
+    },
+    /// An API key was created or revoked.
+    Keys,
+    /// A tenant was created or its settings changed.
+    Tenant {
+        id: String,
+    },
+    /// The feed was interrupted: anything may have changed meanwhile.
+    Resync,
+}
+
+pub type ChangeFeed = tokio::sync::mpsc::Receiver<Change>;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip for readiness.
@@ -159,6 +191,26 @@ pub trait Store: Send + Sync + 'static {
     async fn snapshot(&self) -> Result<Vec<SubjectSnapshot>>;
     /// Recompute the tenant's hash chain from the stored rows.
     async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport>;
+    /// Changes committed by any process sharing the database, for stores
+    /// that several nodes can share (PostgreSQL); `None` for a store with a
+    /// single process (SQLite, whose data directory is locked).
+    async fn follow(&self) -> Result<Option<ChangeFeed>>;
+    /// Each tenant's chain length (the seq of its head).
+    async fn heads(&self) -> Result<HashMap<String, u64>>;
+    /// Up to `limit` ledger entries of `tenant` after `seq`, oldest first,
+    /// each with its subject's id (`None` once erased).
+    async fn ledger_after(
+        &self,
+        tenant: &str,
+        seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(Option<String>, LedgerEntry)>>;
+    /// Subjects whose row changed at or after `since`: (tenant, id, flags).
+    async fn subjects_changed_since(
+        &self,
+        since: Micros,
+    ) -> Result<Vec<(String, String, SubjectFlags)>>;
+
     /// The tenant's whole ledger, oldest first, with subject identifiers
     /// resolved (erased subjects resolve to none).
     async fn ledger(&self, tenant: &str) -> Result<Vec<(Option<String>, LedgerEntry)>>;

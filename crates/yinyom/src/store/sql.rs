@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
+use sha2::Digest;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::postgres::PgListener;
 use sqlx::{Any, AnyPool, Executor, Row};
 use yinyom_core::consent::{Action, ConsentRecord, ConsentState, NoticeVersion};
 use yinyom_core::ledger::{Broken, Chain, EntryBody, LedgerEntry, Verifier, evidence_hash};
@@ -62,6 +64,10 @@ impl Dialect {
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    url: String,
+    /// PostgreSQL: the notification channel of this database and schema,
+    /// on which every change is announced to the other nodes.
+    channel: Option<String>,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -134,7 +140,75 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(SqlStore { pool, dialect })
+        let channel = match dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => {
+                // Channels are per database, not per schema: name the
+                // channel after the schema so that separate deployments
+                // (or test runs) in one database do not hear each other.
+                let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(unavailable)?;
+                let digest = hex::encode(sha2::Sha256::digest(schema.as_bytes()));
+                Some(format!("yinyom_{}", &digest[..32]))
+            }
+        };
+        Ok(SqlStore {
+            pool,
+            dialect,
+            url,
+            channel,
+        })
+    }
+
+    /// Tell every node sharing the database about `change` (PostgreSQL
+    /// only). Sent inside a transaction, it is delivered when, and only if,
+    /// the transaction commits.
+    async fn announce<'e>(
+        &self,
+        ex: impl Executor<'e, Database = Any>,
+        change: &Change,
+    ) -> Result<()> {
+        let Some(channel) = &self.channel else {
+            return Ok(());
+        };
+        let payload = serde_json::to_string(change).map_err(json_err)?;
+        // pg_notify returns void, which no driver type decodes: count it.
+        sqlx::query("SELECT count(*) AS n FROM (SELECT pg_notify($1, $2)) AS sent")
+            .bind(channel.as_str())
+            .bind(payload)
+            .fetch_one(ex)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn ledger_rows(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: Option<u32>,
+    ) -> Result<Vec<(Option<String>, LedgerEntry)>> {
+        let rows = sqlx::query(
+            "SELECT l.*, s.id AS subject_id FROM ledger l
+             LEFT JOIN subjects s ON s.tenant = l.tenant AND s.uid = l.subject_uid
+             WHERE l.tenant = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(after as i64)
+        .bind(limit.map_or(i64::MAX, i64::from))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get("subject_id"),
+                    entry_from_row(r).map_err(StoreError::Unavailable)?,
+                ))
+            })
+            .collect()
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -306,6 +380,8 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
+        self.announce(&self.pool, &Change::Tenant { id: t.id.clone() })
+            .await?;
         Ok(())
     }
 
@@ -320,6 +396,8 @@ impl Store for SqlStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.announce(&self.pool, &Change::Tenant { id: t.id.clone() })
+            .await?;
         Ok(())
     }
 
@@ -339,6 +417,7 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
+        self.announce(&self.pool, &Change::Keys).await?;
         Ok(())
     }
 
@@ -370,6 +449,7 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
+        self.announce(&self.pool, &Change::Keys).await?;
         let row = sqlx::query("SELECT * FROM api_keys WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
@@ -415,6 +495,13 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
+        self.announce(
+            &self.pool,
+            &Change::Purposes {
+                tenant: tenant.into(),
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -432,6 +519,13 @@ impl Store for SqlStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.announce(
+            &self.pool,
+            &Change::Purposes {
+                tenant: tenant.into(),
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -474,6 +568,13 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        self.announce(
+            &mut *tx,
+            &Change::Notices {
+                tenant: tenant.into(),
+            },
+        )
+        .await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(notice)
     }
@@ -517,6 +618,14 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
+        self.announce(
+            &self.pool,
+            &Change::Subject {
+                tenant: tenant.into(),
+                id: s.id.clone(),
+            },
+        )
+        .await?;
         self.subject(tenant, &s.id)
             .await?
             .ok_or(StoreError::NotFound)
@@ -674,6 +783,15 @@ impl Store for SqlStore {
                 .await
                 .map_err(unavailable)?;
         }
+        for tenant in heads.keys() {
+            self.announce(
+                &mut *tx,
+                &Change::Ledger {
+                    tenant: tenant.clone(),
+                },
+            )
+            .await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(outcomes)
     }
@@ -816,23 +934,85 @@ impl Store for SqlStore {
     }
 
     async fn ledger(&self, tenant: &str) -> Result<Vec<(Option<String>, LedgerEntry)>> {
-        let rows = sqlx::query(
-            "SELECT l.*, s.id AS subject_id FROM ledger l
-             LEFT JOIN subjects s ON s.tenant = l.tenant AND s.uid = l.subject_uid
-             WHERE l.tenant = $1 ORDER BY l.seq",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        self.ledger_rows(tenant, 0, None).await
+    }
+
+    async fn ledger_after(
+        &self,
+        tenant: &str,
+        seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(Option<String>, LedgerEntry)>> {
+        self.ledger_rows(tenant, seq, Some(limit)).await
+    }
+
+    async fn heads(&self) -> Result<HashMap<String, u64>> {
+        let rows = sqlx::query("SELECT tenant, seq FROM ledger_heads")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("tenant"), r.get::<i64, _>("seq") as u64))
+            .collect())
+    }
+
+    async fn subjects_changed_since(
+        &self,
+        since: Micros,
+    ) -> Result<Vec<(String, String, SubjectFlags)>> {
+        let rows = sqlx::query("SELECT tenant, id, flags FROM subjects WHERE updated_at >= $1")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    r.get("subject_id"),
-                    entry_from_row(r).map_err(StoreError::Unavailable)?,
+                    r.get("tenant"),
+                    r.get("id"),
+                    serde_json::from_str(r.get("flags")).map_err(json_err)?,
                 ))
             })
             .collect()
+    }
+
+    async fn follow(&self) -> Result<Option<ChangeFeed>> {
+        let Some(channel) = self.channel.clone() else {
+            return Ok(None);
+        };
+        let mut listener = PgListener::connect(&self.url).await.map_err(unavailable)?;
+        listener.listen(&channel).await.map_err(unavailable)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    _ = tx.closed() => return,
+                    r = listener.try_recv() => r,
+                };
+                let change = match received {
+                    Ok(Some(n)) => match serde_json::from_str::<Change>(n.payload()) {
+                        Ok(change) => change,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable change notification");
+                            continue;
+                        }
+                    },
+                    // The connection was lost; the next call reconnects.
+                    // Whatever was announced meanwhile is not redelivered.
+                    Ok(None) => Change::Resync,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed: reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 }
 

@@ -1,0 +1,175 @@
+//! Keeping a node's in-memory view exact when other nodes write to the same
+//! database (PostgreSQL).
+//!
+//! Every change is announced through the database (see [`Change`]); the
+//! follower applies it: new ledger entries are read after the node's
+//! cursor of each tenant's chain and folded into the view (folding is
+//! idempotent, so the node's own entries, already applied by its writer,
+//! do no harm), registries and subject flags are reloaded, cached API keys
+//! dropped. Chains commit in seq order under the head lock, so reading
+//! `seq > cursor` never skips an entry. After an interruption of the feed,
+//! and every few seconds as a backstop, the follower catches up on
+//! everything.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use yinyom_core::time::{self, Micros};
+
+use crate::app::App;
+use crate::store::{Change, ChangeFeed, StoreError};
+
+/// Entries read per query while catching up.
+const PAGE: u32 = 5_000;
+/// How often the follower catches up even without a notification.
+const BACKSTOP: Duration = Duration::from_secs(5);
+
+pub struct Follower {
+    /// Weak: the follower must not keep a stopped app alive.
+    app: Weak<App>,
+    /// Per tenant: every entry up to this seq has been applied.
+    cursors: HashMap<String, u64>,
+    /// When subject flags were last reloaded in full.
+    flags_since: Micros,
+}
+
+impl Follower {
+    /// `cursors` must have been read before the view was loaded.
+    pub fn new(app: &Arc<App>, cursors: HashMap<String, u64>, loaded_at: Micros) -> Follower {
+        Follower {
+            app: Arc::downgrade(app),
+            cursors,
+            flags_since: loaded_at,
+        }
+    }
+
+    /// Apply changes until the app stops.
+    pub async fn run(mut self, mut feed: ChangeFeed) {
+        let mut backstop = tokio::time::interval(BACKSTOP);
+        // The first tick is immediate: announcements made between loading
+        // the view and listening are caught up at once.
+        loop {
+            let first = tokio::select! {
+                c = feed.recv() => match c {
+                    Some(c) => c,
+                    None => return,
+                },
+                _ = backstop.tick() => Change::Resync,
+            };
+            // Under write load announcements arrive faster than they are
+            // applied: take all that are waiting, each distinct one once.
+            let mut changes = vec![first];
+            while changes.len() < 1_000
+                && let Ok(c) = feed.try_recv()
+            {
+                if !changes.contains(&c) {
+                    changes.push(c);
+                }
+            }
+            let Some(app) = self.app.upgrade() else {
+                return;
+            };
+            for change in changes {
+                if let Err(e) = self.apply(&app, change).await {
+                    tracing::warn!(error = %e, "change feed: could not apply a change; will resync");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = self.resync(&app).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, app: &App, change: Change) -> Result<(), StoreError> {
+        match change {
+            Change::Ledger { tenant } => self.catch_up(app, &tenant).await,
+            Change::Purposes { tenant } => reload_purposes(app, &tenant).await,
+            Change::Notices { tenant } => reload_notices(app, &tenant).await,
+            Change::Subject { tenant, id } => {
+                if let Some(row) = app.store.subject(&tenant, &id).await? {
+                    app.view.set_flags(&tenant, &id, row.flags);
+                }
+                Ok(())
+            }
+            Change::Keys => {
+                app.keys.clear();
+                Ok(())
+            }
+            Change::Tenant { id } => reload_tenant(app, &id).await,
+            Change::Resync => self.resync(app).await,
+        }
+    }
+
+    /// Read the tenant's entries after the cursor and fold them in.
+    async fn catch_up(&mut self, app: &App, tenant: &str) -> Result<(), StoreError> {
+        app.ensure_tenant(tenant).await?;
+        loop {
+            let cursor = self.cursors.get(tenant).copied().unwrap_or(0);
+            let page = app.store.ledger_after(tenant, cursor, PAGE).await?;
+            let Some((_, last)) = page.last() else {
+                return Ok(());
+            };
+            let last = last.seq;
+            app.view.write(tenant, |tv| {
+                for (subject, entry) in &page {
+                    if let Some(subject) = subject {
+                        tv.apply(subject, entry.record());
+                    }
+                }
+            });
+            self.cursors.insert(tenant.to_string(), last);
+            if page.len() < PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Catch up on everything: tenants, registries, every chain, and the
+    /// flags of subjects changed since the last resync.
+    async fn resync(&mut self, app: &App) -> Result<(), StoreError> {
+        let started = time::now();
+        for t in app.store.tenants().await? {
+            reload_tenant(app, &t.id).await?;
+            reload_purposes(app, &t.id).await?;
+            reload_notices(app, &t.id).await?;
+            self.catch_up(app, &t.id).await?;
+        }
+        // Clocks of nodes differ a little: look back a margin.
+        let since = self.flags_since - 10_000_000;
+        for (tenant, id, flags) in app.store.subjects_changed_since(since).await? {
+            app.view.set_flags(&tenant, &id, flags);
+        }
+        app.keys.clear();
+        self.flags_since = started;
+        Ok(())
+    }
+}
+
+async fn reload_purposes(app: &App, tenant: &str) -> Result<(), StoreError> {
+    let purposes = app.store.purposes(tenant).await?;
+    app.view.write(tenant, |tv| {
+        tv.purposes = purposes.into_iter().map(|p| (p.key.clone(), p)).collect();
+    });
+    Ok(())
+}
+
+async fn reload_notices(app: &App, tenant: &str) -> Result<(), StoreError> {
+    let notices = app.store.notices(tenant).await?;
+    app.view.write(tenant, |tv| {
+        for n in &notices {
+            tv.put_notice(n);
+        }
+    });
+    Ok(())
+}
+
+async fn reload_tenant(app: &App, id: &str) -> Result<(), StoreError> {
+    if app.view.read(id, |_| ()).is_none() {
+        return app.ensure_tenant(id).await;
+    }
+    if let Some(t) = app.store.tenants().await?.into_iter().find(|t| t.id == id) {
+        app.view.add_tenant(t);
+    }
+    Ok(())
+}
