@@ -22,6 +22,10 @@ pub struct App {
     pub signer: Arc<Signer>,
     pub metrics: Arc<Metrics>,
     pub keys: KeyCache,
+    /// Bumped whenever new consent events are visible on this node (its own
+    /// writes, or other nodes' once followed): wakes event streams and
+    /// dispatchers.
+    pub changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl App {
@@ -36,7 +40,13 @@ impl App {
         let view = Arc::new(load_view(store.as_ref()).await?);
         let signer = Arc::new(Signer::load(store.as_ref()).await?);
         let metrics = Arc::new(Metrics::default());
-        let writer = Writer::start(store.clone(), view.clone(), metrics.clone());
+        let changed = tokio::sync::watch::Sender::new(0);
+        let writer = Writer::start(
+            store.clone(),
+            view.clone(),
+            metrics.clone(),
+            changed.clone(),
+        );
         let app = Arc::new(App {
             store,
             view,
@@ -44,6 +54,7 @@ impl App {
             signer,
             metrics,
             keys: KeyCache::default(),
+            changed,
         });
         if let Some(feed) = feed {
             tokio::spawn(Follower::new(&app, cursors, loaded_at).run(feed));

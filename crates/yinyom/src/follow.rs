@@ -119,6 +119,7 @@ impl Follower {
                 }
             });
             self.cursors.insert(tenant.to_string(), last);
+            app.changed.send_modify(|n| *n += 1);
             if page.len() < PAGE as usize {
                 return Ok(());
             }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::store::{ItemOutcome, Store, StoreError, WriteItem};
@@ -30,9 +30,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(store: Arc<dyn Store>, view: Arc<View>, metrics: Arc<Metrics>) -> Writer {
+    /// `changed` is bumped after every commit that wrote something.
+    pub fn start(
+        store: Arc<dyn Store>,
+        view: Arc<View>,
+        metrics: Arc<Metrics>,
+        changed: watch::Sender<u64>,
+    ) -> Writer {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(store, view, metrics, rx));
+        tokio::spawn(run(store, view, metrics, changed, rx));
         Writer { jobs: tx }
     }
 
@@ -53,6 +59,7 @@ async fn run(
     store: Arc<dyn Store>,
     view: Arc<View>,
     metrics: Arc<Metrics>,
+    changed: watch::Sender<u64>,
     mut rx: mpsc::Receiver<Job>,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
@@ -84,6 +91,12 @@ async fn run(
         metrics.write_batch(size);
         match result {
             Ok(outcomes) => {
+                if outcomes
+                    .iter()
+                    .any(|o| matches!(o, ItemOutcome::Written { .. }))
+                {
+                    changed.send_modify(|n| *n += 1);
+                }
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
                     if let ItemOutcome::Written { entries, .. } = &outcome {
                         view.apply(&job.item.tenant, &job.item.subject_id, entries);

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use yinyom::model::Role;
 use yinyom_core::time;
 
-use common::{Backend, TestApp, json_of};
+use common::{Backend, Sse, TestApp, json_of};
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -2239,6 +2239,7 @@ async fn openapi_describes_every_route_and_metrics_count_requests(backend: Backe
         ("/.well-known/jwks.json", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
+        ("/v1/stream", &["get"]),
     ];
     for (path, methods) in expected {
         let item = paths
@@ -2261,7 +2262,16 @@ async fn openapi_describes_every_route_and_metrics_count_requests(backend: Backe
                 .replace("{key}", "k")
                 .replace("{id}", "i")
                 .replace("{version}", "1");
-            let (s, _, body) = t.request(m.clone(), &concrete, &t.owner, None).await;
+            let streams = item[method]["responses"]["200"]["content"]
+                .get("text/event-stream")
+                .is_some();
+            let (s, body) = if streams {
+                // An event stream never ends: its status is the answer.
+                (t.open(&concrete, &t.owner, &[]).await.status(), Value::Null)
+            } else {
+                let (s, _, body) = t.request(m.clone(), &concrete, &t.owner, None).await;
+                (s, body)
+            };
             assert!(
                 s != StatusCode::METHOD_NOT_ALLOWED
                     && !(s == StatusCode::NOT_FOUND
@@ -2304,6 +2314,123 @@ async fn openapi_describes_every_route_and_metrics_count_requests(backend: Backe
     );
 }
 
+// ---------------------------------------------------------------------------
+// Event stream and outbox
+// ---------------------------------------------------------------------------
+
+async fn consent_events_stream_in_order_and_resume_after_the_last_event_id(backend: Backend) {
+    use std::time::Duration;
+    let t = TestApp::new(backend).await;
+    readme_setup(&t).await;
+    let wait = Duration::from_secs(5);
+    // From now on: events committed before the stream opened are not sent.
+    t.post(
+        "/v1/consents",
+        consent(
+            "early",
+            Some(("marketing", 1)),
+            "marketing.email",
+            Some("email"),
+            "grant",
+        ),
+    )
+    .await;
+    let mut live = Sse::new(t.open("/v1/stream", &t.owner, &[]).await);
+    let mut withdrawals = Sse::new(
+        t.open(
+            "/v1/stream?types=consent.withdrawn&purposes=marketing.email",
+            &t.owner,
+            &[],
+        )
+        .await,
+    );
+    for action in ["grant", "withdraw"] {
+        t.post(
+            "/v1/consents",
+            consent(
+                "cust-1",
+                Some(("marketing", 1)),
+                "marketing.email",
+                Some("email"),
+                action,
+            ),
+        )
+        .await;
+    }
+    let (id1, kind1, e1) = live.next(wait).await.expect("the grant");
+    let (id2, kind2, e2) = live.next(wait).await.expect("the withdrawal");
+    assert_eq!(
+        (kind1.as_str(), kind2.as_str()),
+        ("consent.granted", "consent.withdrawn")
+    );
+    assert_eq!(
+        (e1["before"].as_str(), e1["after"].as_str()),
+        (Some("unspecified"), Some("granted")),
+        "{e1}"
+    );
+    assert_eq!(
+        (e2["before"].as_str(), e2["after"].as_str()),
+        (Some("granted"), Some("withdrawn")),
+        "{e2}"
+    );
+    assert_eq!(id2.parse::<u64>().unwrap(), id1.parse::<u64>().unwrap() + 1);
+    assert_eq!(e2["ledger"]["seq"].as_u64(), id2.parse().ok());
+    assert_eq!(e2["purpose"], "marketing.email");
+    assert_eq!(e2["channel"], "email");
+    assert_eq!(e2["type"], "consent.withdrawn");
+    // The subject is pseudonymous: its uid, never the id given to the API.
+    assert_ne!(e2["subject"], "cust-1");
+    assert_eq!(e2["subject"], e1["subject"]);
+    // The chained hash is the ledger's.
+    let history = t.get("/v1/subjects/cust-1/consents?history=true").await;
+    assert!(
+        history
+            .to_string()
+            .contains(e2["ledger"]["hash"].as_str().unwrap()),
+        "{history}"
+    );
+    assert!(
+        live.next(Duration::from_millis(200)).await.is_none(),
+        "nothing else happened"
+    );
+
+    let (_, kind, only) = withdrawals.next(wait).await.expect("the filtered stream");
+    assert_eq!(kind, "consent.withdrawn");
+    assert_eq!(only, e2);
+
+    // A client that reconnects after the grant gets the withdrawal, then live events.
+    let mut resumed = Sse::new(
+        t.open("/v1/stream", &t.owner, &[("last-event-id", &id1)])
+            .await,
+    );
+    assert_eq!(resumed.next(wait).await.expect("missed event").2, e2);
+    let (_, _, from_start) = Sse::new(t.open("/v1/stream?since=0", &t.owner, &[]).await)
+        .next(wait)
+        .await
+        .expect("the whole outbox");
+    assert_eq!(from_start["ledger"]["seq"], 1);
+
+    // Bad filters and cursors are problems; users may not read the stream.
+    for (path, headers, status) in [
+        ("/v1/stream?types=consent.deleted", vec![], 422),
+        ("/v1/stream?since=-1", vec![], 400),
+        ("/v1/stream", vec![("last-event-id", "abc")], 422),
+    ] {
+        let res = t.open(path, &t.owner, &headers).await;
+        assert_eq!(res.status().as_u16(), status, "{path} {headers:?}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    let user = t.key(Role::User).await;
+    assert_eq!(
+        t.open("/v1/stream", &user, &[]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
 on_every_backend!(
     readme_walkthrough_grant_decide_withdraw_history_verify,
     receipt_verifies_with_an_independent_jose_library_and_tampering_fails,
@@ -2319,4 +2446,5 @@ on_every_backend!(
     altering_or_deleting_ledger_rows_is_detected_and_located,
     purposes_are_listed_sorted_patched_by_merge_and_unique,
     openapi_describes_every_route_and_metrics_count_requests,
+    consent_events_stream_in_order_and_resume_after_the_last_event_id,
 );

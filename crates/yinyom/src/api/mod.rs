@@ -11,6 +11,7 @@ pub mod extract;
 mod notices;
 pub mod problem;
 mod purposes;
+pub mod stream;
 mod subjects;
 
 use std::any::Any;
@@ -42,13 +43,13 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
     paths(
         purposes::create, purposes::list, purposes::get, purposes::patch,
         notices::publish, notices::list, notices::current, notices::version,
-        subjects::put, subjects::get, subjects::consents,
+        subjects::put, subjects::get, subjects::consents, stream::stream,
         consents::record,
         decisions::one, decisions::batch,
         admin::verify, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant,
         healthz, readyz, jwks,
     ),
-    components(schemas(problem::ProblemBody)),
+    components(schemas(problem::ProblemBody, crate::events::ConsentEvent)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
@@ -93,7 +94,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/ledger/verify", get(admin::verify))
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", delete(admin::revoke_key))
-        .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant));
+        .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant))
+        .route("/v1/stream", get(stream::stream));
     Router::new()
         .merge(v1)
         .route("/healthz", get(healthz))

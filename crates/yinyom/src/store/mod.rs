@@ -92,6 +92,17 @@ pub struct StoredReceipt {
     pub created_at: Micros,
 }
 
+/// An event as the outbox holds it; `payload` is the JSON of a
+/// [`crate::events::ConsentEvent`], sent as it is.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub seq: u64,
+    pub subject_uid: String,
+    pub purpose: String,
+    pub kind: String,
+    pub payload: String,
+}
+
 /// A subject as the view needs it at start-up.
 pub struct SubjectSnapshot {
     pub tenant: String,
@@ -210,6 +221,11 @@ pub trait Store: Send + Sync + 'static {
         &self,
         since: Micros,
     ) -> Result<Vec<(String, String, SubjectFlags)>>;
+
+    /// Up to `limit` outbox events of `tenant` after `seq`, oldest first.
+    async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>>;
+    /// The seq of the tenant's newest event (0 when none).
+    async fn last_event(&self, tenant: &str) -> Result<u64>;
 
     /// The tenant's whole ledger, oldest first, with subject identifiers
     /// resolved (erased subjects resolve to none).

@@ -33,6 +33,7 @@ use yinyom_core::purpose::{Channel, Purpose};
 use yinyom_core::time::{self, Micros};
 
 use super::*;
+use crate::events::ConsentEvent;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -221,8 +222,8 @@ impl SqlStore {
 }
 
 /// `($k, $k+1, …), (…)`: `rows` groups of `cols` parameters numbered from
-/// `first`, in the `$n` syntax both databases accept.
-fn groups(first: usize, rows: usize, cols: usize) -> String {
+/// `first` (PostgreSQL), or as many `?` (SQLite); bind them in order.
+fn groups(d: Dialect, first: usize, rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -233,8 +234,16 @@ fn groups(first: usize, rows: usize, cols: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push('$');
-            s.push_str(&(first + r * cols + c).to_string());
+            // SQLite looks each `$name` up in a list (quadratic in the
+            // number of parameters); anonymous `?`s, bound in order, cost
+            // nothing.
+            match d {
+                Dialect::Sqlite => s.push('?'),
+                Dialect::Postgres => {
+                    s.push('$');
+                    s.push_str(&(first + r * cols + c).to_string());
+                }
+            }
         }
         s.push(')');
     }
@@ -651,7 +660,7 @@ impl Store for SqlStore {
             .await
             .map_err(unavailable)?;
         let mut heads = lock_heads(&mut tx, self.dialect, items).await?;
-        let mut seen = prior_idempotency(&mut tx, items).await?;
+        let mut seen = prior_idempotency(&mut tx, self.dialect, items).await?;
         let fresh: Vec<&WriteItem> = items
             .iter()
             .filter(|i| {
@@ -660,7 +669,7 @@ impl Store for SqlStore {
                     .is_none_or(|k| !seen.contains_key(&(i.tenant.clone(), k.key.clone())))
             })
             .collect();
-        let uids = ensure_subjects(&mut tx, &fresh).await?;
+        let uids = ensure_subjects(&mut tx, self.dialect, &fresh).await?;
 
         let mut outcomes = Vec::with_capacity(items.len());
         let mut rows = Rows::default();
@@ -743,9 +752,10 @@ impl Store for SqlStore {
             });
         }
 
-        insert_entries(&mut tx, &rows).await?;
+        insert_entries(&mut tx, self.dialect, &rows).await?;
         insert_rows(
             &mut tx,
+            self.dialect,
             "INSERT INTO receipts (tenant, id, subject_uid, jws, created_at)",
             "",
             &rows.receipts,
@@ -761,6 +771,7 @@ impl Store for SqlStore {
         .await?;
         insert_rows(
             &mut tx,
+            self.dialect,
             "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at)",
             "",
             &rows.idempotency,
@@ -946,6 +957,38 @@ impl Store for SqlStore {
         self.ledger_rows(tenant, seq, Some(limit)).await
     }
 
+    async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, subject_uid, purpose, kind, payload FROM outbox
+             WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(seq as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxEvent {
+                seq: r.get::<i64, _>("seq") as u64,
+                subject_uid: r.get("subject_uid"),
+                purpose: r.get("purpose"),
+                kind: r.get("kind"),
+                payload: r.get("payload"),
+            })
+            .collect())
+    }
+
+    async fn last_event(&self, tenant: &str) -> Result<u64> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM outbox WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
     async fn heads(&self) -> Result<HashMap<String, u64>> {
         let rows = sqlx::query("SELECT tenant, seq FROM ledger_heads")
             .fetch_all(&self.pool)
@@ -1038,6 +1081,7 @@ type Tx<'c> = sqlx::Transaction<'c, Any>;
 /// `cols` parameters bound by `bind`.
 async fn insert_rows<T>(
     tx: &mut Tx<'_>,
+    d: Dialect,
     head: &str,
     tail: &str,
     rows: &[T],
@@ -1045,7 +1089,7 @@ async fn insert_rows<T>(
     bind: impl for<'a> Fn(Query<'a>, &'a T) -> Query<'a>,
 ) -> Result<()> {
     for chunk in rows.chunks(CHUNK) {
-        let sql = format!("{head} VALUES {}{tail}", groups(1, chunk.len(), cols));
+        let sql = format!("{head} VALUES {}{tail}", groups(d, 1, chunk.len(), cols));
         let mut q = sqlx::query(&sql);
         for row in chunk {
             q = bind(q, row);
@@ -1059,12 +1103,13 @@ async fn insert_rows<T>(
 /// returned row goes to `each`.
 async fn select_pairs(
     tx: &mut Tx<'_>,
+    d: Dialect,
     select: &str,
     pairs: &[(&String, &String)],
     mut each: impl FnMut(&AnyRow) -> Result<()>,
 ) -> Result<()> {
     for chunk in pairs.chunks(CHUNK) {
-        let sql = format!("{select} IN (VALUES {})", groups(1, chunk.len(), 2));
+        let sql = format!("{select} IN (VALUES {})", groups(d, 1, chunk.len(), 2));
         let mut q = sqlx::query(&sql);
         for (a, b) in chunk {
             q = q.bind(a.as_str()).bind(b.as_str());
@@ -1081,14 +1126,14 @@ async fn select_pairs(
 /// writers cannot deadlock, and return the heads.
 async fn lock_heads(
     tx: &mut Tx<'_>,
-    dialect: Dialect,
+    d: Dialect,
     items: &[WriteItem],
 ) -> Result<HashMap<String, Chain>> {
     let tenants: BTreeSet<&String> = items.iter().map(|i| &i.tenant).collect();
     let genesis = Chain::genesis();
     let select = format!(
         "SELECT seq, hash FROM ledger_heads WHERE tenant = $1{}",
-        dialect.for_update()
+        d.for_update()
     );
     let mut heads = HashMap::new();
     for tenant in tenants {
@@ -1119,6 +1164,7 @@ async fn lock_heads(
 /// Earlier uses of the batch's idempotency keys: (tenant, key) → (request hash, response).
 async fn prior_idempotency(
     tx: &mut Tx<'_>,
+    d: Dialect,
     items: &[WriteItem],
 ) -> Result<HashMap<Key, (String, serde_json::Value)>> {
     let mut found = HashMap::new();
@@ -1128,6 +1174,7 @@ async fn prior_idempotency(
         .collect();
     select_pairs(
         tx,
+        d,
         "SELECT tenant, key, request_hash, response FROM idempotency_keys WHERE (tenant, key)",
         &wanted,
         |r| {
@@ -1149,7 +1196,11 @@ async fn prior_idempotency(
 /// subjects that do not exist yet. A subject created meanwhile by another
 /// writer (a `PUT /v1/subjects` on another node) is read back, not
 /// duplicated.
-async fn ensure_subjects(tx: &mut Tx<'_>, items: &[&WriteItem]) -> Result<HashMap<Key, String>> {
+async fn ensure_subjects(
+    tx: &mut Tx<'_>,
+    d: Dialect,
+    items: &[&WriteItem],
+) -> Result<HashMap<Key, String>> {
     let wanted: Vec<(&String, &String)> = items
         .iter()
         .map(|i| (&i.tenant, &i.subject_id))
@@ -1158,7 +1209,7 @@ async fn ensure_subjects(tx: &mut Tx<'_>, items: &[&WriteItem]) -> Result<HashMa
         .collect();
     let mut found = HashMap::new();
     let select = "SELECT tenant, id, uid FROM subjects WHERE (tenant, id)";
-    select_pairs(tx, select, &wanted, |r| {
+    select_pairs(tx, d, select, &wanted, |r| {
         found.insert((r.get("tenant"), r.get("id")), r.get("uid"));
         Ok(())
     })
@@ -1178,6 +1229,7 @@ async fn ensure_subjects(tx: &mut Tx<'_>, items: &[&WriteItem]) -> Result<HashMa
         .collect();
     insert_rows(
         tx,
+        d,
         "INSERT INTO subjects (tenant, id, uid, created_at, updated_at)",
         " ON CONFLICT (tenant, id) DO NOTHING",
         &new,
@@ -1191,7 +1243,7 @@ async fn ensure_subjects(tx: &mut Tx<'_>, items: &[&WriteItem]) -> Result<HashMa
         },
     )
     .await?;
-    select_pairs(tx, select, &missing, |r| {
+    select_pairs(tx, d, select, &missing, |r| {
         found.insert((r.get("tenant"), r.get("id")), r.get("uid"));
         Ok(())
     })
@@ -1204,14 +1256,13 @@ async fn ensure_subjects(tx: &mut Tx<'_>, items: &[&WriteItem]) -> Result<HashMa
 /// older event (an import of history) leaves it alone. Only the latest
 /// entry per state row is written (PostgreSQL refuses to update one row
 /// twice in a statement).
-async fn insert_entries(tx: &mut Tx<'_>, rows: &Rows<'_>) -> Result<()> {
+async fn insert_entries(tx: &mut Tx<'_>, d: Dialect, rows: &Rows<'_>) -> Result<()> {
     let ledger: Vec<(&LedgerEntry, Option<&str>)> = rows
         .entries
         .iter()
         .map(|(e, item)| (e, rows.evidence[*item].as_deref()))
         .collect();
-    insert_rows(
-        tx,
+    insert_rows(tx, d,
         "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
             notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, receipt_id,
             prev_hash, hash)",
@@ -1243,6 +1294,8 @@ async fn insert_entries(tx: &mut Tx<'_>, rows: &Rows<'_>) -> Result<()> {
     )
     .await?;
 
+    write_outbox(tx, d, &ledger).await?;
+
     let mut latest: HashMap<(&str, &str, &str, Option<Channel>), &LedgerEntry> = HashMap::new();
     for (e, _) in &rows.entries {
         let b = &e.body;
@@ -1259,8 +1312,7 @@ async fn insert_entries(tx: &mut Tx<'_>, rows: &Rows<'_>) -> Result<()> {
     }
     let mut states: Vec<&LedgerEntry> = latest.into_values().collect();
     states.sort_by_key(|e| e.seq);
-    insert_rows(
-        tx,
+    insert_rows(tx, d,
         "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
             notice_key, notice_version, source)",
         " ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
@@ -1283,6 +1335,94 @@ async fn insert_entries(tx: &mut Tx<'_>, rows: &Rows<'_>) -> Result<()> {
                 .bind(b.notice.as_ref().map(|n| n.key.as_str()))
                 .bind(b.notice.as_ref().map(|n| n.version as i64))
                 .bind(b.source.as_str())
+        },
+    )
+    .await
+}
+
+/// (tenant, subject uid, purpose, channel or '') of a `consent_states` row.
+type StateKey = (String, String, String, String);
+
+/// One outbox row per entry, with the state in force before and after it,
+/// computed from `consent_states` before this batch updates it.
+async fn write_outbox(
+    tx: &mut Tx<'_>,
+    d: Dialect,
+    ledger: &[(&LedgerEntry, Option<&str>)],
+) -> Result<()> {
+    let key = |e: &LedgerEntry| -> StateKey {
+        let b = &e.body;
+        (
+            b.tenant.clone(),
+            b.subject_uid.clone(),
+            b.purpose.clone(),
+            b.channel.map(Channel::as_str).unwrap_or("").to_string(),
+        )
+    };
+    let keys: Vec<_> = ledger
+        .iter()
+        .map(|(e, _)| key(e))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // (state, occurred_at, seq) per key.
+    let mut current: HashMap<StateKey, (ConsentState, Micros, u64)> = HashMap::new();
+    for chunk in keys.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT tenant, subject_uid, purpose, channel, state, occurred_at, seq FROM consent_states
+             WHERE (tenant, subject_uid, purpose, channel) IN (VALUES {})",
+            groups(d, 1, chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (t, u, p, c) in chunk {
+            q = q
+                .bind(t.as_str())
+                .bind(u.as_str())
+                .bind(p.as_str())
+                .bind(c.as_str());
+        }
+        for r in q.fetch_all(&mut **tx).await.map_err(unavailable)? {
+            let state = ConsentState::parse(r.get("state")).unwrap_or(ConsentState::Unspecified);
+            current.insert(
+                (
+                    r.get("tenant"),
+                    r.get("subject_uid"),
+                    r.get("purpose"),
+                    r.get("channel"),
+                ),
+                (state, r.get("occurred_at"), r.get::<i64, _>("seq") as u64),
+            );
+        }
+    }
+    let mut rows = Vec::with_capacity(ledger.len());
+    for (e, _) in ledger {
+        let slot = current
+            .entry(key(e))
+            .or_insert((ConsentState::Unspecified, i64::MIN, 0));
+        let before = slot.0;
+        if (e.body.occurred_at, e.seq) > (slot.1, slot.2) {
+            *slot = (e.body.action.state(), e.body.occurred_at, e.seq);
+        }
+        let event = ConsentEvent::new(e, before, slot.0);
+        let payload = serde_json::to_string(&event).map_err(json_err)?;
+        rows.push((*e, event.kind, payload));
+    }
+    let now = time::now();
+    insert_rows(
+        tx,
+        d,
+        "INSERT INTO outbox (tenant, seq, subject_uid, purpose, kind, payload, created_at)",
+        "",
+        &rows,
+        7,
+        |q, (e, kind, payload)| {
+            q.bind(e.body.tenant.as_str())
+                .bind(e.seq as i64)
+                .bind(e.body.subject_uid.as_str())
+                .bind(e.body.purpose.as_str())
+                .bind(kind.as_str())
+                .bind(payload.as_str())
+                .bind(now)
         },
     )
     .await

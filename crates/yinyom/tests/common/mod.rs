@@ -230,6 +230,24 @@ impl TestApp {
         self.send(req).await
     }
 
+    /// A GET whose response body is read as it arrives (event streams).
+    pub async fn open(
+        &self,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+    ) -> axum::response::Response {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Body::empty()).expect("request");
+        self.router.clone().oneshot(req).await.expect("infallible")
+    }
+
     /// Send a prepared request through the router.
     pub async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
         let res = self.router.clone().oneshot(req).await.expect("infallible");
@@ -269,4 +287,50 @@ async fn start(store: &Arc<SqlStore>) -> (Arc<App>, Router) {
     let app = App::start(dyn_store).await.expect("start app");
     let router = yinyom::api::router(app.clone());
     (app, router)
+}
+
+/// Server-sent events read from a streaming body: `(id, event, data)`.
+pub struct Sse {
+    body: Body,
+    buffer: String,
+}
+
+impl Sse {
+    pub fn new(res: axum::response::Response) -> Sse {
+        Sse {
+            body: res.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments and keep-alives skipped), or `None` when
+    /// none arrives within `wait`.
+    pub async fn next(&mut self, wait: std::time::Duration) -> Option<(String, String, Value)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return Some((id, event, json_of(data.as_bytes())));
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .ok()??;
+            if let Ok(bytes) = frame.ok()?.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
 }
