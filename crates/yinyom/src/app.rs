@@ -7,6 +7,7 @@ use yinyom_core::purpose::Lang;
 use yinyom_core::time;
 
 use crate::api::auth::{KeyCache, generate_key, hash_key};
+use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::follow::Follower;
 use crate::metrics::Metrics;
 use crate::model::{ApiKey, Dpo, Role, Tenant};
@@ -14,6 +15,12 @@ use crate::receipts::Signer;
 use crate::store::{Store, StoreError};
 use crate::view::View;
 use crate::writer::Writer;
+
+/// Settings of a running service beyond its store.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub webhooks: DispatchConfig,
+}
 
 pub struct App {
     pub store: Arc<dyn Store>,
@@ -32,6 +39,10 @@ impl App {
     /// Load the view from the store and start the writer; with a store
     /// that other nodes share, also follow their changes.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<App>, StoreError> {
+        App::start_with(store, Config::default()).await
+    }
+
+    pub async fn start_with(store: Arc<dyn Store>, config: Config) -> Result<Arc<App>, StoreError> {
         // Listen and note the chain heads before loading: nothing committed
         // after the load can be missed.
         let feed = store.follow().await?;
@@ -59,6 +70,7 @@ impl App {
         if let Some(feed) = feed {
             tokio::spawn(Follower::new(&app, cursors, loaded_at).run(feed));
         }
+        tokio::spawn(Dispatcher::new(&app, config.webhooks).run());
         Ok(app)
     }
 }

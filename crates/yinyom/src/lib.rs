@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod dispatch;
 pub mod events;
 pub mod follow;
 pub mod metrics;

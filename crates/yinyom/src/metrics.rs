@@ -64,6 +64,12 @@ pub struct Metrics {
     events: Family<ActionLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     batch: Histogram,
+    webhooks: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -76,6 +82,12 @@ impl Default for Metrics {
         let events = Family::<ActionLabels, Counter>::default();
         let decisions = Family::<DecisionLabels, Counter>::default();
         let batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        let webhooks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome (delivered, pending = will retry, dead)",
+            webhooks.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -104,6 +116,7 @@ impl Default for Metrics {
             events,
             decisions,
             batch,
+            webhooks,
         }
     }
 }
@@ -131,6 +144,12 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.webhooks
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn write_batch(&self, size: usize) {

@@ -113,3 +113,64 @@ pub struct SubjectRow {
     pub created_at: Micros,
     pub updated_at: Micros,
 }
+
+/// A webhook endpoint: consent events matching its filters are POSTed to
+/// `url`, signed per the Standard Webhooks spec with `secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Webhook {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant: String,
+    pub url: String,
+    /// Event types delivered; empty: all.
+    pub events: Vec<String>,
+    /// Purposes whose events are delivered; empty: all.
+    pub purposes: Vec<String>,
+    pub description: String,
+    /// `whsec_…`: shown once, when the endpoint is created.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub secret: String,
+    /// Deliveries exist for every matching event up to this seq.
+    #[serde(skip)]
+    pub cursor: u64,
+    pub created_at: Micros,
+}
+
+/// One event's delivery to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    /// The event's seq (its id is `evt_<tenant>_<seq>`).
+    pub seq: u64,
+    /// `pending` (retrying), `delivered`, or `dead` (gave up; replayable).
+    pub status: String,
+    pub attempts: u32,
+    /// When the next attempt is due (pending deliveries).
+    pub next_at: Micros,
+    pub last_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+/// A delivery due now, with what it takes to send it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub tenant: String,
+    pub webhook: String,
+    pub seq: u64,
+    pub attempts: u32,
+    pub created_at: Micros,
+    pub url: String,
+    pub secret: String,
+    pub payload: String,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub status: &'static str,
+    pub next_at: Micros,
+    pub code: Option<u16>,
+    pub error: Option<String>,
+    pub at: Micros,
+}

@@ -12,7 +12,11 @@ use serde_json::{Value, json};
 use yinyom::model::Role;
 use yinyom_core::time;
 
-use common::{Backend, Sse, TestApp, json_of};
+use std::time::Duration;
+
+use common::{Backend, Mode, Receiver, Sse, TestApp, eventually, json_of};
+use yinyom::app::Config;
+use yinyom::dispatch::DispatchConfig;
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -2319,7 +2323,6 @@ async fn openapi_describes_every_route_and_metrics_count_requests(backend: Backe
 // ---------------------------------------------------------------------------
 
 async fn consent_events_stream_in_order_and_resume_after_the_last_event_id(backend: Backend) {
-    use std::time::Duration;
     let t = TestApp::new(backend).await;
     readme_setup(&t).await;
     let wait = Duration::from_secs(5);
@@ -2431,6 +2434,285 @@ async fn consent_events_stream_in_order_and_resume_after_the_last_event_id(backe
     );
 }
 
+// ---------------------------------------------------------------------------
+// Webhooks
+// ---------------------------------------------------------------------------
+
+fn fast_retries(give_up_after_ms: u64) -> Config {
+    Config {
+        webhooks: DispatchConfig {
+            timeout: Duration::from_millis(300),
+            retry_base: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            give_up_after: Duration::from_millis(give_up_after_ms),
+            concurrency: 8,
+        },
+    }
+}
+
+async fn deliveries(t: &TestApp, id: &str, status: &str) -> Vec<Value> {
+    let body = t
+        .get(&format!("/v1/webhooks/{id}/deliveries?status={status}"))
+        .await;
+    body["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+async fn webhooks_deliver_signed_events_in_order_per_subject_through_outages(backend: Backend) {
+    let t = TestApp::with_config(backend, fast_retries(60_000)).await;
+    readme_setup(&t).await;
+    t.post("/v1/purposes", purpose("analytics", "consent", &[], None))
+        .await;
+    let receiver = Receiver::start().await;
+    let hook = t
+        .post(
+            "/v1/webhooks",
+            json!({ "url": receiver.url, "purposes": ["marketing.email"], "description": "CRM" }),
+        )
+        .await;
+    let id = hook["id"].as_str().unwrap().to_string();
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{hook}");
+    let listed = t.get("/v1/webhooks").await;
+    assert!(
+        listed["webhooks"][0].get("secret").is_none(),
+        "secrets are shown once: {listed}"
+    );
+
+    // The receiver is down: the first event of s1 is retried, and s1's
+    // later event waits behind it, while s2's event is tried on its own.
+    receiver.set(Mode::Fail);
+    let c =
+        |s: &str, p: &str, ch: Option<&str>, a: &str| consent(s, Some(("marketing", 1)), p, ch, a);
+    t.post(
+        "/v1/consents",
+        c("s1", "marketing.email", Some("email"), "grant"),
+    )
+    .await;
+    t.post(
+        "/v1/consents",
+        c("s1", "marketing.email", Some("email"), "withdraw"),
+    )
+    .await;
+    t.post(
+        "/v1/consents",
+        c("s2", "marketing.email", Some("email"), "grant"),
+    )
+    .await;
+    // Not for this endpoint: another purpose.
+    t.post(
+        "/v1/consents",
+        consent("s2", None, "analytics", None, "deny"),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let pending = deliveries(&t, &id, "pending").await;
+            let retried = |seq: u64| {
+                pending
+                    .iter()
+                    .any(|d| d["seq"] == seq && d["attempts"].as_u64() >= Some(3))
+            };
+            retried(1) && retried(3)
+        })
+        .await,
+        "failed deliveries are retried: {:?}",
+        deliveries(&t, &id, "pending").await
+    );
+    let pending = deliveries(&t, &id, "pending").await;
+    let waiting = pending
+        .iter()
+        .find(|d| d["seq"] == 2)
+        .expect("s1's second event");
+    assert_eq!(
+        waiting["attempts"], 0,
+        "s1's second event waits for its first: {pending:?}"
+    );
+    let failed = pending.iter().find(|d| d["seq"] == 1).unwrap();
+    assert_eq!(failed["last_code"], 500, "{failed}");
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("500"),
+        "{failed}"
+    );
+
+    // A hanging receiver times out; the API keeps answering meanwhile.
+    receiver.set(Mode::Hang);
+    let started = std::time::Instant::now();
+    t.post(
+        "/v1/consents",
+        c("s3", "marketing.email", Some("email"), "grant"),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "writes do not wait for webhooks"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            deliveries(&t, &id, "pending").await.iter().any(|d| {
+                d["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no response within"))
+            })
+        })
+        .await,
+        "a hanging receiver times out"
+    );
+
+    // Back up: everything arrives, each subject's events in order, signed.
+    receiver.set(Mode::Accept);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            deliveries(&t, &id, "delivered").await.len() == 4
+        })
+        .await,
+        "all delivered: {:?}",
+        deliveries(&t, &id, "pending").await
+    );
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    let mut seen: Vec<(String, u64, String)> = Vec::new();
+    for (headers, body) in receiver.received() {
+        verifier
+            .verify(&body, &headers)
+            .expect("a valid Standard Webhooks signature");
+        let event: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            headers["webhook-id"].to_str().unwrap(),
+            event["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            event["purpose"], "marketing.email",
+            "filtered by purpose: {event}"
+        );
+        seen.push((
+            event["subject"].as_str().unwrap().to_string(),
+            event["ledger"]["seq"].as_u64().unwrap(),
+            event["type"].as_str().unwrap().to_string(),
+        ));
+    }
+    let mut seqs: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(
+        seqs,
+        [1, 2, 3, 5],
+        "each matching event at least once: {seen:?}"
+    );
+    let s1: Vec<&(String, u64, String)> = seen.iter().filter(|e| e.0 == seen[0].0).collect();
+    let s1_first_seen: Vec<u64> = s1.iter().map(|e| e.1).collect();
+    assert!(
+        s1_first_seen.windows(2).all(|w| w[0] <= w[1]),
+        "in order per subject: {seen:?}"
+    );
+    let kinds: Vec<&str> = seen
+        .iter()
+        .filter(|e| e.1 <= 2)
+        .map(|e| e.2.as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"consent.granted"));
+
+    // Bad registrations are refused; other roles and unknown ids too.
+    for (body, field) in [
+        (json!({ "url": "ftp://example.com/x" }), "url"),
+        (json!({ "url": "not a url" }), "url"),
+        (json!({ "url": "http://user:pw@example.com/" }), "url"),
+        (
+            json!({ "url": receiver.url, "events": ["consent.nope"] }),
+            "events",
+        ),
+        (
+            json!({ "url": receiver.url, "purposes": ["nope"] }),
+            "purposes",
+        ),
+    ] {
+        let (status, _, problem) = t
+            .request(Method::POST, "/v1/webhooks", &t.owner, Some(body.clone()))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {problem}"
+        );
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let (status, _, _) = t
+        .request(
+            Method::GET,
+            "/v1/webhooks/wh_nope/deliveries",
+            &t.owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let user = t.key(Role::User).await;
+    let (status, _, _) = t.request(Method::GET, "/v1/webhooks", &user, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A deleted endpoint gets nothing more.
+    let (status, _, _) = t
+        .request(
+            Method::DELETE,
+            &format!("/v1/webhooks/{id}"),
+            &t.owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let before = receiver.received().len();
+    t.post(
+        "/v1/consents",
+        c("s4", "marketing.email", Some("email"), "grant"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), before);
+}
+
+async fn undeliverable_events_go_dead_and_are_replayed_on_request(backend: Backend) {
+    let t = TestApp::with_config(backend, fast_retries(300)).await;
+    readme_setup(&t).await;
+    let receiver = Receiver::start().await;
+    let hook = t.post("/v1/webhooks", json!({ "url": receiver.url })).await;
+    let id = hook["id"].as_str().unwrap().to_string();
+    receiver.set(Mode::Fail);
+    t.post(
+        "/v1/consents",
+        consent(
+            "s1",
+            Some(("marketing", 1)),
+            "marketing.email",
+            Some("email"),
+            "grant",
+        ),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            deliveries(&t, &id, "dead").await.len() == 1
+        })
+        .await,
+        "gives up after the retry window"
+    );
+    assert!(receiver.received().is_empty());
+    receiver.set(Mode::Accept);
+    let replayed = t
+        .post_ok(&format!("/v1/webhooks/{id}/replay"), json!({}))
+        .await;
+    assert_eq!(replayed["requeued"], 1, "{replayed}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            receiver.received().len() == 1
+        })
+        .await,
+        "a replayed delivery arrives"
+    );
+    assert_eq!(deliveries(&t, &id, "delivered").await.len(), 1);
+    // Nothing left to replay.
+    let again = t
+        .post_ok(&format!("/v1/webhooks/{id}/replay"), json!({ "seqs": [1] }))
+        .await;
+    assert_eq!(again["requeued"], 0);
+}
+
 on_every_backend!(
     readme_walkthrough_grant_decide_withdraw_history_verify,
     receipt_verifies_with_an_independent_jose_library_and_tampering_fails,
@@ -2447,4 +2729,6 @@ on_every_backend!(
     purposes_are_listed_sorted_patched_by_merge_and_unique,
     openapi_describes_every_route_and_metrics_count_requests,
     consent_events_stream_in_order_and_resume_after_the_last_event_id,
+    webhooks_deliver_signed_events_in_order_per_subject_through_outages,
+    undeliverable_events_go_dead_and_are_replayed_on_request,
 );

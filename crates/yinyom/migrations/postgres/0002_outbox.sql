@@ -41,6 +41,7 @@ CREATE TABLE webhook_deliveries (
     PRIMARY KEY (tenant, webhook, seq)
 );
 CREATE INDEX deliveries_due ON webhook_deliveries (status, next_at);
+CREATE INDEX deliveries_by_subject ON webhook_deliveries (tenant, webhook, subject_uid, seq);
 
 -- How far each sink (NATS) has published each tenant's outbox.
 CREATE TABLE sink_cursors (

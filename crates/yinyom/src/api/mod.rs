@@ -13,6 +13,7 @@ pub mod problem;
 mod purposes;
 pub mod stream;
 mod subjects;
+mod webhooks;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         purposes::create, purposes::list, purposes::get, purposes::patch,
         notices::publish, notices::list, notices::current, notices::version,
         subjects::put, subjects::get, subjects::consents, stream::stream,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::delete,
+        webhooks::deliveries, webhooks::replay,
         consents::record,
         decisions::one, decisions::batch,
         admin::verify, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant,
@@ -95,7 +98,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant))
-        .route("/v1/stream", get(stream::stream));
+        .route("/v1/stream", get(stream::stream))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/{id}/replay", post(webhooks::replay));
     Router::new()
         .merge(v1)
         .route("/healthz", get(healthz))

@@ -227,6 +227,41 @@ pub trait Store: Send + Sync + 'static {
     /// The seq of the tenant's newest event (0 when none).
     async fn last_event(&self, tenant: &str) -> Result<u64>;
 
+    async fn insert_webhook(&self, w: &Webhook) -> Result<()>;
+    /// Live endpoints of one tenant, or of every tenant (`None`).
+    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>>;
+    /// Returns whether a live endpoint was deleted.
+    async fn delete_webhook(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
+    /// Queue a pending delivery for each event after the endpoint's cursor
+    /// that matches its filters (at most `limit` events read) and advance
+    /// the cursor; returns how many events were read.
+    async fn fan_out(&self, w: &Webhook, limit: u32, at: Micros) -> Result<usize>;
+    /// Pending deliveries due at `now`, oldest first: per endpoint and
+    /// subject only the earliest undelivered one, so that each subject's
+    /// events arrive in order.
+    async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>>;
+    async fn record_attempt(&self, d: &DueDelivery, a: &Attempt) -> Result<()>;
+    /// An endpoint's deliveries, newest first, optionally of one status.
+    async fn deliveries(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    /// Queue dead deliveries again (all of the endpoint's, or those of the
+    /// given seqs); returns how many.
+    async fn replay(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        seqs: Option<&[u64]>,
+        at: Micros,
+    ) -> Result<u64>;
+    /// Take (or confirm) the dispatcher's lead among the nodes sharing the
+    /// database; only the leader delivers.
+    async fn lead(&self) -> Result<bool>;
+
     /// The tenant's whole ledger, oldest first, with subject identifiers
     /// resolved (erased subjects resolve to none).
     async fn ledger(&self, tenant: &str) -> Result<Vec<(Option<String>, LedgerEntry)>>;

@@ -69,6 +69,9 @@ pub struct SqlStore {
     /// PostgreSQL: the notification channel of this database and schema,
     /// on which every change is announced to the other nodes.
     channel: Option<String>,
+    /// PostgreSQL: the connection holding the dispatcher's advisory lock
+    /// while this node leads.
+    leader: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Any>>>,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -160,6 +163,7 @@ impl SqlStore {
             dialect,
             url,
             channel,
+            leader: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -987,6 +991,288 @@ impl Store for SqlStore {
             .await
             .map_err(unavailable)?;
         Ok(seq.unwrap_or(0) as u64)
+    }
+
+    async fn insert_webhook(&self, w: &Webhook) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO webhooks (tenant, id, url, events, purposes, description, secret, cursor, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(w.tenant.as_str())
+        .bind(w.id.as_str())
+        .bind(w.url.as_str())
+        .bind(serde_json::to_string(&w.events).map_err(json_err)?)
+        .bind(serde_json::to_string(&w.purposes).map_err(json_err)?)
+        .bind(w.description.as_str())
+        .bind(w.secret.as_str())
+        .bind(w.cursor as i64)
+        .bind(w.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhooks WHERE deleted_at IS NULL AND ($1 IS NULL OR tenant = $1)
+             ORDER BY created_at, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Webhook {
+                    id: r.get("id"),
+                    tenant: r.get("tenant"),
+                    url: r.get("url"),
+                    events: serde_json::from_str(r.get("events")).map_err(json_err)?,
+                    purposes: serde_json::from_str(r.get("purposes")).map_err(json_err)?,
+                    description: r.get("description"),
+                    secret: r.get("secret"),
+                    cursor: r.get::<i64, _>("cursor") as u64,
+                    created_at: r.get("created_at"),
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str, at: Micros) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET deleted_at = $1 WHERE tenant = $2 AND id = $3 AND deleted_at IS NULL",
+        )
+        .bind(at)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn fan_out(&self, w: &Webhook, limit: u32, at: Micros) -> Result<usize> {
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin())
+            .await
+            .map_err(unavailable)?;
+        // The cursor as stored now: another dispatcher may have moved it.
+        let cursor: i64 = sqlx::query_scalar(&format!(
+            "SELECT cursor FROM webhooks WHERE tenant = $1 AND id = $2{}",
+            self.dialect.for_update()
+        ))
+        .bind(w.tenant.as_str())
+        .bind(w.id.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let rows = sqlx::query(
+            "SELECT seq, subject_uid, purpose, kind FROM outbox
+             WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(w.tenant.as_str())
+        .bind(cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(last) = rows.last().map(|r| r.get::<i64, _>("seq")) else {
+            return Ok(0);
+        };
+        let wanted: Vec<(&str, &str, i64, String)> = rows
+            .iter()
+            .filter(|r| {
+                (w.events.is_empty() || w.events.iter().any(|e| e == r.get::<&str, _>("kind")))
+                    && (w.purposes.is_empty()
+                        || w.purposes.iter().any(|p| p == r.get::<&str, _>("purpose")))
+            })
+            .map(|r| {
+                let (tenant, id) = (w.tenant.as_str(), w.id.as_str());
+                (tenant, id, r.get("seq"), r.get("subject_uid"))
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO webhook_deliveries (tenant, webhook, seq, subject_uid, status, attempts, next_at,
+                created_at, updated_at)",
+            " ON CONFLICT (tenant, webhook, seq) DO NOTHING",
+            &wanted,
+            9,
+            |q, (tenant, id, seq, uid)| {
+                q.bind(*tenant)
+                    .bind(*id)
+                    .bind(*seq)
+                    .bind(uid.as_str())
+                    .bind("pending")
+                    .bind(0i64)
+                    .bind(at)
+                    .bind(at)
+                    .bind(at)
+            },
+        )
+        .await?;
+        sqlx::query("UPDATE webhooks SET cursor = $1 WHERE tenant = $2 AND id = $3")
+            .bind(last)
+            .bind(w.tenant.as_str())
+            .bind(w.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(rows.len())
+    }
+
+    async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>> {
+        let rows = sqlx::query(
+            "SELECT d.tenant, d.webhook, d.seq, d.attempts, d.created_at, w.url, w.secret, o.payload
+             FROM webhook_deliveries d
+             JOIN webhooks w ON w.tenant = d.tenant AND w.id = d.webhook
+             JOIN outbox o ON o.tenant = d.tenant AND o.seq = d.seq
+             WHERE d.status = 'pending' AND d.next_at <= $1 AND w.deleted_at IS NULL
+               AND NOT EXISTS (
+                 SELECT 1 FROM webhook_deliveries e
+                 WHERE e.tenant = d.tenant AND e.webhook = d.webhook
+                   AND e.subject_uid = d.subject_uid AND e.seq < d.seq AND e.status = 'pending')
+             ORDER BY d.next_at, d.seq LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| DueDelivery {
+                tenant: r.get("tenant"),
+                webhook: r.get("webhook"),
+                seq: r.get::<i64, _>("seq") as u64,
+                attempts: r.get::<i64, _>("attempts") as u32,
+                created_at: r.get("created_at"),
+                url: r.get("url"),
+                secret: r.get("secret"),
+                payload: r.get("payload"),
+            })
+            .collect())
+    }
+
+    async fn record_attempt(&self, d: &DueDelivery, a: &Attempt) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, next_at = $2,
+                last_code = $3, last_error = $4, updated_at = $5
+             WHERE tenant = $6 AND webhook = $7 AND seq = $8",
+        )
+        .bind(a.status)
+        .bind(a.next_at)
+        .bind(a.code.map(i64::from))
+        .bind(a.error.as_deref())
+        .bind(a.at)
+        .bind(d.tenant.as_str())
+        .bind(d.webhook.as_str())
+        .bind(d.seq as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn deliveries(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE tenant = $1 AND webhook = $2
+                AND ($3 IS NULL OR status = $3)
+             ORDER BY seq DESC LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(webhook)
+        .bind(status)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| Delivery {
+                seq: r.get::<i64, _>("seq") as u64,
+                status: r.get("status"),
+                attempts: r.get::<i64, _>("attempts") as u32,
+                next_at: r.get("next_at"),
+                last_code: r.get::<Option<i64>, _>("last_code").map(|c| c as u16),
+                last_error: r.get("last_error"),
+                created_at: r.get("created_at"),
+                updated_at: r.get("updated_at"),
+            })
+            .collect())
+    }
+
+    async fn replay(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        seqs: Option<&[u64]>,
+        at: Micros,
+    ) -> Result<u64> {
+        let base = "UPDATE webhook_deliveries SET status = 'pending', next_at = $1, updated_at = $1
+             WHERE tenant = $2 AND webhook = $3 AND status = 'dead'";
+        let done = match seqs {
+            None => sqlx::query(base)
+                .bind(at)
+                .bind(tenant)
+                .bind(webhook)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?,
+            Some(seqs) => {
+                let mut total = 0;
+                for seq in seqs {
+                    total += sqlx::query(&format!("{base} AND seq = $4"))
+                        .bind(at)
+                        .bind(tenant)
+                        .bind(webhook)
+                        .bind(*seq as i64)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?
+                        .rows_affected();
+                }
+                return Ok(total);
+            }
+        };
+        Ok(done.rows_affected())
+    }
+
+    async fn lead(&self) -> Result<bool> {
+        let Some(channel) = &self.channel else {
+            // SQLite: this process is the only one.
+            return Ok(true);
+        };
+        let mut held = self.leader.lock().await;
+        if let Some(conn) = held.as_mut() {
+            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+                return Ok(true);
+            }
+            // The connection (and with it the lock) is gone.
+            *held = None;
+        }
+        let digest = sha2::Sha256::digest(channel.as_bytes());
+        let key = i64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        if got {
+            *held = Some(conn);
+        }
+        Ok(got)
     }
 
     async fn heads(&self) -> Result<HashMap<String, u64>> {

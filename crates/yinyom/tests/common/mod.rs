@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use yinyom::app::{self, App};
+use yinyom::app::{self, App, Config};
 use yinyom::model::Role;
 use yinyom::store::scratch::{self, Scratch};
 use yinyom::store::{SqlStore, Store};
@@ -107,6 +107,7 @@ impl Db {
 pub struct TestApp {
     /// Kept so the database lives as long as the app.
     pub db: Db,
+    config: Config,
     pub store: Arc<SqlStore>,
     pub app: Arc<App>,
     router: Router,
@@ -125,14 +126,20 @@ pub struct OtherTenant {
 impl TestApp {
     /// A fresh store, bootstrapped with one tenant whose owner key is [`OWNER_KEY`].
     pub async fn new(backend: Backend) -> TestApp {
+        TestApp::with_config(backend, Config::default()).await
+    }
+
+    /// With service settings of the test's own (e.g. fast webhook retries).
+    pub async fn with_config(backend: Backend, config: Config) -> TestApp {
         let db = Db::new(backend).await;
         let store = db.open().await;
         let (tenant, owner) = app::bootstrap(store.as_ref(), Some(OWNER_KEY.to_string()))
             .await
             .expect("bootstrap")
             .expect("an empty store bootstraps a tenant");
-        let (app, router) = start(&store).await;
+        let (app, router) = start(&store, config.clone()).await;
         TestApp {
+            config,
             db,
             store,
             app,
@@ -151,7 +158,7 @@ impl TestApp {
             .await
             .expect("bootstrap");
         assert!(again.is_none(), "a restart must not bootstrap again");
-        let (app, router) = start(&store).await;
+        let (app, router) = start(&store, self.config.clone()).await;
         // Dropping the old router and app stops the old writer.
         self.router = router;
         self.app = app;
@@ -263,6 +270,15 @@ impl TestApp {
         body
     }
 
+    /// `POST path` with the owner key; panics unless 200.
+    pub async fn post_ok(&self, path: &str, body: Value) -> Value {
+        let (status, _, res) = self
+            .request(Method::POST, path, &self.owner, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "POST {path}: {res}");
+        res
+    }
+
     /// `POST path` with the owner key; panics unless 201.
     pub async fn post(&self, path: &str, body: Value) -> Value {
         let (status, _, res) = self
@@ -282,9 +298,9 @@ pub fn json_of(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-async fn start(store: &Arc<SqlStore>) -> (Arc<App>, Router) {
+async fn start(store: &Arc<SqlStore>, config: Config) -> (Arc<App>, Router) {
     let dyn_store: Arc<dyn Store> = store.clone();
-    let app = App::start(dyn_store).await.expect("start app");
+    let app = App::start_with(dyn_store, config).await.expect("start app");
     let router = yinyom::api::router(app.clone());
     (app, router)
 }
@@ -333,4 +349,90 @@ impl Sse {
             }
         }
     }
+}
+
+/// How a [`Receiver`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 204, and the request is recorded.
+    Accept,
+    /// 500 (not recorded).
+    Fail,
+    /// No answer for 5 s.
+    Hang,
+}
+
+struct ReceiverState {
+    mode: Mode,
+    received: Vec<(HeaderMap, Bytes)>,
+}
+
+/// A real HTTP webhook receiver on a loopback port.
+pub struct Receiver {
+    pub url: String,
+    state: Arc<std::sync::Mutex<ReceiverState>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(std::sync::Mutex::new(ReceiverState {
+            mode: Mode::Accept,
+            received: Vec::new(),
+        }));
+        let shared = state.clone();
+        let handler = move |headers: HeaderMap, body: Bytes| {
+            let state = shared.clone();
+            async move {
+                let mode = state.lock().unwrap().mode;
+                match mode {
+                    Mode::Accept => {
+                        state.lock().unwrap().received.push((headers, body));
+                        StatusCode::NO_CONTENT
+                    }
+                    Mode::Fail => StatusCode::INTERNAL_SERVER_ERROR,
+                    Mode::Hang => {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        StatusCode::NO_CONTENT
+                    }
+                }
+            }
+        };
+        let router = Router::new().route("/hook", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Receiver {
+            url: format!("http://{addr}/hook"),
+            state,
+        }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = mode;
+    }
+
+    /// Requests accepted so far: headers and body.
+    pub fn received(&self) -> Vec<(HeaderMap, Bytes)> {
+        self.state.lock().unwrap().received.clone()
+    }
+}
+
+/// Poll `check` every 10 ms until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
 }
