@@ -11,6 +11,7 @@ use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::follow::Follower;
 use crate::metrics::Metrics;
 use crate::model::{ApiKey, Dpo, Role, Tenant};
+use crate::nats::Publisher;
 use crate::receipts::Signer;
 use crate::store::{Store, StoreError};
 use crate::view::View;
@@ -20,6 +21,8 @@ use crate::writer::Writer;
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub webhooks: DispatchConfig,
+    /// Publish consent events to this NATS server (JetStream).
+    pub nats_url: Option<String>,
 }
 
 pub struct App {
@@ -71,6 +74,9 @@ impl App {
             tokio::spawn(Follower::new(&app, cursors, loaded_at).run(feed));
         }
         tokio::spawn(Dispatcher::new(&app, config.webhooks).run());
+        if let Some(url) = config.nats_url {
+            tokio::spawn(Publisher::new(&app, url).run());
+        }
         Ok(app)
     }
 }

@@ -46,6 +46,16 @@ pub enum Command {
         /// Value of the owner API key created on first start.
         #[arg(long, env = "YINYOM_BOOTSTRAP_API_KEY", hide_env_values = true)]
         bootstrap_api_key: Option<String>,
+        /// Publish consent events to NATS JetStream at this URL
+        /// (`nats://127.0.0.1:4222`), on `yinyom.<tenant>.consent.<purpose>`.
+        #[arg(long, env = "YINYOM_NATS_URL")]
+        nats_url: Option<String>,
+        /// Seconds a webhook endpoint may take to answer.
+        #[arg(long, env = "YINYOM_WEBHOOK_TIMEOUT", default_value_t = 10)]
+        webhook_timeout: u64,
+        /// Hours to keep retrying a failing webhook delivery before it is dead.
+        #[arg(long, env = "YINYOM_WEBHOOK_RETRY_HOURS", default_value_t = 25)]
+        webhook_retry_hours: u64,
     },
     /// Ledger tools.
     Ledger {
@@ -239,6 +249,9 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve {
             listen,
             bootstrap_api_key,
+            nats_url,
+            webhook_timeout,
+            webhook_retry_hours,
         } => {
             let _lock = lock_embedded(&cli)?;
             let store = open_store(&cli).await?;
@@ -252,7 +265,15 @@ async fn run(cli: Cli) -> CliResult {
                     println!("Owner API key (shown once, keep it safe): {key}");
                 }
             }
-            let app = App::start(store).await?;
+            let config = app::Config {
+                webhooks: crate::dispatch::DispatchConfig {
+                    timeout: std::time::Duration::from_secs(*webhook_timeout),
+                    give_up_after: std::time::Duration::from_secs(webhook_retry_hours * 3600),
+                    ..Default::default()
+                },
+                nats_url: nats_url.clone(),
+            };
+            let app = App::start_with(store, config).await?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(address = %listener.local_addr()?, "yinyom is listening");
             axum::serve(listener, crate::api::router(app))

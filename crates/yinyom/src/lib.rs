@@ -13,6 +13,7 @@ pub mod events;
 pub mod follow;
 pub mod metrics;
 pub mod model;
+pub mod nats;
 pub mod receipts;
 pub mod record;
 pub mod store;

@@ -2447,6 +2447,7 @@ fn fast_retries(give_up_after_ms: u64) -> Config {
             give_up_after: Duration::from_millis(give_up_after_ms),
             concurrency: 8,
         },
+        ..Default::default()
     }
 }
 
@@ -2713,6 +2714,176 @@ async fn undeliverable_events_go_dead_and_are_replayed_on_request(backend: Backe
     assert_eq!(again["requeued"], 0);
 }
 
+// ---------------------------------------------------------------------------
+// NATS JetStream
+// ---------------------------------------------------------------------------
+
+/// Read `n` messages of the tenant's consent subjects from the stream:
+/// (subject, Nats-Msg-Id, event).
+async fn nats_messages(url: &str, tenant: &str, n: usize) -> Vec<(String, String, Value)> {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(url).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(yinyom::nats::STREAM)
+        .await
+        .expect("the stream exists");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("yinyom.{tenant}.consent.>"),
+            ..Default::default()
+        })
+        .await
+        .expect("a consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} messages arrived: {out:?}", out.len()))
+            .expect("stream open")
+            .expect("a message");
+        let id = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push((
+            m.subject.to_string(),
+            id,
+            serde_json::from_slice(&m.payload).unwrap(),
+        ));
+    }
+    out
+}
+
+/// A NATS server of the test's own, on a loopback port, with JetStream.
+struct NatsServer {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start(port: u16, dir: tempfile::TempDir) -> NatsServer {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian package nats-server) must be installed");
+        NatsServer { child, dir }
+    }
+
+    fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir
+    }
+}
+
+async fn consent_events_reach_nats_in_order_and_survive_nats_outages(backend: Backend) {
+    // The machine's NATS: events of this tenant, in order, deduplicable.
+    let url = "nats://127.0.0.1:4222";
+    let t = TestApp::with_config(
+        backend,
+        Config {
+            nats_url: Some(url.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    readme_setup(&t).await;
+    for action in ["grant", "withdraw"] {
+        t.post(
+            "/v1/consents",
+            consent(
+                "s1",
+                Some(("marketing", 1)),
+                "marketing.email",
+                Some("email"),
+                action,
+            ),
+        )
+        .await;
+    }
+    let got = nats_messages(url, &t.tenant, 2).await;
+    let subject = format!("yinyom.{}.consent.marketing.email", t.tenant);
+    assert_eq!(
+        (got[0].0.as_str(), got[1].0.as_str()),
+        (subject.as_str(), subject.as_str())
+    );
+    assert_eq!(got[0].2["type"], "consent.granted");
+    assert_eq!(got[1].2["type"], "consent.withdrawn");
+    assert_eq!(got[1].2["before"], "granted");
+    assert_eq!(
+        got[1].1,
+        got[1].2["id"].as_str().unwrap(),
+        "Nats-Msg-Id is the event id"
+    );
+
+    // A NATS that is down at start, comes up, goes down mid-run and comes
+    // back: the API keeps answering, and every event arrives once, in order.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let own = format!("nats://127.0.0.1:{port}");
+    let t = TestApp::with_config(
+        backend,
+        Config {
+            nats_url: Some(own.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    readme_setup(&t).await;
+    let c = |s: &str| {
+        consent(
+            s,
+            Some(("marketing", 1)),
+            "marketing.email",
+            Some("email"),
+            "grant",
+        )
+    };
+    t.post("/v1/consents", c("before-start")).await;
+    let server = NatsServer::start(port, tempfile::tempdir().unwrap());
+    assert_eq!(
+        nats_messages_when_up(&own, &t.tenant, 1).await[0].2["ledger"]["seq"],
+        1
+    );
+    let dir = server.stop();
+    t.post("/v1/consents", c("while-down-1")).await;
+    t.post("/v1/consents", c("while-down-2")).await;
+    let server = NatsServer::start(port, dir);
+    let all = nats_messages_when_up(&own, &t.tenant, 3).await;
+    let seqs: Vec<u64> = all
+        .iter()
+        .map(|m| m.2["ledger"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3], "each event once, in order");
+    drop(server.stop());
+}
+
+/// [`nats_messages`], retrying while the server is still starting.
+async fn nats_messages_when_up(url: &str, tenant: &str, n: usize) -> Vec<(String, String, Value)> {
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(client) = async_nats::connect(url).await {
+            let js = async_nats::jetstream::new(client);
+            if js.get_stream(yinyom::nats::STREAM).await.is_ok() {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the publisher created the stream on {url}");
+    nats_messages(url, tenant, n).await
+}
+
 on_every_backend!(
     readme_walkthrough_grant_decide_withdraw_history_verify,
     receipt_verifies_with_an_independent_jose_library_and_tampering_fails,
@@ -2731,4 +2902,5 @@ on_every_backend!(
     consent_events_stream_in_order_and_resume_after_the_last_event_id,
     webhooks_deliver_signed_events_in_order_per_subject_through_outages,
     undeliverable_events_go_dead_and_are_replayed_on_request,
+    consent_events_reach_nats_in_order_and_survive_nats_outages,
 );

@@ -39,6 +39,9 @@ fn yinyom(data_dir: &Path) -> Command {
         "YINYOM_LISTEN",
         "YINYOM_BOOTSTRAP_API_KEY",
         "YINYOM_LOG",
+        "YINYOM_NATS_URL",
+        "YINYOM_WEBHOOK_TIMEOUT",
+        "YINYOM_WEBHOOK_RETRY_HOURS",
     ] {
         cmd.env_remove(var);
     }

@@ -258,6 +258,9 @@ pub trait Store: Send + Sync + 'static {
         seqs: Option<&[u64]>,
         at: Micros,
     ) -> Result<u64>;
+    /// How far `sink` has published the tenant's outbox (0: nothing yet).
+    async fn sink_cursor(&self, sink: &str, tenant: &str) -> Result<u64>;
+    async fn set_sink_cursor(&self, sink: &str, tenant: &str, seq: u64) -> Result<()>;
     /// Take (or confirm) the dispatcher's lead among the nodes sharing the
     /// database; only the leader delivers.
     async fn lead(&self) -> Result<bool>;

@@ -1248,6 +1248,31 @@ impl Store for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn sink_cursor(&self, sink: &str, tenant: &str) -> Result<u64> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sink_cursors WHERE sink = $1 AND tenant = $2")
+                .bind(sink)
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
+    async fn set_sink_cursor(&self, sink: &str, tenant: &str, seq: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sink_cursors (sink, tenant, seq) VALUES ($1, $2, $3)
+             ON CONFLICT (sink, tenant) DO UPDATE SET seq = excluded.seq",
+        )
+        .bind(sink)
+        .bind(tenant)
+        .bind(seq as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn lead(&self) -> Result<bool> {
         let Some(channel) = &self.channel else {
             // SQLite: this process is the only one.

@@ -1,0 +1,171 @@
+//! Publishing the outbox to NATS JetStream, on subjects
+//! `yinyom.<tenant>.consent.<purpose>`, when `YINYOM_NATS_URL` is set.
+//!
+//! The leader node (see [`crate::dispatch`]) publishes each tenant's events
+//! after a cursor kept in the database, waits for JetStream's
+//! acknowledgements, then advances the cursor: at least once, in order.
+//! Every message carries `Nats-Msg-Id` = the event id, so the stream drops
+//! the duplicates a crash between publishing and saving the cursor could
+//! cause. While NATS is down (at start or later) the server keeps serving
+//! and the outbox keeps the events; publishing resumes where it stopped.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, Context};
+
+use crate::app::App;
+
+/// The stream that captures `yinyom.>`.
+pub const STREAM: &str = "YINYOM";
+const SINK: &str = "nats";
+const PAGE: u32 = 500;
+
+/// The subject of a tenant's events about a purpose (purpose keys may hold
+/// dots: they become further subject tokens; empty tokens are avoided).
+pub fn subject(tenant: &str, purpose: &str) -> String {
+    let purpose = if purpose.starts_with('.') || purpose.ends_with('.') || purpose.contains("..") {
+        purpose.replace('.', "_")
+    } else {
+        purpose.to_string()
+    };
+    format!("yinyom.{tenant}.consent.{purpose}")
+}
+
+pub struct Publisher {
+    app: Weak<App>,
+    url: String,
+}
+
+impl Publisher {
+    pub fn new(app: &Arc<App>, url: String) -> Publisher {
+        Publisher {
+            app: Arc::downgrade(app),
+            url,
+        }
+    }
+
+    pub async fn run(self) {
+        let Some(mut changed) = self.app.upgrade().map(|a| a.changed.subscribe()) else {
+            return;
+        };
+        let mut js: Option<Context> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(app) = self.app.upgrade() else {
+                return;
+            };
+            let result = match &js {
+                None => self.connect().await.map(|c| {
+                    tracing::info!(url = %self.url, "publishing consent events to NATS");
+                    js = Some(c);
+                    true
+                }),
+                Some(c) => publish(&app, c).await,
+            };
+            drop(app);
+            match result {
+                Ok(busy) => {
+                    backoff = Duration::from_millis(100);
+                    if !busy {
+                        let _ = tokio::time::timeout(Duration::from_millis(250), changed.changed())
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "NATS: not published; the outbox keeps the events");
+                    js = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Context, String> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .request_timeout(Some(Duration::from_secs(5)))
+            .connect(&self.url)
+            .await
+            .map_err(|e| format!("connect to {}: {e}", self.url))?;
+        let js = jetstream::new(client);
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: STREAM.to_string(),
+            subjects: vec!["yinyom.>".to_string()],
+            duplicate_window: Duration::from_secs(600),
+            // Subscribers have a week to catch up; the ledger keeps all.
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("stream {STREAM}: {e}"))?;
+        Ok(js)
+    }
+}
+
+/// Publish what is new for every tenant (leader only); true when more waits.
+async fn publish(app: &App, js: &Context) -> Result<bool, String> {
+    if !app.store.lead().await.map_err(|e| e.to_string())? {
+        return Ok(false);
+    }
+    let mut busy = false;
+    for tenant in app.store.tenants().await.map_err(|e| e.to_string())? {
+        let cursor = app
+            .store
+            .sink_cursor(SINK, &tenant.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let events = app
+            .store
+            .events_after(&tenant.id, cursor, PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            continue;
+        };
+        busy |= events.len() == PAGE as usize;
+        // Publish the page, then wait for every acknowledgement in order.
+        let mut acks = Vec::with_capacity(events.len());
+        for e in &events {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("evt_{}_{}", tenant.id, e.seq).as_str(),
+            );
+            let ack = js
+                .publish_with_headers(
+                    subject(&tenant.id, &e.purpose),
+                    headers,
+                    e.payload.clone().into(),
+                )
+                .await
+                .map_err(|err| format!("publish: {err}"))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| format!("acknowledgement: {e}"))?;
+        }
+        app.store
+            .set_sink_cursor(SINK, &tenant.id, last)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(busy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject;
+
+    #[test]
+    fn subjects_are_valid_nats_subjects() {
+        assert_eq!(
+            subject("t1", "marketing.email"),
+            "yinyom.t1.consent.marketing.email"
+        );
+        assert_eq!(subject("t1", "a..b"), "yinyom.t1.consent.a__b");
+        assert_eq!(subject("t1", "a."), "yinyom.t1.consent.a_");
+    }
+}
