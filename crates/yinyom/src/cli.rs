@@ -56,6 +56,10 @@ pub enum Command {
         /// Hours to keep retrying a failing webhook delivery before it is dead.
         #[arg(long, env = "YINYOM_WEBHOOK_RETRY_HOURS", default_value_t = 25)]
         webhook_retry_hours: u64,
+        /// Milliseconds before the first webhook retry (doubled per failure,
+        /// at most an hour, ±20 % jitter).
+        #[arg(long, env = "YINYOM_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
+        webhook_retry_base_ms: u64,
     },
     /// Ledger tools.
     Ledger {
@@ -252,6 +256,7 @@ async fn run(cli: Cli) -> CliResult {
             nats_url,
             webhook_timeout,
             webhook_retry_hours,
+            webhook_retry_base_ms,
         } => {
             let _lock = lock_embedded(&cli)?;
             let store = open_store(&cli).await?;
@@ -269,6 +274,7 @@ async fn run(cli: Cli) -> CliResult {
                 webhooks: crate::dispatch::DispatchConfig {
                     timeout: std::time::Duration::from_secs(*webhook_timeout),
                     give_up_after: std::time::Duration::from_secs(webhook_retry_hours * 3600),
+                    retry_base: std::time::Duration::from_millis((*webhook_retry_base_ms).max(1)),
                     ..Default::default()
                 },
                 nats_url: nats_url.clone(),
