@@ -3,13 +3,15 @@
 //!
 //! One dispatcher runs on every node, but only the leader delivers (the
 //! only process for SQLite; the holder of an advisory lock for
-//! PostgreSQL). Each round it queues a delivery per endpoint for every new
-//! matching event (`fan_out`), then sends what is due, several subjects at
-//! once but never two events of one subject to one endpoint at once. A
+//! PostgreSQL). Each round it reads each endpoint's new matching events
+//! after its cursor and sends them, together with queued retries that are
+//! due: several subjects at once, but one subject's events to one endpoint
+//! strictly in order (a subject with a queued delivery waits behind it). A
 //! failed attempt (network error, timeout, non-2xx) is retried with
 //! exponential backoff and jitter until `give_up_after` has passed since
 //! the event was queued; then the delivery is dead (listed, replayable).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,7 +26,17 @@ use rand::Rng;
 use yinyom_core::time::{self, Micros};
 
 use crate::app::App;
-use crate::model::{Attempt, DueDelivery};
+use crate::model::{Attempt, DueDelivery, Webhook};
+use crate::store::OutboxEvent;
+
+/// Events and deliveries read per endpoint and round.
+const PAGE: u32 = 1_000;
+
+/// Whether the endpoint's filters let the event through.
+fn wants(w: &Webhook, e: &OutboxEvent) -> bool {
+    (w.events.is_empty() || w.events.contains(&e.kind))
+        && (w.purposes.is_empty() || w.purposes.contains(&e.purpose))
+}
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -108,35 +120,105 @@ impl Dispatcher {
     }
 
     /// One round; true when more work is waiting.
+    ///
+    /// New events are sent straight from the outbox, and their deliveries
+    /// recorded afterwards together with the retries' results and the
+    /// endpoints' cursors, in one transaction: one fsync per round, not
+    /// per event. A crash before that transaction only means the round's
+    /// events are sent again (at least once).
     async fn round(&self, app: &App) -> Result<bool, crate::store::StoreError> {
         if !app.store.lead().await? {
             return Ok(false);
         }
         let now = time::now();
-        let mut busy = false;
+        let retries = app.store.due_deliveries(now, PAGE).await?;
+        let mut busy = retries.len() == PAGE as usize;
+        let mut work: Vec<Vec<DueDelivery>> = retries.into_iter().map(|d| vec![d]).collect();
+        let first_new = work.len();
+        let mut held = Vec::new();
+        let mut cursors = Vec::new();
         for w in app.store.webhooks(None).await? {
-            busy |= app.store.fan_out(&w, 1_000, now).await? == 1_000;
+            let events = app.store.events_after(&w.tenant, w.cursor, PAGE).await?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                continue;
+            };
+            busy |= events.len() == PAGE as usize;
+            cursors.push((w.tenant.clone(), w.id.clone(), last));
+            let waiting: HashSet<String> = app
+                .store
+                .pending_subjects(&w.tenant, &w.id)
+                .await?
+                .into_iter()
+                .collect();
+            // One chain per subject, in seq order.
+            let mut chain_of: HashMap<String, usize> = HashMap::new();
+            for e in events.into_iter().filter(|e| wants(&w, e)) {
+                let d = DueDelivery {
+                    tenant: w.tenant.clone(),
+                    webhook: w.id.clone(),
+                    seq: e.seq,
+                    subject_uid: e.subject_uid,
+                    attempts: 0,
+                    created_at: now,
+                    url: w.url.clone(),
+                    secret: w.secret.clone(),
+                    payload: e.payload,
+                };
+                if waiting.contains(&d.subject_uid) {
+                    // Behind a queued delivery of the same subject.
+                    held.push((d, None));
+                } else if let Some(&i) = chain_of.get(&d.subject_uid) {
+                    work[i].push(d);
+                } else {
+                    chain_of.insert(d.subject_uid.clone(), work.len());
+                    work.push(vec![d]);
+                }
+            }
         }
-        let limit = 256;
-        let due = app.store.due_deliveries(now, limit).await?;
-        busy |= due.len() == limit as usize;
+
         let mut sending = FuturesUnordered::new();
-        let mut queue = due.into_iter();
+        let mut queue = work.into_iter().enumerate();
+        let (mut new, mut retried) = (held, Vec::new());
         loop {
             while sending.len() < self.config.concurrency {
-                let Some(d) = queue.next() else { break };
-                sending.push(async move {
-                    let attempt = self.attempt(&d).await;
-                    (d, attempt)
-                });
+                let Some((i, chain)) = queue.next() else {
+                    break;
+                };
+                sending.push(async move { (i >= first_new, self.send_chain(chain).await) });
             }
-            let Some((d, attempt)) = sending.next().await else {
+            let Some((is_new, results)) = sending.next().await else {
                 break;
             };
-            app.metrics.webhook_attempt(attempt.status);
-            app.store.record_attempt(&d, &attempt).await?;
+            for (d, attempt) in results {
+                if let Some(a) = &attempt {
+                    app.metrics.webhook_attempt(a.status);
+                }
+                match (is_new, attempt) {
+                    (true, attempt) => new.push((d, attempt)),
+                    (false, Some(a)) => retried.push((d, a)),
+                    (false, None) => {}
+                }
+            }
         }
+        app.store.settle(&new, &retried, &cursors).await?;
         Ok(busy)
+    }
+
+    /// Send one subject's deliveries in order, stopping at the first that
+    /// fails: the rest are not tried (`None`) and wait their turn.
+    async fn send_chain(&self, chain: Vec<DueDelivery>) -> Vec<(DueDelivery, Option<Attempt>)> {
+        let mut out = Vec::with_capacity(chain.len());
+        let mut failed = false;
+        for d in chain {
+            if failed {
+                out.push((d, None));
+                continue;
+            }
+            let a = self.attempt(&d).await;
+            failed = a.status != "delivered";
+            out.push((d, Some(a)));
+        }
+        out
     }
 
     async fn attempt(&self, d: &DueDelivery) -> Attempt {

@@ -158,6 +158,7 @@ pub struct DueDelivery {
     pub tenant: String,
     pub webhook: String,
     pub seq: u64,
+    pub subject_uid: String,
     pub attempts: u32,
     pub created_at: Micros,
     pub url: String,

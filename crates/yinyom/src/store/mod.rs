@@ -232,15 +232,22 @@ pub trait Store: Send + Sync + 'static {
     async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>>;
     /// Returns whether a live endpoint was deleted.
     async fn delete_webhook(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
-    /// Queue a pending delivery for each event after the endpoint's cursor
-    /// that matches its filters (at most `limit` events read) and advance
-    /// the cursor; returns how many events were read.
-    async fn fan_out(&self, w: &Webhook, limit: u32, at: Micros) -> Result<usize>;
+    /// Subjects with a pending delivery to the endpoint: their new events
+    /// must wait behind it.
+    async fn pending_subjects(&self, tenant: &str, webhook: &str) -> Result<Vec<String>>;
     /// Pending deliveries due at `now`, oldest first: per endpoint and
     /// subject only the earliest undelivered one, so that each subject's
     /// events arrive in order.
     async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>>;
-    async fn record_attempt(&self, d: &DueDelivery, a: &Attempt) -> Result<()>;
+    /// Record a dispatch round in one transaction: deliveries of new
+    /// events (with their first attempt, or none yet), further attempts of
+    /// queued ones, and each endpoint's new cursor (tenant, webhook, seq).
+    async fn settle(
+        &self,
+        new: &[(DueDelivery, Option<Attempt>)],
+        retried: &[(DueDelivery, Attempt)],
+        cursors: &[(String, String, u64)],
+    ) -> Result<()>;
     /// An endpoint's deliveries, newest first, optionally of one status.
     async fn deliveries(
         &self,

@@ -69,6 +69,9 @@ pub struct SqlStore {
     /// PostgreSQL: the notification channel of this database and schema,
     /// on which every change is announced to the other nodes.
     channel: Option<String>,
+    /// SQLite: one writer at a time in this process, queued here rather
+    /// than in SQLite's busy handler (which sleeps up to 100 ms per retry).
+    write_lock: tokio::sync::Mutex<()>,
     /// PostgreSQL: the connection holding the dispatcher's advisory lock
     /// while this node leads.
     leader: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Any>>>,
@@ -163,8 +166,18 @@ impl SqlStore {
             dialect,
             url,
             channel,
+            write_lock: tokio::sync::Mutex::new(()),
             leader: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Hold while writing: SQLite has a single writer, and waiting for it
+    /// here is prompt and fair. PostgreSQL writers need no such turn.
+    async fn exclusive(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(self.write_lock.lock().await),
+            Dialect::Postgres => None,
+        }
     }
 
     /// Tell every node sharing the database about `change` (PostgreSQL
@@ -385,6 +398,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
+        let _writing = self.exclusive().await;
         sqlx::query("INSERT INTO tenants (id, name, body, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&t.id)
             .bind(&t.name)
@@ -399,6 +413,7 @@ impl Store for SqlStore {
     }
 
     async fn update_tenant(&self, t: &Tenant) -> Result<()> {
+        let _writing = self.exclusive().await;
         let done = sqlx::query("UPDATE tenants SET name = $1, body = $2 WHERE id = $3")
             .bind(&t.name)
             .bind(tenant_body(t))
@@ -415,6 +430,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_api_key(&self, k: &ApiKey) -> Result<()> {
+        let _writing = self.exclusive().await;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant, role, label, hash, prefix, created_at, revoked_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -453,6 +469,7 @@ impl Store for SqlStore {
     }
 
     async fn revoke_api_key(&self, tenant: &str, id: &str, at: Micros) -> Result<Option<ApiKey>> {
+        let _writing = self.exclusive().await;
         sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE tenant = $2 AND id = $3 AND revoked_at IS NULL",
         )
@@ -488,6 +505,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_signing_key(&self, k: &SigningKeyRow) -> Result<()> {
+        let _writing = self.exclusive().await;
         sqlx::query("INSERT INTO signing_keys (kid, secret, created_at) VALUES ($1, $2, $3)")
             .bind(&k.kid)
             .bind(&k.secret)
@@ -499,6 +517,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_purpose(&self, tenant: &str, p: &Purpose, at: Micros) -> Result<()> {
+        let _writing = self.exclusive().await;
         sqlx::query("INSERT INTO purposes (tenant, key, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(tenant)
             .bind(&p.key)
@@ -519,6 +538,7 @@ impl Store for SqlStore {
     }
 
     async fn update_purpose(&self, tenant: &str, p: &Purpose, at: Micros) -> Result<()> {
+        let _writing = self.exclusive().await;
         let done = sqlx::query(
             "UPDATE purposes SET body = $1, updated_at = $2 WHERE tenant = $3 AND key = $4",
         )
@@ -554,6 +574,7 @@ impl Store for SqlStore {
     }
 
     async fn publish_notice(&self, tenant: &str, draft: NoticeDraft, at: Micros) -> Result<Notice> {
+        let _writing = self.exclusive().await;
         let mut tx = self
             .pool
             .begin_with(self.dialect.begin())
@@ -609,6 +630,7 @@ impl Store for SqlStore {
         s: &SubjectUpdate,
         at: Micros,
     ) -> Result<SubjectRow> {
+        let _writing = self.exclusive().await;
         let flags = s.flags.clone().unwrap_or_default();
         sqlx::query(
             "INSERT INTO subjects (tenant, id, uid, identifiers, attributes, flags, created_at, updated_at)
@@ -655,6 +677,7 @@ impl Store for SqlStore {
     }
 
     async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>> {
+        let _writing = self.exclusive().await;
         // Set-based: a handful of statements per batch, not per item, so a
         // batch costs little more than its fsync. The chain heads are locked
         // first: everything read after that is stable until commit.
@@ -994,6 +1017,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_webhook(&self, w: &Webhook) -> Result<()> {
+        let _writing = self.exclusive().await;
         sqlx::query(
             "INSERT INTO webhooks (tenant, id, url, events, purposes, description, secret, cursor, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1040,6 +1064,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_webhook(&self, tenant: &str, id: &str, at: Micros) -> Result<bool> {
+        let _writing = self.exclusive().await;
         let done = sqlx::query(
             "UPDATE webhooks SET deleted_at = $1 WHERE tenant = $2 AND id = $3 AND deleted_at IS NULL",
         )
@@ -1052,82 +1077,22 @@ impl Store for SqlStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn fan_out(&self, w: &Webhook, limit: u32, at: Micros) -> Result<usize> {
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
-        // The cursor as stored now: another dispatcher may have moved it.
-        let cursor: i64 = sqlx::query_scalar(&format!(
-            "SELECT cursor FROM webhooks WHERE tenant = $1 AND id = $2{}",
-            self.dialect.for_update()
-        ))
-        .bind(w.tenant.as_str())
-        .bind(w.id.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let rows = sqlx::query(
-            "SELECT seq, subject_uid, purpose, kind FROM outbox
-             WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    async fn pending_subjects(&self, tenant: &str, webhook: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT subject_uid FROM webhook_deliveries
+             WHERE tenant = $1 AND webhook = $2 AND status = 'pending'",
         )
-        .bind(w.tenant.as_str())
-        .bind(cursor)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .bind(tenant)
+        .bind(webhook)
+        .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
-        let Some(last) = rows.last().map(|r| r.get::<i64, _>("seq")) else {
-            return Ok(0);
-        };
-        let wanted: Vec<(&str, &str, i64, String)> = rows
-            .iter()
-            .filter(|r| {
-                (w.events.is_empty() || w.events.iter().any(|e| e == r.get::<&str, _>("kind")))
-                    && (w.purposes.is_empty()
-                        || w.purposes.iter().any(|p| p == r.get::<&str, _>("purpose")))
-            })
-            .map(|r| {
-                let (tenant, id) = (w.tenant.as_str(), w.id.as_str());
-                (tenant, id, r.get("seq"), r.get("subject_uid"))
-            })
-            .collect();
-        insert_rows(
-            &mut tx,
-            self.dialect,
-            "INSERT INTO webhook_deliveries (tenant, webhook, seq, subject_uid, status, attempts, next_at,
-                created_at, updated_at)",
-            " ON CONFLICT (tenant, webhook, seq) DO NOTHING",
-            &wanted,
-            9,
-            |q, (tenant, id, seq, uid)| {
-                q.bind(*tenant)
-                    .bind(*id)
-                    .bind(*seq)
-                    .bind(uid.as_str())
-                    .bind("pending")
-                    .bind(0i64)
-                    .bind(at)
-                    .bind(at)
-                    .bind(at)
-            },
-        )
-        .await?;
-        sqlx::query("UPDATE webhooks SET cursor = $1 WHERE tenant = $2 AND id = $3")
-            .bind(last)
-            .bind(w.tenant.as_str())
-            .bind(w.id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(rows.len())
+        .map_err(unavailable)
     }
 
     async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>> {
         let rows = sqlx::query(
-            "SELECT d.tenant, d.webhook, d.seq, d.attempts, d.created_at, w.url, w.secret, o.payload
+            "SELECT d.tenant, d.webhook, d.seq, d.subject_uid, d.attempts, d.created_at, w.url, w.secret,
+                o.payload
              FROM webhook_deliveries d
              JOIN webhooks w ON w.tenant = d.tenant AND w.id = d.webhook
              JOIN outbox o ON o.tenant = d.tenant AND o.seq = d.seq
@@ -1149,6 +1114,7 @@ impl Store for SqlStore {
                 tenant: r.get("tenant"),
                 webhook: r.get("webhook"),
                 seq: r.get::<i64, _>("seq") as u64,
+                subject_uid: r.get("subject_uid"),
                 attempts: r.get::<i64, _>("attempts") as u32,
                 created_at: r.get("created_at"),
                 url: r.get("url"),
@@ -1158,23 +1124,97 @@ impl Store for SqlStore {
             .collect())
     }
 
-    async fn record_attempt(&self, d: &DueDelivery, a: &Attempt) -> Result<()> {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, next_at = $2,
-                last_code = $3, last_error = $4, updated_at = $5
-             WHERE tenant = $6 AND webhook = $7 AND seq = $8",
+    async fn settle(
+        &self,
+        new: &[(DueDelivery, Option<Attempt>)],
+        retried: &[(DueDelivery, Attempt)],
+        cursors: &[(String, String, u64)],
+    ) -> Result<()> {
+        let _writing = self.exclusive().await;
+        if new.is_empty() && retried.is_empty() && cursors.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin())
+            .await
+            .map_err(unavailable)?;
+        let rows: Vec<(
+            &DueDelivery,
+            &str,
+            i64,
+            Micros,
+            Option<i64>,
+            Option<&str>,
+            Micros,
+        )> = new
+            .iter()
+            .map(|(d, a)| match a {
+                Some(a) => (
+                    d,
+                    a.status,
+                    1,
+                    a.next_at,
+                    a.code.map(i64::from),
+                    a.error.as_deref(),
+                    a.at,
+                ),
+                None => (d, "pending", 0, d.created_at, None, None, d.created_at),
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO webhook_deliveries (tenant, webhook, seq, subject_uid, status, attempts, next_at,
+                last_code, last_error, created_at, updated_at)",
+            " ON CONFLICT (tenant, webhook, seq) DO NOTHING",
+            &rows,
+            11,
+            |q, (d, status, attempts, next_at, code, error, at)| {
+                q.bind(d.tenant.as_str())
+                    .bind(d.webhook.as_str())
+                    .bind(d.seq as i64)
+                    .bind(d.subject_uid.as_str())
+                    .bind(*status)
+                    .bind(*attempts)
+                    .bind(*next_at)
+                    .bind(*code)
+                    .bind(*error)
+                    .bind(d.created_at)
+                    .bind(*at)
+            },
         )
-        .bind(a.status)
-        .bind(a.next_at)
-        .bind(a.code.map(i64::from))
-        .bind(a.error.as_deref())
-        .bind(a.at)
-        .bind(d.tenant.as_str())
-        .bind(d.webhook.as_str())
-        .bind(d.seq as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        .await?;
+        for (d, a) in retried {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, next_at = $2,
+                    last_code = $3, last_error = $4, updated_at = $5
+                 WHERE tenant = $6 AND webhook = $7 AND seq = $8",
+            )
+            .bind(a.status)
+            .bind(a.next_at)
+            .bind(a.code.map(i64::from))
+            .bind(a.error.as_deref())
+            .bind(a.at)
+            .bind(d.tenant.as_str())
+            .bind(d.webhook.as_str())
+            .bind(d.seq as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        for (tenant, webhook, seq) in cursors {
+            sqlx::query(
+                "UPDATE webhooks SET cursor = $1 WHERE tenant = $2 AND id = $3 AND cursor < $1",
+            )
+            .bind(*seq as i64)
+            .bind(tenant.as_str())
+            .bind(webhook.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -1219,6 +1259,7 @@ impl Store for SqlStore {
         seqs: Option<&[u64]>,
         at: Micros,
     ) -> Result<u64> {
+        let _writing = self.exclusive().await;
         let base = "UPDATE webhook_deliveries SET status = 'pending', next_at = $1, updated_at = $1
              WHERE tenant = $2 AND webhook = $3 AND status = 'dead'";
         let done = match seqs {
@@ -1260,6 +1301,7 @@ impl Store for SqlStore {
     }
 
     async fn set_sink_cursor(&self, sink: &str, tenant: &str, seq: u64) -> Result<()> {
+        let _writing = self.exclusive().await;
         sqlx::query(
             "INSERT INTO sink_cursors (sink, tenant, seq) VALUES ($1, $2, $3)
              ON CONFLICT (sink, tenant) DO UPDATE SET seq = excluded.seq",

@@ -11,6 +11,8 @@
 //! Server and load generator share the machine (loopback only), so the
 //! ratios are what to compare across runs.
 
+mod propagation;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,7 +58,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http,batch,writes,import,memory"
+        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes"
     )]
     pub only: Vec<Section>,
 }
@@ -68,17 +70,23 @@ pub enum Section {
     Writes,
     Import,
     Memory,
+    /// PostgreSQL durable writes.
+    Pg,
+    /// Withdrawal → webhook received, at a steady rate.
+    Webhooks,
+    /// Staleness of a second node on the same PostgreSQL.
+    Nodes,
 }
 
-const KEY: &str = "yy_bench_owner_key";
-const PURPOSE: &str = "marketing.email";
+pub(crate) const KEY: &str = "yy_bench_owner_key";
+pub(crate) const PURPOSE: &str = "marketing.email";
 
-struct Load {
-    requests: u64,
-    errors: u64,
-    seconds: f64,
-    p50_us: u32,
-    p99_us: u32,
+pub(crate) struct Load {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+    pub(crate) p50_us: u32,
+    pub(crate) p99_us: u32,
 }
 
 impl Load {
@@ -155,7 +163,7 @@ async fn load(addr: SocketAddr, connections: usize, duration: Duration, make: Ma
     }
 }
 
-async fn serve(router: axum::Router) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+pub(crate) async fn serve(router: axum::Router) -> Result<SocketAddr, Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -172,7 +180,7 @@ fn get(addr: SocketAddr, path: String, key: bool) -> Request<Full<Bytes>> {
     b.body(Full::new(Bytes::new())).expect("valid request")
 }
 
-fn post(addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+pub(crate) fn post(addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<Bytes>> {
     Request::post(path)
         .header("host", addr.to_string())
         .header("authorization", format!("Bearer {KEY}"))
@@ -183,11 +191,10 @@ fn post(addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<Bytes>> {
 
 /// A store with one tenant, one purpose, one notice, and `subjects`
 /// subjects of which every other one granted consent.
-async fn seeded_store(
-    dir: &std::path::Path,
+pub(crate) async fn seeded_store(
+    store: Arc<dyn Store>,
     subjects: usize,
 ) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
-    let store: Arc<dyn Store> = Arc::new(SqlStore::sqlite(&dir.join("yinyom.db")).await?);
     let (tenant, _) = app::bootstrap(store.as_ref(), Some(KEY.into()))
         .await?
         .ok_or("the bench store is not empty")?;
@@ -271,28 +278,33 @@ async fn seeded_store(
 }
 
 /// Rows per second for a plain batched durable insert into the same kind of
-/// SQLite database: the write ceiling.
-async fn raw_insert_ceiling(
-    dir: &std::path::Path,
+/// database (a fresh SQLite file, or the PostgreSQL schema under test): the
+/// write ceiling.
+pub(crate) async fn raw_insert_ceiling(
+    store: &SqlStore,
     batch: usize,
     duration: Duration,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let store = SqlStore::sqlite(&dir.join("ceiling.db")).await?;
     let pool = store.pool();
     sqlx::query(
-        "CREATE TABLE raw (id INTEGER PRIMARY KEY, subject TEXT, purpose TEXT, action TEXT, at INTEGER, hash TEXT)",
+        "CREATE TABLE raw (id BIGINT PRIMARY KEY, subject TEXT, purpose TEXT, action TEXT, at BIGINT, hash TEXT)",
     )
     .execute(pool)
     .await?;
+    let begin = match store.dialect() {
+        crate::store::Dialect::Sqlite => "BEGIN IMMEDIATE",
+        crate::store::Dialect::Postgres => "BEGIN",
+    };
     let hash = "0".repeat(64);
     let start = Instant::now();
-    let mut rows = 0u64;
+    let mut rows = 0i64;
     while start.elapsed() < duration {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = pool.begin_with(begin).await?;
         for _ in 0..batch {
             sqlx::query(
-                "INSERT INTO raw (subject, purpose, action, at, hash) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO raw (id, subject, purpose, action, at, hash) VALUES ($1, $2, $3, $4, $5, $6)",
             )
+            .bind(rows)
             .bind(format!("cust-{rows}"))
             .bind(PURPOSE)
             .bind("grant")
@@ -307,7 +319,7 @@ async fn raw_insert_ceiling(
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
-fn line(name: &str, l: &Load, ceiling: Option<(&str, f64)>) {
+pub(crate) fn line(name: &str, l: &Load, ceiling: Option<(&str, f64)>) {
     let ratio = ceiling
         .map(|(what, c)| format!("  ratio {:.2} of {what} ({:.0}/s)", l.rate() / c, c))
         .unwrap_or_default();
@@ -335,7 +347,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     );
 
     if on(Section::Http) || on(Section::Batch) || on(Section::Writes) {
-        let store = seeded_store(dir.path(), args.subjects).await?;
+        let store: Arc<dyn Store> =
+            Arc::new(SqlStore::sqlite(&dir.path().join("yinyom.db")).await?);
+        let store = seeded_store(store, args.subjects).await?;
         let app = App::start(store).await?;
         let addr = serve(crate::api::router(app)).await?;
         if on(Section::Http) {
@@ -353,6 +367,15 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
     if on(Section::Memory) {
         memory(args.memory_subjects);
+    }
+    if on(Section::Pg) {
+        propagation::pg_writes(&args, warmup, duration).await?;
+    }
+    if on(Section::Webhooks) {
+        propagation::webhooks(dir.path(), duration).await?;
+    }
+    if on(Section::Nodes) {
+        propagation::nodes(&args).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -426,12 +449,27 @@ async fn writes(
     warmup: Duration,
     duration: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let raw = raw_insert_ceiling(dir, args.writers, duration).await?;
+    let ceiling_db = SqlStore::sqlite(&dir.join("ceiling.db")).await?;
+    let raw = raw_insert_ceiling(&ceiling_db, args.writers, duration).await?;
+    consent_writes(args, addr, warmup, duration, raw, "", &[1, 4]).await
+}
+
+/// Durable consent writes over HTTP, as events per second against `raw`.
+pub(crate) async fn consent_writes(
+    args: &BenchArgs,
+    addr: SocketAddr,
+    warmup: Duration,
+    duration: Duration,
+    raw: f64,
+    label: &str,
+    per_request: &[usize],
+) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{:<34} {raw:>10.0}/s  (transactions of {} rows)",
-        "raw durable insert (write ceiling)", args.writers
+        format!("raw durable insert{label}"),
+        args.writers
     );
-    for actions in [1usize, 4] {
+    for &actions in per_request {
         let make: MakeRequest = Arc::new(move |i| {
             let purposes = [PURPOSE, "marketing.sms", "analytics", "personalisation"];
             let verb = if i % 3 == 0 { "withdraw" } else { "grant" };
@@ -453,7 +491,7 @@ async fn writes(
             ..writes
         };
         line(
-            &format!("durable consent events, {actions}/request"),
+            &format!("durable consent events{label}, {actions}/request"),
             &events,
             Some(("write ceiling", raw)),
         );

@@ -1,0 +1,267 @@
+//! Benchmarks of propagation: durable writes on PostgreSQL (against a raw
+//! batched insert into the same schema), withdrawal → webhook received at a
+//! steady 1,000 changes/s, and how stale a second node on the same
+//! PostgreSQL is after a write on the first.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use yinyom_core::purpose::Channel;
+
+use super::{BenchArgs, PURPOSE, consent_writes, post, raw_insert_ceiling, seeded_store};
+use crate::app::App;
+use crate::store::scratch::{self, Scratch};
+use crate::store::{SqlStore, Store};
+
+type Error = Box<dyn std::error::Error>;
+
+/// A server that stops (dropping its app) when the guard is dropped, so a
+/// section's app does not outlive the database it was measured on.
+struct Scoped(tokio::task::AbortHandle);
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn serve_scoped(router: axum::Router) -> Result<(SocketAddr, Scoped), Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok((addr, Scoped(task.abort_handle())))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn consent(subject: &str, action: &str) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "subject": subject,
+            "notice": {"key": "marketing", "version": 1},
+            "source": "web",
+            "actions": [{"purpose": PURPOSE, "channel": "email", "action": action}],
+        })
+        .to_string(),
+    )
+}
+
+/// A keep-alive HTTP/1.1 connection.
+async fn connect(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>, Error> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// POST a consent change; the seq of its ledger entry.
+async fn change(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    addr: SocketAddr,
+    subject: &str,
+    action: &str,
+) -> Result<u64, Error> {
+    let res = sender
+        .send_request(post(addr, "/v1/consents", consent(subject, action)))
+        .await?;
+    let ok = res.status().is_success();
+    let body = res.into_body().collect().await?.to_bytes();
+    if !ok {
+        return Err(format!("write refused: {}", String::from_utf8_lossy(&body)).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v["events"][0]["seq"]
+        .as_u64()
+        .ok_or_else(|| "no seq in the response".into())
+}
+
+pub async fn pg_writes(
+    args: &BenchArgs,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<(), Error> {
+    let schema = Scratch::create(&scratch::postgres_url()).await?;
+    let store = Arc::new(SqlStore::connect(&schema.url()).await?);
+    let raw = raw_insert_ceiling(&store, args.writers, duration).await?;
+    let seeded = seeded_store(store.clone(), args.subjects.min(10_000)).await?;
+    let app = App::start(seeded).await?;
+    let (addr, _server) = serve_scoped(crate::api::router(app)).await?;
+    consent_writes(args, addr, warmup, duration, raw, " (PostgreSQL)", &[1, 4]).await
+}
+
+pub async fn webhooks(dir: &std::path::Path, duration: Duration) -> Result<(), Error> {
+    let rate = 1_000u64;
+    let store: Arc<dyn Store> = Arc::new(SqlStore::sqlite(&dir.join("webhooks.db")).await?);
+    let store = seeded_store(store, 1_000).await?;
+    let app = App::start(store).await?;
+    let (addr, _server) = serve_scoped(crate::api::router(app)).await?;
+
+    // The receiver notes when each event arrived.
+    let arrived: Arc<Mutex<HashMap<u64, Instant>>> = Default::default();
+    let log = arrived.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: Bytes| {
+            let log = log.clone();
+            async move {
+                let at = Instant::now();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+                    && let Some(seq) = v["ledger"]["seq"].as_u64()
+                {
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(seq)
+                        .or_insert(at);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let (hook_addr, _receiver) = serve_scoped(receiver).await?;
+    let mut sender = connect(addr).await?;
+    let res = sender
+        .send_request(post(
+            addr,
+            "/v1/webhooks",
+            Bytes::from(
+                serde_json::json!({"url": format!("http://{hook_addr}/hook"), "events": ["consent.withdrawn"]})
+                    .to_string(),
+            ),
+        ))
+        .await?;
+    if !res.status().is_success() {
+        return Err("could not register the webhook".into());
+    }
+    let _ = res.into_body().collect().await?;
+
+    // 1,000 changes/s (grant then withdraw per subject), from 16 connections.
+    let connections = 16u64;
+    let interval = Duration::from_micros(1_000_000 * connections / rate);
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        tasks.push(tokio::spawn(async move {
+            let mut sent: Vec<(u64, Instant)> = Vec::new();
+            let Ok(mut sender) = connect(addr).await else {
+                return sent;
+            };
+            let first = start + Duration::from_micros(1_000_000 * c / rate);
+            let mut k = 0u32;
+            loop {
+                let due = first + interval * k;
+                if due > start + duration {
+                    return sent;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let subject = format!("wh-{c}-{}", k / 2);
+                let action = if k.is_multiple_of(2) {
+                    "grant"
+                } else {
+                    "withdraw"
+                };
+                let t0 = Instant::now();
+                if let Ok(seq) = change(&mut sender, addr, &subject, action).await
+                    && action == "withdraw"
+                {
+                    sent.push((seq, t0));
+                }
+                k += 1;
+            }
+        }));
+    }
+    let mut sent = Vec::new();
+    for t in tasks {
+        sent.extend(t.await.unwrap_or_default());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let arrived = arrived.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut latencies: Vec<u64> = sent
+        .iter()
+        .filter_map(|(seq, t0)| {
+            arrived
+                .get(seq)
+                .map(|t1| t1.duration_since(*t0).as_micros() as u64)
+        })
+        .collect();
+    latencies.sort_unstable();
+    println!(
+        "{:<34} {:>10} of {} delivered  p50 {:>6} µs  p99 {:>6} µs  (at {rate} changes/s; target p99 ≤ 25 ms)",
+        "withdrawal → webhook received",
+        latencies.len(),
+        sent.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+    );
+    Ok(())
+}
+
+pub async fn nodes(args: &BenchArgs) -> Result<(), Error> {
+    let schema = Scratch::create(&scratch::postgres_url()).await?;
+    let a: Arc<dyn Store> = Arc::new(SqlStore::connect(&schema.url()).await?);
+    let a = seeded_store(a, 100).await?;
+    let b: Arc<dyn Store> = Arc::new(SqlStore::connect(&schema.url()).await?);
+    let tenant = a.tenants().await?.remove(0).id;
+    let node_a = App::start(a).await?;
+    let node_b = App::start(b).await?;
+    let (addr, _server) = serve_scoped(crate::api::router(node_a)).await?;
+    let mut sender = connect(addr).await?;
+    let samples = 300.max(args.seconds as usize * 60);
+    let mut stale = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let subject = format!("node-{}", i % 50);
+        let action = if (i / 50) % 2 == 0 {
+            "grant"
+        } else {
+            "withdraw"
+        };
+        let seq = change(&mut sender, addr, &subject, action).await?;
+        let acknowledged = Instant::now();
+        let deadline = acknowledged + Duration::from_secs(5);
+        loop {
+            let seen = node_b
+                .view
+                .read(&tenant, |tv| {
+                    tv.subjects
+                        .get(&subject)
+                        .and_then(|s| s.consents.effective(PURPOSE, Some(Channel::Email)))
+                        .is_some_and(|r| r.seq >= seq)
+                })
+                .unwrap_or(false);
+            if seen {
+                stale.push(acknowledged.elapsed().as_micros() as u64);
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node B never saw seq {seq}").into());
+            }
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    stale.sort_unstable();
+    println!(
+        "{:<34} {:>10} writes  p50 {:>6} µs  p99 {:>6} µs  max {} µs  (target p99 ≤ 50 ms)",
+        "cross-node staleness (PostgreSQL)",
+        stale.len(),
+        percentile(&stale, 0.5),
+        percentile(&stale, 0.99),
+        stale.last().copied().unwrap_or(0),
+    );
+    drop(node_b);
+    Ok(())
+}
