@@ -2785,7 +2785,8 @@ impl NatsServer {
 
 async fn consent_events_reach_nats_in_order_and_survive_nats_outages(backend: Backend) {
     // The machine's NATS: events of this tenant, in order, deduplicable.
-    let url = "nats://127.0.0.1:4222";
+    let url = std::env::var("YINYOM_TEST_NATS_URL");
+    let url = url.as_deref().unwrap_or("nats://127.0.0.1:4222");
     let t = TestApp::with_config(
         backend,
         Config {
