@@ -2712,6 +2712,45 @@ async fn undeliverable_events_go_dead_and_are_replayed_on_request(backend: Backe
         .post_ok(&format!("/v1/webhooks/{id}/replay"), json!({ "seqs": [1] }))
         .await;
     assert_eq!(again["requeued"], 0);
+
+    // An endpoint nobody listens on: the failure is logged, nothing is lost.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let hook = t
+        .post(
+            "/v1/webhooks",
+            json!({ "url": format!("http://127.0.0.1:{closed}/hook") }),
+        )
+        .await;
+    let unreachable = hook["id"].as_str().unwrap().to_string();
+    t.post(
+        "/v1/consents",
+        consent(
+            "s2",
+            Some(("marketing", 1)),
+            "marketing.email",
+            Some("email"),
+            "grant",
+        ),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let all = t
+                .get(&format!("/v1/webhooks/{unreachable}/deliveries"))
+                .await;
+            all["deliveries"].as_array().is_some_and(|d| {
+                d.len() == 1
+                    && d[0]["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("could not reach"))
+            })
+        })
+        .await,
+        "an unreachable endpoint is recorded as such"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ CREATE TABLE outbox (
     subject_uid  TEXT NOT NULL,
     purpose      TEXT NOT NULL,
     kind         TEXT NOT NULL,      -- consent.granted, consent.withdrawn, ...
-    payload      TEXT NOT NULL,      -- the event as JSON
+    before_state TEXT NOT NULL,      -- the state in force before the entry
+    after_state  TEXT NOT NULL,      -- and after it (the rest of the event is the ledger row)
     created_at   INTEGER NOT NULL,
     PRIMARY KEY (tenant, seq)
 );

@@ -33,7 +33,7 @@ use yinyom_core::purpose::{Channel, Purpose};
 use yinyom_core::time::{self, Micros};
 
 use super::*;
-use crate::events::ConsentEvent;
+use crate::events::{self, ConsentEvent};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -985,26 +985,16 @@ impl Store for SqlStore {
     }
 
     async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, subject_uid, purpose, kind, payload FROM outbox
-             WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
+        let rows = sqlx::query(&format!(
+            "{OUTBOX_EVENTS} WHERE o.tenant = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3"
+        ))
         .bind(tenant)
         .bind(seq as i64)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|r| OutboxEvent {
-                seq: r.get::<i64, _>("seq") as u64,
-                subject_uid: r.get("subject_uid"),
-                purpose: r.get("purpose"),
-                kind: r.get("kind"),
-                payload: r.get("payload"),
-            })
-            .collect())
+        rows.iter().map(outbox_event).collect()
     }
 
     async fn last_event(&self, tenant: &str) -> Result<u64> {
@@ -1091,11 +1081,9 @@ impl Store for SqlStore {
 
     async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>> {
         let rows = sqlx::query(
-            "SELECT d.tenant, d.webhook, d.seq, d.subject_uid, d.attempts, d.created_at, w.url, w.secret,
-                o.payload
+            "SELECT d.tenant, d.webhook, d.seq, d.subject_uid, d.attempts, d.created_at, w.url, w.secret
              FROM webhook_deliveries d
              JOIN webhooks w ON w.tenant = d.tenant AND w.id = d.webhook
-             JOIN outbox o ON o.tenant = d.tenant AND o.seq = d.seq
              WHERE d.status = 'pending' AND d.next_at <= $1 AND w.deleted_at IS NULL
                AND NOT EXISTS (
                  SELECT 1 FROM webhook_deliveries e
@@ -1108,7 +1096,7 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(rows
+        let mut due: Vec<DueDelivery> = rows
             .iter()
             .map(|r| DueDelivery {
                 tenant: r.get("tenant"),
@@ -1119,9 +1107,43 @@ impl Store for SqlStore {
                 created_at: r.get("created_at"),
                 url: r.get("url"),
                 secret: r.get("secret"),
-                payload: r.get("payload"),
+                payload: String::new(),
             })
-            .collect())
+            .collect();
+        // The events themselves, per tenant.
+        let mut wanted: HashMap<&str, Vec<i64>> = HashMap::new();
+        for d in &due {
+            wanted
+                .entry(d.tenant.as_str())
+                .or_default()
+                .push(d.seq as i64);
+        }
+        let mut payloads: HashMap<(String, u64), String> = HashMap::new();
+        for (tenant, seqs) in wanted {
+            for chunk in seqs.chunks(CHUNK) {
+                let sql = format!(
+                    "{OUTBOX_EVENTS} WHERE o.tenant = $1 AND o.seq IN ({})",
+                    (0..chunk.len())
+                        .map(|i| format!("${}", i + 2))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(tenant);
+                for seq in chunk {
+                    q = q.bind(*seq);
+                }
+                for r in q.fetch_all(&self.pool).await.map_err(unavailable)? {
+                    let e = outbox_event(&r)?;
+                    payloads.insert((tenant.to_string(), e.seq), e.payload);
+                }
+            }
+        }
+        for d in &mut due {
+            if let Some(p) = payloads.remove(&(d.tenant.clone(), d.seq)) {
+                d.payload = p;
+            }
+        }
+        Ok(due)
     }
 
     async fn settle(
@@ -1756,27 +1778,48 @@ async fn write_outbox(
         if (e.body.occurred_at, e.seq) > (slot.1, slot.2) {
             *slot = (e.body.action.state(), e.body.occurred_at, e.seq);
         }
-        let event = ConsentEvent::new(e, before, slot.0);
-        let payload = serde_json::to_string(&event).map_err(json_err)?;
-        rows.push((*e, event.kind, payload));
+        rows.push((*e, before, slot.0));
     }
     let now = time::now();
     insert_rows(
         tx,
         d,
-        "INSERT INTO outbox (tenant, seq, subject_uid, purpose, kind, payload, created_at)",
+        "INSERT INTO outbox (tenant, seq, subject_uid, purpose, kind, before_state, after_state, created_at)",
         "",
         &rows,
-        7,
-        |q, (e, kind, payload)| {
+        8,
+        |q, (e, before, after)| {
             q.bind(e.body.tenant.as_str())
                 .bind(e.seq as i64)
                 .bind(e.body.subject_uid.as_str())
                 .bind(e.body.purpose.as_str())
-                .bind(kind.as_str())
-                .bind(payload.as_str())
+                .bind(events::kind(e.body.action))
+                .bind(before.as_str())
+                .bind(after.as_str())
                 .bind(now)
         },
     )
     .await
+}
+
+/// Outbox rows joined with their ledger entries: what an event is made of.
+const OUTBOX_EVENTS: &str = "SELECT o.kind, o.before_state, o.after_state, l.*
+     FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq";
+
+fn outbox_event(r: &AnyRow) -> Result<OutboxEvent> {
+    let entry = entry_from_row(r).map_err(StoreError::Unavailable)?;
+    let state = |c: &str| {
+        r.try_get::<&str, _>(c)
+            .ok()
+            .and_then(ConsentState::parse)
+            .ok_or_else(|| StoreError::Unavailable(format!("outbox row {}: bad {c}", entry.seq)))
+    };
+    let event = ConsentEvent::new(&entry, state("before_state")?, state("after_state")?);
+    Ok(OutboxEvent {
+        seq: entry.seq,
+        subject_uid: entry.body.subject_uid.clone(),
+        purpose: entry.body.purpose.clone(),
+        kind: r.get("kind"),
+        payload: serde_json::to_string(&event).map_err(json_err)?,
+    })
 }
