@@ -7,9 +7,9 @@
 //! idempotent, so the node's own entries, already applied by its writer,
 //! do no harm), registries and subject flags are reloaded, cached API keys
 //! dropped. Chains commit in seq order under the head lock, so reading
-//! `seq > cursor` never skips an entry. After an interruption of the feed,
-//! and every few seconds as a backstop, the follower catches up on
-//! everything.
+//! `seq > cursor` never skips an entry. After an interruption of the feed
+//! the follower catches up on everything; every few seconds, as a
+//! backstop, on the chains and subject flags.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -47,15 +47,23 @@ impl Follower {
     /// Apply changes until the app stops.
     pub async fn run(mut self, mut feed: ChangeFeed) {
         let mut backstop = tokio::time::interval(BACKSTOP);
-        // The first tick is immediate: announcements made between loading
-        // the view and listening are caught up at once.
+        // The first tick is immediate: entries committed between reading
+        // the cursors and loading the view are caught up at once.
         loop {
             let first = tokio::select! {
                 c = feed.recv() => match c {
                     Some(c) => c,
                     None => return,
                 },
-                _ = backstop.tick() => Change::Resync,
+                _ = backstop.tick() => {
+                    let Some(app) = self.app.upgrade() else {
+                        return;
+                    };
+                    if let Err(e) = self.backstop(&app).await {
+                        tracing::warn!(error = %e, "change feed: catching up failed; will retry");
+                    }
+                    continue;
+                }
             };
             // Under write load announcements arrive faster than they are
             // applied: take all that are waiting, each distinct one once.
@@ -126,22 +134,40 @@ impl Follower {
         }
     }
 
-    /// Catch up on everything: tenants, registries, every chain, and the
-    /// flags of subjects changed since the last resync.
+    /// Catch up on everything after the feed was interrupted: tenants,
+    /// registries, every chain, flags, keys.
     async fn resync(&mut self, app: &App) -> Result<(), StoreError> {
-        let started = time::now();
         for t in app.store.tenants().await? {
-            reload_tenant(app, &t.id).await?;
-            reload_purposes(app, &t.id).await?;
-            reload_notices(app, &t.id).await?;
-            self.catch_up(app, &t.id).await?;
+            let id = t.id.clone();
+            if app.view.read(&id, |_| ()).is_some() {
+                app.view.add_tenant(t);
+                reload_purposes(app, &id).await?;
+                reload_notices(app, &id).await?;
+            } else {
+                let purposes = app.store.purposes(&id).await?;
+                let notices = app.store.notices(&id).await?;
+                app.view.add_new_tenant(t, purposes, &notices);
+            }
+        }
+        app.keys.clear();
+        self.backstop(app).await
+    }
+
+    /// The periodic safety net, cheap enough to run every few seconds:
+    /// every known chain after its cursor, and the flags of subjects
+    /// changed since the last run.
+    async fn backstop(&mut self, app: &App) -> Result<(), StoreError> {
+        let started = time::now();
+        for (tenant, seq) in app.store.heads().await? {
+            if self.cursors.get(&tenant).copied().unwrap_or(0) < seq {
+                self.catch_up(app, &tenant).await?;
+            }
         }
         // Clocks of nodes differ a little: look back a margin.
         let since = self.flags_since - 10_000_000;
         for (tenant, id, flags) in app.store.subjects_changed_since(since).await? {
             app.view.set_flags(&tenant, &id, flags);
         }
-        app.keys.clear();
         self.flags_since = started;
         Ok(())
     }
