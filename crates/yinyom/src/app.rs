@@ -36,6 +36,9 @@ pub struct App {
     /// writes, or other nodes' once followed): wakes event streams and
     /// dispatchers.
     pub changed: tokio::sync::watch::Sender<u64>,
+    /// Set when the server shuts down: long-lived responses (event
+    /// streams) end so that graceful shutdown does not wait for them.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -69,6 +72,7 @@ impl App {
             metrics,
             keys: KeyCache::default(),
             changed,
+            closing: tokio::sync::watch::Sender::new(false),
         });
         if let Some(feed) = feed {
             tokio::spawn(Follower::new(&app, cursors, loaded_at).run(feed));

@@ -282,8 +282,12 @@ async fn run(cli: Cli) -> CliResult {
             let app = App::start_with(store, config).await?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(address = %listener.local_addr()?, "yinyom is listening");
+            let closing = app.closing.clone();
             axum::serve(listener, crate::api::router(app))
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(async move {
+                    shutdown_signal().await;
+                    closing.send_replace(true);
+                })
                 .await?;
             Ok(ExitCode::SUCCESS)
         }

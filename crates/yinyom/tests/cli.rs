@@ -1708,3 +1708,35 @@ fn drill_webhook_receiver_down_and_server_killed_meanwhile() {
     }
     drop(server);
 }
+
+/// An open event stream does not keep `serve` from stopping on SIGTERM.
+#[test]
+fn sigterm_stops_the_server_even_with_an_event_stream_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&tmp.path().join("data"), Some(OWNER_KEY));
+    let mut stream = TcpStream::connect(&server.addr).expect("connect");
+    write!(
+        stream,
+        "GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OWNER_KEY}\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).expect("response head");
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let stopped = wait_for(Duration::from_secs(10), || {
+        matches!(server.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(stopped.is_some(), "serve did not stop with a stream open");
+}

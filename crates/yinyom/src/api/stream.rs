@@ -69,6 +69,7 @@ struct Cursor {
     purposes: Vec<String>,
     ready: VecDeque<OutboxEvent>,
     changed: tokio::sync::watch::Receiver<u64>,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Cursor {
@@ -96,7 +97,14 @@ impl Cursor {
                     self.ready.extend(wanted);
                 }
                 Ok(_) => {
-                    self.changed.changed().await.ok()?;
+                    if *self.closing.borrow() {
+                        return None;
+                    }
+                    tokio::select! {
+                        r = self.changed.changed() => r.ok()?,
+                        // The server is shutting down: end the stream.
+                        _ = self.closing.changed() => return None,
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "event stream: storage unavailable; retrying");
@@ -140,6 +148,7 @@ pub async fn stream(
     };
     let cursor = Cursor {
         changed: app.changed.subscribe(),
+        closing: app.closing.subscribe(),
         app,
         tenant,
         seq,
