@@ -6,11 +6,13 @@
 //! tested exhaustively without a database or a network.
 
 pub mod consent;
+pub mod contact;
 pub mod decision;
 pub mod ledger;
 pub mod notice;
 pub mod purpose;
 pub mod receipt;
+pub mod segment;
 pub mod subject;
 pub mod time;
 

@@ -7,13 +7,16 @@ use yinyom_core::purpose::Lang;
 use yinyom_core::time;
 
 use crate::api::auth::{KeyCache, generate_key, hash_key};
+use crate::collector::Collector;
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::follow::Follower;
 use crate::metrics::Metrics;
 use crate::model::{ApiKey, Dpo, Role, Tenant};
 use crate::nats::Publisher;
 use crate::receipts::Signer;
+use crate::relay::{Links, Relay, RelayConfig};
 use crate::store::{Store, StoreError};
+use crate::vault::{MasterKey, Vault};
 use crate::view::View;
 use crate::writer::Writer;
 
@@ -23,6 +26,10 @@ pub struct Config {
     pub webhooks: DispatchConfig,
     /// Publish consent events to this NATS server (JetStream).
     pub nats_url: Option<String>,
+    /// The root of the encryption of personal data (see [`crate::vault`]);
+    /// none: a random key for this process only (tests).
+    pub master_key: Option<MasterKey>,
+    pub relay: RelayConfig,
 }
 
 pub struct App {
@@ -32,6 +39,12 @@ pub struct App {
     pub signer: Arc<Signer>,
     pub metrics: Arc<Metrics>,
     pub keys: KeyCache,
+    pub vault: Vault,
+    pub collector: Collector,
+    /// Signs unsubscribe links.
+    pub links: Links,
+    /// Wakes the relay when messages are queued.
+    pub relay_wake: Arc<tokio::sync::Notify>,
     /// Bumped whenever new consent events are visible on this node (its own
     /// writes, or other nodes' once followed): wakes event streams and
     /// dispatchers.
@@ -64,6 +77,8 @@ impl App {
             metrics.clone(),
             changed.clone(),
         );
+        let collector = Collector::start(store.clone());
+        let master_key = config.master_key.unwrap_or_else(MasterKey::random);
         let app = Arc::new(App {
             store,
             view,
@@ -71,13 +86,27 @@ impl App {
             signer,
             metrics,
             keys: KeyCache::default(),
+            collector,
+            links: Links::new(master_key.link_key()),
+            relay_wake: Arc::default(),
+            vault: Vault::new(master_key),
             changed,
             closing: tokio::sync::watch::Sender::new(false),
         });
+        app.vault.check(app.store.as_ref()).await?;
+        let sealed = crate::profiles::seal_clear_profiles(&app).await?;
+        if sealed > 0 {
+            tracing::info!(
+                sealed,
+                "encrypted profiles stored in clear by an earlier version"
+            );
+        }
         if let Some(feed) = feed {
             tokio::spawn(Follower::new(&app, cursors, loaded_at).run(feed));
         }
         tokio::spawn(Dispatcher::new(&app, config.webhooks).run());
+        tokio::spawn(crate::collector::expire(Arc::downgrade(&app)));
+        tokio::spawn(Relay::new(&app, config.relay).run());
         if let Some(url) = config.nats_url {
             tokio::spawn(Publisher::new(&app, url).run());
         }
@@ -146,6 +175,7 @@ pub async fn create_tenant(
         jurisdictions: vec!["TH".into()],
         default_lang: Lang::Th,
         policy_url: None,
+        pii_readers: Vec::new(),
         created_at: time::now(),
     };
     store.insert_tenant(&tenant).await?;

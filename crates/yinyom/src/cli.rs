@@ -12,6 +12,7 @@ use crate::app::{self, App};
 use crate::model::Role;
 use crate::store::SqlStore;
 use crate::store::Store;
+use crate::vault::MasterKey;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,12 @@ pub struct Cli {
     /// may share one PostgreSQL); defaults to SQLite in the data directory.
     #[arg(long, global = true, env = "YINYOM_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// File holding the master key that encrypts personal data (32 bytes as
+    /// hex or base64). Defaults to `master.key` in the data directory
+    /// (created on first start) with SQLite; required with PostgreSQL unless
+    /// YINYOM_MASTER_KEY holds the key itself.
+    #[arg(long, global = true, env = "YINYOM_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -60,6 +67,10 @@ pub enum Command {
         /// at most an hour, ±20 % jitter).
         #[arg(long, env = "YINYOM_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
         webhook_retry_base_ms: u64,
+        /// The URL recipients reach this server at (unsubscribe links in
+        /// emails); defaults to http://<listen address>.
+        #[arg(long, env = "YINYOM_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Ledger tools.
     Ledger {
@@ -228,6 +239,28 @@ pub async fn open_store(cli: &Cli) -> Result<Arc<dyn Store>, Box<dyn std::error:
     }
 }
 
+/// The master key: `YINYOM_MASTER_KEY`, else `--master-key-file`, else
+/// (SQLite only) `master.key` in the data directory, made on first start.
+pub fn master_key(cli: &Cli) -> Result<MasterKey, Box<dyn std::error::Error>> {
+    if let Ok(text) = std::env::var("YINYOM_MASTER_KEY") {
+        return Ok(MasterKey::parse(&text).map_err(|e| format!("YINYOM_MASTER_KEY: {e}"))?);
+    }
+    match (&cli.master_key_file, &cli.database_url) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Ok(MasterKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        (None, None) => {
+            std::fs::create_dir_all(&cli.data_dir)?;
+            Ok(MasterKey::load_or_create(&cli.data_dir.join("master.key"))?)
+        }
+        (None, Some(_)) => Err("with PostgreSQL every node needs the same master key: set \
+             YINYOM_MASTER_KEY or --master-key-file (32 bytes in hex, e.g. `openssl rand -hex 32`)"
+            .into()),
+    }
+}
+
 /// The tenant a command acts on: the one named, or the only one there is.
 pub async fn pick_tenant(
     store: &dyn Store,
@@ -257,8 +290,10 @@ async fn run(cli: Cli) -> CliResult {
             webhook_timeout,
             webhook_retry_hours,
             webhook_retry_base_ms,
+            public_url,
         } => {
             let _lock = lock_embedded(&cli)?;
+            let master_key = master_key(&cli)?;
             let store = open_store(&cli).await?;
             if let Some((tenant, key)) =
                 app::bootstrap(store.as_ref(), bootstrap_api_key.clone()).await?
@@ -270,14 +305,25 @@ async fn run(cli: Cli) -> CliResult {
                     println!("Owner API key (shown once, keep it safe): {key}");
                 }
             }
+            let retries = crate::dispatch::DispatchConfig {
+                timeout: std::time::Duration::from_secs(*webhook_timeout),
+                give_up_after: std::time::Duration::from_secs(webhook_retry_hours * 3600),
+                retry_base: std::time::Duration::from_millis((*webhook_retry_base_ms).max(1)),
+                ..Default::default()
+            };
+            let public_url = public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{listen}"))
+                .trim_end_matches('/')
+                .to_string();
             let config = app::Config {
-                webhooks: crate::dispatch::DispatchConfig {
-                    timeout: std::time::Duration::from_secs(*webhook_timeout),
-                    give_up_after: std::time::Duration::from_secs(webhook_retry_hours * 3600),
-                    retry_base: std::time::Duration::from_millis((*webhook_retry_base_ms).max(1)),
-                    ..Default::default()
-                },
+                webhooks: retries.clone(),
                 nats_url: nats_url.clone(),
+                master_key: Some(master_key),
+                relay: crate::relay::RelayConfig {
+                    public_url,
+                    retry: retries,
+                },
             };
             let app = App::start_with(store, config).await?;
             let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -64,7 +64,17 @@ impl Default for DispatchConfig {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// An HTTP/1 client for http and https URLs (webhooks, SMS and LINE providers).
+pub fn https_client() -> HttpsClient {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
 
 pub struct Dispatcher {
     app: Weak<App>,
@@ -84,15 +94,10 @@ pub fn backoff(config: &DispatchConfig, attempts: u32) -> Duration {
 
 impl Dispatcher {
     pub fn new(app: &Arc<App>, config: DispatchConfig) -> Dispatcher {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
         Dispatcher {
             app: Arc::downgrade(app),
             config,
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: https_client(),
         }
     }
 

@@ -65,6 +65,8 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     batch: Histogram,
     webhooks: Family<OutcomeLabels, Counter>,
+    collected: Family<DecisionLabels, Counter>,
+    messages: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,6 +85,18 @@ impl Default for Metrics {
         let decisions = Family::<DecisionLabels, Counter>::default();
         let batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         let webhooks = Family::<OutcomeLabels, Counter>::default();
+        let collected = Family::<DecisionLabels, Counter>::default();
+        let messages = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "collector_events",
+            "Tracking events received, by whether they were allowed and why",
+            collected.clone(),
+        );
+        registry.register(
+            "messages",
+            "Messages by outcome (sent, suppressed, failed = will retry, dead)",
+            messages.clone(),
+        );
         registry.register(
             "webhook_attempts",
             "Webhook delivery attempts by outcome (delivered, pending = will retry, dead)",
@@ -117,6 +131,8 @@ impl Default for Metrics {
             decisions,
             batch,
             webhooks,
+            collected,
+            messages,
         }
     }
 }
@@ -148,6 +164,21 @@ impl Metrics {
 
     pub fn webhook_attempt(&self, outcome: &'static str) {
         self.webhooks
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn collected(&self, allowed: bool, reason: &'static str, n: u64) {
+        self.collected
+            .get_or_create(&DecisionLabels {
+                allowed: if allowed { "true" } else { "false" },
+                reason,
+            })
+            .inc_by(n);
+    }
+
+    pub fn message(&self, outcome: &'static str) {
+        self.messages
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

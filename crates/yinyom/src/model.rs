@@ -1,8 +1,6 @@
 //! Records the service keeps beside the domain core: tenants, principals
 //! and their API keys, signing keys, subject rows.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use yinyom_core::purpose::Lang;
@@ -20,6 +18,10 @@ pub struct Tenant {
     pub default_lang: Lang,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_url: Option<String>,
+    /// API keys (ids) of staff with the `user` role who may see contact
+    /// points in clear whatever the subject consented to.
+    #[serde(default)]
+    pub pii_readers: Vec<String>,
     pub created_at: Micros,
 }
 
@@ -84,34 +86,61 @@ pub struct SigningKeyRow {
     pub created_at: Micros,
 }
 
-/// What `PUT /v1/subjects/{id}` sets.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubjectUpdate {
-    #[serde(skip)]
-    pub id: String,
-    /// `customer_id`, `email`, `phone`, `line_id`, `anonymous_id`.
-    #[serde(default)]
-    pub identifiers: BTreeMap<String, String>,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub attributes: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    pub flags: Option<SubjectFlags>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct SubjectRow {
+/// A subject's row as stored. The profile (identifiers, contact points,
+/// attributes) is sealed with the subject's own data key, itself wrapped
+/// by the tenant key (see [`crate::vault`]); flags stay readable because
+/// decisions need them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectRecord {
     pub id: String,
     /// Pseudonymous id (UUIDv7: random bits, time-ordered so inserts into
     /// its indexes append): the only reference the ledger keeps.
     pub uid: String,
-    pub identifiers: BTreeMap<String, String>,
-    #[schema(value_type = Object)]
-    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// The wrapped data key; none until a profile is first written.
+    pub data_key: Option<Vec<u8>>,
+    pub profile: Option<Vec<u8>>,
+    /// Bumped by every profile write: writers compare and swap on it.
+    pub rev: i64,
     pub flags: SubjectFlags,
     pub created_at: Micros,
     pub updated_at: Micros,
+}
+
+/// A profile write: insert (`rev` none) or compare-and-swap on `rev`.
+#[derive(Debug, Clone)]
+pub struct ProfileWrite {
+    pub id: String,
+    pub uid: String,
+    pub rev: Option<i64>,
+    pub data_key: Vec<u8>,
+    pub profile: Vec<u8>,
+    /// Keyed hashes `(kind, hash)` by which the subject is found; they
+    /// replace the subject's previous ones.
+    pub lookups: Vec<(String, String)>,
+    /// Lookup kinds a single subject owns: writing one takes it from
+    /// whichever subject had it (an anonymous id linked to a person).
+    pub exclusive: &'static [&'static str],
+    /// New flags, or keep the stored ones.
+    pub flags: Option<SubjectFlags>,
+}
+
+/// A clear-text read of personal data, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    #[serde(skip)]
+    pub tenant: String,
+    pub at: Micros,
+    /// `key:<id>` of the API key that read.
+    pub actor: String,
+    /// The subject's pseudonymous id.
+    pub subject_uid: String,
+    /// The subject's id, while it is not erased.
+    pub subject: Option<String>,
+    /// Which fields were shown in clear (`email`, `phone`, …).
+    pub fields: Vec<String>,
+    /// What the read was for (`GET /v1/subjects/{id}`, …).
+    pub context: String,
 }
 
 /// A webhook endpoint: consent events matching its filters are POSTed to
@@ -174,4 +203,109 @@ pub struct Attempt {
     pub code: Option<u16>,
     pub error: Option<String>,
     pub at: Micros,
+}
+
+/// A tracking source (a website, an app, a server) sending events to the
+/// collector with its write key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Source {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant: String,
+    pub name: String,
+    /// Purposes that must all allow processing of an event's subject for
+    /// the event to be kept.
+    pub purposes: Vec<String>,
+    /// Store allowed events (else they are only counted and forwarded).
+    pub store: bool,
+    /// The write key, shown once when the source is created.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub write_key: String,
+    #[serde(skip)]
+    pub key_hash: String,
+    /// The first characters of the write key, to recognise it.
+    pub key_prefix: String,
+    /// Events accepted and dropped so far (as of the last stored batch).
+    pub accepted: u64,
+    pub dropped: u64,
+    pub created_at: Micros,
+}
+
+/// An allowed event on its way to the events table.
+#[derive(Debug, Clone)]
+pub struct TrackedEvent {
+    pub tenant: String,
+    pub id: String,
+    pub source: String,
+    pub subject_id: String,
+    pub kind: &'static str,
+    pub name: Option<String>,
+    pub body: String,
+    pub occurred_at: Micros,
+    pub received_at: Micros,
+    pub expires_at: Micros,
+}
+
+/// A stored event, as read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StoredEvent {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: Option<String>,
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    pub occurred_at: Micros,
+    pub received_at: Micros,
+    pub expires_at: Micros,
+}
+
+/// What one collector batch adds to a source's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    pub tenant: String,
+    pub source: String,
+    pub accepted: u64,
+    pub dropped: u64,
+}
+
+/// A tenant's connector for one channel, as stored (its secret sealed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorRow {
+    pub tenant: String,
+    pub channel: String,
+    pub config: serde_json::Value,
+    pub secret: Option<Vec<u8>>,
+    pub updated_at: Micros,
+}
+
+/// One message to one subject on one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRow {
+    pub tenant: String,
+    pub id: String,
+    pub audience: Option<String>,
+    pub subject_uid: String,
+    /// The subject's id (none once erased); filled in on reads.
+    pub subject_id: Option<String>,
+    pub channel: String,
+    pub purpose: String,
+    /// `queued`, `retrying`, `sent`, `suppressed`, `dead`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub next_at: Micros,
+    /// Recipient and content, sealed with the subject's data key.
+    pub content: Option<Vec<u8>>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+/// A step in a message's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MessageLogEntry {
+    pub at: Micros,
+    pub status: String,
+    pub detail: Option<String>,
 }

@@ -32,6 +32,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 // Running the binary
 // ---------------------------------------------------------------------------
 
+/// The master key of the PostgreSQL tests' nodes (32 bytes in hex).
+const TEST_MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
 /// A `yinyom --data-dir <dir>` command, isolated from the caller's
 /// environment.
 fn yinyom(data_dir: &Path) -> Command {
@@ -47,6 +50,9 @@ fn yinyom(data_dir: &Path) -> Command {
         "YINYOM_WEBHOOK_TIMEOUT",
         "YINYOM_WEBHOOK_RETRY_HOURS",
         "YINYOM_WEBHOOK_RETRY_BASE_MS",
+        "YINYOM_MASTER_KEY",
+        "YINYOM_MASTER_KEY_FILE",
+        "YINYOM_PUBLIC_URL",
     ] {
         cmd.env_remove(var);
     }
@@ -1410,7 +1416,11 @@ fn two_nodes_on_one_postgres_see_each_others_writes_within_milliseconds() {
         .block_on(Scratch::create(&scratch::postgres_url()))
         .expect("PostgreSQL for tests (YINYOM_TEST_POSTGRES_URL)");
     let url = schema.url();
-    let env = [("YINYOM_DATABASE_URL", url.as_str())];
+    // Every node holds the same master key.
+    let env = [
+        ("YINYOM_DATABASE_URL", url.as_str()),
+        ("YINYOM_MASTER_KEY", TEST_MASTER_KEY),
+    ];
     let tmp = tempfile::tempdir().unwrap();
     let a = Server::start_with(&tmp.path().join("a"), Some(OWNER_KEY), &env);
     let b = Server::start_with(&tmp.path().join("b"), None, &env);
@@ -1621,7 +1631,10 @@ fn drill_kill_9_under_write_load_loses_no_acknowledged_write_on_postgres() {
     let url = schema.url();
     let tmp = tempfile::tempdir().unwrap();
     kill_9_drill(
-        &[("YINYOM_DATABASE_URL", &url)],
+        &[
+            ("YINYOM_DATABASE_URL", &url),
+            ("YINYOM_MASTER_KEY", TEST_MASTER_KEY),
+        ],
         &tmp.path().join("data"),
         2,
     );

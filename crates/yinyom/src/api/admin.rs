@@ -5,16 +5,16 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use yinyom_core::ledger::Broken;
 use yinyom_core::purpose::Lang;
 use yinyom_core::time;
 
 use super::auth::{EVERYONE, MANAGERS, OWNERS, Principal, STAFF};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query};
 use super::problem::{Problem, ProblemBody};
 use crate::app::{App, new_api_key};
-use crate::model::{Dpo, Role, Tenant};
+use crate::model::{AuditEntry, Dpo, Role, Tenant};
 
 #[derive(Serialize, ToSchema)]
 pub struct VerifyView {
@@ -182,6 +182,9 @@ pub struct TenantPatch {
     pub jurisdictions: Option<Vec<String>>,
     pub default_lang: Option<Lang>,
     pub policy_url: Option<String>,
+    /// API key ids of `user`/`service` keys allowed to see contact points
+    /// in clear (replaces the list).
+    pub pii_readers: Option<Vec<String>>,
 }
 
 /// Change the controller's name, DPO contact, jurisdictions or language.
@@ -224,10 +227,49 @@ pub async fn patch_tenant(
         }
         t.policy_url = Some(url);
     }
+    if let Some(readers) = p.pii_readers {
+        let keys = app.store.api_keys(&who.tenant).await?;
+        if let Some(unknown) = readers
+            .iter()
+            .find(|r| !keys.iter().any(|k| k.id == **r && k.revoked_at.is_none()))
+        {
+            return Err(Problem::validation(
+                "pii_readers",
+                format!("{unknown:?} is not a live API key of this tenant"),
+            ));
+        }
+        t.pii_readers = readers;
+    }
     if t.name.trim().is_empty() || t.name.chars().count() > 200 {
         return Err(Problem::validation("name", "must be 1-200 characters"));
     }
     app.store.update_tenant(&t).await?;
     app.view.add_tenant(t.clone());
     Ok(axum::Json(t))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// Entries with an id below this one (pagination, newest first).
+    pub before: Option<i64>,
+    /// At most this many (1-1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// The audit log: every read of personal data in clear, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "tenant", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Query(q): Query<AuditQuery>,
+) -> Result<axum::Json<Vec<AuditEntry>>, Problem> {
+    who.require(MANAGERS)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::validation("limit", "must be 1-1000"));
+    }
+    Ok(axum::Json(
+        app.store.audit(&who.tenant, q.before, limit).await?,
+    ))
 }

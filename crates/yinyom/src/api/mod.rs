@@ -8,11 +8,13 @@ pub mod auth;
 mod consents;
 mod decisions;
 pub mod extract;
+mod messages;
 mod notices;
 pub mod problem;
 mod purposes;
 pub mod stream;
 mod subjects;
+mod track;
 mod webhooks;
 
 use std::any::Any;
@@ -24,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -44,12 +46,15 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
     paths(
         purposes::create, purposes::list, purposes::get, purposes::patch,
         notices::publish, notices::list, notices::current, notices::version,
-        subjects::put, subjects::get, subjects::consents, stream::stream,
+        subjects::put, subjects::get, subjects::consents, subjects::events, stream::stream,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete,
         webhooks::deliveries, webhooks::replay,
         consents::record,
         decisions::one, decisions::batch,
-        admin::verify, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant,
+        admin::verify, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant, admin::audit,
+        track::track, track::identify, track::page, track::screen, track::group, track::alias, track::batch,
+        messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
+        track::create_source, track::list_sources, track::delete_source,
         healthz, readyz, jwks,
     ),
     components(schemas(problem::ProblemBody, crate::events::ConsentEvent)),
@@ -65,6 +70,10 @@ impl utoipa::Modify for BearerAuth {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "write_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
     }
 }
@@ -88,6 +97,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/subjects/{id}", get(subjects::get).put(subjects::put))
         .route("/v1/subjects/{id}/consents", get(subjects::consents))
+        .route("/v1/subjects/{id}/events", get(subjects::events))
         .route("/v1/consents", post(consents::record))
         .route("/v1/decisions", get(decisions::one))
         .route(
@@ -98,6 +108,28 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant))
+        .route("/v1/audit", get(admin::audit))
+        .route("/v1/messages", post(messages::send))
+        .route("/v1/messages/{id}", get(messages::get))
+        .route("/v1/audiences/{id}", get(messages::audience))
+        .route("/v1/segments/evaluate", post(messages::evaluate_segment))
+        .route("/v1/connectors", get(messages::connectors))
+        .route("/v1/connectors/{channel}", put(messages::put_connector))
+        .route(
+            "/v1/sources",
+            post(track::create_source).get(track::list_sources),
+        )
+        .route("/v1/sources/{id}", delete(track::delete_source))
+        .route("/v1/track", post(track::track))
+        .route("/v1/identify", post(track::identify))
+        .route("/v1/page", post(track::page))
+        .route("/v1/screen", post(track::screen))
+        .route("/v1/group", post(track::group))
+        .route("/v1/alias", post(track::alias))
+        .route(
+            "/v1/batch",
+            post(track::batch).layer(DefaultBodyLimit::max(track::BATCH_LIMIT + 1)),
+        )
         .route("/v1/stream", get(stream::stream))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
@@ -109,6 +141,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(v1)
         .route("/healthz", get(healthz))
+        .route(
+            "/u/{token}",
+            get(messages::unsubscribe_page).post(messages::unsubscribe),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))

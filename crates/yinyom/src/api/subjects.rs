@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use yinyom_core::consent::{ConsentRecord, ConsentState, NoticeVersion};
@@ -16,7 +18,10 @@ use super::auth::{EVERYONE, Principal};
 use super::extract::{Json, Path, Query};
 use super::problem::{Problem, ProblemBody};
 use crate::app::App;
-use crate::model::{SubjectRow, SubjectUpdate};
+use crate::model::{AuditEntry, Role};
+use crate::profiles::{self, ANONYMOUS_ID, CUSTOMER_ID, Profile, ProfileError, Subject};
+use yinyom_core::contact::ContactKind;
+use yinyom_core::subject::SubjectFlags;
 
 const IDENTIFIERS: [&str; 5] = ["customer_id", "email", "phone", "line_id", "anonymous_id"];
 
@@ -115,10 +120,59 @@ pub struct SubjectConsents {
     pub receipts: Option<Vec<ReceiptView>>,
 }
 
+/// What `PUT /v1/subjects/{id}` sets.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectUpdate {
+    /// `customer_id`, `email`, `phone` (any format; Thai numbers may be
+    /// national), `line_id` (a LINE user id) replace the stored ones;
+    /// `anonymous_id` links one more device or browser to the subject.
+    #[serde(default)]
+    pub identifiers: BTreeMap<String, String>,
+    /// Profile attributes (demographics, preferences); replace the stored ones.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// Restriction and objection; omitted: unchanged.
+    #[serde(default)]
+    pub flags: Option<SubjectFlags>,
+}
+
+/// A contact point and its consent, per channel, as a CRM shows it.
+#[derive(Serialize, ToSchema)]
+pub struct ContactView {
+    pub kind: ContactKind,
+    /// In clear, or masked (`08x-xxx-5678`, `s***@example.com`) for staff
+    /// who may not see it.
+    pub value: String,
+    pub masked: bool,
+    /// Per channel the contact point reaches: `unspecified`, `consented`
+    /// or `not_consented` (over the consent-based purposes of that channel).
+    pub channels: BTreeMap<Channel, ChannelConsent>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChannelConsent {
+    pub status: &'static str,
+    /// The state per purpose that uses the channel.
+    pub purposes: BTreeMap<String, &'static str>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SubjectView {
-    #[serde(flatten)]
-    pub subject: SubjectRow,
+    pub id: String,
+    /// Pseudonymous id: the only reference the ledger keeps.
+    pub uid: String,
+    /// `customer_id` and the contact points, masked like `contacts`.
+    pub identifiers: BTreeMap<String, String>,
+    pub contacts: Vec<ContactView>,
+    /// Devices and browsers linked to the subject.
+    pub anonymous_ids: Vec<String>,
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub flags: SubjectFlags,
+    pub created_at: String,
+    pub updated_at: String,
     pub consents: Vec<ConsentView>,
 }
 
@@ -145,31 +199,44 @@ fn consents_of(app: &App, tenant: &str, id: &str) -> Vec<ConsentView> {
         .unwrap_or_default()
 }
 
-/// Create or replace a subject's identifiers, attributes and flags.
-#[utoipa::path(put, path = "/v1/subjects/{id}", tag = "subjects", params(("id" = String, Path)),
-    request_body = SubjectUpdate,
-    responses((status = 200, body = SubjectView), (status = 422, body = ProblemBody)), security(("api_key" = [])))]
-pub async fn put(
-    State(app): State<Arc<App>>,
-    who: Principal,
-    Path(id): Path<String>,
-    Json(mut update): Json<SubjectUpdate>,
-) -> Result<axum::Json<SubjectView>, Problem> {
-    who.require(EVERYONE)?;
-    subject::validate_id(&id)?;
+fn identifier_kind(name: &str) -> Option<Result<ContactKind, &'static str>> {
+    match name {
+        CUSTOMER_ID => Some(Err(CUSTOMER_ID)),
+        ANONYMOUS_ID => Some(Err(ANONYMOUS_ID)),
+        other => ContactKind::parse(other).map(Ok),
+    }
+}
+
+/// Validate an update against the tenant's registry before anything is read.
+fn check_update(app: &App, tenant: &str, update: &SubjectUpdate) -> Result<(), Problem> {
     for (k, v) in &update.identifiers {
-        if !IDENTIFIERS.contains(&k.as_str()) {
-            return Err(Problem::validation(
-                format!("identifiers.{k}"),
-                format!("unknown identifier; use one of {}", IDENTIFIERS.join(", ")),
-            ));
+        let field = format!("identifiers.{k}");
+        match identifier_kind(k) {
+            None => {
+                return Err(Problem::validation(
+                    field,
+                    format!("unknown identifier; use one of {}", IDENTIFIERS.join(", ")),
+                ));
+            }
+            Some(Ok(kind)) => {
+                kind.normalize(v)
+                    .map_err(|e| Problem::validation(field, e.reason))?;
+            }
+            Some(Err(_)) => {
+                if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) {
+                    return Err(Problem::validation(
+                        field,
+                        "must be 1-200 bytes without control characters",
+                    ));
+                }
+            }
         }
-        if v.is_empty() || v.len() > 320 {
-            return Err(Problem::validation(
-                format!("identifiers.{k}"),
-                "must be 1-320 bytes",
-            ));
-        }
+    }
+    if serde_json::to_vec(&update.attributes).map_or(0, |v| v.len()) > 64 * 1024 {
+        return Err(Problem::validation(
+            "attributes",
+            "must be at most 64 KiB of JSON",
+        ));
     }
     if let Some(flags) = &update.flags {
         if flags.erased {
@@ -178,9 +245,9 @@ pub async fn put(
                 "erasure is a rights request, not a flag to set",
             ));
         }
-        let known = app
+        let unknown = app
             .view
-            .read(&who.tenant, |tv| {
+            .read(tenant, |tv| {
                 flags
                     .restricted
                     .iter()
@@ -189,13 +256,38 @@ pub async fn put(
                     .cloned()
             })
             .flatten();
-        if let Some(p) = known {
+        if let Some(p) = unknown {
             return Err(Problem::validation(
                 "flags",
                 format!("purpose {p:?} does not exist"),
             ));
         }
     }
+    Ok(())
+}
+
+fn erased_problem() -> Problem {
+    Problem::new(
+        axum::http::StatusCode::CONFLICT,
+        "subject-erased",
+        "the subject has been erased",
+    )
+}
+
+/// Create or replace a subject's identifiers, attributes and flags. The
+/// profile is stored encrypted with the subject's own key.
+#[utoipa::path(put, path = "/v1/subjects/{id}", tag = "subjects", params(("id" = String, Path)),
+    request_body = SubjectUpdate,
+    responses((status = 200, body = SubjectView), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn put(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(update): Json<SubjectUpdate>,
+) -> Result<axum::Json<SubjectView>, Problem> {
+    who.require(EVERYONE)?;
+    subject::validate_id(&id)?;
+    check_update(&app, &who.tenant, &update)?;
     if app
         .view
         .read(&who.tenant, |tv| {
@@ -203,32 +295,50 @@ pub async fn put(
         })
         .unwrap_or(false)
     {
-        return Err(Problem::new(
-            axum::http::StatusCode::CONFLICT,
-            "subject-erased",
-            "the subject has been erased",
-        ));
+        return Err(erased_problem());
     }
-    update.id = id.clone();
-    let row = app
-        .store
-        .upsert_subject(&who.tenant, &update, time::now())
-        .await?;
-    app.view.set_flags(&who.tenant, &row.id, row.flags.clone());
-    Ok(axum::Json(SubjectView {
-        consents: consents_of(&app, &who.tenant, &id),
-        subject: row,
-    }))
+    let subject = profiles::modify(
+        &app,
+        &who.tenant,
+        &id,
+        update.flags.clone(),
+        |p: &mut Profile| {
+            p.contacts.clear();
+            p.customer_id = None;
+            for (k, v) in &update.identifiers {
+                match identifier_kind(k) {
+                    Some(Ok(kind)) => {
+                        let v = kind.normalize(v).map_err(|e| {
+                            Problem::validation(format!("identifiers.{k}"), e.reason)
+                        })?;
+                        p.contacts.insert(kind, v);
+                    }
+                    Some(Err(CUSTOMER_ID)) => p.customer_id = Some(v.clone()),
+                    Some(Err(_)) => {
+                        p.anonymous_ids.insert(v.clone());
+                    }
+                    None => {}
+                }
+            }
+            p.attributes = update.attributes.clone();
+            Ok(())
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        ProfileError::Store(e) => Problem::from(e),
+        ProfileError::Refused(p) => p,
+    })?;
+    Ok(axum::Json(
+        present(&app, &who, subject, "PUT /v1/subjects/{id}").await?,
+    ))
 }
 
-async fn find(app: &App, tenant: &str, id: &str) -> Result<SubjectRow, Problem> {
-    app.store
-        .subject(tenant, id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("subject {id:?} does not exist")))
-}
-
-/// Read a subject with its current consents.
+/// Read a subject: profile, contact points with their consent per
+/// channel, and current consents. Contact points are masked for the `user`
+/// and `service` roles unless the subject consented on that channel or the
+/// key is on the tenant's `pii_readers` list; every read in clear is
+/// written to the audit log.
 #[utoipa::path(get, path = "/v1/subjects/{id}", tag = "subjects", params(("id" = String, Path)),
     responses((status = 200, body = SubjectView), (status = 404, body = ProblemBody)), security(("api_key" = [])))]
 pub async fn get(
@@ -237,11 +347,126 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<axum::Json<SubjectView>, Problem> {
     who.require(EVERYONE)?;
-    let row = find(&app, &who.tenant, &id).await?;
-    Ok(axum::Json(SubjectView {
-        consents: consents_of(&app, &who.tenant, &id),
-        subject: row,
-    }))
+    let subject = profiles::read(&app, &who.tenant, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("subject {id:?} does not exist")))?;
+    Ok(axum::Json(
+        present(&app, &who, subject, "GET /v1/subjects/{id}").await?,
+    ))
+}
+
+/// Per channel a contact kind reaches, its tri-state over the purposes
+/// that need consent on that channel.
+fn channel_consents(
+    app: &App,
+    tenant: &str,
+    id: &str,
+    kind: ContactKind,
+) -> BTreeMap<Channel, ChannelConsent> {
+    let now = time::now();
+    app.view
+        .read(tenant, |tv| {
+            let sv = tv.subjects.get(id);
+            kind.channels()
+                .iter()
+                .map(|&c| {
+                    let purposes: BTreeMap<String, &'static str> = tv
+                        .purposes
+                        .values()
+                        .filter(|p| p.requires_consent() && p.channels.contains(&c))
+                        .map(|p| {
+                            let state = sv
+                                .and_then(|s| s.consents.effective(&p.key, Some(c)))
+                                .map_or("unspecified", |r| r.state_at(now).tri_state());
+                            (p.key.clone(), state)
+                        })
+                        .collect();
+                    let status = if purposes.values().any(|s| *s == "consented") {
+                        "consented"
+                    } else if purposes.values().any(|s| *s == "not_consented") {
+                        "not_consented"
+                    } else {
+                        "unspecified"
+                    };
+                    (c, ChannelConsent { status, purposes })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Shape a subject for the caller: mask what the role may not see and
+/// audit what it sees in clear.
+async fn present(
+    app: &App,
+    who: &Principal,
+    s: Subject,
+    context: &str,
+) -> Result<SubjectView, Problem> {
+    let privileged = matches!(who.role, Role::Owner | Role::Admin)
+        || app
+            .view
+            .read(&who.tenant, |tv| {
+                tv.tenant.pii_readers.iter().any(|k| **k == *who.key_id)
+            })
+            .unwrap_or(false);
+    let mut contacts = Vec::new();
+    let mut identifiers = BTreeMap::new();
+    let mut clear = Vec::new();
+    for (kind, value) in &s.profile.contacts {
+        let channels = channel_consents(app, &who.tenant, &s.record.id, *kind);
+        let consented = channels.values().any(|c| c.status == "consented");
+        let masked = !(privileged || consented);
+        let shown = if masked {
+            kind.mask(value)
+        } else {
+            clear.push(kind.as_str().to_string());
+            value.clone()
+        };
+        identifiers.insert(kind.as_str().to_string(), shown.clone());
+        contacts.push(ContactView {
+            kind: *kind,
+            value: shown,
+            masked,
+            channels,
+        });
+    }
+    if let Some(c) = &s.profile.customer_id {
+        identifiers.insert(CUSTOMER_ID.to_string(), c.clone());
+    }
+    if !clear.is_empty() {
+        app.store
+            .insert_audit(&[AuditEntry {
+                id: 0,
+                tenant: who.tenant.to_string(),
+                at: time::now(),
+                actor: who.actor(),
+                subject_uid: s.record.uid.clone(),
+                subject: None,
+                fields: clear,
+                context: context.to_string(),
+            }])
+            .await?;
+    }
+    Ok(SubjectView {
+        consents: consents_of(app, &who.tenant, &s.record.id),
+        id: s.record.id,
+        uid: s.record.uid,
+        identifiers,
+        contacts,
+        anonymous_ids: s.profile.anonymous_ids.into_iter().collect(),
+        attributes: s.profile.attributes,
+        flags: s.record.flags,
+        created_at: time::rfc3339(s.record.created_at),
+        updated_at: time::rfc3339(s.record.updated_at),
+    })
+}
+
+async fn find(app: &App, tenant: &str, id: &str) -> Result<crate::model::SubjectRecord, Problem> {
+    app.store
+        .subject(tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("subject {id:?} does not exist")))
 }
 
 /// Current consent states; with `history=true` also the ledger entries and receipts.
@@ -280,4 +505,22 @@ pub async fn consents(
         history,
         receipts,
     }))
+}
+
+/// The tracking events kept for a subject (allowed by its consent, within
+/// retention), newest first.
+#[utoipa::path(get, path = "/v1/subjects/{id}/events", tag = "collector", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<crate::model::StoredEvent>), (status = 404, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn events(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Vec<crate::model::StoredEvent>>, Problem> {
+    who.require(super::auth::STAFF)?;
+    let row = find(&app, &who.tenant, &id).await?;
+    Ok(axum::Json(
+        app.store
+            .subject_events(&who.tenant, &row.uid, 1000)
+            .await?,
+    ))
 }

@@ -580,6 +580,7 @@ fn memory(subjects: usize) {
         jurisdictions: vec!["TH".into()],
         default_lang: Lang::Th,
         policy_url: None,
+        pii_readers: Vec::new(),
         created_at: 0,
     };
     let snapshots = (0..subjects).map(|i| crate::store::SubjectSnapshot {

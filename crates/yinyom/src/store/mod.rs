@@ -151,8 +151,88 @@ pub enum Change {
 
 pub type ChangeFeed = tokio::sync::mpsc::Receiver<Change>;
 
+/// Profiles and who read them: sealed blobs and keyed hashes only, the
+/// store never sees personal data in clear.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Profiles: Send + Sync {
+    /// A tenant's wrapped key, if made.
+    async fn tenant_key(&self, tenant: &str) -> Result<Option<Vec<u8>>>;
+    /// Store a tenant's wrapped key unless one exists (the first wins).
+    async fn insert_tenant_key(&self, tenant: &str, master_id: &str, wrapped: &[u8]) -> Result<()>;
+    /// Insert (`w.rev` none) or update if the stored rev is still `w.rev`;
+    /// false when another writer came first (read again and retry).
+    async fn put_profile(&self, tenant: &str, w: &ProfileWrite, at: Micros) -> Result<bool>;
+    /// Subjects found by a keyed hash.
+    async fn subjects_by_lookup(
+        &self,
+        tenant: &str,
+        kind: &str,
+        hash: &str,
+    ) -> Result<Vec<SubjectRecord>>;
+    /// Subjects still holding identifiers or attributes in clear (written
+    /// before profiles were encrypted): (tenant, id, identifiers, attributes).
+    /// The id of the subject with pseudonymous id `uid` (none once erased).
+    async fn subject_id(&self, tenant: &str, uid: &str) -> Result<Option<String>>;
+    /// Every subject of the tenant with a profile, in pages after `after` (a uid).
+    async fn profiles(&self, tenant: &str, after: &str, limit: u32) -> Result<Vec<SubjectRecord>>;
+    async fn clear_profiles(&self, limit: u32) -> Result<Vec<(String, String, String, String)>>;
+    async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<()>;
+    /// The tenant's audit log, newest first, before id `before`.
+    async fn audit(&self, tenant: &str, before: Option<i64>, limit: u32)
+    -> Result<Vec<AuditEntry>>;
+}
+
+/// The tracking collector's sources and the events they may keep.
+#[async_trait]
+pub trait Events: Send + Sync {
+    async fn insert_source(&self, s: &Source) -> Result<()>;
+    /// Live sources of one tenant, or of every tenant (`None`).
+    async fn sources(&self, tenant: Option<&str>) -> Result<Vec<Source>>;
+    /// Returns whether a live source was deleted.
+    async fn delete_source(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
+    /// Store allowed events (subjects are created as needed; a message id
+    /// seen before is kept once) and add to the sources' counters, in one
+    /// transaction.
+    async fn store_events(&self, events: &[TrackedEvent], counts: &[SourceCounts]) -> Result<()>;
+    /// Per subject uid, how many events named `name` occurred at or after `since`.
+    async fn event_counts(
+        &self,
+        tenant: &str,
+        name: &str,
+        since: Micros,
+    ) -> Result<HashMap<String, u64>>;
+    /// A subject's stored events, newest first.
+    async fn subject_events(&self, tenant: &str, uid: &str, limit: u32)
+    -> Result<Vec<StoredEvent>>;
+    /// Delete events whose retention ended before `now`; returns how many.
+    async fn expire_events(&self, now: Micros) -> Result<u64>;
+}
+
+/// The messaging relay: connectors and messages.
+#[async_trait]
+pub trait Messages: Send + Sync {
+    async fn put_connector(&self, c: &ConnectorRow) -> Result<()>;
+    async fn connectors(&self, tenant: &str) -> Result<Vec<ConnectorRow>>;
+    /// Insert messages with their first log entry (`queued` or `suppressed`
+    /// with the reason).
+    async fn insert_messages(&self, messages: &[MessageRow]) -> Result<()>;
+    async fn message(&self, tenant: &str, id: &str) -> Result<Option<MessageRow>>;
+    async fn message_log(&self, tenant: &str, id: &str) -> Result<Vec<MessageLogEntry>>;
+    /// Messages `queued` or `retrying` and due at `now`, oldest first.
+    async fn due_messages(&self, now: Micros, limit: u32) -> Result<Vec<MessageRow>>;
+    /// Record an attempt's outcome (new status, reason, attempts, next_at)
+    /// and log it; the content is dropped once the message is final.
+    async fn settle_message(&self, m: &MessageRow, detail: Option<&str>) -> Result<()>;
+    /// Per (status, reason), how many messages of an audience send.
+    async fn audience_counts(
+        &self,
+        tenant: &str,
+        audience: &str,
+    ) -> Result<Vec<(String, Option<String>, u64)>>;
+}
+
+#[async_trait]
+pub trait Store: Profiles + Events + Messages + Send + Sync + 'static {
     /// Cheap round trip for readiness.
     async fn ping(&self) -> Result<()>;
 
@@ -178,13 +258,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every version of every notice of the tenant, oldest first.
     async fn notices(&self, tenant: &str) -> Result<Vec<Notice>>;
 
-    async fn upsert_subject(
-        &self,
-        tenant: &str,
-        subject: &SubjectUpdate,
-        at: Micros,
-    ) -> Result<SubjectRow>;
-    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRow>>;
+    /// A subject's row (profile still sealed).
+    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>>;
 
     /// Seal and persist a batch of consent requests in one durable
     /// transaction. Outcomes are in the order of `items`.

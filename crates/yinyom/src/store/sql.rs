@@ -35,6 +35,10 @@ use yinyom_core::time::{self, Micros};
 use super::*;
 use crate::events::{self, ConsentEvent};
 
+mod messages;
+mod profiles;
+mod tracking;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -283,6 +287,7 @@ fn tenant_body(t: &Tenant) -> String {
         "jurisdictions": t.jurisdictions,
         "default_lang": t.default_lang,
         "policy_url": t.policy_url,
+        "pii_readers": t.pii_readers,
     })
     .to_string()
 }
@@ -300,12 +305,13 @@ fn key_from_row(row: &AnyRow) -> ApiKey {
     }
 }
 
-fn subject_from_row(row: &AnyRow) -> Result<SubjectRow> {
-    Ok(SubjectRow {
+fn subject_from_row(row: &AnyRow) -> Result<SubjectRecord> {
+    Ok(SubjectRecord {
         id: row.get("id"),
         uid: row.get("uid"),
-        identifiers: serde_json::from_str(row.get("identifiers")).map_err(json_err)?,
-        attributes: serde_json::from_str(row.get("attributes")).map_err(json_err)?,
+        data_key: row.get("data_key"),
+        profile: row.get("profile"),
+        rev: row.get("profile_rev"),
         flags: serde_json::from_str(row.get("flags")).map_err(json_err)?,
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
@@ -624,49 +630,7 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn upsert_subject(
-        &self,
-        tenant: &str,
-        s: &SubjectUpdate,
-        at: Micros,
-    ) -> Result<SubjectRow> {
-        let _writing = self.exclusive().await;
-        let flags = s.flags.clone().unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO subjects (tenant, id, uid, identifiers, attributes, flags, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (tenant, id) DO UPDATE SET
-                identifiers = excluded.identifiers,
-                attributes = excluded.attributes,
-                flags = CASE WHEN $9 THEN excluded.flags ELSE subjects.flags END,
-                updated_at = excluded.updated_at",
-        )
-        .bind(tenant)
-        .bind(&s.id)
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(serde_json::to_string(&s.identifiers).map_err(json_err)?)
-        .bind(serde_json::to_string(&s.attributes).map_err(json_err)?)
-        .bind(serde_json::to_string(&flags).map_err(json_err)?)
-        .bind(at)
-        .bind(at)
-        .bind(s.flags.is_some())
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        self.announce(
-            &self.pool,
-            &Change::Subject {
-                tenant: tenant.into(),
-                id: s.id.clone(),
-            },
-        )
-        .await?;
-        self.subject(tenant, &s.id)
-            .await?
-            .ok_or(StoreError::NotFound)
-    }
-
-    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRow>> {
+    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>> {
         let row = sqlx::query("SELECT * FROM subjects WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
@@ -1576,12 +1540,16 @@ async fn ensure_subjects(
     d: Dialect,
     items: &[&WriteItem],
 ) -> Result<HashMap<Key, String>> {
-    let wanted: Vec<(&String, &String)> = items
-        .iter()
-        .map(|i| (&i.tenant, &i.subject_id))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    ensure_subject_ids(tx, d, items.iter().map(|i| (&i.tenant, &i.subject_id))).await
+}
+
+/// [`ensure_subjects`] for (tenant, id) pairs.
+async fn ensure_subject_ids<'a>(
+    tx: &mut Tx<'_>,
+    d: Dialect,
+    pairs: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<HashMap<Key, String>> {
+    let wanted: Vec<(&String, &String)> = pairs.collect::<BTreeSet<_>>().into_iter().collect();
     let mut found = HashMap::new();
     let select = "SELECT tenant, id, uid FROM subjects WHERE (tenant, id)";
     select_pairs(tx, d, select, &wanted, |r| {

@@ -130,7 +130,11 @@ impl TestApp {
     }
 
     /// With service settings of the test's own (e.g. fast webhook retries).
-    pub async fn with_config(backend: Backend, config: Config) -> TestApp {
+    pub async fn with_config(backend: Backend, mut config: Config) -> TestApp {
+        // One master key for the app's whole life, restarts included.
+        config
+            .master_key
+            .get_or_insert_with(yinyom::vault::MasterKey::random);
         let db = Db::new(backend).await;
         let store = db.open().await;
         let (tenant, owner) = app::bootstrap(store.as_ref(), Some(OWNER_KEY.to_string()))

@@ -1,0 +1,147 @@
+//! Evaluating segment filters (`yinyom_core::segment`) over a tenant's
+//! subjects: profile attributes come from the sealed profiles (opened one
+//! page at a time), event counts from one grouped query per `events(…)`
+//! term, and the consent filter from the in-memory view.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use yinyom_core::purpose::Channel;
+use yinyom_core::segment::{EventTerm, Facts, Segment};
+use yinyom_core::time;
+
+use crate::app::App;
+use crate::profiles::{self, Subject};
+use crate::store::StoreError;
+
+const PAGE: u32 = 2_000;
+
+struct SubjectFacts<'a> {
+    attributes: &'a serde_json::Map<String, serde_json::Value>,
+    uid: &'a str,
+    counts: &'a HashMap<EventTerm, HashMap<String, u64>>,
+}
+
+impl Facts for SubjectFacts<'_> {
+    fn attribute(&self, path: &[&str]) -> Option<&serde_json::Value> {
+        let (first, rest) = path.split_first()?;
+        let mut v = self.attributes.get(*first)?;
+        for p in rest {
+            v = v.as_object()?.get(*p)?;
+        }
+        Some(v)
+    }
+
+    fn event_count(&self, term: &EventTerm) -> u64 {
+        self.counts
+            .get(term)
+            .and_then(|m| m.get(self.uid))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+async fn event_counts(
+    app: &App,
+    tenant: &str,
+    seg: &Segment,
+) -> Result<HashMap<EventTerm, HashMap<String, u64>>, StoreError> {
+    let now = time::now();
+    let mut counts = HashMap::new();
+    for term in seg.event_terms() {
+        let since = now - term.window_secs * 1_000_000;
+        let c = app.store.event_counts(tenant, &term.name, since).await?;
+        counts.insert(term, c);
+    }
+    Ok(counts)
+}
+
+/// Visit every subject with a profile that matches `seg` (all of them
+/// without a segment), a page at a time.
+async fn each_match(
+    app: &App,
+    tenant: &str,
+    seg: Option<&Segment>,
+    mut visit: impl FnMut(Subject),
+) -> Result<(), StoreError> {
+    let counts = match seg {
+        Some(s) => event_counts(app, tenant, s).await?,
+        None => HashMap::new(),
+    };
+    let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;
+    let mut after = String::new();
+    loop {
+        let page = app.store.profiles(tenant, &after, PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.uid.clone();
+        for record in page {
+            let subject = profiles::open(&keys, record)?;
+            let keep = seg.is_none_or(|s| {
+                s.matches(&SubjectFacts {
+                    attributes: &subject.profile.attributes,
+                    uid: &subject.record.uid,
+                    counts: &counts,
+                })
+            });
+            if keep {
+                visit(subject);
+            }
+        }
+    }
+}
+
+/// The subjects matching a segment.
+pub async fn members(app: &App, tenant: &str, seg: &Segment) -> Result<Vec<Subject>, StoreError> {
+    let mut out = Vec::new();
+    each_match(app, tenant, Some(seg), |s| out.push(s)).await?;
+    Ok(out)
+}
+
+/// How a segment splits under the consent filter of one purpose and channel.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Evaluation {
+    /// Subjects matching the filter.
+    pub matched: u64,
+    /// Of those, allowed for the purpose on the channel.
+    pub allowed: u64,
+    /// The others, per reason (`no_consent`, `withdrawn`, …).
+    pub suppressed: BTreeMap<String, u64>,
+    /// Up to 20 allowed subjects' ids.
+    pub sample: Vec<String>,
+}
+
+pub async fn evaluate(
+    app: &App,
+    tenant: &str,
+    seg: Option<&Segment>,
+    purpose: &str,
+    channel: Option<Channel>,
+) -> Result<Evaluation, StoreError> {
+    let now = time::now();
+    let mut ids = Vec::new();
+    each_match(app, tenant, seg, |s| ids.push(s.record.id)).await?;
+    let mut e = Evaluation::default();
+    app.view.read(tenant, |tv| {
+        for id in ids {
+            e.matched += 1;
+            match tv.decide(&id, purpose, channel, now) {
+                Ok(a) if a.decision.allowed => {
+                    e.allowed += 1;
+                    if e.sample.len() < 20 {
+                        e.sample.push(id);
+                    }
+                }
+                Ok(a) => {
+                    *e.suppressed
+                        .entry(a.decision.reason.as_str().into())
+                        .or_default() += 1
+                }
+                Err(_) => *e.suppressed.entry("unknown_purpose".into()).or_default() += 1,
+            }
+        }
+    });
+    Ok(e)
+}
