@@ -77,7 +77,7 @@ impl App {
             metrics.clone(),
             changed.clone(),
         );
-        let collector = Collector::start(store.clone());
+        let collector = Collector::start(store.clone(), config.nats_url.clone(), metrics.clone());
         let master_key = config.master_key.unwrap_or_else(MasterKey::random);
         let app = Arc::new(App {
             store,

@@ -25,6 +25,7 @@ use yinyom_core::time::{MICROS_PER_DAY, Micros};
 
 use crate::app::App;
 use crate::model::{Source, SourceCounts, TrackedEvent};
+use crate::nats::Forwarder;
 use crate::profiles::{self, ANONYMOUS_ID, ProfileError};
 use crate::store::{PreparedAction, Store, StoreError, WriteItem};
 
@@ -299,16 +300,23 @@ struct Job {
 pub struct Collector {
     pub sources: SourceCache,
     pub aliases: Aliases,
+    /// With a NATS server configured: forwards allowed events.
+    pub forwarder: Option<Forwarder>,
     jobs: mpsc::Sender<Job>,
 }
 
 impl Collector {
-    pub fn start(store: Arc<dyn Store>) -> Collector {
+    pub fn start(
+        store: Arc<dyn Store>,
+        nats_url: Option<String>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Collector {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(run(store, rx));
         Collector {
             sources: SourceCache::default(),
             aliases: Aliases::default(),
+            forwarder: nats_url.map(|url| Forwarder::start(url, metrics)),
             jobs: tx,
         }
     }

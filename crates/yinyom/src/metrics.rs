@@ -67,6 +67,7 @@ pub struct Metrics {
     webhooks: Family<OutcomeLabels, Counter>,
     collected: Family<DecisionLabels, Counter>,
     messages: Family<OutcomeLabels, Counter>,
+    forwarded: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +88,12 @@ impl Default for Metrics {
         let webhooks = Family::<OutcomeLabels, Counter>::default();
         let collected = Family::<DecisionLabels, Counter>::default();
         let messages = Family::<OutcomeLabels, Counter>::default();
+        let forwarded = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "collector_forwarded",
+            "Tracking events forwarded to NATS (published) or lost (queue full)",
+            forwarded.clone(),
+        );
         registry.register(
             "collector_events",
             "Tracking events received, by whether they were allowed and why",
@@ -133,6 +140,7 @@ impl Default for Metrics {
             webhooks,
             collected,
             messages,
+            forwarded,
         }
     }
 }
@@ -174,6 +182,20 @@ impl Metrics {
                 allowed: if allowed { "true" } else { "false" },
                 reason,
             })
+            .inc_by(n);
+    }
+
+    pub fn forwarded(&self, n: u64) {
+        self.forwarded
+            .get_or_create(&OutcomeLabels {
+                outcome: "published",
+            })
+            .inc_by(n);
+    }
+
+    pub fn forward_lost(&self, n: u64) {
+        self.forwarded
+            .get_or_create(&OutcomeLabels { outcome: "lost" })
             .inc_by(n);
     }
 

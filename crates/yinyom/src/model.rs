@@ -218,6 +218,8 @@ pub struct Source {
     pub purposes: Vec<String>,
     /// Store allowed events (else they are only counted and forwarded).
     pub store: bool,
+    /// Publish allowed events to NATS (`yinyom.<tenant>.track.<source>`).
+    pub forward: bool,
     /// The write key, shown once when the source is created.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub write_key: String,

@@ -84,25 +84,120 @@ impl Publisher {
     }
 
     async fn connect(&self) -> Result<Context, String> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(2))
-            .request_timeout(Some(Duration::from_secs(5)))
-            .connect(&self.url)
-            .await
-            .map_err(|e| format!("connect to {}: {e}", self.url))?;
-        let js = jetstream::new(client);
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: STREAM.to_string(),
-            subjects: vec!["yinyom.>".to_string()],
-            duplicate_window: Duration::from_secs(600),
-            // Subscribers have a week to catch up; the ledger keeps all.
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("stream {STREAM}: {e}"))?;
-        Ok(js)
+        connect(&self.url).await
     }
+}
+
+/// JetStream on the server at `url`, with the `YINYOM` stream made if missing.
+pub async fn connect(url: &str) -> Result<Context, String> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(url)
+        .await
+        .map_err(|e| format!("connect to {url}: {e}"))?;
+    let js = jetstream::new(client);
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: STREAM.to_string(),
+        subjects: vec!["yinyom.>".to_string()],
+        duplicate_window: Duration::from_secs(600),
+        // Subscribers have a week to catch up; the ledger keeps all.
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("stream {STREAM}: {e}"))?;
+    Ok(js)
+}
+
+/// A tracking event on its way to NATS.
+pub struct Forward {
+    pub subject: String,
+    pub id: String,
+    pub payload: String,
+}
+
+/// Forwarding allowed tracking events to NATS JetStream on
+/// `yinyom.<tenant>.track.<source>` (`Nats-Msg-Id` = tenant and message
+/// id). Stored events stay in the database whatever happens here; events of
+/// sources that only forward are held in a bounded queue while NATS is
+/// down, and counted as lost when it overflows.
+#[derive(Clone)]
+pub struct Forwarder {
+    tx: tokio::sync::mpsc::Sender<Forward>,
+}
+
+const FORWARD_QUEUE: usize = 100_000;
+
+impl Forwarder {
+    pub fn start(url: String, metrics: Arc<crate::metrics::Metrics>) -> Forwarder {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Forward>(FORWARD_QUEUE);
+        tokio::spawn(async move {
+            let mut js: Option<Context> = None;
+            let mut pending: Vec<Forward> = Vec::new();
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                if pending.is_empty() && rx.recv_many(&mut pending, 1000).await == 0 {
+                    return;
+                }
+                let context = match &js {
+                    Some(c) => c.clone(),
+                    None => match connect(&url).await {
+                        Ok(c) => {
+                            js = Some(c.clone());
+                            c
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "NATS: tracking events wait");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                    },
+                };
+                match forward(&context, &pending).await {
+                    Ok(()) => {
+                        metrics.forwarded(pending.len() as u64);
+                        pending.clear();
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "NATS: tracking events not forwarded yet");
+                        js = None;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        Forwarder { tx }
+    }
+
+    /// Queue events; those that do not fit are lost (and counted).
+    pub fn send(&self, events: Vec<Forward>, metrics: &crate::metrics::Metrics) {
+        for e in events {
+            if self.tx.try_send(e).is_err() {
+                metrics.forward_lost(1);
+            }
+        }
+    }
+}
+
+async fn forward(js: &Context, events: &[Forward]) -> Result<(), String> {
+    let mut acks = Vec::with_capacity(events.len());
+    for e in events {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", e.id.as_str());
+        let ack = js
+            .publish_with_headers(e.subject.clone(), headers, e.payload.clone().into())
+            .await
+            .map_err(|err| format!("publish: {err}"))?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| format!("acknowledgement: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Publish what is new for every tenant (leader only); true when more waits.

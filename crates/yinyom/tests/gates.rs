@@ -592,6 +592,92 @@ async fn anonymous_consent_follows_the_person_identified_later(backend: Backend)
     );
 }
 
+async fn allowed_events_are_forwarded_to_nats_and_denied_ones_are_not(backend: Backend) {
+    use futures_util::StreamExt;
+    let url = "nats://127.0.0.1:4222";
+    let config = Config {
+        nats_url: Some(url.into()),
+        ..Config::default()
+    };
+    let t = TestApp::with_config(backend, config).await;
+    setup(&t).await;
+    let client = async_nats::connect(url)
+        .await
+        .expect("NATS on 127.0.0.1:4222");
+    let mut sub = client
+        .subscribe(format!("yinyom.{}.track.>", t.tenant))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let s = t
+        .post(
+            "/v1/sources",
+            json!({ "name": "app", "purposes": ["analytics"], "store": false, "forward": true }),
+        )
+        .await;
+    let key = s["write_key"].as_str().unwrap().to_string();
+    choose(&t, "cust-50", "analytics", None, "grant").await;
+    let (_, r) = segment(
+        &t,
+        "/v1/track",
+        &key,
+        json!({ "userId": "cust-51", "event": "Denied" }),
+    )
+    .await;
+    assert_eq!(r["dropped"], 1);
+    let (_, r) = segment(
+        &t,
+        "/v1/track",
+        &key,
+        json!({ "userId": "cust-50", "event": "Opened App" }),
+    )
+    .await;
+    assert_eq!(r["accepted"], 1);
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("forwarded within 5 s")
+        .unwrap();
+    assert_eq!(
+        msg.subject.as_str(),
+        format!("yinyom.{}.track.{}", t.tenant, s["id"].as_str().unwrap())
+    );
+    let body: Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(body["event"], "Opened App");
+    assert_eq!(body["yinyom"]["subject"], "cust-50");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.next())
+            .await
+            .is_err(),
+        "the denied event was not forwarded"
+    );
+    assert!(
+        events_of(&t, "cust-50").await.is_empty(),
+        "a forward-only source stores nothing"
+    );
+
+    // Forwarding needs a NATS server; a source must keep or forward.
+    let plain = TestApp::new(backend).await;
+    setup(&plain).await;
+    for (body, field) in [
+        (
+            json!({ "name": "x", "purposes": ["analytics"], "forward": true }),
+            "forward",
+        ),
+        (
+            json!({ "name": "x", "purposes": ["analytics"], "store": false }),
+            "store",
+        ),
+        (json!({ "name": "x", "purposes": ["nope"] }), "purposes"),
+        (json!({ "name": "", "purposes": ["analytics"] }), "name"),
+    ] {
+        let (status, _, res) = plain
+            .request(Method::POST, "/v1/sources", &plain.owner, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{res}");
+        assert_eq!(res["field"], field);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 3. The relay
 // ---------------------------------------------------------------------------
@@ -1072,6 +1158,7 @@ on_every_backend!(
     profiles_survive_a_restart_and_a_wrong_master_key_is_refused,
     tracking_without_consent_is_dropped_and_withdrawal_stops_the_next_event,
     anonymous_consent_follows_the_person_identified_later,
+    allowed_events_are_forwarded_to_nats_and_denied_ones_are_not,
     email_is_sent_only_with_consent_and_one_click_unsubscribe_withdraws_it,
     smtp_outage_queues_and_retries_and_a_withdrawal_before_the_retry_suppresses,
     sms_and_line_go_through_http_provider_connectors,

@@ -9,6 +9,7 @@ CREATE TABLE sources (
     key_prefix    TEXT NOT NULL,
     purposes      TEXT NOT NULL,         -- JSON list: every one must allow an event
     store_events  BOOLEAN NOT NULL,
+    forward       BOOLEAN NOT NULL,         -- publish allowed events to NATS
     accepted      BIGINT NOT NULL DEFAULT 0,
     dropped       BIGINT NOT NULL DEFAULT 0,
     created_at    BIGINT NOT NULL,

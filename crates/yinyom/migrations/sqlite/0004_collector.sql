@@ -9,6 +9,7 @@ CREATE TABLE sources (
     key_prefix    TEXT NOT NULL,
     purposes      TEXT NOT NULL,         -- JSON list: every one must allow an event
     store_events  INTEGER NOT NULL,
+    forward       INTEGER NOT NULL,         -- publish allowed events to NATS
     accepted      INTEGER NOT NULL DEFAULT 0,
     dropped       INTEGER NOT NULL DEFAULT 0,
     created_at    INTEGER NOT NULL,

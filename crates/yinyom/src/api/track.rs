@@ -27,6 +27,7 @@ use super::problem::{Problem, ProblemBody};
 use crate::app::App;
 use crate::collector::{self, MAX_MESSAGES};
 use crate::model::{Source, SourceCounts, TrackedEvent};
+use crate::nats::Forward;
 use crate::profiles::{self, ProfileError};
 
 /// Segment's limits: 32 KB per message, 500 KB per batch.
@@ -337,7 +338,7 @@ async fn collect(
                 ProfileError::Refused(()) => Problem::bad_request("traits refused"),
             })?;
         }
-        if source.store {
+        if source.store || source.forward {
             events.push(TrackedEvent {
                 tenant: source.tenant.clone(),
                 id: m.message_id,
@@ -353,7 +354,28 @@ async fn collect(
         }
     }
     let (accepted, dropped) = (counts.accepted, counts.dropped);
+    let forwarded: Vec<Forward> = match (&app.collector.forwarder, source.forward) {
+        (Some(_), true) => events
+            .iter()
+            .map(|e| {
+                let mut body: Value = serde_json::from_str(&e.body).unwrap_or_default();
+                body["yinyom"] = serde_json::json!({ "subject": e.subject_id, "source": e.source });
+                Forward {
+                    subject: format!("yinyom.{}.track.{}", e.tenant, e.source),
+                    id: format!("trk_{}_{}", e.tenant, e.id),
+                    payload: body.to_string(),
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !source.store {
+        events.clear();
+    }
     app.collector.write(events, counts).await?;
+    if let Some(f) = &app.collector.forwarder {
+        f.send(forwarded, &app.metrics);
+    }
     Ok(axum::Json(Collected {
         success: true,
         accepted,
@@ -431,6 +453,9 @@ pub struct NewSource {
     /// Store allowed events (default true).
     #[serde(default = "yes")]
     pub store: bool,
+    /// Publish allowed events to NATS (the server needs `--nats-url`).
+    #[serde(default)]
+    pub forward: bool,
 }
 
 fn yes() -> bool {
@@ -448,6 +473,18 @@ pub async fn create_source(
     who.require(MANAGERS)?;
     if s.name.trim().is_empty() || s.name.chars().count() > 200 {
         return Err(Problem::validation("name", "must be 1-200 characters"));
+    }
+    if s.forward && app.collector.forwarder.is_none() {
+        return Err(Problem::validation(
+            "forward",
+            "this server has no NATS to forward to (start it with --nats-url)",
+        ));
+    }
+    if !s.store && !s.forward {
+        return Err(Problem::validation(
+            "store",
+            "a source that neither stores nor forwards would only count events",
+        ));
     }
     if s.purposes.is_empty() || s.purposes.len() > 20 {
         return Err(Problem::validation("purposes", "name 1-20 purposes"));
@@ -477,6 +514,7 @@ pub async fn create_source(
         name: s.name,
         purposes: s.purposes,
         store: s.store,
+        forward: s.forward,
         key_hash: hash_key(&key),
         key_prefix: key.chars().take(10).collect(),
         write_key: key,

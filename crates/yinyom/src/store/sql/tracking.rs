@@ -13,6 +13,10 @@ fn source_from_row(r: &AnyRow) -> Result<Source> {
             .try_get::<bool, _>("store_events")
             .or_else(|_| r.try_get::<i64, _>("store_events").map(|n| n != 0))
             .map_err(unavailable)?,
+        forward: r
+            .try_get::<bool, _>("forward")
+            .or_else(|_| r.try_get::<i64, _>("forward").map(|n| n != 0))
+            .map_err(unavailable)?,
         write_key: String::new(),
         key_hash: r.get("key_hash"),
         key_prefix: r.get("key_prefix"),
@@ -27,8 +31,8 @@ impl Events for SqlStore {
     async fn insert_source(&self, s: &Source) -> Result<()> {
         let _writing = self.exclusive().await;
         sqlx::query(
-            "INSERT INTO sources (tenant, id, name, key_hash, key_prefix, purposes, store_events, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO sources (tenant, id, name, key_hash, key_prefix, purposes, store_events, forward, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&s.tenant)
         .bind(&s.id)
@@ -37,6 +41,7 @@ impl Events for SqlStore {
         .bind(&s.key_prefix)
         .bind(serde_json::to_string(&s.purposes).map_err(json_err)?)
         .bind(s.store)
+        .bind(s.forward)
         .bind(s.created_at)
         .execute(&self.pool)
         .await
