@@ -133,7 +133,7 @@ fn parse_message(
         return Err(invalid(at, "event", "track needs the event's name"));
     }
     let message_id = match m.get("messageId") {
-        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+        None | Some(Value::Null) => uuid::Uuid::now_v7().to_string(),
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 100 => s.clone(),
         Some(_) => return Err(invalid(at, "messageId", "must be a string of 1-100 bytes")),
     };

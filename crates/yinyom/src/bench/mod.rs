@@ -11,6 +11,7 @@
 //! Server and load generator share the machine (loopback only), so the
 //! ratios are what to compare across runs.
 
+mod gates;
 mod propagation;
 
 use std::net::SocketAddr;
@@ -54,11 +55,14 @@ pub struct BenchArgs {
     /// Subjects (× 5 purposes) in the memory measurement.
     #[arg(long, default_value_t = 1_000_000)]
     pub memory_subjects: usize,
+    /// Subjects with sealed profiles in the audience measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub audience_subjects: usize,
     /// Which measurements to run.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes"
+        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience"
     )]
     pub only: Vec<Section>,
 }
@@ -76,6 +80,10 @@ pub enum Section {
     Webhooks,
     /// Staleness of a second node on the same PostgreSQL.
     Nodes,
+    /// Tracking events accepted or dropped by the collector.
+    Collector,
+    /// A segment and the consent filter over every profile.
+    Audience,
 }
 
 pub(crate) const KEY: &str = "yy_bench_owner_key";
@@ -189,8 +197,9 @@ pub(crate) fn post(addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<By
         .expect("valid request")
 }
 
-/// A store with one tenant, one purpose, one notice, and `subjects`
-/// subjects of which every other one granted consent.
+/// A store with one tenant, four purposes, one notice, and `subjects`
+/// subjects of which every other one granted consent (email marketing,
+/// and analytics).
 pub(crate) async fn seeded_store(
     store: Arc<dyn Store>,
     subjects: usize,
@@ -255,11 +264,19 @@ pub(crate) async fn seeded_store(
             source: "web".into(),
             evidence: None,
             occurred_at: None,
-            actions: vec![ActionRequest {
-                purpose: PURPOSE.into(),
-                channel: Some(Channel::Email),
-                action: yinyom_core::consent::Action::Grant,
-            }],
+            actions: vec![
+                ActionRequest {
+                    purpose: PURPOSE.into(),
+                    channel: Some(Channel::Email),
+                    action: yinyom_core::consent::Action::Grant,
+                },
+                // Tracking, for the collector's measurement.
+                ActionRequest {
+                    purpose: "analytics".into(),
+                    channel: None,
+                    action: yinyom_core::consent::Action::Grant,
+                },
+            ],
         };
         let item = view
             .read(&tenant.id, |tv| {
@@ -376,6 +393,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
     if on(Section::Nodes) {
         propagation::nodes(&args).await?;
+    }
+    if on(Section::Collector) {
+        gates::collector(&args, dir.path(), warmup, duration).await?;
+    }
+    if on(Section::Audience) {
+        gates::audience(&args, dir.path()).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
