@@ -76,7 +76,7 @@ async fn each_match(
         let Some(last) = page.last() else {
             return Ok(());
         };
-        after = last.uid.clone();
+        after = last.id.clone();
         for record in page {
             let subject = profiles::open(&keys, record)?;
             let keep = seg.is_none_or(|s| {

@@ -229,7 +229,7 @@ pub(crate) async fn audience(
     loop {
         let page = app.store.profiles(&tenant, &after, 2_000).await?;
         let Some(last) = page.last() else { break };
-        after = last.uid.clone();
+        after = last.id.clone();
         rows += page.len();
     }
     let raw = t.elapsed().as_secs_f64();

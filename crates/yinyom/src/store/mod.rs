@@ -173,7 +173,8 @@ pub trait Profiles: Send + Sync {
     /// before profiles were encrypted): (tenant, id, identifiers, attributes).
     /// The id of the subject with pseudonymous id `uid` (none once erased).
     async fn subject_id(&self, tenant: &str, uid: &str) -> Result<Option<String>>;
-    /// Every subject of the tenant with a profile, in pages after `after` (a uid).
+    /// Every subject of the tenant with a profile, in pages by id after `after`
+    /// (the primary key's order, so a page is an index range).
     async fn profiles(&self, tenant: &str, after: &str, limit: u32) -> Result<Vec<SubjectRecord>>;
     async fn clear_profiles(&self, limit: u32) -> Result<Vec<(String, String, String, String)>>;
     async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<()>;

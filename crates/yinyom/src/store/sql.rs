@@ -129,7 +129,8 @@ impl SqlStore {
                     Box::pin(async move {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;
+                             PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;",
                         )
                         .await?;
                         Ok(())

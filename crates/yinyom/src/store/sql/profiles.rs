@@ -156,8 +156,8 @@ impl Profiles for SqlStore {
 
     async fn profiles(&self, tenant: &str, after: &str, limit: u32) -> Result<Vec<SubjectRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM subjects WHERE tenant = $1 AND uid > $2 AND profile IS NOT NULL
-             ORDER BY uid LIMIT $3",
+            "SELECT * FROM subjects WHERE tenant = $1 AND id > $2 AND profile IS NOT NULL
+             ORDER BY id LIMIT $3",
         )
         .bind(tenant)
         .bind(after)
