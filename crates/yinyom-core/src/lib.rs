@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod notice;
 pub mod purpose;
 pub mod receipt;
+pub mod rights;
 pub mod segment;
 pub mod subject;
 pub mod time;

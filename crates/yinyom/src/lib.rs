@@ -19,6 +19,7 @@ pub mod profiles;
 pub mod receipts;
 pub mod record;
 pub mod relay;
+pub mod rights;
 pub mod segments;
 pub mod store;
 pub mod transfer;

@@ -311,3 +311,51 @@ pub struct MessageLogEntry {
     pub status: String,
     pub detail: Option<String>,
 }
+
+/// A data-subject rights request as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    pub tenant: String,
+    pub id: String,
+    pub subject_uid: String,
+    /// The subject's id; filled in on reads.
+    pub subject_id: Option<String>,
+    pub kind: yinyom_core::rights::Kind,
+    pub status: yinyom_core::rights::Status,
+    /// For restriction, objection, withdrawal: the purposes (`*` = all).
+    pub purposes: Vec<String>,
+    /// For rectification: the corrections, sealed with the subject's key.
+    pub changes: Option<Vec<u8>>,
+    /// How the request arrived (`api`, `email`, `preference_center`, …).
+    pub via: String,
+    pub received_at: Micros,
+    pub due_at: Micros,
+    pub extended: bool,
+    pub closed_at: Option<Micros>,
+    pub steps: Vec<RequestStep>,
+    pub updated_at: Micros,
+}
+
+/// One thing done to a request, by whom and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RequestStep {
+    #[schema(value_type = String)]
+    pub at: String,
+    /// `key:<id>` of the API key that acted.
+    pub actor: String,
+    /// `received`, `verify`, `start`, `complete`, `reject`, `extend`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What completing it did (`data key destroyed; 3 events deleted`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub events: u64,
+    pub messages: u64,
+    pub evidence: u64,
+}

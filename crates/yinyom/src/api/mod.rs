@@ -12,6 +12,7 @@ mod messages;
 mod notices;
 pub mod problem;
 mod purposes;
+mod requests;
 pub mod stream;
 mod subjects;
 mod track;
@@ -55,6 +56,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         track::track, track::identify, track::page, track::screen, track::group, track::alias, track::batch,
         messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
         track::create_source, track::list_sources, track::delete_source,
+        requests::create, requests::list, requests::get, requests::act, requests::bundle,
         healthz, readyz, jwks,
     ),
     components(schemas(problem::ProblemBody, crate::events::ConsentEvent)),
@@ -109,6 +111,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/requests", post(requests::create).get(requests::list))
+        .route("/v1/requests/{id}", get(requests::get))
+        .route("/v1/requests/{id}/actions", post(requests::act))
+        .route("/v1/requests/{id}/bundle", get(requests::bundle))
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/audiences/{id}", get(messages::audience))

@@ -183,7 +183,7 @@ pub struct HistoryQuery {
     pub history: bool,
 }
 
-fn consents_of(app: &App, tenant: &str, id: &str) -> Vec<ConsentView> {
+pub(crate) fn consents_of(app: &App, tenant: &str, id: &str) -> Vec<ConsentView> {
     let now = time::now();
     app.view
         .read(tenant, |tv| {

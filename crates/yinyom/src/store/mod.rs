@@ -19,6 +19,7 @@ use yinyom_core::consent::ConsentRecord;
 use yinyom_core::ledger::{Broken, LedgerEntry};
 use yinyom_core::notice::{Notice, NoticeDraft};
 use yinyom_core::purpose::Purpose;
+use yinyom_core::rights::Status;
 use yinyom_core::subject::SubjectFlags;
 use yinyom_core::time::Micros;
 
@@ -219,6 +220,8 @@ pub trait Messages: Send + Sync {
     async fn insert_messages(&self, messages: &[MessageRow]) -> Result<()>;
     async fn message(&self, tenant: &str, id: &str) -> Result<Option<MessageRow>>;
     async fn message_log(&self, tenant: &str, id: &str) -> Result<Vec<MessageLogEntry>>;
+    /// A subject's messages, oldest first.
+    async fn subject_messages(&self, tenant: &str, uid: &str) -> Result<Vec<MessageRow>>;
     /// Messages `queued` or `retrying` and due at `now`, oldest first.
     async fn due_messages(&self, now: Micros, limit: u32) -> Result<Vec<MessageRow>>;
     /// Record an attempt's outcome (new status, reason, attempts, next_at)
@@ -232,8 +235,41 @@ pub trait Messages: Send + Sync {
     ) -> Result<Vec<(String, Option<String>, u64)>>;
 }
 
+/// Data-subject rights requests, and erasure.
 #[async_trait]
-pub trait Store: Profiles + Events + Messages + Send + Sync + 'static {
+pub trait Requests: Send + Sync {
+    async fn insert_request(&self, r: &RequestRow) -> Result<()>;
+    async fn request(&self, tenant: &str, id: &str) -> Result<Option<RequestRow>>;
+    /// A tenant's requests, by due date: only open ones due before
+    /// `due_before` when given; only one subject's when given.
+    async fn requests(
+        &self,
+        tenant: &str,
+        status: Option<Status>,
+        due_before: Option<Micros>,
+        subject_uid: Option<&str>,
+    ) -> Result<Vec<RequestRow>>;
+    /// Write a request's new state if it is still as `expected_updated_at`
+    /// says; false when someone else changed it first.
+    async fn update_request(&self, r: &RequestRow, expected_updated_at: Micros) -> Result<bool>;
+    /// Crypto-shred a subject in one transaction: drop its wrapped data key
+    /// and sealed profile, lookups, events, message contents and errors,
+    /// consent evidence and sealed request data; set `flags` (erased).
+    async fn erase_subject(
+        &self,
+        tenant: &str,
+        id: &str,
+        uid: &str,
+        flags: &SubjectFlags,
+        at: Micros,
+    ) -> Result<Erased>;
+    /// Make deleted data unrecoverable from the database files where the
+    /// engine allows (SQLite: checkpoint and truncate the WAL).
+    async fn purge_deleted(&self) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Store: Profiles + Events + Messages + Requests + Send + Sync + 'static {
     /// Cheap round trip for readiness.
     async fn ping(&self) -> Result<()>;
 

@@ -37,6 +37,7 @@ use crate::events::{self, ConsentEvent};
 
 mod messages;
 mod profiles;
+mod requests;
 mod tracking;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -130,7 +131,8 @@ impl SqlStore {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;
-                             PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;",
+                             PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;
+                             PRAGMA secure_delete = ON;",
                         )
                         .await?;
                         Ok(())

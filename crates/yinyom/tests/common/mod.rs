@@ -97,6 +97,17 @@ impl Db {
         &self.url
     }
 
+    /// The directory holding the SQLite database files (`yinyom.db`, its
+    /// WAL and shared memory), for SQLite.
+    pub fn sqlite_dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(|d| d.path())
+    }
+
+    /// The throwaway schema, for PostgreSQL.
+    pub fn postgres_schema(&self) -> Option<&str> {
+        self._schema.as_ref().map(|s| s.name())
+    }
+
     /// A new connection pool on the database (migrated).
     pub async fn open(&self) -> Arc<SqlStore> {
         Arc::new(SqlStore::connect(&self.url).await.expect("open the store"))

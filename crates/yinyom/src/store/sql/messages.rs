@@ -127,6 +127,18 @@ impl Messages for SqlStore {
         Ok(row.as_ref().map(message_from_row))
     }
 
+    async fn subject_messages(&self, tenant: &str, uid: &str) -> Result<Vec<MessageRow>> {
+        let rows = sqlx::query(&format!(
+            "{WITH_SUBJECT} WHERE m.tenant = $1 AND m.subject_uid = $2 ORDER BY m.created_at, m.id"
+        ))
+        .bind(tenant)
+        .bind(uid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(message_from_row).collect())
+    }
+
     async fn message_log(&self, tenant: &str, id: &str) -> Result<Vec<MessageLogEntry>> {
         let rows = sqlx::query(
             "SELECT at, status, detail FROM message_log WHERE tenant = $1 AND message = $2 ORDER BY id",

@@ -1,0 +1,21 @@
+-- Data-subject rights requests (PDPA ss.30-36, GDPR Arts. 12-22).
+
+CREATE TABLE rights_requests (
+    tenant       TEXT NOT NULL REFERENCES tenants(id),
+    id           TEXT NOT NULL,
+    subject_uid  TEXT NOT NULL,
+    kind         TEXT NOT NULL,          -- access, portability, rectification, erasure, ...
+    status       TEXT NOT NULL,          -- received, verified, in_progress, completed, rejected
+    purposes     TEXT NOT NULL,          -- JSON list (restriction, objection, withdrawal)
+    changes      BYTEA,                  -- rectification, sealed with the subject's key
+    via          TEXT NOT NULL,          -- how it arrived
+    received_at  BIGINT NOT NULL,
+    due_at       BIGINT NOT NULL,
+    extended     BIGINT NOT NULL DEFAULT 0,
+    closed_at    BIGINT,
+    steps        TEXT NOT NULL,          -- JSON list: who did what, when, why
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX rights_requests_by_due ON rights_requests (tenant, due_at);
+CREATE INDEX rights_requests_by_subject ON rights_requests (tenant, subject_uid);

@@ -1,0 +1,404 @@
+//! Data-subject rights requests: receiving them (due dates per the
+//! tenant's law), moving them through their status flow, and carrying them
+//! out — erasure by crypto-shredding, restriction and objection flags,
+//! withdrawal through the ledger, rectification of the sealed profile.
+//! The rules themselves (transitions, deadlines) are in
+//! `yinyom_core::rights`.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use yinyom_core::consent::{Action, ConsentState};
+use yinyom_core::contact::ContactKind;
+use yinyom_core::rights::{self, Kind, Status, Step};
+use yinyom_core::time::{self, Micros};
+
+use crate::api::problem::Problem;
+use crate::app::App;
+use crate::model::{RequestRow, RequestStep};
+use crate::profiles::{self, Profile, ProfileError};
+use crate::store::{Idempotency, PreparedAction, WriteItem};
+
+/// Corrections a rectification request asks for: contact points to set
+/// (normalised like `PUT /v1/subjects`), attributes to set (`null` removes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Corrections {
+    #[serde(default)]
+    pub identifiers: BTreeMap<String, String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A request as received, checked by the caller for shape only.
+pub struct NewRequest {
+    pub subject: String,
+    pub kind: Kind,
+    pub purposes: Vec<String>,
+    pub corrections: Option<Corrections>,
+    pub via: String,
+    pub received_at: Option<Micros>,
+    pub actor: String,
+}
+
+fn normalize(c: &Corrections) -> Result<Corrections, Problem> {
+    let mut out = c.clone();
+    for (k, v) in &c.identifiers {
+        let field = format!("changes.identifiers.{k}");
+        let kind = ContactKind::parse(k)
+            .ok_or_else(|| Problem::validation(field.clone(), "use email, phone or line_id"))?;
+        let v = kind
+            .normalize(v)
+            .map_err(|e| Problem::validation(field, e.reason))?;
+        out.identifiers.insert(k.clone(), v);
+    }
+    if c.identifiers.is_empty() && c.attributes.is_empty() {
+        return Err(Problem::validation(
+            "changes",
+            "name the identifiers or attributes to correct",
+        ));
+    }
+    Ok(out)
+}
+
+async fn jurisdictions(app: &App, tenant: &str) -> Result<Vec<String>, Problem> {
+    app.ensure_tenant(tenant).await?;
+    Ok(app
+        .view
+        .read(tenant, |tv| tv.tenant.jurisdictions.clone())
+        .unwrap_or_default())
+}
+
+fn step(actor: &str, action: &str, at: Micros, reason: Option<String>) -> RequestStep {
+    RequestStep {
+        at: time::rfc3339(at),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        reason,
+        outcome: None,
+    }
+}
+
+/// Receive a request: the subject must exist and not be erased, and the
+/// same kind of request for the same subject may not be open twice.
+pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRow, Problem> {
+    let now = time::now();
+    let received_at = r.received_at.unwrap_or(now);
+    if received_at > now + 60 * 1_000_000 {
+        return Err(Problem::validation(
+            "received_at",
+            "is in the future; a request cannot arrive before it is recorded",
+        ));
+    }
+    let jurisdictions = jurisdictions(app, tenant).await?;
+    let (record, erased) = match app.store.subject(tenant, &r.subject).await? {
+        Some(rec) => {
+            let erased = rec.flags.erased;
+            (rec, erased)
+        }
+        None => {
+            return Err(
+                Problem::not_found(format!("subject {:?} does not exist", r.subject))
+                    .field("subject"),
+            );
+        }
+    };
+    if erased && r.kind != Kind::Access {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "subject-erased",
+            "the subject has been erased already",
+        ));
+    }
+    let mut purposes = r.purposes.clone();
+    if r.kind.takes_purposes() {
+        if purposes.is_empty() {
+            purposes.push("*".into());
+        }
+        let unknown = app
+            .view
+            .read(tenant, |tv| {
+                purposes
+                    .iter()
+                    .find(|p| *p != "*" && !tv.purposes.contains_key(p.as_str()))
+                    .cloned()
+            })
+            .flatten();
+        if let Some(p) = unknown {
+            return Err(Problem::validation(
+                "purposes",
+                format!("purpose {p:?} does not exist"),
+            ));
+        }
+    } else if !purposes.is_empty() {
+        return Err(Problem::validation(
+            "purposes",
+            format!("a {} request does not name purposes", r.kind.as_str()),
+        ));
+    }
+    let changes = match (r.kind, &r.corrections) {
+        (Kind::Rectification, Some(c)) => {
+            let c = normalize(c)?;
+            let keys = app
+                .vault
+                .tenant(app.store.as_ref(), tenant)
+                .await
+                .map_err(crate::store::StoreError::from)?;
+            let plain = serde_json::to_vec(&c).expect("corrections serialise");
+            Some(keys.seal_secret(&format!("request:{}", record.uid), &plain))
+        }
+        (Kind::Rectification, None) => {
+            return Err(Problem::validation(
+                "changes",
+                "a rectification request names the corrections",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(Problem::validation(
+                "changes",
+                "only a rectification request carries changes",
+            ));
+        }
+        (_, None) => None,
+    };
+    let open = app
+        .store
+        .requests(tenant, None, None, Some(&record.uid))
+        .await?;
+    if let Some(dup) = open
+        .iter()
+        .find(|o| o.status.is_open() && o.kind == r.kind && o.purposes == purposes)
+    {
+        return Err(Problem::conflict(format!(
+            "an open {} request for this subject exists: {}",
+            r.kind.as_str(),
+            dup.id
+        ))
+        .field("kind"));
+    }
+    let row = RequestRow {
+        tenant: tenant.to_string(),
+        id: format!("req_{}", uuid::Uuid::now_v7().simple()),
+        subject_uid: record.uid.clone(),
+        subject_id: Some(r.subject.clone()),
+        kind: r.kind,
+        status: Status::Received,
+        purposes,
+        changes,
+        via: r.via,
+        received_at,
+        due_at: rights::due_at(&jurisdictions, received_at),
+        extended: false,
+        closed_at: None,
+        steps: vec![step(&r.actor, "received", now, None)],
+        updated_at: now,
+    };
+    app.store.insert_request(&row).await?;
+    Ok(row)
+}
+
+/// Take a step on a request; completing it carries it out first.
+pub async fn act(
+    app: &App,
+    tenant: &str,
+    id: &str,
+    action: Step,
+    reason: Option<String>,
+    actor: &str,
+) -> Result<RequestRow, Problem> {
+    let mut r = app
+        .store
+        .request(tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("request {id:?} does not exist")))?;
+    let next = rights::next(r.status, action, reason.as_deref(), r.extended)?;
+    let before = r.updated_at;
+    let now = time::now().max(before + 1);
+    let mut done = step(actor, action.as_str(), now, reason);
+    match action {
+        Step::Extend => {
+            let j = jurisdictions(app, tenant).await?;
+            r.due_at = rights::extended_due(&j, r.due_at);
+            r.extended = true;
+            done.outcome = Some(format!("due {}", time::rfc3339(r.due_at)));
+        }
+        Step::Complete => {
+            done.outcome = Some(carry_out(app, &r).await?);
+            r.closed_at = Some(now);
+            r.changes = None;
+        }
+        Step::Reject => r.closed_at = Some(now),
+        Step::Verify | Step::Start => {}
+    }
+    r.status = next;
+    r.updated_at = now;
+    r.steps.push(done);
+    if !app.store.update_request(&r, before).await? {
+        return Err(Problem::conflict(
+            "the request changed at the same time; read it again",
+        ));
+    }
+    Ok(r)
+}
+
+/// Do what a request asks; returns what was done, for its record.
+async fn carry_out(app: &App, r: &RequestRow) -> Result<String, Problem> {
+    let tenant = r.tenant.as_str();
+    let Some(id) = r.subject_id.clone() else {
+        return Ok("the subject was erased before".into());
+    };
+    match r.kind {
+        // The bundle is made when it is downloaded, from the data as it is.
+        Kind::Access | Kind::Portability => Ok("the data bundle is ready to download".into()),
+        Kind::Erasure => erase(app, tenant, &id, &r.subject_uid).await,
+        Kind::Restriction | Kind::Objection => {
+            let purposes = r.purposes.clone();
+            let kind = r.kind;
+            let current = app
+                .store
+                .subject(tenant, &id)
+                .await?
+                .map(|s| s.flags)
+                .unwrap_or_default();
+            let mut flags = current;
+            let set = if kind == Kind::Restriction {
+                &mut flags.restricted
+            } else {
+                &mut flags.objected
+            };
+            set.extend(purposes.iter().cloned());
+            profiles::modify::<Problem>(app, tenant, &id, Some(flags), |_| Ok(()))
+                .await
+                .map_err(profile_problem)?;
+            Ok(format!(
+                "{} of {} in force",
+                if kind == Kind::Restriction {
+                    "restriction"
+                } else {
+                    "objection"
+                },
+                purposes.join(", ")
+            ))
+        }
+        Kind::Withdrawal => withdraw(app, r, &id).await,
+        Kind::Rectification => {
+            let Some(blob) = &r.changes else {
+                return Ok("nothing to correct".into());
+            };
+            let keys = app
+                .vault
+                .tenant(app.store.as_ref(), tenant)
+                .await
+                .map_err(crate::store::StoreError::from)?;
+            let plain = keys
+                .open_secret(&format!("request:{}", r.subject_uid), blob)
+                .map_err(crate::store::StoreError::from)?;
+            let c: Corrections = serde_json::from_slice(&plain)
+                .map_err(|e| Problem::bad_request(format!("stored corrections: {e}")))?;
+            profiles::modify::<Problem>(app, tenant, &id, None, |p: &mut Profile| {
+                for (k, v) in &c.identifiers {
+                    if let Some(kind) = ContactKind::parse(k) {
+                        p.contacts.insert(kind, v.clone());
+                    }
+                }
+                for (k, v) in &c.attributes {
+                    if v.is_null() {
+                        p.attributes.remove(k);
+                    } else {
+                        p.attributes.insert(k.clone(), v.clone());
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(profile_problem)?;
+            let mut fields: Vec<String> = c.identifiers.keys().cloned().collect();
+            fields.extend(c.attributes.keys().map(|k| format!("attributes.{k}")));
+            Ok(format!("corrected {}", fields.join(", ")))
+        }
+    }
+}
+
+fn profile_problem(e: ProfileError<Problem>) -> Problem {
+    match e {
+        ProfileError::Store(e) => Problem::from(e),
+        ProfileError::Refused(p) => p,
+    }
+}
+
+/// Withdraw every consent the request names that stands granted, through
+/// the ledger (source `rights_request`).
+async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem> {
+    let now = time::now();
+    let all = r.purposes.iter().any(|p| p == "*");
+    let actions: Vec<PreparedAction> = app
+        .view
+        .read(&r.tenant, |tv| {
+            tv.subjects.get(id).map(|s| {
+                s.consents
+                    .records
+                    .iter()
+                    .filter(|c| c.state_at(now) == ConsentState::Granted)
+                    .filter(|c| all || r.purposes.iter().any(|p| **p == *c.purpose))
+                    .map(|c| PreparedAction {
+                        purpose: c.purpose.to_string(),
+                        channel: c.channel,
+                        action: Action::Withdraw,
+                        expires_at: None,
+                    })
+                    .collect()
+            })
+        })
+        .flatten()
+        .unwrap_or_default();
+    if actions.is_empty() {
+        return Ok("no consent stood granted".into());
+    }
+    let n = actions.len();
+    app.writer
+        .write(WriteItem {
+            tenant: r.tenant.clone(),
+            subject_id: id.to_string(),
+            actor: format!("request:{}", r.id),
+            source: "rights_request".into(),
+            notice: None,
+            evidence: Some(serde_json::json!({ "request": r.id })),
+            occurred_at: now,
+            actions,
+            idempotency: Some(Idempotency {
+                key: format!("request:{}", r.id),
+                request_hash: "withdrawal".into(),
+            }),
+            receipt: None,
+        })
+        .await?;
+    Ok(format!("{n} consent(s) withdrawn in the ledger"))
+}
+
+/// Erase a subject: destroy its data key (every sealed byte becomes
+/// unreadable), delete the rest, keep only the pseudonymous ledger.
+pub async fn erase(app: &App, tenant: &str, id: &str, uid: &str) -> Result<String, Problem> {
+    let mut flags = app
+        .store
+        .subject(tenant, id)
+        .await?
+        .map(|s| s.flags)
+        .unwrap_or_default();
+    flags.erased = true;
+    let gone = app
+        .store
+        .erase_subject(tenant, id, uid, &flags, time::now())
+        .await?;
+    app.view.set_flags(tenant, id, flags);
+    if let Err(e) = app.store.purge_deleted().await {
+        tracing::warn!(error = %e, "could not truncate the write-ahead log after an erasure");
+    }
+    Ok(format!(
+        "data key destroyed; profile, lookups and {} event(s) deleted; {} message(s) emptied; \
+         evidence of {} ledger entries deleted",
+        gone.events, gone.messages, gone.evidence
+    ))
+}

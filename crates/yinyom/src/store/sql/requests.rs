@@ -1,0 +1,203 @@
+//! [`Requests`] for both databases: rights requests, and erasure by
+//! crypto-shredding.
+
+use yinyom_core::rights::{Kind, Status};
+
+use super::*;
+
+fn request_from_row(r: &AnyRow) -> Result<RequestRow> {
+    let kind: String = r.get("kind");
+    let status: String = r.get("status");
+    let bad = |what: &str| StoreError::Unavailable(format!("stored request has a bad {what}"));
+    Ok(RequestRow {
+        tenant: r.get("tenant"),
+        id: r.get("id"),
+        subject_uid: r.get("subject_uid"),
+        subject_id: r.try_get("subject_id").ok().flatten(),
+        kind: Kind::parse(&kind).ok_or_else(|| bad("kind"))?,
+        status: Status::parse(&status).ok_or_else(|| bad("status"))?,
+        purposes: serde_json::from_str(r.get::<&str, _>("purposes")).map_err(json_err)?,
+        changes: r.get("changes"),
+        via: r.get("via"),
+        received_at: r.get("received_at"),
+        due_at: r.get("due_at"),
+        extended: r.get::<i64, _>("extended") != 0,
+        closed_at: r.get("closed_at"),
+        steps: serde_json::from_str(r.get::<&str, _>("steps")).map_err(json_err)?,
+        updated_at: r.get("updated_at"),
+    })
+}
+
+const WITH_SUBJECT: &str = "SELECT r.*, s.id AS subject_id FROM rights_requests r
+     LEFT JOIN subjects s ON s.tenant = r.tenant AND s.uid = r.subject_uid";
+
+#[async_trait]
+impl Requests for SqlStore {
+    async fn insert_request(&self, r: &RequestRow) -> Result<()> {
+        let _writing = self.exclusive().await;
+        sqlx::query(
+            "INSERT INTO rights_requests (tenant, id, subject_uid, kind, status, purposes, changes,
+                 via, received_at, due_at, extended, closed_at, steps, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&r.tenant)
+        .bind(&r.id)
+        .bind(&r.subject_uid)
+        .bind(r.kind.as_str())
+        .bind(r.status.as_str())
+        .bind(serde_json::to_string(&r.purposes).map_err(json_err)?)
+        .bind(r.changes.clone())
+        .bind(&r.via)
+        .bind(r.received_at)
+        .bind(r.due_at)
+        .bind(i64::from(r.extended))
+        .bind(r.closed_at)
+        .bind(serde_json::to_string(&r.steps).map_err(json_err)?)
+        .bind(r.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn request(&self, tenant: &str, id: &str) -> Result<Option<RequestRow>> {
+        let row = sqlx::query(&format!("{WITH_SUBJECT} WHERE r.tenant = $1 AND r.id = $2"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn requests(
+        &self,
+        tenant: &str,
+        status: Option<Status>,
+        due_before: Option<Micros>,
+        subject_uid: Option<&str>,
+    ) -> Result<Vec<RequestRow>> {
+        let rows = sqlx::query(&format!(
+            "{WITH_SUBJECT} WHERE r.tenant = $1
+               AND ($2 = '' OR r.status = $2)
+               AND ($3 < 0 OR (r.due_at < $3 AND r.status NOT IN ('completed', 'rejected')))
+               AND ($4 = '' OR r.subject_uid = $4)
+             ORDER BY r.due_at, r.id LIMIT 10000"
+        ))
+        .bind(tenant)
+        .bind(status.map_or("", Status::as_str))
+        .bind(due_before.unwrap_or(-1))
+        .bind(subject_uid.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn update_request(&self, r: &RequestRow, expected_updated_at: Micros) -> Result<bool> {
+        let _writing = self.exclusive().await;
+        let done = sqlx::query(
+            "UPDATE rights_requests SET status = $1, due_at = $2, extended = $3, closed_at = $4,
+                    steps = $5, changes = $6, updated_at = $7
+             WHERE tenant = $8 AND id = $9 AND updated_at = $10",
+        )
+        .bind(r.status.as_str())
+        .bind(r.due_at)
+        .bind(i64::from(r.extended))
+        .bind(r.closed_at)
+        .bind(serde_json::to_string(&r.steps).map_err(json_err)?)
+        .bind(r.changes.clone())
+        .bind(r.updated_at)
+        .bind(&r.tenant)
+        .bind(&r.id)
+        .bind(expected_updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    async fn erase_subject(
+        &self,
+        tenant: &str,
+        id: &str,
+        uid: &str,
+        flags: &SubjectFlags,
+        at: Micros,
+    ) -> Result<Erased> {
+        let _writing = self.exclusive().await;
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin())
+            .await
+            .map_err(unavailable)?;
+        let mut run = async |sql: &str| -> Result<u64> {
+            Ok(sqlx::query(sql)
+                .bind(tenant)
+                .bind(uid)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected())
+        };
+        run("DELETE FROM subject_lookups WHERE tenant = $1 AND uid = $2").await?;
+        let events = run("DELETE FROM events WHERE tenant = $1 AND subject_uid = $2").await?;
+        // Errors from a provider may quote the recipient.
+        run(
+            "UPDATE message_log SET detail = NULL WHERE tenant = $1 AND message IN
+                 (SELECT id FROM messages WHERE tenant = $1 AND subject_uid = $2)",
+        )
+        .await?;
+        let messages = run("UPDATE messages SET content = NULL,
+                    reason = CASE WHEN status = 'suppressed' THEN reason ELSE NULL END,
+                    status = CASE WHEN status IN ('queued', 'retrying') THEN 'suppressed'
+                                  ELSE status END
+             WHERE tenant = $1 AND subject_uid = $2")
+        .await?;
+        let evidence = run("UPDATE ledger SET evidence = NULL
+             WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL")
+        .await?;
+        run("UPDATE rights_requests SET changes = NULL WHERE tenant = $1 AND subject_uid = $2")
+            .await?;
+        sqlx::query(
+            "UPDATE subjects SET data_key = NULL, profile = NULL, identifiers = '{}',
+                    attributes = '{}', flags = $1, profile_rev = profile_rev + 1, updated_at = $2
+             WHERE tenant = $3 AND uid = $4",
+        )
+        .bind(serde_json::to_string(flags).map_err(json_err)?)
+        .bind(at)
+        .bind(tenant)
+        .bind(uid)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        self.announce(
+            &mut *tx,
+            &Change::Subject {
+                tenant: tenant.into(),
+                id: id.into(),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Erased {
+            events,
+            messages,
+            evidence,
+        })
+    }
+
+    async fn purge_deleted(&self) -> Result<()> {
+        if self.dialect == Dialect::Sqlite {
+            // secure_delete zeroed the freed content in the pages written
+            // to the WAL; copying them into the database and truncating
+            // the WAL leaves no older page image behind.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,546 @@
+//! Data-subject rights end to end, on SQLite and on PostgreSQL: one
+//! scenario per legal rule, named after the section it enforces.
+
+#[macro_use]
+mod common;
+
+use std::io::Read;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use common::{Backend, TestApp};
+
+const EMAIL: &str = "malee.rights@example.com";
+const PHONE: &str = "+66898765432";
+
+async fn setup(t: &TestApp) {
+    for (key, channels, basis) in [
+        ("marketing.email", vec!["email"], "consent"),
+        ("analytics", vec![], "consent"),
+        ("service", vec![], "contract"),
+    ] {
+        t.post(
+            "/v1/purposes",
+            json!({
+                "key": key,
+                "names": { "th": format!("วัตถุประสงค์ {key}"), "en": format!("Purpose {key}") },
+                "basis": basis, "channels": channels, "retention_days": 365,
+            }),
+        )
+        .await;
+    }
+    t.post(
+        "/v1/notices",
+        json!({
+            "key": "main",
+            "texts": { "th": { "title": "ประกาศ", "body": "…" }, "en": { "title": "Notice", "body": "…" } },
+            "purposes": ["marketing.email", "analytics"],
+        }),
+    )
+    .await;
+}
+
+/// A subject with contact points, two consents (evidence quoting the
+/// email), and a tracked event whose traits carry the email and phone.
+async fn subject_with_data(t: &TestApp, id: &str) {
+    let (status, _, body) = t
+        .request(
+            Method::PUT,
+            &format!("/v1/subjects/{id}"),
+            &t.owner,
+            Some(json!({
+                "identifiers": { "email": EMAIL, "phone": "089-876-5432" },
+                "attributes": { "first_name": "มาลี", "country": "TH" },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    t.post(
+        "/v1/consents",
+        json!({
+            "subject": id, "source": "web", "notice": { "key": "main", "version": 1 },
+            "evidence": { "form": "signup", "typed_email": EMAIL },
+            "actions": [
+                { "purpose": "marketing.email", "channel": "email", "action": "grant" },
+                { "purpose": "analytics", "action": "grant" },
+            ],
+        }),
+    )
+    .await;
+    let s = t
+        .post(
+            "/v1/sources",
+            json!({ "name": format!("web-{id}"), "purposes": ["analytics"] }),
+        )
+        .await;
+    let key = s["write_key"].as_str().unwrap().to_string();
+    let (status, _, r) = t
+        .request_raw(
+            Method::POST,
+            "/v1/identify",
+            None,
+            &[],
+            Some(
+                serde_json::to_vec(&json!({
+                    "writeKey": key, "userId": id,
+                    "traits": { "email": EMAIL, "phone": PHONE },
+                }))
+                .unwrap(),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&r));
+}
+
+async fn request(t: &TestApp, body: Value) -> (StatusCode, Value) {
+    let (status, _, res) = t
+        .request(Method::POST, "/v1/requests", &t.owner, Some(body))
+        .await;
+    (status, res)
+}
+
+async fn act(t: &TestApp, id: &str, action: &str, reason: Option<&str>) -> (StatusCode, Value) {
+    let (status, _, res) = t
+        .request(
+            Method::POST,
+            &format!("/v1/requests/{id}/actions"),
+            &t.owner,
+            Some(json!({ "action": action, "reason": reason })),
+        )
+        .await;
+    (status, res)
+}
+
+/// Receive, verify and complete a request; returns it completed.
+async fn carry_out(t: &TestApp, body: Value) -> Value {
+    let (status, r) = request(t, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(act(t, &id, "verify", None).await.0, StatusCode::OK);
+    let (status, done) = act(t, &id, "complete", None).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "completed");
+    done
+}
+
+async fn decide(t: &TestApp, subject: &str, purpose: &str, channel: &str) -> Value {
+    t.get(&format!(
+        "/v1/decisions?subject={subject}&purpose={purpose}&channel={channel}"
+    ))
+    .await
+}
+
+/// Every file of the database as bytes: the SQLite file, WAL and shared
+/// memory, or a `pg_dump` of the test schema.
+fn database_bytes(t: &TestApp) -> Vec<u8> {
+    if let Some(dir) = t.db.sqlite_dir() {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        return all;
+    }
+    let schema = t.db.postgres_schema().unwrap();
+    let out = std::process::Command::new("pg_dump")
+        .arg(format!(
+            "--dbname={}",
+            yinyom::store::scratch::postgres_url()
+        ))
+        .args(["--schema", schema, "--data-only"])
+        .output()
+        .expect("pg_dump (postgresql-client)");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn pdpa_s33_erasure_crypto_shreds_and_leaves_no_email_or_phone_in_the_database(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    subject_with_data(&t, "cust-e1").await;
+    // The data is there before: the scan would find a clear copy.
+    let events = t.get("/v1/subjects/cust-e1/events").await;
+    assert_eq!(events.as_array().unwrap().len(), 1);
+    assert!(
+        contains(&database_bytes(&t), EMAIL),
+        "the tracked event keeps the email in clear until erasure"
+    );
+
+    let done = carry_out(&t, json!({ "subject": "cust-e1", "kind": "erasure" })).await;
+    let outcome = done["steps"].as_array().unwrap().last().unwrap()["outcome"].clone();
+    assert!(
+        outcome.as_str().unwrap().contains("data key destroyed"),
+        "{outcome}"
+    );
+
+    // Decisions for the subject become "erased", at once.
+    let d = decide(&t, "cust-e1", "marketing.email", "email").await;
+    assert_eq!(
+        (d["allowed"].clone(), d["reason"].clone()),
+        (json!(false), json!("erased"))
+    );
+    let d = decide(&t, "cust-e1", "service", "email").await;
+    assert_eq!(d["reason"], "erased", "even purposes on other bases");
+    // Nothing readable is left; nothing new may be written for it.
+    let (status, _, _) = t
+        .request(Method::GET, "/v1/subjects/cust-e1/events", &t.owner, None)
+        .await;
+    assert!(status == StatusCode::OK || status == StatusCode::CONFLICT);
+    let (status, _, _) = t
+        .request(
+            Method::PUT,
+            "/v1/subjects/cust-e1",
+            &t.owner,
+            Some(json!({ "identifiers": { "email": EMAIL } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Erasing again is refused, clearly.
+    let (status, r) = request(&t, json!({ "subject": "cust-e1", "kind": "erasure" })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    // The ledger keeps pseudonymous proof and still verifies.
+    let v = t.get("/v1/ledger/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let h = t.get("/v1/subjects/cust-e1/consents?history=true").await;
+    assert_eq!(h["history"].as_array().unwrap().len(), 2);
+
+    // The email and phone appear nowhere in the database files.
+    let bytes = database_bytes(&t);
+    for needle in [EMAIL, PHONE, "0898765432", "มาลี"] {
+        assert!(
+            !contains(&bytes, needle),
+            "{needle:?} is still in the database files"
+        );
+    }
+}
+
+async fn pdpa_s30_access_gives_a_machine_readable_bundle_and_is_due_in_30_days(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    subject_with_data(&t, "cust-a1").await;
+    let (status, r) = request(&t, json!({ "subject": "cust-a1", "kind": "access" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    let received = yinyom_core::time::parse_rfc3339(r["received_at"].as_str().unwrap()).unwrap();
+    let due = yinyom_core::time::parse_rfc3339(r["due_at"].as_str().unwrap()).unwrap();
+    assert_eq!(due - received, 30 * yinyom_core::time::MICROS_PER_DAY);
+    assert_eq!(r["status"], "received");
+
+    // Nothing is handed out before identity is verified and the request completed.
+    let (status, _, _) = t
+        .request_raw(
+            Method::GET,
+            &format!("/v1/requests/{id}/bundle"),
+            Some(&t.owner),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = act(&t, &id, "complete", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "verify first");
+    act(&t, &id, "verify", None).await;
+    act(&t, &id, "complete", None).await;
+
+    let (status, headers, zip) = t
+        .request_raw(
+            Method::GET,
+            &format!("/v1/requests/{id}/bundle"),
+            Some(&t.owner),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/zip");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec())).unwrap();
+    let mut read = |name: &str| {
+        let mut s = String::new();
+        archive
+            .by_name(name)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    };
+    let subject: Value = serde_json::from_str(&read("subject.json")).unwrap();
+    assert_eq!(subject["profile"]["contacts"]["email"], EMAIL);
+    assert_eq!(subject["profile"]["contacts"]["phone"], PHONE);
+    let consents: Value = serde_json::from_str(&read("consents.json")).unwrap();
+    assert_eq!(consents["history"].as_array().unwrap().len(), 2);
+    assert_eq!(consents["receipts"].as_array().unwrap().len(), 1);
+    let csv = read("consents.csv");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("purpose,channel,state,occurred_at"));
+    let events: Value = serde_json::from_str(&read("events.json")).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 1);
+    assert!(read("README.txt").contains("Your personal data"));
+
+    // The download is audited.
+    let audit = t.get("/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["fields"] == json!(["bundle"])),
+        "{audit}"
+    );
+}
+
+async fn pdpa_s34_restriction_and_s32_objection_change_decisions_at_once(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    subject_with_data(&t, "cust-r1").await;
+    assert_eq!(
+        decide(&t, "cust-r1", "service", "email").await["allowed"],
+        true
+    );
+    assert_eq!(
+        decide(&t, "cust-r1", "marketing.email", "email").await["allowed"],
+        true
+    );
+
+    let (status, r) = request(
+        &t,
+        json!({ "subject": "cust-r1", "kind": "objection", "purposes": ["marketing.email"] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    assert_eq!(
+        decide(&t, "cust-r1", "marketing.email", "email").await["allowed"],
+        true,
+        "nothing changes before the request is carried out"
+    );
+    let id = r["id"].as_str().unwrap();
+    act(&t, id, "verify", None).await;
+    act(&t, id, "complete", None).await;
+    let d = decide(&t, "cust-r1", "marketing.email", "email").await;
+    assert_eq!(
+        (d["allowed"].clone(), d["reason"].clone()),
+        (json!(false), json!("objected"))
+    );
+
+    carry_out(&t, json!({ "subject": "cust-r1", "kind": "restriction" })).await;
+    let d = decide(&t, "cust-r1", "service", "email").await;
+    assert_eq!(
+        (d["allowed"].clone(), d["reason"].clone()),
+        (json!(false), json!("restricted"))
+    );
+    let s = t.get("/v1/subjects/cust-r1").await;
+    assert_eq!(s["flags"]["restricted"], json!(["*"]), "{s}");
+}
+
+async fn pdpa_s19_withdrawal_request_withdraws_through_the_ledger(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    subject_with_data(&t, "cust-w1").await;
+    let done = carry_out(
+        &t,
+        json!({ "subject": "cust-w1", "kind": "withdrawal", "purposes": ["marketing.email"] }),
+    )
+    .await;
+    assert!(
+        done["steps"][2]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("1 consent")
+    );
+    let d = decide(&t, "cust-w1", "marketing.email", "email").await;
+    assert_eq!(d["reason"], "withdrawn");
+    assert_eq!(
+        decide(&t, "cust-w1", "analytics", "web").await["allowed"],
+        true
+    );
+    let h = t.get("/v1/subjects/cust-w1/consents?history=true").await;
+    let last = h["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["action"].clone(), last["source"].clone()),
+        (json!("withdraw"), json!("rights_request"))
+    );
+}
+
+async fn pdpa_s35_rectification_corrects_the_sealed_profile(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    subject_with_data(&t, "cust-c1").await;
+    let (status, r) = request(
+        &t,
+        json!({ "subject": "cust-c1", "kind": "rectification",
+                "changes": { "identifiers": { "email": "not an email" } } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    assert_eq!(r["field"], "changes.identifiers.email");
+    let done = carry_out(
+        &t,
+        json!({ "subject": "cust-c1", "kind": "rectification",
+                "changes": { "identifiers": { "email": "Malee.New@Example.com" },
+                             "attributes": { "country": null, "first_name": "Malee" } } }),
+    )
+    .await;
+    assert!(
+        done["steps"][2]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("email")
+    );
+    let s = t.get("/v1/subjects/cust-c1").await;
+    assert_eq!(s["identifiers"]["email"], "malee.new@example.com");
+    assert_eq!(s["attributes"], json!({ "first_name": "Malee" }));
+}
+
+async fn pdpa_s30_s39_rejections_are_reasoned_extensions_move_the_due_date_and_overdue_requests_are_listed(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    subject_with_data(&t, "cust-d1").await;
+
+    // Bad input: unknown subject, future receipt, duplicates, purposes where none belong.
+    let (status, r) = request(&t, json!({ "subject": "nobody", "kind": "access" })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{r}");
+    let (status, r) = request(
+        &t,
+        json!({ "subject": "cust-d1", "kind": "access", "received_at": "2999-01-01T00:00:00Z" }),
+    )
+    .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("received_at"))
+    );
+    let (status, r) = request(
+        &t,
+        json!({ "subject": "cust-d1", "kind": "access", "purposes": ["analytics"] }),
+    )
+    .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("purposes"))
+    );
+    let (status, r) = request(
+        &t,
+        json!({ "subject": "cust-d1", "kind": "objection", "purposes": ["nope"] }),
+    )
+    .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("purposes"))
+    );
+    let (status, _) = request(&t, json!({ "subject": "cust-d1", "kind": "launch" })).await;
+    assert!(status.is_client_error());
+
+    // Received 40 days ago: overdue.
+    let received = yinyom_core::time::rfc3339(
+        yinyom_core::time::now() - 40 * yinyom_core::time::MICROS_PER_DAY,
+    );
+    let (status, old) = request(
+        &t,
+        json!({ "subject": "cust-d1", "kind": "access", "via": "email", "received_at": received }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{old}");
+    assert_eq!(old["overdue"], true);
+    let old_id = old["id"].as_str().unwrap().to_string();
+    let (status, dup) = request(&t, json!({ "subject": "cust-d1", "kind": "access" })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{dup}");
+    assert!(dup["detail"].as_str().unwrap().contains(&old_id));
+
+    let (_, fresh) = request(&t, json!({ "subject": "cust-d1", "kind": "portability" })).await;
+    let fresh_id = fresh["id"].as_str().unwrap().to_string();
+    let overdue = t.get("/v1/requests?overdue=true").await;
+    let ids: Vec<&str> = overdue["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![old_id.as_str()]);
+
+    // An extension needs a reason, moves the due date 30 days (PDPA), once.
+    let (status, r) = act(&t, &fresh_id, "extend", None).await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("reason"))
+    );
+    let (status, ext) = act(
+        &t,
+        &fresh_id,
+        "extend",
+        Some("the request covers ten years of records"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ext}");
+    let due = |v: &Value| yinyom_core::time::parse_rfc3339(v["due_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        due(&ext) - due(&fresh),
+        30 * yinyom_core::time::MICROS_PER_DAY
+    );
+    assert_eq!(ext["extended"], true);
+    let (status, _) = act(&t, &fresh_id, "extend", Some("again")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A rejection needs its reason, which is recorded; a closed request stays closed.
+    let (status, _) = act(&t, &old_id, "reject", Some(" ")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, rej) = act(
+        &t,
+        &old_id,
+        "reject",
+        Some("identity could not be verified"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rej}");
+    assert_eq!(rej["status"], "rejected");
+    assert_eq!(rej["overdue"], false);
+    let got = t.get(&format!("/v1/requests/{old_id}")).await;
+    let last = got["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "identity could not be verified");
+    assert!(last["actor"].as_str().unwrap().starts_with("key:"));
+    let (status, _) = act(&t, &old_id, "verify", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        t.get("/v1/requests?overdue=true").await["requests"],
+        json!([])
+    );
+    let (status, _, _) = t
+        .request(Method::GET, "/v1/requests/req_nope", &t.owner, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // GDPR tenants: one calendar month.
+    let (status, _, body) = t
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &t.owner,
+            Some(json!({ "jurisdictions": ["EU"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, eu) = request(
+        &t,
+        json!({ "subject": "cust-d1", "kind": "erasure", "received_at": "2026-01-31T09:00:00Z" }),
+    )
+    .await;
+    assert_eq!(eu["due_at"], "2026-02-28T09:00:00Z", "{eu}");
+}
+
+on_every_backend!(
+    pdpa_s33_erasure_crypto_shreds_and_leaves_no_email_or_phone_in_the_database,
+    pdpa_s30_access_gives_a_machine_readable_bundle_and_is_due_in_30_days,
+    pdpa_s34_restriction_and_s32_objection_change_decisions_at_once,
+    pdpa_s19_withdrawal_request_withdraws_through_the_ledger,
+    pdpa_s35_rectification_corrects_the_sealed_profile,
+    pdpa_s30_s39_rejections_are_reasoned_extensions_move_the_due_date_and_overdue_requests_are_listed,
+);
