@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Invalid;
+use crate::consent::{ConsentRecord, ConsentState};
 use crate::time::{MICROS_PER_DAY, Micros, from_micros, to_micros};
 
 /// What the subject asks for.
@@ -257,6 +258,30 @@ pub fn add_months(t: Micros, n: u32) -> Micros {
     to_micros(at.replace_date(date))
 }
 
+/// Whether a subject's data has outlived every purpose it was held for:
+/// no consent stands granted at `now`, and each choice ended (its time, or
+/// its expiry) more than that purpose's retention ago. A subject without
+/// consent records is never due (its data may be held on another basis).
+/// `retention_days` gives a purpose's retention (none: unknown purpose,
+/// which keeps the subject).
+pub fn retention_over(
+    records: &[ConsentRecord],
+    retention_days: impl Fn(&str) -> Option<u32>,
+    now: Micros,
+) -> bool {
+    !records.is_empty()
+        && records.iter().all(|r| {
+            if r.state_at(now) == ConsentState::Granted {
+                return false;
+            }
+            let ended = match (r.state, r.expires_at) {
+                (ConsentState::Granted, Some(exp)) => exp,
+                _ => r.occurred_at,
+            };
+            retention_days(&r.purpose).is_some_and(|d| ended + i64::from(d) * MICROS_PER_DAY <= now)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +312,68 @@ mod tests {
             add_months(at("2026-12-15T00:00:00Z"), 1),
             at("2027-01-15T00:00:00Z")
         );
+    }
+
+    #[test]
+    fn retention_ends_only_when_every_choice_ended_longer_ago_than_its_purpose_keeps_data() {
+        let day = MICROS_PER_DAY;
+        let rec = |purpose: &str, state, at, exp| ConsentRecord {
+            purpose: purpose.into(),
+            channel: None,
+            state,
+            seq: 1,
+            occurred_at: at,
+            expires_at: exp,
+            notice: None,
+            source: "web".into(),
+        };
+        let days = |p: &str| match p {
+            "short" => Some(10),
+            "long" => Some(100),
+            _ => None,
+        };
+        let now = 1_000 * day;
+        let withdrawn = rec("short", ConsentState::Withdrawn, now - 11 * day, None);
+        assert!(retention_over(std::slice::from_ref(&withdrawn), days, now));
+        assert!(!retention_over(
+            &[
+                withdrawn.clone(),
+                rec("long", ConsentState::Withdrawn, now - 11 * day, None)
+            ],
+            days,
+            now
+        ));
+        assert!(
+            !retention_over(
+                &[rec("short", ConsentState::Granted, now - 50 * day, None)],
+                days,
+                now
+            ),
+            "still granted"
+        );
+        let lapsed = rec(
+            "short",
+            ConsentState::Granted,
+            now - 50 * day,
+            Some(now - 9 * day),
+        );
+        assert!(
+            !retention_over(std::slice::from_ref(&lapsed), days, now),
+            "expired 9 days ago"
+        );
+        let lapsed = rec(
+            "short",
+            ConsentState::Granted,
+            now - 50 * day,
+            Some(now - 10 * day),
+        );
+        assert!(retention_over(&[lapsed], days, now));
+        assert!(!retention_over(&[], days, now));
+        assert!(!retention_over(
+            &[rec("gone", ConsentState::Denied, 0, None)],
+            days,
+            now
+        ));
     }
 
     #[test]

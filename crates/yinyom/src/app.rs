@@ -106,6 +106,10 @@ impl App {
         }
         tokio::spawn(Dispatcher::new(&app, config.webhooks).run());
         tokio::spawn(crate::collector::expire(Arc::downgrade(&app)));
+        tokio::spawn(crate::lifecycle::run(
+            Arc::downgrade(&app),
+            std::time::Duration::from_secs(60),
+        ));
         tokio::spawn(Relay::new(&app, config.relay).run());
         if let Some(url) = config.nats_url {
             tokio::spawn(Publisher::new(&app, url).run());

@@ -12,6 +12,7 @@ pub mod collector;
 pub mod dispatch;
 pub mod events;
 pub mod follow;
+pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod nats;

@@ -536,7 +536,121 @@ async fn pdpa_s30_s39_rejections_are_reasoned_extensions_move_the_due_date_and_o
     assert_eq!(eu["due_at"], "2026-02-28T09:00:00Z", "{eu}");
 }
 
+async fn grant_at(t: &TestApp, subject: &str, purpose: &str, days_ago: i64) {
+    let at = yinyom_core::time::rfc3339(
+        yinyom_core::time::now() - days_ago * yinyom_core::time::MICROS_PER_DAY,
+    );
+    t.post(
+        "/v1/consents",
+        json!({
+            "subject": subject, "source": "web", "occurred_at": at,
+            "notice": { "key": "nl", "version": 1 },
+            "actions": [{ "purpose": purpose, "channel": "email", "action": "grant" }],
+        }),
+    )
+    .await;
+}
+
+async fn pdpa_s19_consent_expires_after_its_validity_ledgered_and_propagated_and_data_is_erased_after_retention(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    t.post(
+        "/v1/purposes",
+        json!({
+            "key": "newsletter", "names": { "th": "จดหมายข่าว", "en": "Newsletter" },
+            "basis": "consent", "channels": ["email"], "validity_days": 1, "retention_days": 2,
+        }),
+    )
+    .await;
+    t.post(
+        "/v1/notices",
+        json!({
+            "key": "nl",
+            "texts": { "th": { "title": "จดหมายข่าว", "body": "…" }, "en": { "title": "Newsletter", "body": "…" } },
+            "purposes": ["newsletter"],
+        }),
+    )
+    .await;
+    for id in ["cust-x1", "cust-x2", "cust-x3"] {
+        let (status, _, body) = t
+            .request(
+                Method::PUT,
+                &format!("/v1/subjects/{id}"),
+                &t.owner,
+                Some(json!({ "identifiers": { "email": format!("{id}@example.com") } })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    grant_at(&t, "cust-x1", "newsletter", 0).await; // valid
+    grant_at(&t, "cust-x2", "newsletter", 2).await; // expired a day ago, data kept
+    grant_at(&t, "cust-x3", "newsletter", 4).await; // expired 3 days ago: retention over
+    let mut stream = common::Sse::new(t.open("/v1/stream?since=0", &t.owner, &[]).await);
+
+    let now = yinyom_core::time::now();
+    let report = yinyom::lifecycle::run_once(&t.app, now).await.unwrap();
+    assert_eq!((report.expired, report.erased), (2, 1), "{report:?}");
+
+    // The expiry is in the ledger, at the time the consent lapsed.
+    let h = t.get("/v1/subjects/cust-x2/consents?history=true").await;
+    let last = h["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["action"].clone(), last["source"].clone()),
+        (json!("expire"), json!("expiry"))
+    );
+    assert_eq!(
+        decide(&t, "cust-x2", "newsletter", "email").await["reason"],
+        "expired"
+    );
+    assert_eq!(
+        decide(&t, "cust-x1", "newsletter", "email").await["allowed"],
+        true
+    );
+    // ...and propagated like every change.
+    let mut expired = Vec::new();
+    while let Some((_, _, e)) = stream.next(std::time::Duration::from_secs(2)).await {
+        if e["type"] == "consent.expired" {
+            expired.push(e);
+        }
+        if expired.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(expired.len(), 2, "consent.expired events on the stream");
+
+    // Retention over: erased; the other keeps its data.
+    assert_eq!(
+        decide(&t, "cust-x3", "newsletter", "email").await["reason"],
+        "erased"
+    );
+    let kept = t.get("/v1/subjects/cust-x2").await;
+    assert_eq!(kept["identifiers"]["email"], "cust-x2@example.com");
+
+    // A second run (another node, the next minute) does nothing twice.
+    let again = yinyom::lifecycle::run_once(&t.app, now).await.unwrap();
+    assert_eq!((again.expired, again.erased), (0, 0));
+    let h = t.get("/v1/subjects/cust-x2/consents?history=true").await;
+    assert_eq!(h["history"].as_array().unwrap().len(), 2);
+
+    // Two days on, cust-x2's retention is over too, unless restricted (PDPA s.34).
+    let later = now + 2 * yinyom_core::time::MICROS_PER_DAY;
+    let (status, _, body) = t
+        .request(
+            Method::PUT,
+            "/v1/subjects/cust-x2",
+            &t.owner,
+            Some(json!({ "identifiers": { "email": "cust-x2@example.com" }, "flags": { "restricted": ["newsletter"] } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r = yinyom::lifecycle::run_once(&t.app, later).await.unwrap();
+    assert_eq!(r.erased, 0, "a restricted subject is kept");
+}
+
 on_every_backend!(
+    pdpa_s19_consent_expires_after_its_validity_ledgered_and_propagated_and_data_is_erased_after_retention,
     pdpa_s33_erasure_crypto_shreds_and_leaves_no_email_or_phone_in_the_database,
     pdpa_s30_access_gives_a_machine_readable_bundle_and_is_due_in_30_days,
     pdpa_s34_restriction_and_s32_objection_change_decisions_at_once,

@@ -19,3 +19,6 @@ CREATE TABLE rights_requests (
 );
 CREATE INDEX rights_requests_by_due ON rights_requests (tenant, due_at);
 CREATE INDEX rights_requests_by_subject ON rights_requests (tenant, subject_uid);
+
+-- The lifecycle job's query: grants past their validity.
+CREATE INDEX consent_states_expiry ON consent_states (expires_at) WHERE state = 'granted';

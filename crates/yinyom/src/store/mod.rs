@@ -263,6 +263,13 @@ pub trait Requests: Send + Sync {
         flags: &SubjectFlags,
         at: Micros,
     ) -> Result<Erased>;
+    /// Grants past their validity at `now` that no `expire` entry closed
+    /// yet: (tenant, subject id, purpose, channel or "", expires_at).
+    async fn due_expiries(
+        &self,
+        now: Micros,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String, String, Micros)>>;
     /// Make deleted data unrecoverable from the database files where the
     /// engine allows (SQLite: checkpoint and truncate the WAL).
     async fn purge_deleted(&self) -> Result<()>;

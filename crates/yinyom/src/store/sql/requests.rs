@@ -188,6 +188,36 @@ impl Requests for SqlStore {
         })
     }
 
+    async fn due_expiries(
+        &self,
+        now: Micros,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String, String, Micros)>> {
+        let rows = sqlx::query(
+            "SELECT c.tenant, s.id, c.purpose, c.channel, c.expires_at FROM consent_states c
+             JOIN subjects s ON s.tenant = c.tenant AND s.uid = c.subject_uid
+             WHERE c.state = 'granted' AND c.expires_at IS NOT NULL AND c.expires_at <= $1
+             ORDER BY c.expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("tenant"),
+                    r.get("id"),
+                    r.get("purpose"),
+                    r.get("channel"),
+                    r.get("expires_at"),
+                )
+            })
+            .collect())
+    }
+
     async fn purge_deleted(&self) -> Result<()> {
         if self.dialect == Dialect::Sqlite {
             // secure_delete zeroed the freed content in the pages written

@@ -1,0 +1,143 @@
+//! Lifecycle jobs inside the server, run by the leader only (with several
+//! nodes on PostgreSQL, the one holding the advisory lock), every minute:
+//!
+//! - **consent expiry**: a grant past its purpose's validity is closed by an
+//!   `expire` entry in the ledger (source `expiry`, occurred at the expiry
+//!   time), which the outbox propagates like any other change. Decisions
+//!   treat such a grant as expired even before the entry is written.
+//! - **retention**: a subject whose every choice ended longer ago than its
+//!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased by
+//!   crypto-shredding, like an erasure request. Subjects under restriction
+//!   (PDPA s.34: kept instead of erased) or with an open rights request are
+//!   left alone.
+//!
+//! Both are idempotent: a second node or a second run does nothing twice.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use yinyom_core::consent::Action;
+use yinyom_core::purpose::Channel;
+use yinyom_core::time::{self, Micros};
+
+use crate::api::problem::Problem;
+use crate::app::App;
+use crate::store::{Idempotency, PreparedAction, WriteItem};
+
+/// How many expiries one run writes at most (the next run goes on).
+const EXPIRIES_PER_RUN: u32 = 5_000;
+
+/// What one run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub expired: u64,
+    pub erased: u64,
+}
+
+pub async fn run(app: Weak<App>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        match app.store.lead().await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "lifecycle: storage unavailable");
+                continue;
+            }
+        }
+        match run_once(&app, time::now()).await {
+            Ok(r) if r == Report::default() => {}
+            Ok(r) => tracing::info!(expired = r.expired, erased = r.erased, "lifecycle run"),
+            Err(e) => tracing::warn!(error = %e.detail, "lifecycle run failed"),
+        }
+    }
+}
+
+/// One pass of every job as of `now`.
+pub async fn run_once(app: &App, now: Micros) -> Result<Report, Problem> {
+    let mut report = Report {
+        expired: expire_consents(app, now).await?,
+        ..Report::default()
+    };
+    report.erased = retention(app, now).await?;
+    Ok(report)
+}
+
+async fn expire_consents(app: &App, now: Micros) -> Result<u64, Problem> {
+    let due = app.store.due_expiries(now, EXPIRIES_PER_RUN).await?;
+    let mut done = 0;
+    for (tenant, subject, purpose, channel, expires_at) in due {
+        app.ensure_tenant(&tenant).await?;
+        let item = WriteItem {
+            idempotency: Some(Idempotency {
+                key: format!("expire:{subject}:{purpose}:{channel}:{expires_at}"),
+                request_hash: "expire".into(),
+            }),
+            tenant,
+            subject_id: subject,
+            actor: "system:lifecycle".into(),
+            source: "expiry".into(),
+            notice: None,
+            evidence: Some(serde_json::json!({ "expires_at": time::rfc3339(expires_at) })),
+            occurred_at: expires_at,
+            actions: vec![PreparedAction {
+                purpose,
+                channel: Channel::parse(&channel),
+                action: Action::Expire,
+                expires_at: None,
+            }],
+            receipt: None,
+        };
+        match app.writer.write(item).await {
+            Ok(_) => done += 1,
+            Err(e) => tracing::warn!(error = %e, "could not record a consent expiry"),
+        }
+    }
+    Ok(done)
+}
+
+async fn retention(app: &App, now: Micros) -> Result<u64, Problem> {
+    let mut erased = 0;
+    for tenant in app.store.tenants().await? {
+        app.ensure_tenant(&tenant.id).await?;
+        let due: Vec<String> = app
+            .view
+            .read(&tenant.id, |tv| {
+                tv.subjects
+                    .iter()
+                    .filter(|(_, s)| {
+                        !s.erased()
+                            && s.flags.as_ref().is_none_or(|f| f.restricted.is_empty())
+                            && yinyom_core::rights::retention_over(
+                                &s.consents.records,
+                                |p| tv.purposes.get(p).map(|p| p.retention_days),
+                                now,
+                            )
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in due {
+            let Some(record) = app.store.subject(&tenant.id, &id).await? else {
+                continue;
+            };
+            let open = app
+                .store
+                .requests(&tenant.id, None, None, Some(&record.uid))
+                .await?
+                .iter()
+                .any(|r| r.status.is_open());
+            if open {
+                continue;
+            }
+            crate::rights::erase(app, &tenant.id, &id, &record.uid).await?;
+            tracing::info!(tenant = %tenant.id, subject_uid = %record.uid, "retention ended: subject erased");
+            erased += 1;
+        }
+    }
+    Ok(erased)
+}
