@@ -11,7 +11,10 @@
 //!   (PDPA s.34: kept instead of erased) or with an open rights request are
 //!   left alone.
 //!
-//! Both are idempotent: a second node or a second run does nothing twice.
+//! - **breach deadlines**: a warning for every breach whose 72-hour
+//!   deadline to notify the regulator passed without a notification.
+//!
+//! All are idempotent: a second node or a second run does nothing twice.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -32,6 +35,8 @@ const EXPIRIES_PER_RUN: u32 = 5_000;
 pub struct Report {
     pub expired: u64,
     pub erased: u64,
+    /// Breaches whose regulator deadline passed without a notification.
+    pub breaches_overdue: u64,
 }
 
 pub async fn run(app: Weak<App>, every: Duration) {
@@ -49,7 +54,7 @@ pub async fn run(app: Weak<App>, every: Duration) {
             }
         }
         match run_once(&app, time::now()).await {
-            Ok(r) if r == Report::default() => {}
+            Ok(r) if r.expired == 0 && r.erased == 0 => {}
             Ok(r) => tracing::info!(expired = r.expired, erased = r.erased, "lifecycle run"),
             Err(e) => tracing::warn!(error = %e.detail, "lifecycle run failed"),
         }
@@ -63,6 +68,19 @@ pub async fn run_once(app: &App, now: Micros) -> Result<Report, Problem> {
         ..Report::default()
     };
     report.erased = retention(app, now).await?;
+    for b in app.store.breaches(None).await? {
+        let told = b
+            .notifications
+            .iter()
+            .filter(|n| n.to == yinyom_core::breach::Recipient::Regulator)
+            .map(|n| n.at)
+            .min();
+        if yinyom_core::breach::regulator_overdue(b.risk, b.discovered_at, told, now) {
+            tracing::warn!(tenant = %b.tenant, breach = %b.id,
+                "breach: the 72-hour deadline to notify the regulator has passed (PDPA s.37(4), GDPR Art. 33)");
+            report.breaches_overdue += 1;
+        }
+    }
     Ok(report)
 }
 

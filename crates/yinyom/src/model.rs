@@ -359,3 +359,45 @@ pub struct Erased {
     pub messages: u64,
     pub evidence: u64,
 }
+
+/// A personal data breach in the register, as stored (`body` of the row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Breach {
+    #[serde(skip)]
+    pub tenant: String,
+    #[serde(skip)]
+    pub id: String,
+    #[serde(skip)]
+    pub discovered_at: Micros,
+    pub description: String,
+    /// Kinds of personal data involved (`email`, `health`, …).
+    pub categories: Vec<String>,
+    /// How many people are affected (an estimate while unknown).
+    pub affected_subjects: u64,
+    pub risk: yinyom_core::breach::Risk,
+    pub risk_assessment: String,
+    /// Measures taken or proposed to address it.
+    #[serde(default)]
+    pub measures: String,
+    pub notifications: Vec<BreachNotification>,
+    /// Who recorded it.
+    pub recorded_by: String,
+    #[serde(skip)]
+    pub created_at: Micros,
+    #[serde(skip)]
+    pub updated_at: Micros,
+}
+
+/// A notification made about a breach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BreachNotification {
+    pub to: yinyom_core::breach::Recipient,
+    /// When it was made.
+    pub at: Micros,
+    /// The regulator's case number, the message id, …
+    #[serde(default)]
+    pub reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_reason: Option<String>,
+    pub recorded_by: String,
+}

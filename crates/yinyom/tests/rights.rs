@@ -649,7 +649,157 @@ async fn pdpa_s19_consent_expires_after_its_validity_ledgered_and_propagated_and
     assert_eq!(r.erased, 0, "a restricted subject is kept");
 }
 
+async fn pdpa_s37_breaches_are_due_to_the_regulator_in_72_hours_and_late_notices_give_reasons(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    let hours_ago =
+        |h: i64| yinyom_core::time::rfc3339(yinyom_core::time::now() - h * 3_600_000_000);
+    let breach = |discovered: String, risk: &str| {
+        json!({
+            "discovered_at": discovered, "description": "A laptop with a CRM export was stolen",
+            "categories": ["email", "phone"], "affected_subjects": 1200, "risk": risk,
+            "risk_assessment": "unencrypted export of contact data",
+        })
+    };
+    let late = t.post("/v1/breaches", breach(hours_ago(80), "risk")).await;
+    assert_eq!(late["regulator_required"], true);
+    assert_eq!(late["regulator_overdue"], true, "{late}");
+    assert_eq!(late["subjects_required"], false);
+    let high = t.post("/v1/breaches", breach(hours_ago(1), "high")).await;
+    assert_eq!(high["regulator_overdue"], false);
+    assert_eq!(high["subjects_required"], true);
+    let due = yinyom_core::time::parse_rfc3339(high["regulator_due_at"].as_str().unwrap()).unwrap()
+        - yinyom_core::time::parse_rfc3339(high["discovered_at"].as_str().unwrap()).unwrap();
+    assert_eq!(due, 72 * 3_600_000_000);
+    let minor = t
+        .post("/v1/breaches", breach(hours_ago(100), "unlikely"))
+        .await;
+    assert_eq!(
+        (
+            minor["regulator_required"].clone(),
+            minor["regulator_overdue"].clone()
+        ),
+        (json!(false), json!(false))
+    );
+
+    let overdue = t.get("/v1/breaches?overdue=true").await;
+    assert_eq!(overdue["breaches"].as_array().unwrap().len(), 1);
+    assert_eq!(overdue["breaches"][0]["id"], late["id"]);
+    let r = yinyom::lifecycle::run_once(&t.app, yinyom_core::time::now())
+        .await
+        .unwrap();
+    assert_eq!(r.breaches_overdue, 1, "the overdue alert");
+
+    // Late: the reasons for the delay are required (GDPR Art. 33(1)).
+    let path = format!(
+        "/v1/breaches/{}/notifications",
+        late["id"].as_str().unwrap()
+    );
+    let (status, _, res) = t
+        .request(
+            Method::POST,
+            &path,
+            &t.owner,
+            Some(json!({ "to": "regulator", "reference": "PDPC-2026-1" })),
+        )
+        .await;
+    assert_eq!(
+        (status, res["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("delay_reason"))
+    );
+    let (status, _, res) = t
+        .request(
+            Method::POST,
+            &path,
+            &t.owner,
+            Some(json!({ "to": "regulator", "reference": "PDPC-2026-1",
+                         "delay_reason": "the theft was reported to us by the police on day 3" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert_eq!(res["regulator_overdue"], false);
+    assert_eq!(res["notifications"][0]["late"], true);
+    assert!(res["regulator_notified_at"].is_string());
+    assert_eq!(
+        t.get("/v1/breaches?overdue=true").await["breaches"],
+        json!([])
+    );
+
+    // Bad input.
+    for (body, field) in [
+        (
+            breach("2999-01-01T00:00:00Z".into(), "risk"),
+            "discovered_at",
+        ),
+        (breach("yesterday".into(), "risk"), "discovered_at"),
+        (
+            {
+                let mut b = breach(hours_ago(1), "risk");
+                b["description"] = json!(" ");
+                b
+            },
+            "description",
+        ),
+    ] {
+        let (status, _, res) = t
+            .request(Method::POST, "/v1/breaches", &t.owner, Some(body))
+            .await;
+        assert_eq!(
+            (status, res["field"].clone()),
+            (StatusCode::UNPROCESSABLE_ENTITY, json!(field)),
+            "{res}"
+        );
+    }
+    let (status, _, _) = t
+        .request(
+            Method::POST,
+            "/v1/breaches",
+            &t.owner,
+            Some(breach(hours_ago(1), "catastrophic")),
+        )
+        .await;
+    assert!(status.is_client_error());
+    let (status, _, res) = t
+        .request(
+            Method::POST,
+            &format!(
+                "/v1/breaches/{}/notifications",
+                high["id"].as_str().unwrap()
+            ),
+            &t.owner,
+            Some(json!({ "to": "subjects", "at": hours_ago(5) })),
+        )
+        .await;
+    assert_eq!(
+        (status, res["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("at"))
+    );
+    let (status, _, _) = t
+        .request(
+            Method::POST,
+            "/v1/breaches/brc_nope/notifications",
+            &t.owner,
+            Some(json!({ "to": "subjects" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let user = t.key(yinyom::model::Role::User).await;
+    let (status, _, _) = t
+        .request(
+            Method::POST,
+            "/v1/breaches",
+            &user,
+            Some(breach(hours_ago(1), "risk")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = t.request(Method::GET, "/v1/breaches", &user, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 on_every_backend!(
+    pdpa_s37_breaches_are_due_to_the_regulator_in_72_hours_and_late_notices_give_reasons,
     pdpa_s19_consent_expires_after_its_validity_ledgered_and_propagated_and_data_is_erased_after_retention,
     pdpa_s33_erasure_crypto_shreds_and_leaves_no_email_or_phone_in_the_database,
     pdpa_s30_access_gives_a_machine_readable_bundle_and_is_due_in_30_days,

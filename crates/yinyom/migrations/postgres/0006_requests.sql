@@ -22,3 +22,14 @@ CREATE INDEX rights_requests_by_subject ON rights_requests (tenant, subject_uid)
 
 -- The lifecycle job's query: grants past their validity.
 CREATE INDEX consent_states_expiry ON consent_states (expires_at) WHERE state = 'granted';
+
+-- The breach register (PDPA s.37(4), GDPR Arts. 33-34).
+CREATE TABLE breaches (
+    tenant            TEXT NOT NULL REFERENCES tenants(id),
+    id                TEXT NOT NULL,
+    discovered_at     BIGINT NOT NULL,
+    body              TEXT NOT NULL,      -- JSON: description, categories, risk, notifications, ...
+    created_at        BIGINT NOT NULL,
+    updated_at        BIGINT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);

@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod auth;
+mod breaches;
 mod consents;
 mod decisions;
 pub mod extract;
@@ -57,6 +58,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
         track::create_source, track::list_sources, track::delete_source,
         requests::create, requests::list, requests::get, requests::act, requests::bundle,
+        breaches::create, breaches::list, breaches::get, breaches::notify,
         healthz, readyz, jwks,
     ),
     components(schemas(problem::ProblemBody, crate::events::ConsentEvent)),
@@ -115,6 +117,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/requests/{id}", get(requests::get))
         .route("/v1/requests/{id}/actions", post(requests::act))
         .route("/v1/requests/{id}/bundle", get(requests::bundle))
+        .route("/v1/breaches", post(breaches::create).get(breaches::list))
+        .route("/v1/breaches/{id}", get(breaches::get))
+        .route("/v1/breaches/{id}/notifications", post(breaches::notify))
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/audiences/{id}", get(messages::audience))

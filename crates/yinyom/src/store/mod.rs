@@ -235,9 +235,16 @@ pub trait Messages: Send + Sync {
     ) -> Result<Vec<(String, Option<String>, u64)>>;
 }
 
-/// Data-subject rights requests, and erasure.
+/// Data-subject rights requests, erasure, lifecycle queries and the
+/// breach register.
 #[async_trait]
 pub trait Requests: Send + Sync {
+    async fn insert_breach(&self, b: &Breach) -> Result<()>;
+    /// A tenant's breaches, the latest discovered first.
+    async fn breaches(&self, tenant: Option<&str>) -> Result<Vec<Breach>>;
+    async fn breach(&self, tenant: &str, id: &str) -> Result<Option<Breach>>;
+    /// Write if still as `expected_updated_at` says; false otherwise.
+    async fn update_breach(&self, b: &Breach, expected_updated_at: Micros) -> Result<bool>;
     async fn insert_request(&self, r: &RequestRow) -> Result<()>;
     async fn request(&self, tenant: &str, id: &str) -> Result<Option<RequestRow>>;
     /// A tenant's requests, by due date: only open ones due before

@@ -31,8 +31,76 @@ fn request_from_row(r: &AnyRow) -> Result<RequestRow> {
 const WITH_SUBJECT: &str = "SELECT r.*, s.id AS subject_id FROM rights_requests r
      LEFT JOIN subjects s ON s.tenant = r.tenant AND s.uid = r.subject_uid";
 
+fn breach_from_row(r: &AnyRow) -> Result<Breach> {
+    let mut b: Breach = serde_json::from_str(r.get::<&str, _>("body")).map_err(json_err)?;
+    b.tenant = r.get("tenant");
+    b.id = r.get("id");
+    b.discovered_at = r.get("discovered_at");
+    b.created_at = r.get("created_at");
+    b.updated_at = r.get("updated_at");
+    Ok(b)
+}
+
 #[async_trait]
 impl Requests for SqlStore {
+    async fn insert_breach(&self, b: &Breach) -> Result<()> {
+        let _writing = self.exclusive().await;
+        sqlx::query(
+            "INSERT INTO breaches (tenant, id, discovered_at, body, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&b.tenant)
+        .bind(&b.id)
+        .bind(b.discovered_at)
+        .bind(serde_json::to_string(b).map_err(json_err)?)
+        .bind(b.created_at)
+        .bind(b.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn breaches(&self, tenant: Option<&str>) -> Result<Vec<Breach>> {
+        let rows = sqlx::query(
+            "SELECT * FROM breaches WHERE ($1 = '' OR tenant = $1)
+             ORDER BY discovered_at DESC, id LIMIT 10000",
+        )
+        .bind(tenant.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(breach_from_row).collect()
+    }
+
+    async fn breach(&self, tenant: &str, id: &str) -> Result<Option<Breach>> {
+        let row = sqlx::query("SELECT * FROM breaches WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(breach_from_row).transpose()
+    }
+
+    async fn update_breach(&self, b: &Breach, expected_updated_at: Micros) -> Result<bool> {
+        let _writing = self.exclusive().await;
+        let done = sqlx::query(
+            "UPDATE breaches SET body = $1, updated_at = $2
+             WHERE tenant = $3 AND id = $4 AND updated_at = $5",
+        )
+        .bind(serde_json::to_string(b).map_err(json_err)?)
+        .bind(b.updated_at)
+        .bind(&b.tenant)
+        .bind(&b.id)
+        .bind(expected_updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
     async fn insert_request(&self, r: &RequestRow) -> Result<()> {
         let _writing = self.exclusive().await;
         sqlx::query(

@@ -1,0 +1,294 @@
+//! `/v1/breaches`: the breach register, the regulator's 72-hour deadline
+//! (PDPA s.37(4), GDPR Art. 33) and the notifications made. The rules are
+//! in `yinyom_core::breach`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use yinyom_core::breach::{self, Recipient, Risk};
+use yinyom_core::time;
+
+use super::auth::{MANAGERS, Principal, STAFF};
+use super::extract::{Json, Path, Query};
+use super::problem::{Problem, ProblemBody};
+use crate::app::App;
+use crate::model::{Breach, BreachNotification};
+
+/// Body of `POST /v1/breaches`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreachInput {
+    /// When the controller became aware of it (RFC 3339); the deadline
+    /// counts from here.
+    pub discovered_at: String,
+    pub description: String,
+    /// Kinds of personal data involved.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// How many people are affected (an estimate while unknown).
+    pub affected_subjects: u64,
+    pub risk: Risk,
+    /// Why the risk is what it is.
+    pub risk_assessment: String,
+    #[serde(default)]
+    pub measures: String,
+}
+
+/// Body of `POST /v1/breaches/{id}/notifications`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationInput {
+    pub to: Recipient,
+    /// When it was made (RFC 3339); now when absent.
+    #[serde(default)]
+    pub at: Option<String>,
+    #[serde(default)]
+    pub reference: String,
+    /// Required when the regulator is told more than 72 hours after discovery.
+    #[serde(default)]
+    pub delay_reason: Option<String>,
+}
+
+/// A breach with its deadlines.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreachView {
+    pub id: String,
+    pub discovered_at: String,
+    pub recorded_at: String,
+    pub description: String,
+    pub categories: Vec<String>,
+    pub affected_subjects: u64,
+    pub risk: Risk,
+    pub risk_assessment: String,
+    pub measures: String,
+    /// Whether the regulator must be told (not when the risk is unlikely).
+    pub regulator_required: bool,
+    /// 72 hours after discovery.
+    pub regulator_due_at: String,
+    pub regulator_notified_at: Option<String>,
+    /// The regulator is due and was not told.
+    pub regulator_overdue: bool,
+    /// Whether the people affected must be told (high risk).
+    pub subjects_required: bool,
+    pub subjects_notified_at: Option<String>,
+    pub notifications: Vec<NotificationView>,
+    pub recorded_by: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationView {
+    pub to: Recipient,
+    pub at: String,
+    pub reference: String,
+    /// Made after the 72-hour deadline.
+    pub late: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_reason: Option<String>,
+    pub recorded_by: String,
+}
+
+fn first(b: &Breach, to: Recipient) -> Option<i64> {
+    b.notifications
+        .iter()
+        .filter(|n| n.to == to)
+        .map(|n| n.at)
+        .min()
+}
+
+impl BreachView {
+    fn new(b: Breach, now: i64) -> Self {
+        let due = breach::regulator_due(b.discovered_at);
+        let regulator = first(&b, Recipient::Regulator);
+        BreachView {
+            regulator_required: b.risk.regulator_required(),
+            regulator_due_at: time::rfc3339(due),
+            regulator_notified_at: regulator.map(time::rfc3339),
+            regulator_overdue: breach::regulator_overdue(b.risk, b.discovered_at, regulator, now),
+            subjects_required: b.risk.subjects_required(),
+            subjects_notified_at: first(&b, Recipient::Subjects).map(time::rfc3339),
+            notifications: b
+                .notifications
+                .into_iter()
+                .map(|n| NotificationView {
+                    to: n.to,
+                    at: time::rfc3339(n.at),
+                    reference: n.reference,
+                    late: n.at > due,
+                    delay_reason: n.delay_reason,
+                    recorded_by: n.recorded_by,
+                })
+                .collect(),
+            id: b.id,
+            discovered_at: time::rfc3339(b.discovered_at),
+            recorded_at: time::rfc3339(b.created_at),
+            description: b.description,
+            categories: b.categories,
+            affected_subjects: b.affected_subjects,
+            risk: b.risk,
+            risk_assessment: b.risk_assessment,
+            measures: b.measures,
+            recorded_by: b.recorded_by,
+        }
+    }
+}
+
+fn text(field: &str, v: &str, max: usize, required: bool) -> Result<(), Problem> {
+    if required && v.trim().is_empty() {
+        return Err(Problem::validation(field, "is required"));
+    }
+    if v.len() > max {
+        return Err(Problem::validation(
+            field,
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn when(field: &str, v: &str) -> Result<i64, Problem> {
+    time::parse_rfc3339(v).ok_or_else(|| Problem::validation(field, "must be an RFC 3339 time"))
+}
+
+/// Record a breach. The regulator's deadline is 72 hours after discovery.
+#[utoipa::path(post, path = "/v1/breaches", tag = "breaches", request_body = BreachInput,
+    responses((status = 201, body = BreachView), (status = 422, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Json(b): Json<BreachInput>,
+) -> Result<(StatusCode, axum::Json<BreachView>), Problem> {
+    who.require(MANAGERS)?;
+    let now = time::now();
+    let discovered_at = when("discovered_at", &b.discovered_at)?;
+    if discovered_at > now + 60_000_000 {
+        return Err(Problem::validation("discovered_at", "is in the future"));
+    }
+    text("description", &b.description, 8000, true)?;
+    text("risk_assessment", &b.risk_assessment, 8000, true)?;
+    text("measures", &b.measures, 8000, false)?;
+    if b.categories.len() > 50
+        || b.categories
+            .iter()
+            .any(|c| c.trim().is_empty() || c.len() > 100)
+    {
+        return Err(Problem::validation(
+            "categories",
+            "at most 50 names of 1-100 bytes",
+        ));
+    }
+    let row = Breach {
+        tenant: who.tenant.to_string(),
+        id: format!("brc_{}", uuid::Uuid::now_v7().simple()),
+        discovered_at,
+        description: b.description,
+        categories: b.categories,
+        affected_subjects: b.affected_subjects,
+        risk: b.risk,
+        risk_assessment: b.risk_assessment,
+        measures: b.measures,
+        notifications: vec![],
+        recorded_by: who.actor(),
+        created_at: now,
+        updated_at: now,
+    };
+    app.store.insert_breach(&row).await?;
+    Ok((StatusCode::CREATED, axum::Json(BreachView::new(row, now))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BreachQuery {
+    /// Only breaches whose regulator deadline passed without a notification.
+    #[serde(default)]
+    pub overdue: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreachList {
+    pub breaches: Vec<BreachView>,
+}
+
+/// The breach register, the latest discovered first.
+#[utoipa::path(get, path = "/v1/breaches", tag = "breaches", params(BreachQuery),
+    responses((status = 200, body = BreachList)), security(("api_key" = [])))]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Query(q): Query<BreachQuery>,
+) -> Result<axum::Json<BreachList>, Problem> {
+    who.require(STAFF)?;
+    let now = time::now();
+    let breaches = app
+        .store
+        .breaches(Some(&who.tenant))
+        .await?
+        .into_iter()
+        .map(|b| BreachView::new(b, now))
+        .filter(|v| !q.overdue || v.regulator_overdue)
+        .collect();
+    Ok(axum::Json(BreachList { breaches }))
+}
+
+/// One breach.
+#[utoipa::path(get, path = "/v1/breaches/{id}", tag = "breaches", params(("id" = String, Path)),
+    responses((status = 200, body = BreachView), (status = 404, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<BreachView>, Problem> {
+    who.require(STAFF)?;
+    let b = app
+        .store
+        .breach(&who.tenant, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("breach {id:?} does not exist")))?;
+    Ok(axum::Json(BreachView::new(b, time::now())))
+}
+
+/// Record a notification to the regulator or to the people affected.
+#[utoipa::path(post, path = "/v1/breaches/{id}/notifications", tag = "breaches", params(("id" = String, Path)),
+    request_body = NotificationInput,
+    responses((status = 200, body = BreachView), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody),
+        (status = 422, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn notify(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(n): Json<NotificationInput>,
+) -> Result<axum::Json<BreachView>, Problem> {
+    who.require(MANAGERS)?;
+    let now = time::now();
+    let at = match &n.at {
+        Some(s) => when("at", s)?,
+        None => now,
+    };
+    text("reference", &n.reference, 500, false)?;
+    if let Some(r) = &n.delay_reason {
+        text("delay_reason", r, 4000, false)?;
+    }
+    let mut b = app
+        .store
+        .breach(&who.tenant, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("breach {id:?} does not exist")))?;
+    breach::check_notification(n.to, b.discovered_at, at, now, n.delay_reason.as_deref())?;
+    let before = b.updated_at;
+    b.notifications.push(BreachNotification {
+        to: n.to,
+        at,
+        reference: n.reference,
+        delay_reason: n.delay_reason,
+        recorded_by: who.actor(),
+    });
+    b.updated_at = now.max(before + 1);
+    if !app.store.update_breach(&b, before).await? {
+        return Err(Problem::conflict(
+            "the breach changed at the same time; try again",
+        ));
+    }
+    Ok(axum::Json(BreachView::new(b, now)))
+}
