@@ -134,6 +134,10 @@ pub struct Purpose {
     /// until withdrawn.
     #[serde(default)]
     pub validity_days: Option<u32>,
+    /// Who receives the data (processors, other controllers), for the
+    /// record of processing (PDPA s.39, GDPR Art. 30).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 impl Purpose {
@@ -182,6 +186,9 @@ impl Purpose {
         for (i, c) in self.categories.iter().enumerate() {
             validate::text(&format!("categories/{i}/name"), &c.name, 100)?;
         }
+        for (i, r) in self.recipients.iter().enumerate() {
+            validate::text(&format!("recipients/{i}"), r, 200)?;
+        }
         let mut seen = self.channels.clone();
         seen.sort();
         seen.dedup();
@@ -226,6 +233,7 @@ mod tests {
             channels: vec![Channel::Email],
             retention_days: 365,
             validity_days: Some(180),
+            recipients: vec![],
         }
     }
 

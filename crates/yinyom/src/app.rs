@@ -180,6 +180,7 @@ pub async fn create_tenant(
         default_lang: Lang::Th,
         policy_url: None,
         pii_readers: Vec::new(),
+        security_measures: vec![],
         created_at: time::now(),
     };
     store.insert_tenant(&tenant).await?;

@@ -22,6 +22,10 @@ pub struct Tenant {
     /// points in clear whatever the subject consented to.
     #[serde(default)]
     pub pii_readers: Vec<String>,
+    /// Technical and organisational security measures, for the record of
+    /// processing (PDPA s.39, GDPR Art. 30(1)(g)).
+    #[serde(default)]
+    pub security_measures: Vec<String>,
     pub created_at: Micros,
 }
 

@@ -798,7 +798,149 @@ async fn pdpa_s37_breaches_are_due_to_the_regulator_in_72_hours_and_late_notices
     assert_eq!(status, StatusCode::OK);
 }
 
+async fn pdpa_s39_record_of_processing_exports_and_the_transparency_page_shows_it(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    t.post(
+        "/v1/purposes",
+        json!({
+            "key": "health.claims", "names": { "th": "เคลมประกัน <script>alert(1)</script>", "en": "Insurance claims" },
+            "descriptions": { "en": "Handling your claims" },
+            "basis": "contract", "retention_days": 3650,
+            "categories": [{ "name": "health", "sensitivity": "sensitive" }, { "name": "name", "sensitivity": "general" }],
+            "recipients": ["Reinsurer Co., Ltd.", "Cloud host (processor)"],
+        }),
+    )
+    .await;
+    let (status, _, body) = t
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &t.owner,
+            Some(json!({
+                "dpo": { "name": "Khun Dao", "email": "dpo@shop.example" },
+                "security_measures": ["AES-256-GCM per-subject encryption", "role-based access with audit log"],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    subject_with_data(&t, "cust-p1").await;
+    let (_, r) = request(&t, json!({ "subject": "cust-p1", "kind": "erasure" })).await;
+    act(
+        &t,
+        r["id"].as_str().unwrap(),
+        "reject",
+        Some("legal hold: open insurance claim"),
+    )
+    .await;
+
+    let rec = t.get("/v1/records-of-processing").await;
+    let acts = rec["activities"].as_array().unwrap();
+    assert_eq!(acts.len(), 4);
+    let claims = acts
+        .iter()
+        .find(|a| a["purpose"] == "health.claims")
+        .unwrap();
+    assert_eq!(claims["basis"], "contract");
+    assert_eq!(claims["sensitive"], true);
+    assert_eq!(claims["data_categories"], json!(["health", "name"]));
+    assert_eq!(
+        claims["recipients"],
+        json!(["Reinsurer Co., Ltd.", "Cloud host (processor)"])
+    );
+    assert_eq!(claims["retention_days"], 3650);
+    assert_eq!(
+        rec["security_measures"][0],
+        "AES-256-GCM per-subject encryption"
+    );
+    assert_eq!(
+        rec["rejections"][0]["reason"],
+        "legal hold: open insurance claim"
+    );
+
+    let (status, headers, csv) = t
+        .request_raw(
+            Method::GET,
+            "/v1/records-of-processing?format=csv",
+            Some(&t.owner),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = String::from_utf8(csv.to_vec()).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert!(reader.headers().unwrap().iter().any(|h| h == "recipients"));
+    let (_, _, rej) = t
+        .request_raw(
+            Method::GET,
+            "/v1/records-of-processing?format=csv&table=rejections",
+            Some(&t.owner),
+            &[],
+            None,
+        )
+        .await;
+    assert!(String::from_utf8_lossy(&rej).contains("legal hold"));
+    let (status, _, _) = t
+        .request(
+            Method::GET,
+            "/v1/records-of-processing?format=xml",
+            &t.owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The public transparency page, in English and in Thai, escaped.
+    let page = |path: String, lang: Option<&'static str>| {
+        let t = &t;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                lang.map(|l| ("accept-language", l)).into_iter().collect();
+            let (status, h, body) = t
+                .request_raw(Method::GET, &path, None, &headers, None)
+                .await;
+            (status, h, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    let (status, h, en) = page(format!("/t/{}?lang=en", t.tenant), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    for needle in [
+        "Insurance claims",
+        "Kept for",
+        "3650 days",
+        "dpo@shop.example",
+        "Reinsurer Co., Ltd.",
+        "Contract (PDPA s.24(3)",
+    ] {
+        assert!(en.contains(needle), "{needle:?} missing from {en}");
+    }
+    let (_, _, th) = page(format!("/t/{}", t.tenant), Some("th-TH,th;q=0.9,en;q=0.5")).await;
+    assert!(th.contains("ระยะเวลาเก็บรักษา"), "{th}");
+    assert!(th.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!th.contains("<script>"));
+    let (status, _, _) = page("/t/no-such-tenant".into(), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 on_every_backend!(
+    pdpa_s39_record_of_processing_exports_and_the_transparency_page_shows_it,
     pdpa_s37_breaches_are_due_to_the_regulator_in_72_hours_and_late_notices_give_reasons,
     pdpa_s19_consent_expires_after_its_validity_ledgered_and_propagated_and_data_is_erased_after_retention,
     pdpa_s33_erasure_crypto_shreds_and_leaves_no_email_or_phone_in_the_database,

@@ -36,6 +36,7 @@ async fn tenant(store: &dyn Store, name: &str) -> String {
         channels: vec![Channel::Email],
         retention_days: 365,
         validity_days: None,
+        recipients: vec![],
     };
     store
         .insert_purpose(&t.id, &purpose, time::now())

@@ -185,6 +185,8 @@ pub struct TenantPatch {
     /// API key ids of `user`/`service` keys allowed to see contact points
     /// in clear (replaces the list).
     pub pii_readers: Option<Vec<String>>,
+    /// Security measures listed in the record of processing (replaces the list).
+    pub security_measures: Option<Vec<String>>,
 }
 
 /// Change the controller's name, DPO contact, jurisdictions or language.
@@ -226,6 +228,15 @@ pub async fn patch_tenant(
             return Err(Problem::validation("policy_url", "must be an http(s) URL"));
         }
         t.policy_url = Some(url);
+    }
+    if let Some(m) = p.security_measures {
+        if m.len() > 100 || m.iter().any(|x| x.trim().is_empty() || x.len() > 1000) {
+            return Err(Problem::validation(
+                "security_measures",
+                "at most 100 entries of 1-1000 bytes",
+            ));
+        }
+        t.security_measures = m;
     }
     if let Some(readers) = p.pii_readers {
         let keys = app.store.api_keys(&who.tenant).await?;

@@ -14,6 +14,7 @@ mod notices;
 pub mod problem;
 mod purposes;
 mod requests;
+mod ropa;
 pub mod stream;
 mod subjects;
 mod track;
@@ -58,7 +59,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
         track::create_source, track::list_sources, track::delete_source,
         requests::create, requests::list, requests::get, requests::act, requests::bundle,
-        breaches::create, breaches::list, breaches::get, breaches::notify,
+        breaches::create, breaches::list, breaches::get, breaches::notify, ropa::export,
         healthz, readyz, jwks,
     ),
     components(schemas(problem::ProblemBody, crate::events::ConsentEvent)),
@@ -120,6 +121,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/breaches", post(breaches::create).get(breaches::list))
         .route("/v1/breaches/{id}", get(breaches::get))
         .route("/v1/breaches/{id}/notifications", post(breaches::notify))
+        .route("/v1/records-of-processing", get(ropa::export))
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/audiences/{id}", get(messages::audience))
@@ -152,6 +154,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(v1)
         .route("/healthz", get(healthz))
+        .route("/t/{tenant}", get(ropa::transparency))
         .route(
             "/u/{token}",
             get(messages::unsubscribe_page).post(messages::unsubscribe),

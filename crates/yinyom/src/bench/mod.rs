@@ -218,6 +218,7 @@ pub(crate) async fn seeded_store(
             channels: vec![Channel::Email, Channel::Sms, Channel::Web],
             retention_days: 730,
             validity_days: Some(365),
+            recipients: vec![],
         };
         store
             .insert_purpose(&tenant.id, &purpose, time::now())
@@ -541,6 +542,7 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
             channels: vec![Channel::Email, Channel::Sms],
             retention_days: 730,
             validity_days: None,
+            recipients: vec![],
         };
         store
             .insert_purpose(&tenant.id, &purpose, time::now())
@@ -604,6 +606,7 @@ fn memory(subjects: usize) {
         default_lang: Lang::Th,
         policy_url: None,
         pii_readers: Vec::new(),
+        security_measures: vec![],
         created_at: 0,
     };
     let snapshots = (0..subjects).map(|i| crate::store::SubjectSnapshot {

@@ -291,6 +291,7 @@ fn tenant_body(t: &Tenant) -> String {
         "default_lang": t.default_lang,
         "policy_url": t.policy_url,
         "pii_readers": t.pii_readers,
+        "security_measures": t.security_measures,
     })
     .to_string()
 }
