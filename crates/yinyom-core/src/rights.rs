@@ -235,6 +235,13 @@ pub fn due_at(jurisdictions: &[String], received: Micros) -> Micros {
         .unwrap_or(received + 30 * MICROS_PER_DAY)
 }
 
+/// When a subject whose data came from a third party must have been told
+/// (PDPA s.25: within 30 days of collection; GDPR Art. 14(3)(a): within a
+/// month at the latest): the earliest under the tenant's laws.
+pub fn third_party_notice_due(jurisdictions: &[String], acquired_at: Micros) -> Micros {
+    due_at(jurisdictions, acquired_at)
+}
+
 /// The due date after an extension: again the earliest any law allows.
 pub fn extended_due(jurisdictions: &[String], due: Micros) -> Micros {
     Law::of(jurisdictions)

@@ -11,8 +11,10 @@
 //!   (PDPA s.34: kept instead of erased) or with an open rights request are
 //!   left alone.
 //!
-//! - **breach deadlines**: a warning for every breach whose 72-hour
-//!   deadline to notify the regulator passed without a notification.
+//! - **deadlines**: a warning for every breach whose 72-hour deadline to
+//!   notify the regulator passed without a notification, and for every
+//!   subject whose data came from a third party and who was not told
+//!   within 30 days (PDPA s.25).
 //!
 //! All are idempotent: a second node or a second run does nothing twice.
 
@@ -37,6 +39,9 @@ pub struct Report {
     pub erased: u64,
     /// Breaches whose regulator deadline passed without a notification.
     pub breaches_overdue: u64,
+    /// Subjects whose data came from a third party and who were not told
+    /// within the deadline (PDPA s.25).
+    pub notices_overdue: u64,
 }
 
 pub async fn run(app: Weak<App>, every: Duration) {
@@ -68,6 +73,15 @@ pub async fn run_once(app: &App, now: Micros) -> Result<Report, Problem> {
         ..Report::default()
     };
     report.erased = retention(app, now).await?;
+    for t in app.store.tenants().await? {
+        for a in app.store.acquisitions(&t.id, true).await? {
+            if a.due_at < now {
+                tracing::warn!(tenant = %t.id, subject_uid = %a.subject_uid,
+                    "third-party data: the subject was not told within 30 days (PDPA s.25)");
+                report.notices_overdue += 1;
+            }
+        }
+    }
     for b in app.store.breaches(None).await? {
         let told = b
             .notifications

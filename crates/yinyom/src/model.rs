@@ -405,3 +405,21 @@ pub struct BreachNotification {
     pub delay_reason: Option<String>,
     pub recorded_by: String,
 }
+
+/// Personal data acquired from a third party (PDPA s.25), and the notice
+/// the subject must be given within 30 days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquisition {
+    pub tenant: String,
+    pub subject_uid: String,
+    /// Filled in on reads.
+    pub subject_id: Option<String>,
+    pub source: String,
+    pub acquired_at: Micros,
+    pub due_at: Micros,
+    pub notified_at: Option<Micros>,
+    pub method: Option<String>,
+    pub notice: Option<String>,
+    pub recorded_by: String,
+    pub updated_at: Micros,
+}

@@ -939,7 +939,133 @@ async fn pdpa_s39_record_of_processing_exports_and_the_transparency_page_shows_i
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+async fn pdpa_s25_subjects_whose_data_came_from_third_parties_are_told_within_30_days(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    subject_with_data(&t, "cust-t1").await;
+    subject_with_data(&t, "cust-t2").await;
+    let days_ago = |d: i64| {
+        yinyom_core::time::rfc3339(yinyom_core::time::now() - d * yinyom_core::time::MICROS_PER_DAY)
+    };
+    let put = |id: &'static str, body: Value| {
+        let t = &t;
+        async move {
+            let (status, _, res) = t
+                .request(
+                    Method::PUT,
+                    &format!("/v1/subjects/{id}/acquisition"),
+                    &t.owner,
+                    Some(body),
+                )
+                .await;
+            (status, res)
+        }
+    };
+    let (status, old) = put(
+        "cust-t1",
+        json!({ "source": "Partner Bank PCL", "acquired_at": days_ago(31) }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{old}");
+    assert_eq!(old["overdue"], true);
+    let (_, fresh) = put(
+        "cust-t2",
+        json!({ "source": "Event sign-up list", "acquired_at": days_ago(2) }),
+    )
+    .await;
+    assert_eq!(fresh["overdue"], false);
+    let due =
+        |v: &Value, k: &str| yinyom_core::time::parse_rfc3339(v[k].as_str().unwrap()).unwrap();
+    assert_eq!(
+        due(&fresh, "due_at") - due(&fresh, "acquired_at"),
+        30 * yinyom_core::time::MICROS_PER_DAY
+    );
+
+    let list = t.get("/v1/acquisitions?overdue=true").await;
+    assert_eq!(list["acquisitions"].as_array().unwrap().len(), 1);
+    assert_eq!(list["acquisitions"][0]["subject"], "cust-t1");
+    let r = yinyom::lifecycle::run_once(&t.app, yinyom_core::time::now())
+        .await
+        .unwrap();
+    assert_eq!(r.notices_overdue, 1);
+
+    // The notice is recorded: how, when, which version.
+    let (status, _, told) = t
+        .request(
+            Method::POST,
+            "/v1/subjects/cust-t1/acquisition/notice",
+            &t.owner,
+            Some(json!({ "method": "email", "notice": { "key": "main", "version": 1 } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{told}");
+    assert_eq!(
+        (told["overdue"].clone(), told["notice"].clone()),
+        (json!(false), json!("main@1"))
+    );
+    assert_eq!(
+        t.get("/v1/acquisitions?overdue=true").await["acquisitions"],
+        json!([])
+    );
+    assert_eq!(
+        t.get("/v1/acquisitions?pending=true").await["acquisitions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        t.get("/v1/acquisitions").await["acquisitions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Bad input.
+    let (status, r) = put(
+        "cust-t2",
+        json!({ "source": "x", "acquired_at": "2999-01-01T00:00:00Z" }),
+    )
+    .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("acquired_at"))
+    );
+    let (status, _) = put(
+        "nobody",
+        json!({ "source": "x", "acquired_at": days_ago(1) }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (body, field) in [
+        (json!({ "method": "email", "at": days_ago(10) }), "at"),
+        (
+            json!({ "method": "email", "notice": { "key": "main", "version": 9 } }),
+            "notice",
+        ),
+        (json!({ "method": "" }), "method"),
+    ] {
+        let (status, _, r) = t
+            .request(
+                Method::POST,
+                "/v1/subjects/cust-t2/acquisition/notice",
+                &t.owner,
+                Some(body),
+            )
+            .await;
+        assert_eq!(
+            (status, r["field"].clone()),
+            (StatusCode::UNPROCESSABLE_ENTITY, json!(field)),
+            "{r}"
+        );
+    }
+}
+
 on_every_backend!(
+    pdpa_s25_subjects_whose_data_came_from_third_parties_are_told_within_30_days,
     pdpa_s39_record_of_processing_exports_and_the_transparency_page_shows_it,
     pdpa_s37_breaches_are_due_to_the_regulator_in_72_hours_and_late_notices_give_reasons,
     pdpa_s19_consent_expires_after_its_validity_ledgered_and_propagated_and_data_is_erased_after_retention,

@@ -33,3 +33,20 @@ CREATE TABLE breaches (
     updated_at        BIGINT NOT NULL,
     PRIMARY KEY (tenant, id)
 );
+
+-- Subjects whose data came from someone else (PDPA s.25): the source, when
+-- it was acquired, and the notice given to the subject (due in 30 days).
+CREATE TABLE acquisitions (
+    tenant        TEXT NOT NULL REFERENCES tenants(id),
+    subject_uid   TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    acquired_at   BIGINT NOT NULL,
+    due_at        BIGINT NOT NULL,
+    notified_at   BIGINT,
+    method        TEXT,                 -- email, sms, letter, ...
+    notice        TEXT,                 -- notice key@version shown
+    recorded_by   TEXT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    PRIMARY KEY (tenant, subject_uid)
+);
+CREATE INDEX acquisitions_by_due ON acquisitions (tenant, due_at);

@@ -3,6 +3,7 @@
 //! Handlers are thin: they authenticate, check the role, validate at the
 //! edge and call the view, the writer or the store.
 
+mod acquisitions;
 mod admin;
 pub mod auth;
 mod breaches;
@@ -60,6 +61,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         track::create_source, track::list_sources, track::delete_source,
         requests::create, requests::list, requests::get, requests::act, requests::bundle,
         breaches::create, breaches::list, breaches::get, breaches::notify, ropa::export,
+        acquisitions::put, acquisitions::notice, acquisitions::list,
         healthz, readyz, jwks,
     ),
     components(schemas(problem::ProblemBody, crate::events::ConsentEvent)),
@@ -122,6 +124,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/breaches/{id}", get(breaches::get))
         .route("/v1/breaches/{id}/notifications", post(breaches::notify))
         .route("/v1/records-of-processing", get(ropa::export))
+        .route("/v1/subjects/{id}/acquisition", put(acquisitions::put))
+        .route(
+            "/v1/subjects/{id}/acquisition/notice",
+            post(acquisitions::notice),
+        )
+        .route("/v1/acquisitions", get(acquisitions::list))
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/audiences/{id}", get(messages::audience))

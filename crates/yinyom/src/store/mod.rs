@@ -239,6 +239,12 @@ pub trait Messages: Send + Sync {
 /// breach register.
 #[async_trait]
 pub trait Requests: Send + Sync {
+    /// Record (or replace) where a subject's data was acquired.
+    async fn put_acquisition(&self, a: &Acquisition) -> Result<()>;
+    async fn acquisition(&self, tenant: &str, uid: &str) -> Result<Option<Acquisition>>;
+    /// A tenant's acquisitions, the soonest due first; only those not yet
+    /// notified when `pending`.
+    async fn acquisitions(&self, tenant: &str, pending: bool) -> Result<Vec<Acquisition>>;
     async fn insert_breach(&self, b: &Breach) -> Result<()>;
     /// A tenant's breaches, the latest discovered first.
     async fn breaches(&self, tenant: Option<&str>) -> Result<Vec<Breach>>;

@@ -41,8 +41,80 @@ fn breach_from_row(r: &AnyRow) -> Result<Breach> {
     Ok(b)
 }
 
+fn acquisition_from_row(r: &AnyRow) -> Acquisition {
+    Acquisition {
+        tenant: r.get("tenant"),
+        subject_uid: r.get("subject_uid"),
+        subject_id: r.try_get("subject_id").ok().flatten(),
+        source: r.get("source"),
+        acquired_at: r.get("acquired_at"),
+        due_at: r.get("due_at"),
+        notified_at: r.get("notified_at"),
+        method: r.get("method"),
+        notice: r.get("notice"),
+        recorded_by: r.get("recorded_by"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+const ACQUISITIONS: &str = "SELECT a.*, s.id AS subject_id FROM acquisitions a
+     LEFT JOIN subjects s ON s.tenant = a.tenant AND s.uid = a.subject_uid";
+
 #[async_trait]
 impl Requests for SqlStore {
+    async fn put_acquisition(&self, a: &Acquisition) -> Result<()> {
+        let _writing = self.exclusive().await;
+        sqlx::query(
+            "INSERT INTO acquisitions (tenant, subject_uid, source, acquired_at, due_at, notified_at,
+                 method, notice, recorded_by, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (tenant, subject_uid) DO UPDATE SET source = excluded.source,
+                 acquired_at = excluded.acquired_at, due_at = excluded.due_at,
+                 notified_at = excluded.notified_at, method = excluded.method,
+                 notice = excluded.notice, recorded_by = excluded.recorded_by,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&a.tenant)
+        .bind(&a.subject_uid)
+        .bind(&a.source)
+        .bind(a.acquired_at)
+        .bind(a.due_at)
+        .bind(a.notified_at)
+        .bind(a.method.clone())
+        .bind(a.notice.clone())
+        .bind(&a.recorded_by)
+        .bind(a.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn acquisition(&self, tenant: &str, uid: &str) -> Result<Option<Acquisition>> {
+        let row = sqlx::query(&format!(
+            "{ACQUISITIONS} WHERE a.tenant = $1 AND a.subject_uid = $2"
+        ))
+        .bind(tenant)
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.as_ref().map(acquisition_from_row))
+    }
+
+    async fn acquisitions(&self, tenant: &str, pending: bool) -> Result<Vec<Acquisition>> {
+        let rows = sqlx::query(&format!(
+            "{ACQUISITIONS} WHERE a.tenant = $1 AND ($2 = 0 OR a.notified_at IS NULL)
+             ORDER BY a.due_at, a.subject_uid LIMIT 10000"
+        ))
+        .bind(tenant)
+        .bind(i64::from(pending))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(acquisition_from_row).collect())
+    }
+
     async fn insert_breach(&self, b: &Breach) -> Result<()> {
         let _writing = self.exclusive().await;
         sqlx::query(
