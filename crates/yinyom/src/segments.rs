@@ -145,3 +145,78 @@ pub async fn evaluate(
     });
     Ok(e)
 }
+
+/// A consent that needs renewal: given under an older version of a notice
+/// than its latest material one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Renewal {
+    pub subject: String,
+    #[schema(value_type = String)]
+    pub purpose: std::sync::Arc<str>,
+    pub channel: Option<Channel>,
+    /// The version the subject agreed to.
+    pub agreed_version: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Renewals {
+    pub notice: String,
+    /// The latest material version; none: no version is material, nothing
+    /// needs renewal.
+    pub material_version: Option<u32>,
+    /// Sorted by subject.
+    pub subjects: Vec<Renewal>,
+}
+
+/// Every standing grant under `notice` given before its latest material
+/// version: these subjects must agree again (decisions answer
+/// `notice_outdated` until they do).
+pub fn renewals(
+    app: &App,
+    tenant: &str,
+    notice: &str,
+) -> Result<Renewals, crate::api::problem::Problem> {
+    let now = time::now();
+    app.view
+        .read(tenant, |tv| {
+            if !tv.latest_notice.contains_key(notice) {
+                return Err(crate::api::problem::Problem::not_found(format!(
+                    "notice {notice:?} does not exist"
+                )));
+            }
+            let material = tv.material.get(notice).copied();
+            let mut subjects = Vec::new();
+            if let Some(m) = material {
+                for (id, s) in &tv.subjects {
+                    if s.erased() {
+                        continue;
+                    }
+                    for r in &s.consents.records {
+                        let Some(n) = &r.notice else { continue };
+                        if &*n.key == notice
+                            && n.version < m
+                            && r.state_at(now) == yinyom_core::consent::ConsentState::Granted
+                        {
+                            subjects.push(Renewal {
+                                subject: id.clone(),
+                                purpose: r.purpose.clone(),
+                                channel: r.channel,
+                                agreed_version: n.version,
+                            });
+                        }
+                    }
+                }
+            }
+            subjects.sort_by(|a, b| a.subject.cmp(&b.subject).then(a.purpose.cmp(&b.purpose)));
+            Ok(Renewals {
+                notice: notice.to_string(),
+                material_version: material,
+                subjects,
+            })
+        })
+        .unwrap_or_else(|| {
+            Err(crate::api::problem::Problem::not_found(
+                "the tenant does not exist",
+            ))
+        })
+}

@@ -18,7 +18,7 @@ async fn setup(t: &TestApp) {
     for (key, channels, basis) in [
         ("marketing.email", vec!["email"], "consent"),
         ("analytics", vec![], "consent"),
-        ("service", vec![], "contract"),
+        ("service", vec!["email"], "contract"),
     ] {
         t.post(
             "/v1/purposes",
@@ -1064,7 +1064,93 @@ async fn pdpa_s25_subjects_whose_data_came_from_third_parties_are_told_within_30
     }
 }
 
+async fn pdpa_s19_a_material_notice_change_lists_and_messages_the_consents_to_renew(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    subject_with_data(&t, "cust-n1").await;
+    subject_with_data(&t, "cust-n2").await;
+    let r = t.get("/v1/notices/main/renewals").await;
+    assert_eq!(
+        (r["material_version"].clone(), r["subjects"].clone()),
+        (Value::Null, json!([]))
+    );
+
+    // Version 2 is material: the grants under version 1 need renewal.
+    t.post(
+        "/v1/notices",
+        json!({
+            "key": "main", "material": true,
+            "texts": { "th": { "title": "ประกาศ", "body": "ใหม่" }, "en": { "title": "Notice", "body": "new" } },
+            "purposes": ["marketing.email", "analytics"],
+        }),
+    )
+    .await;
+    // cust-n2 agrees again to email marketing under version 2.
+    t.post(
+        "/v1/consents",
+        json!({ "subject": "cust-n2", "source": "web", "notice": { "key": "main", "version": 2 },
+                "actions": [{ "purpose": "marketing.email", "channel": "email", "action": "grant" }] }),
+    )
+    .await;
+    let r = t.get("/v1/notices/main/renewals").await;
+    assert_eq!(r["material_version"], 2);
+    let due: Vec<(String, String)> = r["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["subject"].as_str().unwrap().into(),
+                x["purpose"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        due,
+        vec![
+            ("cust-n1".into(), "analytics".into()),
+            ("cust-n1".into(), "marketing.email".into()),
+            ("cust-n2".into(), "analytics".into()),
+        ]
+    );
+    assert_eq!(
+        decide(&t, "cust-n1", "marketing.email", "email").await["reason"],
+        "notice_outdated"
+    );
+
+    // Ask them to agree again, through the relay, on a purpose that allows it.
+    let (status, _, res) = t
+        .request(
+            Method::PUT,
+            "/v1/connectors/email",
+            &t.owner,
+            Some(json!({ "url": "smtp://127.0.0.1:9", "from": "Shop <privacy@shop.example>" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let (status, _, a) = t
+        .request(
+            Method::POST,
+            "/v1/messages",
+            &t.owner,
+            Some(json!({
+                "audience": { "renewal": "main" }, "channel": "email", "purpose": "service",
+                "content": { "subject": "Our notice changed", "text": "Please review it" },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{a}");
+    assert_eq!(a["recipients"], 2, "one message per subject");
+    let (status, _, _) = t
+        .request(Method::GET, "/v1/notices/nope/renewals", &t.owner, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 on_every_backend!(
+    pdpa_s19_a_material_notice_change_lists_and_messages_the_consents_to_renew,
     pdpa_s25_subjects_whose_data_came_from_third_parties_are_told_within_30_days,
     pdpa_s39_record_of_processing_exports_and_the_transparency_page_shows_it,
     pdpa_s37_breaches_are_due_to_the_regulator_in_72_hours_and_late_notices_give_reasons,

@@ -40,8 +40,10 @@ pub struct ContentInput {
     pub html: Option<String>,
 }
 
-/// Who an audience send goes to: listed subjects, or everyone matching a
-/// segment filter (`country = "TH" and events("purchase", 30d) >= 2`).
+/// Who an audience send goes to: listed subjects, everyone matching a
+/// segment filter (`country = "TH" and events("purchase", 30d) >= 2`), or
+/// everyone whose consent under a notice needs renewal since its latest
+/// material version (`renewal`: the notice key).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AudienceInput {
@@ -49,6 +51,8 @@ pub struct AudienceInput {
     pub subjects: Option<Vec<String>>,
     #[serde(default)]
     pub segment: Option<String>,
+    #[serde(default)]
+    pub renewal: Option<String>,
 }
 
 /// Body of `POST /v1/messages`: exactly one of `subject`, `to`, `audience`.
@@ -186,13 +190,16 @@ fn check(app: &App, tenant: &str, r: &SendRequest) -> Result<ContactKind, Proble
         }
     }
     if let Some(a) = &r.audience {
-        match (&a.subjects, &a.segment) {
-            (Some(list), None) if !list.is_empty() && list.len() <= MAX_AUDIENCE_SUBJECTS => {}
-            (None, Some(_)) => {}
+        match (&a.subjects, &a.segment, &a.renewal) {
+            (Some(list), None, None) if !list.is_empty() && list.len() <= MAX_AUDIENCE_SUBJECTS => {
+            }
+            (None, Some(_), None) | (None, None, Some(_)) => {}
             _ => {
                 return Err(Problem::validation(
                     "audience",
-                    format!("give `subjects` (1-{MAX_AUDIENCE_SUBJECTS} ids) or `segment`"),
+                    format!(
+                        "give `subjects` (1-{MAX_AUDIENCE_SUBJECTS} ids), `segment` or `renewal`"
+                    ),
                 ));
             }
         }
@@ -411,6 +418,19 @@ async fn audience_members(
                         format!("subject {id:?} does not exist"),
                     ));
                 }
+            }
+        }
+        return Ok(out);
+    }
+    if let Some(key) = &a.renewal {
+        let due =
+            crate::segments::renewals(app, tenant, key).map_err(|e| e.field("audience.renewal"))?;
+        let mut ids: Vec<String> = due.subjects.into_iter().map(|r| r.subject).collect();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(s) = profiles::read(app, tenant, &id).await? {
+                out.push(s);
             }
         }
         return Ok(out);

@@ -49,7 +49,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
     info(title = "Yinyom", description = "Consent management: purposes, notices, a tamper-evident consent ledger with signed receipts, and fast decisions.", license(name = "Apache-2.0")),
     paths(
         purposes::create, purposes::list, purposes::get, purposes::patch,
-        notices::publish, notices::list, notices::current, notices::version,
+        notices::publish, notices::list, notices::current, notices::version, notices::renewals,
         subjects::put, subjects::get, subjects::consents, subjects::events, stream::stream,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete,
         webhooks::deliveries, webhooks::replay,
@@ -98,6 +98,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/notices", post(notices::publish).get(notices::list))
         .route("/v1/notices/{key}", get(notices::current))
+        .route("/v1/notices/{key}/renewals", get(notices::renewals))
         .route(
             "/v1/notices/{key}/versions/{version}",
             get(notices::version),

@@ -112,3 +112,23 @@ pub async fn version(
         .map(axum::Json)
         .ok_or_else(|| Problem::not_found(format!("notice {key:?} has no version {version}")))
 }
+
+/// The subjects whose consent under this notice needs renewal: given under
+/// an older version than the latest material one. Send them a request to
+/// agree again with `POST /v1/messages` and `"audience": {"renewal": KEY}`.
+#[utoipa::path(get, path = "/v1/notices/{key}/renewals", tag = "notices", params(("key" = String, Path)),
+    responses((status = 200, body = crate::segments::Renewals), (status = 404, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn renewals(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(key): Path<String>,
+) -> Result<axum::Json<crate::segments::Renewals>, Problem> {
+    who.require(super::auth::STAFF)?;
+    app.ensure_tenant(&who.tenant).await?;
+    Ok(axum::Json(crate::segments::renewals(
+        &app,
+        &who.tenant,
+        &key,
+    )?))
+}
