@@ -132,6 +132,9 @@ pub struct ConsentRecord {
     pub notice: Option<NoticeVersion>,
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub source: Arc<str>,
+    /// A guardian gave or joined this consent (PDPA s.20).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guardian: bool,
 }
 
 impl ConsentRecord {
@@ -228,6 +231,7 @@ mod tests {
             expires_at: None,
             notice: None,
             source: "web".into(),
+            guardian: false,
         }
     }
 

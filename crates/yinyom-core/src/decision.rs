@@ -36,6 +36,8 @@ pub enum Reason {
     Restricted,
     Objected,
     Erased,
+    /// A minor's consent without a guardian's (PDPA s.20).
+    GuardianRequired,
 }
 
 impl Reason {
@@ -50,6 +52,7 @@ impl Reason {
             Self::Restricted => "restricted",
             Self::Objected => "objected",
             Self::Erased => "erased",
+            Self::GuardianRequired => "guardian_required",
         }
     }
 }
@@ -111,8 +114,13 @@ pub fn decide(f: &Facts<'_>) -> Decision {
                     (Some(n), Some(material)) => n.version < material,
                     _ => false,
                 };
+                let minor = flags.is_some_and(|s| {
+                    s.age_band_at(record.occurred_at) != crate::subject::AgeBand::Adult
+                });
                 if outdated {
                     Decision::deny(Reason::NoticeOutdated)
+                } else if minor && !record.guardian {
+                    Decision::deny(Reason::GuardianRequired)
                 } else {
                     Decision::allow(Reason::ConsentGranted)
                 }

@@ -44,6 +44,11 @@ pub struct EntryBody {
     /// For grants recorded through the API: the id of the signed receipt
     /// the subject was given, so the chain vouches for the receipt.
     pub receipt: Option<String>,
+    /// The subject is a minor and the evidence names the guardian who gave
+    /// or joined the consent (PDPA s.20). Absent (false) from the hashed
+    /// body unless set, so earlier entries hash as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guardian: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +75,7 @@ impl LedgerEntry {
                 version: n.version,
             }),
             source: self.body.source.as_str().into(),
+            guardian: self.body.guardian,
         }
     }
 }

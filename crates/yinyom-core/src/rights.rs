@@ -333,6 +333,7 @@ mod tests {
             expires_at: exp,
             notice: None,
             source: "web".into(),
+            guardian: false,
         };
         let days = |p: &str| match p {
             "short" => Some(10),

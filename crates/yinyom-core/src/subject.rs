@@ -37,11 +37,61 @@ pub struct SubjectFlags {
     /// Purposes the subject objected to; `*` objects to all.
     #[serde(default)]
     pub objected: BTreeSet<String>,
+    /// Date of birth (`YYYY-MM-DD`), when known: decides whether a consent
+    /// needs a guardian (PDPA s.20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub born_on: Option<String>,
+    /// The age band declared when the date of birth is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_band: Option<AgeBand>,
+}
+
+/// Age bands of PDPA s.20 (the age of majority in Thailand is 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum AgeBand {
+    /// Under 10: only the guardian may consent.
+    #[serde(rename = "under_10")]
+    Under10,
+    /// 10 to 19: the minor consents, and the guardian too.
+    #[serde(rename = "10_to_19")]
+    From10To19,
+    #[serde(rename = "adult")]
+    Adult,
+}
+
+/// The date a `YYYY-MM-DD` names, checked.
+pub fn parse_birth_date(s: &str) -> Result<time::Date, Invalid> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &format)
+        .map_err(|_| Invalid::new("flags.born_on", "must be a date as YYYY-MM-DD"))
 }
 
 impl SubjectFlags {
     pub fn restricts(&self, purpose: &str) -> bool {
         self.restricted.contains("*") || self.restricted.contains(purpose)
+    }
+
+    /// The subject's age band at `at`: from the date of birth, else the
+    /// declared band, else adult (nothing says otherwise).
+    pub fn age_band_at(&self, at: crate::time::Micros) -> AgeBand {
+        if let Some(born) = self
+            .born_on
+            .as_deref()
+            .and_then(|b| parse_birth_date(b).ok())
+        {
+            let day = crate::time::from_micros(at).date();
+            let mut years = day.year() - born.year();
+            if (day.month() as u8, day.day()) < (born.month() as u8, born.day()) {
+                years -= 1;
+            }
+            return match years {
+                y if y < 10 => AgeBand::Under10,
+                y if y < 20 => AgeBand::From10To19,
+                _ => AgeBand::Adult,
+            };
+        }
+        self.age_band.unwrap_or(AgeBand::Adult)
     }
 
     pub fn objects_to(&self, purpose: &str) -> bool {

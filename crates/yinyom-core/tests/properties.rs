@@ -18,7 +18,7 @@ use yinyom_core::ledger::{
 };
 use yinyom_core::notice::NoticeRef;
 use yinyom_core::purpose::{Channel, LawfulBasis};
-use yinyom_core::subject::SubjectFlags;
+use yinyom_core::subject::{AgeBand, SubjectFlags};
 use yinyom_core::time::Micros;
 
 const CASES: u32 = 512;
@@ -95,6 +95,7 @@ fn events() -> impl Strategy<Value = Vec<ConsentRecord>> {
                         expires_at,
                         notice,
                         source: source.into(),
+                        guardian: false,
                     }
                 },
             )
@@ -217,20 +218,39 @@ impl Case {
                 (Some(n), Some(material)) => n.version >= material,
                 _ => true,
             };
-            r.state == ConsentState::Granted && unexpired && current_notice
+            r.state == ConsentState::Granted
+                && unexpired
+                && current_notice
+                && (r.guardian || !self.minor())
         })
+    }
+
+    /// A minor (PDPA s.20): only a guardian's consent counts.
+    fn minor(&self) -> bool {
+        self.flags
+            .as_ref()
+            .and_then(|f| f.age_band)
+            .is_some_and(|b| b != AgeBand::Adult)
     }
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let flags = prop::option::of((any::<bool>(), marks(), marks()));
+    let flags = prop::option::of((
+        any::<bool>(),
+        marks(),
+        marks(),
+        prop::option::of(prop::sample::select(vec![
+            AgeBand::Under10,
+            AgeBand::From10To19,
+            AgeBand::Adult,
+        ])),
+    ));
     let record = prop::option::of((
-        channel(),
-        state(),
-        occurred_at(),
+        (channel(), state(), occurred_at()),
         prop::option::of(0i64..24),
         notice_version(),
         1u64..100,
+        any::<bool>(),
     ));
     (
         purpose(),
@@ -246,23 +266,28 @@ fn case() -> impl Strategy<Value = Case> {
                 purpose_key,
                 basis,
                 sensitive,
-                flags: flags.map(|(erased, restricted, objected)| SubjectFlags {
+                flags: flags.map(|(erased, restricted, objected, age_band)| SubjectFlags {
                     erased,
                     restricted: mark_set(&restricted, purpose_key),
                     objected: mark_set(&objected, purpose_key),
+                    born_on: None,
+                    age_band,
                 }),
-                record: record.map(|(channel, state, occurred_at, expires_at, notice, seq)| {
-                    ConsentRecord {
-                        purpose: purpose_key.into(),
-                        channel,
-                        state,
-                        seq,
-                        occurred_at,
-                        expires_at,
-                        notice,
-                        source: "web".into(),
-                    }
-                }),
+                record: record.map(
+                    |((channel, state, occurred_at), expires_at, notice, seq, guardian)| {
+                        ConsentRecord {
+                            purpose: purpose_key.into(),
+                            channel,
+                            state,
+                            seq,
+                            occurred_at,
+                            expires_at,
+                            notice,
+                            source: "web".into(),
+                            guardian,
+                        }
+                    },
+                ),
                 latest_material_version,
                 now,
             },
@@ -299,6 +324,9 @@ fn oracle(c: &Case) -> Decision {
                         deny(Reason::Expired)
                     }
                     (ConsentState::Granted, false, true) => deny(Reason::NoticeOutdated),
+                    (ConsentState::Granted, false, false) if c.minor() && !r.guardian => {
+                        deny(Reason::GuardianRequired)
+                    }
                     (ConsentState::Granted, false, false) => allow(Reason::ConsentGranted),
                     (ConsentState::Withdrawn, _, _) => deny(Reason::Withdrawn),
                     (ConsentState::Denied | ConsentState::Unspecified, _, _) => {
@@ -358,6 +386,7 @@ fn body() -> impl Strategy<Value = (EntryBody, Option<serde_json::Value>)> {
                     occurred_at,
                     recorded_at,
                     expires_at,
+                    guardian: false,
                     receipt: (action == Action::Grant).then(|| format!("receipt-{recorded_at}")),
                 };
                 (body, evidence)

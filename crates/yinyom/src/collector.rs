@@ -283,6 +283,7 @@ fn carried_over(app: &App, source: &Source, user_id: &str, anonymous_id: &str) -
                         }],
                         idempotency: None,
                         receipt: None,
+                        guardian: r.guardian,
                     })
                 })
                 .collect()

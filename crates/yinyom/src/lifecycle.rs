@@ -7,7 +7,9 @@
 //!   treat such a grant as expired even before the entry is written.
 //! - **retention**: a subject whose every choice ended longer ago than its
 //!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased by
-//!   crypto-shredding, like an erasure request. Subjects under restriction
+//!   crypto-shredding, like an erasure request, if it holds a profile (a
+//!   subject known only by its consent history keeps it as proof). Subjects
+//!   under restriction
 //!   (PDPA s.34: kept instead of erased) or with an open rights request are
 //!   left alone.
 //!
@@ -122,6 +124,7 @@ async fn expire_consents(app: &App, now: Micros) -> Result<u64, Problem> {
                 expires_at: None,
             }],
             receipt: None,
+            guardian: false,
         };
         match app.writer.write(item).await {
             Ok(_) => done += 1,
@@ -157,6 +160,11 @@ async fn retention(app: &App, now: Micros) -> Result<u64, Problem> {
             let Some(record) = app.store.subject(&tenant.id, &id).await? else {
                 continue;
             };
+            // Only personal data is deleted: a subject known by its consent
+            // history alone (an import, say) keeps it as proof.
+            if record.profile.is_none() {
+                continue;
+            }
             let open = app
                 .store
                 .requests(&tenant.id, None, None, Some(&record.uid))

@@ -10,7 +10,7 @@ use yinyom_core::Invalid;
 use yinyom_core::consent::Action;
 use yinyom_core::notice::NoticeRef;
 use yinyom_core::purpose::Channel;
-use yinyom_core::subject;
+use yinyom_core::subject::{self, AgeBand};
 use yinyom_core::time::{self, MICROS_PER_DAY, Micros};
 
 use crate::store::{Idempotency, PreparedAction, WriteItem};
@@ -194,6 +194,7 @@ pub fn prepare(
             ))
         }
     };
+    let guardian = guardian_named(req.evidence.as_ref())?;
     let mut seen = HashSet::new();
     let mut actions = Vec::with_capacity(req.actions.len());
     for (i, a) in req.actions.iter().enumerate() {
@@ -268,7 +269,33 @@ pub fn prepare(
             expires_at,
         });
     }
+    // PDPA s.20: a minor's consent needs the guardian's (under 10, only
+    // the guardian may give it).
+    let band = tv
+        .subjects
+        .get(&req.subject)
+        .and_then(|s| s.flags.as_deref())
+        .map_or(AgeBand::Adult, |f| f.age_band_at(occurred_at));
+    if origin == Origin::Api
+        && band != AgeBand::Adult
+        && !guardian
+        && actions.iter().any(|a| a.action == Action::Grant)
+    {
+        return Err(Rejected::new(
+            "guardian-required",
+            "evidence.guardian",
+            match band {
+                AgeBand::Under10 => {
+                    "the subject is under 10: only a guardian may consent; name the guardian and the relationship in evidence.guardian (PDPA s.20)"
+                }
+                _ => {
+                    "the subject is a minor: the guardian must consent too; name the guardian and the relationship in evidence.guardian (PDPA s.20)"
+                }
+            },
+        ));
+    }
     Ok(WriteItem {
+        guardian,
         tenant: tv.tenant.id.clone(),
         subject_id: req.subject,
         actor: actor.to_string(),
@@ -280,4 +307,25 @@ pub fn prepare(
         idempotency,
         receipt: None,
     })
+}
+
+/// Whether the evidence names a guardian (`{"guardian": {"name": …,
+/// "relationship": …}}`); a malformed one is refused.
+fn guardian_named(evidence: Option<&serde_json::Value>) -> Result<bool, Rejected> {
+    let Some(g) = evidence.and_then(|e| e.get("guardian")) else {
+        return Ok(false);
+    };
+    let text = |k: &str| {
+        g.get(k)
+            .and_then(|v| v.as_str())
+            .is_some_and(|s| !s.trim().is_empty() && s.len() <= 200)
+    };
+    if !text("name") || !text("relationship") {
+        return Err(Rejected::new(
+            "validation",
+            "evidence.guardian",
+            "must name the guardian (`name`) and the relationship (`relationship`, e.g. parent)",
+        ));
+    }
+    Ok(true)
 }

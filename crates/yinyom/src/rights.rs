@@ -373,6 +373,7 @@ async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem
                 request_hash: "withdrawal".into(),
             }),
             receipt: None,
+            guardian: false,
         })
         .await?;
     Ok(format!("{n} consent(s) withdrawn in the ledger"))
@@ -388,6 +389,8 @@ pub async fn erase(app: &App, tenant: &str, id: &str, uid: &str) -> Result<Strin
         .map(|s| s.flags)
         .unwrap_or_default();
     flags.erased = true;
+    flags.born_on = None;
+    flags.age_band = None;
     let gone = app
         .store
         .erase_subject(tenant, id, uid, &flags, time::now())

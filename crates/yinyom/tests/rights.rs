@@ -1149,7 +1149,134 @@ async fn pdpa_s19_a_material_notice_change_lists_and_messages_the_consents_to_re
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+async fn pdpa_s20_a_minors_consent_needs_the_guardian(backend: Backend) {
+    let mut t = TestApp::new(backend).await;
+    setup(&t).await;
+    let years_ago = |y: i32| {
+        let today = yinyom_core::time::from_micros(yinyom_core::time::now()).date();
+        format!(
+            "{:04}-{:02}-{:02}",
+            today.year() - y,
+            today.month() as u8,
+            today.day().min(28)
+        )
+    };
+    let put_flags = |id: &'static str, flags: Value| {
+        let t = &t;
+        async move {
+            let (status, _, body) = t
+                .request(
+                    Method::PUT,
+                    &format!("/v1/subjects/{id}"),
+                    &t.owner,
+                    Some(json!({ "flags": flags })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    let grant = |id: &'static str, evidence: Value| {
+        let t = &t;
+        async move {
+            let (status, _, body) = t
+                .request(
+                    Method::POST,
+                    "/v1/consents",
+                    &t.owner,
+                    Some(json!({
+                        "subject": id, "source": "web", "notice": { "key": "main", "version": 1 },
+                        "evidence": evidence,
+                        "actions": [{ "purpose": "marketing.email", "channel": "email", "action": "grant" }],
+                    })),
+                )
+                .await;
+            (status, body)
+        }
+    };
+    let mother = json!({ "guardian": { "name": "Khun Mae", "relationship": "mother" } });
+
+    // Under 10: only the guardian may consent.
+    put_flags("kid", json!({ "born_on": years_ago(8) })).await;
+    let (status, r) = grant("kid", json!({ "form": "signup" })).await;
+    assert_eq!(
+        (status, r["type"].clone()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!("https://yinyom.dev/problems/guardian-required")
+        ),
+        "{r}"
+    );
+    assert!(r["detail"].as_str().unwrap().contains("under 10"));
+    let (status, r) = grant("kid", mother.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    assert_eq!(
+        decide(&t, "kid", "marketing.email", "email").await["allowed"],
+        true
+    );
+
+    // 10 to 19: the guardian joins the minor's consent; a guardian without
+    // the relationship is refused.
+    put_flags("teen", json!({ "age_band": "10_to_19" })).await;
+    let (status, r) = grant("teen", json!({ "guardian": { "name": "Khun Por" } })).await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("evidence.guardian")),
+        "{r}"
+    );
+    let (status, _) = grant("teen", json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = grant(
+        "teen",
+        json!({ "guardian": { "name": "Khun Por", "relationship": "father" } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // A consent recorded before the subject was known to be a minor does not count.
+    let (status, _) = grant("late", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        decide(&t, "late", "marketing.email", "email").await["allowed"],
+        true
+    );
+    put_flags("late", json!({ "born_on": years_ago(15) })).await;
+    let d = decide(&t, "late", "marketing.email", "email").await;
+    assert_eq!(
+        (d["allowed"].clone(), d["reason"].clone()),
+        (json!(false), json!("guardian_required"))
+    );
+    // An adult's is unaffected; a birth date in the future is refused.
+    put_flags("grown", json!({ "born_on": years_ago(30) })).await;
+    assert_eq!(grant("grown", json!({})).await.0, StatusCode::CREATED);
+    let (status, _, r) = t
+        .request(
+            Method::PUT,
+            "/v1/subjects/grown",
+            &t.owner,
+            Some(json!({ "flags": { "born_on": "2999-01-01" } })),
+        )
+        .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("flags.born_on"))
+    );
+
+    // The guardian mark is in the chain and survives a restart.
+    assert_eq!(t.get("/v1/ledger/verify").await["ok"], true);
+    t.restart().await;
+    assert_eq!(
+        decide(&t, "kid", "marketing.email", "email").await["allowed"],
+        true
+    );
+    assert_eq!(
+        decide(&t, "late", "marketing.email", "email").await["reason"],
+        "guardian_required"
+    );
+    assert_eq!(t.get("/v1/ledger/verify").await["ok"], true);
+}
+
 on_every_backend!(
+    pdpa_s20_a_minors_consent_needs_the_guardian,
     pdpa_s19_a_material_notice_change_lists_and_messages_the_consents_to_renew,
     pdpa_s25_subjects_whose_data_came_from_third_parties_are_told_within_30_days,
     pdpa_s39_record_of_processing_exports_and_the_transparency_page_shows_it,

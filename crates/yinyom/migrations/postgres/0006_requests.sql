@@ -50,3 +50,8 @@ CREATE TABLE acquisitions (
     PRIMARY KEY (tenant, subject_uid)
 );
 CREATE INDEX acquisitions_by_due ON acquisitions (tenant, due_at);
+
+-- A guardian gave or joined the consent (PDPA s.20); hashed in the chain
+-- only when set.
+ALTER TABLE ledger ADD COLUMN guardian BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE consent_states ADD COLUMN guardian BIGINT NOT NULL DEFAULT 0;

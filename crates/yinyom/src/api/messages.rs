@@ -673,6 +673,7 @@ async fn withdraw(app: &App, tenant: &str, message: &str) -> Result<(), Problem>
             request_hash: "unsubscribe".into(),
         }),
         receipt: None,
+        guardian: false,
     };
     app.writer.write(item).await?;
     Ok(())

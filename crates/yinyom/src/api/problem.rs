@@ -127,6 +127,7 @@ impl From<Rejected> for Problem {
     fn from(r: Rejected) -> Self {
         let status = match r.kind {
             "subject-erased" => StatusCode::CONFLICT,
+            "guardian-required" => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Problem::new(status, r.kind, r.detail).field(r.field)

@@ -245,6 +245,12 @@ fn check_update(app: &App, tenant: &str, update: &SubjectUpdate) -> Result<(), P
                 "erasure is a rights request, not a flag to set",
             ));
         }
+        if let Some(born) = &flags.born_on {
+            let date = subject::parse_birth_date(born)?;
+            if date > time::from_micros(time::now()).date() {
+                return Err(Problem::validation("flags.born_on", "is in the future"));
+            }
+        }
         let unknown = app
             .view
             .read(tenant, |tv| {

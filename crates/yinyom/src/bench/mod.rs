@@ -627,6 +627,7 @@ fn memory(subjects: usize) {
                     version: 1,
                 }),
                 source: "web".into(),
+                guardian: false,
             })
             .collect(),
     });

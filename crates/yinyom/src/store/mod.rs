@@ -53,6 +53,9 @@ pub struct WriteItem {
     /// (it needs nothing the ledger assigns); stored with it, and its id is
     /// chained into the grants' ledger entries.
     pub receipt: Option<StoredReceipt>,
+    /// The evidence names the guardian who gave or joined the grants
+    /// (PDPA s.20).
+    pub guardian: bool,
 }
 
 #[derive(Debug, Clone)]

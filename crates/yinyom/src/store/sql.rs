@@ -361,6 +361,7 @@ fn entry_from_row(row: &AnyRow) -> std::result::Result<LedgerEntry, String> {
             recorded_at: get_i("recorded_at")?,
             expires_at: row.try_get("expires_at").map_err(|e| e.to_string())?,
             receipt: row.try_get("receipt_id").map_err(|e| e.to_string())?,
+            guardian: row.try_get::<i64, _>("guardian").unwrap_or(0) != 0,
         },
         prev_hash: get("prev_hash")?,
         hash: get("hash")?,
@@ -386,6 +387,7 @@ fn record_from_state_row(row: &AnyRow) -> Option<ConsentRecord> {
             version: row.get::<Option<i64>, _>("notice_version").unwrap_or(0) as u32,
         }),
         source: row.get::<&str, _>("source").into(),
+        guardian: row.try_get::<i64, _>("guardian").unwrap_or(0) != 0,
     })
 }
 
@@ -712,6 +714,7 @@ impl Store for SqlStore {
                             .as_ref()
                             .filter(|_| a.action == Action::Grant)
                             .map(|r| r.id.clone()),
+                        guardian: item.guardian && a.action == Action::Grant,
                     })
                 })
                 .collect();
@@ -1612,10 +1615,10 @@ async fn insert_entries(tx: &mut Tx<'_>, d: Dialect, rows: &Rows<'_>) -> Result<
     insert_rows(tx, d,
         "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
             notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, receipt_id,
-            prev_hash, hash)",
+            prev_hash, hash, guardian)",
         "",
         &ledger,
-        19,
+        20,
         |q, (e, evidence)| {
             let b = &e.body;
             q.bind(b.tenant.as_str())
@@ -1637,6 +1640,7 @@ async fn insert_entries(tx: &mut Tx<'_>, d: Dialect, rows: &Rows<'_>) -> Result<
                 .bind(b.receipt.as_deref())
                 .bind(e.prev_hash.as_str())
                 .bind(e.hash.as_str())
+                .bind(i64::from(b.guardian))
         },
     )
     .await?;
@@ -1661,14 +1665,15 @@ async fn insert_entries(tx: &mut Tx<'_>, d: Dialect, rows: &Rows<'_>) -> Result<
     states.sort_by_key(|e| e.seq);
     insert_rows(tx, d,
         "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
-            notice_key, notice_version, source)",
+            notice_key, notice_version, source, guardian)",
         " ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
             state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
             expires_at = excluded.expires_at, notice_key = excluded.notice_key,
-            notice_version = excluded.notice_version, source = excluded.source
+            notice_version = excluded.notice_version, source = excluded.source,
+            guardian = excluded.guardian
          WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)",
         &states,
-        11,
+        12,
         |q, e| {
             let b = &e.body;
             q.bind(b.tenant.as_str())
@@ -1682,6 +1687,7 @@ async fn insert_entries(tx: &mut Tx<'_>, d: Dialect, rows: &Rows<'_>) -> Result<
                 .bind(b.notice.as_ref().map(|n| n.key.as_str()))
                 .bind(b.notice.as_ref().map(|n| n.version as i64))
                 .bind(b.source.as_str())
+                .bind(i64::from(b.guardian))
         },
     )
     .await
