@@ -337,7 +337,20 @@ pub struct RequestRow {
     pub extended: bool,
     pub closed_at: Option<Micros>,
     pub steps: Vec<RequestStep>,
+    /// A one-time code sent to the subject to verify the requester.
+    pub verification: Option<CodeSent>,
     pub updated_at: Micros,
+}
+
+/// A one-time code sent to a verified contact point: only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeSent {
+    /// HMAC of the code under the tenant's lookup key.
+    pub hash: String,
+    pub channel: String,
+    pub message: String,
+    pub expires_at: Micros,
+    pub attempts: u32,
 }
 
 /// One thing done to a request, by whom and why.

@@ -302,14 +302,22 @@ impl Relay {
                 .settle_message(&m, Some("the subject was erased before sending"))
                 .await;
         };
-        let decision = app
-            .view
-            .read(&m.tenant, |tv| {
-                tv.decide(&subject, &m.purpose, Some(channel), now)
-                    .ok()
-                    .map(|a| a.decision)
+        let decision = if is_system(&m.purpose) {
+            // Identity checks and opt-in confirmations: sent whatever the
+            // subject consented to (they are how consent and rights work).
+            Some(yinyom_core::decision::Decision {
+                allowed: true,
+                reason: yinyom_core::decision::Reason::LawfulBasis,
             })
-            .flatten();
+        } else {
+            app.view
+                .read(&m.tenant, |tv| {
+                    tv.decide(&subject, &m.purpose, Some(channel), now)
+                        .ok()
+                        .map(|a| a.decision)
+                })
+                .flatten()
+        };
         match decision {
             Some(d) if d.allowed => {}
             other => {
@@ -402,19 +410,22 @@ impl Relay {
                     app.links.token(&m.tenant, &m.id)
                 );
                 let to: Mailbox = c.to.parse().map_err(|e| format!("bad recipient: {e}"))?;
-                let builder = lettre::Message::builder()
+                let mut builder = lettre::Message::builder()
                     .from(from)
                     .to(to)
                     .subject(c.subject.clone().unwrap_or_default())
-                    .message_id(Some(format!("<{}@yinyom>", m.id)))
-                    .raw_header(HeaderValue::new(
-                        HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                        format!("<{link}>"),
-                    ))
-                    .raw_header(HeaderValue::new(
-                        HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
-                        "List-Unsubscribe=One-Click".into(),
-                    ));
+                    .message_id(Some(format!("<{}@yinyom>", m.id)));
+                if !is_system(&m.purpose) {
+                    builder = builder
+                        .raw_header(HeaderValue::new(
+                            HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                            format!("<{link}>"),
+                        ))
+                        .raw_header(HeaderValue::new(
+                            HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                            "List-Unsubscribe=One-Click".into(),
+                        ));
+                }
                 let email = match &c.html {
                     Some(html) => builder.multipart(MultiPart::alternative_plain_html(
                         c.text.clone(),
@@ -492,4 +503,89 @@ pub async fn open_connector(
         }
     };
     Ok((settings, secret))
+}
+
+/// Purposes of messages Yinyom itself sends for consent and rights to work
+/// (`system:verification`, `system:opt_in`): not marketing, so no consent
+/// is asked and no unsubscribe link is added.
+pub const SYSTEM_PREFIX: &str = "system:";
+
+pub fn is_system(purpose: &str) -> bool {
+    purpose.starts_with(SYSTEM_PREFIX)
+}
+
+/// Queue a system message to a subject's contact point on `channel`;
+/// returns the message id. The content is sealed with the subject's key.
+pub async fn queue_system(
+    app: &App,
+    tenant: &str,
+    subject_id: &str,
+    channel: Channel,
+    purpose: &str,
+    content: (Option<String>, String),
+) -> Result<String, crate::api::problem::Problem> {
+    use crate::api::problem::Problem;
+    debug_assert!(is_system(purpose));
+    let kind = yinyom_core::contact::ContactKind::for_channel(channel)
+        .ok_or_else(|| Problem::validation("channel", "use email, sms or line"))?;
+    if !app
+        .store
+        .connectors(tenant)
+        .await?
+        .iter()
+        .any(|c| c.channel == channel.as_str())
+    {
+        return Err(Problem::validation(
+            "channel",
+            format!("no {} connector is configured", channel.as_str()),
+        ));
+    }
+    let subject = crate::profiles::read(app, tenant, subject_id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("subject {subject_id:?} does not exist")))?;
+    let (Some(to), Some(wrapped)) = (
+        subject.profile.contacts.get(&kind),
+        subject.record.data_key.as_ref(),
+    ) else {
+        return Err(Problem::validation(
+            "channel",
+            format!("the subject has no {} to send to", kind.as_str()),
+        ));
+    };
+    let keys = app
+        .vault
+        .tenant(app.store.as_ref(), tenant)
+        .await
+        .map_err(StoreError::from)?;
+    let dk = keys
+        .unwrap_data_key(&subject.record.uid, wrapped)
+        .map_err(StoreError::from)?;
+    let body = Content {
+        to: to.clone(),
+        subject: content.0,
+        text: content.1,
+        html: None,
+    };
+    let now = time::now();
+    let row = MessageRow {
+        tenant: tenant.to_string(),
+        id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+        audience: None,
+        subject_uid: subject.record.uid.clone(),
+        subject_id: Some(subject_id.to_string()),
+        channel: channel.as_str().to_string(),
+        purpose: purpose.to_string(),
+        status: "queued".into(),
+        reason: None,
+        attempts: 0,
+        next_at: now,
+        content: Some(dk.seal(&serde_json::to_vec(&body).expect("content serialises"))),
+        created_at: now,
+        updated_at: now,
+    };
+    app.store
+        .insert_messages(std::slice::from_ref(&row))
+        .await?;
+    app.relay_wake.notify_one();
+    Ok(row.id)
 }

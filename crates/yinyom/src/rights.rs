@@ -194,6 +194,7 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         extended: false,
         closed_at: None,
         steps: vec![step(&r.actor, "received", now, None)],
+        verification: None,
         updated_at: now,
     };
     app.store.insert_request(&row).await?;
@@ -404,4 +405,145 @@ pub async fn erase(app: &App, tenant: &str, id: &str, uid: &str) -> Result<Strin
          evidence of {} ledger entries deleted",
         gone.events, gone.messages, gone.evidence
     ))
+}
+
+/// How long a one-time code stays good.
+const CODE_TTL: Micros = 15 * 60 * 1_000_000;
+/// Wrong codes allowed before a new one must be sent.
+const CODE_ATTEMPTS: u32 = 5;
+
+async fn load(app: &App, tenant: &str, id: &str) -> Result<RequestRow, Problem> {
+    app.store
+        .request(tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("request {id:?} does not exist")))
+}
+
+async fn save(app: &App, r: &RequestRow, before: Micros) -> Result<(), Problem> {
+    if app.store.update_request(r, before).await? {
+        Ok(())
+    } else {
+        Err(Problem::conflict(
+            "the request changed at the same time; read it again",
+        ))
+    }
+}
+
+/// Verify a requester's identity by a one-time code sent to a contact
+/// point the subject's profile holds (so only the subject can read it).
+pub async fn send_code(
+    app: &App,
+    tenant: &str,
+    id: &str,
+    channel: yinyom_core::purpose::Channel,
+    actor: &str,
+) -> Result<RequestRow, Problem> {
+    use rand::Rng;
+    let mut r = load(app, tenant, id).await?;
+    if r.status != Status::Received {
+        return Err(Problem::validation(
+            "action",
+            format!(
+                "the request is {}; only a received request is verified",
+                r.status.as_str()
+            ),
+        ));
+    }
+    let Some(subject) = r.subject_id.clone() else {
+        return Err(Problem::conflict("the subject has been erased"));
+    };
+    let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
+    let keys = app
+        .vault
+        .tenant(app.store.as_ref(), tenant)
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let message = crate::relay::queue_system(
+        app,
+        tenant,
+        &subject,
+        channel,
+        "system:verification",
+        (
+            Some("รหัสยืนยันตัวตน · Your verification code".into()),
+            format!(
+                "รหัสยืนยันคำขอใช้สิทธิของคุณคือ {code} (ใช้ได้ 15 นาที)\n\
+                 The code to confirm your data request is {code} (valid for 15 minutes).\n\n\
+                 หากคุณไม่ได้ส่งคำขอ โปรดเพิกเฉยข้อความนี้ · If you did not ask, ignore this message."
+            ),
+        ),
+    )
+    .await?;
+    let before = r.updated_at;
+    let now = time::now().max(before + 1);
+    r.verification = Some(crate::model::CodeSent {
+        hash: keys.lookup_hash(&format!("code:{}", r.id), &code),
+        channel: channel.as_str().into(),
+        message: message.clone(),
+        expires_at: now + CODE_TTL,
+        attempts: 0,
+    });
+    let mut s = step(actor, "code_sent", now, None);
+    s.outcome = Some(format!(
+        "one-time code sent by {} ({message})",
+        channel.as_str()
+    ));
+    r.steps.push(s);
+    r.updated_at = now;
+    save(app, &r, before).await?;
+    Ok(r)
+}
+
+/// Check a one-time code: the right one verifies the request.
+pub async fn check_code(
+    app: &App,
+    tenant: &str,
+    id: &str,
+    code: &str,
+    actor: &str,
+) -> Result<RequestRow, Problem> {
+    let mut r = load(app, tenant, id).await?;
+    let Some(mut sent) = r.verification.clone() else {
+        return Err(Problem::validation(
+            "code",
+            "no code was sent for this request",
+        ));
+    };
+    let before = r.updated_at;
+    let now = time::now().max(before + 1);
+    if sent.expires_at < now || sent.attempts >= CODE_ATTEMPTS {
+        return Err(Problem::validation(
+            "code",
+            "the code expired or was tried too often; send a new one",
+        ));
+    }
+    let keys = app
+        .vault
+        .tenant(app.store.as_ref(), tenant)
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let given = keys.lookup_hash(&format!("code:{}", r.id), code.trim());
+    let same = given.len() == sent.hash.len()
+        && given
+            .bytes()
+            .zip(sent.hash.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    r.updated_at = now;
+    if !same {
+        sent.attempts += 1;
+        r.verification = Some(sent);
+        save(app, &r, before).await?;
+        return Err(Problem::validation("code", "the code is not right"));
+    }
+    r.status = rights::next(r.status, Step::Verify, None, r.extended)?;
+    r.verification = None;
+    let mut s = step(actor, "verify", now, None);
+    s.outcome = Some(format!(
+        "identity verified by a one-time code sent by {}",
+        sent.channel
+    ));
+    r.steps.push(s);
+    save(app, &r, before).await?;
+    Ok(r)
 }

@@ -6,7 +6,6 @@
 #[macro_use]
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
@@ -18,7 +17,7 @@ use yinyom::model::Role;
 use yinyom::relay::RelayConfig;
 use yinyom::store::Store;
 
-use common::{Backend, Receiver, TestApp, eventually};
+use common::{Backend, Receiver, SmtpSink, TestApp, eventually, free_port};
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -681,59 +680,6 @@ async fn allowed_events_are_forwarded_to_nats_and_denied_ones_are_not(backend: B
 // ---------------------------------------------------------------------------
 // 3. The relay
 // ---------------------------------------------------------------------------
-
-/// A real SMTP server (Python's aiosmtpd) on a loopback port, recording
-/// what it receives.
-struct SmtpSink {
-    child: Child,
-    file: tempfile::NamedTempFile,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl SmtpSink {
-    fn start(port: u16) -> SmtpSink {
-        use std::io::BufRead;
-        let file = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/support/smtp_sink.py"
-            ))
-            .arg(file.path())
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with aiosmtpd (pip install aiosmtpd)");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the SMTP sink did not start");
-        SmtpSink { child, file }
-    }
-
-    fn received(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.file.path())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn relay_config() -> Config {
     Config {

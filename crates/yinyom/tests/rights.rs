@@ -1275,7 +1275,152 @@ async fn pdpa_s20_a_minors_consent_needs_the_guardian(backend: Backend) {
     assert_eq!(t.get("/v1/ledger/verify").await["ok"], true);
 }
 
+async fn pdpa_s30_the_requester_is_verified_by_a_one_time_code_sent_to_the_subject(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    let port = common::free_port();
+    let sink = common::SmtpSink::start(port);
+    let (status, _, body) = t
+        .request(
+            Method::PUT,
+            "/v1/connectors/email",
+            &t.owner,
+            Some(json!({ "url": format!("smtp://127.0.0.1:{port}"), "from": "Shop <privacy@shop.example>" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    subject_with_data(&t, "cust-v1").await;
+    let (_, r) = request(
+        &t,
+        json!({ "subject": "cust-v1", "kind": "access", "via": "preference_center" }),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/requests/{id}/verification");
+
+    let (status, _, r) = t
+        .request(
+            Method::POST,
+            &path,
+            &t.owner,
+            Some(json!({ "channel": "sms" })),
+        )
+        .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("channel")),
+        "{r}"
+    );
+    let (status, _, r) = t
+        .request(
+            Method::POST,
+            &format!("{path}/confirm"),
+            &t.owner,
+            Some(json!({ "code": "123456" })),
+        )
+        .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("code")),
+        "nothing sent yet"
+    );
+
+    let (status, _, r) = t
+        .request(
+            Method::POST,
+            &path,
+            &t.owner,
+            Some(json!({ "channel": "email" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    assert_eq!(r["status"], "received");
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || async {
+            sink.received().len() == 1
+        })
+        .await,
+        "the code arrives by email"
+    );
+    let mail = sink.received()[0].clone();
+    assert_eq!(mail["to"], json!([EMAIL]));
+    let data = mail["data"].as_str().unwrap().to_string();
+    assert!(
+        !data.contains("List-Unsubscribe"),
+        "not a marketing message"
+    );
+    let (head, body) = data
+        .split_once("\r\n\r\n")
+        .or_else(|| data.split_once("\n\n"))
+        .unwrap();
+    let text = if head
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: base64")
+    {
+        use base64::Engine;
+        let raw: String = body.split_whitespace().collect();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .unwrap(),
+        )
+        .unwrap()
+    } else {
+        body.to_string()
+    };
+    assert!(
+        text.contains("verification") || text.contains("code"),
+        "{data}"
+    );
+    let code: String = text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a 6-digit code")
+        .to_string();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, _, r) = t
+        .request(
+            Method::POST,
+            &format!("{path}/confirm"),
+            &t.owner,
+            Some(json!({ "code": wrong })),
+        )
+        .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("code"))
+    );
+    let (status, _, r) = t
+        .request(
+            Method::POST,
+            &format!("{path}/confirm"),
+            &t.owner,
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["status"], "verified");
+    let last = r["steps"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["outcome"].as_str().unwrap().contains("one-time code"),
+        "{last}"
+    );
+    // A code works once.
+    let (status, _, _) = t
+        .request(
+            Method::POST,
+            &format!("{path}/confirm"),
+            &t.owner,
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
 on_every_backend!(
+    pdpa_s30_the_requester_is_verified_by_a_one_time_code_sent_to_the_subject,
     pdpa_s20_a_minors_consent_needs_the_guardian,
     pdpa_s19_a_material_notice_change_lists_and_messages_the_consents_to_renew,
     pdpa_s25_subjects_whose_data_came_from_third_parties_are_told_within_30_days,

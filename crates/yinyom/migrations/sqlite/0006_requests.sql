@@ -14,6 +14,7 @@ CREATE TABLE rights_requests (
     extended     INTEGER NOT NULL DEFAULT 0,
     closed_at    INTEGER,
     steps        TEXT NOT NULL,          -- JSON list: who did what, when, why
+    verification TEXT,                   -- JSON: the pending one-time code (hashed)
     updated_at   INTEGER NOT NULL,
     PRIMARY KEY (tenant, id)
 );

@@ -60,6 +60,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
         track::create_source, track::list_sources, track::delete_source,
         requests::create, requests::list, requests::get, requests::act, requests::bundle,
+        requests::send_code, requests::confirm_code,
         breaches::create, breaches::list, breaches::get, breaches::notify, ropa::export,
         acquisitions::put, acquisitions::notice, acquisitions::list,
         healthz, readyz, jwks,
@@ -121,6 +122,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/requests/{id}", get(requests::get))
         .route("/v1/requests/{id}/actions", post(requests::act))
         .route("/v1/requests/{id}/bundle", get(requests::bundle))
+        .route("/v1/requests/{id}/verification", post(requests::send_code))
+        .route(
+            "/v1/requests/{id}/verification/confirm",
+            post(requests::confirm_code),
+        )
         .route("/v1/breaches", post(breaches::create).get(breaches::list))
         .route("/v1/breaches/{id}", get(breaches::get))
         .route("/v1/breaches/{id}/notifications", post(breaches::notify))

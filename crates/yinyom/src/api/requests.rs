@@ -423,3 +423,59 @@ async fn make_bundle(
     let out = zip.finish().map_err(|e| fail(e.to_string()))?;
     Ok(out.into_inner())
 }
+
+/// Body of `POST /v1/requests/{id}/verification`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendCodeInput {
+    /// Where to send the code: a channel whose contact point the subject's
+    /// profile holds (`email`, `sms`, `line`).
+    pub channel: yinyom_core::purpose::Channel,
+}
+
+/// Send the subject a one-time code (through the relay) to verify that
+/// the requester is the subject.
+#[utoipa::path(post, path = "/v1/requests/{id}/verification", tag = "requests", params(("id" = String, Path)),
+    request_body = SendCodeInput,
+    responses((status = 202, body = RequestView), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn send_code(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(b): Json<SendCodeInput>,
+) -> Result<(StatusCode, axum::Json<RequestView>), Problem> {
+    who.require(EVERYONE)?;
+    let row = rights::send_code(&app, &who.tenant, &id, b.channel, &who.actor()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(RequestView::new(row, time::now())),
+    ))
+}
+
+/// Body of `POST /v1/requests/{id}/verification/confirm`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmCodeInput {
+    pub code: String,
+}
+
+/// Check the code the subject received: the right one verifies the
+/// request; five wrong ones, or 15 minutes, and a new code is needed.
+#[utoipa::path(post, path = "/v1/requests/{id}/verification/confirm", tag = "requests", params(("id" = String, Path)),
+    request_body = ConfirmCodeInput,
+    responses((status = 200, body = RequestView), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn confirm_code(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(b): Json<ConfirmCodeInput>,
+) -> Result<axum::Json<RequestView>, Problem> {
+    who.require(EVERYONE)?;
+    if b.code.len() > 32 {
+        return Err(Problem::validation("code", "is not right"));
+    }
+    let row = rights::check_code(&app, &who.tenant, &id, &b.code, &who.actor()).await?;
+    Ok(axum::Json(RequestView::new(row, time::now())))
+}

@@ -451,3 +451,56 @@ where
     }
     false
 }
+
+/// A real SMTP server (Python's aiosmtpd) on a loopback port, recording
+/// what it receives.
+pub struct SmtpSink {
+    child: std::process::Child,
+    file: tempfile::NamedTempFile,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl SmtpSink {
+    pub fn start(port: u16) -> SmtpSink {
+        use std::io::BufRead;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/smtp_sink.py"
+            ))
+            .arg(file.path())
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 with aiosmtpd (pip install aiosmtpd)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP sink did not start");
+        SmtpSink { child, file }
+    }
+
+    pub fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.file.path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -24,6 +24,11 @@ fn request_from_row(r: &AnyRow) -> Result<RequestRow> {
         extended: r.get::<i64, _>("extended") != 0,
         closed_at: r.get("closed_at"),
         steps: serde_json::from_str(r.get::<&str, _>("steps")).map_err(json_err)?,
+        verification: r
+            .get::<Option<String>, _>("verification")
+            .map(|v| serde_json::from_str(&v))
+            .transpose()
+            .map_err(json_err)?,
         updated_at: r.get("updated_at"),
     })
 }
@@ -177,8 +182,8 @@ impl Requests for SqlStore {
         let _writing = self.exclusive().await;
         sqlx::query(
             "INSERT INTO rights_requests (tenant, id, subject_uid, kind, status, purposes, changes,
-                 via, received_at, due_at, extended, closed_at, steps, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 via, received_at, due_at, extended, closed_at, steps, updated_at, verification)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&r.tenant)
         .bind(&r.id)
@@ -194,6 +199,13 @@ impl Requests for SqlStore {
         .bind(r.closed_at)
         .bind(serde_json::to_string(&r.steps).map_err(json_err)?)
         .bind(r.updated_at)
+        .bind(
+            r.verification
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(json_err)?,
+        )
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -238,7 +250,7 @@ impl Requests for SqlStore {
         let _writing = self.exclusive().await;
         let done = sqlx::query(
             "UPDATE rights_requests SET status = $1, due_at = $2, extended = $3, closed_at = $4,
-                    steps = $5, changes = $6, updated_at = $7
+                    steps = $5, changes = $6, updated_at = $7, verification = $11
              WHERE tenant = $8 AND id = $9 AND updated_at = $10",
         )
         .bind(r.status.as_str())
@@ -251,6 +263,13 @@ impl Requests for SqlStore {
         .bind(&r.tenant)
         .bind(&r.id)
         .bind(expected_updated_at)
+        .bind(
+            r.verification
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(json_err)?,
+        )
         .execute(&self.pool)
         .await
         .map_err(unavailable)?
