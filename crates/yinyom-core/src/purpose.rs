@@ -138,6 +138,10 @@ pub struct Purpose {
     /// record of processing (PDPA s.39, GDPR Art. 30).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// Grants on email, SMS or LINE wait until the subject confirms them
+    /// from a message sent to that contact point (double opt-in).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub double_opt_in: bool,
 }
 
 impl Purpose {
@@ -234,6 +238,7 @@ mod tests {
             retention_days: 365,
             validity_days: Some(180),
             recipients: vec![],
+            double_opt_in: false,
         }
     }
 

@@ -41,8 +41,10 @@ pub struct App {
     pub keys: KeyCache,
     pub vault: Vault,
     pub collector: Collector,
-    /// Signs unsubscribe links.
+    /// Signs unsubscribe and confirmation links.
     pub links: Links,
+    /// Where recipients reach this server (links in messages).
+    pub public_url: String,
     /// Wakes the relay when messages are queued.
     pub relay_wake: Arc<tokio::sync::Notify>,
     /// Bumped whenever new consent events are visible on this node (its own
@@ -88,6 +90,7 @@ impl App {
             keys: KeyCache::default(),
             collector,
             links: Links::new(master_key.link_key()),
+            public_url: config.relay.public_url.clone(),
             relay_wake: Arc::default(),
             vault: Vault::new(master_key),
             changed,

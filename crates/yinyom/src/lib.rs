@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod nats;
+pub mod optin;
 pub mod profiles;
 pub mod receipts;
 pub mod record;

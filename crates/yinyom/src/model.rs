@@ -436,3 +436,19 @@ pub struct Acquisition {
     pub recorded_by: String,
     pub updated_at: Micros,
 }
+
+/// A grant waiting for the subject's confirmation (double opt-in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptIn {
+    pub tenant: String,
+    pub id: String,
+    pub subject_id: String,
+    /// The consent request as received, sealed with the tenant key.
+    pub request: Vec<u8>,
+    pub actor: String,
+    pub channel: String,
+    pub message: String,
+    pub created_at: Micros,
+    pub expires_at: Micros,
+    pub confirmed_at: Option<Micros>,
+}

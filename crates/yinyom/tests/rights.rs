@@ -1419,7 +1419,141 @@ async fn pdpa_s30_the_requester_is_verified_by_a_one_time_code_sent_to_the_subje
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// The decoded text of a mail the SMTP sink received.
+fn mail_text(mail: &Value) -> String {
+    let data = mail["data"].as_str().unwrap();
+    let (head, body) = data
+        .split_once("\r\n\r\n")
+        .or_else(|| data.split_once("\n\n"))
+        .unwrap();
+    if head
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: base64")
+    {
+        use base64::Engine;
+        let raw: String = body.split_whitespace().collect();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .unwrap(),
+        )
+        .unwrap()
+    } else {
+        body.to_string()
+    }
+}
+
+async fn double_opt_in_holds_an_email_grant_until_the_subject_confirms_it(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    let port = common::free_port();
+    let sink = common::SmtpSink::start(port);
+    t.request(
+        Method::PUT,
+        "/v1/connectors/email",
+        &t.owner,
+        Some(json!({ "url": format!("smtp://127.0.0.1:{port}"), "from": "Shop <news@shop.example>" })),
+    )
+    .await;
+    t.post(
+        "/v1/purposes",
+        json!({ "key": "news", "names": { "en": "News" }, "basis": "consent", "channels": ["email"],
+                "retention_days": 365, "double_opt_in": true }),
+    )
+    .await;
+    t.post(
+        "/v1/notices",
+        json!({ "key": "news", "texts": { "en": { "title": "News", "body": "…" } }, "purposes": ["news"] }),
+    )
+    .await;
+    subject_with_data(&t, "cust-o1").await;
+    let signup = json!({
+        "subject": "cust-o1", "source": "web", "notice": { "key": "news", "version": 1 },
+        "evidence": { "form": "footer" },
+        "actions": [{ "purpose": "news", "channel": "email", "action": "grant" }],
+    });
+    let (status, _, r) = t
+        .request(Method::POST, "/v1/consents", &t.owner, Some(signup.clone()))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    assert_eq!(r["status"], "pending");
+    assert_eq!(
+        decide(&t, "cust-o1", "news", "email").await["reason"],
+        "no_consent",
+        "held, not granted"
+    );
+
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || async {
+            sink.received().len() == 1
+        })
+        .await
+    );
+    let mail = sink.received()[0].clone();
+    assert_eq!(mail["to"], json!([EMAIL]));
+    let text = mail_text(&mail);
+    let path = text
+        .split_whitespace()
+        .find_map(|w| w.find("/c/").map(|i| w[i..].to_string()))
+        .expect("a confirmation link");
+    // Opening the link changes nothing; a tampered one is refused.
+    let (status, _, _) = t.request_raw(Method::GET, &path, None, &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        decide(&t, "cust-o1", "news", "email").await["reason"],
+        "no_consent"
+    );
+    let (status, _, _) = t
+        .request_raw(Method::POST, &format!("{path}x"), None, &[], None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, _, _) = t.request_raw(Method::POST, &path, None, &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        decide(&t, "cust-o1", "news", "email").await["allowed"],
+        true
+    );
+    let (status, _, _) = t.request_raw(Method::POST, &path, None, &[], None).await;
+    assert_eq!(status, StatusCode::OK, "confirming twice is harmless");
+    let h = t.get("/v1/subjects/cust-o1/consents?history=true").await;
+    let grants: Vec<&Value> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["purpose"] == "news")
+        .collect();
+    assert_eq!(grants.len(), 1, "{h}");
+    assert!(
+        grants[0]["receipt"].is_string(),
+        "a receipt for the confirmed grant: {}",
+        grants[0]
+    );
+
+    // No email address: nothing to confirm with.
+    let (status, _, _) = t
+        .request(
+            Method::PUT,
+            "/v1/subjects/cust-o2",
+            &t.owner,
+            Some(json!({ "identifiers": { "phone": "0812345678" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut other = signup.clone();
+    other["subject"] = json!("cust-o2");
+    let (status, _, r) = t
+        .request(Method::POST, "/v1/consents", &t.owner, Some(other))
+        .await;
+    assert_eq!(
+        (status, r["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("channel")),
+        "{r}"
+    );
+}
+
 on_every_backend!(
+    double_opt_in_holds_an_email_grant_until_the_subject_confirms_it,
     pdpa_s30_the_requester_is_verified_by_a_one_time_code_sent_to_the_subject,
     pdpa_s20_a_minors_consent_needs_the_guardian,
     pdpa_s19_a_material_notice_change_lists_and_messages_the_consents_to_renew,

@@ -37,6 +37,7 @@ async fn tenant(store: &dyn Store, name: &str) -> String {
         retention_days: 365,
         validity_days: None,
         recipients: vec![],
+        double_opt_in: false,
     };
     store
         .insert_purpose(&t.id, &purpose, time::now())

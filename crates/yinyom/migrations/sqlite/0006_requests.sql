@@ -56,3 +56,18 @@ CREATE INDEX acquisitions_by_due ON acquisitions (tenant, due_at);
 -- only when set.
 ALTER TABLE ledger ADD COLUMN guardian INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE consent_states ADD COLUMN guardian INTEGER NOT NULL DEFAULT 0;
+
+-- Double opt-in: a grant held until the subject confirms it by link.
+CREATE TABLE opt_ins (
+    tenant        TEXT NOT NULL REFERENCES tenants(id),
+    id            TEXT NOT NULL,
+    subject_id    TEXT NOT NULL,
+    request       BLOB NOT NULL,          -- the consent request, sealed with the tenant key
+    actor         TEXT NOT NULL,
+    channel       TEXT NOT NULL,
+    message       TEXT NOT NULL,        -- the confirmation message
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    confirmed_at  INTEGER,
+    PRIMARY KEY (tenant, id)
+);

@@ -78,15 +78,25 @@ pub async fn record(
         };
     }
     let req: ConsentRequest = parse_json(&body)?;
-    let item = app
+    let held = req.clone();
+    let (item, confirm_on) = app
         .view
         .read(&who.tenant, |tv| {
+            let confirm_on = crate::optin::needs_confirmation(tv, &req);
             let mut item =
                 record::prepare(tv, req, &who.actor(), Origin::Api, idempotency, time::now())?;
-            item.receipt = app.signer.receipt(tv, &item);
-            Ok::<_, record::Rejected>(item)
+            if confirm_on.is_none() {
+                item.receipt = app.signer.receipt(tv, &item);
+            }
+            Ok::<_, record::Rejected>((item, confirm_on))
         })
         .ok_or_else(|| Problem::unauthorized("the API key's tenant no longer exists"))??;
+    // Double opt-in: checked, then held until the subject confirms.
+    if let Some(channel) = confirm_on {
+        drop(item);
+        let pending = crate::optin::hold(&app, &who.tenant, &who.actor(), &held, channel).await?;
+        return Ok((StatusCode::ACCEPTED, axum::Json(pending)).into_response());
+    }
     match app.writer.write(item).await? {
         ItemOutcome::Written { response, .. } => {
             Ok((StatusCode::CREATED, axum::Json(response)).into_response())

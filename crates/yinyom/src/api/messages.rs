@@ -724,3 +724,45 @@ pub async fn evaluate_segment(
         crate::segments::evaluate(&app, &who.tenant, seg.as_ref(), &r.purpose, r.channel).await?,
     ))
 }
+
+/// The page behind a double opt-in link: a button that confirms (a GET
+/// never confirms: mail scanners follow links).
+pub async fn opt_in_page(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    if app.links.verify(&token).is_none() {
+        return bad_link();
+    }
+    page(
+        StatusCode::OK,
+        "<h1>ยืนยันการรับข่าวสาร · Confirm</h1>\
+         <p>กดปุ่มด้านล่างเพื่อยืนยันความยินยอม · Press the button to confirm your consent.</p>\
+         <form method=\"post\"><button type=\"submit\">ยืนยัน · Confirm</button></form>",
+    )
+}
+
+/// Confirm a double opt-in: the held grant is written to the ledger.
+pub async fn opt_in_confirm(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    let Some((tenant, id)) = app.links.verify(&token) else {
+        return bad_link();
+    };
+    if !id.starts_with("opt_") {
+        return bad_link();
+    }
+    match crate::optin::confirm(&app, &tenant, &id).await {
+        Ok(_) => page(
+            StatusCode::OK,
+            "<h1>ยืนยันแล้ว · Confirmed</h1><p>ขอบคุณ · Thank you.</p>",
+        ),
+        Err(p) if p.status == StatusCode::NOT_FOUND => bad_link(),
+        Err(p) if p.status == StatusCode::GONE => page(
+            StatusCode::GONE,
+            "<h1>ลิงก์หมดอายุ · Link expired</h1><p>โปรดสมัครใหม่ · Please sign up again.</p>",
+        ),
+        Err(p) => p.into_response(),
+    }
+}

@@ -171,6 +171,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/t/{tenant}", get(ropa::transparency))
         .route(
+            "/c/{token}",
+            get(messages::opt_in_page).post(messages::opt_in_confirm),
+        )
+        .route(
             "/u/{token}",
             get(messages::unsubscribe_page).post(messages::unsubscribe),
         )

@@ -219,6 +219,7 @@ pub(crate) async fn seeded_store(
             retention_days: 730,
             validity_days: Some(365),
             recipients: vec![],
+            double_opt_in: false,
         };
         store
             .insert_purpose(&tenant.id, &purpose, time::now())
@@ -543,6 +544,7 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
             retention_days: 730,
             validity_days: None,
             recipients: vec![],
+            double_opt_in: false,
         };
         store
             .insert_purpose(&tenant.id, &purpose, time::now())

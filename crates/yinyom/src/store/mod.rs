@@ -248,6 +248,10 @@ pub trait Requests: Send + Sync {
     /// A tenant's acquisitions, the soonest due first; only those not yet
     /// notified when `pending`.
     async fn acquisitions(&self, tenant: &str, pending: bool) -> Result<Vec<Acquisition>>;
+    async fn insert_opt_in(&self, o: &OptIn) -> Result<()>;
+    async fn opt_in(&self, tenant: &str, id: &str) -> Result<Option<OptIn>>;
+    /// Mark confirmed unless it already was; whether this call did.
+    async fn confirm_opt_in(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
     async fn insert_breach(&self, b: &Breach) -> Result<()>;
     /// A tenant's breaches, the latest discovered first.
     async fn breaches(&self, tenant: Option<&str>) -> Result<Vec<Breach>>;

@@ -67,6 +67,66 @@ const ACQUISITIONS: &str = "SELECT a.*, s.id AS subject_id FROM acquisitions a
 
 #[async_trait]
 impl Requests for SqlStore {
+    async fn insert_opt_in(&self, o: &OptIn) -> Result<()> {
+        let _writing = self.exclusive().await;
+        sqlx::query(
+            "INSERT INTO opt_ins (tenant, id, subject_id, request, actor, channel, message,
+                 created_at, expires_at, confirmed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&o.tenant)
+        .bind(&o.id)
+        .bind(&o.subject_id)
+        .bind(o.request.clone())
+        .bind(&o.actor)
+        .bind(&o.channel)
+        .bind(&o.message)
+        .bind(o.created_at)
+        .bind(o.expires_at)
+        .bind(o.confirmed_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn opt_in(&self, tenant: &str, id: &str) -> Result<Option<OptIn>> {
+        let row = sqlx::query("SELECT * FROM opt_ins WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| OptIn {
+            tenant: r.get("tenant"),
+            id: r.get("id"),
+            subject_id: r.get("subject_id"),
+            request: r.get("request"),
+            actor: r.get("actor"),
+            channel: r.get("channel"),
+            message: r.get("message"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+            confirmed_at: r.get("confirmed_at"),
+        }))
+    }
+
+    async fn confirm_opt_in(&self, tenant: &str, id: &str, at: Micros) -> Result<bool> {
+        let _writing = self.exclusive().await;
+        let done = sqlx::query(
+            "UPDATE opt_ins SET confirmed_at = $1
+             WHERE tenant = $2 AND id = $3 AND confirmed_at IS NULL",
+        )
+        .bind(at)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
     async fn put_acquisition(&self, a: &Acquisition) -> Result<()> {
         let _writing = self.exclusive().await;
         sqlx::query(
