@@ -287,14 +287,7 @@ pub async fn bundle(
 }
 
 fn csv_of<const N: usize>(header: [&str; N], rows: Vec<[String; N]>) -> Result<Vec<u8>, Problem> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let fail = |e: csv::Error| Problem::bad_request(format!("csv: {e}"));
-    w.write_record(header).map_err(fail)?;
-    for r in rows {
-        w.write_record(&r).map_err(fail)?;
-    }
-    w.into_inner()
-        .map_err(|e| Problem::bad_request(format!("csv: {e}")))
+    super::ropa::csv_bytes(&header, rows.into_iter().map(Vec::from).collect())
 }
 
 async fn make_bundle(

@@ -156,7 +156,7 @@ async fn record(app: &App, tenant: &str) -> Result<Record, Problem> {
     })
 }
 
-fn csv_bytes(header: &[&str], rows: Vec<Vec<String>>) -> Result<Vec<u8>, Problem> {
+pub(crate) fn csv_bytes(header: &[&str], rows: Vec<Vec<String>>) -> Result<Vec<u8>, Problem> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let fail = |e: csv::Error| Problem::bad_request(format!("csv: {e}"));
     w.write_record(header).map_err(fail)?;
