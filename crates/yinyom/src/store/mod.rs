@@ -274,7 +274,8 @@ pub trait Requests: Send + Sync {
     async fn update_request(&self, r: &RequestRow, expected_updated_at: Micros) -> Result<bool>;
     /// Crypto-shred a subject in one transaction: drop its wrapped data key
     /// and sealed profile, lookups, events, message contents and errors,
-    /// consent evidence and sealed request data; set `flags` (erased).
+    /// consent evidence, sealed request data and held opt-ins; set `flags`
+    /// (erased).
     async fn erase_subject(
         &self,
         tenant: &str,

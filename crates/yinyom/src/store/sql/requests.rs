@@ -379,6 +379,10 @@ impl Requests for SqlStore {
         .await?;
         run("UPDATE rights_requests SET changes = NULL WHERE tenant = $1 AND subject_uid = $2")
             .await?;
+        // Held double opt-ins carry the subject's request and evidence.
+        run("DELETE FROM opt_ins WHERE tenant = $1 AND subject_id IN
+                 (SELECT id FROM subjects WHERE tenant = $1 AND uid = $2)")
+        .await?;
         sqlx::query(
             "UPDATE subjects SET data_key = NULL, profile = NULL, identifiers = '{}',
                     attributes = '{}', flags = $1, profile_rev = profile_rev + 1, updated_at = $2
