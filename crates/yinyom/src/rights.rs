@@ -411,6 +411,8 @@ pub async fn erase(app: &App, tenant: &str, id: &str, uid: &str) -> Result<Strin
 const CODE_TTL: Micros = 15 * 60 * 1_000_000;
 /// Wrong codes allowed before a new one must be sent.
 const CODE_ATTEMPTS: u32 = 5;
+/// Codes one request may send.
+const CODES_PER_REQUEST: usize = 5;
 
 async fn load(app: &App, tenant: &str, id: &str) -> Result<RequestRow, Problem> {
     app.store
@@ -452,6 +454,15 @@ pub async fn send_code(
     let Some(subject) = r.subject_id.clone() else {
         return Err(Problem::conflict("the subject has been erased"));
     };
+    // Each code allows a few tries; a few codes per request bound guessing
+    // (and messages to the subject).
+    if r.steps.iter().filter(|s| s.action == "code_sent").count() >= CODES_PER_REQUEST {
+        return Err(Problem::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too-many-codes",
+            "enough codes were sent for this request; verify the requester another way",
+        ));
+    }
     let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
     let keys = app
         .vault

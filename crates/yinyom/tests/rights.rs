@@ -1417,6 +1417,54 @@ async fn pdpa_s30_the_requester_is_verified_by_a_one_time_code_sent_to_the_subje
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Guessing is bounded: five codes per request, five tries per code.
+    let (_, r) = request(&t, json!({ "subject": "cust-v1", "kind": "portability" })).await;
+    let path = format!("/v1/requests/{}/verification", r["id"].as_str().unwrap());
+    for _ in 0..5 {
+        let (status, _, _) = t
+            .request(
+                Method::POST,
+                &path,
+                &t.owner,
+                Some(json!({ "channel": "email" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let (status, _, _) = t
+        .request(
+            Method::POST,
+            &path,
+            &t.owner,
+            Some(json!({ "channel": "email" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    for _ in 0..5 {
+        let (status, _, _) = t
+            .request(
+                Method::POST,
+                &format!("{path}/confirm"),
+                &t.owner,
+                Some(json!({ "code": "99999x" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let (status, _, r) = t
+        .request(
+            Method::POST,
+            &format!("{path}/confirm"),
+            &t.owner,
+            Some(json!({ "code": "999999" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r["detail"].as_str().unwrap().contains("tried too often"),
+        "{r}"
+    );
 }
 
 /// The decoded text of a mail the SMTP sink received.
