@@ -98,3 +98,42 @@ impl SubjectFlags {
         self.objected.contains("*") || self.objected.contains(purpose)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::parse_rfc3339;
+
+    #[test]
+    fn pdpa_s20_majority_comes_on_the_twentieth_birthday() {
+        let flags = SubjectFlags {
+            born_on: Some("2006-03-15".into()),
+            ..SubjectFlags::default()
+        };
+        let at = |s: &str| parse_rfc3339(s).unwrap();
+        assert_eq!(
+            flags.age_band_at(at("2016-03-14T23:59:59Z")),
+            AgeBand::Under10
+        );
+        assert_eq!(
+            flags.age_band_at(at("2016-03-15T00:00:00Z")),
+            AgeBand::From10To19
+        );
+        assert_eq!(
+            flags.age_band_at(at("2026-03-14T12:00:00Z")),
+            AgeBand::From10To19
+        );
+        assert_eq!(
+            flags.age_band_at(at("2026-03-15T00:00:00Z")),
+            AgeBand::Adult
+        );
+        let declared = SubjectFlags {
+            age_band: Some(AgeBand::Under10),
+            ..SubjectFlags::default()
+        };
+        assert_eq!(declared.age_band_at(0), AgeBand::Under10);
+        assert_eq!(SubjectFlags::default().age_band_at(0), AgeBand::Adult);
+        assert!(parse_birth_date("2006-02-30").is_err());
+        assert!(parse_birth_date("15/03/2006").is_err());
+    }
+}
