@@ -242,7 +242,97 @@ async fn many_subjects_in_one_batch(backend: Backend) {
     assert_eq!(snap.iter().filter(|s| s.tenant == t).count(), 1_000);
 }
 
+/// Rights requests are written with compare-and-swap: a stale writer
+/// loses, and nothing it held is written.
+async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(backend: Backend) {
+    use yinyom::model::RequestRow;
+    use yinyom_core::rights::{Kind, Status};
+    let (_db, store) = open(backend).await;
+    let t = tenant(store.as_ref(), "A").await;
+    let mut grant = prepare(store.as_ref(), &t, request("s1", Action::Grant, None)).await;
+    grant.evidence = Some(serde_json::json!({ "typed_email": "s1@example.com" }));
+    commit(store.as_ref(), &[grant]).await;
+    let subject = store.subject(&t, "s1").await.unwrap().unwrap();
+
+    let now = time::now();
+    let row = RequestRow {
+        tenant: t.clone(),
+        id: "req_1".into(),
+        subject_uid: subject.uid.clone(),
+        subject_id: None,
+        kind: Kind::Erasure,
+        status: Status::Received,
+        purposes: vec![],
+        changes: Some(vec![1, 2, 3]),
+        via: "api".into(),
+        received_at: now,
+        due_at: now + 30 * yinyom_core::time::MICROS_PER_DAY,
+        extended: false,
+        closed_at: None,
+        steps: vec![],
+        verification: None,
+        updated_at: now,
+    };
+    store.insert_request(&row).await.unwrap();
+    let mut first = row.clone();
+    first.status = Status::Verified;
+    first.updated_at = now + 1;
+    assert!(store.update_request(&first, now).await.unwrap());
+    let mut stale = row.clone();
+    stale.status = Status::Rejected;
+    stale.updated_at = now + 2;
+    assert!(
+        !store.update_request(&stale, now).await.unwrap(),
+        "the stale writer loses"
+    );
+    let got = store.request(&t, "req_1").await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Verified);
+    assert_eq!(got.subject_id.as_deref(), Some("s1"));
+    let overdue = store
+        .requests(
+            &t,
+            None,
+            Some(now + 31 * yinyom_core::time::MICROS_PER_DAY),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert!(
+        store
+            .requests(&t, Some(Status::Rejected), None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut flags = subject.flags.clone();
+    flags.erased = true;
+    let gone = store
+        .erase_subject(&t, "s1", &subject.uid, &flags, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.evidence, 1,
+        "the evidence is deleted; its hash stays in the chain"
+    );
+    store.purge_deleted().await.unwrap();
+    let after = store.subject(&t, "s1").await.unwrap().unwrap();
+    assert!(after.flags.erased && after.data_key.is_none() && after.profile.is_none());
+    assert!(
+        store
+            .request(&t, "req_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .changes
+            .is_none()
+    );
+    assert!(store.verify_ledger(&t).await.unwrap().ok);
+}
+
 on_every_backend!(
+    request_updates_are_compare_and_swap_and_erasure_is_one_transaction,
     chains_continue_across_batches_and_tenants_stay_apart,
     state_is_the_fold_of_history_even_for_late_imports,
     idempotency_keys_replay_within_and_across_batches,
