@@ -74,8 +74,9 @@ pub async fn run_once(app: &App, now: Micros) -> Result<Report, Problem> {
         expired: expire_consents(app, now).await?,
         ..Report::default()
     };
-    report.erased = retention(app, now).await?;
     for t in app.store.tenants().await? {
+        app.ensure_tenant(&t.id).await?;
+        report.erased += retention(app, &t.id, now).await?;
         for a in app.store.acquisitions(&t.id, true).await? {
             if a.due_at < now {
                 tracing::warn!(tenant = %t.id, subject_uid = %a.subject_uid,
@@ -85,13 +86,7 @@ pub async fn run_once(app: &App, now: Micros) -> Result<Report, Problem> {
         }
     }
     for b in app.store.breaches(None).await? {
-        let told = b
-            .notifications
-            .iter()
-            .filter(|n| n.to == yinyom_core::breach::Recipient::Regulator)
-            .map(|n| n.at)
-            .min();
-        if yinyom_core::breach::regulator_overdue(b.risk, b.discovered_at, told, now) {
+        if b.regulator_overdue(now) {
             tracing::warn!(tenant = %b.tenant, breach = %b.id,
                 "breach: the 72-hour deadline to notify the regulator has passed (PDPA s.37(4), GDPR Art. 33)");
             report.breaches_overdue += 1;
@@ -134,50 +129,48 @@ async fn expire_consents(app: &App, now: Micros) -> Result<u64, Problem> {
     Ok(done)
 }
 
-async fn retention(app: &App, now: Micros) -> Result<u64, Problem> {
-    let mut erased = 0;
-    for tenant in app.store.tenants().await? {
-        app.ensure_tenant(&tenant.id).await?;
-        let due: Vec<String> = app
-            .view
-            .read(&tenant.id, |tv| {
-                tv.subjects
-                    .iter()
-                    .filter(|(_, s)| {
-                        !s.erased()
-                            && s.flags.as_ref().is_none_or(|f| f.restricted.is_empty())
-                            && yinyom_core::rights::retention_over(
-                                &s.consents.records,
-                                |p| tv.purposes.get(p).map(|p| p.retention_days),
-                                now,
-                            )
-                    })
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for id in due {
-            let Some(record) = app.store.subject(&tenant.id, &id).await? else {
-                continue;
-            };
-            // Only personal data is deleted: a subject known by its consent
-            // history alone (an import, say) keeps it as proof.
-            if record.profile.is_none() {
-                continue;
-            }
-            let open = app
-                .store
-                .requests(&tenant.id, None, None, Some(&record.uid))
-                .await?
+/// Erase the tenant's subjects whose retention is over; how many.
+async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem> {
+    let due: Vec<String> = app
+        .view
+        .read(tenant, |tv| {
+            tv.subjects
                 .iter()
-                .any(|r| r.status.is_open());
-            if open {
-                continue;
-            }
-            crate::rights::erase(app, &tenant.id, &id, &record.uid).await?;
-            tracing::info!(tenant = %tenant.id, subject_uid = %record.uid, "retention ended: subject erased");
-            erased += 1;
+                .filter(|(_, s)| {
+                    !s.erased()
+                        && s.flags.as_ref().is_none_or(|f| f.restricted.is_empty())
+                        && yinyom_core::rights::retention_over(
+                            &s.consents.records,
+                            |p| tv.purposes.get(p).map(|p| p.retention_days),
+                            now,
+                        )
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut erased = 0;
+    for id in due {
+        let Some(record) = app.store.subject(tenant, &id).await? else {
+            continue;
+        };
+        // Only personal data is deleted: a subject known by its consent
+        // history alone (an import, say) keeps it as proof.
+        if record.profile.is_none() {
+            continue;
         }
+        let open = app
+            .store
+            .requests(tenant, None, None, Some(&record.uid))
+            .await?
+            .iter()
+            .any(|r| r.status.is_open());
+        if open {
+            continue;
+        }
+        crate::rights::erase(app, tenant, &id, &record.uid).await?;
+        tracing::info!(tenant = %tenant, subject_uid = %record.uid, "retention ended: subject erased");
+        erased += 1;
     }
     Ok(erased)
 }

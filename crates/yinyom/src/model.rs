@@ -308,6 +308,34 @@ pub struct MessageRow {
     pub updated_at: Micros,
 }
 
+impl MessageRow {
+    /// A new message to `subject`, queued now, without content yet.
+    pub fn queued(
+        tenant: &str,
+        subject: &SubjectRecord,
+        channel: &str,
+        purpose: &str,
+        now: Micros,
+    ) -> MessageRow {
+        MessageRow {
+            tenant: tenant.to_string(),
+            id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+            audience: None,
+            subject_uid: subject.uid.clone(),
+            subject_id: Some(subject.id.clone()),
+            channel: channel.to_string(),
+            purpose: purpose.to_string(),
+            status: "queued".into(),
+            reason: None,
+            attempts: 0,
+            next_at: now,
+            content: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A step in a message's life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MessageLogEntry {
@@ -403,6 +431,23 @@ pub struct Breach {
     pub created_at: Micros,
     #[serde(skip)]
     pub updated_at: Micros,
+}
+
+impl Breach {
+    /// When `to` was first told, if ever.
+    pub fn first_notified(&self, to: yinyom_core::breach::Recipient) -> Option<Micros> {
+        self.notifications
+            .iter()
+            .filter(|n| n.to == to)
+            .map(|n| n.at)
+            .min()
+    }
+
+    /// The regulator should have been told by `now` and was not.
+    pub fn regulator_overdue(&self, now: Micros) -> bool {
+        let told = self.first_notified(yinyom_core::breach::Recipient::Regulator);
+        yinyom_core::breach::regulator_overdue(self.risk, self.discovered_at, told, now)
+    }
 }
 
 /// A notification made about a breach.

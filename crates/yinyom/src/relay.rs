@@ -567,22 +567,8 @@ pub async fn queue_system(
         html: None,
     };
     let now = time::now();
-    let row = MessageRow {
-        tenant: tenant.to_string(),
-        id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
-        audience: None,
-        subject_uid: subject.record.uid.clone(),
-        subject_id: Some(subject_id.to_string()),
-        channel: channel.as_str().to_string(),
-        purpose: purpose.to_string(),
-        status: "queued".into(),
-        reason: None,
-        attempts: 0,
-        next_at: now,
-        content: Some(dk.seal(&serde_json::to_vec(&body).expect("content serialises"))),
-        created_at: now,
-        updated_at: now,
-    };
+    let mut row = MessageRow::queued(tenant, &subject.record, channel.as_str(), purpose, now);
+    row.content = Some(dk.seal(&serde_json::to_vec(&body).expect("content serialises")));
     app.store
         .insert_messages(std::slice::from_ref(&row))
         .await?;

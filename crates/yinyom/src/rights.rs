@@ -64,7 +64,8 @@ fn normalize(c: &Corrections) -> Result<Corrections, Problem> {
     Ok(out)
 }
 
-async fn jurisdictions(app: &App, tenant: &str) -> Result<Vec<String>, Problem> {
+/// The tenant's jurisdictions (`TH`, `EU`), which set its deadlines.
+pub async fn jurisdictions(app: &App, tenant: &str) -> Result<Vec<String>, Problem> {
     app.ensure_tenant(tenant).await?;
     Ok(app
         .view
@@ -94,19 +95,12 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         ));
     }
     let jurisdictions = jurisdictions(app, tenant).await?;
-    let (record, erased) = match app.store.subject(tenant, &r.subject).await? {
-        Some(rec) => {
-            let erased = rec.flags.erased;
-            (rec, erased)
-        }
-        None => {
-            return Err(
-                Problem::not_found(format!("subject {:?} does not exist", r.subject))
-                    .field("subject"),
-            );
-        }
+    let Some(record) = app.store.subject(tenant, &r.subject).await? else {
+        return Err(
+            Problem::not_found(format!("subject {:?} does not exist", r.subject)).field("subject"),
+        );
     };
-    if erased && r.kind != Kind::Access {
+    if record.flags.erased && r.kind != Kind::Access {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "subject-erased",
@@ -210,11 +204,7 @@ pub async fn act(
     reason: Option<String>,
     actor: &str,
 ) -> Result<RequestRow, Problem> {
-    let mut r = app
-        .store
-        .request(tenant, id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("request {id:?} does not exist")))?;
+    let mut r = load(app, tenant, id).await?;
     let next = rights::next(r.status, action, reason.as_deref(), r.extended)?;
     let before = r.updated_at;
     let now = time::now().max(before + 1);
@@ -237,11 +227,7 @@ pub async fn act(
     r.status = next;
     r.updated_at = now;
     r.steps.push(done);
-    if !app.store.update_request(&r, before).await? {
-        return Err(Problem::conflict(
-            "the request changed at the same time; read it again",
-        ));
-    }
+    save(app, &r, before).await?;
     Ok(r)
 }
 
@@ -414,13 +400,15 @@ const CODE_ATTEMPTS: u32 = 5;
 /// Codes one request may send.
 const CODES_PER_REQUEST: usize = 5;
 
-async fn load(app: &App, tenant: &str, id: &str) -> Result<RequestRow, Problem> {
+/// A tenant's request, or 404.
+pub async fn load(app: &App, tenant: &str, id: &str) -> Result<RequestRow, Problem> {
     app.store
         .request(tenant, id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("request {id:?} does not exist")))
 }
 
+/// Write a request changed since `before` was read, or 409.
 async fn save(app: &App, r: &RequestRow, before: Micros) -> Result<(), Problem> {
     if app.store.update_request(r, before).await? {
         Ok(())

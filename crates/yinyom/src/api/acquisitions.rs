@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use yinyom_core::time;
 
 use super::auth::{Principal, STAFF};
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, past_time_field};
 use super::problem::{Problem, ProblemBody};
 use crate::app::App;
 use crate::model::Acquisition;
@@ -78,15 +78,6 @@ impl AcquisitionView {
     }
 }
 
-fn at(field: &str, v: &str, now: i64) -> Result<i64, Problem> {
-    let t = time::parse_rfc3339(v)
-        .ok_or_else(|| Problem::validation(field, "must be an RFC 3339 time"))?;
-    if t > now + 60_000_000 {
-        return Err(Problem::validation(field, "is in the future"));
-    }
-    Ok(t)
-}
-
 async fn subject_uid(app: &App, tenant: &str, id: &str) -> Result<String, Problem> {
     match app.store.subject(tenant, id).await? {
         Some(s) if s.flags.erased => Err(Problem::conflict("the subject has been erased")),
@@ -112,13 +103,9 @@ pub async fn put(
     if a.source.trim().is_empty() || a.source.len() > 200 {
         return Err(Problem::validation("source", "must be 1-200 bytes"));
     }
-    let acquired_at = at("acquired_at", &a.acquired_at, now)?;
+    let acquired_at = past_time_field("acquired_at", &a.acquired_at, now)?;
     let uid = subject_uid(&app, &who.tenant, &id).await?;
-    app.ensure_tenant(&who.tenant).await?;
-    let jurisdictions = app
-        .view
-        .read(&who.tenant, |tv| tv.tenant.jurisdictions.clone())
-        .unwrap_or_default();
+    let jurisdictions = crate::rights::jurisdictions(&app, &who.tenant).await?;
     let before = app.store.acquisition(&who.tenant, &uid).await?;
     let row = Acquisition {
         tenant: who.tenant.to_string(),
@@ -154,7 +141,7 @@ pub async fn notice(
         return Err(Problem::validation("method", "must be 1-64 bytes"));
     }
     let when = match &n.at {
-        Some(s) => at("at", s, now)?,
+        Some(s) => past_time_field("at", s, now)?,
         None => now,
     };
     let uid = subject_uid(&app, &who.tenant, &id).await?;

@@ -12,7 +12,7 @@ use yinyom_core::breach::{self, Recipient, Risk};
 use yinyom_core::time;
 
 use super::auth::{MANAGERS, Principal, STAFF};
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, past_time_field, time_field};
 use super::problem::{Problem, ProblemBody};
 use crate::app::App;
 use crate::model::{Breach, BreachNotification};
@@ -90,25 +90,16 @@ pub struct NotificationView {
     pub recorded_by: String,
 }
 
-fn first(b: &Breach, to: Recipient) -> Option<i64> {
-    b.notifications
-        .iter()
-        .filter(|n| n.to == to)
-        .map(|n| n.at)
-        .min()
-}
-
 impl BreachView {
     fn new(b: Breach, now: i64) -> Self {
         let due = breach::regulator_due(b.discovered_at);
-        let regulator = first(&b, Recipient::Regulator);
         BreachView {
             regulator_required: b.risk.regulator_required(),
             regulator_due_at: time::rfc3339(due),
-            regulator_notified_at: regulator.map(time::rfc3339),
-            regulator_overdue: breach::regulator_overdue(b.risk, b.discovered_at, regulator, now),
+            regulator_notified_at: b.first_notified(Recipient::Regulator).map(time::rfc3339),
+            regulator_overdue: b.regulator_overdue(now),
             subjects_required: b.risk.subjects_required(),
-            subjects_notified_at: first(&b, Recipient::Subjects).map(time::rfc3339),
+            subjects_notified_at: b.first_notified(Recipient::Subjects).map(time::rfc3339),
             notifications: b
                 .notifications
                 .into_iter()
@@ -148,10 +139,6 @@ fn text(field: &str, v: &str, max: usize, required: bool) -> Result<(), Problem>
     Ok(())
 }
 
-fn when(field: &str, v: &str) -> Result<i64, Problem> {
-    time::parse_rfc3339(v).ok_or_else(|| Problem::validation(field, "must be an RFC 3339 time"))
-}
-
 /// Record a breach. The regulator's deadline is 72 hours after discovery.
 #[utoipa::path(post, path = "/v1/breaches", tag = "breaches", request_body = BreachInput,
     responses((status = 201, body = BreachView), (status = 422, body = ProblemBody)), security(("api_key" = [])))]
@@ -162,10 +149,7 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<BreachView>), Problem> {
     who.require(MANAGERS)?;
     let now = time::now();
-    let discovered_at = when("discovered_at", &b.discovered_at)?;
-    if discovered_at > now + 60_000_000 {
-        return Err(Problem::validation("discovered_at", "is in the future"));
-    }
+    let discovered_at = past_time_field("discovered_at", &b.discovered_at, now)?;
     text("description", &b.description, 8000, true)?;
     text("risk_assessment", &b.risk_assessment, 8000, true)?;
     text("measures", &b.measures, 8000, false)?;
@@ -263,7 +247,7 @@ pub async fn notify(
     who.require(MANAGERS)?;
     let now = time::now();
     let at = match &n.at {
-        Some(s) => when("at", s)?,
+        Some(s) => time_field("at", s)?,
         None => now,
     };
     text("reference", &n.reference, 500, false)?;

@@ -78,23 +78,22 @@ pub async fn record(
         };
     }
     let req: ConsentRequest = parse_json(&body)?;
-    let held = req.clone();
-    let (item, confirm_on) = app
+    let (item, held) = app
         .view
         .read(&who.tenant, |tv| {
-            let confirm_on = crate::optin::needs_confirmation(tv, &req);
+            // Double opt-in: the request is checked, then held (a copy is
+            // kept only then) until the subject confirms.
+            let held = crate::optin::needs_confirmation(tv, &req).map(|c| (c, req.clone()));
             let mut item =
                 record::prepare(tv, req, &who.actor(), Origin::Api, idempotency, time::now())?;
-            if confirm_on.is_none() {
+            if held.is_none() {
                 item.receipt = app.signer.receipt(tv, &item);
             }
-            Ok::<_, record::Rejected>((item, confirm_on))
+            Ok::<_, record::Rejected>((item, held))
         })
         .ok_or_else(|| Problem::unauthorized("the API key's tenant no longer exists"))??;
-    // Double opt-in: checked, then held until the subject confirms.
-    if let Some(channel) = confirm_on {
-        drop(item);
-        let pending = crate::optin::hold(&app, &who.tenant, &who.actor(), &held, channel).await?;
+    if let Some((channel, req)) = held {
+        let pending = crate::optin::hold(&app, &who.tenant, &who.actor(), &req, channel).await?;
         return Ok((StatusCode::ACCEPTED, axum::Json(pending)).into_response());
     }
     match app.writer.write(item).await? {

@@ -15,3 +15,22 @@ pub struct Query<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(Problem))]
 pub struct Path<T>(pub T);
+
+/// A time given as RFC 3339 in field `field`.
+pub fn time_field(field: &str, v: &str) -> Result<yinyom_core::time::Micros, Problem> {
+    yinyom_core::time::parse_rfc3339(v)
+        .ok_or_else(|| Problem::validation(field, "must be an RFC 3339 time"))
+}
+
+/// A time that has already come (a minute of clock skew allowed).
+pub fn past_time_field(
+    field: &str,
+    v: &str,
+    now: yinyom_core::time::Micros,
+) -> Result<yinyom_core::time::Micros, Problem> {
+    let t = time_field(field, v)?;
+    if t > now + 60_000_000 {
+        return Err(Problem::validation(field, "is in the future"));
+    }
+    Ok(t)
+}

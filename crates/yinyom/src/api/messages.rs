@@ -227,23 +227,8 @@ fn message_for(s: &Sending<'_>, subject: &Subject, audience: Option<&str>) -> Me
         kind,
         now,
     } = *s;
-    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-    let mut row = MessageRow {
-        tenant: tenant.to_string(),
-        id,
-        audience: audience.map(str::to_string),
-        subject_uid: subject.record.uid.clone(),
-        subject_id: Some(subject.record.id.clone()),
-        channel: r.channel.as_str().to_string(),
-        purpose: r.purpose.clone(),
-        status: "queued".into(),
-        reason: None,
-        attempts: 0,
-        next_at: now,
-        content: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let mut row = MessageRow::queued(tenant, &subject.record, r.channel.as_str(), &r.purpose, now);
+    row.audience = audience.map(str::to_string);
     let decision = app
         .view
         .read(tenant, |tv| {
@@ -598,6 +583,15 @@ fn page(status: StatusCode, body: &str) -> Response {
         .into_response()
 }
 
+/// The page behind a signed link (a button that posts back), or 404 for a
+/// link that does not verify.
+fn link_page(app: &App, token: &str, body: &str) -> Response {
+    if app.links.verify(token).is_none() {
+        return bad_link();
+    }
+    page(StatusCode::OK, body)
+}
+
 fn bad_link() -> Response {
     page(
         StatusCode::NOT_FOUND,
@@ -611,11 +605,9 @@ pub async fn unsubscribe_page(
     State(app): State<Arc<App>>,
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
-    if app.links.verify(&token).is_none() {
-        return bad_link();
-    }
-    page(
-        StatusCode::OK,
+    link_page(
+        &app,
+        &token,
         "<h1>ยกเลิกการรับข่าวสาร · Unsubscribe</h1>\
          <p>กดปุ่มด้านล่างเพื่อถอนความยินยอมในการรับข้อความนี้ · Press the button to withdraw your consent to these messages.</p>\
          <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
@@ -731,11 +723,9 @@ pub async fn opt_in_page(
     State(app): State<Arc<App>>,
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
-    if app.links.verify(&token).is_none() {
-        return bad_link();
-    }
-    page(
-        StatusCode::OK,
+    link_page(
+        &app,
+        &token,
         "<h1>ยืนยันการรับข่าวสาร · Confirm</h1>\
          <p>กดปุ่มด้านล่างเพื่อยืนยันความยินยอม · Press the button to confirm your consent.</p>\
          <form method=\"post\"><button type=\"submit\">ยืนยัน · Confirm</button></form>",

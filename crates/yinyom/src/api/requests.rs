@@ -14,7 +14,7 @@ use yinyom_core::rights::{Kind, Status, Step};
 use yinyom_core::time;
 
 use super::auth::{EVERYONE, Principal, STAFF};
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, time_field};
 use super::problem::{Problem, ProblemBody};
 use super::subjects::{HistoryEntry, ReceiptView, consents_of};
 use crate::app::App;
@@ -100,10 +100,7 @@ pub async fn create(
     let received_at = r
         .received_at
         .as_deref()
-        .map(|s| {
-            time::parse_rfc3339(s)
-                .ok_or_else(|| Problem::validation("received_at", "must be an RFC 3339 time"))
-        })
+        .map(|s| time_field("received_at", s))
         .transpose()?;
     let via = r.via.unwrap_or_else(|| "api".into());
     if via.is_empty() || via.len() > 64 || via.chars().any(char::is_control) {
@@ -188,11 +185,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<axum::Json<RequestView>, Problem> {
     who.require(EVERYONE)?;
-    let r = app
-        .store
-        .request(&who.tenant, &id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("request {id:?} does not exist")))?;
+    let r = rights::load(&app, &who.tenant, &id).await?;
     Ok(axum::Json(RequestView::new(r, time::now())))
 }
 
@@ -242,11 +235,7 @@ pub async fn bundle(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     who.require(STAFF)?;
-    let r = app
-        .store
-        .request(&who.tenant, &id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("request {id:?} does not exist")))?;
+    let r = rights::load(&app, &who.tenant, &id).await?;
     if !matches!(r.kind, Kind::Access | Kind::Portability) {
         return Err(Problem::conflict(
             "only access and portability requests have a bundle",
