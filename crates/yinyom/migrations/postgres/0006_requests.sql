@@ -22,7 +22,8 @@ CREATE INDEX rights_requests_by_due ON rights_requests (tenant, due_at);
 CREATE INDEX rights_requests_by_subject ON rights_requests (tenant, subject_uid);
 
 -- The lifecycle job's query: grants past their validity.
-CREATE INDEX consent_states_expiry ON consent_states (expires_at) WHERE state = 'granted';
+CREATE INDEX consent_states_expiry ON consent_states (expires_at)
+    WHERE state = 'granted' AND expires_at IS NOT NULL;
 
 -- The breach register (PDPA s.37(4), GDPR Arts. 33-34).
 CREATE TABLE breaches (
