@@ -142,6 +142,69 @@ pub struct Purpose {
     /// from a message sent to that contact point (double opt-in).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub double_opt_in: bool,
+    /// Shown as a cookie category in the website banner when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banner: Option<BannerCategory>,
+}
+
+/// How a purpose appears in the website banner: the Google Consent Mode
+/// signals it grants, whether it is a sale or sharing of personal data
+/// (Global Privacy Control opts people out of those), and the cookies to
+/// clear when it is withdrawn.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BannerCategory {
+    #[serde(default)]
+    pub consent_mode: Vec<String>,
+    #[serde(default)]
+    pub sale_or_sharing: bool,
+    /// Cookie names; a trailing `*` matches a prefix (`_ga_*`).
+    #[serde(default)]
+    pub cookies: Vec<String>,
+}
+
+/// The Google Consent Mode v2 signals a banner category may grant.
+pub const CONSENT_MODE_SIGNALS: [&str; 7] = [
+    "ad_storage",
+    "analytics_storage",
+    "ad_user_data",
+    "ad_personalization",
+    "functionality_storage",
+    "personalization_storage",
+    "security_storage",
+];
+
+impl BannerCategory {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        for (i, s) in self.consent_mode.iter().enumerate() {
+            if !CONSENT_MODE_SIGNALS.contains(&s.as_str()) {
+                return Err(Invalid::new(
+                    format!("banner.consent_mode/{i}"),
+                    format!("must be one of {}", CONSENT_MODE_SIGNALS.join(", ")),
+                ));
+            }
+        }
+        if self.cookies.len() > 50 {
+            return Err(Invalid::new("banner.cookies", "at most 50 cookies"));
+        }
+        for (i, c) in self.cookies.iter().enumerate() {
+            let name = c.strip_suffix('*').unwrap_or(c);
+            // RFC 6265 cookie-name token characters, minus the ones that need quoting.
+            let ok = !name.is_empty()
+                && name.len() <= 100
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b));
+            if !ok {
+                return Err(Invalid::new(
+                    format!("banner.cookies/{i}"),
+                    "must be a cookie name, optionally ending in * to match a prefix",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Purpose {
@@ -212,6 +275,9 @@ impl Purpose {
             }
             _ => {}
         }
+        if let Some(b) = &self.banner {
+            b.validate()?;
+        }
         Ok(())
     }
 }
@@ -239,6 +305,29 @@ mod tests {
             validity_days: Some(180),
             recipients: vec![],
             double_opt_in: false,
+            banner: None,
+        }
+    }
+
+    #[test]
+    fn banner_categories_name_known_signals_and_cookie_names() {
+        let mut p = purpose(LawfulBasis::Consent);
+        p.banner = Some(BannerCategory {
+            consent_mode: vec!["analytics_storage".into()],
+            sale_or_sharing: false,
+            cookies: vec!["_ga".into(), "_ga_*".into()],
+        });
+        assert!(p.validate().is_ok());
+        p.banner.as_mut().unwrap().consent_mode.push("ads".into());
+        assert_eq!(p.validate().unwrap_err().field, "banner.consent_mode/1");
+        p.banner.as_mut().unwrap().consent_mode.pop();
+        for bad in ["", "*", "a b", "a;b", "<x>"] {
+            p.banner.as_mut().unwrap().cookies = vec![bad.into()];
+            assert_eq!(
+                p.validate().unwrap_err().field,
+                "banner.cookies/0",
+                "{bad:?}"
+            );
         }
     }
 

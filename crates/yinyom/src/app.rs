@@ -43,6 +43,11 @@ pub struct App {
     pub collector: Collector,
     /// Signs unsubscribe and confirmation links.
     pub links: Links,
+    /// Signs preference-center links (another key: a link of one kind is
+    /// never a link of the other).
+    pub preference_links: Links,
+    /// Notice texts and sessions of the web surfaces.
+    pub web: crate::web::WebState,
     /// Where recipients reach this server (links in messages).
     pub public_url: String,
     /// Wakes the relay when messages are queued.
@@ -90,6 +95,8 @@ impl App {
             keys: KeyCache::default(),
             collector,
             links: Links::new(master_key.link_key()),
+            preference_links: Links::new(master_key.preference_link_key()),
+            web: crate::web::WebState::default(),
             public_url: config.relay.public_url.clone(),
             relay_wake: Arc::default(),
             vault: Vault::new(master_key),
@@ -184,6 +191,7 @@ pub async fn create_tenant(
         policy_url: None,
         pii_readers: Vec::new(),
         security_measures: vec![],
+        banner: None,
         created_at: time::now(),
     };
     store.insert_tenant(&tenant).await?;

@@ -329,12 +329,16 @@ async fn run(cli: Cli) -> CliResult {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(address = %listener.local_addr()?, "yinyom is listening");
             let closing = app.closing.clone();
-            axum::serve(listener, crate::api::router(app))
-                .with_graceful_shutdown(async move {
-                    shutdown_signal().await;
-                    closing.send_replace(true);
-                })
-                .await?;
+            axum::serve(
+                listener,
+                crate::api::router(app)
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                closing.send_replace(true);
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger {

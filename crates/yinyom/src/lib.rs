@@ -27,4 +27,5 @@ pub mod store;
 pub mod transfer;
 pub mod vault;
 pub mod view;
+pub mod web;
 pub mod writer;

@@ -26,7 +26,23 @@ pub struct Tenant {
     /// processing (PDPA s.39, GDPR Art. 30(1)(g)).
     #[serde(default)]
     pub security_measures: Vec<String>,
+    /// The website banner: its public site key and the notice it shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banner: Option<BannerSite>,
     pub created_at: Micros,
+}
+
+/// The tenant's website banner (`/sdk/yinyom.js`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BannerSite {
+    /// Public: the banner on the controller's site names the tenant by it.
+    pub site_key: String,
+    /// The notice (cookie notice) the banner shows and records consent to.
+    pub notice: String,
+    /// Origins (`https://shop.example`) the banner may record from; empty:
+    /// any.
+    #[serde(default)]
+    pub origins: Vec<String>,
 }
 
 /// The data protection officer named on receipts.
@@ -496,4 +512,33 @@ pub struct OptIn {
     pub created_at: Micros,
     pub expires_at: Micros,
     pub confirmed_at: Option<Micros>,
+}
+
+/// A person who logs in to the admin console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StaffMember {
+    pub id: String,
+    pub tenant: String,
+    /// The login name, lower case; unique over all tenants.
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    /// PHC string (argon2id); never leaves the server.
+    #[serde(skip)]
+    pub password_hash: String,
+    pub created_at: Micros,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<Micros>,
+}
+
+/// A logged-in console session; the cookie's value is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffSession {
+    /// SHA-256 of the cookie value.
+    pub hash: String,
+    pub staff_id: String,
+    /// Every form posted in this session must carry it.
+    pub csrf: String,
+    pub created_at: Micros,
+    pub expires_at: Micros,
 }

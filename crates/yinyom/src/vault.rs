@@ -164,6 +164,15 @@ impl MasterKey {
         )
     }
 
+    /// The key that signs preference-center links: the same on every node.
+    pub fn preference_link_key(&self) -> hmac::Key {
+        let prk = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        hmac::Key::new(
+            hmac::HMAC_SHA256,
+            hmac::sign(&prk, b"yinyom preference links v1").as_ref(),
+        )
+    }
+
     fn seal_key(&self) -> SealKey {
         SealKey::new(&self.0)
     }

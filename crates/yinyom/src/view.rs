@@ -209,6 +209,16 @@ impl View {
         guard.get(tenant).map(f)
     }
 
+    /// The tenant whose banner has this public site key, and the origins
+    /// allowed to use it.
+    pub fn tenant_by_site_key(&self, key: &str) -> Option<(String, Vec<String>)> {
+        let guard = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        guard.values().find_map(|tv| {
+            let b = tv.tenant.banner.as_ref()?;
+            (b.site_key == key).then(|| (tv.tenant.id.clone(), b.origins.clone()))
+        })
+    }
+
     /// Change one tenant's view.
     pub fn write<R>(&self, tenant: &str, f: impl FnOnce(&mut TenantView) -> R) -> Option<R> {
         let mut guard = self.tenants.write().unwrap_or_else(|e| e.into_inner());

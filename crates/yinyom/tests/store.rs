@@ -38,6 +38,7 @@ async fn tenant(store: &dyn Store, name: &str) -> String {
         validity_days: None,
         recipients: vec![],
         double_opt_in: false,
+        banner: None,
     };
     store
         .insert_purpose(&t.id, &purpose, time::now())

@@ -187,6 +187,26 @@ pub struct TenantPatch {
     pub pii_readers: Option<Vec<String>>,
     /// Security measures listed in the record of processing (replaces the list).
     pub security_measures: Option<Vec<String>>,
+    /// Turn the website banner on (a site key is made the first time) or
+    /// change the notice it shows; `null` turns it off.
+    #[serde(default, deserialize_with = "crate::api::extract::double_option")]
+    #[schema(value_type = Option<BannerPatch>)]
+    pub banner: Option<Option<BannerPatch>>,
+}
+
+/// The website banner's settings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BannerPatch {
+    /// The notice the banner shows and records consent to.
+    pub notice: String,
+    /// Origins the banner may record from (`https://shop.example`); empty
+    /// or absent: any.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Replace the site key (the old one stops working).
+    #[serde(default)]
+    pub rotate_site_key: bool,
 }
 
 /// Change the controller's name, DPO contact, jurisdictions or language.
@@ -251,6 +271,37 @@ pub async fn patch_tenant(
         }
         t.pii_readers = readers;
     }
+    match p.banner {
+        None => {}
+        Some(None) => t.banner = None,
+        Some(Some(b)) => {
+            let known = app
+                .view
+                .read(&who.tenant, |tv| tv.latest_notice.contains_key(&b.notice))
+                .unwrap_or(false);
+            if !known {
+                return Err(Problem::validation(
+                    "banner.notice",
+                    format!("no notice {:?} has been published", b.notice),
+                ));
+            }
+            if let Some((i, _)) = b.origins.iter().enumerate().find(|(_, o)| !is_origin(o)) {
+                return Err(Problem::validation(
+                    format!("banner.origins/{i}"),
+                    "must be an origin: http(s)://host[:port], no path",
+                ));
+            }
+            let site_key = match (&t.banner, b.rotate_site_key) {
+                (Some(old), false) => old.site_key.clone(),
+                _ => crate::web::sdk::new_site_key(),
+            };
+            t.banner = Some(crate::model::BannerSite {
+                site_key,
+                notice: b.notice,
+                origins: b.origins,
+            });
+        }
+    }
     if t.name.trim().is_empty() || t.name.chars().count() > 200 {
         return Err(Problem::validation("name", "must be 1-200 characters"));
     }
@@ -283,4 +334,19 @@ pub async fn audit(
     Ok(axum::Json(
         app.store.audit(&who.tenant, q.before, limit).await?,
     ))
+}
+
+/// `scheme://host[:port]` as browsers send it in `Origin`.
+fn is_origin(o: &str) -> bool {
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && o.len() <= 300
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
 }

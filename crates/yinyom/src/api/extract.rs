@@ -34,3 +34,13 @@ pub fn past_time_field(
     }
     Ok(t)
 }
+
+/// For merge-patch fields where `null` means "remove": absent → `None`,
+/// `null` → `Some(None)`, a value → `Some(Some(v))`.
+pub fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}

@@ -3,23 +3,24 @@
 //! Handlers are thin: they authenticate, check the role, validate at the
 //! edge and call the view, the writer or the store.
 
-mod acquisitions;
-mod admin;
+pub(crate) mod acquisitions;
+pub(crate) mod admin;
 pub mod auth;
-mod breaches;
-mod consents;
-mod decisions;
+pub(crate) mod breaches;
+pub(crate) mod consents;
+pub(crate) mod decisions;
 pub mod extract;
-mod messages;
-mod notices;
+pub(crate) mod messages;
+pub(crate) mod notices;
 pub mod problem;
-mod purposes;
-mod requests;
-mod ropa;
+pub(crate) mod purposes;
+pub(crate) mod requests;
+pub(crate) mod ropa;
+pub(crate) mod staff;
 pub mod stream;
-mod subjects;
-mod track;
-mod webhooks;
+pub(crate) mod subjects;
+pub(crate) mod track;
+pub(crate) mod webhooks;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -50,12 +51,13 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
     paths(
         purposes::create, purposes::list, purposes::get, purposes::patch,
         notices::publish, notices::list, notices::current, notices::version, notices::renewals,
-        subjects::put, subjects::get, subjects::consents, subjects::events, stream::stream,
+        subjects::put, subjects::get, subjects::consents, subjects::events, subjects::preference_link, stream::stream,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete,
         webhooks::deliveries, webhooks::replay,
         consents::record,
         decisions::one, decisions::batch,
         admin::verify, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant, admin::audit,
+        staff::create, staff::list, staff::disable,
         track::track, track::identify, track::page, track::screen, track::group, track::alias, track::batch,
         messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
         track::create_source, track::list_sources, track::delete_source,
@@ -64,6 +66,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         breaches::create, breaches::list, breaches::get, breaches::notify, ropa::export,
         acquisitions::put, acquisitions::notice, acquisitions::list,
         healthz, readyz, jwks,
+        crate::web::sdk::config, crate::web::sdk::record,
     ),
     components(schemas(problem::ProblemBody, crate::events::ConsentEvent)),
     modifiers(&BearerAuth),
@@ -107,6 +110,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/subjects/{id}", get(subjects::get).put(subjects::put))
         .route("/v1/subjects/{id}/consents", get(subjects::consents))
         .route("/v1/subjects/{id}/events", get(subjects::events))
+        .route(
+            "/v1/subjects/{id}/preference-link",
+            post(subjects::preference_link),
+        )
         .route("/v1/consents", post(consents::record))
         .route("/v1/decisions", get(decisions::one))
         .route(
@@ -118,6 +125,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/staff", post(staff::create).get(staff::list))
+        .route("/v1/staff/{id}", delete(staff::disable))
         .route("/v1/requests", post(requests::create).get(requests::list))
         .route("/v1/requests/{id}", get(requests::get))
         .route("/v1/requests/{id}/actions", post(requests::act))
@@ -168,6 +177,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/webhooks/{id}/replay", post(webhooks::replay));
     Router::new()
         .merge(v1)
+        .merge(crate::web::routes())
         .route("/healthz", get(healthz))
         .route("/t/{tenant}", get(ropa::transparency))
         .route(

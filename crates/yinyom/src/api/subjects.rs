@@ -76,6 +76,10 @@ pub struct HistoryEntry {
     /// The signed receipt handed out for this grant.
     pub receipt: Option<String>,
     pub evidence_hash: Option<String>,
+    /// The evidence itself (owner and admin only; gone after erasure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub evidence: Option<serde_json::Value>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -96,6 +100,7 @@ impl From<LedgerEntry> for HistoryEntry {
             expires_at: b.expires_at.map(time::rfc3339),
             receipt: b.receipt,
             evidence_hash: b.evidence_hash,
+            evidence: None,
             prev_hash: e.prev_hash,
             hash: e.hash,
         }
@@ -403,7 +408,7 @@ fn channel_consents(
 
 /// Shape a subject for the caller: mask what the role may not see and
 /// audit what it sees in clear.
-async fn present(
+pub(crate) async fn present(
     app: &App,
     who: &Principal,
     s: Subject,
@@ -489,8 +494,25 @@ pub async fn consents(
     let (history, receipts) = if q.history {
         let history = app.store.history(&who.tenant, &row.uid).await?;
         let receipts = app.store.receipts(&who.tenant, &row.uid).await?;
+        // Evidence (IP, user agent, form) is personal data: managers only.
+        let mut evidence = if super::auth::MANAGERS.contains(&who.role) {
+            app.store.evidence(&who.tenant, &row.uid).await?
+        } else {
+            Default::default()
+        };
         (
-            Some(history.into_iter().map(HistoryEntry::from).collect()),
+            Some(
+                history
+                    .into_iter()
+                    .map(|e| {
+                        let ev = evidence.remove(&e.seq);
+                        HistoryEntry {
+                            evidence: ev,
+                            ..HistoryEntry::from(e)
+                        }
+                    })
+                    .collect(),
+            ),
             Some(
                 receipts
                     .into_iter()
@@ -528,5 +550,68 @@ pub async fn events(
         app.store
             .subject_events(&who.tenant, &row.uid, 1000)
             .await?,
+    ))
+}
+
+/// Body of `POST /v1/subjects/{id}/preference-link`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// How long the link works, in hours (1-720, default 168).
+    #[serde(default)]
+    pub ttl_hours: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreferenceLink {
+    pub url: String,
+    pub expires_at: String,
+}
+
+/// A signed, expiring link to the subject's preference center, to send
+/// them (by email, SMS, LINE or on a receipt).
+#[utoipa::path(post, path = "/v1/subjects/{id}/preference-link", tag = "subjects",
+    params(("id" = String, Path)), request_body = LinkRequest,
+    responses((status = 201, body = PreferenceLink), (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn preference_link(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, axum::Json<PreferenceLink>), Problem> {
+    who.require(EVERYONE)?;
+    let r: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LinkRequest::default()
+    } else {
+        super::problem::parse_json(&body)?
+    };
+    let hours = r
+        .ttl_hours
+        .unwrap_or(crate::web::preferences::DEFAULT_TTL_HOURS);
+    if !(1..=crate::web::preferences::MAX_TTL_HOURS).contains(&hours) {
+        return Err(Problem::validation("ttl_hours", "must be 1-720"));
+    }
+    let s = app
+        .store
+        .subject(&who.tenant, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("subject {id:?} does not exist")))?;
+    if s.flags.erased {
+        return Err(Problem::new(
+            axum::http::StatusCode::CONFLICT,
+            "subject-erased",
+            "the subject has been erased",
+        ));
+    }
+    let expires_at = time::now() + i64::from(hours) * 3_600_000_000;
+    let token = crate::web::preferences::token(&app, &who.tenant, &s.uid, expires_at);
+    Ok((
+        axum::http::StatusCode::CREATED,
+        axum::Json(PreferenceLink {
+            url: format!("{}/p/{token}", app.public_url),
+            expires_at: time::rfc3339(expires_at),
+        }),
     ))
 }

@@ -220,6 +220,7 @@ pub(crate) async fn seeded_store(
             validity_days: Some(365),
             recipients: vec![],
             double_opt_in: false,
+            banner: None,
         };
         store
             .insert_purpose(&tenant.id, &purpose, time::now())
@@ -545,6 +546,7 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
             validity_days: None,
             recipients: vec![],
             double_opt_in: false,
+            banner: None,
         };
         store
             .insert_purpose(&tenant.id, &purpose, time::now())
@@ -609,6 +611,7 @@ fn memory(subjects: usize) {
         policy_url: None,
         pii_readers: Vec::new(),
         security_measures: vec![],
+        banner: None,
         created_at: 0,
     };
     let snapshots = (0..subjects).map(|i| crate::store::SubjectSnapshot {

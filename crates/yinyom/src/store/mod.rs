@@ -296,8 +296,41 @@ pub trait Requests: Send + Sync {
     async fn purge_deleted(&self) -> Result<()>;
 }
 
+/// Staff of the admin console and their sessions.
 #[async_trait]
-pub trait Store: Profiles + Events + Messages + Requests + Send + Sync + 'static {
+pub trait StaffStore: Send + Sync {
+    /// Fails with `Conflict` when the email is taken.
+    async fn insert_staff(&self, s: &StaffMember) -> Result<()>;
+    async fn staff_by_email(&self, email: &str) -> Result<Option<StaffMember>>;
+    async fn staff(&self, tenant: &str) -> Result<Vec<StaffMember>>;
+    /// Disable a member and end their sessions; false when unknown.
+    async fn disable_staff(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
+    async fn insert_session(&self, s: &StaffSession) -> Result<()>;
+    /// A live session and its (enabled) member.
+    async fn session(&self, hash: &str, now: Micros)
+    -> Result<Option<(StaffSession, StaffMember)>>;
+    async fn delete_session(&self, hash: &str) -> Result<()>;
+    /// The console's dashboard: choices recorded per UTC day since `since`.
+    async fn daily_choices(&self, tenant: &str, since: Micros) -> Result<Vec<DailyChoices>>;
+    /// Suppressed messages per reason.
+    async fn suppressions(&self, tenant: &str) -> Result<Vec<(String, i64)>>;
+}
+
+/// How many `action`s on (`purpose`, `channel`) were made on `day` (days
+/// since 1970-01-01, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyChoices {
+    pub day: i64,
+    pub purpose: String,
+    pub channel: Option<String>,
+    pub action: String,
+    pub count: i64,
+}
+
+#[async_trait]
+pub trait Store:
+    Profiles + Events + Messages + Requests + StaffStore + Send + Sync + 'static
+{
     /// Cheap round trip for readiness.
     async fn ping(&self) -> Result<()>;
 
@@ -338,6 +371,13 @@ pub trait Store: Profiles + Events + Messages + Requests + Send + Sync + 'static
     /// Ledger entries of one subject, oldest first.
     async fn history(&self, tenant: &str, subject_uid: &str) -> Result<Vec<LedgerEntry>>;
     async fn receipts(&self, tenant: &str, subject_uid: &str) -> Result<Vec<StoredReceipt>>;
+    /// The evidence kept beside a subject's ledger entries (seq → evidence);
+    /// erasure deletes it, the chain keeps its hash.
+    async fn evidence(
+        &self,
+        tenant: &str,
+        subject_uid: &str,
+    ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>>;
     /// Every subject with its current consent records, for the in-memory view.
     async fn snapshot(&self) -> Result<Vec<SubjectSnapshot>>;
     /// Recompute the tenant's hash chain from the stored rows.

@@ -38,6 +38,7 @@ use crate::events::{self, ConsentEvent};
 mod messages;
 mod profiles;
 mod requests;
+mod staff;
 mod tracking;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -838,6 +839,29 @@ impl Store for SqlStore {
         rows.iter()
             .map(|r| entry_from_row(r).map_err(StoreError::Unavailable))
             .collect()
+    }
+
+    async fn evidence(
+        &self,
+        tenant: &str,
+        subject_uid: &str,
+    ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>> {
+        let rows = sqlx::query(
+            "SELECT seq, evidence FROM ledger WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(subject_uid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut out = std::collections::BTreeMap::new();
+        for r in rows {
+            let seq: i64 = r.try_get("seq").map_err(unavailable)?;
+            let text: String = r.try_get("evidence").map_err(unavailable)?;
+            let v = serde_json::from_str(&text).map_err(json_err)?;
+            out.insert(seq as u64, v);
+        }
+        Ok(out)
     }
 
     async fn receipts(&self, tenant: &str, subject_uid: &str) -> Result<Vec<StoredReceipt>> {
