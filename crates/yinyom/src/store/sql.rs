@@ -293,6 +293,7 @@ fn tenant_body(t: &Tenant) -> String {
         "policy_url": t.policy_url,
         "pii_readers": t.pii_readers,
         "security_measures": t.security_measures,
+        "banner": t.banner,
     })
     .to_string()
 }
