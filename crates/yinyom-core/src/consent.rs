@@ -22,18 +22,52 @@ pub enum Action {
     Withdraw,
     /// Written by the system when a consent outlives its validity.
     Expire,
+    /// The subject restricted processing for the purpose (`*`: all), PDPA
+    /// s.34, GDPR Art. 18. Entries of this and the next three kinds record
+    /// a change of the subject's flags: they are chained and propagated
+    /// like consent changes, but no consent state follows from them.
+    Restrict,
+    /// The subject objected to processing for the purpose (`*`: all),
+    /// direct marketing included (PDPA s.32, GDPR Art. 21).
+    Object,
+    LiftRestriction,
+    LiftObjection,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [Self::Grant, Self::Deny, Self::Withdraw, Self::Expire];
+    /// What `POST /v1/consents` records: choices that set a consent state.
+    pub const CONSENT: [Action; 4] = [Self::Grant, Self::Deny, Self::Withdraw, Self::Expire];
+    /// Changes of the subject's restriction and objection flags.
+    pub const FLAGS: [Action; 4] = [
+        Self::Restrict,
+        Self::Object,
+        Self::LiftRestriction,
+        Self::LiftObjection,
+    ];
+    pub const ALL: [Action; 8] = [
+        Self::Grant,
+        Self::Deny,
+        Self::Withdraw,
+        Self::Expire,
+        Self::Restrict,
+        Self::Object,
+        Self::LiftRestriction,
+        Self::LiftObjection,
+    ];
 
-    pub fn state(self) -> ConsentState {
+    /// The consent state this action sets; none for flag changes.
+    pub fn state(self) -> Option<ConsentState> {
         match self {
-            Self::Grant => ConsentState::Granted,
-            Self::Deny => ConsentState::Denied,
-            Self::Withdraw => ConsentState::Withdrawn,
-            Self::Expire => ConsentState::Expired,
+            Self::Grant => Some(ConsentState::Granted),
+            Self::Deny => Some(ConsentState::Denied),
+            Self::Withdraw => Some(ConsentState::Withdrawn),
+            Self::Expire => Some(ConsentState::Expired),
+            Self::Restrict | Self::Object | Self::LiftRestriction | Self::LiftObjection => None,
         }
+    }
+
+    pub fn is_consent(self) -> bool {
+        self.state().is_some()
     }
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +76,10 @@ impl Action {
             Self::Deny => "deny",
             Self::Withdraw => "withdraw",
             Self::Expire => "expire",
+            Self::Restrict => "restrict",
+            Self::Object => "object",
+            Self::LiftRestriction => "lift_restriction",
+            Self::LiftObjection => "lift_objection",
         }
     }
 
@@ -225,7 +263,7 @@ mod tests {
         ConsentRecord {
             purpose: "p".into(),
             channel,
-            state: action.state(),
+            state: action.state().unwrap(),
             seq,
             occurred_at: at,
             expires_at: None,

@@ -61,12 +61,13 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// The consent record this entry sets, were it the latest.
-    pub fn record(&self) -> ConsentRecord {
-        ConsentRecord {
+    /// The consent record this entry sets, were it the latest; none for an
+    /// entry that changes the subject's flags.
+    pub fn record(&self) -> Option<ConsentRecord> {
+        Some(ConsentRecord {
             purpose: self.body.purpose.as_str().into(),
             channel: self.body.channel,
-            state: self.body.action.state(),
+            state: self.body.action.state()?,
             seq: self.seq,
             occurred_at: self.body.occurred_at,
             expires_at: self.body.expires_at,
@@ -76,7 +77,7 @@ impl LedgerEntry {
             }),
             source: self.body.source.as_str().into(),
             guardian: self.body.guardian,
-        }
+        })
     }
 }
 

@@ -33,9 +33,10 @@ use crate::store::OutboxEvent;
 const PAGE: u32 = 1_000;
 
 /// Whether the endpoint's filters let the event through.
+/// A restriction or objection of every purpose (`*`) concerns every purpose.
 fn wants(w: &Webhook, e: &OutboxEvent) -> bool {
     (w.events.is_empty() || w.events.contains(&e.kind))
-        && (w.purposes.is_empty() || w.purposes.contains(&e.purpose))
+        && (w.purposes.is_empty() || e.purpose == "*" || w.purposes.contains(&e.purpose))
 }
 
 #[derive(Debug, Clone)]

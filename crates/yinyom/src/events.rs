@@ -1,5 +1,6 @@
 //! Consent change events: what the outbox holds and what webhooks, NATS
-//! and the event stream carry. One event per ledger entry.
+//! and the event stream carry. One event per ledger entry: consent
+//! changes, and restriction/objection changes of a subject.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,18 +10,25 @@ use yinyom_core::purpose::Channel;
 use yinyom_core::time;
 
 /// Every event type, for filters.
-pub const TYPES: [&str; 4] = [
+pub const TYPES: [&str; 8] = [
     "consent.granted",
     "consent.denied",
     "consent.withdrawn",
     "consent.expired",
+    "subject.restricted",
+    "subject.objected",
+    "subject.restriction_lifted",
+    "subject.objection_lifted",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConsentEvent {
     /// Stable across retries and replays: `evt_<tenant>_<seq>`.
     pub id: String,
-    /// `consent.granted`, `consent.denied`, `consent.withdrawn` or `consent.expired`.
+    /// `consent.granted`, `consent.denied`, `consent.withdrawn`, `consent.expired`;
+    /// or a change of the subject's flags for `purpose` (`*`: all):
+    /// `subject.restricted`, `subject.objected`, `subject.restriction_lifted`,
+    /// `subject.objection_lifted` (`before` = `after`: no consent changed).
     #[serde(rename = "type")]
     pub kind: String,
     pub tenant: String,
@@ -51,6 +59,10 @@ pub fn kind(action: Action) -> &'static str {
         Action::Deny => TYPES[1],
         Action::Withdraw => TYPES[2],
         Action::Expire => TYPES[3],
+        Action::Restrict => TYPES[4],
+        Action::Object => TYPES[5],
+        Action::LiftRestriction => TYPES[6],
+        Action::LiftObjection => TYPES[7],
     }
 }
 

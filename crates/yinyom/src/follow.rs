@@ -121,8 +121,10 @@ impl Follower {
             let last = last.seq;
             app.view.write(tenant, |tv| {
                 for (subject, entry) in &page {
-                    if let Some(subject) = subject {
-                        tv.apply(subject, entry.record());
+                    if let Some(subject) = subject
+                        && let Some(r) = entry.record()
+                    {
+                        tv.apply(subject, r);
                     }
                 }
             });

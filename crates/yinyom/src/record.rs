@@ -199,6 +199,13 @@ pub fn prepare(
     let mut actions = Vec::with_capacity(req.actions.len());
     for (i, a) in req.actions.iter().enumerate() {
         let field = |f: &str| format!("actions/{i}/{f}");
+        if !a.action.is_consent() {
+            return Err(Rejected::new(
+                "validation",
+                field("action"),
+                "must be grant, deny, withdraw or expire; restriction and objection are rights requests (POST /v1/requests)",
+            ));
+        }
         let purpose = tv.purposes.get(&a.purpose).ok_or_else(|| {
             Rejected::new(
                 "unknown-purpose",

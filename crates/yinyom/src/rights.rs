@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use yinyom_core::consent::{Action, ConsentState};
 use yinyom_core::contact::ContactKind;
 use yinyom_core::rights::{self, Kind, Status, Step};
+use yinyom_core::subject::SubjectFlags;
 use yinyom_core::time::{self, Micros};
 
 use crate::api::problem::Problem;
@@ -251,15 +252,46 @@ async fn carry_out(app: &App, r: &RequestRow) -> Result<String, Problem> {
                 .map(|s| s.flags)
                 .unwrap_or_default();
             let mut flags = current;
-            let set = if kind == Kind::Restriction {
-                &mut flags.restricted
+            let (set, action) = if kind == Kind::Restriction {
+                (&mut flags.restricted, Action::Restrict)
             } else {
-                &mut flags.objected
+                (&mut flags.objected, Action::Object)
             };
             set.extend(purposes.iter().cloned());
+            // The flags first (decisions honour them at once), then the
+            // ledger entries that propagate them. A retry after a crash
+            // between the two writes the entries then (idempotent by the
+            // request's id), so no change goes unannounced.
             profiles::modify::<Problem>(app, tenant, &id, Some(flags), |_| Ok(()))
                 .await
                 .map_err(profile_problem)?;
+            let actions = purposes
+                .iter()
+                .map(|p| PreparedAction {
+                    purpose: p.clone(),
+                    channel: None,
+                    action,
+                    expires_at: None,
+                })
+                .collect();
+            app.writer
+                .write(WriteItem {
+                    tenant: r.tenant.clone(),
+                    subject_id: id.to_string(),
+                    actor: format!("request:{}", r.id),
+                    source: "rights_request".into(),
+                    notice: None,
+                    evidence: Some(serde_json::json!({ "request": r.id })),
+                    occurred_at: time::now(),
+                    actions,
+                    idempotency: Some(Idempotency {
+                        key: format!("request:{}", r.id),
+                        request_hash: kind.as_str().into(),
+                    }),
+                    receipt: None,
+                    guardian: false,
+                })
+                .await?;
             Ok(format!(
                 "{} of {} in force",
                 if kind == Kind::Restriction {
@@ -545,4 +577,61 @@ pub async fn check_code(
     r.steps.push(s);
     save(app, &r, before).await?;
     Ok(r)
+}
+
+/// Record in the ledger, and so propagate, how a subject's restriction and
+/// objection flags changed (`before` → `after`): one entry per purpose
+/// restricted, objected to, or lifted.
+pub async fn ledger_flag_changes(
+    app: &App,
+    tenant: &str,
+    subject_id: &str,
+    before: &SubjectFlags,
+    after: &SubjectFlags,
+    source: &str,
+    actor: &str,
+) -> Result<(), Problem> {
+    let mut actions = Vec::new();
+    for (old, new, on, off) in [
+        (
+            &before.restricted,
+            &after.restricted,
+            Action::Restrict,
+            Action::LiftRestriction,
+        ),
+        (
+            &before.objected,
+            &after.objected,
+            Action::Object,
+            Action::LiftObjection,
+        ),
+    ] {
+        let change = |p: &String, action| PreparedAction {
+            purpose: p.clone(),
+            channel: None,
+            action,
+            expires_at: None,
+        };
+        actions.extend(new.difference(old).map(|p| change(p, on)));
+        actions.extend(old.difference(new).map(|p| change(p, off)));
+    }
+    if actions.is_empty() {
+        return Ok(());
+    }
+    app.writer
+        .write(WriteItem {
+            tenant: tenant.to_string(),
+            subject_id: subject_id.to_string(),
+            actor: actor.to_string(),
+            source: source.to_string(),
+            notice: None,
+            evidence: None,
+            occurred_at: time::now(),
+            actions,
+            idempotency: None,
+            receipt: None,
+            guardian: false,
+        })
+        .await?;
+    Ok(())
 }

@@ -251,8 +251,8 @@ impl View {
     /// Fold committed ledger entries in (called by the writer after commit).
     pub fn apply(&self, tenant: &str, subject_id: &str, entries: &[LedgerEntry]) {
         self.write(tenant, |tv| {
-            for e in entries {
-                tv.apply(subject_id, e.record());
+            for r in entries.iter().filter_map(LedgerEntry::record) {
+                tv.apply(subject_id, r);
             }
         });
     }

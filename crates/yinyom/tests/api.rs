@@ -1908,7 +1908,8 @@ async fn acknowledged_consents_and_decisions_survive_a_restart(backend: Backend)
     let decisions_before = ask(&t, &questions).await;
     let state_before = state(&t).await;
     let verify_before = verify_with(&t, &t.owner).await;
-    assert_eq!(verify_before["checked"], 8);
+    // Eight consent entries, and the objection and restriction (ledgered too).
+    assert_eq!(verify_before["checked"], 10);
     // Sanity: the answers are the interesting mix.
     let reasons: Vec<&str> = decisions_before["decisions"]
         .as_array()
@@ -1953,12 +1954,12 @@ async fn acknowledged_consents_and_decisions_survive_a_restart(backend: Backend)
             consent("cust-0", None, "marketing.email", Some("email"), "withdraw"),
         )
         .await;
-    assert_eq!(next["events"][0]["seq"], 9);
+    assert_eq!(next["events"][0]["seq"], 11);
     assert_eq!(
         decide(&t, "cust-0", "marketing.email", Some("email")).await,
         denied("withdrawn")
     );
-    assert_eq!(ledger_len(&t).await, 9);
+    assert_eq!(ledger_len(&t).await, 11);
     // A receipt signed before the restart still verifies with the keys
     // published after it.
     let jwks = t.get("/.well-known/jwks.json").await;

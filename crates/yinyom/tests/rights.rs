@@ -302,6 +302,17 @@ async fn pdpa_s34_restriction_and_s32_objection_change_decisions_at_once(backend
     let t = TestApp::new(backend).await;
     setup(&t).await;
     subject_with_data(&t, "cust-r1").await;
+    // Restrictions and objections propagate like consent changes: through
+    // the ledger to the stream (and webhooks and NATS, from the same outbox).
+    let mut flags = common::Sse::new(
+        t.open(
+            "/v1/stream?types=subject.restricted,subject.objected,subject.restriction_lifted",
+            &t.owner,
+            &[],
+        )
+        .await,
+    );
+    let mut service = common::Sse::new(t.open("/v1/stream?purposes=service", &t.owner, &[]).await);
     assert_eq!(
         decide(&t, "cust-r1", "service", "email").await["allowed"],
         true
@@ -339,6 +350,98 @@ async fn pdpa_s34_restriction_and_s32_objection_change_decisions_at_once(backend
     );
     let s = t.get("/v1/subjects/cust-r1").await;
     assert_eq!(s["flags"]["restricted"], json!(["*"]), "{s}");
+
+    let wait = std::time::Duration::from_secs(5);
+    let (_, kind, objected) = flags.next(wait).await.expect("the objection");
+    assert_eq!(kind, "subject.objected");
+    assert_eq!(objected["purpose"], "marketing.email");
+    assert_eq!(
+        objected["before"], objected["after"],
+        "no consent changed: {objected}"
+    );
+    assert_eq!(objected["action"], "object");
+    let (_, kind, restricted) = flags.next(wait).await.expect("the restriction");
+    assert_eq!(
+        (kind.as_str(), &restricted["purpose"]),
+        ("subject.restricted", &json!("*"))
+    );
+    // A restriction of every purpose reaches a stream of one purpose; an
+    // objection to another purpose does not.
+    let (_, kind, _) = service
+        .next(wait)
+        .await
+        .expect("the restriction, filtered by purpose");
+    assert_eq!(kind, "subject.restricted");
+    assert!(
+        service
+            .next(std::time::Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+
+    // Lifting the restriction (here through the subject API) propagates too.
+    let (status, _, body) = t
+        .request(
+            Method::PUT,
+            "/v1/subjects/cust-r1",
+            &t.owner,
+            Some(json!({
+                "identifiers": { "email": EMAIL, "phone": "089-876-5432" },
+                "flags": { "objected": ["marketing.email"] },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, kind, lifted) = flags.next(wait).await.expect("the lifted restriction");
+    assert_eq!(
+        (kind.as_str(), &lifted["purpose"]),
+        ("subject.restriction_lifted", &json!("*"))
+    );
+    assert_eq!(
+        decide(&t, "cust-r1", "service", "email").await["allowed"],
+        true
+    );
+    assert!(
+        flags
+            .next(std::time::Duration::from_millis(200))
+            .await
+            .is_none(),
+        "the objection stands"
+    );
+    // In the ledger: chained, verifiable, not mistaken for consent.
+    let h = t.get("/v1/subjects/cust-r1/consents?history=true").await;
+    let actions: Vec<&str> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions[actions.len() - 3..],
+        ["object", "restrict", "lift_restriction"],
+        "{h}"
+    );
+    assert!(
+        h["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["purpose"] != "*"),
+        "{h}"
+    );
+    assert_eq!(t.get("/v1/ledger/verify").await["ok"], true);
+    // They are rights, not consent actions: POST /v1/consents refuses them.
+    let (status, _, p) = t
+        .request(
+            Method::POST,
+            "/v1/consents",
+            &t.owner,
+            Some(json!({ "subject": "cust-r1", "source": "web",
+                "actions": [{ "purpose": "marketing.email", "action": "restrict" }] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["field"], "actions/0/action");
 }
 
 async fn pdpa_s19_withdrawal_request_withdraws_through_the_ledger(backend: Backend) {

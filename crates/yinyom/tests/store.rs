@@ -162,7 +162,7 @@ async fn state_is_the_fold_of_history_even_for_late_imports(backend: Backend) {
     let s = snap.iter().find(|s| s.id == "s").expect("subject");
     let mut fold = SubjectConsents::default();
     for e in store.history(&t, &s.uid).await.unwrap() {
-        fold.apply(e.record());
+        fold.apply(e.record().expect("consent entries only"));
     }
     assert_eq!(
         s.records, fold.records,

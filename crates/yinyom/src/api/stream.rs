@@ -73,9 +73,10 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// A restriction or objection of every purpose (`*`) concerns every purpose.
     fn wanted(&self, e: &OutboxEvent) -> bool {
         (self.types.is_empty() || self.types.contains(&e.kind))
-            && (self.purposes.is_empty() || self.purposes.contains(&e.purpose))
+            && (self.purposes.is_empty() || e.purpose == "*" || self.purposes.contains(&e.purpose))
     }
 
     async fn next(&mut self) -> Option<OutboxEvent> {

@@ -308,6 +308,15 @@ pub async fn put(
     {
         return Err(erased_problem());
     }
+    let before = app
+        .view
+        .read(&who.tenant, |tv| {
+            tv.subjects
+                .get(&id)
+                .and_then(|s| s.flags.as_deref().cloned())
+        })
+        .flatten()
+        .unwrap_or_default();
     let subject = profiles::modify(
         &app,
         &who.tenant,
@@ -340,6 +349,19 @@ pub async fn put(
         ProfileError::Store(e) => Problem::from(e),
         ProfileError::Refused(p) => p,
     })?;
+    if let Some(after) = &update.flags {
+        // Restrictions and objections set here propagate like consent.
+        crate::rights::ledger_flag_changes(
+            &app,
+            &who.tenant,
+            &id,
+            &before,
+            after,
+            "api",
+            &who.actor(),
+        )
+        .await?;
+    }
     Ok(axum::Json(
         present(&app, &who, subject, "PUT /v1/subjects/{id}").await?,
     ))

@@ -1673,7 +1673,12 @@ async fn insert_entries(tx: &mut Tx<'_>, d: Dialect, rows: &Rows<'_>) -> Result<
     write_outbox(tx, d, &ledger).await?;
 
     let mut latest: HashMap<(&str, &str, &str, Option<Channel>), &LedgerEntry> = HashMap::new();
-    for (e, _) in &rows.entries {
+    // Flag changes (restrict, object, …) set no consent state.
+    for (e, _) in rows
+        .entries
+        .iter()
+        .filter(|(e, _)| e.body.action.is_consent())
+    {
         let b = &e.body;
         let key = (
             b.tenant.as_str(),
@@ -1705,7 +1710,7 @@ async fn insert_entries(tx: &mut Tx<'_>, d: Dialect, rows: &Rows<'_>) -> Result<
                 .bind(b.subject_uid.as_str())
                 .bind(b.purpose.as_str())
                 .bind(b.channel.map(Channel::as_str).unwrap_or(""))
-                .bind(b.action.state().as_str())
+                .bind(b.action.state().unwrap_or(ConsentState::Unspecified).as_str())
                 .bind(e.seq as i64)
                 .bind(b.occurred_at)
                 .bind(b.expires_at)
@@ -1778,8 +1783,10 @@ async fn write_outbox(
             .entry(key(e))
             .or_insert((ConsentState::Unspecified, i64::MIN, 0));
         let before = slot.0;
-        if (e.body.occurred_at, e.seq) > (slot.1, slot.2) {
-            *slot = (e.body.action.state(), e.body.occurred_at, e.seq);
+        if let Some(state) = e.body.action.state()
+            && (e.body.occurred_at, e.seq) > (slot.1, slot.2)
+        {
+            *slot = (state, e.body.occurred_at, e.seq);
         }
         rows.push((*e, before, slot.0));
     }
