@@ -58,7 +58,10 @@ export async function startServer({ env = {}, key = OWNER_KEY } = {}) {
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   let exited = null;
-  child.on('exit', (code, sig) => { exited = { code, sig }; });
+  // Never leave a server behind, even when the test process dies.
+  const reap = () => child.kill('SIGKILL');
+  process.on('exit', reap);
+  child.on('exit', (code, sig) => { exited = { code, sig }; process.off('exit', reap); });
   child.on('error', (e) => { exited = { error: e.message }; });
 
   const stop = async () => {
@@ -225,7 +228,7 @@ export async function startSite(pages) {
 
 /**
  * The test page: a gtag stub before the SDK tag, a script that may run only
- * with analytics consent, and an `_ga` cookie as Google Analytics would set.
+ * with analytics consent, and `_ga`, `_ga_TEST` cookies as Google Analytics would set.
  */
 export function testPage({ server, siteKey, lang, title = 'Test shop', extra = '' }) {
   const langAttr = lang ? ` data-lang="${lang}"` : '';
@@ -238,6 +241,7 @@ export function testPage({ server, siteKey, lang, title = 'Test shop', extra = '
 window.dataLayer = window.dataLayer || [];
 function gtag(){dataLayer.push(arguments);}
 document.cookie = '_ga=x; path=/';
+document.cookie = '_ga_TEST=y; path=/';
 </script>
 <script src="${server.url}/sdk/yinyom.js" data-site-key="${siteKey}"${langAttr} async></script>
 </head>
@@ -348,7 +352,11 @@ export async function ledgerConsents(server, anon, want = () => true, opts = {})
     (body.consents || []).filter((c) => c.channel == null).map((c) => [c.purpose, c]));
   await eventually(async () => {
     res = await server.api('GET', `/v1/subjects/${encodeURIComponent(anon)}/consents?history=true`);
-    return res.status === 200 && want(byPurpose(res.body), res.body);
+    if (res.status !== 200) return false;
+    // The server reads the history and the current states one after the
+    // other: wait for an answer where the history has every state's entry.
+    const h = res.body.history || [];
+    return (res.body.consents || []).every((c) => h.some((e) => e.seq === c.seq)) && want(byPurpose(res.body), res.body);
   }, { what: () => `the ledger of ${anon} (last answer: HTTP ${res && res.status} ${JSON.stringify(res && res.body)})`, ...opts });
   return { body: res.body, by: byPurpose(res.body), history: res.body.history || [] };
 }

@@ -161,12 +161,18 @@ describe('admin console', () => {
   test('an admin logs in, sees the dashboard with charts, edits purposes, sees contact points in clear', async () => {
     // Some activity for the charts: banner choices and a suppressed message.
     const { siteKey } = { siteKey: (await server.api('GET', '/v1/tenant')).body.banner.site_key };
-    for (let i = 0; i < 6; i++) {
-      const anon = `0f8fad5b-d9cb-469f-a165-70867728950${i}`;
-      await server.api('POST', '/v1/consents', {
-        subject: anon, source: 'web', notice: { key: 'cookies', version: 1 },
-        actions: [{ purpose: 'analytics', action: i % 3 ? 'grant' : 'deny' }, { purpose: 'ads', action: i % 2 ? 'grant' : 'deny' }],
-      });
+    // Choices made over the last days (as an import of history would carry).
+    const day = 86400000;
+    for (let i = 0; i < 24; i++) {
+      const anon = `0f8fad5b-d9cb-469f-a165-7086772895${String(i).padStart(2, '0')}`;
+      const at = new Date(Date.now() - (i % 8) * day - 3600000).toISOString();
+      expectStatus(await server.api('POST', '/v1/consents', {
+        subject: anon, source: 'web', notice: { key: 'cookies', version: 1 }, occurred_at: at,
+        actions: [
+          { purpose: 'analytics', action: i % 3 ? 'grant' : 'deny' },
+          { purpose: 'ads', action: i % 2 || i % 8 < 3 ? 'grant' : 'deny' },
+        ],
+      }), 201, 'history');
     }
     assert.ok(siteKey);
     // bypassCSP lets axe-core in; the pages allow no script of their own.
@@ -175,7 +181,11 @@ describe('admin console', () => {
     await login(page, 'dpo@sukjai.example');
     const chart = page.getByRole('img', { name: /consent rate/i });
     await chart.waitFor();
-    assert.ok(await chart.locator('polyline').count() >= 2, 'a line per purpose and channel');
+    // Drawn, not only present: points are the chart's own children, with a size.
+    const points = chart.locator(':scope > circle');
+    assert.ok(await points.count() >= 2, 'a point per purpose and channel and day');
+    const box = await points.first().boundingBox();
+    assert.ok(box && box.width > 0, 'the points are rendered');
     await shot(page, 'admin-dashboard');
     const a11y = await checkA11y(page);
     assert.deepEqual(a11y, [], describeViolations(a11y));

@@ -23,8 +23,13 @@ const SINK: &str = "nats";
 const PAGE: u32 = 500;
 
 /// The subject of a tenant's events about a purpose (purpose keys may hold
-/// dots: they become further subject tokens; empty tokens are avoided).
+/// dots: they become further subject tokens; empty tokens are avoided). A
+/// restriction or objection of every purpose (`*`, a wildcard to NATS) goes
+/// to `_all`, which no purpose key can be (keys start with a letter or digit).
 pub fn subject(tenant: &str, purpose: &str) -> String {
+    if purpose == "*" {
+        return format!("yinyom.{tenant}.consent._all");
+    }
     let purpose = if purpose.starts_with('.') || purpose.ends_with('.') || purpose.contains("..") {
         purpose.replace('.', "_")
     } else {
@@ -262,5 +267,6 @@ mod tests {
         );
         assert_eq!(subject("t1", "a..b"), "yinyom.t1.consent.a__b");
         assert_eq!(subject("t1", "a."), "yinyom.t1.consent.a_");
+        assert_eq!(subject("t1", "*"), "yinyom.t1.consent._all");
     }
 }

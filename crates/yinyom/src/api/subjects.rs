@@ -513,6 +513,9 @@ pub async fn consents(
 ) -> Result<axum::Json<SubjectConsents>, Problem> {
     who.require(EVERYONE)?;
     let row = find(&app, &who.tenant, &id).await?;
+    // States first: a write landing meanwhile then shows in the history
+    // (newer than the states), never a state whose entry is missing.
+    let consents = consents_of(&app, &who.tenant, &id);
     let (history, receipts) = if q.history {
         let history = app.store.history(&who.tenant, &row.uid).await?;
         let receipts = app.store.receipts(&who.tenant, &row.uid).await?;
@@ -551,7 +554,7 @@ pub async fn consents(
     };
     Ok(axum::Json(SubjectConsents {
         subject: id.clone(),
-        consents: consents_of(&app, &who.tenant, &id),
+        consents,
         history,
         receipts,
     }))

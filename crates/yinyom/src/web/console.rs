@@ -89,7 +89,8 @@ const PALETTE: [&str; 8] = [
 ];
 
 /// One line per series over `days` days: the share of choices that were
-/// grants, per day with choices.
+/// grants, per day with choices. (SVG elements are closed explicitly: in
+/// HTML, a void-looking `<line>` would swallow what follows.)
 fn line_chart(lang: Lang, days: i64, series: &[(String, Vec<Option<f64>>)]) -> Markup {
     let (w, h, left, bottom) = (640.0, 220.0, 36.0, 24.0);
     let x = |i: usize| left + (w - left - 8.0) * i as f64 / (days - 1).max(1) as f64;
@@ -98,17 +99,17 @@ fn line_chart(lang: Lang, days: i64, series: &[(String, Vec<Option<f64>>)]) -> M
         svg role="img" aria-labelledby="rate-title" viewBox={ "0 0 " (w) " " (h) } width="100%" style="max-width:46rem" {
             title id="rate-title" { (tr(lang, "อัตราการให้ความยินยอมรายวัน 30 วันล่าสุด", "Daily consent rate, last 30 days")) }
             @for pct in [0, 50, 100] {
-                line x1=(left) x2=(w - 8.0) y1=(y(pct as f64 / 100.0)) y2=(y(pct as f64 / 100.0)) stroke="#d3d8de";
+                line x1=(left) x2=(w - 8.0) y1=(y(pct as f64 / 100.0)) y2=(y(pct as f64 / 100.0)) stroke="#d3d8de" {}
                 text x="2" y=(y(pct as f64 / 100.0) + 4.0) { (pct) "%" }
             }
             text x=(left) y=(h - 6.0) { "−29" } text x=(w - 40.0) y=(h - 6.0) { (tr(lang, "วันนี้", "today")) }
             @for (i, (_, points)) in series.iter().enumerate() {
                 @let pts: Vec<String> = points.iter().enumerate().filter_map(|(d, r)| r.map(|r| format!("{:.1},{:.1}", x(d), y(r)))).collect();
                 @let colour = PALETTE[i % PALETTE.len()];
-                polyline fill="none" stroke=(colour) stroke-width="2" points=(pts.join(" "));
+                polyline fill="none" stroke=(colour) stroke-width="2" points=(pts.join(" ")) {}
                 @for p in &pts {
                     @let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
-                    circle cx=(px) cy=(py) r="2.5" fill=(colour);
+                    circle cx=(px) cy=(py) r="3" fill=(colour) {}
                 }
             }
         }

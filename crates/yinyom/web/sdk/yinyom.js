@@ -127,12 +127,15 @@
       credentials: 'omit',
       keepalive: true // survives the page being left right after the click
     }).then(function (r) {
-      if (r.status >= 500 || r.status === 408 || r.status === 429) throw new Error('HTTP ' + r.status);
+      if (r.status >= 500 || r.status === 408 || r.status === 429) {
+        flushing = false; // stays queued for the next load
+        return;
+      }
       // Any other refusal will never succeed: say so and drop it.
       if (!r.ok) console.error('Yinyom: consent not recorded, HTTP ' + r.status);
-      done();
-    }).catch(function () {
-      flushing = false; // offline or server down: stays queued
+      return r.text().then(done, done); // read to the end, so the request completes
+    }, function () {
+      flushing = false; // offline: stays queued
     });
   }
   W.addEventListener('online', flush);
@@ -226,6 +229,7 @@
     if (stored) {
       sale.forEach(function (k) { stored.choices[k] = false; });
       stored.g = 1;
+      stored.cm = signals(effective(stored.choices));
       save();
     }
     lsSet(K_GPC, mark);
@@ -369,8 +373,8 @@
     '.p{border-top:1px solid #d1d5db;padding:12px 0}',
     '.ph{display:flex;align-items:center;gap:12px}',
     '.ph label{flex:1;font-weight:600}',
-    '.d{color:#374151;font-size:.9375em;margin:4px 0 0}',
-    '.ck{color:#374151;font-size:.8125em;margin:4px 0 0}',
+    '.d,.ck{color:#374151;font-size:.9375em;margin:4px 0 0}',
+    '.ck{font-size:.8125em}',
     '.al{color:#166534;font-size:.875em;font-weight:600}',
     '.gpc{background:#ecfdf5;border-left:4px solid #166534;padding:8px 12px;margin:12px 0 4px}',
     '.sw{-webkit-appearance:none;appearance:none;flex:none;width:44px;height:24px;margin:0;border-radius:12px;cursor:pointer;' +
@@ -573,6 +577,8 @@
       if (cfg && cfg.purposes.some(function (p) { return p.key === purpose && p.required; })) return true;
       return undefined;
     },
+    // 'change': fn(choices) whenever choices apply: on load from a stored
+    // choice, and after every choice. Returns a function that unsubscribes.
     on: function (ev, fn) {
       if (ev === 'change' && typeof fn === 'function') listeners.push(fn);
       return function () { listeners = listeners.filter(function (f) { return f !== fn; }); };
