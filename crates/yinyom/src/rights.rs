@@ -275,22 +275,7 @@ async fn carry_out(app: &App, r: &RequestRow) -> Result<String, Problem> {
                 })
                 .collect();
             app.writer
-                .write(WriteItem {
-                    tenant: r.tenant.clone(),
-                    subject_id: id.to_string(),
-                    actor: format!("request:{}", r.id),
-                    source: "rights_request".into(),
-                    notice: None,
-                    evidence: Some(serde_json::json!({ "request": r.id })),
-                    occurred_at: time::now(),
-                    actions,
-                    idempotency: Some(Idempotency {
-                        key: format!("request:{}", r.id),
-                        request_hash: kind.as_str().into(),
-                    }),
-                    receipt: None,
-                    guardian: false,
-                })
+                .write(ledgered_by(r, &id, time::now(), actions))
                 .await?;
             Ok(format!(
                 "{} of {} in force",
@@ -348,6 +333,28 @@ fn profile_problem(e: ProfileError<Problem>) -> Problem {
     }
 }
 
+/// What carrying out request `r` writes to the ledger (source
+/// `rights_request`), idempotent by the request's id: a retry after a
+/// crash writes nothing twice.
+fn ledgered_by(r: &RequestRow, id: &str, at: Micros, actions: Vec<PreparedAction>) -> WriteItem {
+    WriteItem {
+        tenant: r.tenant.clone(),
+        subject_id: id.to_string(),
+        actor: format!("request:{}", r.id),
+        source: "rights_request".into(),
+        notice: None,
+        evidence: Some(serde_json::json!({ "request": r.id })),
+        occurred_at: at,
+        actions,
+        idempotency: Some(Idempotency {
+            key: format!("request:{}", r.id),
+            request_hash: r.kind.as_str().into(),
+        }),
+        receipt: None,
+        guardian: false,
+    }
+}
+
 /// Withdraw every consent the request names that stands granted, through
 /// the ledger (source `rights_request`).
 async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem> {
@@ -377,24 +384,7 @@ async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem
         return Ok("no consent stood granted".into());
     }
     let n = actions.len();
-    app.writer
-        .write(WriteItem {
-            tenant: r.tenant.clone(),
-            subject_id: id.to_string(),
-            actor: format!("request:{}", r.id),
-            source: "rights_request".into(),
-            notice: None,
-            evidence: Some(serde_json::json!({ "request": r.id })),
-            occurred_at: now,
-            actions,
-            idempotency: Some(Idempotency {
-                key: format!("request:{}", r.id),
-                request_hash: "withdrawal".into(),
-            }),
-            receipt: None,
-            guardian: false,
-        })
-        .await?;
+    app.writer.write(ledgered_by(r, id, now, actions)).await?;
     Ok(format!("{n} consent(s) withdrawn in the ledger"))
 }
 

@@ -281,32 +281,6 @@ pub struct PageQuery {
     pub lang: Option<String>,
 }
 
-fn choose_lang(q: &PageQuery, headers: &HeaderMap, default: Lang) -> Lang {
-    match q.lang.as_deref() {
-        Some("th") => return Lang::Th,
-        Some("en") => return Lang::En,
-        _ => {}
-    }
-    let accept = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let th = accept.find("th");
-    let en = accept.find("en");
-    match (th, en) {
-        (Some(t), Some(e)) => {
-            if t < e {
-                Lang::Th
-            } else {
-                Lang::En
-            }
-        }
-        (Some(_), None) => Lang::Th,
-        (None, Some(_)) => Lang::En,
-        (None, None) => default,
-    }
-}
-
 fn transparency_html(t: &Tenant, purposes: &[Purpose], lang: Lang) -> String {
     let th = lang == Lang::Th;
     let l = |a: &'static str, b: &'static str| if th { a } else { b };
@@ -418,7 +392,7 @@ pub async fn transparency(
     );
     match found {
         Some((t, purposes)) => {
-            let lang = choose_lang(&q, &headers, t.default_lang);
+            let lang = crate::web::page::choose_lang(q.lang.as_deref(), &headers, t.default_lang);
             ([csp], Html(transparency_html(&t, &purposes, lang))).into_response()
         }
         None => (

@@ -102,17 +102,16 @@ pub struct Staff {
     session: String,
 }
 
-fn query_lang(parts: &Parts) -> Option<&str> {
-    parts
-        .uri
-        .query()
+/// The `lang=` parameter of a query string.
+fn lang_param(query: Option<&str>) -> Option<&str> {
+    query
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix("lang="))
 }
 
 fn lang_of(parts: &Parts, default: Lang) -> Lang {
-    let q = query_lang(parts).or_else(|| cookie(&parts.headers, LANG_COOKIE));
+    let q = lang_param(parts.uri.query()).or_else(|| cookie(&parts.headers, LANG_COOKIE));
     page::choose_lang(q, &parts.headers, default)
 }
 
@@ -425,12 +424,7 @@ pub async fn logout(
 
 /// Remembers `?lang=` in a cookie for the console's later pages.
 pub async fn remember_lang(req: Request, next: Next) -> Response {
-    let lang = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("lang="))
+    let lang = lang_param(req.uri().query())
         .filter(|l| *l == "th" || *l == "en")
         .map(str::to_string);
     let mut res = next.run(req).await;
