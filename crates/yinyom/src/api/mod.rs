@@ -90,7 +90,49 @@ impl utoipa::Modify for BearerAuth {
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let doc = ApiDoc::openapi();
+    match serde_json::to_value(&doc)
+        .map(problem_responses)
+        .and_then(serde_json::from_value)
+    {
+        Ok(with_problems) => with_problems,
+        Err(_) => doc,
+    }
+}
+
+/// Every error is an RFC 9457 problem: errors are documented as
+/// `application/problem+json`, and each operation's `default` response
+/// says that any status it does not list is one too.
+fn problem_responses(mut doc: serde_json::Value) -> serde_json::Value {
+    let problem = serde_json::json!({ "$ref": "#/components/schemas/ProblemBody" });
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return doc;
+    };
+    for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+        for op in item.values_mut() {
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                continue;
+            };
+            for r in responses.values_mut() {
+                let Some(content) = r.get_mut("content").and_then(|c| c.as_object_mut()) else {
+                    continue;
+                };
+                let is_problem = content
+                    .get("application/json")
+                    .is_some_and(|c| c["schema"] == problem);
+                if is_problem && let Some(c) = content.remove("application/json") {
+                    content.insert("application/problem+json".into(), c);
+                }
+            }
+            responses.entry("default").or_insert_with(|| {
+                serde_json::json!({
+                    "description": "An error, as an RFC 9457 problem",
+                    "content": { "application/problem+json": { "schema": problem } },
+                })
+            });
+        }
+    }
+    doc
 }
 
 pub fn router(app: Arc<App>) -> Router {

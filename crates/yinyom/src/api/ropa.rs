@@ -171,7 +171,8 @@ pub(crate) fn csv_bytes(header: &[&str], rows: Vec<Vec<String>>) -> Result<Vec<u
 /// purpose with its data, basis, retention and recipients, the security
 /// measures, and the rights requests refused with their reasons.
 #[utoipa::path(get, path = "/v1/records-of-processing", tag = "tenant", params(RecordQuery),
-    responses((status = 200, body = Record), (status = 200, content_type = "text/csv", body = String),
+    responses((status = 200, description = "The record, as JSON or (`format=csv`) CSV",
+            content((Record = "application/json"), (String = "text/csv"))),
         (status = 422, body = ProblemBody)), security(("api_key" = [])))]
 pub async fn export(
     State(app): State<Arc<App>>,
