@@ -179,6 +179,10 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // A log that cannot be written (its disk is full) must not take
+        // requests down: the default reports such errors with eprintln!,
+        // which panics when stderr itself cannot be written.
+        .log_internal_errors(false)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

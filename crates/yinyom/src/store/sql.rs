@@ -144,6 +144,13 @@ impl SqlStore {
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(10)),
         }
+        // A connection still inside a transaction when it comes back is not
+        // reused: when a COMMIT fails (SQLite's disk full rolls back by
+        // itself), the driver's rollback fails too and the connection would
+        // refuse every later BEGIN. The pool opens a fresh one instead.
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
         .connect_with(options)
         .await
         .map_err(unavailable)?;
