@@ -38,6 +38,16 @@ pub fn subject(tenant: &str, purpose: &str) -> String {
     format!("yinyom.{tenant}.consent.{purpose}")
 }
 
+/// A server URL fit for logs: credentials (`nats://user:secret@host`) out.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 pub struct Publisher {
     app: Weak<App>,
     url: String,
@@ -63,7 +73,7 @@ impl Publisher {
             };
             let result = match &js {
                 None => self.connect().await.map(|c| {
-                    tracing::info!(url = %self.url, "publishing consent events to NATS");
+                    tracing::info!(url = %redacted(&self.url), "publishing consent events to NATS");
                     js = Some(c);
                     true
                 }),
@@ -268,5 +278,17 @@ mod tests {
         assert_eq!(subject("t1", "a..b"), "yinyom.t1.consent.a__b");
         assert_eq!(subject("t1", "a."), "yinyom.t1.consent.a_");
         assert_eq!(subject("t1", "*"), "yinyom.t1.consent._all");
+    }
+
+    #[test]
+    fn urls_in_logs_carry_no_credentials() {
+        assert_eq!(
+            super::redacted("nats://u:s3cret@127.0.0.1:4222"),
+            "nats://***@127.0.0.1:4222"
+        );
+        assert_eq!(
+            super::redacted("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
     }
 }

@@ -267,6 +267,13 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    // Served over TLS (by a proxy in front): browsers keep to it.
+    if app.public_url.starts_with("https://") {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     res
 }
 
