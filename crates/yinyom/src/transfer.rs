@@ -121,6 +121,14 @@ fn to_request(row: Row, evidence: Option<serde_json::Value>) -> Result<ConsentRe
     })
 }
 
+/// The consent requests an import file holds, by line (what `import`
+/// reads before it checks each against the registry; for fuzzing).
+pub fn parse(format: Format, input: Vec<u8>) -> Vec<(usize, Result<ConsentRequest, String>)> {
+    rows(format, Box::new(std::io::Cursor::new(input)))
+        .map(|(line, _, r)| (line, r))
+        .collect()
+}
+
 /// Parse rows one by one: `(line number, bytes read so far, row or error)`.
 fn rows(
     format: Format,
