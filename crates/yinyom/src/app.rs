@@ -75,7 +75,8 @@ impl App {
         let cursors = store.heads().await?;
         let loaded_at = time::now();
         let view = Arc::new(load_view(store.as_ref()).await?);
-        let signer = Arc::new(Signer::load(store.as_ref()).await?);
+        let master_key = config.master_key.unwrap_or_else(MasterKey::random);
+        let signer = Arc::new(Signer::load(store.as_ref(), &master_key).await?);
         let metrics = Arc::new(Metrics::default());
         let changed = tokio::sync::watch::Sender::new(0);
         let writer = Writer::start(
@@ -85,7 +86,6 @@ impl App {
             changed.clone(),
         );
         let collector = Collector::start(store.clone(), config.nats_url.clone(), metrics.clone());
-        let master_key = config.master_key.unwrap_or_else(MasterKey::random);
         let app = Arc::new(App {
             store,
             view,

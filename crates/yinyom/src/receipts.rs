@@ -12,6 +12,7 @@ use yinyom_core::receipt::{
 use yinyom_core::time;
 
 use crate::store::{PreparedAction, SigningKeyRow, Store, StoreError, StoredReceipt, WriteItem};
+use crate::vault::MasterKey;
 use crate::view::TenantView;
 
 /// The receipt-signing keys: the newest signs, all are published.
@@ -20,8 +21,11 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// Load the keys, creating the first one on a new store.
-    pub async fn load(store: &dyn Store) -> Result<Signer, StoreError> {
+    /// Load the keys, creating the first one on a new store. Secrets are
+    /// stored sealed under the master key; one an earlier version stored in
+    /// clear is sealed now.
+    pub async fn load(store: &dyn Store, master: &MasterKey) -> Result<Signer, StoreError> {
+        let name = |kid: &str| format!("signing_key:{kid}");
         let mut rows = store.signing_keys().await?;
         if rows.is_empty() {
             let mut secret = [0u8; 32];
@@ -29,17 +33,27 @@ impl Signer {
             let key = ReceiptKey::from_secret(secret);
             let row = SigningKeyRow {
                 kid: key.kid().to_string(),
-                secret: secret.to_vec(),
+                secret: master.seal_secret(&name(key.kid()), &secret),
                 created_at: time::now(),
             };
             store.insert_signing_key(&row).await?;
             rows.push(row);
         }
-        let keys = rows
-            .iter()
-            .filter_map(|r| <[u8; 32]>::try_from(r.secret.as_slice()).ok())
-            .map(ReceiptKey::from_secret)
-            .collect::<Vec<_>>();
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let secret = if r.secret.len() == 32 {
+                let sealed = master.seal_secret(&name(&r.kid), &r.secret);
+                store.reseal_signing_key(&r.kid, &r.secret, &sealed).await?;
+                r.secret.clone()
+            } else {
+                master
+                    .open_secret(&name(&r.kid), &r.secret)
+                    .map_err(StoreError::from)?
+            };
+            if let Ok(s) = <[u8; 32]>::try_from(secret.as_slice()) {
+                keys.push(ReceiptKey::from_secret(s));
+            }
+        }
         if keys.is_empty() {
             return Err(StoreError::Unavailable(
                 "no usable receipt-signing key".into(),

@@ -176,6 +176,16 @@ impl MasterKey {
     fn seal_key(&self) -> SealKey {
         SealKey::new(&self.0)
     }
+
+    /// Seal a server-wide secret (the receipt-signing key) under the master
+    /// key; `name` binds the blob to what it is.
+    pub fn seal_secret(&self, name: &str, plain: &[u8]) -> Vec<u8> {
+        self.seal_key().seal(name.as_bytes(), plain)
+    }
+
+    pub fn open_secret(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>, VaultError> {
+        self.seal_key().open(name.as_bytes(), blob)
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -310,6 +310,16 @@ async fn receipt_verifies_with_an_independent_jose_library_and_tampering_fails(b
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 
     let t = TestApp::new(backend).await;
+    // The signing key is stored sealed under the master key, never in clear
+    // (a 32-byte secret would be the key itself).
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT secret FROM signing_keys")
+        .fetch_all(t.store.pool())
+        .await
+        .unwrap();
+    assert!(
+        !stored.is_empty() && stored.iter().all(|s| s.len() > 32),
+        "{stored:?}"
+    );
     let n = readme_setup(&t).await;
     let granted = t
         .post(

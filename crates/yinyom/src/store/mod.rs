@@ -346,6 +346,9 @@ pub trait Store:
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>>;
     async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<()>;
+    /// Replace a key's stored secret if it is still `old` (sealing a key
+    /// stored in clear by an earlier version).
+    async fn reseal_signing_key(&self, kid: &str, old: &[u8], new: &[u8]) -> Result<()>;
 
     async fn insert_purpose(&self, tenant: &str, purpose: &Purpose, at: Micros) -> Result<()>;
     async fn update_purpose(&self, tenant: &str, purpose: &Purpose, at: Micros) -> Result<()>;

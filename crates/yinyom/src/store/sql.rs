@@ -537,6 +537,18 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn reseal_signing_key(&self, kid: &str, old: &[u8], new: &[u8]) -> Result<()> {
+        let _writing = self.exclusive().await;
+        sqlx::query("UPDATE signing_keys SET secret = $1 WHERE kid = $2 AND secret = $3")
+            .bind(new)
+            .bind(kid)
+            .bind(old)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn insert_purpose(&self, tenant: &str, p: &Purpose, at: Micros) -> Result<()> {
         let _writing = self.exclusive().await;
         sqlx::query("INSERT INTO purposes (tenant, key, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)")
