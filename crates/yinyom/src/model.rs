@@ -18,8 +18,8 @@ pub struct Tenant {
     pub default_lang: Lang,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_url: Option<String>,
-    /// API keys (ids) of staff with the `user` role who may see contact
-    /// points in clear whatever the subject consented to.
+    /// API keys and console logins (ids) with the `user` role who may see
+    /// contact points in clear whatever the subject consented to.
     #[serde(default)]
     pub pii_readers: Vec<String>,
     /// Technical and organisational security measures, for the record of

@@ -762,6 +762,35 @@ async fn console_logs_staff_in_checks_csrf_and_masks_by_role(backend: Backend) {
     );
     let (s, _, _) = page(&t, "/admin/audit", &[("cookie", &clerk)]).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "the audit log is for managers");
+    // A user on the tenant's allow-list sees contact points in clear.
+    let staff = t.get("/v1/staff").await;
+    let clerk_stf = staff["staff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "user")
+        .unwrap()["id"]
+        .clone();
+    let (s, _, p) = t
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &t.owner,
+            Some(json!({ "pii_readers": [clerk_stf] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let (_, _, html) = page(&t, "/admin/subjects/cust-9", &[("cookie", &clerk)]).await;
+    assert!(html.contains("somchai@example.com"), "{html}");
+    let (s, _, _) = t
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &t.owner,
+            Some(json!({ "pii_readers": [] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let (s, _, html) = page(
         &t,
         "/admin/subjects?q=somchai%40example.com",

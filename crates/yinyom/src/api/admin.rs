@@ -182,8 +182,8 @@ pub struct TenantPatch {
     pub jurisdictions: Option<Vec<String>>,
     pub default_lang: Option<Lang>,
     pub policy_url: Option<String>,
-    /// API key ids of `user`/`service` keys allowed to see contact points
-    /// in clear (replaces the list).
+    /// Ids of `user`/`service` API keys and of `user` console logins
+    /// (`stf_…`) allowed to see contact points in clear (replaces the list).
     pub pii_readers: Option<Vec<String>>,
     /// Security measures listed in the record of processing (replaces the list).
     pub security_measures: Option<Vec<String>>,
@@ -260,13 +260,15 @@ pub async fn patch_tenant(
     }
     if let Some(readers) = p.pii_readers {
         let keys = app.store.api_keys(&who.tenant).await?;
-        if let Some(unknown) = readers
-            .iter()
-            .find(|r| !keys.iter().any(|k| k.id == **r && k.revoked_at.is_none()))
-        {
+        let staff = app.store.staff(&who.tenant).await?;
+        let live = |r: &String| {
+            keys.iter().any(|k| k.id == *r && k.revoked_at.is_none())
+                || staff.iter().any(|s| s.id == *r && s.disabled_at.is_none())
+        };
+        if let Some(unknown) = readers.iter().find(|r| !live(r)) {
             return Err(Problem::validation(
                 "pii_readers",
-                format!("{unknown:?} is not a live API key of this tenant"),
+                format!("{unknown:?} is not a live API key or console login of this tenant"),
             ));
         }
         t.pii_readers = readers;
