@@ -137,6 +137,21 @@ class Client:
         return b
 
 
+def email_marketing(c):
+    """The registry most drills write against: `marketing.email` (consent,
+    on email) and the notice `main` v1 asking for it."""
+    c.ok("POST", "/v1/purposes", {"key": "marketing.email", "names": {"en": "Email"}, "basis": "consent",
+                                  "channels": ["email"], "retention_days": 365}, want=(201, 409))
+    c.ok("POST", "/v1/notices", {"key": "main", "texts": {"en": {"title": "Notice", "body": "…"}},
+                                 "purposes": ["marketing.email"]})
+
+
+def grant(subject):
+    """A consent request granting `marketing.email` on email."""
+    return {"subject": subject, "source": "web", "notice": {"key": "main", "version": 1},
+            "actions": [{"purpose": "marketing.email", "channel": "email", "action": "grant"}]}
+
+
 def verdict(name, ok, summary):
     """The line a drill ends with; the exit code follows it."""
     print(f"{name}: {'PASS' if ok else 'FAIL'} — {summary}", flush=True)
