@@ -30,6 +30,11 @@ pub struct Config {
     /// none: a random key for this process only (tests).
     pub master_key: Option<MasterKey>,
     pub relay: RelayConfig,
+    /// Proxies whose `X-Forwarded-For` names the client (rate limits).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Rate limits per client address, per minute (none: the defaults).
+    pub auth_failures_per_minute: Option<u32>,
+    pub public_per_minute: Option<u32>,
 }
 
 pub struct App {
@@ -48,6 +53,8 @@ pub struct App {
     pub preference_links: Links,
     /// Notice texts and sessions of the web surfaces.
     pub web: crate::web::WebState,
+    /// Rate limits per client address.
+    pub limits: crate::api::limit::Limits,
     /// Where recipients reach this server (links in messages).
     pub public_url: String,
     /// Wakes the relay when messages are queued.
@@ -97,6 +104,11 @@ impl App {
             links: Links::new(master_key.link_key()),
             preference_links: Links::new(master_key.preference_link_key()),
             web: crate::web::WebState::default(),
+            limits: crate::api::limit::Limits::new(
+                config.trusted_proxies.clone(),
+                config.auth_failures_per_minute,
+                config.public_per_minute,
+            ),
             public_url: config.relay.public_url.clone(),
             relay_wake: Arc::default(),
             vault: Vault::new(master_key),

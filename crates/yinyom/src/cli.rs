@@ -71,6 +71,18 @@ pub enum Command {
         /// emails); defaults to http://<listen address>.
         #[arg(long, env = "YINYOM_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Addresses of reverse proxies in front of this server (comma
+        /// separated): their `X-Forwarded-For` names the client, for rate
+        /// limits per client.
+        #[arg(long, env = "YINYOM_TRUSTED_PROXIES", value_delimiter = ',')]
+        trusted_proxies: Vec<std::net::IpAddr>,
+        /// Failed authentications allowed per client address and minute.
+        #[arg(long, env = "YINYOM_AUTH_FAILURES_PER_MINUTE", default_value_t = 20)]
+        auth_failures_per_minute: u32,
+        /// Calls of the public endpoints (banner, links, console login)
+        /// allowed per client address and minute.
+        #[arg(long, env = "YINYOM_PUBLIC_PER_MINUTE", default_value_t = 300)]
+        public_per_minute: u32,
     },
     /// Ledger tools.
     Ledger {
@@ -295,6 +307,9 @@ async fn run(cli: Cli) -> CliResult {
             webhook_retry_hours,
             webhook_retry_base_ms,
             public_url,
+            trusted_proxies,
+            auth_failures_per_minute,
+            public_per_minute,
         } => {
             let _lock = lock_embedded(&cli)?;
             let master_key = master_key(&cli)?;
@@ -328,6 +343,9 @@ async fn run(cli: Cli) -> CliResult {
                     public_url,
                     retry: retries,
                 },
+                trusted_proxies: trusted_proxies.clone(),
+                auth_failures_per_minute: Some(*auth_failures_per_minute),
+                public_per_minute: Some(*public_per_minute),
             };
             let app = App::start_with(store, config).await?;
             let listener = tokio::net::TcpListener::bind(listen).await?;

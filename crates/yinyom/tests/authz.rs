@@ -395,4 +395,131 @@ async fn every_operation_answers_each_caller_as_its_rule_says(backend: Backend) 
     assert_eq!(v["identifiers"]["email"], SECRET_EMAIL);
 }
 
-on_every_backend!(every_operation_answers_each_caller_as_its_rule_says);
+/// A request as it comes from `peer` over a real connection.
+fn from(
+    peer: &str,
+    path: &str,
+    key: Option<&str>,
+    forwarded: Option<&str>,
+) -> axum::http::Request<axum::body::Body> {
+    let mut req = axum::http::Request::get(path);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    if let Some(f) = forwarded {
+        req = req.header("x-forwarded-for", f);
+    }
+    let mut req = req.body(axum::body::Body::empty()).unwrap();
+    let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    req
+}
+
+async fn failed_authentications_and_public_calls_are_rate_limited_per_address(backend: Backend) {
+    let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let t = TestApp::with_config(
+        backend,
+        yinyom::app::Config {
+            trusted_proxies: vec![proxy],
+            ..Default::default()
+        },
+    )
+    .await;
+    // Wrong keys from one address: 401 while tokens last, then 429 with
+    // Retry-After, for any credentials from there; another address is not
+    // affected.
+    let mut statuses = Vec::new();
+    for _ in 0..21 {
+        statuses.push(
+            t.send(from("203.0.113.9", "/v1/purposes", Some("yy_wrong"), None))
+                .await
+                .0,
+        );
+    }
+    assert!(
+        statuses[..20]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    let (s, h, _) = t
+        .send(from("203.0.113.9", "/v1/purposes", Some(&t.owner), None))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(h.contains_key("retry-after"));
+    let (s, _, _) = t
+        .send(from("203.0.113.10", "/v1/purposes", Some(&t.owner), None))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Behind a trusted proxy, the forwarded client counts, not the proxy;
+    // a forwarded address from an untrusted peer is not believed.
+    for _ in 0..25 {
+        t.send(from(
+            "10.0.0.1",
+            "/v1/purposes",
+            Some("yy_wrong"),
+            Some("198.51.100.7"),
+        ))
+        .await;
+    }
+    let (s, _, _) = t
+        .send(from(
+            "10.0.0.1",
+            "/v1/purposes",
+            Some(&t.owner),
+            Some("198.51.100.7"),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let (s, _, _) = t
+        .send(from(
+            "10.0.0.1",
+            "/v1/purposes",
+            Some(&t.owner),
+            Some("198.51.100.8"),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "another client behind the same proxy");
+    let (s, _, _) = t
+        .send(from(
+            "203.0.113.10",
+            "/v1/purposes",
+            Some(&t.owner),
+            Some("203.0.113.9"),
+        ))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "X-Forwarded-For from an untrusted peer is ignored"
+    );
+    // Public calls: bursts of 300 per address, then 429.
+    let mut last = StatusCode::OK;
+    for _ in 0..301 {
+        last = t
+            .send(from(
+                "192.0.2.5",
+                "/sdk/v1/config?site_key=site_nope",
+                None,
+                None,
+            ))
+            .await
+            .0;
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    let (s, _, _) = t
+        .send(from(
+            "192.0.2.6",
+            "/sdk/v1/config?site_key=site_nope",
+            None,
+            None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+on_every_backend!(
+    every_operation_answers_each_caller_as_its_rule_says,
+    failed_authentications_and_public_calls_are_rate_limited_per_address,
+);

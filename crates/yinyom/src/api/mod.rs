@@ -10,6 +10,7 @@ pub(crate) mod breaches;
 pub(crate) mod consents;
 pub(crate) mod decisions;
 pub mod extract;
+pub mod limit;
 pub(crate) mod messages;
 pub(crate) mod notices;
 pub mod problem;
@@ -237,6 +238,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(app.clone(), limit::limit))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(CatchPanicLayer::custom(panicked))
         .with_state(app)
