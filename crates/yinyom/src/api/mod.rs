@@ -21,7 +21,7 @@ pub(crate) mod staff;
 pub mod stream;
 pub(crate) mod subjects;
 pub(crate) mod track;
-pub(crate) mod webhooks;
+pub mod webhooks;
 
 use std::any::Any;
 use std::sync::Arc;

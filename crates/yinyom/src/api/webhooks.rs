@@ -65,6 +65,13 @@ pub struct Replayed {
     pub requeued: u64,
 }
 
+/// A webhook's settings as far as they can be checked without a registry
+/// (the URL and the event types).
+pub fn check(req: &NewWebhook) -> Result<(), Problem> {
+    check_url(&req.url)?;
+    check_types(&req.events, "events")
+}
+
 fn check_url(url: &str) -> Result<(), Problem> {
     let bad = |why: &str| Problem::validation("url", format!("{why}: {url:?}"));
     if url.len() > 2048 {
@@ -101,8 +108,7 @@ pub async fn create(
     Json(req): Json<NewWebhook>,
 ) -> Result<(StatusCode, axum::Json<Webhook>), Problem> {
     who.require(MANAGERS)?;
-    check_url(&req.url)?;
-    check_types(&req.events, "events")?;
+    check(&req)?;
     let unknown = app
         .view
         .read(&who.tenant, |tv| {
