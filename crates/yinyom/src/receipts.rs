@@ -46,9 +46,13 @@ impl Signer {
                 store.reseal_signing_key(&r.kid, &r.secret, &sealed).await?;
                 r.secret.clone()
             } else {
-                master
-                    .open_secret(&name(&r.kid), &r.secret)
-                    .map_err(StoreError::from)?
+                master.open_secret(&name(&r.kid), &r.secret).map_err(|_| {
+                    StoreError::Unavailable(
+                        "the receipt-signing key does not open with this master key: \
+                         it is not the master key the data was sealed with"
+                            .into(),
+                    )
+                })?
             };
             if let Ok(s) = <[u8; 32]>::try_from(secret.as_slice()) {
                 keys.push(ReceiptKey::from_secret(s));
