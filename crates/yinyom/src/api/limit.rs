@@ -27,6 +27,8 @@ pub struct Buckets {
     capacity: f64,
     per_second: f64,
     state: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// How many addresses `state` holds.
+    tracked: std::sync::atomic::AtomicUsize,
 }
 
 impl Buckets {
@@ -35,6 +37,7 @@ impl Buckets {
             capacity: f64::from(capacity),
             per_second: f64::from(per_minute) / 60.0,
             state: Mutex::default(),
+            tracked: Default::default(),
         }
     }
 
@@ -50,12 +53,23 @@ impl Buckets {
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.capacity);
         *at = now;
-        f(tokens)
+        let r = f(tokens);
+        self.tracked
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+        r
     }
 
-    /// Whether a token is left (without spending it).
+    /// Whether a token is left (without spending it). An address that never
+    /// spent one has them all: nothing is stored for it, and with no
+    /// address stored at all no lock is taken (every authenticated request
+    /// asks this).
     pub fn has(&self, ip: IpAddr) -> bool {
-        self.with(ip, |t| *t >= 1.0)
+        if self.tracked.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return true;
+        }
+        let m = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&ip)
+            .is_none_or(|(tokens, at)| tokens + at.elapsed().as_secs_f64() * self.per_second >= 1.0)
     }
 
     /// Spend a token; false when there was none.
