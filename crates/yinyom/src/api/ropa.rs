@@ -40,13 +40,6 @@ fn basis_label(b: LawfulBasis, lang: Lang) -> &'static str {
     }
 }
 
-fn in_lang(m: &std::collections::BTreeMap<Lang, String>, lang: Lang) -> String {
-    m.get(&lang)
-        .or_else(|| m.values().next())
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// One processing activity: a purpose as the record shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Activity {
@@ -293,8 +286,8 @@ fn transparency_html(t: &Tenant, purposes: &[Purpose], lang: Lang) -> String {
              <dt>{basis_l}</dt><dd>{basis}</dd>\
              <dt>{data_l}</dt><dd>{cats}</dd>\
              <dt>{ret_l}</dt><dd>{ret} {days}</dd>{validity}{recipients}</dl></section>",
-            name = esc(&in_lang(&p.names, lang)),
-            desc = esc(&in_lang(&p.descriptions, lang)),
+            name = esc(&crate::web::page::in_lang(&p.names, lang)),
+            desc = esc(&crate::web::page::in_lang(&p.descriptions, lang)),
             basis_l = l("ฐานทางกฎหมาย", "Lawful basis"),
             basis = esc(basis_label(p.basis, lang)),
             data_l = l("ข้อมูลที่เก็บ", "Data collected"),

@@ -38,13 +38,6 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn lname(m: &BTreeMap<Lang, String>, lang: Lang) -> String {
-    m.get(&lang)
-        .or_else(|| m.values().next())
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// A table of JSON objects: columns are (field, Thai, English).
 fn table(
     lang: Lang,
@@ -163,7 +156,7 @@ pub async fn dashboard(State(app): State<Arc<App>>, staff: Staff) -> Response {
         .read(&tenant, |tv| {
             tv.purposes
                 .values()
-                .map(|p| (p.key.clone(), lname(&p.names, lang)))
+                .map(|p| (p.key.clone(), page::in_lang(&p.names, lang)))
                 .collect()
         })
         .unwrap_or_default();
@@ -408,7 +401,7 @@ pub async fn purposes_page(State(app): State<Arc<App>>, staff: Staff) -> Respons
             } }
             tbody { @for p in &list { tr {
                 td { @if manager { a href={ "/admin/purposes/" (p.key) } { (p.key) } } @else { (p.key) } }
-                td { (lname(&p.names, lang)) }
+                td { (page::in_lang(&p.names, lang)) }
                 td { (basis_name(p.basis, lang)) @if p.is_sensitive() { " · " span.bad { (tr(lang, "ข้อมูลอ่อนไหว", "sensitive")) } } }
                 td { (p.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")) }
                 td { (p.retention_days) " " (tr(lang, "วัน", "days")) }
@@ -469,7 +462,7 @@ pub async fn purpose_page(
         Err(p) => return failed(&staff, "/admin/purposes", p),
     };
     let body = html! {
-        h1 { (lname(&p.names, lang)) " " code { (p.key) } }
+        h1 { (page::in_lang(&p.names, lang)) " " code { (p.key) } }
         (purpose_form(&staff, Some(&p)))
     };
     shell(
@@ -525,7 +518,7 @@ pub async fn notices_page(State(app): State<Arc<App>>, staff: Staff) -> Response
             let mut v: Vec<(String, String)> = tv
                 .purposes
                 .values()
-                .map(|p| (p.key.clone(), lname(&p.names, lang)))
+                .map(|p| (p.key.clone(), page::in_lang(&p.names, lang)))
                 .collect();
             v.sort();
             v

@@ -58,6 +58,14 @@ pub fn code(lang: Lang) -> &'static str {
     }
 }
 
+/// A text in the page's language, else in the other one.
+pub fn in_lang(m: &std::collections::BTreeMap<Lang, String>, lang: Lang) -> String {
+    m.get(&lang)
+        .or_else(|| m.values().next())
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// `?lang=` first, then the browser's `Accept-Language`, then the tenant's.
 pub fn choose_lang(query: Option<&str>, headers: &HeaderMap, default: Lang) -> Lang {
     match query {

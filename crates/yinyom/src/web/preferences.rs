@@ -128,13 +128,6 @@ struct Shown {
     notice: Option<(String, u32, u32)>,
 }
 
-fn name(m: &BTreeMap<Lang, String>, lang: Lang) -> String {
-    m.get(&lang)
-        .or_else(|| m.values().next())
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn field(purpose: &str, channel: Option<Channel>) -> String {
     format!("{purpose}|{}", channel.map_or("*", Channel::as_str))
 }
@@ -301,8 +294,8 @@ pub async fn show(
                 input type="hidden" name="lang" value=(code(lang));
                 @for s in &shown {
                     section.card aria-labelledby={ "p-" (s.purpose.key) } {
-                        h2 id={ "p-" (s.purpose.key) } { (name(&s.purpose.names, lang)) }
-                        @let desc = name(&s.purpose.descriptions, lang);
+                        h2 id={ "p-" (s.purpose.key) } { (page::in_lang(&s.purpose.names, lang)) }
+                        @let desc = page::in_lang(&s.purpose.descriptions, lang);
                         @if !desc.is_empty() { p { (desc) } }
                         @if s.notice.is_none() {
                             p.muted { (tr(lang, "ยังไม่มีประกาศความเป็นส่วนตัวสำหรับรายการนี้ จึงยังให้ความยินยอมไม่ได้", "There is no notice for this yet, so it cannot be agreed to.")) }
