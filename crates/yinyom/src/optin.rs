@@ -15,6 +15,45 @@ use crate::record::{self, ConsentRequest, Origin};
 use crate::store::{Idempotency, StoreError};
 use crate::view::TenantView;
 
+/// What became of a consent request.
+pub enum Submitted {
+    /// Held for double opt-in: the pending confirmation.
+    Held(serde_json::Value),
+    /// Through the writer.
+    Written(crate::store::ItemOutcome),
+}
+
+/// Record a consent request from any surface (API, preference center):
+/// checked, then held when it needs double opt-in, else signed (receipt)
+/// and written. `gone` is the refusal when the tenant no longer exists.
+pub async fn submit(
+    app: &App,
+    tenant: &str,
+    actor: &str,
+    req: ConsentRequest,
+    idempotency: Option<Idempotency>,
+    gone: impl FnOnce() -> Problem,
+) -> Result<Submitted, Problem> {
+    let (item, held) = app
+        .view
+        .read(tenant, |tv| {
+            // The request is checked, then held (a copy is kept only then).
+            let held = needs_confirmation(tv, &req).map(|c| (c, req.clone()));
+            let mut item = record::prepare(tv, req, actor, Origin::Api, idempotency, time::now())?;
+            if held.is_none() {
+                item.receipt = app.signer.receipt(tv, &item);
+            }
+            Ok::<_, record::Rejected>((item, held))
+        })
+        .ok_or_else(gone)??;
+    if let Some((channel, req)) = held {
+        return Ok(Submitted::Held(
+            hold(app, tenant, actor, &req, channel).await?,
+        ));
+    }
+    Ok(Submitted::Written(app.writer.write(item).await?))
+}
+
 /// How long a confirmation link stays good.
 pub const TTL: Micros = 7 * MICROS_PER_DAY;
 

@@ -7,12 +7,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use yinyom_core::time;
 
 use super::auth::{EVERYONE, Principal};
 use super::problem::{Problem, ProblemBody, parse_json};
 use crate::app::App;
-use crate::record::{self, ConsentRequest, Origin};
+use crate::optin::Submitted;
+use crate::record::ConsentRequest;
 use crate::store::{Idempotency, ItemOutcome};
 
 fn replay(response: serde_json::Value) -> Response {
@@ -78,29 +78,13 @@ pub async fn record(
         };
     }
     let req: ConsentRequest = parse_json(&body)?;
-    let (item, held) = app
-        .view
-        .read(&who.tenant, |tv| {
-            // Double opt-in: the request is checked, then held (a copy is
-            // kept only then) until the subject confirms.
-            let held = crate::optin::needs_confirmation(tv, &req).map(|c| (c, req.clone()));
-            let mut item =
-                record::prepare(tv, req, &who.actor(), Origin::Api, idempotency, time::now())?;
-            if held.is_none() {
-                item.receipt = app.signer.receipt(tv, &item);
-            }
-            Ok::<_, record::Rejected>((item, held))
-        })
-        .ok_or_else(|| Problem::unauthorized("the API key's tenant no longer exists"))??;
-    if let Some((channel, req)) = held {
-        let pending = crate::optin::hold(&app, &who.tenant, &who.actor(), &req, channel).await?;
-        return Ok((StatusCode::ACCEPTED, axum::Json(pending)).into_response());
-    }
-    match app.writer.write(item).await? {
-        ItemOutcome::Written { response, .. } => {
+    let gone = || Problem::unauthorized("the API key's tenant no longer exists");
+    match crate::optin::submit(&app, &who.tenant, &who.actor(), req, idempotency, gone).await? {
+        Submitted::Held(pending) => Ok((StatusCode::ACCEPTED, axum::Json(pending)).into_response()),
+        Submitted::Written(ItemOutcome::Written { response, .. }) => {
             Ok((StatusCode::CREATED, axum::Json(response)).into_response())
         }
-        ItemOutcome::Replayed { response } => Ok(replay(response)),
-        ItemOutcome::KeyReused => Err(key_reused()),
+        Submitted::Written(ItemOutcome::Replayed { response }) => Ok(replay(response)),
+        Submitted::Written(ItemOutcome::KeyReused) => Err(key_reused()),
     }
 }

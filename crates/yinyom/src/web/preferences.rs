@@ -24,8 +24,7 @@ use super::page::{self, code, tr};
 use super::sdk::ClientIp;
 use crate::api::problem::Problem;
 use crate::app::App;
-use crate::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
-use crate::store::ItemOutcome;
+use crate::record::{ActionRequest, ConsentRequest, NoticeSelector};
 
 /// A preference link lives a week unless asked otherwise.
 pub const DEFAULT_TTL_HOURS: u32 = 24 * 7;
@@ -447,8 +446,10 @@ pub async fn save(
             occurred_at: None,
             actions,
         };
-        match submit(&app, &v.tenant, "preference_link", req).await {
-            Ok(held) => confirm |= held,
+        let gone = || Problem::not_found("the tenant no longer exists");
+        match crate::optin::submit(&app, &v.tenant, "preference_link", req, None, gone).await {
+            Ok(crate::optin::Submitted::Held(_)) => confirm = true,
+            Ok(crate::optin::Submitted::Written(_)) => {}
             Err(p) => return p.into_response(),
         }
     }
@@ -459,36 +460,6 @@ pub async fn save(
     };
     let saved = if confirm { "confirm" } else { "1" };
     Redirect::to(&format!("/p/{token}?saved={saved}{lang}")).into_response()
-}
-
-/// Record a consent request as `POST /v1/consents` does: checked, then
-/// held for double opt-in (returns true) or written with a receipt.
-pub async fn submit(
-    app: &App,
-    tenant: &str,
-    actor: &str,
-    req: ConsentRequest,
-) -> Result<bool, Problem> {
-    let (item, held) = app
-        .view
-        .read(tenant, |tv| {
-            let held = crate::optin::needs_confirmation(tv, &req).map(|c| (c, req.clone()));
-            let mut item = record::prepare(tv, req, actor, Origin::Api, None, time::now())?;
-            if held.is_none() {
-                item.receipt = app.signer.receipt(tv, &item);
-            }
-            Ok::<_, record::Rejected>((item, held))
-        })
-        .ok_or_else(|| Problem::not_found("the tenant no longer exists"))??;
-    if let Some((channel, req)) = held {
-        crate::optin::hold(app, tenant, actor, &req, channel).await?;
-        return Ok(true);
-    }
-    match app.writer.write(item).await? {
-        ItemOutcome::Written { .. } | ItemOutcome::Replayed { .. } | ItemOutcome::KeyReused => {
-            Ok(false)
-        }
-    }
 }
 
 /// `GET /p/{token}/receipts`: every receipt the subject was given (JWS,
