@@ -127,6 +127,17 @@ struct Shown {
     notice: Option<(String, u32, u32)>,
 }
 
+impl Shown {
+    /// The row's consent was given to a version of the purpose's notice
+    /// older than its latest material one: it needs renewing.
+    fn outdated(&self, r: &Row) -> bool {
+        self.notice
+            .as_ref()
+            .zip(r.record.as_ref().and_then(|x| x.notice.as_ref()))
+            .is_some_and(|((k, _, material), n)| *k == *n.key && n.version < *material)
+    }
+}
+
 fn field(purpose: &str, channel: Option<Channel>) -> String {
     format!("{purpose}|{}", channel.map_or("*", Channel::as_str))
 }
@@ -302,8 +313,7 @@ pub async fn show(
                         @for r in &s.rows {
                             @let f = field(&s.purpose.key, r.channel);
                             @let on = r.record.as_ref().is_some_and(|x| x.state_at(now) == ConsentState::Granted);
-                            @let renew = on && s.notice.as_ref().zip(r.record.as_ref().and_then(|x| x.notice.as_ref()))
-                                .is_some_and(|((k, _, m), n)| *k == *n.key && n.version < *m);
+                            @let renew = on && s.outdated(r);
                             div.field {
                                 input type="hidden" name="shown" value=(f);
                                 label.switch {
@@ -404,11 +414,7 @@ pub async fn save(
                 .record
                 .as_ref()
                 .is_some_and(|x| x.state_at(now) == ConsentState::Granted);
-            let outdated = granted
-                && s.notice
-                    .as_ref()
-                    .zip(r.record.as_ref().and_then(|x| x.notice.as_ref()))
-                    .is_some_and(|((k, _, m), n)| *k == *n.key && n.version < *m);
+            let outdated = granted && s.outdated(r);
             let wants = on.contains(f.as_str());
             let action = match (wants, granted) {
                 (true, false) => Action::Grant,
