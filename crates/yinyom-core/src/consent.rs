@@ -238,21 +238,60 @@ impl SubjectConsents {
     /// for email alone never lets the whole purpose proceed over a refusal
     /// on another channel.
     pub fn effective(&self, purpose: &str, channel: Option<Channel>) -> Option<&ConsentRecord> {
-        let of_purpose = self.records.iter().filter(|r| &*r.purpose == purpose);
-        if channel.is_some() {
-            return of_purpose
-                .filter(|r| r.channel.is_none() || r.channel == channel)
-                .max_by_key(|r| r.order());
-        }
-        let wide = self.get(purpose, None);
-        let in_force = of_purpose.filter(|r| wide.is_none_or(|w| r.order() >= w.order()));
-        let (refusals, grants): (Vec<_>, Vec<_>) =
-            in_force.partition(|r| r.state != ConsentState::Granted);
-        refusals
-            .into_iter()
-            .max_by_key(|r| r.order())
-            .or_else(|| grants.into_iter().max_by_key(|r| r.order()))
+        effective(
+            self.records.iter().filter(|r| &*r.purpose == purpose),
+            channel,
+        )
     }
+}
+
+/// What the rule for the effective record needs to know of a record of one
+/// purpose: [`ConsentRecord`] here, the decision view's compact form there.
+pub trait Choice {
+    fn channel(&self) -> Option<Channel>;
+    fn order(&self) -> (Micros, u64);
+    fn is_grant(&self) -> bool;
+}
+
+impl Choice for ConsentRecord {
+    fn channel(&self) -> Option<Channel> {
+        self.channel
+    }
+    fn order(&self) -> (Micros, u64) {
+        ConsentRecord::order(self)
+    }
+    fn is_grant(&self) -> bool {
+        self.state == ConsentState::Granted
+    }
+}
+
+/// The record, among `of_purpose` (the records of one purpose), that answers
+/// "may the purpose use this subject on `channel`" (see
+/// [`SubjectConsents::effective`], which is this rule on full records).
+pub fn effective<'a, C: Choice + 'a>(
+    of_purpose: impl Iterator<Item = &'a C> + Clone,
+    channel: Option<Channel>,
+) -> Option<&'a C> {
+    if channel.is_some() {
+        return of_purpose
+            .filter(|r| r.channel().is_none() || r.channel() == channel)
+            .max_by_key(|r| r.order());
+    }
+    let wide = of_purpose.clone().find(|r| r.channel().is_none());
+    let in_force = of_purpose.filter(|r| wide.is_none_or(|w| r.order() >= w.order()));
+    let mut refusal: Option<&C> = None;
+    let mut grant: Option<&C> = None;
+    for r in in_force {
+        let slot = if r.is_grant() {
+            &mut grant
+        } else {
+            &mut refusal
+        };
+        if slot.is_none_or(|s| r.order() >= s.order()) {
+            *slot = Some(r);
+        }
+    }
+    refusal.or(grant)
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub struct Config {
     /// Rate limits per client address, per minute (none: the defaults).
     pub auth_failures_per_minute: Option<u32>,
     pub public_per_minute: Option<u32>,
+    /// Bounded mode: the most bytes of subjects the decision view holds.
+    pub view_memory: Option<usize>,
+    /// The view to load into (so that `/readyz` can show its progress
+    /// before the service is up); none: a new one.
+    pub view: Option<Arc<View>>,
 }
 
 pub struct App {
@@ -81,7 +86,11 @@ impl App {
         let feed = store.follow().await?;
         let cursors = store.heads().await?;
         let loaded_at = time::now();
-        let view = Arc::new(load_view(store.as_ref()).await?);
+        let view = config
+            .view
+            .clone()
+            .unwrap_or_else(|| Arc::new(View::new(config.view_memory)));
+        load_into(store.as_ref(), &view).await?;
         let master_key = config.master_key.unwrap_or_else(MasterKey::random);
         let signer = Arc::new(Signer::load(store.as_ref(), &master_key).await?);
         let metrics = Arc::new(Metrics::default());
@@ -157,14 +166,22 @@ impl App {
     }
 }
 
+/// A view holding every subject (no memory bound), loaded from the store.
 pub async fn load_view(store: &dyn Store) -> Result<View, StoreError> {
+    let view = View::new(None);
+    load_into(store, &view).await?;
+    Ok(view)
+}
+
+/// Load the store's current state into `view` (see [`View::load`]).
+pub async fn load_into(store: &dyn Store, view: &View) -> Result<(), StoreError> {
     let mut tenants = Vec::new();
     for t in store.tenants().await? {
         let purposes = store.purposes(&t.id).await?;
         let notices = store.notices(&t.id).await?;
         tenants.push((t, purposes, notices));
     }
-    Ok(View::load(tenants, store.snapshot().await?))
+    view.load(store, tenants).await
 }
 
 /// A new API key: the key itself (shown once) and its stored record.

@@ -1,6 +1,7 @@
 //! The `yinyom` command line.
 
 use std::fs::File;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -83,6 +84,12 @@ pub enum Command {
         /// allowed per client address and minute.
         #[arg(long, env = "YINYOM_PUBLIC_PER_MINUTE", default_value_t = 300)]
         public_per_minute: u32,
+        /// Bounded mode: the most memory the decision view may hold for
+        /// subjects' consent records (e.g. `512MiB`, `4GiB`); subjects used
+        /// lately stay, others are read from the store when asked for.
+        /// Default: every subject is held (about 45 bytes per record).
+        #[arg(long, env = "YINYOM_VIEW_MEMORY", value_parser = parse_size)]
+        view_memory: Option<usize>,
     },
     /// Ledger tools.
     Ledger {
@@ -236,6 +243,33 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, Box<dyn std::error::Erro
 }
 
 /// Lock the data directory when the embedded database is in use.
+/// A size such as `512MiB`, `4GiB`, `300MB` or a number of bytes.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let unit = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0_f64.powi(4),
+        u => return Err(format!("unknown size unit {u:?} (use MiB, GiB, …)")),
+    };
+    let bytes = n * unit;
+    if bytes.is_nan() || bytes < 1024.0 * 1024.0 {
+        return Err("the view needs at least 1MiB".into());
+    }
+    Ok(bytes as usize)
+}
+
 fn lock_embedded(cli: &Cli) -> Result<Option<DataDirLock>, Box<dyn std::error::Error>> {
     match cli.database_url {
         None => lock_data_dir(&cli.data_dir).map(Some),
@@ -310,7 +344,25 @@ async fn run(cli: Cli) -> CliResult {
             trusted_proxies,
             auth_failures_per_minute,
             public_per_minute,
+            view_memory,
         } => {
+            // Listen at once: liveness answers, and readiness shows the
+            // view's load progress, while the store opens and loads.
+            let socket = std::net::TcpListener::bind(listen)?;
+            socket.set_nonblocking(true)?;
+            let view = Arc::new(crate::view::View::new(*view_memory));
+            let (up, up_rx) = tokio::sync::oneshot::channel::<()>();
+            let starting = tokio::spawn(
+                axum::serve(
+                    tokio::net::TcpListener::from_std(socket.try_clone()?)?,
+                    crate::api::starting_router(view.clone()),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = up_rx.await;
+                })
+                .into_future(),
+            );
+            tracing::info!(address = %socket.local_addr()?, "yinyom is listening (starting)");
             let _lock = lock_embedded(&cli)?;
             let master_key = master_key(&cli)?;
             let store = open_store(&cli).await?;
@@ -346,10 +398,23 @@ async fn run(cli: Cli) -> CliResult {
                 trusted_proxies: trusted_proxies.clone(),
                 auth_failures_per_minute: Some(*auth_failures_per_minute),
                 public_per_minute: Some(*public_per_minute),
+                view_memory: *view_memory,
+                view: Some(view),
             };
+            let started = std::time::Instant::now();
             let app = App::start_with(store, config).await?;
-            let listener = tokio::net::TcpListener::bind(listen).await?;
-            tracing::info!(address = %listener.local_addr()?, "yinyom is listening");
+            let stats = app.view.stats();
+            tracing::info!(
+                subjects = stats.subjects,
+                records = stats.records,
+                view_bytes = stats.bytes,
+                seconds = started.elapsed().as_secs_f64(),
+                "decision view loaded"
+            );
+            let _ = up.send(());
+            starting.await??;
+            let listener = tokio::net::TcpListener::from_std(socket)?;
+            tracing::info!(address = %listener.local_addr()?, "yinyom is ready");
             let closing = app.closing.clone();
             axum::serve(
                 listener,

@@ -231,7 +231,7 @@ pub async fn link(
     if anonymous_id == user_id {
         return Ok(());
     }
-    for item in carried_over(app, source, user_id, anonymous_id) {
+    for item in carried_over(app, source, user_id, anonymous_id).await? {
         app.writer.write(item).await?;
     }
     Ok(())
@@ -239,18 +239,33 @@ pub async fn link(
 
 /// The anonymous visitor's consent records that are newer than the
 /// person's own for the same purpose and channel, as writes to the person.
-fn carried_over(app: &App, source: &Source, user_id: &str, anonymous_id: &str) -> Vec<WriteItem> {
-    app.view
+async fn carried_over(
+    app: &App,
+    source: &Source,
+    user_id: &str,
+    anonymous_id: &str,
+) -> Result<Vec<WriteItem>, StoreError> {
+    let store = app.store.as_ref();
+    let Some(anon) = app
+        .view
+        .subject(store, &source.tenant, anonymous_id)
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    if anon.consents.records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let person = app.view.subject(store, &source.tenant, user_id).await?;
+    Ok(app
+        .view
         .read(&source.tenant, |tv| {
-            let Some(anon) = tv.subjects.get(anonymous_id) else {
-                return Vec::new();
-            };
-            let person = tv.subjects.get(user_id);
             anon.consents
                 .records
                 .iter()
                 .filter(|r| {
                     person
+                        .as_ref()
                         .and_then(|p| p.consents.get(&r.purpose, r.channel))
                         .is_none_or(|mine| mine.occurred_at < r.occurred_at)
                 })
@@ -288,7 +303,7 @@ fn carried_over(app: &App, source: &Source, user_id: &str, anonymous_id: &str) -
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 struct Job {

@@ -124,7 +124,7 @@ impl Follower {
                     if let Some(subject) = subject
                         && let Some(r) = entry.record()
                     {
-                        tv.apply(subject, r);
+                        tv.apply(subject, &r);
                     }
                 }
             });
@@ -178,7 +178,9 @@ impl Follower {
 async fn reload_purposes(app: &App, tenant: &str) -> Result<(), StoreError> {
     let purposes = app.store.purposes(tenant).await?;
     app.view.write(tenant, |tv| {
-        tv.purposes = purposes.into_iter().map(|p| (p.key.clone(), p)).collect();
+        for p in purposes {
+            tv.put_purpose(p);
+        }
     });
     Ok(())
 }

@@ -131,24 +131,21 @@ async fn expire_consents(app: &App, now: Micros) -> Result<u64, Problem> {
 
 /// Erase the tenant's subjects whose retention is over; how many.
 async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem> {
-    let due: Vec<String> = app
-        .view
-        .read(tenant, |tv| {
-            tv.subjects
-                .iter()
-                .filter(|(_, s)| {
-                    !s.erased()
-                        && s.flags.as_ref().is_none_or(|f| f.restricted.is_empty())
-                        && yinyom_core::rights::retention_over(
-                            &s.consents.records,
-                            |p| tv.purposes.get(p).map(|p| p.retention_days),
-                            now,
-                        )
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
+    let mut due: Vec<String> = Vec::new();
+    app.view
+        .each_subject(app.store.as_ref(), tenant, |tv, id, s| {
+            if !s.erased()
+                && s.flags.as_ref().is_none_or(|f| f.restricted.is_empty())
+                && yinyom_core::rights::retention_over(
+                    &s.consents.records,
+                    |p| tv.purposes.get(p).map(|p| p.retention_days),
+                    now,
+                )
+            {
+                due.push(id.to_string());
+            }
         })
-        .unwrap_or_default();
+        .await?;
     let mut erased = 0;
     for id in due {
         let Some(record) = app.store.subject(tenant, &id).await? else {

@@ -118,7 +118,7 @@ pub fn prepare(
 ) -> Result<WriteItem, Rejected> {
     subject::validate_id(&req.subject)?;
     validate_source(&req.source)?;
-    if tv.subjects.get(&req.subject).is_some_and(|s| s.erased()) {
+    if tv.erased(&req.subject) {
         return Err(Rejected::new(
             "subject-erased",
             "subject",
@@ -279,9 +279,7 @@ pub fn prepare(
     // PDPA s.20: a minor's consent needs the guardian's (under 10, only
     // the guardian may give it).
     let band = tv
-        .subjects
-        .get(&req.subject)
-        .and_then(|s| s.flags.as_deref())
+        .flags(&req.subject)
         .map_or(AgeBand::Adult, |f| f.age_band_at(occurred_at));
     if origin == Origin::Api
         && band != AgeBand::Adult

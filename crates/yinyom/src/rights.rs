@@ -360,25 +360,22 @@ fn ledgered_by(r: &RequestRow, id: &str, at: Micros, actions: Vec<PreparedAction
 async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem> {
     let now = time::now();
     let all = r.purposes.iter().any(|p| p == "*");
-    let actions: Vec<PreparedAction> = app
-        .view
-        .read(&r.tenant, |tv| {
-            tv.subjects.get(id).map(|s| {
-                s.consents
-                    .records
-                    .iter()
-                    .filter(|c| c.state_at(now) == ConsentState::Granted)
-                    .filter(|c| all || r.purposes.iter().any(|p| **p == *c.purpose))
-                    .map(|c| PreparedAction {
-                        purpose: c.purpose.to_string(),
-                        channel: c.channel,
-                        action: Action::Withdraw,
-                        expires_at: None,
-                    })
-                    .collect()
-            })
+    let held = app.view.subject(app.store.as_ref(), &r.tenant, id).await?;
+    let actions: Vec<PreparedAction> = held
+        .map(|s| {
+            s.consents
+                .records
+                .iter()
+                .filter(|c| c.state_at(now) == ConsentState::Granted)
+                .filter(|c| all || r.purposes.iter().any(|p| **p == *c.purpose))
+                .map(|c| PreparedAction {
+                    purpose: c.purpose.to_string(),
+                    channel: c.channel,
+                    action: Action::Withdraw,
+                    expires_at: None,
+                })
+                .collect()
         })
-        .flatten()
         .unwrap_or_default();
     if actions.is_empty() {
         return Ok("no consent stood granted".into());

@@ -124,25 +124,27 @@ pub async fn evaluate(
     let mut ids = Vec::new();
     each_match(app, tenant, seg, |s| ids.push(s.record.id)).await?;
     let mut e = Evaluation::default();
-    app.view.read(tenant, |tv| {
-        for id in ids {
-            e.matched += 1;
-            match tv.decide(&id, purpose, channel, now) {
-                Ok(a) if a.decision.allowed => {
-                    e.allowed += 1;
-                    if e.sample.len() < 20 {
-                        e.sample.push(id);
-                    }
+    for id in ids {
+        e.matched += 1;
+        match app
+            .view
+            .decide(app.store.as_ref(), tenant, &id, purpose, channel, now)
+            .await?
+        {
+            Ok(a) if a.decision.allowed => {
+                e.allowed += 1;
+                if e.sample.len() < 20 {
+                    e.sample.push(id);
                 }
-                Ok(a) => {
-                    *e.suppressed
-                        .entry(a.decision.reason.as_str().into())
-                        .or_default() += 1
-                }
-                Err(_) => *e.suppressed.entry("unknown_purpose".into()).or_default() += 1,
             }
+            Ok(a) => {
+                *e.suppressed
+                    .entry(a.decision.reason.as_str().into())
+                    .or_default() += 1
+            }
+            Err(_) => *e.suppressed.entry("unknown_purpose".into()).or_default() += 1,
         }
-    });
+    }
     Ok(e)
 }
 
@@ -171,52 +173,50 @@ pub struct Renewals {
 /// Every standing grant under `notice` given before its latest material
 /// version: these subjects must agree again (decisions answer
 /// `notice_outdated` until they do).
-pub fn renewals(
+pub async fn renewals(
     app: &App,
     tenant: &str,
     notice: &str,
 ) -> Result<Renewals, crate::api::problem::Problem> {
+    use crate::api::problem::Problem;
     let now = time::now();
-    app.view
+    let material = app
+        .view
         .read(tenant, |tv| {
-            if !tv.latest_notice.contains_key(notice) {
-                return Err(crate::api::problem::Problem::not_found(format!(
-                    "notice {notice:?} does not exist"
-                )));
-            }
-            let material = tv.material.get(notice).copied();
-            let mut subjects = Vec::new();
-            if let Some(m) = material {
-                for (id, s) in &tv.subjects {
-                    if s.erased() {
-                        continue;
-                    }
-                    for r in &s.consents.records {
-                        let Some(n) = &r.notice else { continue };
-                        if &*n.key == notice
-                            && n.version < m
-                            && r.state_at(now) == yinyom_core::consent::ConsentState::Granted
-                        {
-                            subjects.push(Renewal {
-                                subject: id.clone(),
-                                purpose: r.purpose.clone(),
-                                channel: r.channel,
-                                agreed_version: n.version,
-                            });
-                        }
+            tv.latest_notice
+                .contains_key(notice)
+                .then(|| tv.material.get(notice).copied())
+        })
+        .ok_or_else(|| Problem::not_found("the tenant does not exist"))?
+        .ok_or_else(|| Problem::not_found(format!("notice {notice:?} does not exist")))?;
+    let mut subjects = Vec::new();
+    if let Some(m) = material {
+        app.view
+            .each_subject(app.store.as_ref(), tenant, |_, id, s| {
+                if s.erased() {
+                    return;
+                }
+                for r in &s.consents.records {
+                    let Some(n) = &r.notice else { continue };
+                    if &*n.key == notice
+                        && n.version < m
+                        && r.state_at(now) == yinyom_core::consent::ConsentState::Granted
+                    {
+                        subjects.push(Renewal {
+                            subject: id.to_string(),
+                            purpose: r.purpose.clone(),
+                            channel: r.channel,
+                            agreed_version: n.version,
+                        });
                     }
                 }
-            }
-            subjects.sort_by(|a, b| a.subject.cmp(&b.subject).then(a.purpose.cmp(&b.purpose)));
-            Ok(Renewals {
-                notice: notice.to_string(),
-                material_version: material,
-                subjects,
             })
-        })
-        .unwrap_or_else(|| {
-            Err(crate::api::problem::Problem::not_found(
-                "the tenant does not exist",
-            ))
-        })
+            .await?;
+    }
+    subjects.sort_by(|a, b| a.subject.cmp(&b.subject).then(a.purpose.cmp(&b.purpose)));
+    Ok(Renewals {
+        notice: notice.to_string(),
+        material_version: material,
+        subjects,
+    })
 }

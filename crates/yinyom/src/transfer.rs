@@ -407,30 +407,30 @@ pub async fn export(
             n += 1;
         }
     } else {
-        let mut subjects: Vec<_> = store
-            .snapshot()
-            .await?
-            .into_iter()
-            .filter(|s| s.tenant == tenant)
-            .collect();
-        subjects.sort_by(|a, b| a.id.cmp(&b.id));
-        for s in subjects {
-            let mut records = s.records;
-            records.sort_by(|a, b| (&a.purpose, a.channel).cmp(&(&b.purpose, b.channel)));
-            for r in records {
-                sink.write(&Row {
-                    subject: s.id.clone(),
-                    purpose: r.purpose.to_string(),
-                    channel: r.channel.map(|c| c.as_str().to_string()),
-                    state: Some(r.state.as_str().to_string()),
-                    action: None,
-                    occurred_at: Some(time::rfc3339(r.occurred_at)),
-                    source: Some(r.source.to_string()),
-                    notice_key: r.notice.as_ref().map(|n| n.key.to_string()),
-                    notice_version: r.notice.map(|n| n.version),
-                    expires_at: r.expires_at.map(time::rfc3339),
-                })?;
-                n += 1;
+        // Page by page, in the store's order (subjects' uids: by creation).
+        let mut after = String::new();
+        loop {
+            let page = store.states_page(tenant, &after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.uid.clone();
+            for s in page {
+                let mut records = s.records;
+                records.sort_by(|a, b| (&a.purpose, a.channel).cmp(&(&b.purpose, b.channel)));
+                for r in records {
+                    sink.write(&Row {
+                        subject: s.id.clone(),
+                        purpose: r.purpose.to_string(),
+                        channel: r.channel.map(|c| c.as_str().to_string()),
+                        state: Some(r.state.as_str().to_string()),
+                        action: None,
+                        occurred_at: Some(time::rfc3339(r.occurred_at)),
+                        source: Some(r.source.to_string()),
+                        notice_key: r.notice.as_ref().map(|n| n.key.to_string()),
+                        notice_version: r.notice.map(|n| n.version),
+                        expires_at: r.expires_at.map(time::rfc3339),
+                    })?;
+                    n += 1;
+                }
             }
         }
     }

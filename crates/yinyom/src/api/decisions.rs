@@ -17,7 +17,7 @@ use super::auth::{EVERYONE, Principal};
 use super::extract::{Json, Query};
 use super::problem::{Problem, ProblemBody};
 use crate::app::App;
-use crate::view::{Answer, TenantView, Unknown};
+use crate::view::{Answer, Unknown};
 
 const MAX_BATCH: usize = 10_000;
 
@@ -57,32 +57,38 @@ pub struct BatchResponse {
     pub decisions: Vec<DecisionView>,
 }
 
-fn view(q: DecisionQuery, answer: Answer<'_>, now: Micros) -> DecisionView {
+fn view(q: DecisionQuery, answer: Answer, now: Micros) -> DecisionView {
     let record = answer.record;
     DecisionView {
         allowed: answer.decision.allowed,
         reason: answer.decision.reason.as_str(),
         state: record.as_ref().map(|r| r.state_at(now)),
-        notice: record.as_ref().and_then(|r| r.notice.clone()),
         expires_at: record
             .as_ref()
             .and_then(|r| r.expires_at)
             .map(time::rfc3339),
+        notice: record.and_then(|r| r.notice),
         subject: q.subject,
         purpose: q.purpose,
         channel: q.channel,
     }
 }
 
-fn decide_in(
-    tv: &TenantView,
-    q: DecisionQuery,
-    now: Micros,
-) -> Result<DecisionView, DecisionQuery> {
-    match tv.decide(&q.subject, &q.purpose, q.channel, now) {
-        Ok(answer) => Ok(view(q, answer, now)),
-        Err(_) => Err(q),
+fn unknown_purpose(q: DecisionQuery) -> DecisionView {
+    DecisionView {
+        allowed: false,
+        reason: "unknown_purpose",
+        subject: q.subject,
+        purpose: q.purpose,
+        channel: q.channel,
+        state: None,
+        notice: None,
+        expires_at: None,
     }
+}
+
+fn gone() -> Problem {
+    Problem::unauthorized("the API key's tenant no longer exists")
 }
 
 /// One decision.
@@ -96,24 +102,30 @@ pub async fn one(
 ) -> Result<axum::Json<DecisionView>, Problem> {
     who.require(EVERYONE)?;
     let now = time::now();
-    let result = app
+    let answer = app
         .view
-        .read(&who.tenant, |tv| decide_in(tv, q, now))
-        .ok_or(Unknown::Tenant);
-    match result {
-        Ok(Ok(d)) => {
+        .decide(
+            app.store.as_ref(),
+            &who.tenant,
+            &q.subject,
+            &q.purpose,
+            q.channel,
+            now,
+        )
+        .await?;
+    match answer {
+        Ok(answer) => {
+            let d = view(q, answer, now);
             app.metrics.decision(d.allowed, d.reason);
             Ok(axum::Json(d))
         }
-        Ok(Err(q)) => Err(Problem::new(
+        Err(Unknown::Purpose) => Err(Problem::new(
             axum::http::StatusCode::NOT_FOUND,
             "unknown-purpose",
             format!("purpose {:?} does not exist", q.purpose),
         )
         .field("purpose")),
-        Err(_) => Err(Problem::unauthorized(
-            "the API key's tenant no longer exists",
-        )),
+        Err(_) => Err(gone()),
     }
 }
 
@@ -133,25 +145,50 @@ pub async fn batch(
         ));
     }
     let now = time::now();
-    let decisions = app
+    // From the view under one lock; subjects a bounded view does not hold
+    // are read from the store afterwards.
+    let mut decided: Vec<Result<DecisionView, DecisionQuery>> = app
         .view
         .read(&who.tenant, |tv| {
             req.requests
                 .into_iter()
-                .map(|q| {
-                    decide_in(tv, q, now).unwrap_or_else(|q| DecisionView {
-                        allowed: false,
-                        reason: "unknown_purpose",
-                        subject: q.subject,
-                        purpose: q.purpose,
-                        channel: q.channel,
-                        state: None,
-                        notice: None,
-                        expires_at: None,
-                    })
-                })
+                .map(
+                    |q| match tv.decide(&q.subject, &q.purpose, q.channel, now) {
+                        Ok(answer) => Ok(view(q, answer, now)),
+                        Err(Unknown::Subject) => Err(q),
+                        Err(_) => Ok(unknown_purpose(q)),
+                    },
+                )
                 .collect()
         })
-        .ok_or_else(|| Problem::unauthorized("the API key's tenant no longer exists"))?;
+        .ok_or_else(gone)?;
+    for d in decided.iter_mut() {
+        let Err(q) = d else { continue };
+        let q = std::mem::replace(
+            q,
+            DecisionQuery {
+                subject: String::new(),
+                purpose: String::new(),
+                channel: None,
+            },
+        );
+        let answer = app
+            .view
+            .decide(
+                app.store.as_ref(),
+                &who.tenant,
+                &q.subject,
+                &q.purpose,
+                q.channel,
+                now,
+            )
+            .await?;
+        *d = Ok(match answer {
+            Ok(answer) => view(q, answer, now),
+            Err(Unknown::Purpose) => unknown_purpose(q),
+            Err(_) => return Err(gone()),
+        });
+    }
+    let decisions = decided.into_iter().flatten().collect();
     Ok(axum::Json(BatchResponse { decisions }))
 }

@@ -408,8 +408,9 @@ async fn audience_members(
         return Ok(out);
     }
     if let Some(key) = &a.renewal {
-        let due =
-            crate::segments::renewals(app, tenant, key).map_err(|e| e.field("audience.renewal"))?;
+        let due = crate::segments::renewals(app, tenant, key)
+            .await
+            .map_err(|e| e.field("audience.renewal"))?;
         let mut ids: Vec<String> = due.subjects.into_iter().map(|r| r.subject).collect();
         ids.dedup();
         let mut out = Vec::with_capacity(ids.len());

@@ -307,12 +307,48 @@ async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Readiness: storage answers.
+/// Readiness: decisions can be served (the view is loaded) and storage
+/// answers. While the server starts, 503 with the load's progress.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Object), (status = 503, body = problem::ProblemBody)))]
 async fn readyz(State(app): State<Arc<App>>) -> Result<axum::Json<serde_json::Value>, Problem> {
     app.store.ping().await?;
-    Ok(axum::Json(serde_json::json!({ "status": "ready" })))
+    let view = app.view.stats();
+    Ok(axum::Json(
+        serde_json::json!({ "status": "ready", "view": view }),
+    ))
+}
+
+/// The router while the store opens and the view loads: liveness answers,
+/// readiness reports progress (503), everything else is 503 with
+/// `Retry-After`.
+pub fn starting_router(view: Arc<crate::view::View>) -> Router {
+    let started = std::time::Instant::now();
+    let progress = move || {
+        let p = &view.progress;
+        serde_json::json!({
+            "type": format!("{}starting", problem::TYPE_BASE),
+            "title": "Starting",
+            "status": 503,
+            "detail": "the decision view is loading",
+            "loaded_subjects": p.subjects.load(std::sync::atomic::Ordering::Relaxed),
+            "loaded_records": p.records.load(std::sync::atomic::Ordering::Relaxed),
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    };
+    let unready = move || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::CONTENT_TYPE, "application/problem+json"),
+                (header::RETRY_AFTER, "1"),
+            ],
+            progress().to_string(),
+        )
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(move || async move { unready() })
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

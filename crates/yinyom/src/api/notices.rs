@@ -126,9 +126,7 @@ pub async fn renewals(
 ) -> Result<axum::Json<crate::segments::Renewals>, Problem> {
     who.require(super::auth::STAFF)?;
     app.ensure_tenant(&who.tenant).await?;
-    Ok(axum::Json(crate::segments::renewals(
-        &app,
-        &who.tenant,
-        &key,
-    )?))
+    Ok(axum::Json(
+        crate::segments::renewals(&app, &who.tenant, &key).await?,
+    ))
 }

@@ -30,6 +30,20 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<Purpose>), Problem> {
     who.require(MANAGERS)?;
     purpose.validate()?;
+    let registered = app
+        .view
+        .read(&who.tenant, |tv| tv.purposes.len())
+        .unwrap_or(0);
+    if registered >= crate::view::MAX_PURPOSES {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-many-purposes",
+            format!(
+                "a tenant has at most {} purposes",
+                crate::view::MAX_PURPOSES
+            ),
+        ));
+    }
     app.store
         .insert_purpose(&who.tenant, &purpose, time::now())
         .await
@@ -39,9 +53,8 @@ pub async fn create(
             }
             e => e.into(),
         })?;
-    app.view.write(&who.tenant, |tv| {
-        tv.purposes.insert(purpose.key.clone(), purpose.clone())
-    });
+    app.view
+        .write(&who.tenant, |tv| tv.put_purpose(purpose.clone()));
     Ok((StatusCode::CREATED, axum::Json(purpose)))
 }
 
@@ -117,9 +130,8 @@ pub async fn patch(
     app.store
         .update_purpose(&who.tenant, &updated, time::now())
         .await?;
-    app.view.write(&who.tenant, |tv| {
-        tv.purposes.insert(updated.key.clone(), updated.clone())
-    });
+    app.view
+        .write(&who.tenant, |tv| tv.put_purpose(updated.clone()));
     Ok(axum::Json(updated))
 }
 

@@ -291,7 +291,7 @@ async fn make_bundle(
         .as_ref()
         .map(|s| serde_json::to_value(&s.profile).unwrap_or_default())
         .unwrap_or_default();
-    let consents = consents_of(app, tenant, id);
+    let consents = consents_of(app, tenant, id).await?;
     let history: Vec<HistoryEntry> = app
         .store
         .history(tenant, uid)

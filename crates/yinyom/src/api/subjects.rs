@@ -20,6 +20,7 @@ use super::problem::{Problem, ProblemBody};
 use crate::app::App;
 use crate::model::{AuditEntry, Role};
 use crate::profiles::{self, ANONYMOUS_ID, CUSTOMER_ID, Profile, ProfileError, Subject};
+use crate::store::StoreError;
 use yinyom_core::contact::ContactKind;
 use yinyom_core::subject::SubjectFlags;
 
@@ -188,20 +189,22 @@ pub struct HistoryQuery {
     pub history: bool,
 }
 
-pub(crate) fn consents_of(app: &App, tenant: &str, id: &str) -> Vec<ConsentView> {
+pub(crate) async fn consents_of(
+    app: &App,
+    tenant: &str,
+    id: &str,
+) -> Result<Vec<ConsentView>, StoreError> {
     let now = time::now();
-    app.view
-        .read(tenant, |tv| {
-            tv.subjects.get(id).map(|s| {
-                s.consents
-                    .records
-                    .iter()
-                    .map(|r| ConsentView::new(r, now))
-                    .collect()
-            })
+    let subject = app.view.subject(app.store.as_ref(), tenant, id).await?;
+    Ok(subject
+        .map(|s| {
+            s.consents
+                .records
+                .iter()
+                .map(|r| ConsentView::new(r, now))
+                .collect()
         })
-        .flatten()
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 fn identifier_kind(name: &str) -> Option<Result<ContactKind, &'static str>> {
@@ -301,20 +304,14 @@ pub async fn put(
     check_update(&app, &who.tenant, &update)?;
     if app
         .view
-        .read(&who.tenant, |tv| {
-            tv.subjects.get(&id).is_some_and(|s| s.erased())
-        })
+        .read(&who.tenant, |tv| tv.erased(&id))
         .unwrap_or(false)
     {
         return Err(erased_problem());
     }
     let before = app
         .view
-        .read(&who.tenant, |tv| {
-            tv.subjects
-                .get(&id)
-                .and_then(|s| s.flags.as_deref().cloned())
-        })
+        .read(&who.tenant, |tv| tv.flags(&id).cloned())
         .flatten()
         .unwrap_or_default();
     let subject = profiles::modify(
@@ -393,13 +390,12 @@ pub async fn get(
 fn channel_consents(
     app: &App,
     tenant: &str,
-    id: &str,
+    sv: Option<&crate::view::SubjectView>,
     kind: ContactKind,
 ) -> BTreeMap<Channel, ChannelConsent> {
     let now = time::now();
     app.view
         .read(tenant, |tv| {
-            let sv = tv.subjects.get(id);
             kind.channels()
                 .iter()
                 .map(|&c| {
@@ -446,8 +442,12 @@ pub(crate) async fn present(
     let mut contacts = Vec::new();
     let mut identifiers = BTreeMap::new();
     let mut clear = Vec::new();
+    let held = app
+        .view
+        .subject(app.store.as_ref(), &who.tenant, &s.record.id)
+        .await?;
     for (kind, value) in &s.profile.contacts {
-        let channels = channel_consents(app, &who.tenant, &s.record.id, *kind);
+        let channels = channel_consents(app, &who.tenant, held.as_ref(), *kind);
         let consented = channels.values().any(|c| c.status == "consented");
         let masked = !(privileged || consented);
         let shown = if masked {
@@ -482,7 +482,7 @@ pub(crate) async fn present(
             .await?;
     }
     Ok(SubjectView {
-        consents: consents_of(app, &who.tenant, &s.record.id),
+        consents: consents_of(app, &who.tenant, &s.record.id).await?,
         id: s.record.id,
         uid: s.record.uid,
         identifiers,
@@ -515,7 +515,7 @@ pub async fn consents(
     let row = find(&app, &who.tenant, &id).await?;
     // States first: a write landing meanwhile then shows in the history
     // (newer than the states), never a state whose entry is missing.
-    let consents = consents_of(&app, &who.tenant, &id);
+    let consents = consents_of(&app, &who.tenant, &id).await?;
     let (history, receipts) = if q.history {
         let history = app.store.history(&who.tenant, &row.uid).await?;
         let receipts = app.store.receipts(&who.tenant, &row.uid).await?;

@@ -236,9 +236,8 @@ pub async fn nodes(args: &BenchArgs) -> Result<(), Error> {
             let seen = node_b
                 .view
                 .read(&tenant, |tv| {
-                    tv.subjects
-                        .get(&subject)
-                        .and_then(|s| s.consents.effective(PURPOSE, Some(Channel::Email)))
+                    tv.subject(&subject)
+                        .and_then(|s| s.consents.effective(PURPOSE, Some(Channel::Email)).cloned())
                         .is_some_and(|r| r.seq >= seq)
                 })
                 .unwrap_or(false);

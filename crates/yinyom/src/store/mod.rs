@@ -381,8 +381,20 @@ pub trait Store:
         tenant: &str,
         subject_uid: &str,
     ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>>;
-    /// Every subject with its current consent records, for the in-memory view.
-    async fn snapshot(&self) -> Result<Vec<SubjectSnapshot>>;
+    /// Up to about `limit` current-state rows of `tenant` after the subject
+    /// `after_uid`, in uid order, as whole subjects with their records (the
+    /// view loads page by page; flags are read by `flagged_subjects`).
+    async fn states_page(
+        &self,
+        tenant: &str,
+        after_uid: &str,
+        limit: u32,
+    ) -> Result<Vec<SubjectSnapshot>>;
+    /// Every subject of `tenant` with a flag set (erased, restricted,
+    /// objected, age), by id.
+    async fn flagged_subjects(&self, tenant: &str) -> Result<Vec<(String, SubjectFlags)>>;
+    /// One subject's current consent records (none for an unknown subject).
+    async fn subject_states(&self, tenant: &str, id: &str) -> Result<Vec<ConsentRecord>>;
     /// Recompute the tenant's hash chain from the stored rows.
     async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport>;
     /// Changes committed by any process sharing the database, for stores

@@ -377,6 +377,37 @@ fn entry_from_row(row: &AnyRow) -> std::result::Result<LedgerEntry, String> {
     })
 }
 
+/// Flags as stored: `{}` when none is set (the partial index on flagged
+/// subjects counts on it).
+pub(crate) fn flags_json(flags: &SubjectFlags) -> Result<String> {
+    if *flags == SubjectFlags::default() {
+        return Ok("{}".into());
+    }
+    serde_json::to_string(flags).map_err(json_err)
+}
+
+/// Rows of `consent_states` (with `subject_id`), in subject order, as
+/// subjects with their records.
+fn group_states(tenant: &str, rows: &[AnyRow]) -> Vec<SubjectSnapshot> {
+    let mut out: Vec<SubjectSnapshot> = Vec::new();
+    for r in rows {
+        let uid: String = r.get("subject_uid");
+        if out.last().is_none_or(|s| s.uid != uid) {
+            out.push(SubjectSnapshot {
+                tenant: tenant.to_string(),
+                id: r.get("subject_id"),
+                uid,
+                flags: SubjectFlags::default(),
+                records: Vec::new(),
+            });
+        }
+        if let (Some(s), Some(rec)) = (out.last_mut(), record_from_state_row(r)) {
+            s.records.push(rec);
+        }
+    }
+    out
+}
+
 fn record_from_state_row(row: &AnyRow) -> Option<ConsentRecord> {
     let channel: String = row.get("channel");
     let notice_key: Option<String> = row.get("notice_key");
@@ -901,31 +932,75 @@ impl Store for SqlStore {
             .collect())
     }
 
-    async fn snapshot(&self) -> Result<Vec<SubjectSnapshot>> {
-        let mut by_uid: HashMap<String, SubjectSnapshot> = HashMap::new();
-        let mut rows = sqlx::query("SELECT tenant, id, uid, flags FROM subjects").fetch(&self.pool);
-        while let Some(r) = rows.try_next().await.map_err(unavailable)? {
-            let uid: String = r.get("uid");
-            by_uid.insert(
-                uid.clone(),
-                SubjectSnapshot {
-                    tenant: r.get("tenant"),
-                    id: r.get("id"),
-                    uid,
-                    flags: serde_json::from_str(r.get("flags")).map_err(json_err)?,
-                    records: Vec::new(),
-                },
-            );
-        }
-        drop(rows);
-        let mut rows = sqlx::query("SELECT * FROM consent_states").fetch(&self.pool);
-        while let Some(r) = rows.try_next().await.map_err(unavailable)? {
-            let uid: String = r.get("subject_uid");
-            if let (Some(s), Some(rec)) = (by_uid.get_mut(&uid), record_from_state_row(&r)) {
-                s.records.push(rec);
+    async fn states_page(
+        &self,
+        tenant: &str,
+        after_uid: &str,
+        limit: u32,
+    ) -> Result<Vec<SubjectSnapshot>> {
+        let rows = sqlx::query(
+            "SELECT s.id AS subject_id, c.* FROM consent_states c
+               JOIN subjects s ON s.uid = c.subject_uid
+             WHERE c.tenant = $1 AND c.subject_uid > $2
+             ORDER BY c.subject_uid LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(after_uid)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let full = rows.len() as u64 == u64::from(limit.max(1));
+        let mut page = group_states(tenant, &rows);
+        if full && let Some(last) = page.pop() {
+            // The page may end inside its last subject: that one is read
+            // whole, on its own when it is all the page holds.
+            if page.is_empty() {
+                let rows = sqlx::query(
+                    "SELECT s.id AS subject_id, c.* FROM consent_states c
+                       JOIN subjects s ON s.uid = c.subject_uid
+                     WHERE c.tenant = $1 AND c.subject_uid = $2",
+                )
+                .bind(tenant)
+                .bind(&last.uid)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                page = group_states(tenant, &rows);
             }
         }
-        Ok(by_uid.into_values().collect())
+        Ok(page)
+    }
+
+    async fn flagged_subjects(&self, tenant: &str) -> Result<Vec<(String, SubjectFlags)>> {
+        let rows =
+            sqlx::query("SELECT id, flags FROM subjects WHERE tenant = $1 AND flags <> '{}'")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get("id"),
+                    serde_json::from_str(r.get("flags")).map_err(json_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn subject_states(&self, tenant: &str, id: &str) -> Result<Vec<ConsentRecord>> {
+        let rows = sqlx::query(
+            "SELECT c.* FROM subjects s
+               JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
+             WHERE s.tenant = $1 AND s.id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().filter_map(record_from_state_row).collect())
     }
 
     async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport> {

@@ -177,22 +177,31 @@ pub async fn dashboard(State(app): State<Arc<App>>, staff: Staff) -> Response {
         .collect();
     // Current state from the view: per consent purpose and channel.
     type Counts = BTreeMap<(String, Option<Channel>), (u64, u64)>;
-    let (subjects, current): (usize, Counts) = app
-        .view
-        .read(&tenant, |tv| {
-            let mut m: Counts = BTreeMap::new();
-            for sv in tv.subjects.values() {
+    let mut current: Counts = BTreeMap::new();
+    let mut subjects = 0usize;
+    if app.view.bounded() {
+        let scanned = app
+            .view
+            .each_subject(app.store.as_ref(), &tenant, |_, _, sv| {
+                subjects += 1;
                 for r in &sv.consents.records {
-                    let e = m.entry((r.purpose.to_string(), r.channel)).or_default();
+                    let e = current
+                        .entry((r.purpose.to_string(), r.channel))
+                        .or_default();
                     e.1 += 1;
                     if r.state_at(now) == ConsentState::Granted {
                         e.0 += 1;
                     }
                 }
-            }
-            (tv.subjects.len(), m)
-        })
-        .unwrap_or_default();
+            })
+            .await;
+        if let Err(e) = scanned {
+            return Problem::from(e).into_response();
+        }
+    } else if let Some((n, tally)) = app.view.read(&tenant, |tv| tv.tally(now)) {
+        subjects = n;
+        current = tally;
+    }
     let overdue_requests = requests::list(
         State(app.clone()),
         Principal(&staff),

@@ -94,12 +94,7 @@ async fn visitor(app: &App, token: &str) -> Result<Visitor, Response> {
         Ok(None) => return Err(gone()),
         Err(e) => return Err(Problem::from(e).into_response()),
     };
-    let erased = app
-        .view
-        .read(&tenant, |tv| {
-            tv.subjects.get(&id).is_some_and(|s| s.erased())
-        })
-        .unwrap_or(true);
+    let erased = app.view.read(&tenant, |tv| tv.erased(&id)).unwrap_or(true);
     if erased {
         return Err(gone());
     }
@@ -157,9 +152,16 @@ fn channel_name(c: Option<Channel>, lang: Lang) -> &'static str {
 
 /// What the subject can change: purposes resting on consent, each on its
 /// channels (or as a whole when it has none).
-fn shown(app: &App, v: &Visitor) -> Option<(crate::model::Tenant, Vec<Shown>)> {
-    app.view.read(&v.tenant, |tv| {
-        let consents = tv.subjects.get(&v.id).map(|s| &s.consents);
+async fn shown(
+    app: &App,
+    v: &Visitor,
+) -> Result<Option<(crate::model::Tenant, Vec<Shown>)>, crate::store::StoreError> {
+    let held = app
+        .view
+        .subject(app.store.as_ref(), &v.tenant, &v.id)
+        .await?;
+    Ok(app.view.read(&v.tenant, |tv| {
+        let consents = held.as_ref().map(|s| &s.consents);
         let mut out: Vec<Shown> = tv
             .purposes
             .values()
@@ -196,7 +198,7 @@ fn shown(app: &App, v: &Visitor) -> Option<(crate::model::Tenant, Vec<Shown>)> {
             .collect();
         out.sort_by(|a, b| a.purpose.key.cmp(&b.purpose.key));
         (tv.tenant.clone(), out)
-    })
+    }))
 }
 
 fn state_text(r: Option<&ConsentRecord>, now: Micros, lang: Lang) -> Markup {
@@ -269,7 +271,11 @@ pub async fn show(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some((tenant, shown)) = shown(&app, &v) else {
+    let found = match shown(&app, &v).await {
+        Ok(found) => found,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let Some((tenant, shown)) = found else {
         return bad_link(BadLink::Invalid);
     };
     let lang = page::choose_lang(q.lang.as_deref(), &headers, tenant.default_lang);
@@ -398,7 +404,11 @@ pub async fn save(
         .filter(|(k, _)| k == "on")
         .map(|(_, v)| v.as_str())
         .collect();
-    let Some((_, shown)) = shown(&app, &v) else {
+    let found = match shown(&app, &v).await {
+        Ok(found) => found,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let Some((_, shown)) = found else {
         return bad_link(BadLink::Invalid);
     };
     let now = time::now();

@@ -36,12 +36,7 @@ impl Profiles for SqlStore {
             .begin_with(self.dialect.begin())
             .await
             .map_err(unavailable)?;
-        let flags = w
-            .flags
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(json_err)?;
+        let flags = w.flags.as_ref().map(super::flags_json).transpose()?;
         let done = match w.rev {
             None => sqlx::query(
                 "INSERT INTO subjects (tenant, id, uid, data_key, profile, profile_rev, flags,

@@ -388,7 +388,7 @@ impl Requests for SqlStore {
                     attributes = '{}', flags = $1, profile_rev = profile_rev + 1, updated_at = $2
              WHERE tenant = $3 AND uid = $4",
         )
-        .bind(serde_json::to_string(flags).map_err(json_err)?)
+        .bind(super::flags_json(flags)?)
         .bind(at)
         .bind(tenant)
         .bind(uid)
