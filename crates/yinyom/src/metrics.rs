@@ -68,6 +68,12 @@ pub struct Metrics {
     collected: Family<DecisionLabels, Counter>,
     messages: Family<OutcomeLabels, Counter>,
     forwarded: Family<OutcomeLabels, Counter>,
+    view: Family<ViewLabels, prometheus_client::metrics::gauge::Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewLabels {
+    pub what: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +95,13 @@ impl Default for Metrics {
         let collected = Family::<DecisionLabels, Counter>::default();
         let messages = Family::<OutcomeLabels, Counter>::default();
         let forwarded = Family::<OutcomeLabels, Counter>::default();
+        let view = Family::<ViewLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "view",
+            "The decision view: subjects and records held, bytes, budget (bounded mode), \
+             questions answered from memory (hits) and from the store (misses)",
+            view.clone(),
+        );
         registry.register(
             "collector_forwarded",
             "Tracking events forwarded to NATS (published) or lost (queue full)",
@@ -141,6 +154,7 @@ impl Default for Metrics {
             collected,
             messages,
             forwarded,
+            view,
         }
     }
 }
@@ -207,6 +221,20 @@ impl Metrics {
 
     pub fn write_batch(&self, size: usize) {
         self.batch.observe(size as f64);
+    }
+
+    /// Record what the decision view holds (before rendering).
+    pub fn view(&self, s: &crate::view::ViewStats) {
+        for (what, v) in [
+            ("subjects", s.subjects),
+            ("records", s.records),
+            ("bytes", s.bytes),
+            ("budget_bytes", s.budget),
+            ("hits", s.hits),
+            ("misses", s.misses),
+        ] {
+            self.view.get_or_create(&ViewLabels { what }).set(v as i64);
+        }
     }
 
     pub fn render(&self) -> String {

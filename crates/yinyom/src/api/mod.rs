@@ -352,6 +352,7 @@ pub fn starting_router(view: Arc<crate::view::View>) -> Router {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    app.metrics.view(&app.view.stats());
     (
         [(
             header::CONTENT_TYPE,

@@ -13,6 +13,7 @@
 
 mod gates;
 mod propagation;
+mod scale;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -58,6 +59,9 @@ pub struct BenchArgs {
     /// Subjects with sealed profiles in the audience measurement.
     #[arg(long, default_value_t = 1_000_000)]
     pub audience_subjects: usize,
+    /// Subjects (× 5 purposes) in the scale measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_subjects: usize,
     /// Which measurements to run.
     #[arg(
         long,
@@ -84,6 +88,9 @@ pub enum Section {
     Collector,
     /// A segment and the consent filter over every profile.
     Audience,
+    /// One node at a customer's size: import, disk, cold start, memory,
+    /// decisions (not in the default set: it takes minutes).
+    Scale,
 }
 
 pub(crate) const KEY: &str = "yy_bench_owner_key";
@@ -402,6 +409,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
     if on(Section::Audience) {
         gates::audience(&args, dir.path()).await?;
+    }
+    if on(Section::Scale) {
+        scale::scale(args.scale_subjects, args.seconds).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
