@@ -40,6 +40,9 @@ pub struct Config {
     /// The view to load into (so that `/readyz` can show its progress
     /// before the service is up); none: a new one.
     pub view: Option<Arc<View>>,
+    /// Where the decision view is saved (on shutdown and every few
+    /// minutes) and loaded from at start; none: loaded from the store.
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 pub struct App {
@@ -71,6 +74,8 @@ pub struct App {
     /// Set when the server shuts down: long-lived responses (event
     /// streams) end so that graceful shutdown does not wait for them.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Where the decision view is saved.
+    pub snapshot: Option<crate::view::SnapshotFile>,
 }
 
 impl App {
@@ -90,8 +95,15 @@ impl App {
             .view
             .clone()
             .unwrap_or_else(|| Arc::new(View::new(config.view_memory)));
-        load_into(store.as_ref(), &view).await?;
-        let master_key = config.master_key.unwrap_or_else(MasterKey::random);
+        let master_key = config.master_key.clone().unwrap_or_else(MasterKey::random);
+        let snapshot = config
+            .snapshot
+            .as_ref()
+            .map(|path| crate::view::SnapshotFile {
+                path: path.clone(),
+                key: master_key.clone(),
+            });
+        load_into(store.as_ref(), &view, snapshot.as_ref()).await?;
         let signer = Arc::new(Signer::load(store.as_ref(), &master_key).await?);
         let metrics = Arc::new(Metrics::default());
         let changed = tokio::sync::watch::Sender::new(0);
@@ -123,6 +135,7 @@ impl App {
             vault: Vault::new(master_key),
             changed,
             closing: tokio::sync::watch::Sender::new(false),
+            snapshot,
         });
         app.vault.check(app.store.as_ref()).await?;
         let sealed = crate::profiles::seal_clear_profiles(&app).await?;
@@ -142,6 +155,12 @@ impl App {
             std::time::Duration::from_secs(60),
         ));
         tokio::spawn(Relay::new(&app, config.relay).run());
+        if app.snapshot.is_some() {
+            tokio::spawn(save_view_periodically(
+                Arc::downgrade(&app),
+                std::time::Duration::from_secs(300),
+            ));
+        }
         if let Some(url) = config.nats_url {
             tokio::spawn(Publisher::new(&app, url).run());
         }
@@ -149,7 +168,40 @@ impl App {
     }
 }
 
+/// Save the view every `every` when it has changed since the last save.
+async fn save_view_periodically(app: std::sync::Weak<App>, every: std::time::Duration) {
+    let mut saved = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(app) = app.upgrade() else { return };
+        let marks = app.view.watermarks();
+        if saved.as_ref() == Some(&marks) {
+            continue;
+        }
+        if let Err(e) = app.save_view().await {
+            tracing::warn!(error = %e, "could not save the decision view");
+        } else {
+            saved = Some(marks);
+        }
+    }
+}
+
 impl App {
+    /// Save the decision view to its snapshot file (none configured: no-op).
+    pub async fn save_view(&self) -> Result<(), String> {
+        let Some(file) = &self.snapshot else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let subjects = self.view.save(self.store.as_ref(), file).await?;
+        tracing::info!(
+            subjects,
+            seconds = started.elapsed().as_secs_f64(),
+            "decision view saved"
+        );
+        Ok(())
+    }
+
     /// A tenant created by another process (`yinyom tenants create` beside
     /// a running server) joins the view when its key is first used.
     pub async fn ensure_tenant(&self, id: &str) -> Result<(), StoreError> {
@@ -169,19 +221,23 @@ impl App {
 /// A view holding every subject (no memory bound), loaded from the store.
 pub async fn load_view(store: &dyn Store) -> Result<View, StoreError> {
     let view = View::new(None);
-    load_into(store, &view).await?;
+    load_into(store, &view, None).await?;
     Ok(view)
 }
 
 /// Load the store's current state into `view` (see [`View::load`]).
-pub async fn load_into(store: &dyn Store, view: &View) -> Result<(), StoreError> {
+pub async fn load_into(
+    store: &dyn Store,
+    view: &View,
+    snapshot: Option<&crate::view::SnapshotFile>,
+) -> Result<(), StoreError> {
     let mut tenants = Vec::new();
     for t in store.tenants().await? {
         let purposes = store.purposes(&t.id).await?;
         let notices = store.notices(&t.id).await?;
         tenants.push((t, purposes, notices));
     }
-    view.load(store, tenants).await
+    view.load(store, tenants, snapshot).await
 }
 
 /// A new API key: the key itself (shown once) and its stored record.

@@ -400,6 +400,10 @@ async fn run(cli: Cli) -> CliResult {
                 public_per_minute: Some(*public_per_minute),
                 view_memory: *view_memory,
                 view: Some(view),
+                snapshot: {
+                    std::fs::create_dir_all(&cli.data_dir)?;
+                    Some(cli.data_dir.join("view.snapshot"))
+                },
             };
             let started = std::time::Instant::now();
             let app = App::start_with(store, config).await?;
@@ -418,7 +422,7 @@ async fn run(cli: Cli) -> CliResult {
             let closing = app.closing.clone();
             axum::serve(
                 listener,
-                crate::api::router(app)
+                crate::api::router(app.clone())
                     .into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(async move {
@@ -426,6 +430,10 @@ async fn run(cli: Cli) -> CliResult {
                 closing.send_replace(true);
             })
             .await?;
+            // The next start loads this instead of the whole store.
+            if let Err(e) = app.save_view().await {
+                tracing::warn!(error = %e, "could not save the decision view");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger {

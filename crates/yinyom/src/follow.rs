@@ -126,6 +126,7 @@ impl Follower {
                     {
                         tv.apply(subject, &r);
                     }
+                    tv.watermark.mark(entry.seq);
                 }
             });
             self.cursors.insert(tenant.to_string(), last);

@@ -407,12 +407,12 @@ pub async fn export(
             n += 1;
         }
     } else {
-        // Page by page, in the store's order (subjects' uids: by creation).
+        // Page by page, by subject.
         let mut after = String::new();
         loop {
             let page = store.states_page(tenant, &after, 10_000).await?;
             let Some(last) = page.last() else { break };
-            after = last.uid.clone();
+            after = last.id.clone();
             for s in page {
                 let mut records = s.records;
                 records.sort_by(|a, b| (&a.purpose, a.channel).cmp(&(&b.purpose, b.channel)));

@@ -139,7 +139,7 @@ struct Server {
 
 impl Server {
     /// Start `yinyom serve` on a free loopback port and wait until it
-    /// answers `/healthz`.
+    /// answers `/readyz`.
     fn start(data_dir: &Path, bootstrap_key: Option<&str>) -> Server {
         Server::start_with(data_dir, bootstrap_key, &[])
     }
@@ -197,7 +197,7 @@ impl Server {
             // The log line proves that *this* process bound the port, so
             // the health check below cannot reach some other server.
             if self.stderr().contains("yinyom is listening")
-                && try_http(&self.addr, "GET", "/healthz", None, None)
+                && try_http(&self.addr, "GET", "/readyz", None, None)
                     .is_ok_and(|(status, _)| status == 200)
             {
                 return Ok(());

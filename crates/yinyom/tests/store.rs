@@ -349,7 +349,7 @@ async fn all_states(store: &dyn Store, tenant: &str) -> Vec<yinyom::store::Subje
         let Some(last) = page.last() else {
             return out;
         };
-        after = last.uid.clone();
+        after = last.id.clone();
         out.extend(page);
     }
 }

@@ -104,6 +104,132 @@ fn random_request(rng: &mut StdRng, subjects: usize) -> ConsentRequest {
     }
 }
 
+/// Commit `rounds` × 8 random consent requests; apply them to `views`.
+async fn write_random(
+    store: &dyn Store,
+    t: &str,
+    registry: &View,
+    rng: &mut StdRng,
+    rounds: usize,
+    views: &[&View],
+) {
+    for _ in 0..rounds {
+        let now = time::now();
+        let items: Vec<_> = (0..8)
+            .map(|_| {
+                let req = random_request(rng, SUBJECTS);
+                registry
+                    .read(t, |tv| {
+                        record::prepare(tv, req, "test", Origin::Import, None, now)
+                    })
+                    .expect("tenant")
+                    .expect("valid")
+            })
+            .collect();
+        let seal = |item: &_, entries: &[_]| yinyom::receipts::response(item, entries);
+        let out = store.commit(&items, &seal).await.expect("commit");
+        for (item, o) in items.iter().zip(&out) {
+            if let ItemOutcome::Written { entries, .. } = o {
+                for v in views {
+                    v.apply(t, &item.subject_id, entries);
+                }
+            }
+        }
+    }
+}
+
+const SUBJECTS: usize = 40;
+
+/// The view saved to its snapshot file and loaded again, with writes made
+/// after the save caught up on from the ledger, equals a replay; a file
+/// that is damaged, sealed with another key or of another store is not
+/// used (the view is then read from the store, and still equals a replay).
+async fn a_snapshot_and_the_ledger_after_it_equal_a_replay(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store: Arc<dyn Store> = db.open().await;
+    let t = tenant(store.as_ref()).await;
+    let registry = app::load_view(store.as_ref()).await.expect("view");
+    let saved = Arc::new(app::load_view(store.as_ref()).await.expect("view"));
+    let mut rng = StdRng::seed_from_u64(42);
+    write_random(store.as_ref(), &t, &registry, &mut rng, 30, &[&saved]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = yinyom::view::SnapshotFile {
+        path: dir.path().join("view.snapshot"),
+        key: yinyom::vault::MasterKey::random(),
+    };
+    let head = store.heads().await.expect("heads")[&t];
+    assert_eq!(
+        saved.watermarks()[&t],
+        head,
+        "every entry applied: the file's cursor is the head"
+    );
+    let written = saved.save(store.as_ref(), &file).await.expect("saved");
+    assert!(written > 0);
+    let bytes = std::fs::read(&file.path).expect("file");
+    assert!(
+        !bytes.windows(b"subject-1".len()).any(|w| w == b"subject-1"),
+        "subject ids are sealed"
+    );
+    // Written after the save: caught up on from the ledger.
+    write_random(store.as_ref(), &t, &registry, &mut rng, 10, &[]).await;
+    let from_file = View::new(None);
+    app::load_into(store.as_ref(), &from_file, Some(&file))
+        .await
+        .expect("load");
+    assert_eq!(
+        from_file
+            .progress
+            .subjects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "loaded from the file, not from the store"
+    );
+    check(store.as_ref(), &t, SUBJECTS, &[&from_file]).await;
+
+    let other_key = yinyom::view::SnapshotFile {
+        path: file.path.clone(),
+        key: yinyom::vault::MasterKey::random(),
+    };
+    let mut damaged = bytes.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 1;
+    let damaged_path = dir.path().join("damaged.snapshot");
+    std::fs::write(&damaged_path, &damaged).expect("write");
+    let damaged_file = yinyom::view::SnapshotFile {
+        path: damaged_path,
+        key: file.key.clone(),
+    };
+    let truncated_path = dir.path().join("truncated.snapshot");
+    std::fs::write(&truncated_path, &bytes[..bytes.len() - 100]).expect("write");
+    let truncated = yinyom::view::SnapshotFile {
+        path: truncated_path,
+        key: file.key.clone(),
+    };
+    let other_db = Db::new(backend).await;
+    let other_store: Arc<dyn Store> = other_db.open().await;
+    for (what, f, s) in [
+        ("another key", &other_key, store.as_ref()),
+        ("damaged", &damaged_file, store.as_ref()),
+        ("truncated", &truncated, store.as_ref()),
+        ("another store", &file, other_store.as_ref()),
+    ] {
+        let v = View::new(None);
+        app::load_into(s, &v, Some(f)).await.expect("load");
+        if what == "another store" {
+            assert_eq!(v.stats().records, 0, "{what}: nothing of the file is used");
+            continue;
+        }
+        assert!(
+            v.progress
+                .subjects
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
+            "{what}: read from the store"
+        );
+        check(store.as_ref(), &t, SUBJECTS, &[&v]).await;
+    }
+}
+
 async fn view_equals_a_replay_of_the_ledger(backend: Backend) {
     let db = Db::new(backend).await;
     let store: Arc<dyn Store> = db.open().await;
@@ -112,7 +238,7 @@ async fn view_equals_a_replay_of_the_ledger(backend: Backend) {
     let kept_up = app::load_view(store.as_ref()).await.expect("view");
     // 2 KiB holds a handful of subjects: nearly every question misses.
     let bounded_kept_up = View::new(Some(2048));
-    app::load_into(store.as_ref(), &bounded_kept_up)
+    app::load_into(store.as_ref(), &bounded_kept_up, None)
         .await
         .expect("bounded view");
     let subjects = 40;
@@ -146,7 +272,7 @@ async fn view_equals_a_replay_of_the_ledger(backend: Backend) {
     }
     let loaded = app::load_view(store.as_ref()).await.expect("loaded");
     let bounded_loaded = View::new(Some(4096));
-    app::load_into(store.as_ref(), &bounded_loaded)
+    app::load_into(store.as_ref(), &bounded_loaded, None)
         .await
         .expect("bounded loaded");
     check(
@@ -215,4 +341,43 @@ async fn check(store: &dyn Store, t: &str, subjects: usize, views: &[&View]) {
     }
 }
 
-on_every_backend!(view_equals_a_replay_of_the_ledger);
+on_every_backend!(
+    view_equals_a_replay_of_the_ledger,
+    a_snapshot_and_the_ledger_after_it_equal_a_replay,
+);
+
+/// While the view loads, liveness answers, readiness reports progress and
+/// every other call is told to come back.
+#[tokio::test]
+async fn while_starting_healthz_answers_and_readyz_shows_progress() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+    let view = Arc::new(View::new(None));
+    view.progress
+        .records
+        .store(1234, std::sync::atomic::Ordering::Relaxed);
+    let router = yinyom::api::starting_router(view);
+    let ask = |path: &str| {
+        let req = Request::get(path).body(Body::empty()).expect("request");
+        router.clone().oneshot(req)
+    };
+    let health = ask("/healthz").await.expect("answer");
+    assert_eq!(health.status(), StatusCode::OK);
+    for path in ["/readyz", "/v1/decisions?subject=s&purpose=p"] {
+        let res = ask(path).await.expect("answer");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(res.headers()["retry-after"], "1");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["loaded_records"], 1234, "{path}: {v}");
+        assert_eq!(v["status"], 503);
+    }
+}

@@ -381,13 +381,16 @@ pub trait Store:
         tenant: &str,
         subject_uid: &str,
     ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>>;
+    /// A random id this database was given when created: files derived
+    /// from it (the view's snapshot) name it.
+    async fn store_id(&self) -> Result<String>;
     /// Up to about `limit` current-state rows of `tenant` after the subject
-    /// `after_uid`, in uid order, as whole subjects with their records (the
-    /// view loads page by page; flags are read by `flagged_subjects`).
+    /// `after_id`, in subject id order, as whole subjects with their records
+    /// (the view loads page by page; flags are read by `flagged_subjects`).
     async fn states_page(
         &self,
         tenant: &str,
-        after_uid: &str,
+        after_id: &str,
         limit: u32,
     ) -> Result<Vec<SubjectSnapshot>>;
     /// Every subject of `tenant` with a flag set (erased, restricted,

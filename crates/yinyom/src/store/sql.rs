@@ -932,20 +932,28 @@ impl Store for SqlStore {
             .collect())
     }
 
+    async fn store_id(&self) -> Result<String> {
+        sqlx::query("SELECT value FROM store_meta WHERE key = 'store_id'")
+            .fetch_one(&self.pool)
+            .await
+            .map(|r| r.get("value"))
+            .map_err(unavailable)
+    }
+
     async fn states_page(
         &self,
         tenant: &str,
-        after_uid: &str,
+        after_id: &str,
         limit: u32,
     ) -> Result<Vec<SubjectSnapshot>> {
         let rows = sqlx::query(
-            "SELECT s.id AS subject_id, c.* FROM consent_states c
-               JOIN subjects s ON s.uid = c.subject_uid
-             WHERE c.tenant = $1 AND c.subject_uid > $2
-             ORDER BY c.subject_uid LIMIT $3",
+            "SELECT s.id AS subject_id, c.* FROM subjects s
+               JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
+             WHERE s.tenant = $1 AND s.id > $2
+             ORDER BY s.id LIMIT $3",
         )
         .bind(tenant)
-        .bind(after_uid)
+        .bind(after_id)
         .bind(i64::from(limit.max(1)))
         .fetch_all(&self.pool)
         .await
@@ -957,12 +965,12 @@ impl Store for SqlStore {
             // whole, on its own when it is all the page holds.
             if page.is_empty() {
                 let rows = sqlx::query(
-                    "SELECT s.id AS subject_id, c.* FROM consent_states c
-                       JOIN subjects s ON s.uid = c.subject_uid
-                     WHERE c.tenant = $1 AND c.subject_uid = $2",
+                    "SELECT s.id AS subject_id, c.* FROM subjects s
+                       JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
+                     WHERE s.tenant = $1 AND s.id = $2",
                 )
                 .bind(tenant)
-                .bind(&last.uid)
+                .bind(&last.id)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;

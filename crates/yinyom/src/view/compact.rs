@@ -394,6 +394,65 @@ impl Subjects {
         evicted
     }
 
+    /// Every subject as its words (the used mark cleared), with its id.
+    pub fn raw(&self) -> impl Iterator<Item = (String, Vec<u64>)> + '_ {
+        self.table.iter().map(|e| {
+            let words = e
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let v = w.load(Relaxed);
+                    if i == 0 { v & !USED } else { v }
+                })
+                .collect();
+            (id_of(e), words)
+        })
+    }
+
+    /// Insert a subject from words written by [`Subjects::raw`] (perhaps by
+    /// another process), with its records' purpose and provenance ids
+    /// translated by `purposes` and `provenances`. `None` when the words
+    /// are not a well-formed subject. Returns the number of records.
+    pub fn insert_raw(
+        &mut self,
+        words: &[u64],
+        purposes: &[u16],
+        provenances: &[u32],
+    ) -> Option<usize> {
+        let head = *words.first()? & !USED;
+        let (len, n) = ((head & 0xffff) as usize, ((head >> 16) & 0xffff) as usize);
+        let start = 1 + id_words(len);
+        if head >> 32 != 0 || words.len() != start + 4 * n {
+            return None;
+        }
+        let mut id = Vec::with_capacity(len);
+        for w in &words[1..start] {
+            id.extend_from_slice(&w.to_le_bytes());
+        }
+        id.truncate(len);
+        let id = String::from_utf8(id).ok()?;
+        let mut out: Vec<AtomicU64> = Vec::with_capacity(words.len());
+        out.push(AtomicU64::new(head));
+        out.extend(words[1..start].iter().map(|&w| AtomicU64::new(w)));
+        for r in words[start..].chunks_exact(4) {
+            let last = r[3];
+            let provenance = *provenances.get(last as u32 as usize)?;
+            let purpose = *purposes.get(((last >> 32) & 0xffff) as usize)?;
+            let last =
+                (last & !0xffff_ffff_ffff) | u64::from(provenance) | (u64::from(purpose) << 32);
+            out.extend([r[0], r[1], r[2], last].map(AtomicU64::new));
+        }
+        self.remove(&id);
+        let e = out.into_boxed_slice();
+        self.bytes += cost(&e);
+        self.records += n;
+        let hash = self.hash(id.as_bytes());
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hash, e, |e| Self::hash_entry(hasher, e));
+        Some(n)
+    }
+
     pub fn reserve(&mut self, more: usize) {
         let hasher = &self.hasher;
         self.table.reserve(more, |e| Self::hash_entry(hasher, e));

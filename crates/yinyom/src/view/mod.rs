@@ -17,6 +17,7 @@
 //! a write to the same subject is answered but not kept.
 
 pub mod compact;
+pub mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -93,12 +94,50 @@ pub struct TenantView {
     provenance_ids: HashMap<Provenance, u32>,
     provenances: Vec<Provenance>,
     strings: HashSet<Arc<str>>,
+    /// Every ledger seq up to here has been applied (the snapshot's cursor).
+    pub(crate) watermark: Watermark,
     /// Bumped per stripe of subjects by every write a bounded view does not
     /// hold: a load that saw a bump while it read does not keep its result.
     stripes: Vec<AtomicU64>,
 }
 
 const STRIPES: usize = 64;
+
+/// The seqs applied to a tenant's view: all up to `low`, and some above
+/// (commits are applied nearly in order; a gap closes when its entry is
+/// applied).
+#[derive(Debug, Default)]
+pub(crate) struct Watermark {
+    pub(crate) low: u64,
+    above: std::collections::BTreeSet<u64>,
+}
+
+impl Watermark {
+    pub(crate) fn reset(&mut self, low: u64) {
+        self.low = low;
+        self.above.clear();
+    }
+
+    pub(crate) fn mark(&mut self, seq: u64) {
+        if seq <= self.low {
+            return;
+        }
+        if seq != self.low + 1 {
+            // A gap that never closes (an entry this view will not see)
+            // only keeps the watermark low: correct, and caught up on at
+            // the next start.
+            if self.above.len() < 1 << 20 {
+                self.above.insert(seq);
+            }
+            return;
+        }
+        self.low = seq;
+        while self.above.first() == Some(&(self.low + 1)) {
+            self.low += 1;
+            self.above.pop_first();
+        }
+    }
+}
 
 /// Per (purpose, channel): records granted, records in all.
 pub type Tally = std::collections::BTreeMap<(String, Option<Channel>), (u64, u64)>;
@@ -118,6 +157,13 @@ pub enum Unknown {
     Purpose,
     /// A bounded view does not hold the subject: read it from the store.
     Subject,
+}
+
+/// Where the view is saved between runs, and the key it is sealed with.
+#[derive(Clone)]
+pub struct SnapshotFile {
+    pub path: std::path::PathBuf,
+    pub key: crate::vault::MasterKey,
 }
 
 /// Load progress, for `/readyz`.
@@ -157,6 +203,7 @@ impl TenantView {
             provenances: Vec::new(),
             strings: HashSet::new(),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            watermark: Watermark::default(),
         }
     }
 
@@ -441,19 +488,24 @@ impl View {
         view
     }
 
-    /// Load every tenant's current state from the store, page by page
-    /// (progress in [`View::progress`]); a bounded view loads subjects'
-    /// flags and then subjects until its budget is nearly used.
+    /// Load every tenant's current state: from the snapshot file when one
+    /// fits this store (then the ledger entries written after its cursor),
+    /// else from the store's current-state table, page by page (progress in
+    /// [`View::progress`]). A bounded view loads subjects' flags only: the
+    /// subjects come when asked for.
     pub async fn load(
         &self,
         store: &dyn Store,
         tenants: Vec<(Tenant, Vec<Purpose>, Vec<Notice>)>,
+        snapshot: Option<&SnapshotFile>,
     ) -> Result<(), StoreError> {
         const PAGE: u32 = 20_000;
         let ids: Vec<String> = tenants.iter().map(|(t, _, _)| t.id.clone()).collect();
         for (tenant, purposes, notices) in tenants {
             self.add_new_tenant(tenant, purposes, &notices);
         }
+        // Every entry up to these heads is in what is loaded next.
+        let heads = store.heads().await?;
         for tenant in &ids {
             let flagged = store.flagged_subjects(tenant).await?;
             self.write(tenant, |tv| {
@@ -462,18 +514,54 @@ impl View {
                 }
             });
         }
-        'tenants: for tenant in &ids {
+        if self.bounded() {
+            self.progress.ready.store(true, Ordering::Release);
+            return Ok(());
+        }
+        let mut cursors = HashMap::new();
+        if let Some(file) = snapshot
+            && file.path.exists()
+        {
+            let store_id = store.store_id().await?;
+            let started = std::time::Instant::now();
+            match snapshot::load(self, &file.path, &file.key, &store_id, &heads) {
+                Ok(c) => {
+                    tracing::info!(
+                        tenants = c.len(),
+                        seconds = started.elapsed().as_secs_f64(),
+                        "decision view loaded from its snapshot"
+                    );
+                    cursors = c;
+                }
+                Err(e) => tracing::warn!(error = %e, "the view's snapshot is not used"),
+            }
+        }
+        for tenant in &ids {
+            if let Some(&cursor) = cursors.get(tenant) {
+                // Catch up on what was written after the snapshot.
+                let mut after = cursor;
+                loop {
+                    let page = store.ledger_after(tenant, after, PAGE).await?;
+                    let Some((_, last)) = page.last() else { break };
+                    after = last.seq;
+                    self.write(tenant, |tv| {
+                        for (subject, entry) in &page {
+                            if let Some(subject) = subject
+                                && let Some(r) = entry.record()
+                            {
+                                tv.apply(subject, &r);
+                            }
+                            tv.watermark.mark(entry.seq);
+                        }
+                    });
+                }
+                continue;
+            }
             let mut after = String::new();
             loop {
-                if self
-                    .budget
-                    .is_some_and(|b| self.held.load(Ordering::Relaxed) as usize >= b / 10 * 9)
-                {
-                    break 'tenants;
-                }
                 let page = store.states_page(tenant, &after, PAGE).await?;
                 let Some(last) = page.last() else { break };
-                after = last.uid.clone();
+                after = last.id.clone();
                 let (mut subjects, mut records) = (0, 0);
                 self.write(tenant, |tv| {
                     tv.subjects.reserve(page.len());
@@ -488,9 +576,30 @@ impl View {
                     .fetch_add(subjects, Ordering::Relaxed);
                 self.progress.records.fetch_add(records, Ordering::Relaxed);
             }
+            let head = heads.get(tenant).copied().unwrap_or(0);
+            self.write(tenant, |tv| tv.watermark.reset(head));
         }
         self.progress.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Save the view to its snapshot file (see [`snapshot`]); a bounded
+    /// view is not saved.
+    pub async fn save(
+        self: &Arc<Self>,
+        store: &dyn Store,
+        file: &SnapshotFile,
+    ) -> Result<u64, String> {
+        if self.bounded() {
+            return Ok(0);
+        }
+        let store_id = store.store_id().await.map_err(|e| e.to_string())?;
+        let (view, file) = (self.clone(), file.clone());
+        tokio::task::spawn_blocking(move || {
+            snapshot::write(&view, &file.path, &file.key, &store_id).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     fn tenant(&self, tenant: &str) -> Option<Arc<RwLock<TenantView>>> {
@@ -562,10 +671,30 @@ impl View {
     /// Fold committed ledger entries in (called by the writer after commit).
     pub fn apply(&self, tenant: &str, subject_id: &str, entries: &[LedgerEntry]) {
         self.write(tenant, |tv| {
-            for r in entries.iter().filter_map(LedgerEntry::record) {
-                tv.apply(subject_id, &r);
+            for e in entries {
+                if let Some(r) = e.record() {
+                    tv.apply(subject_id, &r);
+                }
+                tv.watermark.mark(e.seq);
             }
         });
+    }
+
+    /// Every tenant's view.
+    pub(crate) fn all_tenants(&self) -> Vec<Arc<RwLock<TenantView>>> {
+        let guard = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        guard.values().cloned().collect()
+    }
+
+    /// Each tenant's watermark: every seq up to it has been applied.
+    pub fn watermarks(&self) -> HashMap<String, u64> {
+        self.all_tenants()
+            .into_iter()
+            .map(|tv| {
+                let tv = tv.read().unwrap_or_else(|e| e.into_inner());
+                (tv.tenant.id.clone(), tv.watermark.low)
+            })
+            .collect()
     }
 
     pub fn set_flags(&self, tenant: &str, subject_id: &str, flags: SubjectFlags) {
@@ -645,7 +774,7 @@ impl View {
             let Some(last) = page.last() else {
                 return Ok(());
             };
-            after = last.uid.clone();
+            after = last.id.clone();
             self.read(tenant, |tv| {
                 for s in page {
                     let flags = tv.flags(&s.id).cloned();
