@@ -8,7 +8,8 @@
 //! - **retention**: a subject whose every choice ended longer ago than its
 //!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased by
 //!   crypto-shredding, like an erasure request, if it holds a profile (a
-//!   subject known only by its consent history keeps it as proof). Subjects
+//!   subject known only by its consent history keeps it as proof). It looks
+//!   at every subject, so it runs hourly, not every minute. Subjects
 //!   under restriction
 //!   (PDPA s.34: kept instead of erased) or with an open rights request are
 //!   left alone.
@@ -49,6 +50,8 @@ pub struct Report {
 pub async fn run(app: Weak<App>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Retention is counted in days and looks at every subject: hourly.
+    let mut retention_at: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
@@ -60,7 +63,11 @@ pub async fn run(app: Weak<App>, every: Duration) {
                 continue;
             }
         }
-        match run_once(&app, time::now()).await {
+        let retention = retention_at.is_none_or(|at| at.elapsed() >= RETENTION_EVERY);
+        if retention {
+            retention_at = Some(std::time::Instant::now());
+        }
+        match run_jobs(&app, time::now(), retention).await {
             Ok(r) if r.expired == 0 && r.erased == 0 => {}
             Ok(r) => tracing::info!(expired = r.expired, erased = r.erased, "lifecycle run"),
             Err(e) => tracing::warn!(error = %e.detail, "lifecycle run failed"),
@@ -68,15 +75,23 @@ pub async fn run(app: Weak<App>, every: Duration) {
     }
 }
 
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
 /// One pass of every job as of `now`.
 pub async fn run_once(app: &App, now: Micros) -> Result<Report, Problem> {
+    run_jobs(app, now, true).await
+}
+
+async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report, Problem> {
     let mut report = Report {
         expired: expire_consents(app, now).await?,
         ..Report::default()
     };
     for t in app.store.tenants().await? {
         app.ensure_tenant(&t.id).await?;
-        report.erased += retention(app, &t.id, now).await?;
+        if with_retention {
+            report.erased += retention(app, &t.id, now).await?;
+        }
         for a in app.store.acquisitions(&t.id, true).await? {
             if a.due_at < now {
                 tracing::warn!(tenant = %t.id, subject_uid = %a.subject_uid,
