@@ -97,12 +97,12 @@ pub async fn scale(subjects: usize, seconds: u64) -> Result<(), Box<dyn std::err
         t.as_secs_f64() / (records as f64 / 1e6),
         empty_ready.as_secs_f64()
     );
-    let view_bytes = view_bytes(full.addr).await.unwrap_or(0);
+    let full_view = view_bytes(full.addr).await.unwrap_or(0);
     println!(
         "{:<34} {:>10.1} B per record (the view's own count: {:.0} MiB; target ≤ 48)",
         "decision view (full)",
-        view_bytes as f64 / records as f64,
-        view_bytes as f64 / 1048576.0
+        full_view as f64 / records as f64,
+        full_view as f64 / 1048576.0
     );
     println!(
         "{:<34} {:>10.1} B per record anonymous, {:.1} in all (over an empty server's {:.0}/{:.0} MiB)",
@@ -118,7 +118,7 @@ pub async fn scale(subjects: usize, seconds: u64) -> Result<(), Box<dyn std::err
     drop(full);
 
     // Bounded: a tenth of what the full view held.
-    let budget = (view_bytes as usize / 10).max(16 << 20);
+    let budget = (full_view as usize / 10).max(16 << 20);
     let bounded = Server::start(&dir, Some(budget)).await?;
     let t = bounded.ready(Duration::from_secs(1800)).await?;
     println!(
