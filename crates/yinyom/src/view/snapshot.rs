@@ -27,7 +27,7 @@ use super::compact::Subjects;
 use super::{TenantView, View};
 use crate::vault::MasterKey;
 
-const MAGIC: &[u8; 8] = b"YYVIEW01";
+const MAGIC: &[u8; 8] = b"YYVIEW02";
 const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +218,8 @@ fn write_tenant<W: Write>(w: &mut Sealed<'_, W>, tv: &TenantView) -> Result<u64,
             None => w.u64(0)?,
         }
     }
+    // How many follow, at most (for the reader to size its table once).
+    w.u64(tv.subjects.len() as u64)?;
     let mut n = 0;
     for (id, words) in tv.subjects.raw() {
         if tv.erased(&id) {
@@ -295,6 +297,10 @@ pub fn load(
             })
             .filter(|_| usable);
         let mut subjects = Subjects::default();
+        let hint = r.u64()?;
+        if remap.is_some() {
+            subjects.reserve(hint.min(1 << 30) as usize);
+        }
         let mut records = 0u64;
         let mut words = Vec::new();
         loop {
