@@ -139,6 +139,36 @@ pub struct Broken {
     pub problem: String,
 }
 
+/// What an entry says about itself, found without its neighbours: whether
+/// its content still hashes to its recorded hash, and its evidence (if kept)
+/// to the evidence hash it recorded. This is the costly part of
+/// verification (SHA-256 over canonical JSON) and is independent per entry,
+/// so it can run on many threads; [`Verifier::link`] then checks the links
+/// between entries in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryCheck {
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub content_ok: bool,
+    pub evidence_ok: bool,
+}
+
+impl EntryCheck {
+    pub fn of(entry: &LedgerEntry, evidence: Option<&serde_json::Value>) -> Self {
+        let recomputed = hash_entry(entry.seq, &entry.prev_hash, &entry.body);
+        EntryCheck {
+            seq: entry.seq,
+            prev_hash: entry.prev_hash.clone(),
+            hash: entry.hash.clone(),
+            content_ok: recomputed == entry.hash,
+            evidence_ok: evidence.is_none_or(|ev| {
+                entry.body.evidence_hash.as_deref() == Some(evidence_hash(ev).as_str())
+            }),
+        }
+    }
+}
+
 /// Recomputes a chain entry by entry, in `seq` order, without holding it in
 /// memory.
 #[derive(Debug)]
@@ -161,11 +191,19 @@ impl Verifier {
         self.checked
     }
 
+    /// Check `entry` and link it to the chain so far: [`EntryCheck::of`]
+    /// then [`Verifier::link`].
     pub fn push(
         &mut self,
         entry: &LedgerEntry,
         evidence: Option<&serde_json::Value>,
     ) -> Result<(), Broken> {
+        self.link(&EntryCheck::of(entry, evidence))
+    }
+
+    /// Link the next entry, checked beforehand (possibly on another thread),
+    /// to the chain so far. Entries must come in `seq` order.
+    pub fn link(&mut self, entry: &EntryCheck) -> Result<(), Broken> {
         let expected = self.chain.seq + 1;
         let broken = |problem: String| Broken {
             seq: entry.seq,
@@ -177,11 +215,10 @@ impl Verifier {
                 problem: format!("entry {expected} is missing (found {} next)", entry.seq),
             });
         }
-        let recomputed = hash_entry(entry.seq, &entry.prev_hash, &entry.body);
         if entry.prev_hash != self.chain.hash {
             // This entry is self-consistent but remembers a different
             // predecessor: the predecessor was rewritten (and re-hashed).
-            if recomputed == entry.hash && self.chain.seq > 0 {
+            if entry.content_ok && self.chain.seq > 0 {
                 return Err(Broken {
                     seq: self.chain.seq,
                     problem: format!(
@@ -192,12 +229,10 @@ impl Verifier {
             }
             return Err(broken("prev_hash does not match the previous entry".into()));
         }
-        if recomputed != entry.hash {
+        if !entry.content_ok {
             return Err(broken("content does not match its hash".into()));
         }
-        if let Some(ev) = evidence
-            && entry.body.evidence_hash.as_deref() != Some(evidence_hash(ev).as_str())
-        {
+        if !entry.evidence_ok {
             return Err(broken("evidence does not match its hash".into()));
         }
         self.chain = Chain {

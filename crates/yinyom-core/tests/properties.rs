@@ -14,7 +14,7 @@ use serde_json::json;
 use yinyom_core::consent::{Action, ConsentRecord, ConsentState, NoticeVersion, SubjectConsents};
 use yinyom_core::decision::{Decision, Facts, PurposeRule, Reason, decide};
 use yinyom_core::ledger::{
-    Broken, Chain, EntryBody, LedgerEntry, Verifier, evidence_hash, hash_entry,
+    Broken, Chain, EntryBody, EntryCheck, LedgerEntry, Verifier, evidence_hash, hash_entry,
 };
 use yinyom_core::notice::NoticeRef;
 use yinyom_core::purpose::{Channel, LawfulBasis};
@@ -434,6 +434,30 @@ fn verify(
     v.finish(head)
 }
 
+/// Verify as the service's parallel path does: each entry checked on its
+/// own, chunk by chunk and the chunks in reverse order (as workers may
+/// finish), then linked in `seq` order.
+fn verify_in_chunks(
+    entries: &[LedgerEntry],
+    evidence: &[Option<serde_json::Value>],
+    head: &Chain,
+    chunk: usize,
+) -> Result<u64, Broken> {
+    let mut checks: Vec<Option<EntryCheck>> = vec![None; entries.len()];
+    let starts: Vec<usize> = (0..entries.len()).step_by(chunk).collect();
+    for &start in starts.iter().rev() {
+        let end = (start + chunk).min(entries.len());
+        for i in start..end {
+            checks[i] = Some(EntryCheck::of(&entries[i], evidence[i].as_ref()));
+        }
+    }
+    let mut v = Verifier::default();
+    for c in checks {
+        v.link(&c.expect("every entry was checked"))?;
+    }
+    v.finish(head)
+}
+
 /// One alteration of stored history.
 #[derive(Debug, Clone)]
 enum Tamper {
@@ -825,6 +849,25 @@ proptest! {
             prop_assert_eq!(v.checked(), i as u64 + 1);
         }
         prop_assert_eq!(v.finish(&l.head), Ok(n));
+    }
+
+    /// Checking entries apart (in chunks, out of order) and linking them in
+    /// order finds exactly what checking them one by one finds, on intact
+    /// and altered chains alike.
+    #[test]
+    fn checking_in_chunks_agrees_with_checking_in_order(
+        l in ledger(2..24), t in tamper(), chunk in 1usize..6, alter in any::<bool>(),
+    ) {
+        let (entries, evidence) = if alter {
+            let (e, ev, _) = apply_tamper(&l, &t);
+            (e, ev)
+        } else {
+            (l.entries.clone(), l.evidence.clone())
+        };
+        prop_assert_eq!(
+            verify_in_chunks(&entries, &evidence, &l.head, chunk),
+            verify(&entries, &evidence, &l.head)
+        );
     }
 
     /// Any single alteration of history fails verification, and the failure

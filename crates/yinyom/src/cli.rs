@@ -446,7 +446,7 @@ async fn run(cli: Cli) -> CliResult {
             };
             let mut ok = true;
             for t in tenants {
-                let r = store.verify_ledger(&t).await?;
+                let r = verify_with_progress(store.as_ref(), &t).await?;
                 match &r.broken {
                     None => println!("tenant {t}: ok, {} entries verified", r.checked),
                     Some(b) => {
@@ -561,4 +561,56 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Verify one tenant's ledger on every core, showing progress on standard
+/// error: a bar with rate and time left on a terminal, a plain line every
+/// few seconds otherwise (standard output keeps only the verdict).
+async fn verify_with_progress(
+    store: &dyn Store,
+    tenant: &str,
+) -> Result<crate::store::VerifyReport, crate::store::StoreError> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let total = store.ledger_head(tenant).await?.seq;
+    let progress = std::sync::Arc::new(AtomicU64::new(0));
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} tenant {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} entries, {per_sec}, {eta} left",
+        )
+        .expect("the template is valid"),
+    );
+    bar.set_message(tenant.to_string());
+    let show = tokio::spawn({
+        let (progress, bar, tenant) = (progress.clone(), bar.clone(), tenant.to_string());
+        async move {
+            let start = std::time::Instant::now();
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                let checked = progress.load(Ordering::Relaxed);
+                bar.set_position(checked);
+                n += 1;
+                // Plain lines every 5 s when not on a terminal.
+                if !terminal && n % 25 == 0 {
+                    let secs = start.elapsed().as_secs_f64();
+                    eprintln!(
+                        "tenant {tenant}: {checked} of {total} entries verified ({:.0}/s)",
+                        checked as f64 / secs
+                    );
+                }
+            }
+        }
+    });
+    let r = crate::verification::verify(store, tenant, &Default::default(), &progress).await;
+    show.abort();
+    bar.finish_and_clear();
+    r
 }

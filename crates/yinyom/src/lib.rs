@@ -26,6 +26,7 @@ pub mod segments;
 pub mod store;
 pub mod transfer;
 pub mod vault;
+pub mod verification;
 pub mod view;
 pub mod web;
 pub mod writer;

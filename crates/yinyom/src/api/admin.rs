@@ -26,14 +26,30 @@ pub struct VerifyView {
     pub broken: Option<Broken>,
 }
 
-/// Recompute the tenant's hash chain and name the first altered entry.
+/// Recompute the tenant's hash chain now and name the first altered entry.
+/// For ledgers of up to 1,000,000 entries; a larger one is refused with 422
+/// `ledger-too-large`: verify it as a job with `POST
+/// /v1/ledger/verifications`, which answers at once and shows progress.
 #[utoipa::path(get, path = "/v1/ledger/verify", tag = "ledger",
-    responses((status = 200, body = VerifyView)), security(("api_key" = [])))]
+    responses((status = 200, body = VerifyView), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
 pub async fn verify(
     State(app): State<Arc<App>>,
     who: Principal,
 ) -> Result<axum::Json<VerifyView>, Problem> {
     who.require(STAFF)?;
+    let entries = app.store.ledger_head(&who.tenant).await?.seq;
+    if entries > crate::verification::INLINE_LIMIT {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ledger-too-large",
+            format!(
+                "the ledger has {entries} entries, more than the {} verified within one request: \
+                 start a verification job with POST /v1/ledger/verifications and follow its Location",
+                crate::verification::INLINE_LIMIT
+            ),
+        ));
+    }
     let r = app.store.verify_ledger(&who.tenant).await?;
     Ok(axum::Json(VerifyView {
         ok: r.ok,

@@ -21,6 +21,7 @@ pub(crate) mod staff;
 pub mod stream;
 pub(crate) mod subjects;
 pub(crate) mod track;
+pub(crate) mod verifications;
 pub mod webhooks;
 
 use std::any::Any;
@@ -57,7 +58,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         webhooks::deliveries, webhooks::replay,
         consents::record,
         decisions::one, decisions::batch,
-        admin::verify, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant, admin::audit,
+        admin::verify, verifications::start, verifications::get, verifications::list, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant, admin::audit,
         staff::create, staff::list, staff::disable,
         track::track, track::identify, track::page, track::screen, track::group, track::alias, track::batch,
         messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
@@ -164,6 +165,11 @@ pub fn router(app: Arc<App>) -> Router {
             post(decisions::batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
         )
         .route("/v1/ledger/verify", get(admin::verify))
+        .route(
+            "/v1/ledger/verifications",
+            post(verifications::start).get(verifications::list),
+        )
+        .route("/v1/ledger/verifications/{id}", get(verifications::get))
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant))

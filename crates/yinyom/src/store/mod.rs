@@ -123,6 +123,75 @@ pub struct VerifyReport {
     pub broken: Option<Broken>,
 }
 
+/// One stored ledger row as verification reads it: the entry (or why the
+/// row could not be read back into one) and its evidence as stored (JSON
+/// text, parsed by the checking thread).
+#[derive(Debug, Clone)]
+pub struct LedgerRow {
+    pub seq: u64,
+    pub entry: std::result::Result<LedgerEntry, String>,
+    pub evidence: Option<String>,
+}
+
+/// A verification job of one tenant's ledger, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationRow {
+    pub tenant: String,
+    pub id: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    /// The chain's length when the job started.
+    pub total: u64,
+    pub checked: u64,
+    /// Set once done.
+    pub ok: Option<bool>,
+    pub broken: Option<Broken>,
+    /// Why a failed job failed.
+    pub error: Option<String>,
+    pub started_by: String,
+    pub started_at: Micros,
+    pub heartbeat_at: Micros,
+    pub finished_at: Option<Micros>,
+}
+
+/// Ledger verification: the rows in pages, the head, and the jobs.
+#[async_trait]
+pub trait Verifications: Send + Sync {
+    /// Up to `limit` ledger rows of `tenant` with `after < seq <= upto`, in
+    /// `seq` order (a keyset page: no long query, no long transaction).
+    async fn ledger_page(
+        &self,
+        tenant: &str,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<LedgerRow>>;
+    /// The recorded head of the tenant's chain (genesis when empty).
+    async fn ledger_head(&self, tenant: &str) -> Result<yinyom_core::ledger::Chain>;
+    /// The greatest `seq` stored for the tenant (0 when none).
+    async fn ledger_last_seq(&self, tenant: &str) -> Result<u64>;
+    /// Record a new running job; `Conflict` if the tenant has one running.
+    async fn insert_verification(&self, v: &VerificationRow) -> Result<()>;
+    async fn verification(&self, tenant: &str, id: &str) -> Result<Option<VerificationRow>>;
+    /// The tenant's jobs, newest first.
+    async fn verifications(&self, tenant: &str, limit: u32) -> Result<Vec<VerificationRow>>;
+    /// A running job's progress and heartbeat; false if it is no longer
+    /// running (marked failed as stale), so the job should stop.
+    async fn progress_verification(
+        &self,
+        tenant: &str,
+        id: &str,
+        checked: u64,
+        at: Micros,
+    ) -> Result<bool>;
+    /// Store a job's outcome (status, checked, ok, broken, error,
+    /// finished_at) if it is still running.
+    async fn finish_verification(&self, v: &VerificationRow) -> Result<bool>;
+    /// Mark running jobs whose last heartbeat is before `stale_before` as
+    /// failed (their process died); returns how many.
+    async fn expire_verifications(&self, stale_before: Micros, at: Micros) -> Result<u64>;
+}
+
 /// A change committed by some process sharing the database, announced to
 /// every node so that each keeps its in-memory view exact.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -329,7 +398,7 @@ pub struct DailyChoices {
 
 #[async_trait]
 pub trait Store:
-    Profiles + Events + Messages + Requests + StaffStore + Send + Sync + 'static
+    Profiles + Events + Messages + Requests + StaffStore + Verifications + Send + Sync + 'static
 {
     /// Cheap round trip for readiness.
     async fn ping(&self) -> Result<()>;
@@ -398,8 +467,12 @@ pub trait Store:
     async fn flagged_subjects(&self, tenant: &str) -> Result<Vec<(String, SubjectFlags)>>;
     /// One subject's current consent records (none for an unknown subject).
     async fn subject_states(&self, tenant: &str, id: &str) -> Result<Vec<ConsentRecord>>;
-    /// Recompute the tenant's hash chain from the stored rows.
-    async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport>;
+    /// Recompute the tenant's hash chain from the stored rows, on every
+    /// core (see [`crate::verification`]).
+    async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport> {
+        let progress = std::sync::atomic::AtomicU64::new(0);
+        crate::verification::verify(self, tenant, &Default::default(), &progress).await
+    }
     /// Changes committed by any process sharing the database, for stores
     /// that several nodes can share (PostgreSQL); `None` for a store with a
     /// single process (SQLite, whose data directory is locked).

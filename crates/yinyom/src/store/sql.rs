@@ -40,6 +40,7 @@ mod profiles;
 mod requests;
 mod staff;
 mod tracking;
+mod verifications;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -242,6 +243,68 @@ impl SqlStore {
                 ))
             })
             .collect()
+    }
+
+    /// The single-threaded verification as it was before jobs: one query
+    /// streaming the whole chain, each entry hashed in turn. Kept as the
+    /// reference the parallel path ([`crate::verification`]) is measured
+    /// against (`yinyom bench --only verify`) and tested to agree with.
+    pub async fn verify_ledger_sequential(&self, tenant: &str) -> Result<VerifyReport> {
+        let mut verifier = Verifier::default();
+        let mut rows = sqlx::query("SELECT * FROM ledger WHERE tenant = $1 ORDER BY seq")
+            .bind(tenant)
+            .fetch(&self.pool);
+        while let Some(r) = rows.try_next().await.map_err(unavailable)? {
+            let seq = r.try_get::<i64, _>("seq").unwrap_or(-1) as u64;
+            let checked = verifier.checked();
+            let result = entry_from_row(&r)
+                .map_err(|problem| Broken { seq, problem })
+                .and_then(|entry| {
+                    let evidence: Option<String> = r.try_get("evidence").ok().flatten();
+                    let evidence = match evidence.map(|e| serde_json::from_str(&e)) {
+                        Some(Ok(v)) => Some(v),
+                        Some(Err(_)) => {
+                            return Err(Broken {
+                                seq,
+                                problem: "evidence is not valid JSON".into(),
+                            });
+                        }
+                        None => None,
+                    };
+                    verifier.push(&entry, evidence.as_ref())
+                });
+            if let Err(broken) = result {
+                return Ok(VerifyReport {
+                    ok: false,
+                    checked,
+                    broken: Some(broken),
+                });
+            }
+        }
+        drop(rows);
+        let head = sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(|r| Chain {
+                seq: r.get::<i64, _>("seq") as u64,
+                hash: r.get("hash"),
+            })
+            .unwrap_or_else(Chain::genesis);
+        let checked = verifier.checked();
+        Ok(match verifier.finish(&head) {
+            Ok(checked) => VerifyReport {
+                ok: true,
+                checked,
+                broken: None,
+            },
+            Err(broken) => VerifyReport {
+                ok: false,
+                checked,
+                broken: Some(broken),
+            },
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -1009,64 +1072,6 @@ impl Store for SqlStore {
         .await
         .map_err(unavailable)?;
         Ok(rows.iter().filter_map(record_from_state_row).collect())
-    }
-
-    async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport> {
-        let mut verifier = Verifier::default();
-        let mut rows = sqlx::query("SELECT * FROM ledger WHERE tenant = $1 ORDER BY seq")
-            .bind(tenant)
-            .fetch(&self.pool);
-        while let Some(r) = rows.try_next().await.map_err(unavailable)? {
-            let seq = r.try_get::<i64, _>("seq").unwrap_or(-1) as u64;
-            let checked = verifier.checked();
-            let result = entry_from_row(&r)
-                .map_err(|problem| Broken { seq, problem })
-                .and_then(|entry| {
-                    let evidence: Option<String> = r.try_get("evidence").ok().flatten();
-                    let evidence = match evidence.map(|e| serde_json::from_str(&e)) {
-                        Some(Ok(v)) => Some(v),
-                        Some(Err(_)) => {
-                            return Err(Broken {
-                                seq,
-                                problem: "evidence is not valid JSON".into(),
-                            });
-                        }
-                        None => None,
-                    };
-                    verifier.push(&entry, evidence.as_ref())
-                });
-            if let Err(broken) = result {
-                return Ok(VerifyReport {
-                    ok: false,
-                    checked,
-                    broken: Some(broken),
-                });
-            }
-        }
-        drop(rows);
-        let head = sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = $1")
-            .bind(tenant)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .map(|r| Chain {
-                seq: r.get::<i64, _>("seq") as u64,
-                hash: r.get("hash"),
-            })
-            .unwrap_or_else(Chain::genesis);
-        let checked = verifier.checked();
-        Ok(match verifier.finish(&head) {
-            Ok(checked) => VerifyReport {
-                ok: true,
-                checked,
-                broken: None,
-            },
-            Err(broken) => VerifyReport {
-                ok: false,
-                checked,
-                broken: Some(broken),
-            },
-        })
     }
 
     async fn ledger(&self, tenant: &str) -> Result<Vec<(Option<String>, LedgerEntry)>> {
