@@ -65,6 +65,11 @@ pub async fn run(app: Weak<App>, every: Duration) {
             Ok(r) => tracing::info!(expired = r.expired, erased = r.erased, "lifecycle run"),
             Err(e) => tracing::warn!(error = %e.detail, "lifecycle run failed"),
         }
+        // Planner statistics follow the data (SQLite's advice: run
+        // `PRAGMA optimize` periodically on long-lived connections).
+        if let Err(e) = app.store.optimize().await {
+            tracing::warn!(error = %e, "lifecycle: optimize failed");
+        }
     }
 }
 
@@ -161,7 +166,7 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         }
         let open = app
             .store
-            .requests(tenant, None, None, Some(&record.uid))
+            .subject_requests(tenant, &record.uid)
             .await?
             .iter()
             .any(|r| r.status.is_open());

@@ -161,7 +161,7 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
     };
     let open = app
         .store
-        .requests(tenant, None, None, Some(&record.uid))
+        .subject_requests(tenant, &record.uid)
         .await?;
     if let Some(dup) = open
         .iter()

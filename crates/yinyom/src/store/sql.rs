@@ -35,6 +35,7 @@ use yinyom_core::time::{self, Micros};
 use super::*;
 use crate::events::{self, ConsentEvent};
 
+pub mod hot;
 mod messages;
 mod profiles;
 mod requests;
@@ -133,7 +134,7 @@ impl SqlStore {
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;
                              PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;
-                             PRAGMA secure_delete = ON;",
+                             PRAGMA secure_delete = ON; PRAGMA optimize = 0x10002;",
                         )
                         .await?;
                         Ok(())
@@ -162,6 +163,14 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        if dialect == Dialect::Sqlite {
+            // Statistics for tables a migration created or changed (bounded
+            // work: SQLite limits the rows it reads per index).
+            sqlx::query("PRAGMA optimize = 0x10002")
+                .execute(&pool)
+                .await
+                .map_err(unavailable)?;
+        }
         let channel = match dialect {
             Dialect::Sqlite => None,
             Dialect::Postgres => {
@@ -223,11 +232,7 @@ impl SqlStore {
         after: u64,
         limit: Option<u32>,
     ) -> Result<Vec<(Option<String>, LedgerEntry)>> {
-        let rows = sqlx::query(
-            "SELECT l.*, s.id AS subject_id FROM ledger l
-             LEFT JOIN subjects s ON s.tenant = l.tenant AND s.uid = l.subject_uid
-             WHERE l.tenant = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3",
-        )
+        let rows = sqlx::query(hot::LEDGER_AFTER)
         .bind(tenant)
         .bind(after as i64)
         .bind(limit.map_or(i64::MAX, i64::from))
@@ -658,7 +663,7 @@ impl Store for SqlStore {
     }
 
     async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>> {
-        let row = sqlx::query("SELECT * FROM subjects WHERE tenant = $1 AND id = $2")
+        let row = sqlx::query(hot::SUBJECT)
             .bind(tenant)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -850,7 +855,7 @@ impl Store for SqlStore {
 
     async fn history(&self, tenant: &str, subject_uid: &str) -> Result<Vec<LedgerEntry>> {
         let rows =
-            sqlx::query("SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq")
+            sqlx::query(hot::HISTORY)
                 .bind(tenant)
                 .bind(subject_uid)
                 .fetch_all(&self.pool)
@@ -866,9 +871,7 @@ impl Store for SqlStore {
         tenant: &str,
         subject_uid: &str,
     ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>> {
-        let rows = sqlx::query(
-            "SELECT seq, evidence FROM ledger WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL",
-        )
+        let rows = sqlx::query(hot::EVIDENCE)
         .bind(tenant)
         .bind(subject_uid)
         .fetch_all(&self.pool)
@@ -885,7 +888,7 @@ impl Store for SqlStore {
     }
 
     async fn receipts(&self, tenant: &str, subject_uid: &str) -> Result<Vec<StoredReceipt>> {
-        let rows = sqlx::query("SELECT id, jws, created_at FROM receipts WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id")
+        let rows = sqlx::query(hot::RECEIPTS)
             .bind(tenant)
             .bind(subject_uid)
             .fetch_all(&self.pool)
@@ -1000,9 +1003,7 @@ impl Store for SqlStore {
     }
 
     async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>> {
-        let rows = sqlx::query(&format!(
-            "{OUTBOX_EVENTS} WHERE o.tenant = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3"
-        ))
+        let rows = sqlx::query(hot::EVENTS_AFTER)
         .bind(tenant)
         .bind(seq as i64)
         .bind(i64::from(limit))
@@ -1013,7 +1014,7 @@ impl Store for SqlStore {
     }
 
     async fn last_event(&self, tenant: &str) -> Result<u64> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM outbox WHERE tenant = $1")
+        let seq: Option<i64> = sqlx::query_scalar(hot::LAST_EVENT)
             .bind(tenant)
             .fetch_one(&self.pool)
             .await
@@ -1083,10 +1084,7 @@ impl Store for SqlStore {
     }
 
     async fn pending_subjects(&self, tenant: &str, webhook: &str) -> Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT subject_uid FROM webhook_deliveries
-             WHERE tenant = $1 AND webhook = $2 AND status = 'pending'",
-        )
+        sqlx::query_scalar(hot::PENDING_SUBJECTS)
         .bind(tenant)
         .bind(webhook)
         .fetch_all(&self.pool)
@@ -1095,17 +1093,7 @@ impl Store for SqlStore {
     }
 
     async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>> {
-        let rows = sqlx::query(
-            "SELECT d.tenant, d.webhook, d.seq, d.subject_uid, d.attempts, d.created_at, w.url, w.secret
-             FROM webhook_deliveries d
-             JOIN webhooks w ON w.tenant = d.tenant AND w.id = d.webhook
-             WHERE d.status = 'pending' AND d.next_at <= $1 AND w.deleted_at IS NULL
-               AND NOT EXISTS (
-                 SELECT 1 FROM webhook_deliveries e
-                 WHERE e.tenant = d.tenant AND e.webhook = d.webhook
-                   AND e.subject_uid = d.subject_uid AND e.seq < d.seq AND e.status = 'pending')
-             ORDER BY d.next_at, d.seq LIMIT $2",
-        )
+        let rows = sqlx::query(hot::DUE_DELIVERIES)
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -1394,7 +1382,7 @@ impl Store for SqlStore {
         &self,
         since: Micros,
     ) -> Result<Vec<(String, String, SubjectFlags)>> {
-        let rows = sqlx::query("SELECT tenant, id, flags FROM subjects WHERE updated_at >= $1")
+        let rows = sqlx::query(hot::SUBJECTS_CHANGED_SINCE)
             .bind(since)
             .fetch_all(&self.pool)
             .await

@@ -200,6 +200,8 @@ pub async fn dashboard(State(app): State<Arc<App>>, staff: Staff) -> Response {
             status: None,
             overdue: true,
             subject: None,
+            limit: Some(crate::api::page::MAX_LIMIT),
+            cursor: None,
         }),
     )
     .await
@@ -786,6 +788,8 @@ pub async fn requests_page(State(app): State<Arc<App>>, staff: Staff) -> Respons
             status: None,
             overdue: false,
             subject: None,
+            limit: Some(crate::api::page::MAX_LIMIT),
+            cursor: None,
         }),
     )
     .await
