@@ -202,7 +202,11 @@ async fn the_check_fails_without_the_index(backend: Backend) {
         assert_eq!(left, 0, "{index} dropped");
     }
     let failures = check_all(&store).await;
-    for name in ["subject_requests:", "requests_of_subject:", "due_deliveries:"] {
+    for name in [
+        "subject_requests:",
+        "requests_of_subject:",
+        "due_deliveries:",
+    ] {
         assert!(
             failures.iter().any(|f| f.starts_with(name)),
             "{name} not reported: {failures:#?}"

@@ -20,9 +20,9 @@ use super::problem::{Problem, ProblemBody};
 use super::subjects::{HistoryEntry, ReceiptView, consents_of};
 use crate::app::App;
 use crate::model::{RequestRow, RequestStep};
-use crate::store::RequestFilter;
 use crate::profiles;
 use crate::rights::{self, Corrections, NewRequest};
+use crate::store::RequestFilter;
 
 /// Body of `POST /v1/requests`.
 #[derive(Debug, Deserialize, ToSchema)]

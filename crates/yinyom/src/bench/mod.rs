@@ -13,6 +13,7 @@
 
 mod gates;
 mod propagation;
+mod requests;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -62,7 +63,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience"
+        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience,requests"
     )]
     pub only: Vec<Section>,
 }
@@ -84,6 +85,8 @@ pub enum Section {
     Collector,
     /// A segment and the consent filter over every profile.
     Audience,
+    /// `POST /v1/requests` rate as requests accumulate (first vs last 1,000).
+    Requests,
 }
 
 pub(crate) const KEY: &str = "yy_bench_owner_key";
@@ -402,6 +405,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
     if on(Section::Audience) {
         gates::audience(&args, dir.path()).await?;
+    }
+    if on(Section::Requests) {
+        requests::requests(&args, dir.path()).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -233,12 +233,12 @@ impl SqlStore {
         limit: Option<u32>,
     ) -> Result<Vec<(Option<String>, LedgerEntry)>> {
         let rows = sqlx::query(hot::LEDGER_AFTER)
-        .bind(tenant)
-        .bind(after as i64)
-        .bind(limit.map_or(i64::MAX, i64::from))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(tenant)
+            .bind(after as i64)
+            .bind(limit.map_or(i64::MAX, i64::from))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -854,13 +854,12 @@ impl Store for SqlStore {
     }
 
     async fn history(&self, tenant: &str, subject_uid: &str) -> Result<Vec<LedgerEntry>> {
-        let rows =
-            sqlx::query(hot::HISTORY)
-                .bind(tenant)
-                .bind(subject_uid)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
+        let rows = sqlx::query(hot::HISTORY)
+            .bind(tenant)
+            .bind(subject_uid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| entry_from_row(r).map_err(StoreError::Unavailable))
             .collect()
@@ -872,11 +871,11 @@ impl Store for SqlStore {
         subject_uid: &str,
     ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>> {
         let rows = sqlx::query(hot::EVIDENCE)
-        .bind(tenant)
-        .bind(subject_uid)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(tenant)
+            .bind(subject_uid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         let mut out = std::collections::BTreeMap::new();
         for r in rows {
             let seq: i64 = r.try_get("seq").map_err(unavailable)?;
@@ -1004,12 +1003,12 @@ impl Store for SqlStore {
 
     async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>> {
         let rows = sqlx::query(hot::EVENTS_AFTER)
-        .bind(tenant)
-        .bind(seq as i64)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(tenant)
+            .bind(seq as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(outbox_event).collect()
     }
 
@@ -1085,20 +1084,20 @@ impl Store for SqlStore {
 
     async fn pending_subjects(&self, tenant: &str, webhook: &str) -> Result<Vec<String>> {
         sqlx::query_scalar(hot::PENDING_SUBJECTS)
-        .bind(tenant)
-        .bind(webhook)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)
+            .bind(tenant)
+            .bind(webhook)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)
     }
 
     async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>> {
         let rows = sqlx::query(hot::DUE_DELIVERIES)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         let mut due: Vec<DueDelivery> = rows
             .iter()
             .map(|r| DueDelivery {

@@ -63,7 +63,8 @@ pub const SUBJECTS_BY_LOOKUP: &str = "SELECT s.* FROM subject_lookups l
      WHERE l.tenant = $1 AND l.kind = $2 AND l.hash = $3 AND s.tenant = $1
      ORDER BY s.created_at, s.id";
 /// A subject's ledger entries (subject read with history).
-pub const HISTORY: &str = "SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq";
+pub const HISTORY: &str =
+    "SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq";
 /// A subject's stored evidence.
 pub const EVIDENCE: &str = "SELECT seq, evidence FROM ledger
      WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL";
@@ -269,7 +270,15 @@ pub const HOT: &[HotQuery] = &[
         name: "requests_in_status",
         path: "GET /v1/requests?status=",
         sql: REQUESTS_IN_STATUS,
-        args: &[T, Int(0), Text(""), Int(101), Text("received"), Text("received"), Int(-1)],
+        args: &[
+            T,
+            Int(0),
+            Text(""),
+            Int(101),
+            Text("received"),
+            Text("received"),
+            Int(-1),
+        ],
         // For an open status PostgreSQL may prefer the open requests'
         // partial index: bounded by the open requests, not by all of them.
         indexes: &["rights_requests_by_status", "rights_requests_open"],
@@ -278,7 +287,15 @@ pub const HOT: &[HotQuery] = &[
         name: "requests_open",
         path: "GET /v1/requests?overdue=true",
         sql: REQUESTS_OPEN,
-        args: &[T, Int(0), Text(""), Int(101), Text(""), Text(""), Int(1_700_000_000_000_000)],
+        args: &[
+            T,
+            Int(0),
+            Text(""),
+            Int(101),
+            Text(""),
+            Text(""),
+            Int(1_700_000_000_000_000),
+        ],
         indexes: &["rights_requests_open"],
     },
     HotQuery {

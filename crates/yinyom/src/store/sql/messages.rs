@@ -129,11 +129,11 @@ impl Messages for SqlStore {
 
     async fn subject_messages(&self, tenant: &str, uid: &str) -> Result<Vec<MessageRow>> {
         let rows = sqlx::query(hot::SUBJECT_MESSAGES)
-        .bind(tenant)
-        .bind(uid)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(tenant)
+            .bind(uid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows.iter().map(message_from_row).collect())
     }
 
@@ -158,11 +158,11 @@ impl Messages for SqlStore {
 
     async fn due_messages(&self, now: Micros, limit: u32) -> Result<Vec<MessageRow>> {
         let rows = sqlx::query(hot::DUE_MESSAGES)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows.iter().map(message_from_row).collect())
     }
 

@@ -132,12 +132,12 @@ impl Profiles for SqlStore {
         hash: &str,
     ) -> Result<Vec<SubjectRecord>> {
         let rows = sqlx::query(hot::SUBJECTS_BY_LOOKUP)
-        .bind(tenant)
-        .bind(kind)
-        .bind(hash)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(tenant)
+            .bind(kind)
+            .bind(hash)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(subject_from_row).collect()
     }
 

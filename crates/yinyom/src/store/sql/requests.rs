@@ -48,9 +48,8 @@ pub const REQUEST: &str = with_subject!("WHERE r.tenant = $1 AND r.id = $2");
 
 /// A subject's requests (`rights_requests_by_subject`): the duplicate check
 /// of `POST /v1/requests`, the access bundle, retention.
-pub const SUBJECT_REQUESTS: &str = with_subject!(
-    "WHERE r.tenant = $1 AND r.subject_uid = $2 ORDER BY r.due_at, r.id LIMIT 1000"
-);
+pub const SUBJECT_REQUESTS: &str =
+    with_subject!("WHERE r.tenant = $1 AND r.subject_uid = $2 ORDER BY r.due_at, r.id LIMIT 1000");
 
 // The pages of `GET /v1/requests`: $1 tenant, ($2, $3) the last (due_at, id)
 // of the previous page, $4 the page size, $5 the subject's uid or the status,
@@ -475,11 +474,11 @@ impl Requests for SqlStore {
         limit: u32,
     ) -> Result<Vec<(String, String, String, String, Micros)>> {
         let rows = sqlx::query(hot::DUE_EXPIRIES)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows
             .iter()
             .map(|r| {

@@ -169,12 +169,12 @@ impl Events for SqlStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(hot::SUBJECT_EVENTS)
-        .bind(tenant)
-        .bind(uid)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(tenant)
+            .bind(uid)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 Ok(StoredEvent {
