@@ -82,11 +82,26 @@ pub async fn run_once(app: &App, now: Micros) -> Result<Report, Problem> {
     for t in app.store.tenants().await? {
         app.ensure_tenant(&t.id).await?;
         report.erased += retention(app, &t.id, now).await?;
-        for a in app.store.acquisitions(&t.id, true).await? {
-            if a.due_at < now {
+        let mut after: Option<(Micros, String)> = None;
+        loop {
+            let page = app
+                .store
+                .acquisitions(
+                    &t.id,
+                    true,
+                    Some(now),
+                    after.as_ref().map(|(d, u)| (*d, u.as_str())),
+                    1_000,
+                )
+                .await?;
+            for a in &page {
                 tracing::warn!(tenant = %t.id, subject_uid = %a.subject_uid,
                     "third-party data: the subject was not told within 30 days (PDPA s.25)");
                 report.notices_overdue += 1;
+            }
+            match page.last() {
+                Some(a) if page.len() == 1_000 => after = Some((a.due_at, a.subject_uid.clone())),
+                _ => break,
             }
         }
     }

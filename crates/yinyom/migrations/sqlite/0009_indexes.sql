@@ -11,6 +11,13 @@ CREATE INDEX rights_requests_by_status ON rights_requests (tenant, status, due_a
 CREATE INDEX rights_requests_open ON rights_requests (tenant, due_at, id)
     WHERE status NOT IN ('completed', 'rejected');
 
+-- Third-party acquisitions page by (due_at, subject_uid); the pending ones
+-- (not yet told) have their own.
+DROP INDEX acquisitions_by_due;
+CREATE INDEX acquisitions_by_due ON acquisitions (tenant, due_at, subject_uid);
+CREATE INDEX acquisitions_pending ON acquisitions (tenant, due_at, subject_uid)
+    WHERE notified_at IS NULL;
+
 -- Follow's resync reads subjects changed since a time.
 CREATE INDEX subjects_by_updated ON subjects (updated_at);
 -- A subject's messages: the access bundle and erasure.

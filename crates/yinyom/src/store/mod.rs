@@ -256,7 +256,17 @@ pub trait Requests: Send + Sync {
     async fn acquisition(&self, tenant: &str, uid: &str) -> Result<Option<Acquisition>>;
     /// A tenant's acquisitions, the soonest due first; only those not yet
     /// notified when `pending`.
-    async fn acquisitions(&self, tenant: &str, pending: bool) -> Result<Vec<Acquisition>>;
+    /// A page of them, after `after` (the previous page's last
+    /// `(due_at, subject_uid)`), at most `limit`; only those due before
+    /// `due_before` when given (which implies `pending`).
+    async fn acquisitions(
+        &self,
+        tenant: &str,
+        pending: bool,
+        due_before: Option<Micros>,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Acquisition>>;
     async fn insert_opt_in(&self, o: &OptIn) -> Result<()>;
     async fn opt_in(&self, tenant: &str, id: &str) -> Result<Option<OptIn>>;
     /// Mark confirmed unless it already was; whether this call did.

@@ -8,7 +8,8 @@
 //! index bounds it; add a new hot query to [`HOT`] with sample arguments.
 
 pub use super::requests::{
-    REQUEST, REQUESTS, REQUESTS_IN_STATUS, REQUESTS_OF_SUBJECT, REQUESTS_OPEN, SUBJECT_REQUESTS,
+    ACQUISITIONS_ALL, ACQUISITIONS_PENDING, REQUEST, REQUESTS, REQUESTS_IN_STATUS,
+    REQUESTS_OF_SUBJECT, REQUESTS_OPEN, SUBJECT_REQUESTS,
 };
 
 /// A sample argument, of the parameter's type (PostgreSQL plans need them).
@@ -304,5 +305,19 @@ pub const HOT: &[HotQuery] = &[
         sql: REQUESTS_OF_SUBJECT,
         args: &[T, Int(0), Text(""), Int(101), UID, Text(""), Int(-1)],
         indexes: &["rights_requests_by_subject"],
+    },
+    HotQuery {
+        name: "acquisitions",
+        path: "GET /v1/acquisitions",
+        sql: ACQUISITIONS_ALL,
+        args: &[T, Int(0), Text(""), Int(101), Int(-1)],
+        indexes: &["acquisitions_by_due"],
+    },
+    HotQuery {
+        name: "acquisitions_pending",
+        path: "GET /v1/acquisitions?pending=true|overdue=true, lifecycle",
+        sql: ACQUISITIONS_PENDING,
+        args: &[T, Int(0), Text(""), Int(101), Int(1_700_000_000_000_000)],
+        indexes: &["acquisitions_pending"],
     },
 ];

@@ -103,8 +103,35 @@ fn acquisition_from_row(r: &AnyRow) -> Acquisition {
     }
 }
 
-const ACQUISITIONS: &str = "SELECT a.*, s.id AS subject_id FROM acquisitions a
-     LEFT JOIN subjects s ON s.tenant = a.tenant AND s.uid = a.subject_uid";
+macro_rules! acquisitions {
+    ($($rest:tt)*) => {
+        concat!(
+            "SELECT a.*, s.id AS subject_id FROM acquisitions a
+             LEFT JOIN subjects s ON s.tenant = a.tenant AND s.uid = a.subject_uid ",
+            $($rest)*
+        )
+    };
+}
+
+const ACQUISITIONS: &str = acquisitions!("");
+
+// Pages by (due_at, subject_uid): $1 tenant, ($2, $3) the previous page's
+// last, $4 the page size, $5 due before ($5 < 0 = any).
+macro_rules! acquisitions_page {
+    ($where:literal) => {
+        acquisitions!(concat!(
+            "WHERE a.tenant = $1 AND ",
+            $where,
+            " AND (a.due_at, a.subject_uid) > ($2, $3) AND ($5 < 0 OR a.due_at < $5)
+             ORDER BY a.due_at, a.subject_uid LIMIT $4"
+        ))
+    };
+}
+
+/// Every acquisition (`acquisitions_by_due`).
+pub const ACQUISITIONS_ALL: &str = acquisitions_page!("1 = 1");
+/// Subjects not yet told (`acquisitions_pending`, partial).
+pub const ACQUISITIONS_PENDING: &str = acquisitions_page!("a.notified_at IS NULL");
 
 #[async_trait]
 impl Requests for SqlStore {
@@ -198,7 +225,7 @@ impl Requests for SqlStore {
 
     async fn acquisition(&self, tenant: &str, uid: &str) -> Result<Option<Acquisition>> {
         let row = sqlx::query(&format!(
-            "{ACQUISITIONS} WHERE a.tenant = $1 AND a.subject_uid = $2"
+            "{ACQUISITIONS}WHERE a.tenant = $1 AND a.subject_uid = $2"
         ))
         .bind(tenant)
         .bind(uid)
@@ -208,16 +235,29 @@ impl Requests for SqlStore {
         Ok(row.as_ref().map(acquisition_from_row))
     }
 
-    async fn acquisitions(&self, tenant: &str, pending: bool) -> Result<Vec<Acquisition>> {
-        let rows = sqlx::query(&format!(
-            "{ACQUISITIONS} WHERE a.tenant = $1 AND ($2 = 0 OR a.notified_at IS NULL)
-             ORDER BY a.due_at, a.subject_uid LIMIT 10000"
-        ))
-        .bind(tenant)
-        .bind(i64::from(pending))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+    async fn acquisitions(
+        &self,
+        tenant: &str,
+        pending: bool,
+        due_before: Option<Micros>,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Acquisition>> {
+        let sql = if pending || due_before.is_some() {
+            ACQUISITIONS_PENDING
+        } else {
+            ACQUISITIONS_ALL
+        };
+        let (after_due, after_uid) = after.unwrap_or((Micros::MIN, ""));
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(after_due)
+            .bind(after_uid)
+            .bind(i64::from(limit))
+            .bind(due_before.unwrap_or(-1))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows.iter().map(acquisition_from_row).collect())
     }
 
