@@ -72,6 +72,11 @@ pub async fn run(app: Weak<App>, every: Duration) {
             Ok(r) => tracing::info!(expired = r.expired, erased = r.erased, "lifecycle run"),
             Err(e) => tracing::warn!(error = %e.detail, "lifecycle run failed"),
         }
+        // Planner statistics follow the data (SQLite's advice: run
+        // `PRAGMA optimize` periodically on long-lived connections).
+        if let Err(e) = app.store.optimize().await {
+            tracing::warn!(error = %e, "lifecycle: optimize failed");
+        }
     }
 }
 
@@ -92,11 +97,26 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
         if with_retention {
             report.erased += retention(app, &t.id, now).await?;
         }
-        for a in app.store.acquisitions(&t.id, true).await? {
-            if a.due_at < now {
+        let mut after: Option<(Micros, String)> = None;
+        loop {
+            let page = app
+                .store
+                .acquisitions(
+                    &t.id,
+                    true,
+                    Some(now),
+                    after.as_ref().map(|(d, u)| (*d, u.as_str())),
+                    1_000,
+                )
+                .await?;
+            for a in &page {
                 tracing::warn!(tenant = %t.id, subject_uid = %a.subject_uid,
                     "third-party data: the subject was not told within 30 days (PDPA s.25)");
                 report.notices_overdue += 1;
+            }
+            match page.last() {
+                Some(a) if page.len() == 1_000 => after = Some((a.due_at, a.subject_uid.clone())),
+                _ => break,
             }
         }
     }
@@ -173,7 +193,7 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         }
         let open = app
             .store
-            .requests(tenant, None, None, Some(&record.uid))
+            .subject_requests(tenant, &record.uid)
             .await?
             .iter()
             .any(|r| r.status.is_open());

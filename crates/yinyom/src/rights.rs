@@ -159,10 +159,7 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         }
         (_, None) => None,
     };
-    let open = app
-        .store
-        .requests(tenant, None, None, Some(&record.uid))
-        .await?;
+    let open = app.store.subject_requests(tenant, &record.uid).await?;
     if let Some(dup) = open
         .iter()
         .find(|o| o.status.is_open() && o.kind == r.kind && o.purposes == purposes)

@@ -11,7 +11,7 @@ use common::{Backend, Db};
 
 use yinyom::app;
 use yinyom::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
-use yinyom::store::{Idempotency, ItemOutcome, Store, WriteItem};
+use yinyom::store::{Idempotency, ItemOutcome, RequestFilter, Store, WriteItem};
 use yinyom_core::consent::{Action, ConsentState, SubjectConsents};
 use yinyom_core::notice::{NoticeDraft, NoticeText};
 use yinyom_core::purpose::{Channel, Lang, LawfulBasis, Purpose};
@@ -292,19 +292,38 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
     let overdue = store
         .requests(
             &t,
+            &RequestFilter {
+                due_before: Some(now + 31 * yinyom_core::time::MICROS_PER_DAY),
+                ..Default::default()
+            },
             None,
-            Some(now + 31 * yinyom_core::time::MICROS_PER_DAY),
-            None,
+            100,
         )
         .await
         .unwrap();
     assert_eq!(overdue.len(), 1);
     assert!(
         store
-            .requests(&t, Some(Status::Rejected), None, None)
+            .requests(
+                &t,
+                &RequestFilter {
+                    status: Some(Status::Rejected),
+                    ..Default::default()
+                },
+                None,
+                100,
+            )
             .await
             .unwrap()
             .is_empty()
+    );
+    assert_eq!(
+        store
+            .subject_requests(&t, &subject.uid)
+            .await
+            .unwrap()
+            .len(),
+        1
     );
 
     let mut flags = subject.flags.clone();

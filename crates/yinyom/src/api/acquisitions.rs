@@ -187,31 +187,53 @@ pub struct AcquisitionQuery {
     /// Only subjects past the deadline and not told.
     #[serde(default)]
     pub overdue: bool,
+    /// Page size: 1-1000, 100 by default.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AcquisitionList {
     pub acquisitions: Vec<AcquisitionView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Subjects whose data came from third parties, the soonest due first: the
 /// deadline list of PDPA s.25.
 #[utoipa::path(get, path = "/v1/acquisitions", tag = "subjects", params(AcquisitionQuery),
-    responses((status = 200, body = AcquisitionList)), security(("api_key" = [])))]
+    responses((status = 200, body = AcquisitionList), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
 pub async fn list(
     State(app): State<Arc<App>>,
     who: Principal,
     Query(q): Query<AcquisitionQuery>,
 ) -> Result<axum::Json<AcquisitionList>, Problem> {
     who.require(STAFF)?;
+    let limit = super::page::limit(q.limit)?;
+    let after: Option<(i64, String)> = super::page::after(q.cursor.as_deref())?;
     let now = time::now();
-    let acquisitions = app
+    let rows = app
         .store
-        .acquisitions(&who.tenant, q.pending || q.overdue)
-        .await?
-        .into_iter()
-        .map(|a| AcquisitionView::new(a, now))
-        .filter(|v| !q.overdue || v.overdue)
-        .collect();
-    Ok(axum::Json(AcquisitionList { acquisitions }))
+        .acquisitions(
+            &who.tenant,
+            q.pending || q.overdue,
+            q.overdue.then_some(now),
+            after.as_ref().map(|(due, uid)| (*due, uid.as_str())),
+            limit + 1,
+        )
+        .await?;
+    let (rows, next_cursor) =
+        super::page::split(rows, limit, |a| (a.due_at, a.subject_uid.clone()));
+    Ok(axum::Json(AcquisitionList {
+        acquisitions: rows
+            .into_iter()
+            .map(|a| AcquisitionView::new(a, now))
+            .collect(),
+        next_cursor,
+    }))
 }

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod limit;
 pub(crate) mod messages;
 pub(crate) mod notices;
+pub mod page;
 pub mod problem;
 pub(crate) mod purposes;
 pub(crate) mod requests;

@@ -15,12 +15,14 @@ use yinyom_core::time;
 
 use super::auth::{EVERYONE, Principal, STAFF};
 use super::extract::{Json, Path, Query, time_field};
+use super::page;
 use super::problem::{Problem, ProblemBody};
 use super::subjects::{HistoryEntry, ReceiptView, consents_of};
 use crate::app::App;
 use crate::model::{RequestRow, RequestStep};
 use crate::profiles;
 use crate::rights::{self, Corrections, NewRequest};
+use crate::store::RequestFilter;
 
 /// Body of `POST /v1/requests`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -138,27 +140,45 @@ pub struct ListQuery {
     /// Only this subject's requests.
     #[serde(default)]
     pub subject: Option<String>,
+    /// Page size: 1-1000, 100 by default.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RequestList {
     pub requests: Vec<RequestView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
-/// The tenant's rights requests, the soonest due first.
+/// The tenant's rights requests, the soonest due first, a page at a time
+/// (`limit`, `cursor`).
 #[utoipa::path(get, path = "/v1/requests", tag = "requests", params(ListQuery),
-    responses((status = 200, body = RequestList)), security(("api_key" = [])))]
+    responses((status = 200, body = RequestList), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
 pub async fn list(
     State(app): State<Arc<App>>,
     who: Principal,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<RequestList>, Problem> {
     who.require(STAFF)?;
+    let limit = page::limit(q.limit)?;
+    let after: Option<(i64, String)> = page::after(q.cursor.as_deref())?;
     let now = time::now();
     let uid = match &q.subject {
         Some(id) => match app.store.subject(&who.tenant, id).await? {
             Some(s) => Some(s.uid),
-            None => return Ok(axum::Json(RequestList { requests: vec![] })),
+            None => {
+                return Ok(axum::Json(RequestList {
+                    requests: vec![],
+                    next_cursor: None,
+                }));
+            }
         },
         None => None,
     };
@@ -166,13 +186,19 @@ pub async fn list(
         .store
         .requests(
             &who.tenant,
-            q.status,
-            q.overdue.then_some(now),
-            uid.as_deref(),
+            &RequestFilter {
+                status: q.status,
+                due_before: q.overdue.then_some(now),
+                subject_uid: uid.as_deref(),
+            },
+            after.as_ref().map(|(due, id)| (*due, id.as_str())),
+            limit + 1,
         )
         .await?;
+    let (rows, next_cursor) = page::split(rows, limit, |r| (r.due_at, r.id.clone()));
     Ok(axum::Json(RequestList {
         requests: rows.into_iter().map(|r| RequestView::new(r, now)).collect(),
+        next_cursor,
     }))
 }
 
@@ -312,7 +338,7 @@ async fn make_bundle(
         .collect();
     let events = app.store.subject_events(tenant, uid, 100_000).await?;
     let messages = app.store.subject_messages(tenant, uid).await?;
-    let requests = app.store.requests(tenant, None, None, Some(uid)).await?;
+    let requests = app.store.subject_requests(tenant, uid).await?;
 
     let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).unwrap_or_default();
     let now = time::now();

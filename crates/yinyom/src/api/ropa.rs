@@ -121,7 +121,15 @@ async fn record(app: &App, tenant: &str) -> Result<Record, Problem> {
     purposes.sort_by(|a, b| a.key.cmp(&b.key));
     let rejections = app
         .store
-        .requests(tenant, Some(Status::Rejected), None, None)
+        .requests(
+            tenant,
+            &crate::store::RequestFilter {
+                status: Some(Status::Rejected),
+                ..Default::default()
+            },
+            None,
+            10_000,
+        )
         .await?
         .into_iter()
         .map(|r| Rejection {

@@ -13,6 +13,7 @@
 
 mod gates;
 mod propagation;
+mod requests;
 mod scale;
 
 use std::net::SocketAddr;
@@ -66,7 +67,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience"
+        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience,requests"
     )]
     pub only: Vec<Section>,
 }
@@ -91,6 +92,8 @@ pub enum Section {
     /// One node at a customer's size: import, disk, cold start, memory,
     /// decisions (not in the default set: it takes minutes).
     Scale,
+    /// `POST /v1/requests` rate as requests accumulate (first vs last 1,000).
+    Requests,
 }
 
 pub(crate) const KEY: &str = "yy_bench_owner_key";
@@ -412,6 +415,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
     if on(Section::Scale) {
         scale::scale(args.scale_subjects, args.seconds).await?;
+    }
+    if on(Section::Requests) {
+        requests::requests(&args, dir.path()).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -58,6 +58,15 @@ pub struct WriteItem {
     pub guardian: bool,
 }
 
+/// Which of a tenant's requests [`Store::requests`] lists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestFilter<'a> {
+    pub status: Option<Status>,
+    /// Only open requests due before this.
+    pub due_before: Option<Micros>,
+    pub subject_uid: Option<&'a str>,
+}
+
 #[derive(Debug, Clone)]
 pub struct PreparedAction {
     pub purpose: String,
@@ -316,7 +325,17 @@ pub trait Requests: Send + Sync {
     async fn acquisition(&self, tenant: &str, uid: &str) -> Result<Option<Acquisition>>;
     /// A tenant's acquisitions, the soonest due first; only those not yet
     /// notified when `pending`.
-    async fn acquisitions(&self, tenant: &str, pending: bool) -> Result<Vec<Acquisition>>;
+    /// A page of them, after `after` (the previous page's last
+    /// `(due_at, subject_uid)`), at most `limit`; only those due before
+    /// `due_before` when given (which implies `pending`).
+    async fn acquisitions(
+        &self,
+        tenant: &str,
+        pending: bool,
+        due_before: Option<Micros>,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Acquisition>>;
     async fn insert_opt_in(&self, o: &OptIn) -> Result<()>;
     async fn opt_in(&self, tenant: &str, id: &str) -> Result<Option<OptIn>>;
     /// Mark confirmed unless it already was; whether this call did.
@@ -328,15 +347,24 @@ pub trait Requests: Send + Sync {
     /// Write if still as `expected_updated_at` says; false otherwise.
     async fn update_breach(&self, b: &Breach, expected_updated_at: Micros) -> Result<bool>;
     async fn insert_request(&self, r: &RequestRow) -> Result<()>;
+    /// Refresh the planner's statistics where they are stale (SQLite's
+    /// `PRAGMA optimize`; PostgreSQL's autovacuum does this by itself).
+    async fn optimize(&self) -> Result<()>;
     async fn request(&self, tenant: &str, id: &str) -> Result<Option<RequestRow>>;
-    /// A tenant's requests, by due date: only open ones due before
-    /// `due_before` when given; only one subject's when given.
+    /// A subject's requests, by due date (the duplicate check of a new
+    /// request, the access bundle, retention): a seek on
+    /// `(tenant, subject_uid)`, whatever the tenant holds.
+    async fn subject_requests(&self, tenant: &str, uid: &str) -> Result<Vec<RequestRow>>;
+    /// One page of a tenant's requests, by `(due_at, id)`, after `after`
+    /// (the last row of the previous page), at most `limit`: only in
+    /// `status` when given; only open ones due before `due_before` when
+    /// given; only one subject's when given.
     async fn requests(
         &self,
         tenant: &str,
-        status: Option<Status>,
-        due_before: Option<Micros>,
-        subject_uid: Option<&str>,
+        filter: &RequestFilter<'_>,
+        after: Option<(Micros, &str)>,
+        limit: u32,
     ) -> Result<Vec<RequestRow>>;
     /// Write a request's new state if it is still as `expected_updated_at`
     /// says; false when someone else changed it first.

@@ -35,6 +35,7 @@ use yinyom_core::time::{self, Micros};
 use super::*;
 use crate::events::{self, ConsentEvent};
 
+pub mod hot;
 mod messages;
 mod profiles;
 mod requests;
@@ -134,7 +135,7 @@ impl SqlStore {
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;
                              PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;
-                             PRAGMA secure_delete = ON;",
+                             PRAGMA secure_delete = ON; PRAGMA optimize = 0x10002;",
                         )
                         .await?;
                         Ok(())
@@ -163,6 +164,14 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        if dialect == Dialect::Sqlite {
+            // Statistics for tables a migration created or changed (bounded
+            // work: SQLite limits the rows it reads per index).
+            sqlx::query("PRAGMA optimize = 0x10002")
+                .execute(&pool)
+                .await
+                .map_err(unavailable)?;
+        }
         let channel = match dialect {
             Dialect::Sqlite => None,
             Dialect::Postgres => {
@@ -224,17 +233,13 @@ impl SqlStore {
         after: u64,
         limit: Option<u32>,
     ) -> Result<Vec<(Option<String>, LedgerEntry)>> {
-        let rows = sqlx::query(
-            "SELECT l.*, s.id AS subject_id FROM ledger l
-             LEFT JOIN subjects s ON s.tenant = l.tenant AND s.uid = l.subject_uid
-             WHERE l.tenant = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3",
-        )
-        .bind(tenant)
-        .bind(after as i64)
-        .bind(limit.map_or(i64::MAX, i64::from))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::LEDGER_AFTER)
+            .bind(tenant)
+            .bind(after as i64)
+            .bind(limit.map_or(i64::MAX, i64::from))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -752,7 +757,7 @@ impl Store for SqlStore {
     }
 
     async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>> {
-        let row = sqlx::query("SELECT * FROM subjects WHERE tenant = $1 AND id = $2")
+        let row = sqlx::query(hot::SUBJECT)
             .bind(tenant)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -943,13 +948,12 @@ impl Store for SqlStore {
     }
 
     async fn history(&self, tenant: &str, subject_uid: &str) -> Result<Vec<LedgerEntry>> {
-        let rows =
-            sqlx::query("SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq")
-                .bind(tenant)
-                .bind(subject_uid)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
+        let rows = sqlx::query(hot::HISTORY)
+            .bind(tenant)
+            .bind(subject_uid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| entry_from_row(r).map_err(StoreError::Unavailable))
             .collect()
@@ -960,14 +964,12 @@ impl Store for SqlStore {
         tenant: &str,
         subject_uid: &str,
     ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>> {
-        let rows = sqlx::query(
-            "SELECT seq, evidence FROM ledger WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL",
-        )
-        .bind(tenant)
-        .bind(subject_uid)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::EVIDENCE)
+            .bind(tenant)
+            .bind(subject_uid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         let mut out = std::collections::BTreeMap::new();
         for r in rows {
             let seq: i64 = r.try_get("seq").map_err(unavailable)?;
@@ -979,7 +981,7 @@ impl Store for SqlStore {
     }
 
     async fn receipts(&self, tenant: &str, subject_uid: &str) -> Result<Vec<StoredReceipt>> {
-        let rows = sqlx::query("SELECT id, jws, created_at FROM receipts WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id")
+        let rows = sqlx::query(hot::RECEIPTS)
             .bind(tenant)
             .bind(subject_uid)
             .fetch_all(&self.pool)
@@ -1088,20 +1090,18 @@ impl Store for SqlStore {
     }
 
     async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>> {
-        let rows = sqlx::query(&format!(
-            "{OUTBOX_EVENTS} WHERE o.tenant = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3"
-        ))
-        .bind(tenant)
-        .bind(seq as i64)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::EVENTS_AFTER)
+            .bind(tenant)
+            .bind(seq as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(outbox_event).collect()
     }
 
     async fn last_event(&self, tenant: &str) -> Result<u64> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM outbox WHERE tenant = $1")
+        let seq: Option<i64> = sqlx::query_scalar(hot::LAST_EVENT)
             .bind(tenant)
             .fetch_one(&self.pool)
             .await
@@ -1171,34 +1171,21 @@ impl Store for SqlStore {
     }
 
     async fn pending_subjects(&self, tenant: &str, webhook: &str) -> Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT subject_uid FROM webhook_deliveries
-             WHERE tenant = $1 AND webhook = $2 AND status = 'pending'",
-        )
-        .bind(tenant)
-        .bind(webhook)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)
+        sqlx::query_scalar(hot::PENDING_SUBJECTS)
+            .bind(tenant)
+            .bind(webhook)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)
     }
 
     async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>> {
-        let rows = sqlx::query(
-            "SELECT d.tenant, d.webhook, d.seq, d.subject_uid, d.attempts, d.created_at, w.url, w.secret
-             FROM webhook_deliveries d
-             JOIN webhooks w ON w.tenant = d.tenant AND w.id = d.webhook
-             WHERE d.status = 'pending' AND d.next_at <= $1 AND w.deleted_at IS NULL
-               AND NOT EXISTS (
-                 SELECT 1 FROM webhook_deliveries e
-                 WHERE e.tenant = d.tenant AND e.webhook = d.webhook
-                   AND e.subject_uid = d.subject_uid AND e.seq < d.seq AND e.status = 'pending')
-             ORDER BY d.next_at, d.seq LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::DUE_DELIVERIES)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         let mut due: Vec<DueDelivery> = rows
             .iter()
             .map(|r| DueDelivery {
@@ -1482,7 +1469,7 @@ impl Store for SqlStore {
         &self,
         since: Micros,
     ) -> Result<Vec<(String, String, SubjectFlags)>> {
-        let rows = sqlx::query("SELECT tenant, id, flags FROM subjects WHERE updated_at >= $1")
+        let rows = sqlx::query(hot::SUBJECTS_CHANGED_SINCE)
             .bind(since)
             .fetch_all(&self.pool)
             .await

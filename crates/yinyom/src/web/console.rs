@@ -209,6 +209,8 @@ pub async fn dashboard(State(app): State<Arc<App>>, staff: Staff) -> Response {
             status: None,
             overdue: true,
             subject: None,
+            limit: Some(crate::api::page::MAX_LIMIT),
+            cursor: None,
         }),
     )
     .await
@@ -795,6 +797,8 @@ pub async fn requests_page(State(app): State<Arc<App>>, staff: Staff) -> Respons
             status: None,
             overdue: false,
             subject: None,
+            limit: Some(crate::api::page::MAX_LIMIT),
+            cursor: None,
         }),
     )
     .await

@@ -128,14 +128,12 @@ impl Messages for SqlStore {
     }
 
     async fn subject_messages(&self, tenant: &str, uid: &str) -> Result<Vec<MessageRow>> {
-        let rows = sqlx::query(&format!(
-            "{WITH_SUBJECT} WHERE m.tenant = $1 AND m.subject_uid = $2 ORDER BY m.created_at, m.id"
-        ))
-        .bind(tenant)
-        .bind(uid)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::SUBJECT_MESSAGES)
+            .bind(tenant)
+            .bind(uid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows.iter().map(message_from_row).collect())
     }
 
@@ -159,15 +157,12 @@ impl Messages for SqlStore {
     }
 
     async fn due_messages(&self, now: Micros, limit: u32) -> Result<Vec<MessageRow>> {
-        let rows = sqlx::query(&format!(
-            "{WITH_SUBJECT} WHERE m.status IN ('queued', 'retrying') AND m.next_at <= $1
-             ORDER BY m.next_at, m.id LIMIT $2"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::DUE_MESSAGES)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows.iter().map(message_from_row).collect())
     }
 

@@ -126,22 +126,18 @@ impl Profiles for SqlStore {
         kind: &str,
         hash: &str,
     ) -> Result<Vec<SubjectRecord>> {
-        let rows = sqlx::query(
-            "SELECT s.* FROM subject_lookups l JOIN subjects s ON s.uid = l.uid
-             WHERE l.tenant = $1 AND l.kind = $2 AND l.hash = $3 AND s.tenant = $1
-             ORDER BY s.created_at, s.id",
-        )
-        .bind(tenant)
-        .bind(kind)
-        .bind(hash)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::SUBJECTS_BY_LOOKUP)
+            .bind(tenant)
+            .bind(kind)
+            .bind(hash)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(subject_from_row).collect()
     }
 
     async fn subject_id(&self, tenant: &str, uid: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT id FROM subjects WHERE tenant = $1 AND uid = $2")
+        sqlx::query_scalar(hot::SUBJECT_ID)
             .bind(tenant)
             .bind(uid)
             .fetch_optional(&self.pool)

@@ -33,8 +33,49 @@ fn request_from_row(r: &AnyRow) -> Result<RequestRow> {
     })
 }
 
-const WITH_SUBJECT: &str = "SELECT r.*, s.id AS subject_id FROM rights_requests r
-     LEFT JOIN subjects s ON s.tenant = r.tenant AND s.uid = r.subject_uid";
+macro_rules! with_subject {
+    ($($rest:tt)*) => {
+        concat!(
+            "SELECT r.*, s.id AS subject_id FROM rights_requests r
+             LEFT JOIN subjects s ON s.tenant = r.tenant AND s.uid = r.subject_uid ",
+            $($rest)*
+        )
+    };
+}
+
+/// One request.
+pub const REQUEST: &str = with_subject!("WHERE r.tenant = $1 AND r.id = $2");
+
+/// A subject's requests (`rights_requests_by_subject`): the duplicate check
+/// of `POST /v1/requests`, the access bundle, retention.
+pub const SUBJECT_REQUESTS: &str =
+    with_subject!("WHERE r.tenant = $1 AND r.subject_uid = $2 ORDER BY r.due_at, r.id LIMIT 1000");
+
+// The pages of `GET /v1/requests`: $1 tenant, ($2, $3) the last (due_at, id)
+// of the previous page, $4 the page size, $5 the subject's uid or the status,
+// $6 the status filter ('' = any), $7 overdue before ($7 < 0 = any).
+macro_rules! requests_page {
+    ($where:literal) => {
+        with_subject!(concat!(
+            "WHERE r.tenant = $1 AND ",
+            $where,
+            " AND (r.due_at, r.id) > ($2, $3)
+               AND ($6 = '' OR r.status = $6)
+               AND ($7 < 0 OR (r.due_at < $7 AND r.status NOT IN ('completed', 'rejected')))
+             ORDER BY r.due_at, r.id LIMIT $4"
+        ))
+    };
+}
+
+/// Every request (`rights_requests_by_due`).
+pub const REQUESTS: &str = requests_page!("$5 = ''");
+/// Requests in one status (`rights_requests_by_status`).
+pub const REQUESTS_IN_STATUS: &str = requests_page!("r.status = $5");
+/// Open requests, for the overdue list (`rights_requests_open`, partial).
+pub const REQUESTS_OPEN: &str =
+    requests_page!("$5 = '' AND r.status NOT IN ('completed', 'rejected')");
+/// One subject's requests (`rights_requests_by_subject`).
+pub const REQUESTS_OF_SUBJECT: &str = requests_page!("r.subject_uid = $5");
 
 fn breach_from_row(r: &AnyRow) -> Result<Breach> {
     let mut b: Breach = serde_json::from_str(r.get::<&str, _>("body")).map_err(json_err)?;
@@ -62,8 +103,35 @@ fn acquisition_from_row(r: &AnyRow) -> Acquisition {
     }
 }
 
-const ACQUISITIONS: &str = "SELECT a.*, s.id AS subject_id FROM acquisitions a
-     LEFT JOIN subjects s ON s.tenant = a.tenant AND s.uid = a.subject_uid";
+macro_rules! acquisitions {
+    ($($rest:tt)*) => {
+        concat!(
+            "SELECT a.*, s.id AS subject_id FROM acquisitions a
+             LEFT JOIN subjects s ON s.tenant = a.tenant AND s.uid = a.subject_uid ",
+            $($rest)*
+        )
+    };
+}
+
+const ACQUISITIONS: &str = acquisitions!("");
+
+// Pages by (due_at, subject_uid): $1 tenant, ($2, $3) the previous page's
+// last, $4 the page size, $5 due before ($5 < 0 = any).
+macro_rules! acquisitions_page {
+    ($where:literal) => {
+        acquisitions!(concat!(
+            "WHERE a.tenant = $1 AND ",
+            $where,
+            " AND (a.due_at, a.subject_uid) > ($2, $3) AND ($5 < 0 OR a.due_at < $5)
+             ORDER BY a.due_at, a.subject_uid LIMIT $4"
+        ))
+    };
+}
+
+/// Every acquisition (`acquisitions_by_due`).
+pub const ACQUISITIONS_ALL: &str = acquisitions_page!("1 = 1");
+/// Subjects not yet told (`acquisitions_pending`, partial).
+pub const ACQUISITIONS_PENDING: &str = acquisitions_page!("a.notified_at IS NULL");
 
 #[async_trait]
 impl Requests for SqlStore {
@@ -157,7 +225,7 @@ impl Requests for SqlStore {
 
     async fn acquisition(&self, tenant: &str, uid: &str) -> Result<Option<Acquisition>> {
         let row = sqlx::query(&format!(
-            "{ACQUISITIONS} WHERE a.tenant = $1 AND a.subject_uid = $2"
+            "{ACQUISITIONS}WHERE a.tenant = $1 AND a.subject_uid = $2"
         ))
         .bind(tenant)
         .bind(uid)
@@ -167,16 +235,29 @@ impl Requests for SqlStore {
         Ok(row.as_ref().map(acquisition_from_row))
     }
 
-    async fn acquisitions(&self, tenant: &str, pending: bool) -> Result<Vec<Acquisition>> {
-        let rows = sqlx::query(&format!(
-            "{ACQUISITIONS} WHERE a.tenant = $1 AND ($2 = 0 OR a.notified_at IS NULL)
-             ORDER BY a.due_at, a.subject_uid LIMIT 10000"
-        ))
-        .bind(tenant)
-        .bind(i64::from(pending))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+    async fn acquisitions(
+        &self,
+        tenant: &str,
+        pending: bool,
+        due_before: Option<Micros>,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Acquisition>> {
+        let sql = if pending || due_before.is_some() {
+            ACQUISITIONS_PENDING
+        } else {
+            ACQUISITIONS_ALL
+        };
+        let (after_due, after_uid) = after.unwrap_or((Micros::MIN, ""));
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(after_due)
+            .bind(after_uid)
+            .bind(i64::from(limit))
+            .bind(due_before.unwrap_or(-1))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows.iter().map(acquisition_from_row).collect())
     }
 
@@ -273,7 +354,7 @@ impl Requests for SqlStore {
     }
 
     async fn request(&self, tenant: &str, id: &str) -> Result<Option<RequestRow>> {
-        let row = sqlx::query(&format!("{WITH_SUBJECT} WHERE r.tenant = $1 AND r.id = $2"))
+        let row = sqlx::query(REQUEST)
             .bind(tenant)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -282,27 +363,43 @@ impl Requests for SqlStore {
         row.as_ref().map(request_from_row).transpose()
     }
 
+    async fn subject_requests(&self, tenant: &str, uid: &str) -> Result<Vec<RequestRow>> {
+        let rows = sqlx::query(SUBJECT_REQUESTS)
+            .bind(tenant)
+            .bind(uid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(request_from_row).collect()
+    }
+
     async fn requests(
         &self,
         tenant: &str,
-        status: Option<Status>,
-        due_before: Option<Micros>,
-        subject_uid: Option<&str>,
+        filter: &RequestFilter<'_>,
+        after: Option<(Micros, &str)>,
+        limit: u32,
     ) -> Result<Vec<RequestRow>> {
-        let rows = sqlx::query(&format!(
-            "{WITH_SUBJECT} WHERE r.tenant = $1
-               AND ($2 = '' OR r.status = $2)
-               AND ($3 < 0 OR (r.due_at < $3 AND r.status NOT IN ('completed', 'rejected')))
-               AND ($4 = '' OR r.subject_uid = $4)
-             ORDER BY r.due_at, r.id LIMIT 10000"
-        ))
-        .bind(tenant)
-        .bind(status.map_or("", Status::as_str))
-        .bind(due_before.unwrap_or(-1))
-        .bind(subject_uid.unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        // One statement per filter, each with an index that serves both its
+        // filter and its order, so a page reads `limit` rows, not the tenant.
+        let (sql, key) = match (filter.subject_uid, filter.due_before, filter.status) {
+            (Some(uid), _, _) => (REQUESTS_OF_SUBJECT, uid.to_string()),
+            (None, Some(_), _) => (REQUESTS_OPEN, String::new()),
+            (None, None, Some(status)) => (REQUESTS_IN_STATUS, status.as_str().to_string()),
+            (None, None, None) => (REQUESTS, String::new()),
+        };
+        let (after_due, after_id) = after.unwrap_or((Micros::MIN, ""));
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(after_due)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .bind(key)
+            .bind(filter.status.map_or("", Status::as_str))
+            .bind(filter.due_before.unwrap_or(-1))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(request_from_row).collect()
     }
 
@@ -416,17 +513,12 @@ impl Requests for SqlStore {
         now: Micros,
         limit: u32,
     ) -> Result<Vec<(String, String, String, String, Micros)>> {
-        let rows = sqlx::query(
-            "SELECT c.tenant, s.id, c.purpose, c.channel, c.expires_at FROM consent_states c
-             JOIN subjects s ON s.tenant = c.tenant AND s.uid = c.subject_uid
-             WHERE c.state = 'granted' AND c.expires_at IS NOT NULL AND c.expires_at <= $1
-             ORDER BY c.expires_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::DUE_EXPIRIES)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -439,6 +531,19 @@ impl Requests for SqlStore {
                 )
             })
             .collect())
+    }
+
+    async fn optimize(&self) -> Result<()> {
+        if self.dialect == Dialect::Sqlite {
+            let _writing = self.exclusive().await;
+            // Analyzes only the tables whose statistics are missing or stale,
+            // with a bounded number of rows per index (SQLite >= 3.46).
+            sqlx::query("PRAGMA optimize")
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     async fn purge_deleted(&self) -> Result<()> {

@@ -168,16 +168,13 @@ impl Events for SqlStore {
         uid: &str,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(
-            "SELECT * FROM events WHERE tenant = $1 AND subject_uid = $2
-             ORDER BY occurred_at DESC, id DESC LIMIT $3",
-        )
-        .bind(tenant)
-        .bind(uid)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(hot::SUBJECT_EVENTS)
+            .bind(tenant)
+            .bind(uid)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 Ok(StoredEvent {
@@ -196,7 +193,7 @@ impl Events for SqlStore {
 
     async fn expire_events(&self, now: Micros) -> Result<u64> {
         let _writing = self.exclusive().await;
-        let done = sqlx::query("DELETE FROM events WHERE expires_at < $1")
+        let done = sqlx::query(hot::EXPIRE_EVENTS)
             .bind(now)
             .execute(&self.pool)
             .await

@@ -1,0 +1,323 @@
+//! The hot queries: the statements a request path runs, named so that the
+//! store runs exactly these and `tests/queries.rs` can check that each one
+//! seeks an index on both databases (SQLite's `EXPLAIN QUERY PLAN`,
+//! PostgreSQL's `EXPLAIN` with sequential scans disabled). The audit, with
+//! the plans, is in `docs/queries.md`.
+//!
+//! A query whose cost grows with the data does not belong here unless an
+//! index bounds it; add a new hot query to [`HOT`] with sample arguments.
+
+pub use super::requests::{
+    ACQUISITIONS_ALL, ACQUISITIONS_PENDING, REQUEST, REQUESTS, REQUESTS_IN_STATUS,
+    REQUESTS_OF_SUBJECT, REQUESTS_OPEN, SUBJECT_REQUESTS,
+};
+
+/// A sample argument, of the parameter's type (PostgreSQL plans need them).
+#[derive(Debug, Clone, Copy)]
+pub enum Arg {
+    Int(i64),
+    Text(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HotQuery {
+    pub name: &'static str,
+    /// Which request path runs it.
+    pub path: &'static str,
+    pub sql: &'static str,
+    pub args: &'static [Arg],
+    /// The indexes its plan may use (one of them) on both databases, when
+    /// ours (rather than a primary key) serve it; empty otherwise.
+    pub indexes: &'static [&'static str],
+}
+
+/// Tables that grow with subjects, consents, events or requests: a hot
+/// query must never scan them. (Tenants, purposes, notices, webhooks,
+/// sources, connectors, keys and staff stay small.)
+pub const GROWING: &[&str] = &[
+    "subjects",
+    "subject_lookups",
+    "ledger",
+    "consent_states",
+    "receipts",
+    "idempotency_keys",
+    "outbox",
+    "webhook_deliveries",
+    "events",
+    "messages",
+    "message_log",
+    "audit_log",
+    "rights_requests",
+    "breaches",
+    "acquisitions",
+    "opt_ins",
+];
+
+/// A subject by the controller's id (subject read/put, decisions' fallback,
+/// requests, relay, follow).
+pub const SUBJECT: &str = "SELECT * FROM subjects WHERE tenant = $1 AND id = $2";
+/// A subject's id by its uid.
+pub const SUBJECT_ID: &str = "SELECT id FROM subjects WHERE tenant = $1 AND uid = $2";
+/// Subjects by a contact point's keyed hash.
+pub const SUBJECTS_BY_LOOKUP: &str = "SELECT s.* FROM subject_lookups l
+     JOIN subjects s ON s.uid = l.uid
+     WHERE l.tenant = $1 AND l.kind = $2 AND l.hash = $3 AND s.tenant = $1
+     ORDER BY s.created_at, s.id";
+/// A subject's ledger entries (subject read with history).
+pub const HISTORY: &str =
+    "SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq";
+/// A subject's stored evidence.
+pub const EVIDENCE: &str = "SELECT seq, evidence FROM ledger
+     WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL";
+/// A subject's receipts.
+pub const RECEIPTS: &str = "SELECT id, jws, created_at FROM receipts
+     WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id";
+/// Ledger entries after a cursor (follow, export).
+pub const LEDGER_AFTER: &str = "SELECT l.*, s.id AS subject_id FROM ledger l
+     LEFT JOIN subjects s ON s.tenant = l.tenant AND s.uid = l.subject_uid
+     WHERE l.tenant = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3";
+/// Outbox events after a dispatcher's cursor (webhooks, NATS, stream).
+pub const EVENTS_AFTER: &str = "SELECT o.kind, o.before_state, o.after_state, l.*
+     FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq
+     WHERE o.tenant = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3";
+/// The newest outbox event.
+pub const LAST_EVENT: &str = "SELECT MAX(seq) FROM outbox WHERE tenant = $1";
+/// Subjects with a queued delivery to an endpoint (they wait their turn).
+pub const PENDING_SUBJECTS: &str = "SELECT DISTINCT subject_uid FROM webhook_deliveries
+     WHERE tenant = $1 AND webhook = $2 AND status = 'pending'";
+/// Webhook retries due now, the oldest per subject first.
+pub const DUE_DELIVERIES: &str = "SELECT d.tenant, d.webhook, d.seq, d.subject_uid, d.attempts,
+         d.created_at, w.url, w.secret
+     FROM webhook_deliveries d
+     JOIN webhooks w ON w.tenant = d.tenant AND w.id = d.webhook
+     WHERE d.status = 'pending' AND d.next_at <= $1 AND w.deleted_at IS NULL
+       AND NOT EXISTS (
+         SELECT 1 FROM webhook_deliveries e
+         WHERE e.tenant = d.tenant AND e.webhook = d.webhook
+           AND e.subject_uid = d.subject_uid AND e.seq < d.seq AND e.status = 'pending')
+     ORDER BY d.next_at, d.seq LIMIT $2";
+/// Subjects whose flags changed since a time (follow's resync).
+pub const SUBJECTS_CHANGED_SINCE: &str =
+    "SELECT tenant, id, flags FROM subjects WHERE updated_at >= $1";
+/// Messages due for a delivery attempt (relay).
+pub const DUE_MESSAGES: &str = "SELECT m.*, s.id AS subject_id FROM messages m
+     LEFT JOIN subjects s ON s.tenant = m.tenant AND s.uid = m.subject_uid
+     WHERE m.status IN ('queued', 'retrying') AND m.next_at <= $1
+     ORDER BY m.next_at, m.id LIMIT $2";
+/// A subject's messages (access bundle, erasure).
+pub const SUBJECT_MESSAGES: &str = "SELECT m.*, s.id AS subject_id FROM messages m
+     LEFT JOIN subjects s ON s.tenant = m.tenant AND s.uid = m.subject_uid
+     WHERE m.tenant = $1 AND m.subject_uid = $2 ORDER BY m.created_at, m.id";
+/// A subject's tracked events, newest first.
+pub const SUBJECT_EVENTS: &str = "SELECT * FROM events WHERE tenant = $1 AND subject_uid = $2
+     ORDER BY occurred_at DESC, id DESC LIMIT $3";
+/// Events past their retention (collector's expiry).
+pub const EXPIRE_EVENTS: &str = "DELETE FROM events WHERE expires_at < $1";
+/// Grants past their validity (the minute job).
+pub const DUE_EXPIRIES: &str = "SELECT c.tenant, s.id, c.purpose, c.channel, c.expires_at
+     FROM consent_states c
+     JOIN subjects s ON s.tenant = c.tenant AND s.uid = c.subject_uid
+     WHERE c.state = 'granted' AND c.expires_at IS NOT NULL AND c.expires_at <= $1
+     ORDER BY c.expires_at LIMIT $2";
+
+use Arg::{Int, Text};
+
+const T: Arg = Text("t1");
+const UID: Arg = Text("0190b3c1-7c2e-7000-8000-000000000001");
+
+/// Every hot query, with sample arguments.
+pub const HOT: &[HotQuery] = &[
+    HotQuery {
+        name: "subject",
+        path: "subject read/put, consent write, requests, relay, follow",
+        sql: SUBJECT,
+        args: &[T, Text("s1")],
+        indexes: &[],
+    },
+    HotQuery {
+        name: "subject_id",
+        path: "events, messages",
+        sql: SUBJECT_ID,
+        args: &[T, UID],
+        indexes: &[],
+    },
+    HotQuery {
+        name: "subjects_by_lookup",
+        path: "subject find by contact",
+        sql: SUBJECTS_BY_LOOKUP,
+        args: &[T, Text("email"), Text("abc")],
+        indexes: &[],
+    },
+    HotQuery {
+        name: "history",
+        path: "subject read (history)",
+        sql: HISTORY,
+        args: &[T, UID],
+        indexes: &["ledger_by_subject"],
+    },
+    HotQuery {
+        name: "evidence",
+        path: "subject read (evidence)",
+        sql: EVIDENCE,
+        args: &[T, UID],
+        indexes: &["ledger_by_subject"],
+    },
+    HotQuery {
+        name: "receipts",
+        path: "subject read (receipts)",
+        sql: RECEIPTS,
+        args: &[T, UID],
+        indexes: &["receipts_by_subject"],
+    },
+    HotQuery {
+        name: "ledger_after",
+        path: "follow",
+        sql: LEDGER_AFTER,
+        args: &[T, Int(10), Int(500)],
+        indexes: &[],
+    },
+    HotQuery {
+        name: "events_after",
+        path: "webhooks dispatch, NATS, stream",
+        sql: EVENTS_AFTER,
+        args: &[T, Int(10), Int(500)],
+        indexes: &[],
+    },
+    HotQuery {
+        name: "last_event",
+        path: "stream",
+        sql: LAST_EVENT,
+        args: &[T],
+        indexes: &[],
+    },
+    HotQuery {
+        name: "pending_subjects",
+        path: "webhooks dispatch",
+        sql: PENDING_SUBJECTS,
+        args: &[T, Text("wh_1")],
+        indexes: &["deliveries_pending"],
+    },
+    HotQuery {
+        name: "due_deliveries",
+        path: "webhooks dispatch",
+        sql: DUE_DELIVERIES,
+        args: &[Int(1_700_000_000_000_000), Int(500)],
+        indexes: &["deliveries_due"],
+    },
+    HotQuery {
+        name: "subjects_changed_since",
+        path: "follow (resync)",
+        sql: SUBJECTS_CHANGED_SINCE,
+        args: &[Int(1_700_000_000_000_000)],
+        indexes: &["subjects_by_updated"],
+    },
+    HotQuery {
+        name: "due_messages",
+        path: "relay",
+        sql: DUE_MESSAGES,
+        args: &[Int(1_700_000_000_000_000), Int(100)],
+        indexes: &["messages_due"],
+    },
+    HotQuery {
+        name: "subject_messages",
+        path: "access bundle, erasure",
+        sql: SUBJECT_MESSAGES,
+        args: &[T, UID],
+        indexes: &["messages_by_subject"],
+    },
+    HotQuery {
+        name: "subject_events",
+        path: "collector (subject's events)",
+        sql: SUBJECT_EVENTS,
+        args: &[T, UID, Int(100)],
+        indexes: &["events_by_subject"],
+    },
+    HotQuery {
+        name: "expire_events",
+        path: "collector (expiry)",
+        sql: EXPIRE_EVENTS,
+        args: &[Int(1_700_000_000_000_000)],
+        indexes: &["events_by_expiry"],
+    },
+    HotQuery {
+        name: "due_expiries",
+        path: "lifecycle (consent expiry)",
+        sql: DUE_EXPIRIES,
+        args: &[Int(1_700_000_000_000_000), Int(5000)],
+        indexes: &["consent_states_expiry"],
+    },
+    HotQuery {
+        name: "request",
+        path: "GET /v1/requests/{id}",
+        sql: REQUEST,
+        args: &[T, Text("req_1")],
+        indexes: &[],
+    },
+    HotQuery {
+        name: "subject_requests",
+        path: "POST /v1/requests (duplicate check), access bundle, retention",
+        sql: SUBJECT_REQUESTS,
+        args: &[T, UID],
+        indexes: &["rights_requests_by_subject"],
+    },
+    HotQuery {
+        name: "requests",
+        path: "GET /v1/requests",
+        sql: REQUESTS,
+        args: &[T, Int(0), Text(""), Int(101), Text(""), Text(""), Int(-1)],
+        indexes: &["rights_requests_by_due"],
+    },
+    HotQuery {
+        name: "requests_in_status",
+        path: "GET /v1/requests?status=",
+        sql: REQUESTS_IN_STATUS,
+        args: &[
+            T,
+            Int(0),
+            Text(""),
+            Int(101),
+            Text("received"),
+            Text("received"),
+            Int(-1),
+        ],
+        // For an open status PostgreSQL may prefer the open requests'
+        // partial index: bounded by the open requests, not by all of them.
+        indexes: &["rights_requests_by_status", "rights_requests_open"],
+    },
+    HotQuery {
+        name: "requests_open",
+        path: "GET /v1/requests?overdue=true",
+        sql: REQUESTS_OPEN,
+        args: &[
+            T,
+            Int(0),
+            Text(""),
+            Int(101),
+            Text(""),
+            Text(""),
+            Int(1_700_000_000_000_000),
+        ],
+        indexes: &["rights_requests_open"],
+    },
+    HotQuery {
+        name: "requests_of_subject",
+        path: "GET /v1/requests?subject=",
+        sql: REQUESTS_OF_SUBJECT,
+        args: &[T, Int(0), Text(""), Int(101), UID, Text(""), Int(-1)],
+        indexes: &["rights_requests_by_subject"],
+    },
+    HotQuery {
+        name: "acquisitions",
+        path: "GET /v1/acquisitions",
+        sql: ACQUISITIONS_ALL,
+        args: &[T, Int(0), Text(""), Int(101), Int(-1)],
+        indexes: &["acquisitions_by_due"],
+    },
+    HotQuery {
+        name: "acquisitions_pending",
+        path: "GET /v1/acquisitions?pending=true|overdue=true, lifecycle",
+        sql: ACQUISITIONS_PENDING,
+        args: &[T, Int(0), Text(""), Int(101), Int(1_700_000_000_000_000)],
+        indexes: &["acquisitions_pending"],
+    },
+];
