@@ -115,6 +115,7 @@ pub async fn scale(subjects: usize, seconds: u64) -> Result<(), Box<dyn std::err
     let d = Duration::from_secs(seconds);
     let hits = decide(full.addr, subjects, 32, d).await;
     line("decisions at this size (held)", &hits, None);
+    verification(full.addr).await?;
     drop(full);
 
     // Bounded: a tenth of what the full view held.
@@ -319,21 +320,58 @@ async fn decide_fresh(addr: SocketAddr, subjects: usize, connections: usize, d: 
     load(addr, connections, d, make).await
 }
 
-/// What the decision view holds, from `/readyz`.
-async fn view_bytes(addr: SocketAddr) -> Option<u64> {
-    let body = get_body(addr, "/readyz").await?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["view"]["bytes"].as_u64()
+/// `POST /v1/ledger/verifications` of the whole data set, polled to its
+/// end: entries per second (target ≥ 200,000, 1,000,000 per 5 s).
+async fn verification(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let started = send(addr, "POST", "/v1/ledger/verifications").await?;
+    let id = started["id"]
+        .as_str()
+        .ok_or("no verification id")?
+        .to_string();
+    let begun = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let v = send(addr, "GET", &format!("/v1/ledger/verifications/{id}")).await?;
+        match v["status"].as_str() {
+            Some("running") => continue,
+            Some("done") if v["ok"] == true => {
+                let checked = v["checked"].as_u64().unwrap_or(0);
+                let secs = begun.elapsed().as_secs_f64();
+                println!(
+                    "{:<34} {:>10.0}/s  {checked} entries in {secs:.1} s (target ≥ 200,000/s)",
+                    "ledger verification (job)",
+                    checked as f64 / secs
+                );
+                return Ok(());
+            }
+            _ => return Err(format!("verification ended: {v}").into()),
+        }
+    }
 }
 
-async fn get_body(addr: SocketAddr, path: &str) -> Option<String> {
+/// A JSON call with the owner key.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
     let mut all = String::new();
-    s.read_to_string(&mut all).await.ok()?;
-    all.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    s.read_to_string(&mut all).await?;
+    let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok(serde_json::from_str(body)?)
+}
+
+/// What the decision view holds, from `/readyz`.
+async fn view_bytes(addr: SocketAddr) -> Option<u64> {
+    let v = send(addr, "GET", "/readyz").await.ok()?;
+    v["view"]["bytes"].as_u64()
 }
 
 /// The status of a plain `GET` (none while nothing listens).
