@@ -424,13 +424,10 @@ pub struct DailyChoices {
     pub count: i64,
 }
 
+/// Tenants and what is registered per tenant: API keys, purposes, notice
+/// versions; and the server's receipt-signing keys.
 #[async_trait]
-pub trait Store:
-    Profiles + Events + Messages + Requests + StaffStore + Verifications + Send + Sync + 'static
-{
-    /// Cheap round trip for readiness.
-    async fn ping(&self) -> Result<()>;
-
+pub trait Registry: Send + Sync {
     async fn tenants(&self) -> Result<Vec<Tenant>>;
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<()>;
     async fn update_tenant(&self, tenant: &Tenant) -> Result<()>;
@@ -455,6 +452,79 @@ pub trait Store:
     async fn publish_notice(&self, tenant: &str, draft: NoticeDraft, at: Micros) -> Result<Notice>;
     /// Every version of every notice of the tenant, oldest first.
     async fn notices(&self, tenant: &str) -> Result<Vec<Notice>>;
+}
+
+/// The outbox as its consumers see it: events after a cursor, webhook
+/// endpoints and their deliveries (retries, dead letters, replay), and the
+/// cursors of the other sinks (NATS).
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Up to `limit` outbox events of `tenant` after `seq`, oldest first.
+    async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>>;
+    /// The seq of the tenant's newest event (0 when none).
+    async fn last_event(&self, tenant: &str) -> Result<u64>;
+
+    async fn insert_webhook(&self, w: &Webhook) -> Result<()>;
+    /// Live endpoints of one tenant, or of every tenant (`None`).
+    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>>;
+    /// Returns whether a live endpoint was deleted.
+    async fn delete_webhook(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
+    /// Subjects with a pending delivery to the endpoint: their new events
+    /// must wait behind it.
+    async fn pending_subjects(&self, tenant: &str, webhook: &str) -> Result<Vec<String>>;
+    /// Pending deliveries due at `now`, oldest first: per endpoint and
+    /// subject only the earliest undelivered one, so that each subject's
+    /// events arrive in order.
+    async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>>;
+    /// Record a dispatch round in one transaction: deliveries of new
+    /// events (with their first attempt, or none yet), further attempts of
+    /// queued ones, and each endpoint's new cursor (tenant, webhook, seq).
+    async fn settle(
+        &self,
+        new: &[(DueDelivery, Option<Attempt>)],
+        retried: &[(DueDelivery, Attempt)],
+        cursors: &[(String, String, u64)],
+    ) -> Result<()>;
+    /// An endpoint's deliveries, newest first, optionally of one status.
+    async fn deliveries(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    /// Queue dead deliveries again (all of the endpoint's, or those of the
+    /// given seqs); returns how many.
+    async fn replay(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        seqs: Option<&[u64]>,
+        at: Micros,
+    ) -> Result<u64>;
+    /// How far `sink` has published the tenant's outbox (0: nothing yet).
+    async fn sink_cursor(&self, sink: &str, tenant: &str) -> Result<u64>;
+    async fn set_sink_cursor(&self, sink: &str, tenant: &str, seq: u64) -> Result<()>;
+}
+
+/// Every aggregate of durable state behind one object: the ledger and
+/// current state here, the others in their supertraits.
+#[async_trait]
+pub trait Store:
+    Registry
+    + Outbox
+    + Profiles
+    + Events
+    + Messages
+    + Requests
+    + StaffStore
+    + Verifications
+    + Send
+    + Sync
+    + 'static
+{
+    /// Cheap round trip for readiness.
+    async fn ping(&self) -> Result<()>;
 
     /// A subject's row (profile still sealed).
     async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>>;
@@ -521,52 +591,6 @@ pub trait Store:
         since: Micros,
     ) -> Result<Vec<(String, String, SubjectFlags)>>;
 
-    /// Up to `limit` outbox events of `tenant` after `seq`, oldest first.
-    async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>>;
-    /// The seq of the tenant's newest event (0 when none).
-    async fn last_event(&self, tenant: &str) -> Result<u64>;
-
-    async fn insert_webhook(&self, w: &Webhook) -> Result<()>;
-    /// Live endpoints of one tenant, or of every tenant (`None`).
-    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>>;
-    /// Returns whether a live endpoint was deleted.
-    async fn delete_webhook(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
-    /// Subjects with a pending delivery to the endpoint: their new events
-    /// must wait behind it.
-    async fn pending_subjects(&self, tenant: &str, webhook: &str) -> Result<Vec<String>>;
-    /// Pending deliveries due at `now`, oldest first: per endpoint and
-    /// subject only the earliest undelivered one, so that each subject's
-    /// events arrive in order.
-    async fn due_deliveries(&self, now: Micros, limit: u32) -> Result<Vec<DueDelivery>>;
-    /// Record a dispatch round in one transaction: deliveries of new
-    /// events (with their first attempt, or none yet), further attempts of
-    /// queued ones, and each endpoint's new cursor (tenant, webhook, seq).
-    async fn settle(
-        &self,
-        new: &[(DueDelivery, Option<Attempt>)],
-        retried: &[(DueDelivery, Attempt)],
-        cursors: &[(String, String, u64)],
-    ) -> Result<()>;
-    /// An endpoint's deliveries, newest first, optionally of one status.
-    async fn deliveries(
-        &self,
-        tenant: &str,
-        webhook: &str,
-        status: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Delivery>>;
-    /// Queue dead deliveries again (all of the endpoint's, or those of the
-    /// given seqs); returns how many.
-    async fn replay(
-        &self,
-        tenant: &str,
-        webhook: &str,
-        seqs: Option<&[u64]>,
-        at: Micros,
-    ) -> Result<u64>;
-    /// How far `sink` has published the tenant's outbox (0: nothing yet).
-    async fn sink_cursor(&self, sink: &str, tenant: &str) -> Result<u64>;
-    async fn set_sink_cursor(&self, sink: &str, tenant: &str, seq: u64) -> Result<()>;
     /// Take (or confirm) the dispatcher's lead among the nodes sharing the
     /// database; only the leader delivers.
     async fn lead(&self) -> Result<bool>;

@@ -25,7 +25,7 @@ use tower::ServiceExt;
 use yinyom::app::{self, App, Config};
 use yinyom::model::Role;
 use yinyom::store::scratch::{self, Scratch};
-use yinyom::store::{SqlStore, Store};
+use yinyom::store::{Registry, SqlStore, Store};
 
 /// The owner key the first tenant is bootstrapped with.
 pub const OWNER_KEY: &str = "yy_test_owner_0123456789abcdef0123456789abcdef";
