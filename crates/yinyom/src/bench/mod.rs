@@ -63,11 +63,14 @@ pub struct BenchArgs {
     /// Subjects (× 5 purposes) in the scale measurement.
     #[arg(long, default_value_t = 1_000_000)]
     pub scale_subjects: usize,
+    /// Ledger entries in the verification measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub verify_entries: usize,
     /// Which measurements to run.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience,requests"
+        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience,requests,verify"
     )]
     pub only: Vec<Section>,
 }
@@ -94,6 +97,9 @@ pub enum Section {
     Scale,
     /// `POST /v1/requests` rate as requests accumulate (first vs last 1,000).
     Requests,
+    /// Ledger verification: the job (pages on every core) vs. the old
+    /// single-threaded pass.
+    Verify,
 }
 
 pub(crate) const KEY: &str = "yy_bench_owner_key";
@@ -419,6 +425,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     if on(Section::Requests) {
         requests::requests(&args, dir.path()).await?;
     }
+    if on(Section::Verify) {
+        verify(args.verify_entries, dir.path()).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -660,4 +669,105 @@ fn memory(subjects: usize) {
         "decision view resident memory",
         (after.saturating_sub(before)) as f64 / (1024.0 * 1024.0)
     );
+}
+
+/// Ledger verification of `entries` entries (with evidence, as the API
+/// writes them): the job path (keyset pages checked on every core, run as a
+/// job) against the old single-threaded pass over one query, in one run.
+async fn verify(entries: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::store::{PreparedAction, WriteItem};
+    use yinyom_core::consent::Action;
+    let dir = dir.join("verify");
+    std::fs::create_dir_all(&dir)?;
+    let sql = Arc::new(SqlStore::sqlite(&dir.join("yinyom.db")).await?);
+    let store: Arc<dyn Store> = sql.clone();
+    let (tenant, _) = app::bootstrap(store.as_ref(), None)
+        .await?
+        .ok_or("store not empty")?;
+    let start = Instant::now();
+    let now = time::now();
+    // Ten entries per request (5 purposes × 2 channels), 1,000 requests
+    // per transaction.
+    let per_item = 10;
+    let mut written = 0;
+    let mut i = 0;
+    while written < entries {
+        let mut batch = Vec::with_capacity(1_000);
+        while batch.len() < 1_000 && written < entries {
+            let n = per_item.min(entries - written);
+            batch.push(WriteItem {
+                tenant: tenant.id.clone(),
+                subject_id: format!("cust-{i}"),
+                actor: "bench".into(),
+                source: "web".into(),
+                notice: None,
+                evidence: Some(serde_json::json!({"ip": "203.0.113.9", "user_agent": "bench/1.0"})),
+                occurred_at: now - i as i64,
+                actions: (0..n)
+                    .map(|k| PreparedAction {
+                        purpose: format!("purpose.{}", k / 2),
+                        channel: Some(if k % 2 == 0 {
+                            Channel::Email
+                        } else {
+                            Channel::Sms
+                        }),
+                        action: if (i + k) % 3 == 0 {
+                            Action::Withdraw
+                        } else {
+                            Action::Grant
+                        },
+                        expires_at: None,
+                    })
+                    .collect(),
+                idempotency: None,
+                receipt: None,
+                guardian: false,
+            });
+            written += n;
+            i += 1;
+        }
+        let seal = |_: &WriteItem, _: &[_]| serde_json::Value::Null;
+        store.commit(&batch, &seal).await?;
+    }
+    println!(
+        "{:<34} {entries} entries written in {:.1} s",
+        "verify: ledger built",
+        start.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let old = sql.verify_ledger_sequential(&tenant.id).await?;
+    let old_secs = t.elapsed().as_secs_f64();
+    let old_rate = old.checked as f64 / old_secs;
+    println!(
+        "{:<34} {old_rate:>10.0}/s  {} entries in {old_secs:.1} s, ok {}",
+        "verify: single-threaded (old)", old.checked, old.ok
+    );
+
+    let t = Instant::now();
+    let (job, _) = crate::verification::start(store.clone(), &tenant.id, "bench").await?;
+    let done = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let v = store
+            .verification(&tenant.id, &job.id)
+            .await?
+            .ok_or("the job vanished")?;
+        if v.status != "running" {
+            break v;
+        }
+    };
+    let secs = t.elapsed().as_secs_f64();
+    let rate = done.checked as f64 / secs;
+    println!(
+        "{:<34} {rate:>10.0}/s  {} entries in {secs:.1} s, ok {:?}  ratio {:.2} of single-threaded; target 200000/s (1,000,000 per 5 s): {}",
+        "verify: job (pages, every core)",
+        done.checked,
+        done.ok,
+        rate / old_rate,
+        if rate >= 200_000.0 { "met" } else { "NOT met" }
+    );
+    if done.ok != Some(true) || !old.ok || done.checked != old.checked {
+        return Err(format!("the two passes disagree: old {old:?}, job {done:?}").into());
+    }
+    Ok(())
 }
