@@ -204,6 +204,23 @@ async fn profiles_are_encrypted_masked_by_role_and_reads_in_clear_audited(backen
         "newest first: the allow-listed read"
     );
     assert_eq!(by_user[1]["fields"], json!(["phone"]));
+    // Pages: a full one links to the next (RFC 8288); the array is unchanged.
+    let (status, headers, first) = t
+        .request(Method::GET, "/v1/audit?limit=1", &t.owner, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first.as_array().unwrap().len(), 1);
+    let link = headers["link"].to_str().unwrap().to_string();
+    let next = link
+        .strip_prefix('<')
+        .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+        .unwrap_or_else(|| panic!("{link}"));
+    let second = t.get(next).await;
+    assert_eq!(second[0]["id"], entries[1]["id"], "{second}");
+    let (_, headers, _) = t
+        .request(Method::GET, "/v1/audit?limit=1000", &t.owner, None)
+        .await;
+    assert!(headers.get("link").is_none(), "the last page links nowhere");
     let (status, _, _) = t.request(Method::GET, "/v1/audit", &user, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use yinyom_core::ledger::Broken;
@@ -336,22 +336,33 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-/// The audit log: every read of personal data in clear, newest first.
+/// The audit log: every read of personal data in clear, newest first. A
+/// full page carries `Link: <…?before=ID&limit=N>; rel="next"` (RFC 8288).
 #[utoipa::path(get, path = "/v1/audit", tag = "tenant", params(AuditQuery),
-    responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ProblemBody)), security(("api_key" = [])))]
+    responses((status = 200, body = Vec<AuditEntry>,
+        headers(("link" = String, description = "the next page, rel=\"next\""))),
+        (status = 403, body = ProblemBody)), security(("api_key" = [])))]
 pub async fn audit(
     State(app): State<Arc<App>>,
     who: Principal,
     Query(q): Query<AuditQuery>,
-) -> Result<axum::Json<Vec<AuditEntry>>, Problem> {
+) -> Result<(HeaderMap, axum::Json<Vec<AuditEntry>>), Problem> {
     who.require(MANAGERS)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::validation("limit", "must be 1-1000"));
     }
-    Ok(axum::Json(
-        app.store.audit(&who.tenant, q.before, limit).await?,
-    ))
+    let entries = app.store.audit(&who.tenant, q.before, limit).await?;
+    let mut headers = HeaderMap::new();
+    if entries.len() == limit as usize
+        && let Some(last) = entries.last()
+    {
+        let link = format!("</v1/audit?before={}&limit={limit}>; rel=\"next\"", last.id);
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            headers.insert(header::LINK, v);
+        }
+    }
+    Ok((headers, axum::Json(entries)))
 }
 
 /// `scheme://host[:port]` as browsers send it in `Origin`.

@@ -1010,7 +1010,7 @@ pub async fn audit_page(State(app): State<Arc<App>>, staff: Staff) -> Response {
     )
     .await
     {
-        Ok(l) => to_json(l.0),
+        Ok((_, l)) => to_json(l.0),
         Err(p) => return failed(&staff, "/admin", p),
     };
     let mut rows = list.as_array().cloned().unwrap_or_default();
