@@ -526,7 +526,7 @@ async fn verify_with_progress(
                 bar.set_position(checked);
                 n += 1;
                 // Plain lines every 5 s when not on a terminal.
-                if !terminal && n % 25 == 0 {
+                if !terminal && n.is_multiple_of(25) {
                     let secs = start.elapsed().as_secs_f64();
                     eprintln!(
                         "tenant {tenant}: {checked} of {total} entries verified ({:.0}/s)",
