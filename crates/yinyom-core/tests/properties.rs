@@ -15,6 +15,7 @@ use yinyom_core::consent::{Action, ConsentRecord, ConsentState, NoticeVersion, S
 use yinyom_core::decision::{Decision, Facts, PurposeRule, Reason, decide};
 use yinyom_core::ledger::{
     Broken, Chain, EntryBody, EntryCheck, LedgerEntry, Verifier, evidence_hash, hash_entry,
+    hash_entry_generic,
 };
 use yinyom_core::notice::NoticeRef;
 use yinyom_core::purpose::{Channel, LawfulBasis};
@@ -849,6 +850,18 @@ proptest! {
             prop_assert_eq!(v.checked(), i as u64 + 1);
         }
         prop_assert_eq!(v.finish(&l.head), Ok(n));
+    }
+
+    /// The fast entry hash is byte for byte the generic canonical one.
+    #[test]
+    fn the_entry_hash_is_the_canonical_one(l in ledger(1..8), guardian in any::<bool>()) {
+        for e in &l.entries {
+            let mut body = e.body.clone();
+            prop_assert_eq!(hash_entry(e.seq, &e.prev_hash, &body), hash_entry_generic(e.seq, &e.prev_hash, &body));
+            body.guardian = guardian;
+            body.tenant = "t\u{e9}\"\n<>".into();
+            prop_assert_eq!(hash_entry(e.seq, &e.prev_hash, &body), hash_entry_generic(e.seq, &e.prev_hash, &body));
+        }
     }
 
     /// Checking entries apart (in chunks, out of order) and linking them in
