@@ -193,9 +193,13 @@ pub(crate) fn consents_of(app: &App, tenant: &str, id: &str) -> Vec<ConsentView>
     app.view
         .read(tenant, |tv| {
             tv.subjects.get(id).map(|s| {
-                s.consents
-                    .records
-                    .iter()
+                // By purpose and channel: the same order on every node and
+                // after a restart, whatever order storage returned them in.
+                let mut records: Vec<_> = s.consents.records.iter().collect();
+                records
+                    .sort_by_cached_key(|r| (r.purpose.to_string(), r.channel.map(|c| c.as_str())));
+                records
+                    .into_iter()
                     .map(|r| ConsentView::new(r, now))
                     .collect()
             })
