@@ -505,10 +505,12 @@ async fn run(cli: Cli) -> CliResult {
             let _lock = lock_embedded(&cli)?;
             let store = open_store(&cli).await?;
             let tenant = pick_tenant(store.as_ref(), tenant.as_deref()).await?;
+            // Progress (rate and ETA) only where someone watches it.
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let format = format.or_else(|| crate::transfer::guess_format(file)).ok_or(
                 "cannot tell the format from the file name: pass --format csv or --format jsonl",
             )?;
-            let report = crate::transfer::import(store, &tenant, file, format, true).await?;
+            let report = crate::transfer::import(store, &tenant, file, format, progress).await?;
             eprintln!(
                 "imported {} records, rejected {}",
                 report.imported,

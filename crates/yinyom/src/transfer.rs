@@ -296,7 +296,7 @@ pub async fn import(
     };
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
         )
         .expect("the template is valid"),
     );
@@ -307,6 +307,7 @@ pub async fn import(
     let committer = tokio::spawn({
         let (store, bar) = (store.clone(), bar.clone());
         async move {
+            let started = std::time::Instant::now();
             let mut imported = 0;
             while let Some(batch) = queue.recv().await {
                 // An import has no one waiting for a response.
@@ -316,7 +317,8 @@ pub async fn import(
                     .iter()
                     .filter(|o| matches!(o, ItemOutcome::Written { .. }))
                     .count();
-                bar.set_message(format!("{imported} imported"));
+                let rate = imported as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{imported} imported, {rate:.0} records/s"));
             }
             Ok::<usize, crate::store::StoreError>(imported)
         }

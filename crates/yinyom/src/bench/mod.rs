@@ -555,7 +555,8 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
     use std::io::Write;
     let dir = dir.join("import");
     std::fs::create_dir_all(&dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqlStore::sqlite(&dir.join("yinyom.db")).await?);
+    let sql = Arc::new(SqlStore::sqlite(&dir.join("yinyom.db")).await?);
+    let store: Arc<dyn Store> = sql.clone();
     let (tenant, _) = app::bootstrap(store.as_ref(), None)
         .await?
         .ok_or("store not empty")?;
@@ -579,17 +580,22 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
     }
     let file = dir.join("crm.csv");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
-    writeln!(out, "subject,purpose,channel,state,occurred_at,source")?;
+    writeln!(
+        out,
+        "subject,purpose,channel,state,occurred_at,source,evidence"
+    )?;
     let states = ["granted", "denied", "withdrawn"];
     for i in 0..rows {
+        // Evidence as CRMs export it: the campaign form a batch came from.
         writeln!(
             out,
-            "crm-{},purpose.{},email,{},2024-0{}-1{}T08:30:00Z,crm",
+            "crm-{},purpose.{},email,{},2024-0{}-1{}T08:30:00Z,crm,\"{{\"\"form\"\":\"\"campaign-{}\"\"}}\"",
             i / 5,
             i % 5,
             states[i % 3],
             1 + i % 9,
-            i % 10
+            i % 10,
+            i % 7
         )?;
     }
     out.flush()?;
@@ -614,6 +620,40 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
             format!(", {} rejected", report.rejected.len())
         }
     );
+    disk_use(&sql, report.imported).await?;
+    Ok(())
+}
+
+/// Bytes per imported record, in total and per table and index (SQLite's
+/// `dbstat`), after a checkpoint has moved the WAL into the database file.
+async fn disk_use(store: &SqlStore, records: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use sqlx::Row;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(store.pool())
+        .await?;
+    let rows = sqlx::query(
+        "SELECT name, SUM(pgsize) AS bytes FROM dbstat GROUP BY name ORDER BY bytes DESC",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    let per = |b: i64| b as f64 / records.max(1) as f64;
+    let total: i64 = rows.iter().map(|r| r.get::<i64, _>("bytes")).sum();
+    println!(
+        "{:<34} {:>10.0} B/record  {:.1} MiB (target ≤ 300 B/record)",
+        "import: database size",
+        per(total),
+        total as f64 / 1048576.0
+    );
+    for r in rows.iter().take(10) {
+        let bytes: i64 = r.get("bytes");
+        if per(bytes) >= 1.0 {
+            println!(
+                "  {:<32} {:>10.0} B/record",
+                r.get::<String, _>("name"),
+                per(bytes)
+            );
+        }
+    }
     Ok(())
 }
 
