@@ -50,8 +50,9 @@ pub struct Report {
 pub async fn run(app: Weak<App>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Retention is counted in days and looks at every subject: hourly.
-    let mut retention_at: Option<std::time::Instant> = None;
+    // Retention is counted in days and looks at every subject: hourly,
+    // the first an hour after start (not while a new node warms up).
+    let mut retention_at = std::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
@@ -63,9 +64,9 @@ pub async fn run(app: Weak<App>, every: Duration) {
                 continue;
             }
         }
-        let retention = retention_at.is_none_or(|at| at.elapsed() >= RETENTION_EVERY);
+        let retention = retention_at.elapsed() >= RETENTION_EVERY;
         if retention {
-            retention_at = Some(std::time::Instant::now());
+            retention_at = std::time::Instant::now();
         }
         match run_jobs(&app, time::now(), retention).await {
             Ok(r) if r.expired == 0 && r.erased == 0 => {}
