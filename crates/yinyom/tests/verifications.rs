@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use yinyom::store::{PreparedAction, SqlStore, Store, VerificationRow, Verifications, WriteItem};
+use yinyom::store::{
+    Ledger, PreparedAction, SqlStore, Store, VerificationRow, Verifications, WriteItem,
+};
 use yinyom::verification::{self, Options};
 use yinyom_core::consent::Action;
 use yinyom_core::purpose::Channel;

@@ -87,6 +87,25 @@ fn unknown_purpose(q: DecisionQuery) -> DecisionView {
     }
 }
 
+/// One decision from the view (a bounded view reads the store on a miss).
+async fn ask(
+    app: &App,
+    tenant: &str,
+    q: &DecisionQuery,
+    now: Micros,
+) -> Result<Result<Answer, Unknown>, crate::store::StoreError> {
+    app.view
+        .decide(
+            app.store.as_ref(),
+            tenant,
+            &q.subject,
+            &q.purpose,
+            q.channel,
+            now,
+        )
+        .await
+}
+
 fn gone() -> Problem {
     Problem::unauthorized("the API key's tenant no longer exists")
 }
@@ -102,18 +121,7 @@ pub async fn one(
 ) -> Result<axum::Json<DecisionView>, Problem> {
     who.require(EVERYONE)?;
     let now = time::now();
-    let answer = app
-        .view
-        .decide(
-            app.store.as_ref(),
-            &who.tenant,
-            &q.subject,
-            &q.purpose,
-            q.channel,
-            now,
-        )
-        .await?;
-    match answer {
+    match ask(&app, &who.tenant, &q, now).await? {
         Ok(answer) => {
             let d = view(q, answer, now);
             app.metrics.decision(d.allowed, d.reason);
@@ -172,18 +180,7 @@ pub async fn batch(
                 channel: None,
             },
         );
-        let answer = app
-            .view
-            .decide(
-                app.store.as_ref(),
-                &who.tenant,
-                &q.subject,
-                &q.purpose,
-                q.channel,
-                now,
-            )
-            .await?;
-        *d = Ok(match answer {
+        *d = Ok(match ask(&app, &who.tenant, &q, now).await? {
             Ok(answer) => view(q, answer, now),
             Err(Unknown::Purpose) => unknown_purpose(q),
             Err(_) => return Err(gone()),

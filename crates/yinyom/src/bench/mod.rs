@@ -561,21 +561,8 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
         .await?
         .ok_or("store not empty")?;
     for p in 0..5 {
-        let purpose = Purpose {
-            key: format!("purpose.{p}"),
-            names: [(Lang::En, format!("Purpose {p}"))].into(),
-            descriptions: Default::default(),
-            basis: LawfulBasis::Consent,
-            categories: vec![],
-            channels: vec![Channel::Email, Channel::Sms],
-            retention_days: 730,
-            validity_days: None,
-            recipients: vec![],
-            double_opt_in: false,
-            banner: None,
-        };
         store
-            .insert_purpose(&tenant.id, &purpose, time::now())
+            .insert_purpose(&tenant.id, &scale::purpose(p), time::now())
             .await?;
     }
     let file = dir.join("crm.csv");

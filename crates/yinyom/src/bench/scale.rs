@@ -153,7 +153,8 @@ pub async fn scale(subjects: usize, seconds: u64) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
-fn purpose(p: usize) -> Purpose {
+/// One of the five consent purposes the import and scale data sets use.
+pub(super) fn purpose(p: usize) -> Purpose {
     Purpose {
         key: format!("purpose.{p}"),
         names: [(Lang::En, format!("Purpose {p}"))].into(),

@@ -507,28 +507,11 @@ pub trait Outbox: Send + Sync {
     async fn set_sink_cursor(&self, sink: &str, tenant: &str, seq: u64) -> Result<()>;
 }
 
-/// Every aggregate of durable state behind one object: the ledger and
-/// current state here, the others in their supertraits.
+/// The consent ledger: the one write path (a batch of consent requests,
+/// sealed and committed durably with its outbox rows), idempotency, and
+/// reading history back.
 #[async_trait]
-pub trait Store:
-    Registry
-    + Outbox
-    + Profiles
-    + Events
-    + Messages
-    + Requests
-    + StaffStore
-    + Verifications
-    + Send
-    + Sync
-    + 'static
-{
-    /// Cheap round trip for readiness.
-    async fn ping(&self) -> Result<()>;
-
-    /// A subject's row (profile still sealed).
-    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>>;
-
+pub trait Ledger: Send + Sync {
     /// Seal and persist a batch of consent requests in one durable
     /// transaction. Outcomes are in the order of `items`.
     async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>>;
@@ -548,9 +531,25 @@ pub trait Store:
         tenant: &str,
         subject_uid: &str,
     ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>>;
-    /// A random id this database was given when created: files derived
-    /// from it (the view's snapshot) name it.
-    async fn store_id(&self) -> Result<String>;
+    /// Each tenant's chain length (the seq of its head).
+    async fn heads(&self) -> Result<HashMap<String, u64>>;
+    /// Up to `limit` ledger entries of `tenant` after `seq`, oldest first,
+    /// each with its subject's id (`None` once erased).
+    async fn ledger_after(
+        &self,
+        tenant: &str,
+        seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(Option<String>, LedgerEntry)>>;
+    /// The tenant's whole ledger, oldest first, with subject identifiers
+    /// resolved (erased subjects resolve to none).
+    async fn ledger(&self, tenant: &str) -> Result<Vec<(Option<String>, LedgerEntry)>>;
+}
+
+/// Current consent state (`consent_states`, the fold of the ledger), as the
+/// decision view loads it.
+#[async_trait]
+pub trait CurrentState: Send + Sync {
     /// Up to about `limit` current-state rows of `tenant` after the subject
     /// `after_id`, in subject id order, as whole subjects with their records
     /// (the view loads page by page; flags are read by `flagged_subjects`).
@@ -565,6 +564,36 @@ pub trait Store:
     async fn flagged_subjects(&self, tenant: &str) -> Result<Vec<(String, SubjectFlags)>>;
     /// One subject's current consent records (none for an unknown subject).
     async fn subject_states(&self, tenant: &str, id: &str) -> Result<Vec<ConsentRecord>>;
+}
+
+/// Every aggregate of durable state behind one object (each in its
+/// supertrait); here what concerns the store as a whole: liveness, its
+/// identity, subjects' rows, the change feed between nodes, the lead.
+#[async_trait]
+pub trait Store:
+    Ledger
+    + CurrentState
+    + Registry
+    + Outbox
+    + Profiles
+    + Events
+    + Messages
+    + Requests
+    + StaffStore
+    + Verifications
+    + Send
+    + Sync
+    + 'static
+{
+    /// Cheap round trip for readiness.
+    async fn ping(&self) -> Result<()>;
+
+    /// A subject's row (profile still sealed).
+    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>>;
+
+    /// A random id this database was given when created: files derived
+    /// from it (the view's snapshot) name it.
+    async fn store_id(&self) -> Result<String>;
     /// Recompute the tenant's hash chain from the stored rows, on every
     /// core (see [`crate::verification`]).
     async fn verify_ledger(&self, tenant: &str) -> Result<VerifyReport> {
@@ -575,16 +604,6 @@ pub trait Store:
     /// that several nodes can share (PostgreSQL); `None` for a store with a
     /// single process (SQLite, whose data directory is locked).
     async fn follow(&self) -> Result<Option<ChangeFeed>>;
-    /// Each tenant's chain length (the seq of its head).
-    async fn heads(&self) -> Result<HashMap<String, u64>>;
-    /// Up to `limit` ledger entries of `tenant` after `seq`, oldest first,
-    /// each with its subject's id (`None` once erased).
-    async fn ledger_after(
-        &self,
-        tenant: &str,
-        seq: u64,
-        limit: u32,
-    ) -> Result<Vec<(Option<String>, LedgerEntry)>>;
     /// Subjects whose row changed at or after `since`: (tenant, id, flags).
     async fn subjects_changed_since(
         &self,
@@ -594,10 +613,6 @@ pub trait Store:
     /// Take (or confirm) the dispatcher's lead among the nodes sharing the
     /// database; only the leader delivers.
     async fn lead(&self) -> Result<bool>;
-
-    /// The tenant's whole ledger, oldest first, with subject identifiers
-    /// resolved (erased subjects resolve to none).
-    async fn ledger(&self, tenant: &str) -> Result<Vec<(Option<String>, LedgerEntry)>>;
 }
 
 /// Settings kept as JSON beside a tenant.
