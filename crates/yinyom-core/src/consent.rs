@@ -184,10 +184,16 @@ impl ConsentRecord {
     /// The state as it stands at `now`: a grant past its validity is expired
     /// even before the expiry job has written the `expire` entry.
     pub fn state_at(&self, now: Micros) -> ConsentState {
-        match (self.state, self.expires_at) {
-            (ConsentState::Granted, Some(exp)) if exp <= now => ConsentState::Expired,
-            (s, _) => s,
-        }
+        state_at(self.state, self.expires_at, now)
+    }
+}
+
+/// A recorded state as it stands at `now`: a grant past its validity is
+/// expired even before the expiry job has written the `expire` entry.
+pub fn state_at(state: ConsentState, expires_at: Option<Micros>, now: Micros) -> ConsentState {
+    match (state, expires_at) {
+        (ConsentState::Granted, Some(exp)) if exp <= now => ConsentState::Expired,
+        (s, _) => s,
     }
 }
 

@@ -119,16 +119,7 @@ impl Follower {
                 return Ok(());
             };
             let last = last.seq;
-            app.view.write(tenant, |tv| {
-                for (subject, entry) in &page {
-                    if let Some(subject) = subject
-                        && let Some(r) = entry.record()
-                    {
-                        tv.apply(subject, &r);
-                    }
-                    tv.watermark.mark(entry.seq);
-                }
-            });
+            app.view.write(tenant, |tv| tv.apply_entries(&page));
             self.cursors.insert(tenant.to_string(), last);
             app.changed.send_modify(|n| *n += 1);
             if page.len() < PAGE as usize {

@@ -99,7 +99,7 @@ impl Default for Metrics {
         registry.register(
             "view",
             "The decision view: subjects and records held, bytes, budget (bounded mode), \
-             questions answered from memory (hits) and from the store (misses)",
+             subjects read from the store because the view did not hold them (misses)",
             view.clone(),
         );
         registry.register(
@@ -230,7 +230,6 @@ impl Metrics {
             ("records", s.records),
             ("bytes", s.bytes),
             ("budget_bytes", s.budget),
-            ("hits", s.hits),
             ("misses", s.misses),
         ] {
             self.view.get_or_create(&ViewLabels { what }).set(v as i64);

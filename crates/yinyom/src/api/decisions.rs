@@ -155,7 +155,7 @@ pub async fn batch(
     let now = time::now();
     // From the view under one lock; subjects a bounded view does not hold
     // are read from the store afterwards.
-    let mut decided: Vec<Result<DecisionView, DecisionQuery>> = app
+    let decided: Vec<Result<DecisionView, DecisionQuery>> = app
         .view
         .read(&who.tenant, |tv| {
             req.requests
@@ -170,22 +170,16 @@ pub async fn batch(
                 .collect()
         })
         .ok_or_else(gone)?;
-    for d in decided.iter_mut() {
-        let Err(q) = d else { continue };
-        let q = std::mem::replace(
-            q,
-            DecisionQuery {
-                subject: String::new(),
-                purpose: String::new(),
-                channel: None,
+    let mut decisions = Vec::with_capacity(decided.len());
+    for d in decided {
+        decisions.push(match d {
+            Ok(d) => d,
+            Err(q) => match ask(&app, &who.tenant, &q, now).await? {
+                Ok(answer) => view(q, answer, now),
+                Err(Unknown::Purpose) => unknown_purpose(q),
+                Err(_) => return Err(gone()),
             },
-        );
-        *d = Ok(match ask(&app, &who.tenant, &q, now).await? {
-            Ok(answer) => view(q, answer, now),
-            Err(Unknown::Purpose) => unknown_purpose(q),
-            Err(_) => return Err(gone()),
         });
     }
-    let decisions = decided.into_iter().flatten().collect();
     Ok(axum::Json(BatchResponse { decisions }))
 }

@@ -294,10 +294,14 @@ impl Subjects {
 
     /// Put a subject with exactly these records (replacing what was held).
     pub fn put(&mut self, id: &str, recs: &[Rec]) {
+        self.replace(id, build(id.as_bytes(), recs));
+    }
+
+    /// Hold `e` as the subject `id` (replacing what was held), counted.
+    fn replace(&mut self, id: &str, e: Entry) {
         self.remove(id);
-        let e = build(id.as_bytes(), recs);
         self.bytes += cost(&e);
-        self.records += recs.len();
+        self.records += header(&e).1;
         let hash = self.hash(id.as_bytes());
         let hasher = &self.hasher;
         self.table
@@ -442,14 +446,7 @@ impl Subjects {
                 (last & !0xffff_ffff_ffff) | u64::from(provenance) | (u64::from(purpose) << 32);
             out.extend([r[0], r[1], r[2], last].map(AtomicU64::new));
         }
-        self.remove(&id);
-        let e = out.into_boxed_slice();
-        self.bytes += cost(&e);
-        self.records += n;
-        let hash = self.hash(id.as_bytes());
-        let hasher = &self.hasher;
-        self.table
-            .insert_unique(hash, e, |e| Self::hash_entry(hasher, e));
+        self.replace(&id, out.into_boxed_slice());
         Some(n)
     }
 

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use yinyom_core::consent::{self, ConsentRecord, NoticeVersion, SubjectConsents};
+use yinyom_core::consent::{self, ConsentRecord, ConsentState, NoticeVersion, SubjectConsents};
 use yinyom_core::decision::{self, Decision, Facts};
 use yinyom_core::ledger::LedgerEntry;
 use yinyom_core::notice::Notice;
@@ -171,7 +171,6 @@ pub struct SnapshotFile {
 pub struct Progress {
     pub records: AtomicU64,
     pub subjects: AtomicU64,
-    pub total_records: AtomicU64,
     pub ready: AtomicBool,
 }
 
@@ -183,7 +182,6 @@ pub struct View {
     held: AtomicI64,
     pub progress: Progress,
     misses: AtomicU64,
-    hits: AtomicU64,
 }
 
 impl TenantView {
@@ -303,6 +301,19 @@ impl TenantView {
         self.subjects.apply(subject_id, rec);
     }
 
+    /// Fold committed ledger entries in, each with its subject's id (none
+    /// once erased), and note their seqs as applied.
+    pub fn apply_entries(&mut self, entries: &[(Option<String>, LedgerEntry)]) {
+        for (subject, entry) in entries {
+            if let Some(subject) = subject
+                && let Some(r) = entry.record()
+            {
+                self.apply(subject, &r);
+            }
+            self.watermark.mark(entry.seq);
+        }
+    }
+
     fn bump(&self, subject_id: &str) {
         self.stripes[self.subjects.stripe(subject_id, STRIPES)].fetch_add(1, Ordering::AcqRel);
     }
@@ -337,7 +348,7 @@ impl TenantView {
     /// (see [`View::subject`], which then reads the store).
     pub fn subject(&self, subject_id: &str) -> Option<SubjectView> {
         let records = match self.subjects.get(subject_id) {
-            Some(found) => found.records().map(|r| self.full(&r)).collect(),
+            Some(found) => self.records_of(&found),
             None if self.bounded => return None,
             None => Vec::new(),
         };
@@ -347,10 +358,13 @@ impl TenantView {
     /// Every subject the view holds with records, in full.
     pub fn each_held(&self, mut f: impl FnMut(&str, SubjectView)) {
         for (id, found) in self.subjects.iter() {
-            let records = found.records().map(|r| self.full(&r)).collect();
             let flags = self.flags(&id).cloned();
-            f(&id, SubjectView::new(flags, records));
+            f(&id, SubjectView::new(flags, self.records_of(&found)));
         }
+    }
+
+    fn records_of(&self, found: &compact::Found<'_>) -> Vec<ConsentRecord> {
+        found.records().map(|r| self.full(&r)).collect()
     }
 
     /// Subjects held, and per (purpose, channel) how many records stand
@@ -361,9 +375,7 @@ impl TenantView {
             for r in found.records() {
                 let e = by_id.entry((r.purpose, r.channel)).or_default();
                 e.1 += 1;
-                let granted = r.state == yinyom_core::consent::ConsentState::Granted
-                    && r.expires_at.is_none_or(|exp| exp > now);
-                if granted {
+                if consent::state_at(r.state, r.expires_at, now) == ConsentState::Granted {
                     e.0 += 1;
                 }
             }
@@ -544,16 +556,7 @@ impl View {
                     let page = store.ledger_after(tenant, after, PAGE).await?;
                     let Some((_, last)) = page.last() else { break };
                     after = last.seq;
-                    self.write(tenant, |tv| {
-                        for (subject, entry) in &page {
-                            if let Some(subject) = subject
-                                && let Some(r) = entry.record()
-                            {
-                                tv.apply(subject, &r);
-                            }
-                            tv.watermark.mark(entry.seq);
-                        }
-                    });
+                    self.write(tenant, |tv| tv.apply_entries(&page));
                 }
                 continue;
             }
@@ -617,11 +620,7 @@ impl View {
     /// The tenant whose banner has this public site key, and the origins
     /// allowed to use it.
     pub fn tenant_by_site_key(&self, key: &str) -> Option<(String, Vec<String>)> {
-        let all: Vec<_> = {
-            let guard = self.tenants.read().unwrap_or_else(|e| e.into_inner());
-            guard.values().cloned().collect()
-        };
-        all.iter().find_map(|tv| {
+        self.all_tenants().iter().find_map(|tv| {
             let tv = tv.read().unwrap_or_else(|e| e.into_inner());
             let b = tv.tenant.banner.as_ref()?;
             (b.site_key == key).then(|| (tv.tenant.id.clone(), b.origins.clone()))
@@ -711,10 +710,7 @@ impl View {
     ) -> Result<Option<SubjectView>, StoreError> {
         match self.read(tenant, |tv| tv.subject(id).ok_or(tv.stripe_version(id))) {
             None => Ok(None),
-            Some(Ok(held)) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(held))
-            }
+            Some(Ok(held)) => Ok(Some(held)),
             Some(Err(version)) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 let records = store.subject_states(tenant, id).await?;
@@ -785,16 +781,12 @@ impl View {
     }
 
     /// Subjects and records held, bytes they take, and (bounded) how often
-    /// a subject was held when asked for and how often read from the store.
+    /// a subject was read from the store because the view did not hold it.
     pub fn stats(&self) -> ViewStats {
-        let all: Vec<_> = {
-            let guard = self.tenants.read().unwrap_or_else(|e| e.into_inner());
-            guard.values().cloned().collect()
-        };
+        let all = self.all_tenants();
         let mut s = ViewStats {
             bounded: self.bounded(),
             budget: self.budget.unwrap_or(0) as u64,
-            hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             ..ViewStats::default()
         };
@@ -824,6 +816,5 @@ pub struct ViewStats {
     pub subjects: u64,
     pub records: u64,
     pub bytes: u64,
-    pub hits: u64,
     pub misses: u64,
 }
