@@ -140,6 +140,59 @@ impl ReceiptKey {
     }
 }
 
+/// Verify a JWS against a published key set (`/.well-known/jwks.json`):
+/// the key named by the header's `kid`, Ed25519 only. Returns the payload.
+/// This is all a verifier outside our server needs.
+pub fn verify_with_jwks(jws: &str, jwks: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let jws = jws.trim();
+    let mut parts = jws.split('.');
+    let (Some(header), Some(payload), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a JWS compact serialisation (three dot-separated parts)".into());
+    };
+    let header: serde_json::Value = B64
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or("the JWS header is not base64url JSON")?;
+    if header["alg"] != "EdDSA" {
+        return Err(format!("unsupported alg {}", header["alg"]));
+    }
+    let kid = header["kid"]
+        .as_str()
+        .ok_or("the JWS header names no kid")?;
+    let jwk = jwks["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid))
+        .ok_or_else(|| format!("no key {kid} in the key set"))?;
+    if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" {
+        return Err(format!("key {kid} is not an Ed25519 key"));
+    }
+    let x = jwk["x"]
+        .as_str()
+        .and_then(|x| B64.decode(x).ok())
+        .and_then(|x| <[u8; 32]>::try_from(x.as_slice()).ok())
+        .ok_or_else(|| format!("key {kid} has no valid x"))?;
+    let key =
+        VerifyingKey::from_bytes(&x).map_err(|_| format!("key {kid} is not a valid point"))?;
+    if thumbprint(&key) != kid {
+        return Err(format!("key {kid} does not match its thumbprint"));
+    }
+    let sig = B64
+        .decode(sig)
+        .ok()
+        .and_then(|s| ed25519_dalek::Signature::from_slice(&s).ok())
+        .ok_or("the signature is not base64url Ed25519")?;
+    let (input, _) = jws.rsplit_once('.').ok_or("not a JWS")?;
+    key.verify(input.as_bytes(), &sig)
+        .map_err(|_| format!("the signature does not verify with key {kid}"))?;
+    B64.decode(payload)
+        .ok()
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .ok_or_else(|| "the JWS payload is not base64url JSON".into())
+}
+
 fn thumbprint(key: &VerifyingKey) -> String {
     // Members in lexicographic order, no whitespace (RFC 7638 §3).
     let canonical = format!(
@@ -162,5 +215,11 @@ mod tests {
         let forged = B64.encode(br#"{"a":2}"#);
         parts[1] = &forged;
         assert!(key.verify(&parts.join(".")).is_none());
+        let jwks = serde_json::json!({"keys": [key.jwk()]});
+        assert_eq!(verify_with_jwks(&jws, &jwks).unwrap()["a"], 1);
+        assert!(verify_with_jwks(&parts.join("."), &jwks).is_err());
+        let other = ReceiptKey::from_secret([8; 32]);
+        let other_set = serde_json::json!({"keys": [other.jwk()]});
+        assert!(verify_with_jwks(&jws, &other_set).is_err());
     }
 }

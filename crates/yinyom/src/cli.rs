@@ -139,6 +139,19 @@ pub enum LedgerCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Check a consent receipt offline, with nothing but the published key
+    /// set: its signature, and with a proof (`GET /v1/receipts/{id}/proof`)
+    /// that its grants are ledger entries included in a signed checkpoint.
+    /// Needs no database. Exits 1 and says which check failed.
+    VerifyReceipt {
+        /// The receipt: a file holding its JWS, or the JWS itself.
+        receipt: String,
+        /// A file holding the proof's JSON.
+        proof: Option<PathBuf>,
+        /// A file holding the key set (`/.well-known/jwks.json`).
+        #[arg(long)]
+        jwks: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -463,6 +476,64 @@ async fn run(cli: Cli) -> CliResult {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Ledger {
+            command:
+                LedgerCommand::VerifyReceipt {
+                    receipt,
+                    proof,
+                    jwks,
+                },
+        } => {
+            let receipt = match std::fs::read_to_string(receipt) {
+                Ok(text) => text,
+                Err(_) if receipt.matches('.').count() == 2 => receipt.clone(),
+                Err(e) => return Err(format!("{receipt}: {e}").into()),
+            };
+            let read_json =
+                |path: &PathBuf| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    Ok(serde_json::from_str(&text)
+                        .map_err(|e| format!("{}: not JSON: {e}", path.display()))?)
+                };
+            let jwks = read_json(jwks)?;
+            let proof: Option<yinyom_core::proof::ReceiptProof> = match proof {
+                Some(p) => Some(
+                    serde_json::from_value(read_json(p)?)
+                        .map_err(|e| format!("{}: not a receipt proof: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            match yinyom_core::proof::verify_receipt(&receipt, proof.as_ref(), &jwks) {
+                Ok(v) => {
+                    println!(
+                        "receipt {}: signature ok (issuer {}; purposes {})",
+                        v.receipt_id,
+                        v.issuer,
+                        v.purposes.join(", ")
+                    );
+                    if let Some(n) = v.checkpoint {
+                        let at: Vec<String> = v
+                            .positions
+                            .iter()
+                            .map(|(p, i)| format!("partition {p} leaf {i}"))
+                            .collect();
+                        println!(
+                            "included in signed checkpoint {n} of tenant {}: {} (every purpose it lists was granted)",
+                            v.tenant.unwrap_or_default(),
+                            at.join(", ")
+                        );
+                    } else {
+                        println!("no proof given: inclusion in the ledger not checked");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("NOT VERIFIED: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Keys {
             command:

@@ -45,6 +45,8 @@ pub struct Report {
     /// Subjects whose data came from a third party and who were not told
     /// within the deadline (PDPA s.25).
     pub notices_overdue: u64,
+    /// Signed checkpoints made (tenants whose ledger grew).
+    pub checkpoints: u64,
 }
 
 pub async fn run(app: Weak<App>, every: Duration) {
@@ -97,6 +99,11 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
         app.ensure_tenant(&t.id).await?;
         if with_retention {
             report.erased += retention(app, &t.id, now).await?;
+        }
+        let before = app.store.checkpoint(&t.id, None).await?;
+        if app.store.ledger_head(&t.id).await?.seq > before.as_ref().map_or(0, |c| c.size) {
+            crate::checkpoint::make(app.store.as_ref(), &app.signer, &t.id).await?;
+            report.checkpoints += 1;
         }
         let mut after: Option<(Micros, String)> = None;
         loop {

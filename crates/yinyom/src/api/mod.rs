@@ -7,6 +7,7 @@ pub(crate) mod acquisitions;
 pub(crate) mod admin;
 pub mod auth;
 pub(crate) mod breaches;
+pub(crate) mod checkpoints;
 pub(crate) mod consents;
 pub(crate) mod decisions;
 pub mod extract;
@@ -59,7 +60,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         webhooks::deliveries, webhooks::replay,
         consents::record,
         decisions::one, decisions::batch,
-        admin::verify, verifications::start, verifications::get, verifications::list, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant, admin::audit,
+        admin::verify, verifications::start, verifications::get, verifications::list, checkpoints::list, checkpoints::get, checkpoints::create, checkpoints::proof, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant, admin::audit,
         staff::create, staff::list, staff::disable,
         track::track, track::identify, track::page, track::screen, track::group, track::alias, track::batch,
         messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
@@ -171,6 +172,12 @@ pub fn router(app: Arc<App>) -> Router {
             post(verifications::start).get(verifications::list),
         )
         .route("/v1/ledger/verifications/{id}", get(verifications::get))
+        .route(
+            "/v1/ledger/checkpoints",
+            post(checkpoints::create).get(checkpoints::list),
+        )
+        .route("/v1/ledger/checkpoints/{number}", get(checkpoints::get))
+        .route("/v1/receipts/{id}/proof", get(checkpoints::proof))
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant))

@@ -581,6 +581,7 @@ pub trait Store:
     + Requests
     + StaffStore
     + Verifications
+    + Checkpoints
     + Send
     + Sync
     + 'static
@@ -617,3 +618,58 @@ pub trait Store:
 
 /// Settings kept as JSON beside a tenant.
 pub type Settings = BTreeMap<String, serde_json::Value>;
+
+/// A signed checkpoint of a tenant's ledger (a signed tree head).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointRow {
+    pub tenant: String,
+    pub number: u64,
+    /// Entries covered.
+    pub size: u64,
+    /// Hex: the root the checkpoint signs.
+    pub root: String,
+    /// The signed claims.
+    pub body: serde_json::Value,
+    /// `body` signed with the receipt key (JWS compact, EdDSA).
+    pub jws: String,
+    pub created_at: Micros,
+}
+
+/// The Merkle trees over the ledger and their signed checkpoints (see
+/// [`crate::checkpoint`]).
+#[async_trait]
+pub trait Checkpoints: Send + Sync {
+    /// The hashes (hex) of the entries with `after < seq <= upto`, in `seq`
+    /// order.
+    async fn entry_hashes(&self, tenant: &str, after: u64, upto: u64) -> Result<Vec<String>>;
+    /// The stored perfect subtrees among `wanted` (levels ≥
+    /// [`yinyom_core::merkle::STORED_LEVEL`]).
+    async fn merkle_nodes(
+        &self,
+        tenant: &str,
+        part: u32,
+        wanted: &[yinyom_core::merkle::Subtree],
+    ) -> Result<HashMap<yinyom_core::merkle::Subtree, yinyom_core::merkle::Hash>>;
+    /// Store subtrees (already stored ones are left as they are: a
+    /// subtree's hash never changes).
+    async fn insert_merkle_nodes(
+        &self,
+        tenant: &str,
+        part: u32,
+        nodes: &[(yinyom_core::merkle::Subtree, yinyom_core::merkle::Hash)],
+    ) -> Result<()>;
+    /// Store a checkpoint; false if its number is taken (another node made
+    /// it first).
+    async fn insert_checkpoint(&self, c: &CheckpointRow) -> Result<bool>;
+    /// Checkpoint `number`, or the latest when `None`.
+    async fn checkpoint(&self, tenant: &str, number: Option<u64>) -> Result<Option<CheckpointRow>>;
+    /// Checkpoints numbered below `before` (all when `None`), newest first.
+    async fn checkpoints(
+        &self,
+        tenant: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<CheckpointRow>>;
+    /// A receipt by its id, and the subject (uid) it was given to.
+    async fn receipt(&self, tenant: &str, id: &str) -> Result<Option<(String, StoredReceipt)>>;
+}

@@ -35,6 +35,7 @@ use yinyom_core::time::{self, Micros};
 use super::*;
 use crate::events::{self, ConsentEvent};
 
+mod checkpoints;
 mod current;
 pub mod hot;
 mod ledger;

@@ -1,0 +1,323 @@
+//! Signed checkpoints of the ledger and inclusion proofs of receipts.
+//!
+//! The Merkle tree (RFC 9162, see `yinyom_core::merkle`) over a tenant's
+//! entry hashes grows with each checkpoint: the blocks of 256 entries
+//! completed since the last one are hashed and every perfect subtree they
+//! complete is stored (`ledger_nodes`), so a checkpoint costs O(new
+//! entries) and a proof a few indexed reads, whatever the ledger's size.
+//! The leader makes a checkpoint every minute when the ledger grew;
+//! `POST /v1/ledger/checkpoints` makes one at once, and a proof asked for
+//! a receipt newer than the latest checkpoint makes one first.
+//!
+//! Today a tenant's ledger is one chain, published as partition 0.
+
+use std::collections::HashMap;
+
+use yinyom_core::merkle::{self, Frontier, Hash, STORED_LEVEL, Subtree};
+use yinyom_core::proof::{
+    CHECKPOINT_TYPE, CheckpointClaims, EntryProof, PartitionHead, ReceiptProof, SignedCheckpoint,
+};
+use yinyom_core::time;
+
+use crate::receipts::Signer;
+use crate::store::{CheckpointRow, Store, StoreError};
+
+/// The only partition a ledger has today.
+pub const PART: u32 = 0;
+
+/// Blocks of 256 entries read per query while the tree grows.
+const BLOCKS_PER_READ: u64 = 32;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn corrupt(what: String) -> StoreError {
+    StoreError::Unavailable(format!("the ledger does not match its tree: {what}"))
+}
+
+/// The leaves `(after, upto]` (1-based seqs), checked to be all there.
+async fn leaves(store: &dyn Store, tenant: &str, after: u64, upto: u64) -> Result<Vec<Hash>> {
+    let hashes = store.entry_hashes(tenant, after, upto).await?;
+    if hashes.len() as u64 != upto - after {
+        return Err(corrupt(format!(
+            "entries {} to {upto} should be {} rows, found {}",
+            after + 1,
+            upto - after,
+            hashes.len()
+        )));
+    }
+    hashes
+        .iter()
+        .map(|h| merkle::leaf_of_hex(h).ok_or_else(|| corrupt(format!("hash {h} is not hex"))))
+        .collect()
+}
+
+/// The hashes of `needs` in a tree of `n` leaves: stored subtrees from
+/// `ledger_nodes`, lower ones from their block's leaves.
+async fn subtrees(
+    store: &dyn Store,
+    tenant: &str,
+    n: u64,
+    needs: &[Subtree],
+) -> Result<HashMap<Subtree, Hash>> {
+    let stored: Vec<Subtree> = needs
+        .iter()
+        .copied()
+        .filter(|s| s.level >= STORED_LEVEL)
+        .collect();
+    let mut out = store.merkle_nodes(tenant, PART, &stored).await?;
+    if let Some(s) = stored.iter().find(|s| !out.contains_key(s)) {
+        return Err(corrupt(format!(
+            "subtree at level {} index {} is not stored",
+            s.level, s.index
+        )));
+    }
+    let mut blocks: HashMap<u64, Vec<Hash>> = HashMap::new();
+    for s in needs.iter().filter(|s| s.level < STORED_LEVEL) {
+        let block = s.start() >> STORED_LEVEL;
+        if !blocks.contains_key(&block) {
+            let from = block << STORED_LEVEL;
+            let to = ((block + 1) << STORED_LEVEL).min(n);
+            blocks.insert(block, leaves(store, tenant, from, to).await?);
+        }
+        let base = block << STORED_LEVEL;
+        let leaves = &blocks[&block];
+        let range = (s.start() - base) as usize..(s.end() - base) as usize;
+        let Some(slice) = leaves.get(range) else {
+            return Err(corrupt(format!("block {block} is short")));
+        };
+        out.insert(*s, merkle::perfect_root(slice));
+    }
+    Ok(out)
+}
+
+/// Store the subtrees of the blocks completed between a tree of `from`
+/// leaves and one of `to`.
+async fn grow(store: &dyn Store, tenant: &str, from: u64, to: u64) -> Result<()> {
+    let (done, want) = (from >> STORED_LEVEL, to >> STORED_LEVEL);
+    if want <= done {
+        return Ok(());
+    }
+    let needs = Frontier::needs(done);
+    let found = store.merkle_nodes(tenant, PART, &needs).await?;
+    let resume = needs
+        .iter()
+        .map(|s| {
+            found
+                .get(s)
+                .map(|h| (*s, *h))
+                .ok_or_else(|| corrupt(format!("frontier subtree {s:?} is not stored")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut frontier = Frontier::resume(resume);
+    let mut block = done;
+    while block < want {
+        let last = (block + BLOCKS_PER_READ).min(want);
+        let hashes = leaves(store, tenant, block << STORED_LEVEL, last << STORED_LEVEL).await?;
+        let mut nodes = Vec::new();
+        for (i, chunk) in hashes.chunks_exact(1 << STORED_LEVEL).enumerate() {
+            nodes.extend(frontier.push(block + i as u64, merkle::perfect_root(chunk)));
+        }
+        store.insert_merkle_nodes(tenant, PART, &nodes).await?;
+        block = last;
+    }
+    Ok(())
+}
+
+/// The published form of a stored checkpoint.
+pub fn signed(c: &CheckpointRow) -> SignedCheckpoint {
+    SignedCheckpoint {
+        number: c.number,
+        size: c.size,
+        root: c.root.clone(),
+        jws: c.jws.clone(),
+    }
+}
+
+/// A checkpoint of the tenant's ledger as it is now: the latest if the
+/// ledger has not grown since, else a new one, signed and stored.
+pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<CheckpointRow> {
+    let latest = store.checkpoint(tenant, None).await?;
+    let head = store.ledger_head(tenant).await?;
+    if let Some(l) = &latest
+        && l.size >= head.seq
+    {
+        return Ok(l.clone());
+    }
+    let from = latest.as_ref().map_or(0, |l| l.size);
+    let n = head.seq;
+    grow(store, tenant, from, n).await?;
+    let needs = merkle::decompose(0, n);
+    let hashes = subtrees(store, tenant, n, &needs).await?;
+    let part_root = merkle::root(n, &mut |s| hashes[&s]);
+    let partitions = vec![PartitionHead {
+        partition: PART,
+        size: n,
+        root: hex::encode(part_root),
+        head: head.hash.clone(),
+    }];
+    let root = CheckpointClaims::root_of(&partitions)
+        .ok_or_else(|| corrupt("a partition root is not hex".into()))?;
+    let now = time::now();
+    let claims = CheckpointClaims {
+        typ: CHECKPOINT_TYPE.into(),
+        iss: format!("urn:yinyom:tenant:{tenant}"),
+        tenant: tenant.to_string(),
+        number: latest.as_ref().map_or(1, |l| l.number + 1),
+        size: n,
+        root: hex::encode(root),
+        partitions,
+        iat: now / 1_000_000,
+    };
+    let row = CheckpointRow {
+        tenant: tenant.to_string(),
+        number: claims.number,
+        size: n,
+        root: claims.root.clone(),
+        jws: signer.current().sign(&claims),
+        body: serde_json::to_value(&claims).map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        created_at: now,
+    };
+    if store.insert_checkpoint(&row).await? {
+        Ok(row)
+    } else {
+        // Another node made this number first: theirs stands.
+        store
+            .checkpoint(tenant, Some(row.number))
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("checkpoint vanished".into()))
+    }
+}
+
+/// The proof of a receipt: its ledger entries and their audit paths to a
+/// checkpoint that covers them (made now if none does yet). `None` for an
+/// unknown receipt.
+pub async fn prove(
+    store: &dyn Store,
+    signer: &Signer,
+    tenant: &str,
+    receipt_id: &str,
+) -> Result<Option<(String, ReceiptProof)>> {
+    let Some((uid, receipt)) = store.receipt(tenant, receipt_id).await? else {
+        return Ok(None);
+    };
+    let entries: Vec<_> = store
+        .history(tenant, &uid)
+        .await?
+        .into_iter()
+        .filter(|e| e.body.receipt.as_deref() == Some(receipt_id))
+        .collect();
+    let last = entries.iter().map(|e| e.seq).max().unwrap_or(0);
+    let mut cp = store.checkpoint(tenant, None).await?;
+    if cp.as_ref().is_none_or(|c| c.size < last) {
+        cp = Some(make(store, signer, tenant).await?);
+    }
+    let cp = cp.ok_or_else(|| StoreError::Unavailable("no checkpoint".into()))?;
+    let n = cp.size;
+    let mut proofs = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let m = entry.seq - 1;
+        let needs = merkle::inclusion_needs(m, n);
+        let hashes = subtrees(store, tenant, n, &needs).await?;
+        let path = merkle::inclusion_proof(m, n, &mut |s| hashes[&s])
+            .ok_or_else(|| corrupt(format!("entry {} is beyond the checkpoint", entry.seq)))?;
+        proofs.push(EntryProof {
+            partition: PART,
+            leaf_index: m,
+            entry,
+            path: path.iter().map(hex::encode).collect(),
+        });
+    }
+    Ok(Some((
+        receipt.jws,
+        ReceiptProof {
+            receipt_id: receipt_id.to_string(),
+            checkpoint: signed(&cp),
+            entries: proofs,
+        },
+    )))
+}
+
+/// Recompute the root of every stored checkpoint of the tenant from the
+/// ledger's rows and compare it with the signed one: a ledger rewritten
+/// and re-hashed after a checkpoint (which the chain alone cannot show) is
+/// found here. Each block of 256 entries is also compared with its stored
+/// subtree, which names the altered block. Returns the first checkpoint
+/// that does not match, and what differs.
+pub async fn audit(store: &dyn Store, tenant: &str) -> Result<Option<(u64, String)>> {
+    let mut all = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.checkpoints(tenant, before, 500).await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.number);
+        all.extend(page);
+    }
+    all.reverse();
+    // One pass over the leaves, keeping the right edge of perfect subtrees.
+    let mut edge: Vec<(u32, Hash)> = Vec::new();
+    let mut at = 0u64;
+    const PAGE: u64 = 64 << STORED_LEVEL;
+    for cp in all {
+        while at < cp.size {
+            let to = (at + PAGE).min(cp.size);
+            let leaves = match leaves(store, tenant, at, to).await {
+                Ok(l) => l,
+                Err(e) => return Ok(Some((cp.number, e.to_string()))),
+            };
+            let blocks: Vec<Subtree> = (at >> STORED_LEVEL..=to >> STORED_LEVEL)
+                .map(|index| Subtree {
+                    level: STORED_LEVEL,
+                    index,
+                })
+                .collect();
+            let stored = store.merkle_nodes(tenant, PART, &blocks).await?;
+            for (i, leaf) in leaves.into_iter().enumerate() {
+                let mut node = (0u32, leaf);
+                while let Some(&(level, left)) = edge.last() {
+                    if level != node.0 {
+                        break;
+                    }
+                    edge.pop();
+                    node = (level + 1, merkle::node_hash(&left, &node.1));
+                    if level + 1 == STORED_LEVEL {
+                        let block = Subtree {
+                            level: STORED_LEVEL,
+                            index: (at + i as u64) >> STORED_LEVEL,
+                        };
+                        if stored.get(&block).is_some_and(|h| *h != node.1) {
+                            return Ok(Some((
+                                cp.number,
+                                format!(
+                                    "entries {} to {} differ from the tree checkpoint {} signed",
+                                    block.start() + 1,
+                                    block.end(),
+                                    cp.number
+                                ),
+                            )));
+                        }
+                    }
+                }
+                edge.push(node);
+            }
+            at = to;
+        }
+        let mut iter = edge.iter().rev();
+        let part_root = match iter.next() {
+            None => merkle::empty_root(),
+            Some(&(_, first)) => iter.fold(first, |acc, (_, h)| merkle::node_hash(h, &acc)),
+        };
+        let stated = cp.body["partitions"][0]["root"]
+            .as_str()
+            .unwrap_or_default();
+        if hex::encode(part_root) != stated || cp.root != cp.body["root"] {
+            return Ok(Some((
+                cp.number,
+                format!(
+                    "the ledger's first {} entries no longer hash to the root checkpoint {} signed",
+                    cp.size, cp.number
+                ),
+            )));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,256 @@
+//! Signed checkpoints and receipt proofs, on SQLite and PostgreSQL through
+//! the real router: every receipt proves itself offline against the
+//! published key set (the way an auditor or a data subject checks it), over
+//! ledgers large enough that proofs use stored subtrees; a forged proof or
+//! receipt is refused; and a ledger rewritten *and re-hashed* after a
+//! checkpoint, which its own chain cannot show, is found by the audit.
+
+#[macro_use]
+mod common;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+use yinyom_core::proof::{ReceiptProof, verify_receipt};
+
+use common::{Backend, TestApp};
+
+const PURPOSES: [&str; 3] = ["marketing.email", "marketing.sms", "analytics"];
+
+async fn setup(t: &TestApp) {
+    for p in PURPOSES {
+        t.post(
+            "/v1/purposes",
+            json!({ "key": p, "names": { "en": p }, "basis": "consent", "retention_days": 30 }),
+        )
+        .await;
+    }
+    t.post(
+        "/v1/notices",
+        json!({ "key": "main", "texts": { "en": { "title": "Offers", "body": "…" } },
+                "purposes": PURPOSES }),
+    )
+    .await;
+}
+
+/// A grant of every purpose by `subject`: its receipt (id, jws).
+async fn grant(t: &TestApp, subject: &str) -> (String, String) {
+    let actions: Vec<Value> = PURPOSES
+        .iter()
+        .map(|p| json!({ "purpose": p, "action": "grant" }))
+        .collect();
+    let (s, _, body) = t
+        .request(
+            Method::POST,
+            "/v1/consents",
+            &t.owner,
+            Some(json!({ "subject": subject, "source": "web",
+                "notice": { "key": "main", "version": 1 }, "actions": actions })),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {body}");
+    (
+        body["receipt"]["id"].as_str().unwrap().to_string(),
+        body["receipt"]["jws"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn proof_of(t: &TestApp, id: &str) -> Value {
+    let (s, _, body) = t
+        .request(
+            Method::GET,
+            &format!("/v1/receipts/{id}/proof"),
+            &t.owner,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body
+}
+
+fn check(
+    receipt: &str,
+    proof: &Value,
+    jwks: &Value,
+) -> Result<yinyom_core::proof::Verified, String> {
+    let p: ReceiptProof = serde_json::from_value(proof.clone()).expect("a proof");
+    verify_receipt(receipt, Some(&p), jwks)
+}
+
+async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    let jwks = t.get("/.well-known/jwks.json").await;
+
+    // Before any checkpoint, a proof makes one that covers the receipt.
+    let (first_id, first_jws) = grant(&t, "cust-0").await;
+    let p = proof_of(&t, &first_id).await;
+    assert_eq!(p["receipt"], first_jws.as_str());
+    assert_eq!(p["checkpoint"]["number"], 1, "{p}");
+    assert_eq!(p["checkpoint"]["size"], 3, "{p}");
+    let v = check(&first_jws, &p, &jwks).expect("the first receipt verifies");
+    assert_eq!(v.positions, vec![(0, 0), (0, 1), (0, 2)]);
+    assert_eq!(v.checkpoint, Some(1));
+
+    // Over a thousand entries: blocks of 256 are stored as subtrees.
+    let mut receipts = vec![(first_id, first_jws)];
+    for i in 1..400 {
+        receipts.push(grant(&t, &format!("cust-{i}")).await);
+    }
+    let (s, _, cp) = t
+        .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{cp}");
+    assert_eq!(cp["number"], 2);
+    assert_eq!(cp["size"], 1200);
+    assert_eq!(cp["claims"]["partitions"][0]["size"], 1200);
+    // Nothing new: the same checkpoint, 200.
+    let (s, _, again) = t
+        .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["number"], 2);
+    // The checkpoint's signature holds with the published keys.
+    let claims = yinyom_core::receipt::verify_with_jwks(cp["jws"].as_str().unwrap(), &jwks)
+        .expect("the checkpoint is signed");
+    assert_eq!(claims, cp["claims"]);
+
+    for (i, (id, jws)) in receipts.iter().enumerate().step_by(37) {
+        let p = proof_of(&t, id).await;
+        assert_eq!(p["checkpoint"]["number"], 2, "{p}");
+        let v = check(jws, &p, &jwks).unwrap_or_else(|e| panic!("receipt {i}: {e}"));
+        assert_eq!(v.positions.len(), 3);
+        assert_eq!(v.positions[0].1, 3 * i as u64);
+        // ⌈log₂ 1200⌉ hashes at most.
+        assert!(p["entries"][0]["path"].as_array().unwrap().len() <= 11);
+    }
+
+    // Forgeries are refused, each saying why.
+    let (id, jws) = &receipts[300];
+    let good = proof_of(&t, id).await;
+    let mut p = good.clone();
+    p["entries"][0]["entry"]["body"]["purpose"] = json!("analytics");
+    assert!(
+        check(jws, &p, &jwks)
+            .unwrap_err()
+            .contains("does not match its hash")
+    );
+    let mut p = good.clone();
+    p["entries"][1]["path"][0] = json!(hex::encode([7u8; 32]));
+    assert!(
+        check(jws, &p, &jwks)
+            .unwrap_err()
+            .contains("not in checkpoint")
+    );
+    let mut p = good.clone();
+    p["entries"][2]["leaf_index"] = json!(5);
+    assert!(check(jws, &p, &jwks).is_err());
+    let (_, other_jws) = &receipts[301];
+    assert!(check(other_jws, &good, &jwks).unwrap_err().contains("not"));
+    let mut p = good.clone();
+    p["entries"].as_array_mut().unwrap().truncate(2);
+    assert!(
+        check(jws, &p, &jwks)
+            .unwrap_err()
+            .contains("no proven entry grants")
+    );
+    let stranger = json!({"keys": [yinyom_core::receipt::ReceiptKey::from_secret([9; 32]).jwk()]});
+    assert!(
+        check(jws, &good, &stranger)
+            .unwrap_err()
+            .starts_with("receipt:")
+    );
+
+    // Listing and fetching by number.
+    let list = t.get("/v1/ledger/checkpoints?limit=1").await;
+    assert_eq!(list["latest"]["number"], 2);
+    assert_eq!(list["checkpoints"].as_array().unwrap().len(), 1);
+    let cursor = list["next_cursor"].as_str().expect("a second page");
+    let rest = t
+        .get(&format!("/v1/ledger/checkpoints?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(rest["checkpoints"][0]["number"], 1);
+    assert_eq!(t.get("/v1/ledger/checkpoints/1").await["size"], 3);
+    let (s, _, body) = t
+        .request(Method::GET, "/v1/ledger/checkpoints/99", &t.owner, None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (s, _, body) = t
+        .request(Method::GET, "/v1/receipts/nope/proof", &t.owner, None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+
+    // Nothing was altered: the audit agrees with every checkpoint.
+    assert_eq!(
+        yinyom::checkpoint::audit(t.store.as_ref(), &t.tenant)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Someone with write access to the database rewrites an entry and
+/// re-hashes the chain after it, head included: the chain verifies, but
+/// the checkpoint signed before does not, and the audit names the block.
+async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: Backend) {
+    use yinyom::store::{Ledger, Store, Verifications};
+    use yinyom_core::ledger::Chain;
+
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    for i in 0..200 {
+        grant(&t, &format!("cust-{i}")).await;
+    }
+    let (s, _, _) = t
+        .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Rewrite entry 400 (a grant into a denial) and re-chain everything
+    // after it, as a forger without the signing key would.
+    let mut rows = t.store.ledger(&t.tenant).await.unwrap();
+    let mut chain = Chain {
+        seq: 399,
+        hash: rows[398].1.hash.clone(),
+    };
+    let other = t.db.open().await;
+    for (_, e) in rows.iter_mut().skip(399) {
+        let mut body = e.body.clone();
+        if e.seq == 400 {
+            body.action = yinyom_core::consent::Action::Deny;
+        }
+        let new = chain.append(body);
+        sqlx::query("UPDATE ledger SET action = $1, prev_hash = $2, hash = $3 WHERE tenant = $4 AND seq = $5")
+            .bind(serde_json::to_value(new.body.action).unwrap().as_str().unwrap().to_string())
+            .bind(new.prev_hash.as_str())
+            .bind(new.hash.as_str())
+            .bind(t.tenant.as_str())
+            .bind(new.seq as i64)
+            .execute(other.pool())
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE ledger_heads SET hash = $1 WHERE tenant = $2")
+        .bind(chain.hash.as_str())
+        .bind(t.tenant.as_str())
+        .execute(other.pool())
+        .await
+        .unwrap();
+    other.pool().close().await;
+    assert_eq!(t.store.ledger_head(&t.tenant).await.unwrap(), chain);
+
+    // The chain alone no longer shows it…
+    let chain_report = t.store.verify_ledger(&t.tenant).await.unwrap();
+    assert_eq!(chain_report.broken, None);
+    // …the signed checkpoint does, and names the entries.
+    let (number, problem) = yinyom::checkpoint::audit(t.store.as_ref(), &t.tenant)
+        .await
+        .unwrap()
+        .expect("the audit finds the rewrite");
+    assert_eq!(number, 1);
+    assert!(problem.contains("entries 257 to 512"), "{problem}");
+}
+
+on_every_backend!(
+    receipts_prove_themselves_against_signed_checkpoints,
+    a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint,
+);
