@@ -1753,3 +1753,72 @@ fn sigterm_stops_the_server_even_with_an_event_stream_open() {
     });
     assert!(stopped.is_some(), "serve did not stop with a stream open");
 }
+
+/// The auditor's procedure of docs/verify-receipt.md, on the real binary:
+/// a receipt and its proof saved from the server check offline with only
+/// the published key set; a tampered proof does not.
+#[test]
+fn a_receipt_and_its_proof_verify_offline_with_only_the_published_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), Some(OWNER_KEY));
+    create_catalog(&server);
+    let (status, granted) = server.post(
+        "/v1/consents",
+        OWNER_KEY,
+        &json!({"subject": "somchai", "source": "web",
+                "notice": {"key": "marketing", "version": 1},
+                "actions": [{"purpose": "marketing.email", "action": "grant"},
+                            {"purpose": "analytics", "action": "grant"}]}),
+    );
+    assert_eq!(status, 201, "{granted}");
+    let id = granted["receipt"]["id"].as_str().unwrap();
+    let (status, proof) = server.get(&format!("/v1/receipts/{id}/proof"), OWNER_KEY);
+    assert_eq!(status, 200, "{proof}");
+    let (status, jwks) = server.get("/.well-known/jwks.json", OWNER_KEY);
+    assert_eq!(status, 200);
+    drop(server);
+
+    let receipt = write(tmp.path(), "receipt.jws", granted["receipt"]["jws"].as_str().unwrap());
+    let proof_file = write(tmp.path(), "proof.json", &proof.to_string());
+    let jwks_file = write(tmp.path(), "jwks.json", &jwks.to_string());
+    let offline = tmp.path().join("no-data-here");
+    let ok = run(
+        &offline,
+        &[
+            "ledger",
+            "verify-receipt",
+            receipt.to_str().unwrap(),
+            proof_file.to_str().unwrap(),
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+        ],
+    );
+    ok.assert_code(0);
+    assert!(ok.stdout.contains("signature ok"), "{}", ok.describe());
+    assert!(
+        ok.stdout.contains("included in signed checkpoint 1"),
+        "{}",
+        ok.describe()
+    );
+
+    let mut forged = proof.clone();
+    forged["entries"][0]["entry"]["body"]["action"] = json!("deny");
+    let forged_file = write(tmp.path(), "forged.json", &forged.to_string());
+    let bad = run(
+        &offline,
+        &[
+            "ledger",
+            "verify-receipt",
+            receipt.to_str().unwrap(),
+            forged_file.to_str().unwrap(),
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+        ],
+    );
+    bad.assert_code(1);
+    assert!(
+        bad.stdout.contains("NOT VERIFIED: entry 1: its content does not match its hash"),
+        "{}",
+        bad.describe()
+    );
+}
