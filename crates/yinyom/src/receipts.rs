@@ -48,8 +48,10 @@ impl Signer {
             } else {
                 master.open_secret(&name(&r.kid), &r.secret).map_err(|_| {
                     StoreError::Unavailable(
-                        "the receipt-signing key does not open with this master key: \
-                         it is not the master key the data was sealed with"
+                        "the receipt-signing key does not open with this master key: it is \
+                         not the master key this database was sealed with. Every node of a \
+                         cluster must start with the same key: set YINYOM_MASTER_KEY (or \
+                         --master-key-file) to the key the first node was started with"
                             .into(),
                     )
                 })?

@@ -411,7 +411,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         propagation::webhooks(dir.path(), duration).await?;
     }
     if on(Section::Nodes) {
-        propagation::nodes(&args).await?;
+        propagation::nodes(&args, duration).await?;
     }
     if on(Section::Collector) {
         gates::collector(&args, dir.path(), warmup, duration).await?;
