@@ -96,11 +96,13 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
     for i in 1..400 {
         receipts.push(grant(&t, &format!("cust-{i}")).await);
     }
+    // (The leader's minute job may have made it already: then it is 200.)
     let (s, _, cp) = t
         .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{cp}");
-    assert_eq!(cp["number"], 2);
+    assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s} {cp}");
+    let number = cp["number"].as_u64().unwrap();
+    assert!(number >= 2, "{cp}");
     assert_eq!(cp["size"], 1200);
     assert_eq!(cp["claims"]["partitions"][0]["size"], 1200);
     // Nothing new: the same checkpoint, 200.
@@ -108,7 +110,7 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
         .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(again["number"], 2);
+    assert_eq!(again["number"], number);
     // The checkpoint's signature holds with the published keys.
     let claims = yinyom_core::receipt::verify_with_jwks(cp["jws"].as_str().unwrap(), &jwks)
         .expect("the checkpoint is signed");
@@ -116,7 +118,7 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
 
     for (i, (id, jws)) in receipts.iter().enumerate().step_by(37) {
         let p = proof_of(&t, id).await;
-        assert_eq!(p["checkpoint"]["number"], 2, "{p}");
+        assert_eq!(p["checkpoint"]["number"], number, "{p}");
         let v = check(jws, &p, &jwks).unwrap_or_else(|e| panic!("receipt {i}: {e}"));
         assert_eq!(v.positions.len(), 3);
         assert_eq!(v.positions[0].1, 3 * i as u64);
@@ -162,13 +164,13 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
 
     // Listing and fetching by number.
     let list = t.get("/v1/ledger/checkpoints?limit=1").await;
-    assert_eq!(list["latest"]["number"], 2);
+    assert_eq!(list["latest"]["number"], number);
     assert_eq!(list["checkpoints"].as_array().unwrap().len(), 1);
     let cursor = list["next_cursor"].as_str().expect("a second page");
     let rest = t
         .get(&format!("/v1/ledger/checkpoints?limit=1&cursor={cursor}"))
         .await;
-    assert_eq!(rest["checkpoints"][0]["number"], 1);
+    assert_eq!(rest["checkpoints"][0]["number"], number - 1);
     assert_eq!(t.get("/v1/ledger/checkpoints/1").await["size"], 3);
     let (s, _, body) = t
         .request(Method::GET, "/v1/ledger/checkpoints/99", &t.owner, None)
@@ -203,7 +205,15 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
     let (s, _, _) = t
         .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
         .await;
-    assert_eq!(s, StatusCode::CREATED);
+    assert!(s == StatusCode::CREATED || s == StatusCode::OK);
+    let first_covering = t.get("/v1/ledger/checkpoints?limit=1000").await["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["size"].as_u64().unwrap() >= 400)
+        .map(|c| c["number"].as_u64().unwrap())
+        .min()
+        .unwrap();
 
     // Rewrite entry 400 (a grant into a denial) and re-chain everything
     // after it, as a forger without the signing key would.
@@ -246,8 +256,13 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
         .await
         .unwrap()
         .expect("the audit finds the rewrite");
-    assert_eq!(number, 1);
-    assert!(problem.contains("entries 257 to 512"), "{problem}");
+    assert_eq!(number, first_covering);
+    // The block is named when the checkpoint covered it whole (the
+    // leader's minute job may have checkpointed a shorter ledger first).
+    assert!(
+        problem.contains("entries 257 to 512") || problem.contains("no longer hash to the root"),
+        "{problem}"
+    );
 }
 
 on_every_backend!(

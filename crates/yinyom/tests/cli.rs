@@ -1778,7 +1778,11 @@ fn a_receipt_and_its_proof_verify_offline_with_only_the_published_keys() {
     assert_eq!(status, 200);
     drop(server);
 
-    let receipt = write(tmp.path(), "receipt.jws", granted["receipt"]["jws"].as_str().unwrap());
+    let receipt = write(
+        tmp.path(),
+        "receipt.jws",
+        granted["receipt"]["jws"].as_str().unwrap(),
+    );
     let proof_file = write(tmp.path(), "proof.json", &proof.to_string());
     let jwks_file = write(tmp.path(), "jwks.json", &jwks.to_string());
     let offline = tmp.path().join("no-data-here");
@@ -1817,7 +1821,8 @@ fn a_receipt_and_its_proof_verify_offline_with_only_the_published_keys() {
     );
     bad.assert_code(1);
     assert!(
-        bad.stdout.contains("NOT VERIFIED: entry 1: its content does not match its hash"),
+        bad.stdout
+            .contains("NOT VERIFIED: entry 1: its content does not match its hash"),
         "{}",
         bad.describe()
     );

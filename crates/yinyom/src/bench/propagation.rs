@@ -230,11 +230,15 @@ pub async fn nodes(args: &BenchArgs, duration: Duration) -> Result<(), Error> {
     };
     let stranger: Arc<dyn Store> = Arc::new(SqlStore::connect(&schema.url()).await?);
     match App::start_with(stranger, config(&MasterKey::random())).await {
-        Ok(_) => return Err("a node with another master key than the cluster's was accepted".into()),
+        Ok(_) => {
+            return Err("a node with another master key than the cluster's was accepted".into());
+        }
         Err(e) if e.to_string().contains("YINYOM_MASTER_KEY") => {
             println!("{:<34} refused: {e}", "node with another master key");
         }
-        Err(e) => return Err(format!("a node with another master key failed unclearly: {e}").into()),
+        Err(e) => {
+            return Err(format!("a node with another master key failed unclearly: {e}").into());
+        }
     }
     let node_a = App::start_with(a, config(&key)).await?;
     let node_b = App::start_with(b, config(&key)).await?;
@@ -244,7 +248,11 @@ pub async fn nodes(args: &BenchArgs, duration: Duration) -> Result<(), Error> {
     let writes = |addr: SocketAddr, node: &'static str| -> super::MakeRequest {
         Arc::new(move |i| {
             let action = if i % 3 == 0 { "withdraw" } else { "grant" };
-            super::post(addr, "/v1/consents", consent(&format!("{node}-{i}"), action))
+            super::post(
+                addr,
+                "/v1/consents",
+                consent(&format!("{node}-{i}"), action),
+            )
         })
     };
     let warmup = Duration::from_secs(1);
@@ -254,15 +262,29 @@ pub async fn nodes(args: &BenchArgs, duration: Duration) -> Result<(), Error> {
 
     // Both nodes at full rate; meanwhile a probe writes on A and waits for
     // B to see it.
-    let load_a = tokio::spawn(super::load(addr_a, args.writers, duration, writes(addr_a, "a")));
-    let load_b = tokio::spawn(super::load(addr_b, args.writers, duration, writes(addr_b, "b")));
+    let load_a = tokio::spawn(super::load(
+        addr_a,
+        args.writers,
+        duration,
+        writes(addr_a, "a"),
+    ));
+    let load_b = tokio::spawn(super::load(
+        addr_b,
+        args.writers,
+        duration,
+        writes(addr_b, "b"),
+    ));
     let mut sender = connect(addr_a).await?;
     let mut stale = Vec::new();
     let until = Instant::now() + duration;
     let mut i = 0usize;
     while Instant::now() < until {
         let subject = format!("probe-{}", i % 50);
-        let action = if (i / 50) % 2 == 0 { "grant" } else { "withdraw" };
+        let action = if (i / 50) % 2 == 0 {
+            "grant"
+        } else {
+            "withdraw"
+        };
         i += 1;
         let seq = change(&mut sender, addr_a, &subject, action).await?;
         let acknowledged = Instant::now();

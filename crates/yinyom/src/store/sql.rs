@@ -11,10 +11,11 @@
 //!   transactions start with `BEGIN IMMEDIATE` to take the write lock up
 //!   front (a deferred transaction that upgrades can fail with SQLITE_BUSY
 //!   instead of waiting).
-//! * PostgreSQL: a consent batch locks its tenants' chain heads
-//!   (`SELECT … FOR UPDATE`) first, so writers on several nodes append to
-//!   one chain in turn; commits are durable with the server's default
-//!   `synchronous_commit = on`.
+//! * PostgreSQL: a consent batch locks its tenants' chain heads first (an
+//!   upsert that changes nothing, returning the head), so writers on
+//!   several nodes append to one chain in turn; the batch's rows are then
+//!   written by one statement (`ledger.rs`, `write_batch_pg`); commits are
+//!   durable with the server's default `synchronous_commit = on`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -64,14 +65,6 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
-        }
-    }
-
-    /// Appended to a `SELECT` of rows the transaction will update.
-    fn for_update(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR UPDATE",
         }
     }
 }

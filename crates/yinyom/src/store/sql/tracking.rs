@@ -88,7 +88,8 @@ impl Events for SqlStore {
                 self.dialect,
                 events.iter().map(|e| (&e.tenant, &e.subject_id)),
             )
-            .await?;
+            .await?
+            .uids;
             // One row per message id: a retried batch (or a duplicate
             // inside one) is kept once.
             let mut seen = BTreeSet::new();
