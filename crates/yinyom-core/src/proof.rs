@@ -13,7 +13,8 @@
 //! checkpoint. [`verify_receipt`] checks all of it offline: both
 //! signatures, that each entry hashes to its recorded hash and names the
 //! receipt, that the audit path leads to the signed root, and that every
-//! purpose the receipt lists was granted by one of those entries.
+//! purpose the receipt lists was granted (or, for a withdrawal, withdrawn)
+//! by one of those entries.
 
 use serde::{Deserialize, Serialize};
 
@@ -104,8 +105,10 @@ pub struct ReceiptProof {
 pub struct Verified {
     pub receipt_id: String,
     pub issuer: String,
-    /// The purposes (service keys) the receipt lists.
+    /// The purposes (service keys) the receipt lists as granted.
     pub purposes: Vec<String>,
+    /// The purposes it lists as withdrawn.
+    pub withdrawn: Vec<String>,
     /// With a proof: the checkpoint it was proven against, and where the
     /// entries are.
     pub checkpoint: Option<u64>,
@@ -143,6 +146,7 @@ pub fn verify_receipt(
         receipt_id: receipt_id.clone(),
         issuer: claims["iss"].as_str().unwrap_or_default().to_string(),
         purposes: purposes.clone(),
+        withdrawn: Vec::new(),
         checkpoint: None,
         tenant: None,
         subject_uid: None,
@@ -171,7 +175,16 @@ pub fn verify_receipt(
     if proof.entries.is_empty() {
         return Err("proof: no ledger entry carries the receipt".into());
     }
+    let withdrawn: Vec<String> = claims["withdrawn"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s["service"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut granted = Vec::new();
+    let mut withdrawals = Vec::new();
     for e in &proof.entries {
         let seq = e.entry.seq;
         let body = &e.entry.body;
@@ -225,8 +238,10 @@ pub fn verify_receipt(
                 cp.number
             ));
         }
-        if body.action == Action::Grant {
-            granted.push(body.purpose.clone());
+        match body.action {
+            Action::Grant => granted.push(body.purpose.clone()),
+            Action::Withdraw => withdrawals.push(body.purpose.clone()),
+            _ => {}
         }
         verified.subject_uid = Some(body.subject_uid.clone());
         verified.positions.push((e.partition, e.leaf_index));
@@ -236,6 +251,12 @@ pub fn verify_receipt(
             "receipt: it lists purpose {missing}, which no proven entry grants"
         ));
     }
+    if let Some(missing) = withdrawn.iter().find(|p| !withdrawals.contains(p)) {
+        return Err(format!(
+            "receipt: it lists the withdrawal of {missing}, which no proven entry records"
+        ));
+    }
+    verified.withdrawn = withdrawn;
     verified.checkpoint = Some(cp.number);
     verified.tenant = Some(cp.tenant);
     Ok(verified)

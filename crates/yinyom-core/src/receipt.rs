@@ -55,6 +55,16 @@ pub struct Service {
     pub purposes: Vec<ServicePurpose>,
 }
 
+/// A purpose (and channel) withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Withdrawn {
+    /// The purpose key.
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
 /// The receipt's claims (the JWS payload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -74,7 +84,14 @@ pub struct Receipt {
     pub services: Vec<Service>,
     pub sensitive: bool,
     pub spi_cat: Vec<String>,
-    pub notice: NoticeRef,
+    /// The notice the grants answer; absent on a receipt of withdrawals
+    /// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<NoticeRef>,
+    /// Purposes withdrawn by the same request: a withdrawal gets a receipt
+    /// too, so the subject can prove they said no.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<Withdrawn>,
     /// JWT registered claims, so generic JOSE tooling reads them.
     pub iss: String,
     pub iat: i64,

@@ -7,7 +7,7 @@ use yinyom_core::consent::Action;
 use yinyom_core::ledger::LedgerEntry;
 use yinyom_core::purpose::lang_str;
 use yinyom_core::receipt::{
-    Controller, KANTARA_VERSION, Receipt, ReceiptKey, Service, ServicePurpose,
+    Controller, KANTARA_VERSION, Receipt, ReceiptKey, Service, ServicePurpose, Withdrawn,
 };
 use yinyom_core::time;
 
@@ -76,18 +76,29 @@ impl Signer {
         json!({ "keys": self.keys.iter().map(ReceiptKey::jwk).collect::<Vec<_>>() })
     }
 
-    /// Sign the receipt for a request's grants, before it is written: it
-    /// needs only what the request and the tenant's registry say, so it is
-    /// made in the request's own task, in parallel, not in the writer.
-    /// Requests without grants, or without a notice, get none.
+    /// Sign the receipt for a request's grants and withdrawals, before it
+    /// is written: it needs only what the request and the tenant's
+    /// registry say, so it is made in the request's own task, in parallel,
+    /// not in the writer. Grants need a notice (a request with grants but
+    /// none gets no receipt); a request of withdrawals gets one without.
+    /// Other actions (deny, restrict, …) get none.
     pub fn receipt(&self, tv: &TenantView, item: &WriteItem) -> Option<StoredReceipt> {
-        let notice = item.notice.clone()?;
         let grants: Vec<&PreparedAction> = item
             .actions
             .iter()
             .filter(|a| a.action == Action::Grant)
             .collect();
-        if grants.is_empty() {
+        let withdrawn: Vec<Withdrawn> = item
+            .actions
+            .iter()
+            .filter(|a| a.action == Action::Withdraw)
+            .map(|a| Withdrawn {
+                service: a.purpose.clone(),
+                channel: a.channel.map(|c| c.as_str().to_string()),
+            })
+            .collect();
+        let notice = item.notice.clone();
+        if (grants.is_empty() && withdrawn.is_empty()) || (!grants.is_empty() && notice.is_none()) {
             return None;
         }
         {
@@ -156,15 +167,16 @@ impl Signer {
                     phone: t.dpo.phone.clone(),
                     address: t.dpo.address.clone(),
                 }],
-                policy_url: tv
-                    .notices
-                    .get(&(notice.key.clone(), notice.version))
+                policy_url: notice
+                    .as_ref()
+                    .and_then(|n| tv.notices.get(&(n.key.clone(), n.version)))
                     .and_then(|m| m.url.clone())
                     .or_else(|| t.policy_url.clone()),
                 services,
                 sensitive,
                 spi_cat,
                 notice,
+                withdrawn,
                 iss: format!("urn:yinyom:tenant:{}", t.id),
                 iat: now.div_euclid(1_000_000),
                 jti: id.clone(),

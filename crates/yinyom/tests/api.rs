@@ -260,11 +260,20 @@ async fn readme_walkthrough_grant_decide_withdraw_history_verify(backend: Backen
         .await;
     assert_eq!(withdrawn["events"][0]["seq"], 2);
     assert_eq!(withdrawn["events"][0]["state"], "withdrawn");
+    // A withdrawal gets a receipt too (no notice needed): it lists what
+    // was withdrawn, and the entry carries its id.
+    let w = &withdrawn["receipt"];
+    assert_eq!(withdrawn["events"][0]["receipt"], w["id"], "{withdrawn}");
+    let jwks = t.get("/.well-known/jwks.json").await;
+    let claims = yinyom_core::receipt::verify_with_jwks(w["jws"].as_str().unwrap(), &jwks)
+        .expect("the withdrawal receipt is signed");
     assert_eq!(
-        withdrawn["receipt"],
-        Value::Null,
-        "no receipt without a grant"
+        claims["withdrawn"],
+        json!([{ "service": "marketing.email", "channel": "email" }]),
+        "{claims}"
     );
+    assert_eq!(claims["services"], json!([]));
+    assert!(claims.get("notice").is_none(), "{claims}");
 
     assert_eq!(
         decide(&t, "cust-42", "marketing.email", Some("email")).await,
@@ -287,10 +296,12 @@ async fn readme_walkthrough_grant_decide_withdraw_history_verify(backend: Backen
     assert_eq!(history[1]["prev_hash"], history[0]["hash"]);
     assert_eq!(history[0]["notice"]["hash"], n["content_hash"]);
     assert_eq!(history[0]["receipt"], receipt["id"]);
+    assert_eq!(history[1]["receipt"], w["id"]);
     let receipts = h["receipts"].as_array().unwrap();
-    assert_eq!(receipts.len(), 1, "{h}");
+    assert_eq!(receipts.len(), 2, "the grant's and the withdrawal's: {h}");
     assert_eq!(receipts[0]["id"], receipt["id"]);
     assert_eq!(receipts[0]["jws"], receipt["jws"]);
+    assert_eq!(receipts[1]["id"], w["id"]);
 
     // Without ?history only the current states.
     let plain = t.get("/v1/subjects/cust-42/consents").await;

@@ -181,6 +181,29 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
 
+    // A withdrawal's receipt proves itself the same way.
+    let (s, _, body) = t
+        .request(
+            Method::POST,
+            "/v1/consents",
+            &t.owner,
+            Some(json!({ "subject": "cust-7", "source": "preference_center",
+                "actions": [{ "purpose": "analytics", "action": "withdraw" }] })),
+        )
+        .await;
+    assert!(s.is_success(), "{body}");
+    let (wid, wjws) = (
+        body["receipt"]["id"].as_str().unwrap(),
+        body["receipt"]["jws"].as_str().unwrap(),
+    );
+    let p = proof_of(&t, wid).await;
+    let v = check(wjws, &p, &jwks).expect("the withdrawal receipt verifies");
+    assert_eq!(v.withdrawn, vec!["analytics".to_string()]);
+    assert!(v.purposes.is_empty());
+    let mut forged = p.clone();
+    forged["entries"][0]["entry"]["body"]["action"] = json!("grant");
+    assert!(check(wjws, &forged, &jwks).is_err());
+
     // Nothing was altered: the audit agrees with every checkpoint.
     assert_eq!(
         yinyom::checkpoint::audit(t.store.as_ref(), &t.tenant)

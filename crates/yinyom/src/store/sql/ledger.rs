@@ -75,7 +75,7 @@ impl Ledger for SqlStore {
                         receipt: item
                             .receipt
                             .as_ref()
-                            .filter(|_| a.action == Action::Grant)
+                            .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
                             .map(|r| r.id.clone()),
                         guardian: item.guardian && a.action == Action::Grant,
                     })
