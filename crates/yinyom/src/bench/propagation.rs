@@ -228,6 +228,8 @@ pub async fn nodes(args: &BenchArgs, duration: Duration) -> Result<(), Error> {
         master_key: Some(key.clone()),
         ..Config::default()
     };
+    let node_a = App::start_with(a, config(&key)).await?;
+    let node_b = App::start_with(b, config(&key)).await?;
     let stranger: Arc<dyn Store> = Arc::new(SqlStore::connect(&schema.url()).await?);
     match App::start_with(stranger, config(&MasterKey::random())).await {
         Ok(_) => {
@@ -240,8 +242,6 @@ pub async fn nodes(args: &BenchArgs, duration: Duration) -> Result<(), Error> {
             return Err(format!("a node with another master key failed unclearly: {e}").into());
         }
     }
-    let node_a = App::start_with(a, config(&key)).await?;
-    let node_b = App::start_with(b, config(&key)).await?;
     let (addr_a, _server_a) = serve_scoped(crate::api::router(node_a)).await?;
     let (addr_b, _server_b) = serve_scoped(crate::api::router(node_b.clone())).await?;
 

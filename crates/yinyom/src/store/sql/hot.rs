@@ -73,8 +73,10 @@ pub const EVIDENCE: &str = "SELECT seq, evidence FROM ledger
 pub const RECEIPTS: &str = "SELECT id, jws, created_at FROM receipts
      WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id";
 /// Ledger entries after a cursor (follow, export).
-pub const LEDGER_AFTER: &str = "SELECT l.*, s.id AS subject_id FROM ledger l
-     LEFT JOIN subjects s ON s.tenant = l.tenant AND s.uid = l.subject_uid
+pub const LEDGER_AFTER: &str =
+    "SELECT l.*, (SELECT s.id FROM subjects s WHERE s.uid = l.subject_uid
+         AND s.tenant = l.tenant) AS subject_id
+     FROM ledger l 
      WHERE l.tenant = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3";
 /// Outbox events after a dispatcher's cursor (webhooks, NATS, stream).
 pub const EVENTS_AFTER: &str = "SELECT o.kind, o.before_state, o.after_state, l.*
@@ -100,13 +102,17 @@ pub const DUE_DELIVERIES: &str = "SELECT d.tenant, d.webhook, d.seq, d.subject_u
 pub const SUBJECTS_CHANGED_SINCE: &str =
     "SELECT tenant, id, flags FROM subjects WHERE updated_at >= $1";
 /// Messages due for a delivery attempt (relay).
-pub const DUE_MESSAGES: &str = "SELECT m.*, s.id AS subject_id FROM messages m
-     LEFT JOIN subjects s ON s.tenant = m.tenant AND s.uid = m.subject_uid
+pub const DUE_MESSAGES: &str =
+    "SELECT m.*, (SELECT s.id FROM subjects s WHERE s.uid = m.subject_uid
+         AND s.tenant = m.tenant) AS subject_id
+     FROM messages m 
      WHERE m.status IN ('queued', 'retrying') AND m.next_at <= $1
      ORDER BY m.next_at, m.id LIMIT $2";
 /// A subject's messages (access bundle, erasure).
-pub const SUBJECT_MESSAGES: &str = "SELECT m.*, s.id AS subject_id FROM messages m
-     LEFT JOIN subjects s ON s.tenant = m.tenant AND s.uid = m.subject_uid
+pub const SUBJECT_MESSAGES: &str =
+    "SELECT m.*, (SELECT s.id FROM subjects s WHERE s.uid = m.subject_uid
+         AND s.tenant = m.tenant) AS subject_id
+     FROM messages m 
      WHERE m.tenant = $1 AND m.subject_uid = $2 ORDER BY m.created_at, m.id";
 /// A subject's tracked events, newest first.
 pub const SUBJECT_EVENTS: &str = "SELECT * FROM events WHERE tenant = $1 AND subject_uid = $2

@@ -23,8 +23,9 @@ fn message_from_row(r: &AnyRow) -> MessageRow {
     }
 }
 
-const WITH_SUBJECT: &str = "SELECT m.*, s.id AS subject_id FROM messages m
-     LEFT JOIN subjects s ON s.tenant = m.tenant AND s.uid = m.subject_uid";
+const WITH_SUBJECT: &str = "SELECT m.*, (SELECT s.id FROM subjects s WHERE s.uid = m.subject_uid
+         AND s.tenant = m.tenant) AS subject_id
+     FROM messages m ";
 
 #[async_trait]
 impl Messages for SqlStore {

@@ -216,8 +216,9 @@ impl Profiles for SqlStore {
         limit: u32,
     ) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
-            "SELECT a.*, s.id AS subject_id FROM audit_log a
-             LEFT JOIN subjects s ON s.tenant = a.tenant AND s.uid = a.subject_uid
+            "SELECT a.*, (SELECT s.id FROM subjects s WHERE s.uid = a.subject_uid
+         AND s.tenant = a.tenant) AS subject_id
+     FROM audit_log a 
              WHERE a.tenant = $1 AND a.id < $2 ORDER BY a.id DESC LIMIT $3",
         )
         .bind(tenant)

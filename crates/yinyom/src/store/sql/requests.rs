@@ -36,8 +36,9 @@ fn request_from_row(r: &AnyRow) -> Result<RequestRow> {
 macro_rules! with_subject {
     ($($rest:tt)*) => {
         concat!(
-            "SELECT r.*, s.id AS subject_id FROM rights_requests r
-             LEFT JOIN subjects s ON s.tenant = r.tenant AND s.uid = r.subject_uid ",
+            "SELECT r.*, (SELECT s.id FROM subjects s WHERE s.uid = r.subject_uid
+         AND s.tenant = r.tenant) AS subject_id
+     FROM rights_requests r ",
             $($rest)*
         )
     };
@@ -106,8 +107,9 @@ fn acquisition_from_row(r: &AnyRow) -> Acquisition {
 macro_rules! acquisitions {
     ($($rest:tt)*) => {
         concat!(
-            "SELECT a.*, s.id AS subject_id FROM acquisitions a
-             LEFT JOIN subjects s ON s.tenant = a.tenant AND s.uid = a.subject_uid ",
+            "SELECT a.*, (SELECT s.id FROM subjects s WHERE s.uid = a.subject_uid
+         AND s.tenant = a.tenant) AS subject_id
+     FROM acquisitions a ",
             $($rest)*
         )
     };
