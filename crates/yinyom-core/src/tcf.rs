@@ -211,6 +211,68 @@ impl PublisherTc {
     }
 }
 
+/// What the server needs to know of a Global Vendor List (v3 format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorListSummary {
+    pub version: u32,
+    pub policy_version: u32,
+    /// Vendor ids, increasing.
+    pub vendors: Vec<u16>,
+}
+
+/// Check that `v` is a v3 Global Vendor List the banner can show: the
+/// version fields, the maps of purposes, special features, stacks, data
+/// categories and vendors, each vendor with its id, name and purposes.
+pub fn check_vendor_list(v: &serde_json::Value) -> Result<VendorListSummary, String> {
+    let int = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    if int("gvlSpecificationVersion") != Some(3) {
+        return Err("gvlSpecificationVersion must be 3".into());
+    }
+    let version = int("vendorListVersion")
+        .filter(|n| (1..=4095).contains(n))
+        .ok_or("vendorListVersion must be 1-4095")? as u32;
+    let policy_version = int("tcfPolicyVersion")
+        .filter(|n| (4..=63).contains(n))
+        .ok_or("tcfPolicyVersion must be 4 or later (TCF v2.2)")? as u32;
+    for k in [
+        "purposes",
+        "specialPurposes",
+        "features",
+        "specialFeatures",
+        "stacks",
+        "dataCategories",
+    ] {
+        if !v.get(k).is_some_and(serde_json::Value::is_object) {
+            return Err(format!("{k} must be an object"));
+        }
+    }
+    let vendors = v
+        .get("vendors")
+        .and_then(serde_json::Value::as_object)
+        .ok_or("vendors must be an object")?;
+    let mut ids = Vec::with_capacity(vendors.len());
+    for (key, vendor) in vendors {
+        let id = vendor.get("id").and_then(serde_json::Value::as_u64);
+        match id {
+            Some(id) if (1..=65535).contains(&id) && key == &id.to_string() => {
+                ids.push(id as u16)
+            }
+            _ => return Err(format!("vendors.{key}.id must be its key, 1-65535")),
+        }
+        if !vendor.get("name").is_some_and(serde_json::Value::is_string)
+            || !vendor.get("purposes").is_some_and(serde_json::Value::is_array)
+        {
+            return Err(format!("vendors.{key} needs a name and purposes"));
+        }
+    }
+    ids.sort_unstable();
+    Ok(VendorListSummary {
+        version,
+        policy_version,
+        vendors: ids,
+    })
+}
+
 /// Base64url without padding; also takes the standard alphabet and padding,
 /// which some CMPs write.
 fn unbase64(s: &str) -> Option<Vec<u8>> {

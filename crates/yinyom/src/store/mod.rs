@@ -165,6 +165,26 @@ pub struct VerificationRow {
 
 /// Ledger verification: the rows in pages, the head, and the jobs.
 #[async_trait]
+/// A Global Vendor List (IAB TCF) as stored for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVendorList {
+    pub version: u32,
+    pub url: String,
+    pub fetched_at: Micros,
+    pub body: String,
+}
+
+/// The IAB TCF vendor lists tenants' banners use (`store/sql/tcf.rs`).
+#[async_trait]
+pub trait VendorLists: Send + Sync {
+    /// Keep a fetched list; a version already stored only has its
+    /// `fetched_at` (and url) updated: a published version never changes.
+    async fn put_vendor_list(&self, tenant: &str, list: &StoredVendorList) -> Result<()>;
+    /// One version, or the newest when `version` is `None`.
+    async fn vendor_list(&self, tenant: &str, version: Option<u32>)
+    -> Result<Option<StoredVendorList>>;
+}
+
 pub trait Verifications: Send + Sync {
     /// Up to `limit` ledger rows of `tenant` with `after < seq <= upto`, in
     /// `seq` order (a keyset page: no long query, no long transaction).
@@ -581,6 +601,7 @@ pub trait Store:
     + Requests
     + StaffStore
     + Verifications
+    + VendorLists
     + Send
     + Sync
     + 'static

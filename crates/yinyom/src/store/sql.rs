@@ -45,6 +45,7 @@ mod profiles;
 mod registry;
 mod requests;
 mod staff;
+mod tcf;
 mod tracking;
 mod verifications;
 
