@@ -118,7 +118,7 @@ function checkGpp(gpp, tcString, saleOptOut) {
 }
 
 async function serverState(anon, want) {
-  const { by, history } = await ledgerConsents(server, anon, (b) => Object.keys(want).every((k) => b[k] && b[k].status === want[k]));
+  const { by, history } = await ledgerConsents(server, anon, (b) => Object.keys(want).every((k) => b[k] && b[k].state === want[k]));
   const subject = expectStatus(await server.api('GET', `/v1/subjects/${anon}`), 200, 'GET subject');
   return { by, history, subject };
 }
@@ -196,7 +196,7 @@ test('Accept all: layer 1 lists purposes, stacks, special features and the vendo
   assert.equal(usnat.SaleOptOut, 2);
 
   const anon = await anonymousId(page);
-  const { history, subject } = await serverState(anon, { analytics: 'consented', ads: 'consented' });
+  const { history, subject } = await serverState(anon, { analytics: 'granted', ads: 'granted' });
   const e = history[history.length - 1].evidence;
   assert.equal(e.tc_string, str, 'the TC string is the evidence');
   assert.equal(e.gpp_string, gpp.gppString);
@@ -237,7 +237,7 @@ test('Layer 2: per purpose and per vendor consent and objection, retention and d
 
   // Purpose 4 (mapped to ads with 3) had no consent, so ads is denied.
   const anon = await anonymousId(page);
-  const { subject } = await serverState(anon, { analytics: 'consented', ads: 'denied' });
+  const { subject } = await serverState(anon, { analytics: 'granted', ads: 'denied' });
   assert.deepEqual(subject.tcf.purposes, { analytics: true, ads: false });
   assert.deepEqual(subject.tcf.decoded.core.vendor_consents, [2, 5]);
   assert.deepEqual(errors, []);

@@ -163,8 +163,6 @@ pub struct VerificationRow {
     pub finished_at: Option<Micros>,
 }
 
-/// Ledger verification: the rows in pages, the head, and the jobs.
-#[async_trait]
 /// A Global Vendor List (IAB TCF) as stored for a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredVendorList {
@@ -185,6 +183,8 @@ pub trait VendorLists: Send + Sync {
     -> Result<Option<StoredVendorList>>;
 }
 
+/// Ledger verification: the rows in pages, the head, and the jobs.
+#[async_trait]
 pub trait Verifications: Send + Sync {
     /// Up to `limit` ledger rows of `tenant` with `after < seq <= upto`, in
     /// `seq` order (a keyset page: no long query, no long transaction).

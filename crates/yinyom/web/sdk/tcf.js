@@ -327,20 +327,20 @@
   function usedBy(p, key) { return vendorIds().filter(function (v) { return has(gvl.vendors[v][key] || [], p); }).length; }
   function safeUrl(x) { try { return /^https?:$/.test(new URL(x).protocol) ? x : null; } catch (e) { return null; } }
 
-  // Stacks on layer 1: the largest stacks whose purposes and special
-  // features are all used, each purpose shown once; the rest one by one.
+  // Stacks on layer 1: the largest stacks of purposes only whose purposes
+  // are all still unlisted, so each purpose shows once; the rest one by
+  // one. Special features are always listed by themselves.
   function layer1Items() {
-    var left = ids(gvl.purposes), sfLeft = ids(gvl.specialFeatures), out = [];
+    var left = ids(gvl.purposes), out = [];
     Object.keys(gvl.stacks || {}).map(function (k) { return gvl.stacks[k]; })
-      .sort(function (a, b) { return (b.purposes.length + b.specialFeatures.length) - (a.purposes.length + a.specialFeatures.length); })
+      .filter(function (s) { return !(s.specialFeatures || []).length && s.purposes.length > 1; })
+      .sort(function (a, b) { return b.purposes.length - a.purposes.length; })
       .forEach(function (s) {
-        var ok = s.purposes.every(function (p) { return has(left, p); }) && s.specialFeatures.every(function (f) { return has(sfLeft, f); });
-        if (!ok || s.purposes.length + s.specialFeatures.length < 2) return;
+        if (!s.purposes.every(function (p) { return has(left, p); })) return;
         left = left.filter(function (p) { return !has(s.purposes, p); });
-        sfLeft = sfLeft.filter(function (f) { return !has(s.specialFeatures, f); });
         out.push(h('li', { 'data-stack': s.id }, s.name));
       });
-    return { purposes: out.concat(left.map(function (p) { return h('li', { 'data-purpose': p }, name(gvl.purposes, p)); })), sf: sfLeft };
+    return { purposes: out.concat(left.map(function (p) { return h('li', { 'data-purpose': p }, name(gvl.purposes, p)); })), sf: ids(gvl.specialFeatures) };
   }
 
   function mount() {
