@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 import { GppModel } from '@iabgpp/cmpapi';
 import { TCString } from '@iabtechlabtcf/core';
 
-import { anonymousId, eventually, expectStatus, launchBrowser, ledgerConsents, setupBanner, startServer, startSite, testPage } from './lib.mjs';
+import { anonymousId, checkA11y, describeViolations, eventually, expectStatus, launchBrowser, ledgerConsents, setupBanner, startServer, startSite, testPage } from './lib.mjs';
 import { makeGvl } from './tcf-fixture.mjs';
 
 const GVL = makeGvl({ version: 42 });
@@ -159,6 +159,9 @@ test('Accept all: layer 1 lists purposes, stacks, special features and the vendo
   assert.equal(Math.round(acc.height), Math.round(rej.height));
   assert.equal(Math.round(acc.width), Math.round(rej.width));
 
+  const v1 = await checkA11y(page);
+  assert.deepEqual(v1, [], `layer 1: ${describeViolations(v1)}`);
+
   const ping = await page.evaluate(() => new Promise((r) => window.__tcfapi('ping', 2, r)));
   assert.equal(ping.cmpId, 300);
   assert.equal(ping.cmpLoaded, true);
@@ -219,6 +222,9 @@ test('Layer 2: per purpose and per vendor consent and objection, retention and d
   assert.match(await v3.innerText(), /Retention: 90 days/);
   assert.match(await v3.innerText(), /Data collected: IP addresses, Device characteristics, Browsing and interaction data/);
   assert.match(await v3.innerText(), /Legitimate interest: Measure advertising performance, Measure content performance/);
+
+  const v2 = await checkA11y(page);
+  assert.deepEqual(v2, [], `layer 2: ${describeViolations(v2)}`);
 
   const box = (k) => dialog.locator(`input[data-k="${k}"]`);
   await box('pc1').check();

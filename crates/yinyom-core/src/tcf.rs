@@ -254,13 +254,13 @@ pub fn check_vendor_list(v: &serde_json::Value) -> Result<VendorListSummary, Str
     for (key, vendor) in vendors {
         let id = vendor.get("id").and_then(serde_json::Value::as_u64);
         match id {
-            Some(id) if (1..=65535).contains(&id) && key == &id.to_string() => {
-                ids.push(id as u16)
-            }
+            Some(id) if (1..=65535).contains(&id) && key == &id.to_string() => ids.push(id as u16),
             _ => return Err(format!("vendors.{key}.id must be its key, 1-65535")),
         }
         if !vendor.get("name").is_some_and(serde_json::Value::is_string)
-            || !vendor.get("purposes").is_some_and(serde_json::Value::is_array)
+            || !vendor
+                .get("purposes")
+                .is_some_and(serde_json::Value::is_array)
         {
             return Err(format!("vendors.{key} needs a name and purposes"));
         }
@@ -501,7 +501,13 @@ mod tests {
         w.put(0, 1).put(7, 16);
         w.put(1, 1).put(800, 16).put(802, 16);
         // One restriction: purpose 2, require consent, vendors 10-11.
-        w.put(1, 12).put(2, 6).put(1, 2).put(1, 12).put(1, 1).put(10, 16).put(11, 16);
+        w.put(1, 12)
+            .put(2, 6)
+            .put(1, 2)
+            .put(1, 12)
+            .put(1, 1)
+            .put(10, 16)
+            .put(11, 16);
         let tc = TcString::decode(&w.finish()).unwrap();
         let c = &tc.core;
         assert_eq!(c.created, 1_600_000_000_000);
@@ -547,7 +553,12 @@ mod tests {
         // A range past MaxVendorId.
         let mut w = W::default();
         core_head(&mut w);
-        w.put(10, 16).put(1, 1).put(1, 12).put(1, 1).put(5, 16).put(11, 16);
+        w.put(10, 16)
+            .put(1, 1)
+            .put(1, 12)
+            .put(1, 1)
+            .put(5, 16)
+            .put(11, 16);
         assert_eq!(
             TcString::decode(&w.finish()),
             Err(TcfError::Range("the vendor consent section"))
@@ -561,7 +572,12 @@ mod tests {
         w.put(0, 16).put(0, 1).put(0, 16).put(0, 1);
         w.put(40, 12);
         for _ in 0..40 {
-            w.put(1, 6).put(0, 2).put(1, 12).put(1, 1).put(1, 16).put(65535, 16);
+            w.put(1, 6)
+                .put(0, 2)
+                .put(1, 12)
+                .put(1, 1)
+                .put(1, 16)
+                .put(65535, 16);
         }
         assert_eq!(TcString::decode(&w.finish()), Err(TcfError::TooManyIds));
     }
@@ -575,7 +591,12 @@ mod tests {
         let mut d = W::default();
         d.put(1, 3).put(3, 16).put(0, 1).put(0b101, 3);
         let mut p = W::default();
-        p.put(3, 3).put(1 << 23, 24).put(0, 24).put(2, 6).put(0b01, 2).put(0b10, 2);
+        p.put(3, 3)
+            .put(1 << 23, 24)
+            .put(0, 24)
+            .put(2, 6)
+            .put(0b01, 2)
+            .put(0b10, 2);
         let tc = TcString::decode(&format!("{core}.{}.{}", d.finish(), p.finish())).unwrap();
         assert_eq!(tc.disclosed_vendors, Some(vec![1, 3]));
         let p = tc.publisher_tc.unwrap();

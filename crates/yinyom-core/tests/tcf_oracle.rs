@@ -83,7 +83,10 @@ fn decodes_what_the_iab_library_encodes() {
         }
     }
     // The cases exercise every branch of the decoder.
-    assert!(ranges > 0 && bitfields > 0, "ranges {ranges}, bitfields {bitfields}");
+    assert!(
+        ranges > 0 && bitfields > 0,
+        "ranges {ranges}, bitfields {bitfields}"
+    );
     assert!(restricted > 0 && publisher > 0);
 }
 

@@ -103,7 +103,8 @@ fn tc_string(cmp_id: u64, purposes: &[u8], vendors: &[u16]) -> String {
     put(1, 1);
     put(0, 1);
     put(0, 12);
-    let field = |ids: &[u8]| (1..=24u8).fold(0u64, |acc, i| (acc << 1) | u64::from(ids.contains(&i)));
+    let field =
+        |ids: &[u8]| (1..=24u8).fold(0u64, |acc, i| (acc << 1) | u64::from(ids.contains(&i)));
     put(field(purposes), 24);
     put(0, 24);
     put(0, 1);
@@ -148,12 +149,22 @@ async fn setup(t: &TestApp) {
 
 async fn patch(t: &TestApp, banner: Value) -> (StatusCode, Value) {
     let (s, _, b) = t
-        .request(Method::PATCH, "/v1/tenant", &t.owner, Some(json!({ "banner": banner })))
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &t.owner,
+            Some(json!({ "banner": banner })),
+        )
         .await;
     (s, b)
 }
 
-async fn public(t: &TestApp, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn public(
+    t: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let (s, _, b) = t
         .request_raw(
             method,
@@ -186,19 +197,42 @@ async fn tcf_is_configured_fetched_served_and_checked(backend: Backend) {
     let dead = format!("http://127.0.0.1:{}/gvl.json", common::free_port());
     let tcf = |extra: Value| {
         let mut v = json!({ "cmp_id": 300, "vendor_list_url": url });
-        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         json!({ "notice": "cookies", "tcf": v })
     };
     for (banner, field) in [
         (tcf(json!({ "cmp_id": 1 })), "banner.tcf.cmp_id"),
-        (tcf(json!({ "vendor_list_url": dead })), "banner.tcf.vendor_list_url"),
-        (tcf(json!({ "vendor_list_url": format!("{origin}/broken.json") })), "banner.tcf.vendor_list_url"),
-        (tcf(json!({ "vendor_list_url": "ftp://x" })), "banner.tcf.vendor_list_url"),
-        (tcf(json!({ "purposes": { "3": "nope" } })), "banner.tcf.purposes.3"),
-        (tcf(json!({ "purposes": { "12": "ads" } })), "banner.tcf.purposes.12"),
-        (tcf(json!({ "publisher_cc": "th" })), "banner.tcf.publisher_cc"),
+        (
+            tcf(json!({ "vendor_list_url": dead })),
+            "banner.tcf.vendor_list_url",
+        ),
+        (
+            tcf(json!({ "vendor_list_url": format!("{origin}/broken.json") })),
+            "banner.tcf.vendor_list_url",
+        ),
+        (
+            tcf(json!({ "vendor_list_url": "ftp://x" })),
+            "banner.tcf.vendor_list_url",
+        ),
+        (
+            tcf(json!({ "purposes": { "3": "nope" } })),
+            "banner.tcf.purposes.3",
+        ),
+        (
+            tcf(json!({ "purposes": { "12": "ads" } })),
+            "banner.tcf.purposes.12",
+        ),
+        (
+            tcf(json!({ "publisher_cc": "th" })),
+            "banner.tcf.publisher_cc",
+        ),
         (tcf(json!({ "vendors": [1, 99] })), "banner.tcf.vendors"),
-        (json!({ "notice": "cookies", "gpp": { "sections": ["usnat"] } }), "banner.gpp"),
+        (
+            json!({ "notice": "cookies", "gpp": { "sections": ["usnat"] } }),
+            "banner.gpp",
+        ),
         (
             json!({ "notice": "cookies", "tcf": { "cmp_id": 300, "vendor_list_url": url }, "gpp": { "sections": ["uspv1"] } }),
             "banner.gpp.sections/0",
@@ -232,14 +266,23 @@ async fn tcf_is_configured_fetched_served_and_checked(backend: Backend) {
     let site = tenant["banner"]["site_key"].as_str().unwrap().to_string();
 
     // The banner's config names the lazily loaded script and our copy of the list.
-    let (s, config) = public(&t, Method::GET, &format!("/sdk/v1/config?site_key={site}"), None).await;
+    let (s, config) = public(
+        &t,
+        Method::GET,
+        &format!("/sdk/v1/config?site_key={site}"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{config}");
     let c = &config["tcf"];
     assert_eq!(c["cmp_id"], 300);
     assert_eq!(c["cmp_version"], 4);
     assert_eq!(c["script"], "/sdk/tcf.js");
     assert_eq!(c["gpp"], json!(["tcfeuv2", "usnat"]));
-    assert_eq!(c["purposes"], json!({ "1": "analytics", "3": "ads", "4": "ads" }));
+    assert_eq!(
+        c["purposes"],
+        json!({ "1": "analytics", "3": "ads", "4": "ads" })
+    );
     let gvl_path = c["vendor_list"].as_str().unwrap().to_string();
     let (s, gvl) = public(&t, Method::GET, &gvl_path, None).await;
     assert_eq!(s, StatusCode::OK, "{gvl}");
@@ -275,12 +318,34 @@ async fn tcf_is_configured_fetched_served_and_checked(backend: Backend) {
     };
     for (body, field) in [
         // The string says no to purpose 4, so ads cannot be granted.
-        (consent(&site, anon, actions("grant"), Some(&tc)), "actions/1/action"),
-        (consent(&site, anon, actions("deny"), None), "evidence.tc_string"),
-        (consent(&site, anon, actions("deny"), Some("not a tc string")), "evidence.tc_string"),
-        (consent(&site, anon, actions("deny"), Some(&tc_string(301, &[1, 3], &[1]))), "evidence.tc_string"),
         (
-            consent(&site, anon, json!([{ "purpose": "analytics", "action": "grant" }]), Some(&tc)),
+            consent(&site, anon, actions("grant"), Some(&tc)),
+            "actions/1/action",
+        ),
+        (
+            consent(&site, anon, actions("deny"), None),
+            "evidence.tc_string",
+        ),
+        (
+            consent(&site, anon, actions("deny"), Some("not a tc string")),
+            "evidence.tc_string",
+        ),
+        (
+            consent(
+                &site,
+                anon,
+                actions("deny"),
+                Some(&tc_string(301, &[1, 3], &[1])),
+            ),
+            "evidence.tc_string",
+        ),
+        (
+            consent(
+                &site,
+                anon,
+                json!([{ "purpose": "analytics", "action": "grant" }]),
+                Some(&tc),
+            ),
             "actions",
         ),
     ] {
@@ -330,7 +395,13 @@ async fn tcf_is_configured_fetched_served_and_checked(backend: Backend) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
     let (s, _) = public(&t, Method::GET, &gvl_path, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (_, config) = public(&t, Method::GET, &format!("/sdk/v1/config?site_key={site}"), None).await;
+    let (_, config) = public(
+        &t,
+        Method::GET,
+        &format!("/sdk/v1/config?site_key={site}"),
+        None,
+    )
+    .await;
     assert!(config.get("tcf").is_none(), "{config}");
 }
 
@@ -339,7 +410,13 @@ async fn both_scripts_stay_small(backend: Backend) {
     let mut sizes = Vec::new();
     for (path, limit) in [("/sdk/yinyom.js", 12 * 1024), ("/sdk/tcf.js", 20 * 1024)] {
         let (s, h, gz) = t
-            .request_raw(Method::GET, path, None, &[("accept-encoding", "gzip")], None)
+            .request_raw(
+                Method::GET,
+                path,
+                None,
+                &[("accept-encoding", "gzip")],
+                None,
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{path}");
         assert_eq!(h[header::CONTENT_ENCODING], "gzip");

@@ -179,8 +179,11 @@ pub trait VendorLists: Send + Sync {
     /// `fetched_at` (and url) updated: a published version never changes.
     async fn put_vendor_list(&self, tenant: &str, list: &StoredVendorList) -> Result<()>;
     /// One version, or the newest when `version` is `None`.
-    async fn vendor_list(&self, tenant: &str, version: Option<u32>)
-    -> Result<Option<StoredVendorList>>;
+    async fn vendor_list(
+        &self,
+        tenant: &str,
+        version: Option<u32>,
+    ) -> Result<Option<StoredVendorList>>;
 }
 
 /// Ledger verification: the rows in pages, the head, and the jobs.

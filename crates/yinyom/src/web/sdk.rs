@@ -504,7 +504,11 @@ async fn record_body(
                     format!("the banner shows notice {:?}", banner.notice),
                 ));
             }
-            let actions: Vec<_> = c.actions.iter().map(|a| (a.purpose.clone(), a.action)).collect();
+            let actions: Vec<_> = c
+                .actions
+                .iter()
+                .map(|a| (a.purpose.clone(), a.action))
+                .collect();
             super::tcf::check_submission(
                 banner,
                 &actions,

@@ -121,7 +121,10 @@ pub async fn configure(
     let Some(t) = tcf else { return Ok(()) };
     let f = |k: &str| format!("banner.tcf.{k}");
     if !(2..=4095).contains(&t.cmp_id) {
-        return Err(Problem::validation(f("cmp_id"), "must be the IAB's CMP id, 2-4095"));
+        return Err(Problem::validation(
+            f("cmp_id"),
+            "must be the IAB's CMP id, 2-4095",
+        ));
     }
     if !(1..=4095).contains(&t.cmp_version) {
         return Err(Problem::validation(f("cmp_version"), "must be 1-4095"));
@@ -164,7 +167,9 @@ pub async fn configure(
         .await
         .map_err(|e| Problem::validation(f("vendor_list_url"), e))?;
     if let Some(vendors) = &t.vendors
-        && let Some(v) = vendors.iter().find(|v| list.1.vendors.binary_search(v).is_err())
+        && let Some(v) = vendors
+            .iter()
+            .find(|v| list.1.vendors.binary_search(v).is_err())
     {
         return Err(Problem::validation(
             f("vendors"),
@@ -258,12 +263,10 @@ pub fn check_submission(
         ));
     }
     let mapped: BTreeMap<&str, Vec<u8>> =
-        t.purposes
-            .iter()
-            .fold(BTreeMap::new(), |mut m, (id, key)| {
-                m.entry(key.as_str()).or_insert_with(Vec::new).push(*id);
-                m
-            });
+        t.purposes.iter().fold(BTreeMap::new(), |mut m, (id, key)| {
+            m.entry(key.as_str()).or_insert_with(Vec::new).push(*id);
+            m
+        });
     let Some(s) = tc_string else {
         let touches = actions.iter().any(|(p, _)| mapped.contains_key(p.as_str()));
         if touches && ui != Some("gpc") {
@@ -274,20 +277,20 @@ pub fn check_submission(
         }
         return Ok(());
     };
-    let tc = TcString::decode(s).map_err(|e| Problem::validation("evidence.tc_string", e.to_string()))?;
+    let tc = TcString::decode(s)
+        .map_err(|e| Problem::validation("evidence.tc_string", e.to_string()))?;
     if tc.core.cmp_id != t.cmp_id {
         return Err(Problem::validation(
             "evidence.tc_string",
-            format!("the TC string names CMP {}, the banner is CMP {}", tc.core.cmp_id, t.cmp_id),
+            format!(
+                "the TC string names CMP {}, the banner is CMP {}",
+                tc.core.cmp_id, t.cmp_id
+            ),
         ));
     }
     for (key, ids) in &mapped {
         let consented = ids.iter().all(|id| tc.purpose_consent(*id));
-        let Some((i, (_, action))) = actions
-            .iter()
-            .enumerate()
-            .find(|(_, (p, _))| p == key)
-        else {
+        let Some((i, (_, action))) = actions.iter().enumerate().find(|(_, (p, _))| p == key) else {
             return Err(Problem::validation(
                 "actions",
                 format!("{key:?} stands for TCF purposes {ids:?}: record it with the TC string"),
@@ -298,7 +301,11 @@ pub fn check_submission(
                 format!("actions/{i}/action"),
                 format!(
                     "the TC string {} TCF purposes {ids:?}, which {key:?} stands for",
-                    if consented { "consents to" } else { "does not consent to all of" }
+                    if consented {
+                        "consents to"
+                    } else {
+                        "does not consent to all of"
+                    }
                 ),
             ));
         }
@@ -308,11 +315,7 @@ pub fn check_submission(
 
 /// The subject's TCF state for `GET /v1/subjects/{id}`: the newest TC
 /// string in their evidence, decoded, with the tenant purposes it grants.
-pub async fn subject_state(
-    app: &App,
-    tenant: &str,
-    uid: &str,
-) -> Result<Option<Value>, Problem> {
+pub async fn subject_state(app: &App, tenant: &str, uid: &str) -> Result<Option<Value>, Problem> {
     let evidence = app.store.evidence(tenant, uid).await?;
     let Some((seq, s)) = evidence.iter().rev().find_map(|(seq, e)| {
         e.get("tc_string")
@@ -339,7 +342,10 @@ pub async fn subject_state(
                 let e = purposes.entry(key.as_str()).or_insert(true);
                 *e = *e && tc.purpose_consent(*id);
             }
-            let gpp = evidence.get(&seq).and_then(|e| e.get("gpp_string")).cloned();
+            let gpp = evidence
+                .get(&seq)
+                .and_then(|e| e.get("gpp_string"))
+                .cloned();
             json!({"seq": seq, "tc_string": s, "gpp_string": gpp, "decoded": tc, "purposes": purposes})
         }
         Err(e) => json!({"seq": seq, "tc_string": s, "error": e.to_string()}),
@@ -374,9 +380,15 @@ fn forget(tenant: &str) {
 
 /// The list as the banner gets it: the publisher's vendors only.
 fn served(list: &StoredVendorList, vendors: Option<&Vec<u16>>) -> Result<Served, Problem> {
-    let mut v: Value = serde_json::from_str(&list.body)
-        .map_err(|_| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "stored vendor list unreadable"))?;
-    if let (Some(keep), Some(all)) = (vendors, v.get_mut("vendors").and_then(Value::as_object_mut)) {
+    let mut v: Value = serde_json::from_str(&list.body).map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "stored vendor list unreadable",
+        )
+    })?;
+    if let (Some(keep), Some(all)) = (vendors, v.get_mut("vendors").and_then(Value::as_object_mut))
+    {
         all.retain(|k, _| k.parse::<u16>().is_ok_and(|id| keep.contains(&id)));
     }
     let json = v.to_string();
@@ -412,9 +424,13 @@ pub async fn vendor_list(
                 .get(header::IF_NONE_MATCH)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.split(',').any(|t| t.trim() == s.etag));
-            let etag = HeaderValue::from_str(&s.etag).unwrap_or(HeaderValue::from_static("\"gvl\""));
+            let etag =
+                HeaderValue::from_str(&s.etag).unwrap_or(HeaderValue::from_static("\"gvl\""));
             let common = [
-                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=3600"),
+                ),
                 (header::ETAG, etag),
             ];
             if fresh {
@@ -422,7 +438,10 @@ pub async fn vendor_list(
             } else {
                 (
                     common,
-                    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
                     s.json.clone(),
                 )
                     .into_response()
@@ -442,12 +461,18 @@ async fn vendor_list_body(
     let tenant = super::sdk::site(app, &q.site_key, headers.get(header::ORIGIN))?;
     let settings = app
         .view
-        .read(&tenant, |tv| tv.tenant.banner.as_ref().and_then(|b| b.tcf.clone()))
+        .read(&tenant, |tv| {
+            tv.tenant.banner.as_ref().and_then(|b| b.tcf.clone())
+        })
         .flatten()
         .ok_or_else(|| Problem::not_found("this banner does not use the IAB TCF"))?;
     let none = || Problem::not_found("no vendor list has been fetched for this banner");
     if let Some(v) = q.version {
-        let list = app.store.vendor_list(&tenant, Some(v)).await?.ok_or_else(none)?;
+        let list = app
+            .store
+            .vendor_list(&tenant, Some(v))
+            .await?
+            .ok_or_else(none)?;
         return Ok(Arc::new(served(&list, settings.vendors.as_ref())?));
     }
     let hit = cache()
@@ -458,7 +483,11 @@ async fn vendor_list_body(
     let s = match hit {
         Some(s) => s,
         None => {
-            let list = app.store.vendor_list(&tenant, None).await?.ok_or_else(none)?;
+            let list = app
+                .store
+                .vendor_list(&tenant, None)
+                .await?
+                .ok_or_else(none)?;
             let s = Arc::new(served(&list, settings.vendors.as_ref())?);
             cache().lists.insert(tenant.clone(), s.clone());
             s
@@ -514,10 +543,8 @@ pub fn script_gzipped_len() -> usize {
 /// Routes of the TCF part of the banner.
 pub fn routes() -> axum::Router<Arc<App>> {
     use axum::routing::{MethodFilter, get};
-    axum::Router::new()
-        .route("/sdk/tcf.js", get(script))
-        .route(
-            "/sdk/v1/tcf/vendor-list",
-            get(vendor_list).on(MethodFilter::OPTIONS, super::sdk::preflight),
-        )
+    axum::Router::new().route("/sdk/tcf.js", get(script)).route(
+        "/sdk/v1/tcf/vendor-list",
+        get(vendor_list).on(MethodFilter::OPTIONS, super::sdk::preflight),
+    )
 }
