@@ -64,7 +64,7 @@ pub(crate) fn gzip(s: &str) -> Vec<u8> {
 }
 
 /// (source, gzipped, ETag).
-type Served = Arc<(String, Vec<u8>, String)>;
+pub(crate) type Served = Arc<(String, Vec<u8>, String)>;
 
 /// The script as served, made once per distinct source.
 fn sdk_bytes() -> Served {

@@ -510,8 +510,8 @@ async fn vendor_list_body(
 }
 
 /// The script as served: (source, gzipped, ETag), made once per source.
-fn script_bytes() -> Arc<(String, Vec<u8>, String)> {
-    static CACHE: Mutex<Option<Arc<(String, Vec<u8>, String)>>> = Mutex::new(None);
+fn script_bytes() -> super::sdk::Served {
+    static CACHE: Mutex<Option<super::sdk::Served>> = Mutex::new(None);
     #[cfg(debug_assertions)]
     let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/web/sdk/tcf.js"))
         .unwrap_or_else(|_| TCF_JS.to_string());
