@@ -23,7 +23,7 @@ const LI_VENDORS = VENDORS.filter((v) => GVL.vendors[v].legIntPurposes.length > 
 const LI_PURPOSES = [7, 8]; // what the fixture's vendors claim
 const MAPPING = { 1: 'analytics', 3: 'ads', 4: 'ads' };
 
-let browser, server, banner, site, gvlServer, gvlUrl, gvlHits = 0;
+let browser, server, banner, site, gvlServer, gvlUrl, gvlHits = 0, gvlNow = GVL;
 const cleanup = [];
 
 before(async () => {
@@ -33,7 +33,7 @@ before(async () => {
   gvlServer = http.createServer((req, res) => {
     gvlHits++;
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(GVL));
+    res.end(JSON.stringify(gvlNow));
   });
   gvlServer.listen(0, '127.0.0.1');
   await once(gvlServer, 'listening');
@@ -286,5 +286,21 @@ test('Reject all: no consent, legitimate interests objected to; a frame asks thr
   assert.equal(again.tcString, str);
   assert.equal(again.eventStatus, 'tcloaded');
   assert.equal(await layer1(page).isVisible(), false);
+
+  // A new version of the list with a vendor the visitor was never shown:
+  // the server fetches it when the settings are saved, and the banner asks again.
+  gvlNow = makeGvl({ version: 43, ids: [...VENDORS, 13] });
+  expectStatus(await server.api('PATCH', '/v1/tenant', {
+    banner: {
+      notice: 'cookies',
+      tcf: { cmp_id: 300, cmp_version: 4, vendor_list_url: gvlUrl, publisher_cc: 'TH', purposes: MAPPING },
+      gpp: { sections: ['tcfeuv2', 'usnat'] },
+    },
+  }), 200, 'PATCH tcf again');
+  // Once the browser's copies (config 1 minute, list 1 hour) have expired.
+  await (await context.newCDPSession(page)).send('Network.clearBrowserCache');
+  await page.reload();
+  await layer1(page).waitFor();
+  assert.match(await layer1(page).innerText(), /13 partners/);
   assert.deepEqual(errors, []);
 });

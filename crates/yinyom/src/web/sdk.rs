@@ -478,9 +478,16 @@ async fn record_body(
             "ui_element": e.ui_element,
             "gpc": e.gpc || gpc_header,
             "banner": site_key,
-            "tc_string": e.tc_string,
-            "gpp_string": e.gpp_string,
-        })),
+        }))
+        .map(|mut v| {
+            // IAB TCF/GPP strings, when the banner wrote them.
+            for (k, x) in [("tc_string", &e.tc_string), ("gpp_string", &e.gpp_string)] {
+                if let Some(x) = x {
+                    v[k] = json!(x);
+                }
+            }
+            v
+        }),
         occurred_at: None,
         actions: c
             .actions
