@@ -234,12 +234,19 @@ test('Layer 2: per purpose and per vendor consent and objection, retention and d
   await box('vc2').check();
   await box('vc5').check();
   await box('vli3').check(); // object to vendor 3's legitimate interest
+  await page.evaluate(() => {
+    window.gppEvents = [];
+    window.__gpp('addEventListener', (e, ok) => window.gppEvents.push([e.eventName, ok, e.pingData && e.pingData.gppString]));
+  });
   await dialog.getByRole('button', { name: 'Save choices' }).click();
   await eventually(async () => (await cookieOf(context)) !== undefined, { what: 'the euconsent-v2 cookie' });
   const str = await cookieOf(context);
   checkTc(str, { pc: [1, 3], pli: [8], sf: [2], vc: [2, 5], vli: LI_VENDORS.filter((v) => v !== 3) });
   const gpp = await page.evaluate(() => new Promise((r) => window.__gpp('ping', (d) => r(d))));
   checkGpp(gpp.gppString, str, 1); // ads (sale/sharing) was not granted: opted out
+  const gppEvents = await page.evaluate(() => window.gppEvents);
+  assert.deepEqual(gppEvents[0].slice(0, 2), ['listenerRegistered', true]);
+  assert.ok(gppEvents.some((e) => e[0] === 'sectionChange' && e[2] === gpp.gppString), JSON.stringify(gppEvents));
 
   // Purpose 4 (mapped to ads with 3) had no consent, so ads is denied.
   const anon = await anonymousId(page);

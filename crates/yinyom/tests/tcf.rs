@@ -405,6 +405,39 @@ async fn tcf_is_configured_fetched_served_and_checked(backend: Backend) {
     assert!(config.get("tcf").is_none(), "{config}");
 }
 
+async fn a_stale_vendor_list_is_refreshed_in_the_background(backend: Backend) {
+    use yinyom::store::VendorLists;
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    let list = Arc::new(Mutex::new(vendor_list(7, &[1, 2])));
+    let url = format!("{}/gvl.json", serve(list.clone()).await);
+    let (s, tenant) = patch(
+        &t,
+        json!({ "notice": "cookies", "tcf": { "cmp_id": 300, "vendor_list_url": url } }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{tenant}");
+    let site = tenant["banner"]["site_key"].as_str().unwrap().to_string();
+    let path = format!("/sdk/v1/tcf/vendor-list?site_key={site}");
+    // Upstream moves on; our copy was fetched two days ago.
+    *list.lock().unwrap() = vendor_list(8, &[1, 2, 3]);
+    let mut stored = t.store.vendor_list(&t.tenant, None).await.unwrap().unwrap();
+    stored.fetched_at -= 2 * 24 * 3600 * 1_000_000;
+    t.store.put_vendor_list(&t.tenant, &stored).await.unwrap();
+    // The stale copy is served at once (no visitor waits for the IAB's
+    // server), and the new version replaces it.
+    let (s, gvl) = public(&t, Method::GET, &path, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(gvl["vendorListVersion"], 7);
+    let refreshed = common::eventually(std::time::Duration::from_secs(10), || async {
+        public(&t, Method::GET, &path, None).await.1["vendorListVersion"] == 8
+    })
+    .await;
+    assert!(refreshed, "the list was not refreshed");
+    let v7 = t.store.vendor_list(&t.tenant, Some(7)).await.unwrap();
+    assert!(v7.is_some(), "older versions are kept");
+}
+
 async fn both_scripts_stay_small(backend: Backend) {
     let t = TestApp::new(backend).await;
     let mut sizes = Vec::new();
@@ -428,5 +461,6 @@ async fn both_scripts_stay_small(backend: Backend) {
 
 on_every_backend!(
     tcf_is_configured_fetched_served_and_checked,
+    a_stale_vendor_list_is_refreshed_in_the_background,
     both_scripts_stay_small
 );
