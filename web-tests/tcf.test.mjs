@@ -68,9 +68,10 @@ after(async () => {
   gvlServer?.close();
 });
 
-async function visit(url = site.url) {
-  const context = await browser.newContext({ locale: 'en-US' });
+async function visit(url = site.url, { gpc = false, locale = 'en-US' } = {}) {
+  const context = await browser.newContext({ locale, extraHTTPHeaders: gpc ? { 'Sec-GPC': '1' } : {} });
   cleanup.push(() => context.close());
+  if (gpc) await context.addInitScript(() => Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true, configurable: true }));
   const page = await context.newPage();
   const errors = [];
   const scripts = [];
@@ -89,11 +90,11 @@ function checkTc(str, want) {
   const tc = TCString.decode(str);
   assert.equal(tc.cmpId, 300);
   assert.equal(tc.cmpVersion, 4);
-  assert.equal(tc.vendorListVersion, 42);
+  assert.equal(tc.vendorListVersion, want.vlv || 42);
   assert.equal(tc.policyVersion, 5);
   assert.equal(tc.isServiceSpecific, true);
   assert.equal(tc.publisherCountryCode, 'TH');
-  assert.equal(tc.consentLanguage.toUpperCase(), 'EN');
+  assert.equal(tc.consentLanguage.toUpperCase(), want.lang || 'EN');
   assert.deepEqual(ids(tc.purposeConsents), want.pc, 'purpose consents');
   assert.deepEqual(ids(tc.purposeLegitimateInterests), want.pli, 'purpose LI');
   assert.deepEqual(ids(tc.specialFeatureOptins), want.sf, 'special features');
@@ -309,5 +310,25 @@ test('Reject all: no consent, legitimate interests objected to; a frame asks thr
   await page.reload();
   await layer1(page).waitFor();
   assert.match(await layer1(page).innerText(), /13 partners/);
+  assert.deepEqual(errors, []);
+});
+
+test('Global Privacy Control: Accept all grants no TCF purpose that stands for sale or sharing; Thai texts', async () => {
+  // The fixture's vendors again, as a newer version (versions only go up).
+  gvlNow = { ...GVL, vendorListVersion: 44 };
+  expectStatus(await server.api('PATCH', '/v1/tenant', {
+    banner: { notice: 'cookies', tcf: { cmp_id: 300, cmp_version: 4, vendor_list_url: gvlUrl, publisher_cc: 'TH', purposes: MAPPING } },
+  }), 200, 'PATCH tcf');
+  const { context, page, errors } = await visit(site.url, { gpc: true, locale: 'th-TH' });
+  const l1 = page.getByRole('region', { name: /ให้ความสำคัญกับความเป็นส่วนตัว/ });
+  await l1.waitFor();
+  assert.match(await l1.innerText(), /Global Privacy Control/);
+  await page.getByRole('button', { name: 'ยอมรับทั้งหมด' }).click();
+  await eventually(async () => (await cookieOf(context)) !== undefined, { what: 'the euconsent-v2 cookie' });
+  const str = await cookieOf(context);
+  // Purposes 3 and 4 stand for ads (sale or sharing): no consent.
+  checkTc(str, { pc: [1, 2, 5, 6, 7, 8, 9, 10, 11], pli: LI_PURPOSES, sf: [1, 2], vc: CONSENT_VENDORS, vli: LI_VENDORS, lang: 'TH', vlv: 44 });
+  const anon = await anonymousId(page);
+  await serverState(anon, { analytics: 'granted', ads: 'denied' });
   assert.deepEqual(errors, []);
 });

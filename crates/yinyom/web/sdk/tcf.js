@@ -135,7 +135,14 @@
     });
     return out;
   }
+  // Global Privacy Control opts out of sale and sharing whatever is pressed:
+  // no consent to the TCF purposes that stand for such a purpose.
+  function gpcBlocked(id) {
+    var key = (T.purposes || {})[id];
+    return core.gpc() && cfg.purposes.some(function (p) { return p.key === key && p.sale_or_sharing; });
+  }
   function commit(d, ui, all, screen) {
+    d.pc = d.pc.filter(function (id) { return !gpcBlocked(id); });
     var now = Date.now(), day = Date.UTC(new Date(now).getUTCFullYear(), new Date(now).getUTCMonth(), new Date(now).getUTCDate());
     var own = ownChoices(d, all);
     model = {
@@ -282,7 +289,8 @@
       purposes: 'Purposes', sf: 'Special features', vendors: 'Partners ({n})', accept: 'Accept all', reject: 'Reject all',
       manage: 'Manage options', save: 'Save choices', consent: 'Consent', li: 'Legitimate interest', object: 'Object to legitimate interest',
       retention: 'Retention: {d} days', cats: 'Data collected: ', cookie: 'Cookie lifetime: {d} days', privacy: 'Privacy policy',
-      used: 'Used by {n} partners', settings: 'Privacy settings', close: 'Close', sp: 'Special purposes: ', feat: 'Features: ', other: 'Other purposes'
+      used: 'Used by {n} partners', settings: 'Privacy settings', close: 'Close', sp: 'Special purposes: ', feat: 'Features: ', other: 'Other purposes',
+      gpc: 'Global Privacy Control honoured: we do not sell or share your data for advertising.'
     },
     th: {
       title: 'เราและพันธมิตร {n} รายให้ความสำคัญกับความเป็นส่วนตัวของคุณ',
@@ -290,7 +298,8 @@
       purposes: 'วัตถุประสงค์', sf: 'คุณลักษณะพิเศษ', vendors: 'พันธมิตร ({n})', accept: 'ยอมรับทั้งหมด', reject: 'ปฏิเสธทั้งหมด',
       manage: 'จัดการตัวเลือก', save: 'บันทึกตัวเลือก', consent: 'ความยินยอม', li: 'ประโยชน์โดยชอบด้วยกฎหมาย', object: 'คัดค้านประโยชน์โดยชอบด้วยกฎหมาย',
       retention: 'ระยะเวลาเก็บรักษา: {d} วัน', cats: 'ข้อมูลที่เก็บ: ', cookie: 'อายุคุกกี้: {d} วัน', privacy: 'นโยบายความเป็นส่วนตัว',
-      used: 'ใช้โดยพันธมิตร {n} ราย', settings: 'การตั้งค่าความเป็นส่วนตัว', close: 'ปิด', sp: 'วัตถุประสงค์พิเศษ: ', feat: 'คุณลักษณะ: ', other: 'วัตถุประสงค์อื่น'
+      used: 'ใช้โดยพันธมิตร {n} ราย', settings: 'การตั้งค่าความเป็นส่วนตัว', close: 'ปิด', sp: 'วัตถุประสงค์พิเศษ: ', feat: 'คุณลักษณะ: ', other: 'วัตถุประสงค์อื่น',
+      gpc: 'เราปฏิบัติตามสัญญาณ Global Privacy Control: เราไม่ขายหรือแบ่งปันข้อมูลของคุณเพื่อการโฆษณา'
     }
   };
   function u(k, n) { var l = UI[core.lang()] || UI.en; return l[k].replace(/\{[nd]\}/, n); }
@@ -358,6 +367,7 @@
     l1.append(h('div', { class: 'in' }, [
       h('h2', { id: 'yt-t' }, u('title', n)),
       h('p', null, u('intro', n)),
+      core.gpc() && Object.keys(T.purposes || {}).some(gpcBlocked) && h('p', { role: 'note', 'data-k': 'gpc' }, u('gpc')),
       h('h3', null, u('purposes')), h('ul', { 'data-k': 'l1-purposes' }, items.purposes),
       items.sf.length > 0 && h('h3', null, u('sf')),
       items.sf.length > 0 && h('ul', { 'data-k': 'l1-sf' }, items.sf.map(function (f) { return h('li', null, name(gvl.specialFeatures, f)); })),
