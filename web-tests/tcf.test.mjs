@@ -214,9 +214,14 @@ test('Accept all: layer 1 lists purposes, stacks, special features and the vendo
 test('Layer 2: per purpose and per vendor consent and objection, retention and data categories; the string, GPP and the ledger follow', async () => {
   const { context, page, errors } = await visit();
   await layer1(page).waitFor();
-  await page.getByRole('button', { name: 'Manage options' }).click();
+  // The partner count on layer 1 leads to the vendors of layer 2.
+  await page.getByRole('link', { name: 'Partners (12)' }).click();
   const dialog = page.getByRole('dialog', { name: 'Privacy settings' });
   await dialog.waitFor();
+  assert.equal(await page.evaluate(() => document.querySelector('yinyom-tcf').shadowRoot.activeElement.id), 'yt-vs');
+  const all = await dialog.innerText();
+  assert.match(all, /Special purposes\s+Ensure security, prevent and detect fraud, and fix errors/);
+  assert.match(all, /Features\s+Match and combine data from other data sources/);
   // Vendor 3: retention and data categories from the vendor list.
   const v3 = dialog.locator('[data-vendor="3"]');
   await v3.locator('summary').click();

@@ -371,7 +371,7 @@
       h('h3', null, u('purposes')), h('ul', { 'data-k': 'l1-purposes' }, items.purposes),
       items.sf.length > 0 && h('h3', null, u('sf')),
       items.sf.length > 0 && h('ul', { 'data-k': 'l1-sf' }, items.sf.map(function (f) { return h('li', null, name(gvl.specialFeatures, f)); })),
-      h('p', { 'data-k': 'l1-count' }, u('vendors', n)),
+      h('p', null, h('a', { href: '#', 'data-k': 'l1-count', onclick: function (e) { e.preventDefault(); open('yt-vs'); } }, u('vendors', n))),
       h('div', { class: 'row' }, [
         btn(u('accept'), function () { commit(everything(true), 'accept_all', true, 1); }, 'acc'),
         btn(u('reject'), function () { commit(everything(false), 'reject_all', false, 1); }, 'rej'),
@@ -393,6 +393,7 @@
       return h('div', { class: 'it', 'data-purpose': p }, [
         h('h3', { id: pid }, name(gvl.purposes, p)),
         h('p', { class: 'd' }, gvl.purposes[p].description || ''),
+        (gvl.purposes[p].illustrations || []).length > 0 && h('ul', { class: 'd' }, gvl.purposes[p].illustrations.map(function (x) { return h('li', null, x); })),
         h('p', { class: 'd' }, u('used', usedBy(p, 'purposes') + usedBy(p, 'legIntPurposes'))),
         check(u('consent'), has(d.pc, p), function (on) { toggle(d.pc, p, on); }, 'pc' + p, pid),
         has(liPurposes(), p) && check(u('object'), !has(d.pli, p), function (on) { toggle(d.pli, p, !on); }, 'pli' + p, pid)
@@ -433,13 +434,21 @@
         h('button', { type: 'button', class: 'x', 'data-k': 'x', 'aria-label': u('close'), onclick: function () { l2.close(); } }, '×')]),
       h('div', { class: 'bd' }, [h('h3', null, u('purposes'))].concat(purposes,
         sfs.length ? [h('h3', null, u('sf'))].concat(sfs) : [],
+        info(gvl.specialPurposes, 'sp'), info(gvl.features, 'feat'),
         own.length ? [h('h3', null, u('other'))].concat(own) : [],
-        [h('h3', { 'data-k': 'l2-count' }, u('vendors', vendorIds().length))], vendors)),
+        [h('h3', { 'data-k': 'l2-count', id: 'yt-vs', tabindex: '-1' }, u('vendors', vendorIds().length))], vendors)),
       h('div', { class: 'row ft' }, [
         btn(u('accept'), function () { commit(everything(true), 'accept_all', true, 2); }, 'acc2'),
         btn(u('reject'), function () { commit(everything(false), 'reject_all', false, 2); }, 'rej2'),
         btn(u('save'), function () { commit(draft, 'save_preferences', undefined, 2); }, 'save', 's')
       ]));
+  }
+  // Special purposes and features: disclosed, nothing to choose.
+  function info(map, key) {
+    var list = ids(map);
+    return list.length ? [h('h3', null, u(key).replace(/: $/, ''))].concat(list.map(function (id) {
+      return h('details', { class: 'it' }, [h('summary', null, name(map, id)), h('p', { class: 'd' }, map[id].description || '')]);
+    })) : [];
   }
   function copy(m) {
     var c = { pc: m.pc.slice(), sf: m.sf.slice(), vc: m.vc.slice(), pli: m.pli.slice(), vli: m.vli.slice(), own: {} };
@@ -447,14 +456,14 @@
     cfg.purposes.forEach(function (p) { c.own[p.key] = ch[p.key] === true; });
     return c;
   }
-  function open() {
+  function open(at) {
     if (!gvl) { wantOpen = true; return; }
     draft = copy(model || { pc: [], sf: [], vc: [], pli: liPurposes(), vli: liVendors() });
     renderL2();
     if (!l2.open) l2.showModal();
     shown = true;
-    var f = l2.querySelector('input');
-    if (f) f.focus();
+    var f = at ? shadow.getElementById(at) : l2.querySelector('input');
+    if (f) { f.focus(); if (f.scrollIntoView) f.scrollIntoView(); }
     emit('cmpuishown');
   }
   function onClose() { shown = !l1.hidden; }
