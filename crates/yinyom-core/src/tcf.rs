@@ -582,6 +582,24 @@ mod tests {
         assert_eq!(TcString::decode(&w.finish()), Err(TcfError::TooManyIds));
     }
 
+    proptest::proptest! {
+        /// Any text over the alphabet decodes or is refused, never panics;
+        /// what decodes is well formed (ids in range, increasing, unique).
+        #[test]
+        fn any_string_decodes_or_is_refused(s in "C[A-Za-z0-9_-]{30,400}(\\.[A-Za-z0-9_-]{0,80}){0,3}") {
+            if let Ok(tc) = TcString::decode(&s) {
+                let c = &tc.core;
+                let increasing = |v: &[u16]| v.windows(2).all(|w| w[0] < w[1]) && v.first() != Some(&0);
+                proptest::prop_assert!(increasing(&c.vendor_consents));
+                proptest::prop_assert!(increasing(&c.vendor_legitimate_interests));
+                proptest::prop_assert!(c.purposes_consent.iter().all(|p| (1..=24).contains(p)));
+                proptest::prop_assert!(c.special_feature_opt_ins.iter().all(|p| (1..=12).contains(p)));
+                proptest::prop_assert!(c.publisher_restrictions.iter().all(|r| increasing(&r.vendors)));
+                proptest::prop_assert_eq!(c.consent_language.len(), 2);
+            }
+        }
+    }
+
     #[test]
     fn other_segments_decode() {
         let mut w = W::default();
