@@ -243,13 +243,15 @@ pub fn check_submission(
     ui: Option<&str>,
 ) -> Result<(), Problem> {
     let Some(t) = &b.tcf else {
-        if tc_string.is_some() || gpp_string.is_some() {
-            return Err(Problem::validation(
-                "evidence.tc_string",
-                "this banner does not use the IAB TCF",
-            ));
-        }
-        return Ok(());
+        let field = match (tc_string, gpp_string) {
+            (Some(_), _) => "evidence.tc_string",
+            (None, Some(_)) => "evidence.gpp_string",
+            (None, None) => return Ok(()),
+        };
+        return Err(Problem::validation(
+            field,
+            "this banner does not use the IAB TCF or GPP",
+        ));
     };
     if let Some(g) = gpp_string
         && (g.len() > 8192
