@@ -84,6 +84,11 @@ async fn serve(list: Arc<Mutex<Value>>) -> String {
 
 /// A TC string core segment, written bit by bit for the test.
 fn tc_string(cmp_id: u64, purposes: &[u8], vendors: &[u16]) -> String {
+    tc_string_v(cmp_id, 7, purposes, vendors)
+}
+
+/// The same, made under vendor list version `list`.
+fn tc_string_v(cmp_id: u64, list: u64, purposes: &[u8], vendors: &[u16]) -> String {
     let mut bits: Vec<bool> = Vec::new();
     let mut put = |v: u64, n: usize| {
         for i in (0..n).rev() {
@@ -98,7 +103,7 @@ fn tc_string(cmp_id: u64, purposes: &[u8], vendors: &[u16]) -> String {
     put(1, 6);
     put(4, 6); // E
     put(13, 6); // N
-    put(7, 12);
+    put(list, 12);
     put(5, 6);
     put(1, 1);
     put(0, 1);
@@ -336,6 +341,16 @@ async fn tcf_is_configured_fetched_served_and_checked(backend: Backend) {
                 anon,
                 actions("deny"),
                 Some(&tc_string(301, &[1, 3], &[1])),
+            ),
+            "evidence.tc_string",
+        ),
+        // Made under a vendor list version this server never fetched.
+        (
+            consent(
+                &site,
+                anon,
+                actions("deny"),
+                Some(&tc_string_v(300, 6, &[1, 3], &[1])),
             ),
             "evidence.tc_string",
         ),

@@ -413,6 +413,7 @@ async fn record_body(
     }
     let c: BannerConsent = parse_json(&body)?;
     let tenant = site(app, &c.site_key, headers.get(header::ORIGIN))?;
+    super::tcf::check_list_version(app, &tenant, c.evidence.tc_string.as_deref()).await?;
     if !is_uuid(&c.anonymous_id) {
         return Err(Problem::validation(
             "anonymous_id",

@@ -315,6 +315,32 @@ pub fn check_submission(
     Ok(())
 }
 
+/// A TC string names the vendor list it was made under: it must be one
+/// this server fetched for the tenant (the banner only ever gets those).
+/// Strings that do not decode are left to [`check_submission`].
+pub async fn check_list_version(
+    app: &App,
+    tenant: &str,
+    tc_string: Option<&str>,
+) -> Result<(), Problem> {
+    let Some(tc) = tc_string.and_then(|s| TcString::decode(s).ok()) else {
+        return Ok(());
+    };
+    let v = tc.core.vendor_list_version;
+    if app
+        .store
+        .vendor_list(tenant, Some(u32::from(v)))
+        .await?
+        .is_none()
+    {
+        return Err(Problem::validation(
+            "evidence.tc_string",
+            format!("the TC string names vendor list version {v}, which this banner never served"),
+        ));
+    }
+    Ok(())
+}
+
 /// The subject's TCF state for `GET /v1/subjects/{id}`: the newest TC
 /// string in their evidence, decoded, with the tenant purposes it grants.
 pub async fn subject_state(app: &App, tenant: &str, uid: &str) -> Result<Option<Value>, Problem> {
