@@ -259,6 +259,13 @@ test('Layer 2: per purpose and per vendor consent and objection, retention and d
   const { subject } = await serverState(anon, { analytics: 'granted', ads: 'denied' });
   assert.deepEqual(subject.tcf.purposes, { analytics: true, ads: false });
   assert.deepEqual(subject.tcf.decoded.core.vendor_consents, [2, 5]);
+
+  // The settings button reopens layer 2 with the choice as made.
+  await page.getByRole('button', { name: 'Cookie settings', exact: true }).click();
+  await dialog.waitFor();
+  assert.equal(await box('pc3').isChecked(), true);
+  assert.equal(await box('pc4').isChecked(), false);
+  assert.equal(await box('vli3').isChecked(), true, 'the objection is remembered');
   assert.deepEqual(errors, []);
 });
 
