@@ -18,6 +18,7 @@ pub mod receipt;
 pub mod rights;
 pub mod segment;
 pub mod subject;
+pub mod tcf;
 pub mod time;
 
 mod canonical;

@@ -43,6 +43,12 @@ pub struct BannerSite {
     /// any.
     #[serde(default)]
     pub origins: Vec<String>,
+    /// IAB TCF v2.2 (`web/tcf.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcf: Option<crate::web::tcf::TcfSettings>,
+    /// GPP sections, with TCF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpp: Option<crate::web::tcf::GppSettings>,
 }
 
 /// The data protection officer named on receipts.

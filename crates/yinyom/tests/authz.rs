@@ -39,6 +39,7 @@ fn rules() -> BTreeMap<&'static str, Rule> {
         ("GET /readyz", Public),
         ("GET /sdk/v1/config", Public),
         ("POST /sdk/v1/consents", Public),
+        ("GET /sdk/v1/tcf/vendor-list", Public),
         ("GET /v1/acquisitions", STAFF),
         ("PUT /v1/subjects/{id}/acquisition", STAFF),
         ("POST /v1/subjects/{id}/acquisition/notice", STAFF),
@@ -231,7 +232,7 @@ fn concrete(method: &str, path: &str, ids: &Ids) -> String {
         "nope".to_string()
     };
     p = p.replace("{id}", &value);
-    if p == "/sdk/v1/config" {
+    if p == "/sdk/v1/config" || p == "/sdk/v1/tcf/vendor-list" {
         p.push_str("?site_key=site_nope");
     }
     p

@@ -223,6 +223,12 @@ pub struct BannerPatch {
     /// Replace the site key (the old one stops working).
     #[serde(default)]
     pub rotate_site_key: bool,
+    /// Turn on the IAB TCF v2.2 CMP (absent: off).
+    #[serde(default)]
+    pub tcf: Option<crate::web::tcf::TcfSettings>,
+    /// GPP sections (`tcfeuv2`, `usnat`); needs `tcf`.
+    #[serde(default)]
+    pub gpp: Option<crate::web::tcf::GppSettings>,
 }
 
 /// Change the controller's name, DPO contact, jurisdictions or language.
@@ -309,6 +315,7 @@ pub async fn patch_tenant(
                     "must be an origin: http(s)://host[:port], no path",
                 ));
             }
+            crate::web::tcf::configure(&app, &who.tenant, b.tcf.as_ref(), b.gpp.as_ref()).await?;
             let site_key = match (&t.banner, b.rotate_site_key) {
                 (Some(old), false) => old.site_key.clone(),
                 _ => crate::web::sdk::new_site_key(),
@@ -317,6 +324,8 @@ pub async fn patch_tenant(
                 site_key,
                 notice: b.notice,
                 origins: b.origins,
+                tcf: b.tcf,
+                gpp: b.gpp,
             });
         }
     }

@@ -70,7 +70,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         breaches::create, breaches::list, breaches::get, breaches::notify, ropa::export,
         acquisitions::put, acquisitions::notice, acquisitions::list,
         healthz, readyz, jwks,
-        crate::web::sdk::config, crate::web::sdk::record,
+        crate::web::sdk::config, crate::web::sdk::record, crate::web::tcf::vendor_list,
     ),
     components(schemas(problem::ProblemBody, crate::events::ConsentEvent)),
     modifiers(&BearerAuth),

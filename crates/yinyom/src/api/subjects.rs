@@ -180,6 +180,10 @@ pub struct SubjectView {
     pub created_at: String,
     pub updated_at: String,
     pub consents: Vec<ConsentView>,
+    /// The newest IAB TCF TC string the banner recorded, decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub tcf: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -482,6 +486,7 @@ pub(crate) async fn present(
             .await?;
     }
     Ok(SubjectView {
+        tcf: crate::web::tcf::subject_state(app, &who.tenant, &s.record.uid).await?,
         consents: consents_of(app, &who.tenant, &s.record.id).await?,
         id: s.record.id,
         uid: s.record.uid,

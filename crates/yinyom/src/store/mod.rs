@@ -163,6 +163,29 @@ pub struct VerificationRow {
     pub finished_at: Option<Micros>,
 }
 
+/// A Global Vendor List (IAB TCF) as stored for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVendorList {
+    pub version: u32,
+    pub url: String,
+    pub fetched_at: Micros,
+    pub body: String,
+}
+
+/// The IAB TCF vendor lists tenants' banners use (`store/sql/tcf.rs`).
+#[async_trait]
+pub trait VendorLists: Send + Sync {
+    /// Keep a fetched list; a version already stored only has its
+    /// `fetched_at` (and url) updated: a published version never changes.
+    async fn put_vendor_list(&self, tenant: &str, list: &StoredVendorList) -> Result<()>;
+    /// One version, or the newest when `version` is `None`.
+    async fn vendor_list(
+        &self,
+        tenant: &str,
+        version: Option<u32>,
+    ) -> Result<Option<StoredVendorList>>;
+}
+
 /// Ledger verification: the rows in pages, the head, and the jobs.
 #[async_trait]
 pub trait Verifications: Send + Sync {
@@ -582,6 +605,7 @@ pub trait Store:
     + StaffStore
     + Verifications
     + Checkpoints
+    + VendorLists
     + Send
     + Sync
     + 'static

@@ -47,6 +47,7 @@ mod profiles;
 mod registry;
 mod requests;
 mod staff;
+mod tcf;
 mod tracking;
 mod verifications;
 

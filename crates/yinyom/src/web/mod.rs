@@ -8,6 +8,7 @@ pub mod console;
 pub mod page;
 pub mod preferences;
 pub mod sdk;
+pub mod tcf;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,7 @@ impl WebState {
 pub fn routes() -> axum::Router<Arc<App>> {
     axum::Router::new()
         .merge(sdk::routes())
+        .merge(tcf::routes())
         .merge(preferences::routes())
         .merge(console::routes())
 }

@@ -56,7 +56,7 @@ fn sdk_source() -> std::borrow::Cow<'static, str> {
     SDK_JS.into()
 }
 
-fn gzip(s: &str) -> Vec<u8> {
+pub(crate) fn gzip(s: &str) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     // Writing to a Vec cannot fail.
     let _ = e.write_all(s.as_bytes());
@@ -64,7 +64,7 @@ fn gzip(s: &str) -> Vec<u8> {
 }
 
 /// (source, gzipped, ETag).
-type Served = Arc<(String, Vec<u8>, String)>;
+pub(crate) type Served = Arc<(String, Vec<u8>, String)>;
 
 /// The script as served, made once per distinct source.
 fn sdk_bytes() -> Served {
@@ -87,7 +87,11 @@ fn sdk_bytes() -> Served {
 
 /// `GET /sdk/yinyom.js`: the banner script, gzipped when the browser takes it.
 pub async fn script(headers: HeaderMap) -> Response {
-    let sdk = sdk_bytes();
+    serve_js(&headers, &sdk_bytes())
+}
+
+/// A script with its ETag, gzipped when the browser takes it.
+pub(crate) fn serve_js(headers: &HeaderMap, sdk: &Served) -> Response {
     let etag = HeaderValue::from_str(&sdk.2).unwrap_or(HeaderValue::from_static("\"sdk\""));
     let cache = (
         header::CACHE_CONTROL,
@@ -132,7 +136,7 @@ pub async fn script(headers: HeaderMap) -> Response {
 /// CORS for the banner's calls: the site the banner runs on is another
 /// origin. The origin is echoed (never `*` with a body that names a
 /// tenant) when the tenant allows it.
-fn cors(res: &mut Response, origin: Option<&HeaderValue>) {
+pub(crate) fn cors(res: &mut Response, origin: Option<&HeaderValue>) {
     let h = res.headers_mut();
     if let Some(o) = origin {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
@@ -160,7 +164,7 @@ pub async fn preflight(headers: HeaderMap) -> Response {
 }
 
 /// The tenant a site key names, and whether `origin` may use it.
-fn site(app: &App, key: &str, origin: Option<&HeaderValue>) -> Result<String, Problem> {
+pub(crate) fn site(app: &App, key: &str, origin: Option<&HeaderValue>) -> Result<String, Problem> {
     let unknown = || Problem::not_found("no banner has this site key").field("site_key");
     if !key.starts_with("site_") || key.len() > 64 {
         return Err(unknown());
@@ -211,6 +215,10 @@ pub struct BannerConfig {
     pub purposes: Vec<BannerPurpose>,
     /// The request carried `Sec-GPC: 1`.
     pub gpc: bool,
+    /// IAB TCF/GPP settings when the tenant enabled them (`web/tcf.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub tcf: Option<serde_json::Value>,
 }
 
 fn banner_purposes(purposes: &std::collections::HashMap<String, Purpose>) -> Vec<BannerPurpose> {
@@ -292,6 +300,7 @@ async fn config_body(app: &App, headers: &HeaderMap, key: &str) -> Result<Banner
             "texts": texts,
         }),
         purposes,
+        tcf: t.banner.as_ref().and_then(super::tcf::banner_config),
         gpc: headers
             .get("sec-gpc")
             .is_some_and(|v| v.as_bytes().trim_ascii() == b"1"),
@@ -333,6 +342,12 @@ pub struct BannerEvidence {
     pub locale: Option<String>,
     #[serde(default)]
     pub gpc: bool,
+    /// The IAB TCF TC string the banner wrote (`euconsent-v2`).
+    #[serde(default)]
+    pub tc_string: Option<String>,
+    /// The GPP string the banner wrote.
+    #[serde(default)]
+    pub gpp_string: Option<String>,
 }
 
 const UI_ELEMENTS: [&str; 5] = [
@@ -398,6 +413,7 @@ async fn record_body(
     }
     let c: BannerConsent = parse_json(&body)?;
     let tenant = site(app, &c.site_key, headers.get(header::ORIGIN))?;
+    super::tcf::check_list_version(app, &tenant, c.evidence.tc_string.as_deref()).await?;
     if !is_uuid(&c.anonymous_id) {
         return Err(Problem::validation(
             "anonymous_id",
@@ -463,7 +479,16 @@ async fn record_body(
             "ui_element": e.ui_element,
             "gpc": e.gpc || gpc_header,
             "banner": site_key,
-        })),
+        }))
+        .map(|mut v| {
+            // IAB TCF/GPP strings, when the banner wrote them.
+            for (k, x) in [("tc_string", &e.tc_string), ("gpp_string", &e.gpp_string)] {
+                if let Some(x) = x {
+                    v[k] = json!(x);
+                }
+            }
+            v
+        }),
         occurred_at: None,
         actions: c
             .actions
@@ -487,6 +512,18 @@ async fn record_body(
                     format!("the banner shows notice {:?}", banner.notice),
                 ));
             }
+            let actions: Vec<_> = c
+                .actions
+                .iter()
+                .map(|a| (a.purpose.clone(), a.action))
+                .collect();
+            super::tcf::check_submission(
+                banner,
+                &actions,
+                e.tc_string.as_deref(),
+                e.gpp_string.as_deref(),
+                e.ui_element.as_deref(),
+            )?;
             for (i, a) in c.actions.iter().enumerate() {
                 let field = || format!("actions/{i}");
                 if a.action == Action::Expire {

@@ -142,7 +142,7 @@
   flush();
 
   // ---- state once the config is in --------------------------------------
-  var cfg = null, eff = null, lang = 'en', listeners = [], wantOpen = false;
+  var cfg = null, eff = null, lang = 'en', listeners = [], wantOpen = false, tcf = null;
   var host, shadow, ui, bannerEl, dialogEl, floatEl, draft = {}, returnFocus = null;
 
   function optional() { return cfg.purposes.filter(function (p) { return !p.required; }); }
@@ -192,7 +192,7 @@
   }
   function save() { lsSet(K_CONSENT, JSON.stringify(stored)); }
 
-  function record(actions, ui) {
+  function record(actions, ui, extra) {
     if (!actions.length) return;
     var body = {
       site_key: siteKey,
@@ -207,6 +207,7 @@
         gpc: gpcOn()
       }
     };
+    Object.assign(body.evidence, extra); // the TCF script's tc_string, gpp_string
     queue(function (q) { return q.concat({ id: uuid(), body: body }).slice(-50); });
     flush();
   }
@@ -248,8 +249,8 @@
     W.dispatchEvent(new CustomEvent('yinyom:change', { detail: detail }));
   }
 
-  function choose(choices, uiElement) {
-    record(actionsFor(choices, optional().map(function (p) { return p.key; })), uiElement);
+  function choose(choices, uiElement, extra) {
+    record(actionsFor(choices, optional().map(function (p) { return p.key; })), uiElement, extra);
     stored = {
       v: cfg.notice.version, k: cfg.notice.key, choices: choices, at: Date.now(), lang: lang,
       cm: signals(effective(choices)), g: gpcOn() ? 1 : undefined
@@ -520,6 +521,7 @@
   }
   function openPrefs() {
     if (!cfg || !host) { wantOpen = true; return; }
+    if (tcf) { tcf.open(); return; }
     if (dialogEl.open) return;
     returnFocus = deepActive();
     var c = (stored && stored.choices) || {}; // a re-prompt starts from the earlier choice
@@ -585,7 +587,7 @@
     },
     setLanguage: setLanguage,
     // Withdraw everything (e.g. from a "withdraw consent" link on the policy page).
-    withdraw: function () { if (host) choose(all(false), 'withdraw'); },
+    withdraw: function () { if (tcf) tcf.withdraw(); else if (host) choose(all(false), 'withdraw'); },
     anonymousId: function () { return anon; }
   };
   D.addEventListener('click', function (e) {
@@ -602,14 +604,33 @@
     autoGpc(isStale);
     if (!isStale) apply(stored.choices);
     else if (stored) updateCM(denied()); // consent given before a material change lapses
+    if (c.tcf) loadTcf(isStale);
     var show = function () {
       mount();
-      bannerEl.hidden = !isStale;
+      bannerEl.hidden = !isStale || !!c.tcf; // the TCF script draws its own layers
       floatEl.hidden = isStale || noFloat;
       render();
       if (wantOpen) openPrefs();
     };
     if (D.body) show(); else D.addEventListener('DOMContentLoaded', show);
+  }
+  // IAB TCF/GPP: stubs that queue calls at once, then the CMP script, which
+  // this script fetches only for tenants that enable TCF. It draws its own
+  // layers and records through `choose`, with the TC string as evidence.
+  function loadTcf(isStale) {
+    ['__tcfapi', '__gpp'].forEach(function (n) {
+      if (typeof W[n] !== 'function') W[n] = function () { (W[n].a = W[n].a || []).push(arguments); };
+    });
+    W.__yinyomCore = {
+      cfg: cfg, base: base, stale: isStale, noFloat: noFloat,
+      stored: function () { return stored; }, lang: function () { return lang; }, gpc: gpcOn,
+      choose: function (c, u, x) { choose(c, u, x); },
+      attach: function (h) { tcf = h; if (wantOpen) h.open(); }
+    };
+    var s = D.createElement('script');
+    s.src = base + cfg.tcf.script;
+    if (script.nonce) s.nonce = script.nonce;
+    D.head.append(s);
   }
   if (!siteKey) {
     console.error('Yinyom: the script tag needs data-site-key');
