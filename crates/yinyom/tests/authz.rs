@@ -107,6 +107,15 @@ fn rules() -> BTreeMap<&'static str, Rule> {
         ("POST /v1/group", WriteKey),
         ("POST /v1/alias", WriteKey),
         ("POST /v1/batch", WriteKey),
+        ("POST /v1/t", WriteKey),
+        ("POST /v1/i", WriteKey),
+        ("POST /v1/p", WriteKey),
+        ("POST /v1/s", WriteKey),
+        ("POST /v1/g", WriteKey),
+        ("POST /v1/a", WriteKey),
+        ("POST /v1/b", WriteKey),
+        // The write key is in the path; unknown keys are 404.
+        ("GET /v1/projects/{key}/settings", Public),
     ])
 }
 

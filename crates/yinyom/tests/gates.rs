@@ -528,6 +528,228 @@ async fn tracking_without_consent_is_dropped_and_withdrawal_stops_the_next_event
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// A raw collector call as a browser makes it: (status, headers, body).
+async fn browser_call(
+    t: &TestApp,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let (status, h, bytes) = t
+        .request_raw(
+            method,
+            path,
+            None,
+            headers,
+            body.map(|b| serde_json::to_vec(&b).unwrap()),
+        )
+        .await;
+    (status, h, common::json_of(&bytes))
+}
+
+fn acao(h: &axum::http::HeaderMap) -> Option<&str> {
+    h.get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap())
+}
+
+async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_only(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    let (_, key) = source(&t, &["analytics"]).await;
+    choose(&t, "cust-60", "analytics", None, "grant").await;
+    let text = ("content-type", "text/plain");
+
+    // analytics.js posts text/plain JSON with writeKey in the body to the
+    // one-letter paths.
+    for (path, body) in [
+        ("/v1/t", json!({ "event": "Viewed Product", "properties": { "sku": "B-2" } })),
+        ("/v1/p", json!({ "name": "Home" })),
+        ("/v1/i", json!({ "traits": { "plan": "gold" } })),
+        ("/v1/s", json!({ "name": "Cart" })),
+        ("/v1/g", json!({ "groupId": "team-1" })),
+        ("/v1/a", json!({ "previousId": "f00d5b1e-0000-4000-8000-000000000001" })),
+    ] {
+        let mut body = body;
+        body["userId"] = json!("cust-60");
+        body["writeKey"] = json!(key);
+        let (status, _, r) = browser_call(&t, Method::POST, path, &[text], Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {r}");
+        assert_eq!((r["accepted"].clone(), r["dropped"].clone()), (json!(1), json!(0)), "{path}");
+    }
+    // The batching delivery: /v1/b, write key as HTTP Basic user name.
+    let auth = basic(&key);
+    let (status, _, r) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/b",
+        &[text, ("authorization", &auth)],
+        Some(json!({ "batch": [
+            { "type": "track", "userId": "cust-60", "event": "Added to Cart", "messageId": "b-1" },
+            { "type": "page", "userId": "cust-60", "name": "Checkout", "messageId": "b-2" },
+            { "type": "track", "userId": "cust-61", "event": "Added to Cart", "messageId": "b-3" },
+        ] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!((r["accepted"].clone(), r["dropped"].clone()), (json!(2), json!(1)));
+    let mut kinds: Vec<String> = events_of(&t, "cust-60")
+        .await
+        .iter()
+        .map(|e| format!("{}:{}", e["type"].as_str().unwrap(), e["name"].as_str().unwrap_or("")))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "group:",
+            "identify:",
+            "page:Checkout",
+            "page:Home",
+            "screen:Cart",
+            "track:Added to Cart",
+            "track:Viewed Product"
+        ],
+        "every short path stores under its kind"
+    );
+
+    // No banner origins: no CORS at all, for the preflight or the call.
+    let shop = ("origin", "https://shop.example");
+    let ask = [
+        shop,
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "authorization,content-type"),
+    ];
+    let (status, h, _) = browser_call(&t, Method::OPTIONS, "/v1/t", &ask, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(acao(&h), None);
+    let track_body = json!({ "userId": "cust-60", "event": "From the shop", "writeKey": key });
+    let (status, h, _) =
+        browser_call(&t, Method::POST, "/v1/t", &[text, shop], Some(track_body.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(acao(&h), None, "a tenant that lists no origins gets no CORS");
+
+    // The tenant lists its shop: preflight and answers carry CORS for it.
+    let (s, _, b) = t
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &t.owner,
+            Some(json!({ "banner": { "notice": "main", "origins": ["https://shop.example"] } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for path in ["/v1/t", "/v1/track", "/v1/b", "/v1/batch", "/v1/i", "/v1/p"] {
+        let (status, h, _) = browser_call(&t, Method::OPTIONS, path, &ask, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(acao(&h), Some("https://shop.example"), "{path}");
+        let allowed = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+        assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+        assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    }
+    let (status, h, r) =
+        browser_call(&t, Method::POST, "/v1/t", &[text, shop], Some(track_body.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(acao(&h), Some("https://shop.example"));
+    assert!(h.get_all("vary").iter().any(|v| v.to_str().unwrap().contains("Origin")));
+    // An error the SDK should see is readable too.
+    let (status, h, _) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/t",
+        &[text, shop],
+        Some(json!({ "userId": "cust-60", "writeKey": key })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(acao(&h), Some("https://shop.example"));
+
+    // Another site: no CORS, and its calls with this write key are refused.
+    let evil = ("origin", "https://evil.example");
+    let mut ask_evil = ask;
+    ask_evil[0] = evil;
+    let (status, h, _) = browser_call(&t, Method::OPTIONS, "/v1/t", &ask_evil, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(acao(&h), None);
+    let before = events_of(&t, "cust-60").await.len();
+    let (status, h, r) =
+        browser_call(&t, Method::POST, "/v1/t", &[text, evil], Some(track_body.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{r}");
+    assert_eq!(acao(&h), None);
+    // Even when another tenant lists that site (so its preflight passes).
+    let b = t.create_tenant("Tenant B").await;
+    let (s, _, n) = t
+        .request(
+            Method::POST,
+            "/v1/purposes",
+            &b.owner,
+            Some(purpose("analytics", &["web"])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let (s, _, n) = t
+        .request(
+            Method::POST,
+            "/v1/notices",
+            &b.owner,
+            Some(json!({ "key": "cookies", "texts": { "en": { "title": "t", "body": "b" } }, "purposes": ["analytics"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let (s, _, n) = t
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &b.owner,
+            Some(json!({ "banner": { "notice": "cookies", "origins": ["https://evil.example"] } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{n}");
+    let (status, h, _) = browser_call(&t, Method::OPTIONS, "/v1/t", &ask_evil, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(acao(&h), Some("https://evil.example"));
+    let (status, h, _) =
+        browser_call(&t, Method::POST, "/v1/b", &[text, evil, ("authorization", &auth)],
+            Some(json!({ "batch": [{ "type": "track", "userId": "cust-60", "event": "e" }] }))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(acao(&h), None);
+    assert_eq!(events_of(&t, "cust-60").await.len(), before, "refused calls stored nothing");
+    // Server-side SDKs send no Origin: unaffected.
+    let (status, _, _) =
+        browser_call(&t, Method::POST, "/v1/t", &[text], Some(track_body.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The settings document analytics.js loads instead of Segment's CDN.
+    let path = format!("/v1/projects/{key}/settings");
+    let (status, h, s) = browser_call(&t, Method::GET, &path, &[shop], None).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(acao(&h), Some("https://shop.example"));
+    let io = &s["integrations"]["Segment.io"];
+    assert_eq!(io["apiKey"], key.as_str());
+    assert_eq!(io["apiHost"], "127.0.0.1:8080/v1", "the server's public URL: {s}");
+    assert_eq!(io["protocol"], "http");
+    assert_eq!(
+        s["integrations"].as_object().unwrap().len(),
+        1,
+        "no destinations to load from elsewhere"
+    );
+    assert_eq!(s["metrics"]["sampleRate"], 0, "no metrics sent to Segment");
+    let (status, h, _) = browser_call(&t, Method::GET, &path, &[evil], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(acao(&h), None);
+    let (status, _, p) = browser_call(
+        &t,
+        Method::GET,
+        "/v1/projects/yyw_unknown/settings",
+        &[shop],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{p}");
+}
+
 async fn anonymous_consent_follows_the_person_identified_later(backend: Backend) {
     let t = TestApp::new(backend).await;
     setup(&t).await;
@@ -1121,6 +1343,7 @@ on_every_backend!(
     profiles_survive_a_restart_and_a_wrong_master_key_is_refused,
     tracking_without_consent_is_dropped_and_withdrawal_stops_the_next_event,
     anonymous_consent_follows_the_person_identified_later,
+    browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_only,
     allowed_events_are_forwarded_to_nats_and_denied_ones_are_not,
     email_is_sent_only_with_consent_and_one_click_unsubscribe_withdraws_it,
     smtp_outage_queues_and_retries_and_a_withdrawal_before_the_retry_suppresses,
