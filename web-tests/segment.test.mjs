@@ -119,12 +119,15 @@ test('analytics.js loads its settings from Yinyom and posts to /v1/t, /v1/p, /v1
   assert.equal(await page.evaluate(() => window.yinyom.anonymousId()), anon, 'the banner shares analytics.js\'s anonymous id');
 
   // Before any consent: accepted by the collector, dropped, never stored.
+  // (The answers' bodies are not read here: analytics.js never reads them,
+  // and Chromium does not keep them; the source's counters tell instead.)
+  const start = await sourceCounts();
   const dropped = answer(page, 't');
-  await page.evaluate(() => window.ajs.track('Before Consent'));
+  await page.evaluate(() => window.ajs.track('Before Consent').then(() => true));
   const r0 = await dropped;
   assert.equal(r0.status(), 200);
   assert.equal(r0.headers()['access-control-allow-origin'], new URL(site.url).origin);
-  assert.deepEqual(await r0.json(), { success: true, accepted: 0, dropped: 1 });
+  assert.deepEqual(await sourceCounts(), { ...start, dropped: start.dropped + 1 });
 
   // The visitor accepts in the banner on the same page.
   await page.getByRole('region', { name: 'Cookies' }).getByRole('button', { name: 'Accept all', exact: true }).click();
@@ -138,8 +141,9 @@ test('analytics.js loads its settings from Yinyom and posts to /v1/t, /v1/p, /v1
   });
   for (const res of await Promise.all(shorts)) {
     assert.equal(res.status(), 200, res.url());
-    assert.deepEqual(await res.json(), { success: true, accepted: 1, dropped: 0 }, res.url());
+    assert.equal(res.headers()['access-control-allow-origin'], new URL(site.url).origin);
   }
+  assert.deepEqual(await sourceCounts(), { ...start, accepted: start.accepted + 3, dropped: start.dropped + 1 });
 
   const before = await eventually(async () => {
     const e = await events(anon);
@@ -159,9 +163,6 @@ test('analytics.js loads its settings from Yinyom and posts to /v1/t, /v1/p, /v1
   const profile = expectStatus(await server.api('GET', '/v1/subjects/cust-ajs-1'), 200, 'GET /v1/subjects/cust-ajs-1');
   assert.equal(profile.identifiers.email, 'ploy@example.com');
 
-  const counts = await sourceCounts();
-  assert.equal(counts.accepted, 3);
-  assert.equal(counts.dropped, 1);
   onlyOurHosts(requests, site.url, server.url);
   assert.deepEqual(errors, []);
 });
@@ -174,6 +175,7 @@ test('analytics.js batching delivery posts one /v1/b with every event', async ()
   }), 201, 'POST /v1/consents');
   const { page, requests, errors } = await visit(new URL('/batch', site.url).href, anon);
   assert.equal(await page.evaluate(() => window.ajsReady), true);
+  const start = await sourceCounts();
   const batch = answer(page, 'b');
   await page.evaluate(() => {
     window.ajs.track('Added to Cart', { sku: 'B-2' });
@@ -183,7 +185,7 @@ test('analytics.js batching delivery posts one /v1/b with every event', async ()
   const res = await batch;
   assert.equal(res.status(), 200);
   assert.equal(res.headers()['access-control-allow-origin'], new URL(site.url).origin);
-  assert.deepEqual(await res.json(), { success: true, accepted: 3, dropped: 0 });
+  assert.deepEqual(await sourceCounts(), { ...start, accepted: start.accepted + 3 });
   const sent = JSON.parse(res.request().postData());
   assert.equal(sent.batch.length, 3);
   const stored = await eventually(async () => {
