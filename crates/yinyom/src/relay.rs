@@ -107,7 +107,7 @@ enum Connector {
     Email {
         transport: AsyncSmtpTransport<Tokio1Executor>,
         from: Mailbox,
-        dkim: Option<Dkim>,
+        dkim: Option<Box<Dkim>>,
     },
     Http {
         url: String,
@@ -195,7 +195,8 @@ impl Dkim {
                     !p.is_empty()
                         && !p.starts_with('-')
                         && !p.ends_with('-')
-                        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                        && p.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 })
         };
         if !label(&settings.domain, 253) || !settings.domain.contains('.') {
@@ -217,7 +218,9 @@ impl Dkim {
                 .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_pem(key))
                 .map_err(|_| bad("is not an RSA private key in PEM (PKCS#1 or PKCS#8)"))?;
             if k.n().bits() < 1024 {
-                return Err(bad("an RSA key of at least 1024 bits is needed (2048 advised)"));
+                return Err(bad(
+                    "an RSA key of at least 1024 bits is needed (2048 advised)",
+                ));
             }
             let pem = k
                 .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
@@ -278,7 +281,10 @@ pub fn dkim_key(s: &ConnectorSettings) -> Result<Option<String>, (&'static str, 
         .private_key
         .as_deref()
         .filter(|k| !k.trim().is_empty())
-        .ok_or(("dkim.private_key", "the DKIM private key is required".to_string()))?;
+        .ok_or((
+            "dkim.private_key",
+            "the DKIM private key is required".to_string(),
+        ))?;
     Ok(Some(Dkim::new(d, key)?.key))
 }
 
@@ -361,9 +367,9 @@ fn connector(
                 .parse()
                 .map_err(|e| format!("{e}"))?;
             let dkim = match (&s.dkim, dkim_key) {
-                (Some(d), Some(key)) => Some(
+                (Some(d), Some(key)) => Some(Box::new(
                     Dkim::new(d, &key).map_err(|(_, why)| format!("DKIM private key {why}"))?,
-                ),
+                )),
                 _ => None,
             };
             Ok(Connector::Email {
@@ -668,7 +674,9 @@ pub async fn open_connector(
     let open = |label: String, blob: &Option<Vec<u8>>| -> Result<Option<String>, StoreError> {
         Ok(match blob {
             None => None,
-            Some(blob) => Some(String::from_utf8_lossy(&keys.open_secret(&label, blob)?).into_owned()),
+            Some(blob) => {
+                Some(String::from_utf8_lossy(&keys.open_secret(&label, blob)?).into_owned())
+            }
         })
     };
     let secret = open(format!("connector:{}", row.channel), &row.secret)?;

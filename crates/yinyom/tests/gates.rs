@@ -565,19 +565,29 @@ async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_o
     // analytics.js posts text/plain JSON with writeKey in the body to the
     // one-letter paths.
     for (path, body) in [
-        ("/v1/t", json!({ "event": "Viewed Product", "properties": { "sku": "B-2" } })),
+        (
+            "/v1/t",
+            json!({ "event": "Viewed Product", "properties": { "sku": "B-2" } }),
+        ),
         ("/v1/p", json!({ "name": "Home" })),
         ("/v1/i", json!({ "traits": { "plan": "gold" } })),
         ("/v1/s", json!({ "name": "Cart" })),
         ("/v1/g", json!({ "groupId": "team-1" })),
-        ("/v1/a", json!({ "previousId": "f00d5b1e-0000-4000-8000-000000000001" })),
+        (
+            "/v1/a",
+            json!({ "previousId": "f00d5b1e-0000-4000-8000-000000000001" }),
+        ),
     ] {
         let mut body = body;
         body["userId"] = json!("cust-60");
         body["writeKey"] = json!(key);
         let (status, _, r) = browser_call(&t, Method::POST, path, &[text], Some(body)).await;
         assert_eq!(status, StatusCode::OK, "{path}: {r}");
-        assert_eq!((r["accepted"].clone(), r["dropped"].clone()), (json!(1), json!(0)), "{path}");
+        assert_eq!(
+            (r["accepted"].clone(), r["dropped"].clone()),
+            (json!(1), json!(0)),
+            "{path}"
+        );
     }
     // The batching delivery: /v1/b, write key as HTTP Basic user name.
     let auth = basic(&key);
@@ -594,11 +604,20 @@ async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_o
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{r}");
-    assert_eq!((r["accepted"].clone(), r["dropped"].clone()), (json!(2), json!(1)));
+    assert_eq!(
+        (r["accepted"].clone(), r["dropped"].clone()),
+        (json!(2), json!(1))
+    );
     let mut kinds: Vec<String> = events_of(&t, "cust-60")
         .await
         .iter()
-        .map(|e| format!("{}:{}", e["type"].as_str().unwrap(), e["name"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["type"].as_str().unwrap(),
+                e["name"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     kinds.sort();
     assert_eq!(
@@ -620,16 +639,29 @@ async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_o
     let ask = [
         shop,
         ("access-control-request-method", "POST"),
-        ("access-control-request-headers", "authorization,content-type"),
+        (
+            "access-control-request-headers",
+            "authorization,content-type",
+        ),
     ];
     let (status, h, _) = browser_call(&t, Method::OPTIONS, "/v1/t", &ask, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(acao(&h), None);
     let track_body = json!({ "userId": "cust-60", "event": "From the shop", "writeKey": key });
-    let (status, h, _) =
-        browser_call(&t, Method::POST, "/v1/t", &[text, shop], Some(track_body.clone())).await;
+    let (status, h, _) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/t",
+        &[text, shop],
+        Some(track_body.clone()),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(acao(&h), None, "a tenant that lists no origins gets no CORS");
+    assert_eq!(
+        acao(&h),
+        None,
+        "a tenant that lists no origins gets no CORS"
+    );
 
     // The tenant lists its shop: preflight and answers carry CORS for it.
     let (s, _, b) = t
@@ -645,15 +677,36 @@ async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_o
         let (status, h, _) = browser_call(&t, Method::OPTIONS, path, &ask, None).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{path}");
         assert_eq!(acao(&h), Some("https://shop.example"), "{path}");
-        let allowed = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
-        assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
-        assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+        let allowed = h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(
+            allowed.contains("authorization") && allowed.contains("content-type"),
+            "{allowed}"
+        );
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
     }
-    let (status, h, r) =
-        browser_call(&t, Method::POST, "/v1/t", &[text, shop], Some(track_body.clone())).await;
+    let (status, h, r) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/t",
+        &[text, shop],
+        Some(track_body.clone()),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{r}");
     assert_eq!(acao(&h), Some("https://shop.example"));
-    assert!(h.get_all("vary").iter().any(|v| v.to_str().unwrap().contains("Origin")));
+    assert!(
+        h.get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Origin"))
+    );
     // An error the SDK should see is readable too.
     let (status, h, _) = browser_call(
         &t,
@@ -674,8 +727,14 @@ async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_o
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(acao(&h), None);
     let before = events_of(&t, "cust-60").await.len();
-    let (status, h, r) =
-        browser_call(&t, Method::POST, "/v1/t", &[text, evil], Some(track_body.clone())).await;
+    let (status, h, r) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/t",
+        &[text, evil],
+        Some(track_body.clone()),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{r}");
     assert_eq!(acao(&h), None);
     // Even when another tenant lists that site (so its preflight passes).
@@ -710,12 +769,21 @@ async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_o
     let (status, h, _) = browser_call(&t, Method::OPTIONS, "/v1/t", &ask_evil, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(acao(&h), Some("https://evil.example"));
-    let (status, h, _) =
-        browser_call(&t, Method::POST, "/v1/b", &[text, evil, ("authorization", &auth)],
-            Some(json!({ "batch": [{ "type": "track", "userId": "cust-60", "event": "e" }] }))).await;
+    let (status, h, _) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/b",
+        &[text, evil, ("authorization", &auth)],
+        Some(json!({ "batch": [{ "type": "track", "userId": "cust-60", "event": "e" }] })),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(acao(&h), None);
-    assert_eq!(events_of(&t, "cust-60").await.len(), before, "refused calls stored nothing");
+    assert_eq!(
+        events_of(&t, "cust-60").await.len(),
+        before,
+        "refused calls stored nothing"
+    );
     // Server-side SDKs send no Origin: unaffected.
     let (status, _, _) =
         browser_call(&t, Method::POST, "/v1/t", &[text], Some(track_body.clone())).await;
@@ -728,7 +796,10 @@ async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_o
     assert_eq!(acao(&h), Some("https://shop.example"));
     let io = &s["integrations"]["Segment.io"];
     assert_eq!(io["apiKey"], key.as_str());
-    assert_eq!(io["apiHost"], "127.0.0.1:8080/v1", "the server's public URL: {s}");
+    assert_eq!(
+        io["apiHost"], "127.0.0.1:8080/v1",
+        "the server's public URL: {s}"
+    );
     assert_eq!(io["protocol"], "http");
     assert_eq!(
         s["integrations"].as_object().unwrap().len(),
@@ -1023,7 +1094,10 @@ enum DkimPublic {
 }
 
 /// Verify the message's DKIM-Signature with `key`; its tags.
-fn dkim_verify(raw: &str, key: &DkimPublic) -> Result<std::collections::BTreeMap<String, String>, String> {
+fn dkim_verify(
+    raw: &str,
+    key: &DkimPublic,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
     use sha2::Digest;
     let raw = raw.replace("\r\n", "\n").replace('\n', "\r\n");
     let (head, body) = raw.split_once("\r\n\r\n").ok_or("no body")?;
@@ -1054,11 +1128,18 @@ fn dkim_verify(raw: &str, key: &DkimPublic) -> Result<std::collections::BTreeMap
     let b64 = base64::engine::general_purpose::STANDARD;
     let bh = b64.encode(sha2::Sha256::digest(canon_body(body).as_bytes()));
     if tags.get("bh") != Some(&bh) {
-        return Err(format!("body hash: signed {:?}, computed {bh}", tags.get("bh")));
+        return Err(format!(
+            "body hash: signed {:?}, computed {bh}",
+            tags.get("bh")
+        ));
     }
     let mut input = String::new();
     for name in tags.get("h").ok_or("no h=")?.split(':') {
-        if let Some((n, v)) = headers.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        if let Some((n, v)) = headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             input.push_str(&canon_header(n, v));
         }
     }
@@ -1075,7 +1156,9 @@ fn dkim_verify(raw: &str, key: &DkimPublic) -> Result<std::collections::BTreeMap
     let own = canon_header("DKIM-Signature", &unsigned.join(";"));
     input.push_str(own.trim_end_matches("\r\n"));
     let hash = sha2::Sha256::digest(input.as_bytes());
-    let sig = b64.decode(tags.get("b").ok_or("no b=")?).map_err(|e| e.to_string())?;
+    let sig = b64
+        .decode(tags.get("b").ok_or("no b=")?)
+        .map_err(|e| e.to_string())?;
     match key {
         DkimPublic::Rsa(k) => k
             .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &hash, &sig)
@@ -1091,7 +1174,8 @@ fn dkim_verify(raw: &str, key: &DkimPublic) -> Result<std::collections::BTreeMap
 }
 
 async fn put_email_connector(t: &TestApp, port: u16, dkim: Option<Value>) -> (StatusCode, Value) {
-    let mut body = json!({ "url": format!("smtp://127.0.0.1:{port}"), "from": "Shop <news@shop.example>" });
+    let mut body =
+        json!({ "url": format!("smtp://127.0.0.1:{port}"), "from": "Shop <news@shop.example>" });
     if let Some(d) = dkim {
         body["dkim"] = d;
     }
@@ -1106,7 +1190,11 @@ async fn send_one(t: &TestApp, sink: &SmtpSink) -> String {
     let before = sink.received().len();
     let m = t.post("/v1/messages", email_to("cust-70")).await;
     let id = m["id"].as_str().unwrap();
-    assert!(status_becomes(t, id, "sent").await, "{}", message(t, id).await);
+    assert!(
+        status_becomes(t, id, "sent").await,
+        "{}",
+        message(t, id).await
+    );
     let mails = sink.received();
     assert_eq!(mails.len(), before + 1);
     mails[before]["data"].as_str().unwrap().to_string()
@@ -1118,15 +1206,32 @@ async fn email_is_dkim_signed_with_the_tenants_key(backend: Backend) {
     setup(&t).await;
     let port = free_port();
     let sink = SmtpSink::start(port);
-    put_subject(&t, "cust-70", json!({ "identifiers": { "email": "ploy@example.com" } })).await;
+    put_subject(
+        &t,
+        "cust-70",
+        json!({ "identifiers": { "email": "ploy@example.com" } }),
+    )
+    .await;
     choose(&t, "cust-70", "marketing.email", Some("email"), "grant").await;
 
     // Bad DKIM settings are refused, field by field.
     for (dkim, field) in [
-        (json!({ "domain": "shop.example", "selector": "yy2026" }), "dkim.private_key"),
-        (json!({ "domain": "shop.example", "selector": "yy2026", "private_key": "not a key" }), "dkim.private_key"),
-        (json!({ "domain": "shop.example", "selector": "yy 2026", "private_key": DKIM_RSA_PEM }), "dkim.selector"),
-        (json!({ "domain": "localhost", "selector": "yy2026", "private_key": DKIM_RSA_PEM }), "dkim.domain"),
+        (
+            json!({ "domain": "shop.example", "selector": "yy2026" }),
+            "dkim.private_key",
+        ),
+        (
+            json!({ "domain": "shop.example", "selector": "yy2026", "private_key": "not a key" }),
+            "dkim.private_key",
+        ),
+        (
+            json!({ "domain": "shop.example", "selector": "yy 2026", "private_key": DKIM_RSA_PEM }),
+            "dkim.selector",
+        ),
+        (
+            json!({ "domain": "localhost", "selector": "yy2026", "private_key": DKIM_RSA_PEM }),
+            "dkim.domain",
+        ),
     ] {
         let (status, res) = put_email_connector(&t, port, Some(dkim)).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{res}");
@@ -1142,17 +1247,30 @@ async fn email_is_dkim_signed_with_the_tenants_key(backend: Backend) {
     let (status, res) = put_email_connector(
         &t,
         port,
-        Some(json!({ "domain": "shop.example", "selector": "yy2026", "private_key": DKIM_RSA_PEM })),
+        Some(
+            json!({ "domain": "shop.example", "selector": "yy2026", "private_key": DKIM_RSA_PEM }),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{res}");
     assert_eq!(res["has_dkim_key"], true);
-    assert_eq!(res["dkim"], json!({ "domain": "shop.example", "selector": "yy2026" }));
+    assert_eq!(
+        res["dkim"],
+        json!({ "domain": "shop.example", "selector": "yy2026" })
+    );
     let listed = t.get("/v1/connectors").await.to_string();
-    assert!(listed.contains("yy2026") && !listed.contains("PRIVATE KEY") && !listed.contains("MII"), "{listed}");
-    let rows = yinyom::store::Messages::connectors(t.store.as_ref(), &t.tenant).await.unwrap();
+    assert!(
+        listed.contains("yy2026") && !listed.contains("PRIVATE KEY") && !listed.contains("MII"),
+        "{listed}"
+    );
+    let rows = yinyom::store::Messages::connectors(t.store.as_ref(), &t.tenant)
+        .await
+        .unwrap();
     let sealed = rows[0].dkim_key.clone().expect("the key is stored");
-    let body_of_pem: String = DKIM_RSA_PEM.lines().filter(|l| !l.starts_with("-----")).collect();
+    let body_of_pem: String = DKIM_RSA_PEM
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
     assert!(
         !String::from_utf8_lossy(&sealed).contains(&body_of_pem[..40])
             && !rows[0].config.to_string().contains(&body_of_pem[..40]),
@@ -1169,16 +1287,37 @@ async fn email_is_dkim_signed_with_the_tenants_key(backend: Backend) {
     assert_eq!(tags["a"], "rsa-sha256");
     assert_eq!(tags["c"], "relaxed/relaxed");
     let signed: Vec<&str> = tags["h"].split(':').collect();
-    for h in ["from", "to", "subject", "date", "list-unsubscribe", "list-unsubscribe-post"] {
+    for h in [
+        "from",
+        "to",
+        "subject",
+        "date",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ] {
         assert!(signed.contains(&h), "{h} is signed: {}", tags["h"]);
     }
     // The checker is not a rubber stamp: a changed body or header fails.
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| raw.split_once("\n\n").unwrap());
-    let sep = if raw.contains("\r\n\r\n") { "\r\n\r\n" } else { "\n\n" };
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| raw.split_once("\n\n").unwrap());
+    let sep = if raw.contains("\r\n\r\n") {
+        "\r\n\r\n"
+    } else {
+        "\n\n"
+    };
     let altered_body = format!("{head}{sep}{}", body.replacen("Hello", "Hellp", 1));
-    assert!(dkim_verify(&altered_body, &public).unwrap_err().contains("body hash"));
+    assert!(
+        dkim_verify(&altered_body, &public)
+            .unwrap_err()
+            .contains("body hash")
+    );
     let altered_to = raw.replacen("ploy@example.com", "plob@example.com", 1);
-    assert!(dkim_verify(&altered_to, &public).unwrap_err().contains("signature"));
+    assert!(
+        dkim_verify(&altered_to, &public)
+            .unwrap_err()
+            .contains("signature")
+    );
 
     // An Ed25519 key (RFC 8463), as the base64 of its seed.
     let seed = [7u8; 32];
@@ -1194,7 +1333,10 @@ async fn email_is_dkim_signed_with_the_tenants_key(backend: Backend) {
     let raw = send_one(&t, &sink).await;
     let tags = dkim_verify(&raw, &DkimPublic::Ed25519(ed.verifying_key()))
         .unwrap_or_else(|e| panic!("{e}\n{raw}"));
-    assert_eq!((tags["a"].as_str(), tags["d"].as_str(), tags["s"].as_str()), ("ed25519-sha256", "mail.shop.example", "ed1"));
+    assert_eq!(
+        (tags["a"].as_str(), tags["d"].as_str(), tags["s"].as_str()),
+        ("ed25519-sha256", "mail.shop.example", "ed1")
+    );
     let wrong = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]).verifying_key();
     assert!(dkim_verify(&raw, &DkimPublic::Ed25519(wrong)).is_err());
 }

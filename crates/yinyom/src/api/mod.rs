@@ -215,7 +215,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/identify",
             post(track::identify).options(track::preflight),
         )
-        .route("/v1/i", post(track::identify_short).options(track::preflight))
+        .route(
+            "/v1/i",
+            post(track::identify_short).options(track::preflight),
+        )
         .route("/v1/page", post(track::page).options(track::preflight))
         .route("/v1/p", post(track::page_short).options(track::preflight))
         .route("/v1/screen", post(track::screen).options(track::preflight))

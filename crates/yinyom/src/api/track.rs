@@ -577,11 +577,7 @@ pub async fn batch(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
 #[utoipa::path(post, path = "/v1/b", tag = "collector", request_body = Object,
     responses((status = 200, body = Collected), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody)),
     security(("write_key" = [])))]
-pub async fn batch_short(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn batch_short(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     respond(&app, &headers, &body, None).await
 }
 
