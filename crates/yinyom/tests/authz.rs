@@ -520,6 +520,26 @@ async fn failed_authentications_and_public_calls_are_rate_limited_per_address(ba
             .0;
     }
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    // analytics.js's settings share the public allowance (guessed write
+    // keys there are 404s, not failed authentications).
+    let (s, _, _) = t
+        .send(from(
+            "192.0.2.5",
+            "/v1/projects/yyw_guess/settings",
+            None,
+            None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let (s, _, _) = t
+        .send(from(
+            "192.0.2.7",
+            "/v1/projects/yyw_guess/settings",
+            None,
+            None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, _) = t
         .send(from(
             "192.0.2.6",
