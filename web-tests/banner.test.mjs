@@ -232,6 +232,67 @@ test('Global Privacy Control: sale or sharing stays denied even on Accept all, r
   assert.deepEqual(errors, []);
 });
 
+test('GPC from navigator.globalPrivacyControl alone: honoured on the first layer, denied on load, the switch stays off', async () => {
+  const { page, errors, config } = await visit(undefined, {}, {
+    init: () => Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true, configurable: true }),
+  });
+  assert.equal((await (await config).json()).gpc, false, 'no Sec-GPC header: only the script sees the signal');
+  const r = region(page);
+  await r.waitFor();
+  await r.getByRole('note').getByText('Global Privacy Control honoured', { exact: false }).waitFor();
+  const anon = await anonymousId(page);
+  const first = await ledgerConsents(server, anon, (b) => b.ads);
+  assert.equal(first.by.ads.state, 'denied', 'recorded without a click');
+  const g = lastEntry(first.history, 'ads');
+  assert.equal(g.evidence.ui_element, 'gpc');
+  assert.equal(g.evidence.gpc, true);
+
+  // Manage preferences: the sale/sharing switch is off and cannot be turned on.
+  await r.getByRole('button', { name: 'Manage preferences' }).click();
+  const dialog = page.getByRole('dialog');
+  const ads = dialog.getByRole('switch', { name: 'Advertising' });
+  assert.equal(await ads.isChecked(), false);
+  assert.equal(await ads.isDisabled(), true);
+  await dialog.getByRole('switch', { name: 'Analytics' }).check();
+  await dialog.getByRole('button', { name: 'Save preferences' }).click();
+  const { by, history } = await ledgerConsents(server, anon, (b) => b.analytics?.state === 'granted');
+  assert.equal(by.ads.state, 'denied');
+  assert.ok(history.filter((e) => e.purpose === 'ads').every((e) => e.action === 'deny'), JSON.stringify(history));
+  assert.equal(await page.evaluate(() => window.yinyom.consent('ads')), false);
+  assert.deepEqual(errors, []);
+});
+
+test('The server enforces GPC: a script that posts a grant of advertising under Sec-GPC gets a denial recorded', async () => {
+  const { page } = await visit(undefined, { extraHTTPHeaders: { 'Sec-GPC': '1' } });
+  await region(page).waitFor();
+  // Not the banner: a page script calling the banner's endpoint directly,
+  // granting everything and claiming no GPC.
+  const answer = await page.evaluate(async ({ base, siteKey }) => {
+    const anon = crypto.randomUUID();
+    const r = await fetch(`${base}/sdk/v1/consents`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        site_key: siteKey, anonymous_id: anon, notice: { key: 'cookies', version: 1 },
+        actions: [{ purpose: 'analytics', action: 'grant' }, { purpose: 'ads', action: 'grant' }],
+        evidence: { ui_element: 'accept_all', gpc: false },
+      }),
+    });
+    return { anon, status: r.status, body: await r.json() };
+  }, { base: server.url, siteKey: banner.siteKey });
+  assert.equal(answer.status, 201, JSON.stringify(answer.body));
+  assert.deepEqual(answer.body.gpc_denied, ['ads']);
+  const { by, history } = await ledgerConsents(server, answer.anon, (b) => b.ads && b.analytics);
+  assert.equal(by.analytics.state, 'granted');
+  assert.equal(by.ads.state, 'denied');
+  const e = lastEntry(history, 'ads');
+  assert.equal(e.action, 'deny');
+  assert.equal(e.evidence.gpc, true, 'the header counts, whatever the body says');
+  assert.deepEqual(e.evidence.gpc_denied, ['ads']);
+  const d = expectStatus(await server.api('GET', `/v1/decisions?subject=${answer.anon}&purpose=ads`), 200, 'GET /v1/decisions');
+  assert.equal(d.allowed, false);
+});
+
 test('Keyboard only: manage preferences, grant analytics, then withdraw it from the settings button; its cookie goes', async () => {
   const { page, context, errors } = await visit();
   await region(page).waitFor();

@@ -157,6 +157,11 @@ pub struct Purpose {
 pub struct BannerCategory {
     #[serde(default)]
     pub consent_mode: Vec<String>,
+    /// A sale or sharing of personal data, or targeted advertising (CCPA/CPRA
+    /// "sale or sharing"): Global Privacy Control opts people out. A banner
+    /// submission that carries GPC (`Sec-GPC: 1`, or `evidence.gpc`) never
+    /// grants such a purpose: the server records it as denied, with `gpc`
+    /// in the evidence.
     #[serde(default)]
     pub sale_or_sharing: bool,
     /// Cookie names; a trailing `*` matches a prefix (`_ga_*`).

@@ -305,6 +305,8 @@ pub struct ConnectorRow {
     pub channel: String,
     pub config: serde_json::Value,
     pub secret: Option<Vec<u8>>,
+    /// The DKIM private key (email), sealed like the secret.
+    pub dkim_key: Option<Vec<u8>>,
     pub updated_at: Micros,
 }
 

@@ -107,6 +107,7 @@ enum Connector {
     Email {
         transport: AsyncSmtpTransport<Tokio1Executor>,
         from: Mailbox,
+        dkim: Option<Box<Dkim>>,
     },
     Http {
         url: String,
@@ -139,6 +140,152 @@ pub struct ConnectorSettings {
     /// the channel access token. Never shown again.
     #[serde(default, skip_serializing)]
     pub secret: Option<String>,
+    /// email: sign outgoing mail with DKIM (RFC 6376).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimSettings>,
+}
+
+/// DKIM signing of a tenant's email: the public key is published in DNS at
+/// `<selector>._domainkey.<domain>`; the private key is stored sealed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSettings {
+    /// The signing domain (`d=`), normally the From address's domain.
+    pub domain: String,
+    /// The selector (`s=`).
+    pub selector: String,
+    /// An RSA private key as PEM (PKCS#1 `BEGIN RSA PRIVATE KEY` or PKCS#8
+    /// `BEGIN PRIVATE KEY`; at least 1024 bits, 2048 advised): signs
+    /// `rsa-sha256`; or an Ed25519 key as the base64 of its 32-byte seed:
+    /// signs `ed25519-sha256` (RFC 8463). Never shown again.
+    #[serde(default, skip_serializing)]
+    pub private_key: Option<String>,
+}
+
+/// What DKIM signs: the headers a reader sees and RFC 8058 asks to cover
+/// (`List-Unsubscribe`, `List-Unsubscribe-Post`).
+const DKIM_HEADERS: [&str; 9] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// A connector's DKIM signer, ready to sign.
+struct Dkim {
+    domain: String,
+    selector: String,
+    key: String,
+    rsa: bool,
+}
+
+impl Dkim {
+    /// Parse the key as given through the API (checked again when it is
+    /// opened to send).
+    fn new(settings: &DkimSettings, key: &str) -> Result<Dkim, (&'static str, String)> {
+        let label = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.split('.').all(|p| {
+                    !p.is_empty()
+                        && !p.starts_with('-')
+                        && !p.ends_with('-')
+                        && p.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        };
+        if !label(&settings.domain, 253) || !settings.domain.contains('.') {
+            return Err(("dkim.domain", "must be a domain name (shop.example)".into()));
+        }
+        if !label(&settings.selector, 63) {
+            return Err((
+                "dkim.selector",
+                "must be a DNS label (letters, digits, - and _)".into(),
+            ));
+        }
+        let key = key.trim();
+        let bad = |why: &str| ("dkim.private_key", why.to_string());
+        let (key, rsa) = if key.starts_with("-----BEGIN") {
+            use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+            use rsa::pkcs8::DecodePrivateKey;
+            use rsa::traits::PublicKeyParts;
+            let k = rsa::RsaPrivateKey::from_pkcs1_pem(key)
+                .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_pem(key))
+                .map_err(|_| bad("is not an RSA private key in PEM (PKCS#1 or PKCS#8)"))?;
+            if k.n().bits() < 1024 {
+                return Err(bad(
+                    "an RSA key of at least 1024 bits is needed (2048 advised)",
+                ));
+            }
+            let pem = k
+                .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+                .map_err(|_| bad("the RSA key could not be read"))?;
+            (pem.to_string(), true)
+        } else {
+            (key.to_string(), false)
+        };
+        let d = Dkim {
+            domain: settings.domain.clone(),
+            selector: settings.selector.clone(),
+            key,
+            rsa,
+        };
+        d.config().map_err(|e| bad(&e))?;
+        Ok(d)
+    }
+
+    fn config(&self) -> Result<lettre::message::dkim::DkimConfig, String> {
+        use lettre::message::dkim::{
+            DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+            DkimSigningKey,
+        };
+        let algorithm = if self.rsa {
+            DkimSigningAlgorithm::Rsa
+        } else {
+            DkimSigningAlgorithm::Ed25519
+        };
+        let key = DkimSigningKey::new(&self.key, algorithm).map_err(|_| {
+            if self.rsa {
+                "is not a usable RSA key".to_string()
+            } else {
+                "is neither a PEM RSA key nor the base64 of a 32-byte Ed25519 seed".to_string()
+            }
+        })?;
+        Ok(DkimConfig::new(
+            self.selector.clone(),
+            self.domain.clone(),
+            key,
+            DKIM_HEADERS
+                .iter()
+                .map(|h| HeaderName::new_from_ascii_str(h))
+                .collect(),
+            DkimCanonicalization {
+                header: DkimCanonicalizationType::Relaxed,
+                body: DkimCanonicalizationType::Relaxed,
+            },
+        ))
+    }
+}
+
+/// Check a connector's DKIM settings and key; the key to seal, normalised.
+pub fn dkim_key(s: &ConnectorSettings) -> Result<Option<String>, (&'static str, String)> {
+    let Some(d) = &s.dkim else {
+        return Ok(None);
+    };
+    let key = d
+        .private_key
+        .as_deref()
+        .filter(|k| !k.trim().is_empty())
+        .ok_or((
+            "dkim.private_key",
+            "the DKIM private key is required".to_string(),
+        ))?;
+    Ok(Some(Dkim::new(d, key)?.key))
 }
 
 /// Check settings for a channel; the problem's field and reason if wrong.
@@ -167,6 +314,7 @@ pub fn validate_settings(
                 .ok_or(("from", "the From address is required".to_string()))?;
             from.parse::<Mailbox>()
                 .map_err(|e| ("from", format!("is not a mailbox: {e}")))?;
+            dkim_key(s)?;
         }
         Channel::Sms => {
             let url = s
@@ -187,6 +335,9 @@ pub fn validate_settings(
         }
         _ => return Err(("channel", "the relay sends email, sms and line".into())),
     }
+    if channel != Channel::Email && s.dkim.is_some() {
+        return Err(("dkim", "DKIM signs email only".into()));
+    }
     Ok(())
 }
 
@@ -194,6 +345,7 @@ fn connector(
     channel: Channel,
     s: &ConnectorSettings,
     secret: Option<String>,
+    dkim_key: Option<String>,
     timeout: Duration,
 ) -> Result<Connector, String> {
     match channel {
@@ -214,9 +366,16 @@ fn connector(
                 .unwrap_or_default()
                 .parse()
                 .map_err(|e| format!("{e}"))?;
+            let dkim = match (&s.dkim, dkim_key) {
+                (Some(d), Some(key)) => Some(Box::new(
+                    Dkim::new(d, &key).map_err(|(_, why)| format!("DKIM private key {why}"))?,
+                )),
+                _ => None,
+            };
             Ok(Connector::Email {
                 transport: b.build(),
                 from,
+                dkim,
             })
         }
         Channel::Sms => Ok(Connector::Http {
@@ -400,10 +559,21 @@ impl Relay {
         let Some(row) = rows.into_iter().find(|r| r.channel == channel.as_str()) else {
             return Err(format!("no {} connector is configured", channel.as_str()));
         };
-        let (settings, secret) = open_connector(app, &row).await.map_err(|e| e.to_string())?;
-        let connector = connector(channel, &settings, secret, self.config.retry.timeout)?;
+        let (settings, secret, dkim_key) =
+            open_connector(app, &row).await.map_err(|e| e.to_string())?;
+        let connector = connector(
+            channel,
+            &settings,
+            secret,
+            dkim_key,
+            self.config.retry.timeout,
+        )?;
         match connector {
-            Connector::Email { transport, from } => {
+            Connector::Email {
+                transport,
+                from,
+                dkim,
+            } => {
                 let link = format!(
                     "{}/u/{}",
                     self.config.public_url,
@@ -426,7 +596,7 @@ impl Relay {
                             "List-Unsubscribe=One-Click".into(),
                         ));
                 }
-                let email = match &c.html {
+                let mut email = match &c.html {
                     Some(html) => builder.multipart(MultiPart::alternative_plain_html(
                         c.text.clone(),
                         html.clone(),
@@ -434,6 +604,9 @@ impl Relay {
                     None => builder.header(ContentType::TEXT_PLAIN).body(c.text.clone()),
                 }
                 .map_err(|e| format!("could not build the email: {e}"))?;
+                if let Some(d) = dkim {
+                    email.sign(&d.config()?);
+                }
                 let response = transport
                     .send(email)
                     .await
@@ -487,22 +660,28 @@ impl Relay {
     }
 }
 
-/// A stored connector's settings with its secret opened.
+/// A stored connector's settings with its secret and DKIM key opened.
 pub async fn open_connector(
     app: &App,
     row: &ConnectorRow,
-) -> Result<(ConnectorSettings, Option<String>), StoreError> {
+) -> Result<(ConnectorSettings, Option<String>, Option<String>), StoreError> {
     let settings: ConnectorSettings = serde_json::from_value(row.config.clone())
         .map_err(|e| StoreError::Unavailable(format!("stored connector is unreadable: {e}")))?;
-    let secret = match &row.secret {
-        None => None,
-        Some(blob) => {
-            let keys = app.vault.tenant(app.store.as_ref(), &row.tenant).await?;
-            let plain = keys.open_secret(&format!("connector:{}", row.channel), blob)?;
-            Some(String::from_utf8_lossy(&plain).into_owned())
-        }
+    if row.secret.is_none() && row.dkim_key.is_none() {
+        return Ok((settings, None, None));
+    }
+    let keys = app.vault.tenant(app.store.as_ref(), &row.tenant).await?;
+    let open = |label: String, blob: &Option<Vec<u8>>| -> Result<Option<String>, StoreError> {
+        Ok(match blob {
+            None => None,
+            Some(blob) => {
+                Some(String::from_utf8_lossy(&keys.open_secret(&label, blob)?).into_owned())
+            }
+        })
     };
-    Ok((settings, secret))
+    let secret = open(format!("connector:{}", row.channel), &row.secret)?;
+    let dkim = open(format!("connector:{}:dkim", row.channel), &row.dkim_key)?;
+    Ok((settings, secret, dkim))
 }
 
 /// Purposes of messages Yinyom itself sends for consent and rights to work

@@ -112,6 +112,15 @@ fn rules() -> BTreeMap<&'static str, Rule> {
         ("POST /v1/group", WriteKey),
         ("POST /v1/alias", WriteKey),
         ("POST /v1/batch", WriteKey),
+        ("POST /v1/t", WriteKey),
+        ("POST /v1/i", WriteKey),
+        ("POST /v1/p", WriteKey),
+        ("POST /v1/s", WriteKey),
+        ("POST /v1/g", WriteKey),
+        ("POST /v1/a", WriteKey),
+        ("POST /v1/b", WriteKey),
+        // The write key is in the path; unknown keys are 404.
+        ("GET /v1/projects/{key}/settings", Public),
     ])
 }
 
@@ -516,6 +525,26 @@ async fn failed_authentications_and_public_calls_are_rate_limited_per_address(ba
             .0;
     }
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    // analytics.js's settings share the public allowance (guessed write
+    // keys there are 404s, not failed authentications).
+    let (s, _, _) = t
+        .send(from(
+            "192.0.2.5",
+            "/v1/projects/yyw_guess/settings",
+            None,
+            None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let (s, _, _) = t
+        .send(from(
+            "192.0.2.7",
+            "/v1/projects/yyw_guess/settings",
+            None,
+            None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, _) = t
         .send(from(
             "192.0.2.6",

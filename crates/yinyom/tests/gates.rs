@@ -528,6 +528,299 @@ async fn tracking_without_consent_is_dropped_and_withdrawal_stops_the_next_event
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// A raw collector call as a browser makes it: (status, headers, body).
+async fn browser_call(
+    t: &TestApp,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let (status, h, bytes) = t
+        .request_raw(
+            method,
+            path,
+            None,
+            headers,
+            body.map(|b| serde_json::to_vec(&b).unwrap()),
+        )
+        .await;
+    (status, h, common::json_of(&bytes))
+}
+
+fn acao(h: &axum::http::HeaderMap) -> Option<&str> {
+    h.get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap())
+}
+
+async fn browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_only(
+    backend: Backend,
+) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    let (_, key) = source(&t, &["analytics"]).await;
+    choose(&t, "cust-60", "analytics", None, "grant").await;
+    let text = ("content-type", "text/plain");
+
+    // analytics.js posts text/plain JSON with writeKey in the body to the
+    // one-letter paths.
+    for (path, body) in [
+        (
+            "/v1/t",
+            json!({ "event": "Viewed Product", "properties": { "sku": "B-2" } }),
+        ),
+        ("/v1/p", json!({ "name": "Home" })),
+        ("/v1/i", json!({ "traits": { "plan": "gold" } })),
+        ("/v1/s", json!({ "name": "Cart" })),
+        ("/v1/g", json!({ "groupId": "team-1" })),
+        (
+            "/v1/a",
+            json!({ "previousId": "f00d5b1e-0000-4000-8000-000000000001" }),
+        ),
+    ] {
+        let mut body = body;
+        body["userId"] = json!("cust-60");
+        body["writeKey"] = json!(key);
+        let (status, _, r) = browser_call(&t, Method::POST, path, &[text], Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {r}");
+        assert_eq!(
+            (r["accepted"].clone(), r["dropped"].clone()),
+            (json!(1), json!(0)),
+            "{path}"
+        );
+    }
+    // The batching delivery: /v1/b, write key as HTTP Basic user name.
+    let auth = basic(&key);
+    let (status, _, r) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/b",
+        &[text, ("authorization", &auth)],
+        Some(json!({ "batch": [
+            { "type": "track", "userId": "cust-60", "event": "Added to Cart", "messageId": "b-1" },
+            { "type": "page", "userId": "cust-60", "name": "Checkout", "messageId": "b-2" },
+            { "type": "track", "userId": "cust-61", "event": "Added to Cart", "messageId": "b-3" },
+        ] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["accepted"].clone(), r["dropped"].clone()),
+        (json!(2), json!(1))
+    );
+    let mut kinds: Vec<String> = events_of(&t, "cust-60")
+        .await
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["type"].as_str().unwrap(),
+                e["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "group:",
+            "identify:",
+            "page:Checkout",
+            "page:Home",
+            "screen:Cart",
+            "track:Added to Cart",
+            "track:Viewed Product"
+        ],
+        "every short path stores under its kind"
+    );
+
+    // No banner origins: no CORS at all, for the preflight or the call.
+    let shop = ("origin", "https://shop.example");
+    let ask = [
+        shop,
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "authorization,content-type",
+        ),
+    ];
+    let (status, h, _) = browser_call(&t, Method::OPTIONS, "/v1/t", &ask, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(acao(&h), None);
+    let track_body = json!({ "userId": "cust-60", "event": "From the shop", "writeKey": key });
+    let (status, h, _) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/t",
+        &[text, shop],
+        Some(track_body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        acao(&h),
+        None,
+        "a tenant that lists no origins gets no CORS"
+    );
+
+    // The tenant lists its shop: preflight and answers carry CORS for it.
+    let (s, _, b) = t
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &t.owner,
+            Some(json!({ "banner": { "notice": "main", "origins": ["https://shop.example"] } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for path in ["/v1/t", "/v1/track", "/v1/b", "/v1/batch", "/v1/i", "/v1/p"] {
+        let (status, h, _) = browser_call(&t, Method::OPTIONS, path, &ask, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(acao(&h), Some("https://shop.example"), "{path}");
+        let allowed = h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(
+            allowed.contains("authorization") && allowed.contains("content-type"),
+            "{allowed}"
+        );
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
+    }
+    let (status, h, r) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/t",
+        &[text, shop],
+        Some(track_body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(acao(&h), Some("https://shop.example"));
+    assert!(
+        h.get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Origin"))
+    );
+    // An error the SDK should see is readable too.
+    let (status, h, _) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/t",
+        &[text, shop],
+        Some(json!({ "userId": "cust-60", "writeKey": key })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(acao(&h), Some("https://shop.example"));
+
+    // Another site: no CORS, and its calls with this write key are refused.
+    let evil = ("origin", "https://evil.example");
+    let mut ask_evil = ask;
+    ask_evil[0] = evil;
+    let (status, h, _) = browser_call(&t, Method::OPTIONS, "/v1/t", &ask_evil, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(acao(&h), None);
+    let before = events_of(&t, "cust-60").await.len();
+    let (status, h, r) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/t",
+        &[text, evil],
+        Some(track_body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{r}");
+    assert_eq!(acao(&h), None);
+    // Even when another tenant lists that site (so its preflight passes).
+    let b = t.create_tenant("Tenant B").await;
+    let (s, _, n) = t
+        .request(
+            Method::POST,
+            "/v1/purposes",
+            &b.owner,
+            Some(purpose("analytics", &["web"])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let (s, _, n) = t
+        .request(
+            Method::POST,
+            "/v1/notices",
+            &b.owner,
+            Some(json!({ "key": "cookies", "texts": { "en": { "title": "t", "body": "b" } }, "purposes": ["analytics"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let (s, _, n) = t
+        .request(
+            Method::PATCH,
+            "/v1/tenant",
+            &b.owner,
+            Some(json!({ "banner": { "notice": "cookies", "origins": ["https://evil.example"] } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{n}");
+    let (status, h, _) = browser_call(&t, Method::OPTIONS, "/v1/t", &ask_evil, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(acao(&h), Some("https://evil.example"));
+    let (status, h, _) = browser_call(
+        &t,
+        Method::POST,
+        "/v1/b",
+        &[text, evil, ("authorization", &auth)],
+        Some(json!({ "batch": [{ "type": "track", "userId": "cust-60", "event": "e" }] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(acao(&h), None);
+    assert_eq!(
+        events_of(&t, "cust-60").await.len(),
+        before,
+        "refused calls stored nothing"
+    );
+    // Server-side SDKs send no Origin: unaffected.
+    let (status, _, _) =
+        browser_call(&t, Method::POST, "/v1/t", &[text], Some(track_body.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The settings document analytics.js loads instead of Segment's CDN.
+    let path = format!("/v1/projects/{key}/settings");
+    let (status, h, s) = browser_call(&t, Method::GET, &path, &[shop], None).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(acao(&h), Some("https://shop.example"));
+    let io = &s["integrations"]["Segment.io"];
+    assert_eq!(io["apiKey"], key.as_str());
+    assert_eq!(
+        io["apiHost"], "127.0.0.1:8080/v1",
+        "the server's public URL: {s}"
+    );
+    assert_eq!(io["protocol"], "http");
+    assert_eq!(
+        s["integrations"].as_object().unwrap().len(),
+        1,
+        "no destinations to load from elsewhere"
+    );
+    assert_eq!(s["metrics"]["sampleRate"], 0, "no metrics sent to Segment");
+    let (status, h, _) = browser_call(&t, Method::GET, &path, &[evil], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(acao(&h), None);
+    let (status, _, p) = browser_call(
+        &t,
+        Method::GET,
+        "/v1/projects/yyw_unknown/settings",
+        &[shop],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{p}");
+}
+
 async fn anonymous_consent_follows_the_person_identified_later(backend: Backend) {
     let t = TestApp::new(backend).await;
     setup(&t).await;
@@ -744,6 +1037,308 @@ async fn status_becomes(t: &TestApp, id: &str, status: &str) -> bool {
         message(t, id).await["status"] == status
     })
     .await
+}
+
+// ---------------------------------------------------------------------------
+// DKIM, checked independently of the signer (RFC 6376, relaxed/relaxed)
+// ---------------------------------------------------------------------------
+
+/// A throwaway RSA key for the tests (PKCS#8, as `openssl genpkey` writes).
+const DKIM_RSA_PEM: &str = include_str!("support/dkim_test_rsa.pem");
+
+fn collapse_wsp(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        if c == ' ' || c == '\t' {
+            space = true;
+        } else {
+            if space {
+                out.push(' ');
+            }
+            space = false;
+            out.push(c);
+        }
+    }
+    if space {
+        out.push(' ');
+    }
+    out
+}
+
+/// Relaxed header canonicalisation of one header (name, raw folded value).
+fn canon_header(name: &str, value: &str) -> String {
+    let unfolded = value.replace("\r\n", "");
+    format!(
+        "{}:{}\r\n",
+        name.trim().to_ascii_lowercase(),
+        collapse_wsp(&unfolded).trim()
+    )
+}
+
+/// Relaxed body canonicalisation.
+fn canon_body(body: &str) -> String {
+    let mut lines: Vec<String> = body
+        .split("\r\n")
+        .map(|l| collapse_wsp(l).trim_end().to_string())
+        .collect();
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines.iter().map(|l| format!("{l}\r\n")).collect()
+}
+
+enum DkimPublic {
+    Rsa(rsa::RsaPublicKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+/// Verify the message's DKIM-Signature with `key`; its tags.
+fn dkim_verify(
+    raw: &str,
+    key: &DkimPublic,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    use sha2::Digest;
+    let raw = raw.replace("\r\n", "\n").replace('\n', "\r\n");
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no body")?;
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            let last = headers.last_mut().ok_or("a continuation first")?;
+            last.1.push_str("\r\n");
+            last.1.push_str(line);
+        } else {
+            let (n, v) = line.split_once(':').ok_or("a header without a colon")?;
+            headers.push((n.to_string(), v.to_string()));
+        }
+    }
+    let (_, sig_value) = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("DKIM-Signature"))
+        .ok_or("no DKIM-Signature header")?
+        .clone();
+    let tags: std::collections::BTreeMap<String, String> = sig_value
+        .split(';')
+        .filter_map(|t| t.split_once('='))
+        .map(|(k, v)| {
+            let v: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+            (k.trim().to_string(), v)
+        })
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bh = b64.encode(sha2::Sha256::digest(canon_body(body).as_bytes()));
+    if tags.get("bh") != Some(&bh) {
+        return Err(format!(
+            "body hash: signed {:?}, computed {bh}",
+            tags.get("bh")
+        ));
+    }
+    let mut input = String::new();
+    for name in tags.get("h").ok_or("no h=")?.split(':') {
+        if let Some((n, v)) = headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            input.push_str(&canon_header(n, v));
+        }
+    }
+    let unsigned: Vec<String> = sig_value
+        .split(';')
+        .map(|t| {
+            if t.trim_start().starts_with("b=") {
+                t[..t.find("b=").unwrap() + 2].to_string()
+            } else {
+                t.to_string()
+            }
+        })
+        .collect();
+    let own = canon_header("DKIM-Signature", &unsigned.join(";"));
+    input.push_str(own.trim_end_matches("\r\n"));
+    let hash = sha2::Sha256::digest(input.as_bytes());
+    let sig = b64
+        .decode(tags.get("b").ok_or("no b=")?)
+        .map_err(|e| e.to_string())?;
+    match key {
+        DkimPublic::Rsa(k) => k
+            .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &hash, &sig)
+            .map_err(|e| format!("RSA signature: {e}"))?,
+        DkimPublic::Ed25519(k) => {
+            use ed25519_dalek::Verifier;
+            let sig = ed25519_dalek::Signature::from_slice(&sig).map_err(|e| e.to_string())?;
+            k.verify(&hash, &sig)
+                .map_err(|e| format!("Ed25519 signature: {e}"))?
+        }
+    }
+    Ok(tags)
+}
+
+async fn put_email_connector(t: &TestApp, port: u16, dkim: Option<Value>) -> (StatusCode, Value) {
+    let mut body =
+        json!({ "url": format!("smtp://127.0.0.1:{port}"), "from": "Shop <news@shop.example>" });
+    if let Some(d) = dkim {
+        body["dkim"] = d;
+    }
+    let (status, _, res) = t
+        .request(Method::PUT, "/v1/connectors/email", &t.owner, Some(body))
+        .await;
+    (status, res)
+}
+
+/// Send one email to `cust-70` and return the raw message the sink got.
+async fn send_one(t: &TestApp, sink: &SmtpSink) -> String {
+    let before = sink.received().len();
+    let m = t.post("/v1/messages", email_to("cust-70")).await;
+    let id = m["id"].as_str().unwrap();
+    assert!(
+        status_becomes(t, id, "sent").await,
+        "{}",
+        message(t, id).await
+    );
+    let mails = sink.received();
+    assert_eq!(mails.len(), before + 1);
+    mails[before]["data"].as_str().unwrap().to_string()
+}
+
+async fn email_is_dkim_signed_with_the_tenants_key(backend: Backend) {
+    use rsa::pkcs8::DecodePrivateKey;
+    let t = TestApp::with_config(backend, relay_config()).await;
+    setup(&t).await;
+    let port = free_port();
+    let sink = SmtpSink::start(port);
+    put_subject(
+        &t,
+        "cust-70",
+        json!({ "identifiers": { "email": "ploy@example.com" } }),
+    )
+    .await;
+    choose(&t, "cust-70", "marketing.email", Some("email"), "grant").await;
+
+    // Bad DKIM settings are refused, field by field.
+    for (dkim, field) in [
+        (
+            json!({ "domain": "shop.example", "selector": "yy2026" }),
+            "dkim.private_key",
+        ),
+        (
+            json!({ "domain": "shop.example", "selector": "yy2026", "private_key": "not a key" }),
+            "dkim.private_key",
+        ),
+        (
+            json!({ "domain": "shop.example", "selector": "yy 2026", "private_key": DKIM_RSA_PEM }),
+            "dkim.selector",
+        ),
+        (
+            json!({ "domain": "localhost", "selector": "yy2026", "private_key": DKIM_RSA_PEM }),
+            "dkim.domain",
+        ),
+    ] {
+        let (status, res) = put_email_connector(&t, port, Some(dkim)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{res}");
+        assert_eq!(res["field"], field, "{res}");
+    }
+
+    // Without a key: no signature.
+    let (status, res) = put_email_connector(&t, port, None).await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert!(!send_one(&t, &sink).await.contains("DKIM-Signature"));
+
+    // An RSA key (PKCS#8 PEM): stored sealed, never shown.
+    let (status, res) = put_email_connector(
+        &t,
+        port,
+        Some(
+            json!({ "domain": "shop.example", "selector": "yy2026", "private_key": DKIM_RSA_PEM }),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert_eq!(res["has_dkim_key"], true);
+    assert_eq!(
+        res["dkim"],
+        json!({ "domain": "shop.example", "selector": "yy2026" })
+    );
+    let listed = t.get("/v1/connectors").await.to_string();
+    assert!(
+        listed.contains("yy2026") && !listed.contains("PRIVATE KEY") && !listed.contains("MII"),
+        "{listed}"
+    );
+    let rows = yinyom::store::Messages::connectors(t.store.as_ref(), &t.tenant)
+        .await
+        .unwrap();
+    let sealed = rows[0].dkim_key.clone().expect("the key is stored");
+    let body_of_pem: String = DKIM_RSA_PEM
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains(&body_of_pem[..40])
+            && !rows[0].config.to_string().contains(&body_of_pem[..40]),
+        "the key is sealed, not stored in clear"
+    );
+
+    let raw = send_one(&t, &sink).await;
+    let public = DkimPublic::Rsa(rsa::RsaPublicKey::from(
+        &rsa::RsaPrivateKey::from_pkcs8_pem(DKIM_RSA_PEM).unwrap(),
+    ));
+    let tags = dkim_verify(&raw, &public).unwrap_or_else(|e| panic!("{e}\n{raw}"));
+    assert_eq!(tags["d"], "shop.example");
+    assert_eq!(tags["s"], "yy2026");
+    assert_eq!(tags["a"], "rsa-sha256");
+    assert_eq!(tags["c"], "relaxed/relaxed");
+    let signed: Vec<&str> = tags["h"].split(':').collect();
+    for h in [
+        "from",
+        "to",
+        "subject",
+        "date",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ] {
+        assert!(signed.contains(&h), "{h} is signed: {}", tags["h"]);
+    }
+    // The checker is not a rubber stamp: a changed body or header fails.
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| raw.split_once("\n\n").unwrap());
+    let sep = if raw.contains("\r\n\r\n") {
+        "\r\n\r\n"
+    } else {
+        "\n\n"
+    };
+    let altered_body = format!("{head}{sep}{}", body.replacen("Hello", "Hellp", 1));
+    assert!(
+        dkim_verify(&altered_body, &public)
+            .unwrap_err()
+            .contains("body hash")
+    );
+    let altered_to = raw.replacen("ploy@example.com", "plob@example.com", 1);
+    assert!(
+        dkim_verify(&altered_to, &public)
+            .unwrap_err()
+            .contains("signature")
+    );
+
+    // An Ed25519 key (RFC 8463), as the base64 of its seed.
+    let seed = [7u8; 32];
+    let ed = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let (status, res) = put_email_connector(
+        &t,
+        port,
+        Some(json!({ "domain": "mail.shop.example", "selector": "ed1",
+            "private_key": base64::engine::general_purpose::STANDARD.encode(seed) })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let raw = send_one(&t, &sink).await;
+    let tags = dkim_verify(&raw, &DkimPublic::Ed25519(ed.verifying_key()))
+        .unwrap_or_else(|e| panic!("{e}\n{raw}"));
+    assert_eq!(
+        (tags["a"].as_str(), tags["d"].as_str(), tags["s"].as_str()),
+        ("ed25519-sha256", "mail.shop.example", "ed1")
+    );
+    let wrong = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]).verifying_key();
+    assert!(dkim_verify(&raw, &DkimPublic::Ed25519(wrong)).is_err());
 }
 
 async fn email_is_sent_only_with_consent_and_one_click_unsubscribe_withdraws_it(backend: Backend) {
@@ -1121,8 +1716,10 @@ on_every_backend!(
     profiles_survive_a_restart_and_a_wrong_master_key_is_refused,
     tracking_without_consent_is_dropped_and_withdrawal_stops_the_next_event,
     anonymous_consent_follows_the_person_identified_later,
+    browser_sdks_use_the_short_paths_and_get_cors_for_the_tenants_origins_only,
     allowed_events_are_forwarded_to_nats_and_denied_ones_are_not,
     email_is_sent_only_with_consent_and_one_click_unsubscribe_withdraws_it,
+    email_is_dkim_signed_with_the_tenants_key,
     smtp_outage_queues_and_retries_and_a_withdrawal_before_the_retry_suppresses,
     sms_and_line_go_through_http_provider_connectors,
     audiences_and_segments_report_sent_and_suppressed_counts,

@@ -442,10 +442,21 @@ async fn sqlite_upgrade_to_without_rowid_tables_keeps_every_row() {
     .map(|r| r.get("name"))
     .collect();
     for t in &tables {
-        sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM src.{t}"))
-            .execute(&old)
+        // The columns the old table has (later migrations add some).
+        let cols: Vec<String> = sqlx::query(&format!("PRAGMA main.table_info({t})"))
+            .fetch_all(&old)
             .await
-            .unwrap();
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("name"))
+            .collect();
+        let cols = cols.join(", ");
+        sqlx::query(&format!(
+            "INSERT INTO main.{t} ({cols}) SELECT {cols} FROM src.{t}"
+        ))
+        .execute(&old)
+        .await
+        .unwrap();
     }
     old.close().await;
 

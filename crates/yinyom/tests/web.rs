@@ -314,6 +314,111 @@ async fn banner_records_choices_as_proof_and_refuses_what_it_may_not_do(backend:
     assert_eq!(s, StatusCode::NOT_MODIFIED);
 }
 
+/// A banner submission with extra headers; (status, body).
+async fn banner_with(t: &TestApp, body: Value, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut all = vec![("origin", "https://shop.example")];
+    all.extend_from_slice(headers);
+    let (s, _, b) = t
+        .request_raw(
+            Method::POST,
+            "/sdk/v1/consents",
+            None,
+            &all,
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await;
+    (s, json_of(&b))
+}
+
+fn accept_all(site: &str, anon: &str, gpc_flag: bool) -> Value {
+    json!({
+        "site_key": site, "anonymous_id": anon,
+        "notice": { "key": "cookies", "version": 1 },
+        "actions": [
+            { "purpose": "analytics", "action": "grant" },
+            { "purpose": "ads", "action": "grant" },
+        ],
+        "evidence": { "ui_element": "accept_all", "gpc": gpc_flag },
+    })
+}
+
+async fn allowed(t: &TestApp, anon: &str, purpose: &str) -> bool {
+    let d = t
+        .get(&format!("/v1/decisions?subject={anon}&purpose={purpose}"))
+        .await;
+    d["allowed"].as_bool().unwrap()
+}
+
+async fn banner_submissions_with_gpc_never_grant_sale_or_sharing(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let site = setup(&t).await;
+    let purpose = t.get("/v1/purposes/ads").await;
+    assert_eq!(purpose["banner"]["sale_or_sharing"], true, "{purpose}");
+
+    // Without GPC, "Accept all" grants both.
+    let plain = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    let (s, r) = banner_with(&t, accept_all(&site, plain, false), &[]).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["gpc_denied"], json!([]));
+    assert!(allowed(&t, plain, "ads").await);
+
+    // `Sec-GPC: 1` (a script that sends grants anyway, and says no GPC in
+    // its body), or the body's flag alone: the sale-or-sharing purpose is
+    // recorded as denied, the other one as asked.
+    let header = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+    let flag = "b1ffcd88-8d1a-4ef9-9c7e-7cc8ce491b22";
+    for (anon, flag_in_body, headers) in [
+        (header, false, &[("sec-gpc", "1")][..]),
+        (flag, true, &[][..]),
+    ] {
+        let (s, r) = banner_with(&t, accept_all(&site, anon, flag_in_body), headers).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        assert_eq!(r["recorded"], 2);
+        assert_eq!(r["gpc_denied"], json!(["ads"]), "{r}");
+        assert!(allowed(&t, anon, "analytics").await);
+        assert!(!allowed(&t, anon, "ads").await, "GPC: ads is never granted");
+        let hist = t
+            .get(&format!("/v1/subjects/{anon}/consents?history=true"))
+            .await;
+        let ads: Vec<&Value> = hist["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["purpose"] == "ads")
+            .collect();
+        assert_eq!(ads.len(), 1, "{hist}");
+        assert_eq!(ads[0]["action"], "deny");
+        assert_eq!(ads[0]["evidence"]["gpc"], true);
+        assert_eq!(ads[0]["evidence"]["gpc_denied"], json!(["ads"]));
+        assert_eq!(ads[0]["evidence"]["ui_element"], "accept_all");
+        let consents = t.get(&format!("/v1/subjects/{anon}/consents")).await;
+        let state = consents["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["purpose"] == "ads")
+            .map(|c| c["state"].clone());
+        assert_eq!(state, Some(json!("denied")), "{consents}");
+    }
+
+    // Someone who granted before GPC: a later grant under GPC does not
+    // stand either (it becomes a denial), and a withdrawal passes as sent.
+    let (s, r) = banner_with(&t, accept_all(&site, plain, false), &[("sec-gpc", "1")]).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert!(!allowed(&t, plain, "ads").await);
+    let mut withdraw = accept_all(&site, plain, true);
+    withdraw["actions"] = json!([{ "purpose": "analytics", "action": "withdraw" }]);
+    let (s, r) = banner_with(&t, withdraw, &[("sec-gpc", "1")]).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["gpc_denied"], json!([]));
+    assert!(!allowed(&t, plain, "analytics").await);
+    // `Sec-GPC: 0` is no signal.
+    let zero = "c2aade77-7e2b-4afa-8d8f-8dd9df5a2c33";
+    let (s, _) = banner_with(&t, accept_all(&site, zero, false), &[("sec-gpc", "0")]).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(allowed(&t, zero, "ads").await);
+}
+
 fn form(fields: &[(&str, &str)]) -> Vec<u8> {
     fields
         .iter()
@@ -868,6 +973,7 @@ async fn console_logs_staff_in_checks_csrf_and_masks_by_role(backend: Backend) {
 
 on_every_backend!(
     banner_records_choices_as_proof_and_refuses_what_it_may_not_do,
+    banner_submissions_with_gpc_never_grant_sale_or_sharing,
     preference_center_changes_consent_at_once_from_a_signed_link,
     console_logs_staff_in_checks_csrf_and_masks_by_role,
 );

@@ -1,7 +1,7 @@
 //! Rate limits per client address: failed authentications (each 401 spends
 //! a token; with none left, requests that carry credentials get 429 until
-//! the bucket refills) and the public endpoints (the banner's calls, signed
-//! links, the console's login form).
+//! the bucket refills) and the public endpoints (the banner's calls,
+//! analytics.js's settings, signed links, the console's login form).
 //!
 //! The client is the connection's peer, or — when the peer is one of
 //! `YINYOM_TRUSTED_PROXIES` — the nearest address in `X-Forwarded-For` that
@@ -140,6 +140,9 @@ impl Limits {
 fn is_public(req: &Request) -> bool {
     let p = req.uri().path();
     p.starts_with("/sdk/v1/")
+        // analytics.js settings: an unknown write key there is a 404, not
+        // a failed authentication, so guesses are limited here.
+        || p.starts_with("/v1/projects/")
         || p.starts_with("/p/")
         || p.starts_with("/u/")
         || p.starts_with("/c/")

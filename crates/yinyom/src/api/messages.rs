@@ -507,6 +507,8 @@ pub struct ConnectorView {
     pub settings: ConnectorSettings,
     /// Whether a secret (password, token) is stored; it is never shown.
     pub has_secret: bool,
+    /// Whether a DKIM private key is stored (email); it is never shown.
+    pub has_dkim_key: bool,
     pub updated_at: String,
 }
 
@@ -534,15 +536,20 @@ pub async fn put_connector(
         .as_deref()
         .filter(|s| !s.is_empty())
         .map(|s| keys.seal_secret(&format!("connector:{channel}"), s.as_bytes()));
+    let dkim_key = relay::dkim_key(&settings)
+        .map_err(|(f, why)| Problem::validation(f, why))?
+        .map(|k| keys.seal_secret(&format!("connector:{channel}:dkim"), k.as_bytes()));
     let row = ConnectorRow {
         tenant: who.tenant.to_string(),
         channel: channel.clone(),
         config: serde_json::to_value(&settings).expect("settings serialise"),
         secret,
+        dkim_key,
         updated_at: time::now(),
     };
     app.store.put_connector(&row).await?;
     Ok(axum::Json(ConnectorView {
+        has_dkim_key: row.dkim_key.is_some(),
         has_secret: row.secret.is_some(),
         channel,
         settings,
@@ -562,6 +569,7 @@ pub async fn connectors(
     Ok(axum::Json(
         rows.into_iter()
             .map(|r| ConnectorView {
+                has_dkim_key: r.dkim_key.is_some(),
                 has_secret: r.secret.is_some(),
                 settings: serde_json::from_value(r.config).unwrap_or_default(),
                 channel: r.channel,

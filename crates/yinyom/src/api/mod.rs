@@ -63,6 +63,8 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         admin::verify, verifications::start, verifications::get, verifications::list, checkpoints::list, checkpoints::get, checkpoints::create, checkpoints::proof, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant, admin::audit,
         staff::create, staff::list, staff::disable,
         track::track, track::identify, track::page, track::screen, track::group, track::alias, track::batch,
+        track::track_short, track::identify_short, track::page_short, track::screen_short, track::group_short, track::alias_short, track::batch_short,
+        track::settings,
         messages::send, messages::get, messages::audience, messages::connectors, messages::put_connector, messages::evaluate_segment,
         track::create_source, track::list_sources, track::delete_source,
         requests::create, requests::list, requests::get, requests::act, requests::bundle,
@@ -214,15 +216,39 @@ pub fn router(app: Arc<App>) -> Router {
             post(track::create_source).get(track::list_sources),
         )
         .route("/v1/sources/{id}", delete(track::delete_source))
-        .route("/v1/track", post(track::track))
-        .route("/v1/identify", post(track::identify))
-        .route("/v1/page", post(track::page))
-        .route("/v1/screen", post(track::screen))
-        .route("/v1/group", post(track::group))
-        .route("/v1/alias", post(track::alias))
+        .route("/v1/track", post(track::track).options(track::preflight))
+        .route("/v1/t", post(track::track_short).options(track::preflight))
+        .route(
+            "/v1/identify",
+            post(track::identify).options(track::preflight),
+        )
+        .route(
+            "/v1/i",
+            post(track::identify_short).options(track::preflight),
+        )
+        .route("/v1/page", post(track::page).options(track::preflight))
+        .route("/v1/p", post(track::page_short).options(track::preflight))
+        .route("/v1/screen", post(track::screen).options(track::preflight))
+        .route("/v1/s", post(track::screen_short).options(track::preflight))
+        .route("/v1/group", post(track::group).options(track::preflight))
+        .route("/v1/g", post(track::group_short).options(track::preflight))
+        .route("/v1/alias", post(track::alias).options(track::preflight))
+        .route("/v1/a", post(track::alias_short).options(track::preflight))
         .route(
             "/v1/batch",
-            post(track::batch).layer(DefaultBodyLimit::max(track::BATCH_LIMIT + 1)),
+            post(track::batch)
+                .options(track::preflight)
+                .layer(DefaultBodyLimit::max(track::BATCH_LIMIT + 1)),
+        )
+        .route(
+            "/v1/b",
+            post(track::batch_short)
+                .options(track::preflight)
+                .layer(DefaultBodyLimit::max(track::BATCH_LIMIT + 1)),
+        )
+        .route(
+            "/v1/projects/{key}/settings",
+            get(track::settings).options(track::preflight),
         )
         .route("/v1/stream", get(stream::stream))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))

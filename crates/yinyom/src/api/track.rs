@@ -1,18 +1,28 @@
 //! The tracking collector's HTTP surface: the Segment HTTP tracking API
 //! (`/v1/track`, `/v1/identify`, `/v1/page`, `/v1/screen`, `/v1/group`,
-//! `/v1/alias`, `/v1/batch`), so existing analytics SDKs can point at
-//! Yinyom, authenticated by a source's write key; and the sources
+//! `/v1/alias`, `/v1/batch`, and the short paths the browser SDKs post to:
+//! `/v1/t`, `/v1/i`, `/v1/p`, `/v1/s`, `/v1/g`, `/v1/a`, `/v1/b`), so
+//! existing analytics SDKs can point at Yinyom, authenticated by a source's
+//! write key; a Segment-compatible settings document
+//! (`/v1/projects/{writeKey}/settings`) for analytics.js; and the sources
 //! themselves (`/v1/sources`).
 //!
-//! The write key comes as HTTP Basic user name (the server-side SDKs) or
-//! as `writeKey` in the body (analytics.js, which posts `text/plain` to
-//! avoid a CORS preflight: any content type is read as JSON).
+//! The write key comes as HTTP Basic user name (the server-side SDKs and
+//! analytics-next) or as `writeKey` in the body (analytics.js posts
+//! `text/plain`: any content type is read as JSON).
+//!
+//! CORS: browsers post from the customer's site, so the collector answers
+//! CORS for the origins the tenant lists for its banner
+//! (`PATCH /v1/tenant {"banner": {"origins": [...]}}`), and only for them: a
+//! tenant that lists none gets no CORS, and a request whose `Origin` is not
+//! among a listing tenant's origins is refused (403).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -230,11 +240,106 @@ fn merge_traits(p: &mut profiles::Profile, traits: &Map<String, Value>) {
     }
 }
 
+/// The request's `Origin` must be one the tenant lists, when it lists any
+/// (server-side SDKs send none).
+fn check_origin(headers: &HeaderMap, origins: &[String]) -> Result<(), Problem> {
+    match headers.get(header::ORIGIN) {
+        Some(o) if !origins.is_empty() && !origins.iter().any(|x| x.as_bytes() == o.as_bytes()) => {
+            Err(Problem::forbidden(
+                "this write key may not be used from this site (origin not allowed)",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// CORS headers of an actual (non-preflight) response: the origin is echoed
+/// when the tenant lists it, never `*`.
+fn allow_origin(res: &mut Response, origin: Option<&HeaderValue>, origins: &[String]) {
+    let h = res.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(o) = origin
+        && origins.iter().any(|x| x.as_bytes() == o.as_bytes())
+    {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After"),
+        );
+    }
+}
+
+/// CORS preflight for the collector's paths and the settings document.
+/// It names no tenant (browsers send no credentials with it), so it is
+/// allowed for an origin some tenant lists; the actual request is then
+/// held to its own tenant's list.
+pub async fn preflight(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let origin = headers
+        .get(header::ORIGIN)
+        .filter(|o| o.to_str().is_ok_and(|o| app.view.origin_listed(o)));
+    let Some(origin) = origin else {
+        let mut res =
+            Problem::forbidden("no tenant allows this origin (PATCH /v1/tenant banner.origins)")
+                .into_response();
+        res.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("Origin"));
+        return res;
+    };
+    // The headers asked for (analytics.js: Authorization, Content-Type,
+    // X-Retry-Count), when they are a plain list of header names.
+    let asked = headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .filter(|v| {
+            v.len() <= 500
+                && v.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_, ".contains(b))
+        })
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("authorization, content-type"));
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Origin, Access-Control-Request-Headers"),
+    );
+    res
+}
+
+/// A collector call answered with CORS for its source's tenant.
+async fn respond(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+    kind: Option<&'static str>,
+) -> Response {
+    let mut origins = Vec::new();
+    let mut res = match collect(app, headers, body, kind, &mut origins).await {
+        Ok(c) => c.into_response(),
+        Err(p) => p.into_response(),
+    };
+    allow_origin(&mut res, headers.get(header::ORIGIN), &origins);
+    res
+}
+
+/// `origins` is set to the tenant's allowed origins once the write key
+/// names the tenant.
 async fn collect(
     app: &App,
     headers: &HeaderMap,
     body: &[u8],
     kind: Option<&'static str>,
+    origins: &mut Vec<String>,
 ) -> Result<axum::Json<Collected>, Problem> {
     let limit = if kind.is_some() {
         MESSAGE_LIMIT
@@ -251,6 +356,8 @@ async fn collect(
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("the body is not JSON: {e}")))?;
     let source = source_of(app, headers, &value).await?;
+    *origins = app.view.tenant_origins(&source.tenant);
+    check_origin(headers, origins)?;
     let now = time::now();
     let messages: Vec<Message> = match kind {
         Some(k) => vec![parse_message(value, Some(k), "", now)?],
@@ -384,64 +491,170 @@ async fn collect(
 }
 
 macro_rules! segment_call {
-    ($name:ident, $kind:literal, $path:literal, $doc:literal) => {
+    ($name:ident, $short:ident, $kind:literal, $path:literal, $short_path:literal, $doc:literal, $short_doc:literal) => {
         #[doc = $doc]
         #[utoipa::path(post, path = $path, tag = "collector", request_body = Object,
-            responses((status = 200, body = Collected), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody), (status = 413, body = ProblemBody)),
+            responses((status = 200, body = Collected), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody)),
             security(("write_key" = [])))]
-        pub async fn $name(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<axum::Json<Collected>, Problem> {
-            collect(&app, &headers, &body, Some($kind)).await
+        pub async fn $name(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+            respond(&app, &headers, &body, Some($kind)).await
+        }
+
+        #[doc = $short_doc]
+        #[utoipa::path(post, path = $short_path, tag = "collector", request_body = Object,
+            responses((status = 200, body = Collected), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody)),
+            security(("write_key" = [])))]
+        pub async fn $short(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+            respond(&app, &headers, &body, Some($kind)).await
         }
     };
 }
 
 segment_call!(
     track,
+    track_short,
     "track",
     "/v1/track",
-    "Record an action (Segment `track`); kept only if the subject allows the source's purposes."
+    "/v1/t",
+    "Record an action (Segment `track`); kept only if the subject allows the source's purposes.",
+    "`/v1/track` under the short path analytics.js posts to."
 );
 segment_call!(
     identify,
+    identify_short,
     "identify",
     "/v1/identify",
-    "Tie a user to their traits and link their anonymous id (Segment `identify`)."
+    "/v1/i",
+    "Tie a user to their traits and link their anonymous id (Segment `identify`).",
+    "`/v1/identify` under the short path analytics.js posts to."
 );
 segment_call!(
     page,
+    page_short,
     "page",
     "/v1/page",
-    "Record a page view (Segment `page`)."
+    "/v1/p",
+    "Record a page view (Segment `page`).",
+    "`/v1/page` under the short path analytics.js posts to."
 );
 segment_call!(
     screen,
+    screen_short,
     "screen",
     "/v1/screen",
-    "Record an app screen view (Segment `screen`)."
+    "/v1/s",
+    "Record an app screen view (Segment `screen`).",
+    "`/v1/screen` under the short path analytics.js posts to."
 );
 segment_call!(
     group,
+    group_short,
     "group",
     "/v1/group",
-    "Associate a user with a group (Segment `group`)."
+    "/v1/g",
+    "Associate a user with a group (Segment `group`).",
+    "`/v1/group` under the short path analytics.js posts to."
 );
 segment_call!(
     alias,
+    alias_short,
     "alias",
     "/v1/alias",
-    "Link a previous id to a user id (Segment `alias`); consent given under the previous id follows the user."
+    "/v1/a",
+    "Link a previous id to a user id (Segment `alias`); consent given under the previous id follows the user.",
+    "`/v1/alias` under the short path analytics.js posts to."
 );
 
 /// Several messages at once (Segment `batch`), at most 500 KB.
 #[utoipa::path(post, path = "/v1/batch", tag = "collector", request_body = Object,
-    responses((status = 200, body = Collected), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody), (status = 413, body = ProblemBody)),
+    responses((status = 200, body = Collected), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody)),
     security(("write_key" = [])))]
-pub async fn batch(
+pub async fn batch(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    respond(&app, &headers, &body, None).await
+}
+
+/// `/v1/batch` under the short path analytics.js's batching delivery posts to.
+#[utoipa::path(post, path = "/v1/b", tag = "collector", request_body = Object,
+    responses((status = 200, body = Collected), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody)),
+    security(("write_key" = [])))]
+pub async fn batch_short(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    respond(&app, &headers, &body, None).await
+}
+
+/// Segment-compatible settings for analytics.js
+/// (`AnalyticsBrowser.load({writeKey, cdnURL: "<this server>"})`): its
+/// events go to this server's collector, and nothing is loaded from
+/// Segment's CDN (no destinations, plugins or remote metrics). The write key
+/// in the path is the one the browser holds anyway.
+#[utoipa::path(get, path = "/v1/projects/{key}/settings", tag = "collector",
+    params(("key" = String, Path, description = "A source's write key")),
+    responses((status = 200, body = Object), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
+pub async fn settings(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<axum::Json<Collected>, Problem> {
-    collect(&app, &headers, &body, None).await
+    Path(key): Path<String>,
+) -> Response {
+    let mut origins = Vec::new();
+    let mut res = match settings_body(&app, &headers, &key, &mut origins).await {
+        Ok(v) => (
+            [(header::CACHE_CONTROL, "public, max-age=60")],
+            axum::Json(v),
+        )
+            .into_response(),
+        Err(p) => p.into_response(),
+    };
+    allow_origin(&mut res, headers.get(header::ORIGIN), &origins);
+    res
+}
+
+async fn settings_body(
+    app: &App,
+    headers: &HeaderMap,
+    key: &str,
+    origins: &mut Vec<String>,
+) -> Result<Value, Problem> {
+    let unknown = || Problem::not_found("no source has this write key");
+    if !key.starts_with(WRITE_KEY_PREFIX) || key.len() > 100 {
+        return Err(unknown());
+    }
+    let source = app
+        .collector
+        .sources
+        .get(app.store.as_ref(), &hash_key(key))
+        .await?
+        .ok_or_else(unknown)?;
+    app.ensure_tenant(&source.tenant).await?;
+    *origins = app.view.tenant_origins(&source.tenant);
+    check_origin(headers, origins)?;
+    let (protocol, host) = app
+        .public_url
+        .split_once("://")
+        .unwrap_or(("https", app.public_url.as_str()));
+    let api_host = format!("{}/v1", host.trim_end_matches('/'));
+    Ok(serde_json::json!({
+        "integrations": {
+            "Segment.io": {
+                "apiKey": key,
+                "apiHost": api_host,
+                "protocol": protocol,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": false,
+                "maybeBundledConfigIds": {},
+            }
+        },
+        "plan": {
+            "track": { "__default": { "enabled": true, "integrations": {} } },
+            "identify": { "__default": { "enabled": true } },
+            "group": { "__default": { "enabled": true } },
+        },
+        "edgeFunction": {},
+        "analyticsNextEnabled": true,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        "metrics": { "sampleRate": 0 },
+        "legacyVideoPluginsEnabled": false,
+        "remotePlugins": [],
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]

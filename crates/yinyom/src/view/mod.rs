@@ -627,6 +627,31 @@ impl View {
         })
     }
 
+    /// Whether some tenant lists `origin` among its banner's origins (a
+    /// CORS preflight names no tenant: the actual request is then checked
+    /// against its own tenant's list).
+    pub fn origin_listed(&self, origin: &str) -> bool {
+        self.all_tenants().iter().any(|tv| {
+            let tv = tv.read().unwrap_or_else(|e| e.into_inner());
+            tv.tenant
+                .banner
+                .as_ref()
+                .is_some_and(|b| b.origins.iter().any(|o| o == origin))
+        })
+    }
+
+    /// The origins a tenant's banner lists (none without a banner).
+    pub fn tenant_origins(&self, tenant: &str) -> Vec<String> {
+        self.read(tenant, |tv| {
+            tv.tenant
+                .banner
+                .as_ref()
+                .map(|b| b.origins.clone())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+    }
+
     /// Change one tenant's view (a bounded view then keeps to its budget).
     pub fn write<R>(&self, tenant: &str, f: impl FnOnce(&mut TenantView) -> R) -> Option<R> {
         let tv = self.tenant(tenant)?;

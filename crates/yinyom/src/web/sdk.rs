@@ -301,9 +301,7 @@ async fn config_body(app: &App, headers: &HeaderMap, key: &str) -> Result<Banner
         }),
         purposes,
         tcf: t.banner.as_ref().and_then(super::tcf::banner_config),
-        gpc: headers
-            .get("sec-gpc")
-            .is_some_and(|v| v.as_bytes().trim_ascii() == b"1"),
+        gpc: gpc_signal(headers),
     })
 }
 
@@ -340,6 +338,10 @@ pub struct BannerEvidence {
     pub ui_element: Option<String>,
     #[serde(default)]
     pub locale: Option<String>,
+    /// The browser sends Global Privacy Control
+    /// (`navigator.globalPrivacyControl`); the header `Sec-GPC: 1` counts
+    /// the same. With GPC, grants of sale-or-sharing purposes are recorded
+    /// as denials (listed in the answer's `gpc_denied`).
     #[serde(default)]
     pub gpc: bool,
     /// The IAB TCF TC string the banner wrote (`euconsent-v2`).
@@ -463,9 +465,7 @@ async fn record_body(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(500).collect::<String>());
-    let gpc_header = headers
-        .get("sec-gpc")
-        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1");
+    let gpc = e.gpc || gpc_signal(headers);
     let site_key = c.site_key.clone();
     let req = ConsentRequest {
         subject: c.anonymous_id.clone(),
@@ -477,7 +477,7 @@ async fn record_body(
             "locale": e.locale,
             "page_url": e.page_url,
             "ui_element": e.ui_element,
-            "gpc": e.gpc || gpc_header,
+            "gpc": gpc,
             "banner": site_key,
         }))
         .map(|mut v| {
@@ -500,7 +500,7 @@ async fn record_body(
             })
             .collect(),
     };
-    let item = app
+    let (item, gpc_denied) = app
         .view
         .read(&tenant, |tv| {
             let Some(banner) = tv.tenant.banner.as_ref() else {
@@ -542,6 +542,30 @@ async fn record_body(
                     }
                 }
             }
+            // Global Privacy Control is an opt-out of sale and sharing: a
+            // submission that carries it never grants such a purpose, whatever
+            // the script sent; it is recorded as denied, with the evidence
+            // saying GPC decided it.
+            let mut req = req;
+            let mut gpc_denied = Vec::new();
+            if gpc {
+                for a in &mut req.actions {
+                    let sale = tv
+                        .purposes
+                        .get(&a.purpose)
+                        .and_then(|p| p.banner.as_ref())
+                        .is_some_and(|b| b.sale_or_sharing);
+                    if sale && a.action == Action::Grant {
+                        a.action = Action::Deny;
+                        gpc_denied.push(a.purpose.clone());
+                    }
+                }
+                if !gpc_denied.is_empty()
+                    && let Some(ev) = req.evidence.as_mut()
+                {
+                    ev["gpc_denied"] = json!(gpc_denied);
+                }
+            }
             let mut item = record::prepare(
                 tv,
                 req,
@@ -551,7 +575,7 @@ async fn record_body(
                 time::now(),
             )?;
             item.receipt = app.signer.receipt(tv, &item);
-            Ok(item)
+            Ok((item, gpc_denied))
         })
         .ok_or_else(|| Problem::not_found("no banner has this site key"))??;
     let recorded = item.actions.len();
@@ -562,7 +586,15 @@ async fn record_body(
     Ok(json!({
         "recorded": recorded,
         "receipt": response.get("receipt").and_then(|r| r.get("jws")).cloned(),
+        "gpc_denied": gpc_denied,
     }))
+}
+
+/// The request carries Global Privacy Control (`Sec-GPC: 1`).
+fn gpc_signal(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-gpc")
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
 }
 
 /// Routes of the banner.

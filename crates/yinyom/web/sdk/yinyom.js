@@ -250,6 +250,7 @@
   }
 
   function choose(choices, uiElement, extra) {
+    choices = gpcMask(choices);
     record(actionsFor(choices, optional().map(function (p) { return p.key; })), uiElement, extra);
     stored = {
       v: cfg.notice.version, k: cfg.notice.key, choices: choices, at: Date.now(), lang: lang,
@@ -265,9 +266,15 @@
   }
   function all(on) {
     var c = {};
-    optional().forEach(function (p) { c[p.key] = on && !(p.sale_or_sharing && gpcOn()); }); // GPC wins
+    optional().forEach(function (p) { c[p.key] = on; });
     return c;
   }
+  // GPC wins over any button: sale/sharing stays off (the server enforces it too).
+  function gpcMask(c) {
+    optional().forEach(function (p) { if (p.sale_or_sharing && gpcOn()) c[p.key] = false; });
+    return c;
+  }
+  function gpcNote() { return gpcOn() && optional().some(function (p) { return p.sale_or_sharing; }); }
   function acceptAll() { choose(all(true), 'accept_all'); }
   function rejectAll() { choose(all(false), 'reject_all'); }
   function savePrefs() { choose(Object.assign(all(false), draft), 'save_preferences'); }
@@ -468,6 +475,7 @@
     fill(bannerEl, [h('div', { class: 'in' }, [
       h('div', { class: 'hd' }, [h('h2', { id: 'yy-bt' }, nt.title || u.title), langSwitch()]),
       h('p', { id: 'yy-bb' }, nt.body || ''),
+      gpcNote() && h('p', { class: 'gpc', role: 'note' }, u.gpc),
       link && h('p', null, h('a', { href: link, target: '_blank', rel: 'noopener' }, u.policy)),
       h('div', { class: 'row' }, [
         btn(u.accept, acceptAll, 'acc'), btn(u.reject, rejectAll, 'rej'),
@@ -483,7 +491,7 @@
 
   function fillPrefs() {
     var u = UI[lang];
-    var note = gpcOn() && optional().some(function (p) { return p.sale_or_sharing; });
+    var note = gpcNote();
     fill(dialogEl, [
       h('div', { class: 'hd' }, [
         h('h2', { id: 'yy-pt' }, u.prefs), langSwitch(),
@@ -491,16 +499,17 @@
           h('span', { 'aria-hidden': 'true' }, '×'), h('span', { class: 'vh' }, u.close)
         ])
       ]),
-      h('div', { class: 'bd' }, [note && h('p', { class: 'gpc', role: 'note' }, u.gpc)].concat(cfg.purposes.map(function (p, i) {
-        var id = 'yy-p' + i, desc = tx(p.descriptions), cookies = p.cookies || [];
+      h('div', { class: 'bd' }, [note && h('p', { class: 'gpc', role: 'note', id: 'yy-gpc' }, u.gpc)].concat(cfg.purposes.map(function (p, i) {
+        var id = 'yy-p' + i, desc = tx(p.descriptions), cookies = p.cookies || [], gpc = p.sale_or_sharing && note;
         return h('div', { class: 'p' }, [
           h('div', { class: 'ph' }, [
             h('label', { for: id }, tx(p.names) || p.key),
             p.required && h('span', { class: 'al', id: id + 'a' }, u.always),
             h('input', {
               type: 'checkbox', role: 'switch', class: 'sw', id: id, 'data-k': 'p' + i,
-              checked: !!p.required || draft[p.key] === true, disabled: !!p.required,
-              'aria-describedby': [p.required && id + 'a', desc && id + 'd'].filter(Boolean).join(' ') || null,
+              checked: !!p.required || (draft[p.key] === true && !gpc),
+              disabled: !!p.required || gpc,
+              'aria-describedby': [p.required && id + 'a', gpc && 'yy-gpc', desc && id + 'd'].filter(Boolean).join(' ') || null,
               onchange: function (e) { draft[p.key] = e.target.checked; }
             })
           ]),

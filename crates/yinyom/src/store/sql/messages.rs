@@ -32,15 +32,17 @@ impl Messages for SqlStore {
     async fn put_connector(&self, c: &ConnectorRow) -> Result<()> {
         let _writing = self.exclusive().await;
         sqlx::query(
-            "INSERT INTO connectors (tenant, channel, config, secret, updated_at)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO connectors (tenant, channel, config, secret, dkim_key, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (tenant, channel) DO UPDATE SET
-                config = excluded.config, secret = excluded.secret, updated_at = excluded.updated_at",
+                config = excluded.config, secret = excluded.secret,
+                dkim_key = excluded.dkim_key, updated_at = excluded.updated_at",
         )
         .bind(&c.tenant)
         .bind(&c.channel)
         .bind(c.config.to_string())
         .bind(c.secret.clone())
+        .bind(c.dkim_key.clone())
         .bind(c.updated_at)
         .execute(&self.pool)
         .await
@@ -61,6 +63,7 @@ impl Messages for SqlStore {
                     channel: r.get("channel"),
                     config: serde_json::from_str(r.get("config")).map_err(json_err)?,
                     secret: r.get("secret"),
+                    dkim_key: r.get("dkim_key"),
                     updated_at: r.get("updated_at"),
                 })
             })
