@@ -16,6 +16,7 @@ pub mod receipt;
 pub mod rights;
 pub mod segment;
 pub mod subject;
+pub mod systems;
 pub mod time;
 
 mod canonical;

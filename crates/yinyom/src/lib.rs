@@ -23,6 +23,7 @@ pub mod record;
 pub mod relay;
 pub mod rights;
 pub mod segments;
+pub mod systems;
 pub mod store;
 pub mod transfer;
 pub mod vault;

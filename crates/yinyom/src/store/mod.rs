@@ -8,8 +8,10 @@
 
 pub mod scratch;
 pub mod sql;
+pub mod systems;
 
 pub use sql::{Dialect, SqlStore};
+pub use systems::{Propagation, SystemJob, SystemRow, Systems};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -581,6 +583,7 @@ pub trait Store:
     + Requests
     + StaffStore
     + Verifications
+    + Systems
     + Send
     + Sync
     + 'static

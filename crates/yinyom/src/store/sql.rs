@@ -45,6 +45,7 @@ mod profiles;
 mod registry;
 mod requests;
 mod staff;
+mod systems;
 mod tracking;
 mod verifications;
 
