@@ -230,6 +230,15 @@ async fn wait_status(t: &TestApp, id: &str, key: &str, status: &str) -> Value {
     r
 }
 
+async fn opt_in(pg: &mut sqlx::PgConnection) -> bool {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT email_opt_in FROM customers WHERE lower(email) = 'malee.shop@example.com'",
+    )
+    .fetch_one(pg)
+    .await
+    .unwrap()
+}
+
 async fn count_pg(c: &mut sqlx::PgConnection, sql: &str) -> i64 {
     sqlx::query(sql).fetch_one(c).await.unwrap().get::<i64, _>(0)
 }
@@ -613,14 +622,17 @@ async fn consent_changes_reach_mapped_columns(backend: Backend) {
     let (shop, mut pg) = shop_db().await;
     setup(&t, "malee").await;
     t.post("/v1/systems", shop_system(&shop.url())).await;
-    let opt_in = |pg: &mut sqlx::PgConnection| {
-        let q = sqlx::query_scalar::<_, bool>(
-            "SELECT email_opt_in FROM customers WHERE lower(email) = 'malee.shop@example.com'",
-        );
-        async move { q.fetch_one(pg).await.unwrap() }
-    };
+    t.post(
+        "/v1/notices",
+        json!({
+            "key": "main",
+            "texts": { "th": { "title": "ประกาศ", "body": "…" }, "en": { "title": "Notice", "body": "…" } },
+            "purposes": ["marketing.email"],
+        }),
+    )
+    .await;
     let record = |action: &str| {
-        json!({"subject": "malee", "source": "web",
+        json!({"subject": "malee", "source": "web", "notice": { "key": "main", "version": 1 },
             "actions": [{"purpose": "marketing.email", "channel": "email", "action": action}]})
     };
     t.post("/v1/consents", record("grant")).await;
