@@ -25,7 +25,12 @@ pub struct CategoryInfo {
     pub th: &'static str,
 }
 
-const fn cat(key: &'static str, sensitive: bool, en: &'static str, th: &'static str) -> CategoryInfo {
+const fn cat(
+    key: &'static str,
+    sensitive: bool,
+    en: &'static str,
+    th: &'static str,
+) -> CategoryInfo {
     CategoryInfo {
         key,
         sensitive,
@@ -42,37 +47,117 @@ pub const CATEGORIES: &[CategoryInfo] = &[
     cat("contact.phone", false, "Phone number", "หมายเลขโทรศัพท์"),
     cat("contact.address", false, "Postal address", "ที่อยู่ติดต่อ"),
     cat("contact.line_id", false, "LINE user id", "LINE user id"),
-    cat("contact.social", false, "Social media handle", "บัญชีโซเชียลมีเดีย"),
+    cat(
+        "contact.social",
+        false,
+        "Social media handle",
+        "บัญชีโซเชียลมีเดีย",
+    ),
     cat("user.name", false, "Name", "ชื่อ-นามสกุล"),
     cat("user.address", false, "Home address", "ที่อยู่"),
     cat("user.birth_date", false, "Date of birth", "วันเกิด"),
     cat("user.age", false, "Age or age band", "อายุ"),
     cat("user.gender", false, "Gender", "เพศ"),
     cat("user.nationality", false, "Nationality", "สัญชาติ"),
-    cat("user.national_id", false, "National id number", "เลขประจำตัวประชาชน"),
+    cat(
+        "user.national_id",
+        false,
+        "National id number",
+        "เลขประจำตัวประชาชน",
+    ),
     cat("user.passport", false, "Passport number", "เลขหนังสือเดินทาง"),
-    cat("user.account", false, "Account or customer number, username", "หมายเลขบัญชีลูกค้า ชื่อผู้ใช้"),
+    cat(
+        "user.account",
+        false,
+        "Account or customer number, username",
+        "หมายเลขบัญชีลูกค้า ชื่อผู้ใช้",
+    ),
     cat("user.photo", false, "Photograph", "รูปถ่าย"),
-    cat("user.device", false, "Device id, IP address, cookie id", "รหัสอุปกรณ์ IP คุกกี้"),
-    cat("user.employment", false, "Employer, job title", "ข้อมูลการทำงาน"),
+    cat(
+        "user.device",
+        false,
+        "Device id, IP address, cookie id",
+        "รหัสอุปกรณ์ IP คุกกี้",
+    ),
+    cat(
+        "user.employment",
+        false,
+        "Employer, job title",
+        "ข้อมูลการทำงาน",
+    ),
     cat("financial.bank_account", false, "Bank account", "บัญชีธนาคาร"),
     cat("financial.card", false, "Payment card", "บัตรชำระเงิน"),
-    cat("financial.transaction", false, "Payments and orders", "ธุรกรรมการเงิน"),
+    cat(
+        "financial.transaction",
+        false,
+        "Payments and orders",
+        "ธุรกรรมการเงิน",
+    ),
     cat("financial.income", false, "Income, credit", "รายได้ เครดิต"),
     cat("financial.tax", false, "Tax id and records", "ข้อมูลภาษี"),
-    cat("behaviour.purchase", false, "Purchase history", "ประวัติการซื้อ"),
-    cat("behaviour.browsing", false, "Browsing and app use", "ประวัติการใช้งานเว็บและแอป"),
+    cat(
+        "behaviour.purchase",
+        false,
+        "Purchase history",
+        "ประวัติการซื้อ",
+    ),
+    cat(
+        "behaviour.browsing",
+        false,
+        "Browsing and app use",
+        "ประวัติการใช้งานเว็บและแอป",
+    ),
     cat("behaviour.location", false, "Location", "ตำแหน่งที่อยู่"),
-    cat("behaviour.preference", false, "Preferences and interests", "ความชอบและความสนใจ"),
-    cat("behaviour.communication", false, "Messages and calls", "การติดต่อสื่อสาร"),
-    cat("sensitive.racial_ethnic", true, "Racial or ethnic origin", "เชื้อชาติ เผ่าพันธุ์"),
-    cat("sensitive.political", true, "Political opinions", "ความคิดเห็นทางการเมือง"),
-    cat("sensitive.religious", true, "Religious or philosophical beliefs", "ความเชื่อในลัทธิ ศาสนาหรือปรัชญา"),
-    cat("sensitive.sexual", true, "Sexual behaviour", "พฤติกรรมทางเพศ"),
-    cat("sensitive.criminal", true, "Criminal records", "ประวัติอาชญากรรม"),
+    cat(
+        "behaviour.preference",
+        false,
+        "Preferences and interests",
+        "ความชอบและความสนใจ",
+    ),
+    cat(
+        "behaviour.communication",
+        false,
+        "Messages and calls",
+        "การติดต่อสื่อสาร",
+    ),
+    cat(
+        "sensitive.racial_ethnic",
+        true,
+        "Racial or ethnic origin",
+        "เชื้อชาติ เผ่าพันธุ์",
+    ),
+    cat(
+        "sensitive.political",
+        true,
+        "Political opinions",
+        "ความคิดเห็นทางการเมือง",
+    ),
+    cat(
+        "sensitive.religious",
+        true,
+        "Religious or philosophical beliefs",
+        "ความเชื่อในลัทธิ ศาสนาหรือปรัชญา",
+    ),
+    cat(
+        "sensitive.sexual",
+        true,
+        "Sexual behaviour",
+        "พฤติกรรมทางเพศ",
+    ),
+    cat(
+        "sensitive.criminal",
+        true,
+        "Criminal records",
+        "ประวัติอาชญากรรม",
+    ),
     cat("sensitive.health", true, "Health data", "ข้อมูลสุขภาพ"),
     cat("sensitive.disability", true, "Disability", "ความพิการ"),
-    cat("sensitive.trade_union", true, "Trade union membership", "ข้อมูลสหภาพแรงงาน"),
+    cat(
+        "sensitive.trade_union",
+        true,
+        "Trade union membership",
+        "ข้อมูลสหภาพแรงงาน",
+    ),
     cat("sensitive.genetic", true, "Genetic data", "ข้อมูลพันธุกรรม"),
     cat("sensitive.biometric", true, "Biometric data", "ข้อมูลชีวภาพ"),
 ];
@@ -335,7 +420,10 @@ pub fn validate_tables(tables: &[TableMap]) -> Result<(), Invalid> {
         let f = |s: &str| format!("tables/{i}/{s}");
         TableName::parse(&f("name"), &t.name)?;
         if !names.insert(t.name.as_str()) {
-            return Err(Invalid::new(f("name"), format!("{:?} is listed twice", t.name)));
+            return Err(Invalid::new(
+                f("name"),
+                format!("{:?} is listed twice", t.name),
+            ));
         }
         check_identifier(&f("identity/column"), &t.identity.column)?;
         if t.columns.len() > 500 {
@@ -440,7 +528,13 @@ impl Dialect {
 
     /// `WHERE column IN (…)` for the identifier's forms, numbering
     /// parameters from `first`.
-    fn matching(self, identity: &Identity, forms: &[String], first: usize, binds: &mut Vec<Bind>) -> String {
+    fn matching(
+        self,
+        identity: &Identity,
+        forms: &[String],
+        first: usize,
+        binds: &mut Vec<Bind>,
+    ) -> String {
         let col = self.quote(&identity.column);
         let lhs = if identity.identifier.case_insensitive() {
             format!("LOWER({col})")
@@ -453,7 +547,13 @@ impl Dialect {
     }
 
     /// The subject's rows as JSON objects of the named columns, one a row.
-    pub fn select(self, t: &TableName, identity: &Identity, columns: &[&str], forms: &[String]) -> Statement {
+    pub fn select(
+        self,
+        t: &TableName,
+        identity: &Identity,
+        columns: &[&str],
+        forms: &[String],
+    ) -> Statement {
         let mut binds = Vec::new();
         let table = self.table(t);
         let sql = match self {
@@ -474,7 +574,10 @@ impl Dialect {
                     })
                     .collect();
                 let w = self.matching(identity, forms, binds.len() + 1, &mut binds);
-                format!("SELECT CAST(JSON_OBJECT({}) AS CHAR) FROM {table} {w}", pairs.join(", "))
+                format!(
+                    "SELECT CAST(JSON_OBJECT({}) AS CHAR) FROM {table} {w}",
+                    pairs.join(", ")
+                )
             }
         };
         Statement { sql, binds }
@@ -575,7 +678,10 @@ impl CatalogueColumn {
     }
 
     pub fn is_bool(&self) -> bool {
-        matches!(self.data_type.to_ascii_lowercase().as_str(), "boolean" | "bool")
+        matches!(
+            self.data_type.to_ascii_lowercase().as_str(),
+            "boolean" | "bool"
+        )
     }
 
     pub fn is_integer(&self) -> bool {
@@ -649,7 +755,16 @@ mod tests {
 
     #[test]
     fn names_that_would_need_quoting_are_refused() {
-        for bad in ["", "1abc", "a b", "a\"b", "a`b", "a;drop", "a-b", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "1abc",
+            "a b",
+            "a\"b",
+            "a`b",
+            "a;drop",
+            "a-b",
+            &"x".repeat(64),
+        ] {
             assert!(check_identifier("f", bad).is_err(), "{bad:?}");
         }
         for good in ["customers", "_x", "Orders2", "a$b"] {
@@ -677,7 +792,10 @@ mod tests {
         let s = Dialect::Mysql.update(
             &TableName::parse("f", "orders").unwrap(),
             &phone,
-            &[("ship_address", SetTo::Null), ("phone", SetTo::Value(Bind::Text("yy_x".into())))],
+            &[
+                ("ship_address", SetTo::Null),
+                ("phone", SetTo::Value(Bind::Text("yy_x".into()))),
+            ],
             &forms,
         );
         assert_eq!(
@@ -729,7 +847,10 @@ mod tests {
         assert!(validate_tables(&[t]).is_ok());
         let mut t = table(OnErasure::Mask);
         t.columns.insert("dob".into(), "user.dob".into());
-        assert_eq!(validate_tables(&[t]).unwrap_err().field, "tables/0/columns/dob");
+        assert_eq!(
+            validate_tables(&[t]).unwrap_err().field,
+            "tables/0/columns/dob"
+        );
         assert!(validate_tables(&[table(OnErasure::Delete), table(OnErasure::Mask)]).is_err());
         assert!(CATEGORIES.iter().filter(|c| c.sensitive).count() >= 10);
     }

@@ -231,7 +231,11 @@ pub async fn act(
         Step::Reject => r.closed_at = Some(now),
         Step::Verify | Step::Start => {}
     }
-    r.status = if waiting > 0 { Status::InProgress } else { next };
+    r.status = if waiting > 0 {
+        Status::InProgress
+    } else {
+        next
+    };
     r.updated_at = now;
     r.steps.push(done);
     save(app, &r, before).await?;

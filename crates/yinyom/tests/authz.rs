@@ -258,7 +258,9 @@ fn body_for(method: &str, path: &str) -> Value {
         o if o.ends_with("/actions") => json!({ "action": "verify" }),
         o if o.ends_with("/replay") => json!({}),
         o if o.starts_with("PUT /v1/connectors/") => json!({ "url": "https://sms.example/send" }),
-        o if o.ends_with("/confirm") && o.contains("/systems/") => json!({ "note": "done by hand" }),
+        o if o.ends_with("/confirm") && o.contains("/systems/") => {
+            json!({ "note": "done by hand" })
+        }
         "POST /v1/systems" => json!({ "key": "team", "name": "Team", "kind": "manual" }),
         o if o.starts_with("PUT /v1/systems/") => json!({ "name": "Team", "kind": "manual" }),
         "POST /v1/breaches" => json!({ "discovered_at": "2026-01-01T00:00:00Z", "description": "b",

@@ -103,12 +103,14 @@ async fn shop_db() -> (Scratch, sqlx::PgConnection) {
         (EMAIL, "2 Silom Rd"),
         (OTHER, "9 Rama IV"),
     ] {
-        sqlx::query("INSERT INTO orders (customer_email, ship_address, total) VALUES ($1, $2, 100)")
-            .bind(email)
-            .bind(addr)
-            .execute(&mut c)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO orders (customer_email, ship_address, total) VALUES ($1, $2, 100)",
+        )
+        .bind(email)
+        .bind(addr)
+        .execute(&mut c)
+        .await
+        .unwrap();
     }
     sqlx::query("INSERT INTO invoices (email, amount) VALUES ($1, 500), ($2, 700)")
         .bind(EMAIL)
@@ -240,7 +242,11 @@ async fn opt_in(pg: &mut sqlx::PgConnection) -> bool {
 }
 
 async fn count_pg(c: &mut sqlx::PgConnection, sql: &str) -> i64 {
-    sqlx::query(sql).fetch_one(c).await.unwrap().get::<i64, _>(0)
+    sqlx::query(sql)
+        .fetch_one(c)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
 }
 
 async fn registration_takes_the_contract_shape_and_keeps_secrets_sealed(backend: Backend) {
@@ -258,7 +264,10 @@ async fn registration_takes_the_contract_shape_and_keeps_secrets_sealed(backend:
     let created = t.post("/v1/systems", contract.clone()).await;
     assert_eq!(created["kind"], "postgres");
     assert_eq!(created["tables"][1]["on_erasure"], "mask");
-    assert_eq!(created["connection"]["display"], "postgres://user@host:5432/db");
+    assert_eq!(
+        created["connection"]["display"],
+        "postgres://user@host:5432/db"
+    );
     // Same key again: 409.
     let (status, _, _) = t
         .request(Method::POST, "/v1/systems", &t.owner, Some(contract))
@@ -279,7 +288,10 @@ async fn registration_takes_the_contract_shape_and_keeps_secrets_sealed(backend:
     assert_eq!(status, StatusCode::CREATED, "{body}");
     for path in ["/v1/systems", "/v1/systems/crm"] {
         let text = t.get(path).await.to_string();
-        assert!(!text.contains("Sup3rS3cret") && !text.contains("AlsoSecret"), "{text}");
+        assert!(
+            !text.contains("Sup3rS3cret") && !text.contains("AlsoSecret"),
+            "{text}"
+        );
         assert!(text.contains("db.internal"), "{text}");
     }
     // The stored row holds no clear URL either.
@@ -336,7 +348,12 @@ async fn registration_takes_the_contract_shape_and_keeps_secrets_sealed(backend:
     }
     // The taxonomy is published, with the s.26 sensitive categories.
     let cats = t.get("/v1/systems/categories").await;
-    assert!(cats.as_array().unwrap().iter().any(|c| c["key"] == "sensitive.health" && c["sensitive"] == true));
+    assert!(
+        cats.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["key"] == "sensitive.health" && c["sensitive"] == true)
+    );
 
     // The contract's host does not exist: the test says so, per connection.
     let test = t.post_ok("/v1/systems/shop/test", json!({})).await;
@@ -347,7 +364,13 @@ async fn registration_takes_the_contract_shape_and_keeps_secrets_sealed(backend:
         .request(Method::DELETE, "/v1/systems/crm", &t.owner, None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(t.get("/v1/systems").await["systems"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        t.get("/v1/systems").await["systems"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn the_test_reads_the_catalogue(backend: Backend) {
@@ -426,7 +449,11 @@ async fn erasure_reaches_every_system_after_a_dry_run(backend: Backend) {
     // Exactly the subject's rows, in every system.
     assert_eq!(count_pg(&mut pg, "SELECT COUNT(*) FROM customers").await, 1);
     assert_eq!(
-        count_pg(&mut pg, &format!("SELECT COUNT(*) FROM customers WHERE email = '{OTHER}'")).await,
+        count_pg(
+            &mut pg,
+            &format!("SELECT COUNT(*) FROM customers WHERE email = '{OTHER}'")
+        )
+        .await,
         1
     );
     let orders = sqlx::query("SELECT customer_email, ship_address FROM orders ORDER BY id")
@@ -442,7 +469,10 @@ async fn erasure_reaches_every_system_after_a_dry_run(backend: Backend) {
     // Both masked rows carry the same pseudonym; the other subject is untouched.
     assert_eq!(orders[0].get::<String, _>(0), orders[1].get::<String, _>(0));
     assert_eq!(orders[2].get::<String, _>(0), OTHER);
-    assert_eq!(orders[2].get::<Option<String>, _>(1).as_deref(), Some("9 Rama IV"));
+    assert_eq!(
+        orders[2].get::<Option<String>, _>(1).as_deref(),
+        Some("9 Rama IV")
+    );
     assert_eq!(count_pg(&mut pg, "SELECT COUNT(*) FROM invoices").await, 2);
     let mut my = loyalty.conn().await;
     let left: Vec<String> = sqlx::query_scalar("SELECT phone FROM members")
@@ -465,9 +495,15 @@ async fn erasure_reaches_every_system_after_a_dry_run(backend: Backend) {
     assert_eq!(r["status"], "completed", "{r}");
     assert!(r["closed_at"].is_string());
     let last = r["steps"].as_array().unwrap().last().unwrap()["outcome"].to_string();
-    assert!(last.contains("Revenue Code s.87/3") && last.contains("Khun Dao"), "{last}");
+    assert!(
+        last.contains("Revenue Code s.87/3") && last.contains("Khun Dao"),
+        "{last}"
+    );
     let invoices = &system(&r, "shop")["tables"][2];
-    assert_eq!(invoices["reason"], "tax records kept 5 years (Revenue Code s.87/3)");
+    assert_eq!(
+        invoices["reason"],
+        "tax records kept 5 years (Revenue Code s.87/3)"
+    );
     // A system with open work cannot be removed; once done it can.
     let (status, _, _) = t
         .request(Method::DELETE, "/v1/systems/loyalty", &t.owner, None)
@@ -500,7 +536,13 @@ async fn access_bundle_holds_each_systems_rows(backend: Backend) {
     .await;
     assert!(ok, "{}", t.get(&format!("/v1/requests/{id}")).await);
     let (status, _, zip) = t
-        .request_raw(Method::GET, &format!("/v1/requests/{id}/bundle"), Some(&t.owner), &[], None)
+        .request_raw(
+            Method::GET,
+            &format!("/v1/requests/{id}/bundle"),
+            Some(&t.owner),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec())).unwrap();
@@ -519,7 +561,10 @@ async fn access_bundle_holds_each_systems_rows(backend: Backend) {
     assert_eq!(rows[0]["full_name"], "มาลี ใจดี");
     assert_eq!(customers["columns"]["phone"], "contact.phone");
     let orders_csv = read("systems/shop/orders.csv");
-    assert!(orders_csv.contains("2 Silom Rd") && !orders_csv.contains("Rama IV"), "{orders_csv}");
+    assert!(
+        orders_csv.contains("2 Silom Rd") && !orders_csv.contains("Rama IV"),
+        "{orders_csv}"
+    );
     let members: Value = serde_json::from_str(&read("systems/loyalty/members.json")).unwrap();
     assert_eq!(members["rows"][0]["points"], 10);
     assert!(read("systems.json").contains("loyalty"));
@@ -549,13 +594,19 @@ async fn a_system_that_is_down_is_retried_and_blocks_no_other(backend: Backend) 
     assert_eq!(count_pg(&mut pg, "SELECT COUNT(*) FROM customers").await, 1);
     let path = format!("/v1/requests/{id}");
     let ok = eventually(Duration::from_secs(20), || async {
-        system(&t.get(&path).await, "loyalty")["attempts"].as_i64().unwrap_or(0) >= 2
+        system(&t.get(&path).await, "loyalty")["attempts"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 2
     })
     .await;
     let r = t.get(&path).await;
     assert!(ok, "{r}");
     let l = system(&r, "loyalty");
-    assert!(matches!(l["status"].as_str(), Some("failed" | "running")), "{r}");
+    assert!(
+        matches!(l["status"].as_str(), Some("failed" | "running")),
+        "{r}"
+    );
     assert!(l["error"].is_string() || l["status"] == "running", "{r}");
     assert_eq!(r["status"], "in_progress");
     // The system comes back (its URL fixed): the retry completes the request.

@@ -229,7 +229,9 @@ pub async fn create(
     };
     check_key(&key)?;
     if app.store.system(&who.tenant, &key).await?.is_some() {
-        return Err(Problem::conflict(format!("system {key:?} exists; PUT to change it")).field("key"));
+        return Err(
+            Problem::conflict(format!("system {key:?} exists; PUT to change it")).field("key"),
+        );
     }
     let row = row_of(&app, &who.tenant, &key, input, None).await?;
     app.store.put_system(&row).await?;
@@ -260,7 +262,9 @@ pub async fn get(
     Path(key): Path<String>,
 ) -> Result<axum::Json<SystemView>, Problem> {
     who.require(STAFF)?;
-    Ok(axum::Json(SystemView::of(load(&app, &who.tenant, &key).await?)))
+    Ok(axum::Json(SystemView::of(
+        load(&app, &who.tenant, &key).await?,
+    )))
 }
 
 /// Replace a system's settings and data map (without `connection`, a
@@ -279,13 +283,20 @@ pub async fn put(
     if let Some(k) = &input.key
         && *k != key
     {
-        return Err(Problem::validation("key", "differs from the key in the path"));
+        return Err(Problem::validation(
+            "key",
+            "differs from the key in the path",
+        ));
     }
     let previous = app.store.system(&who.tenant, &key).await?;
     let row = row_of(&app, &who.tenant, &key, input, previous.as_ref()).await?;
     let created = app.store.put_system(&row).await?;
     Ok((
-        if created { StatusCode::CREATED } else { StatusCode::OK },
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         axum::Json(SystemView::of(row)),
     ))
 }
@@ -332,7 +343,10 @@ pub async fn test(
 ) -> Result<axum::Json<TestResult>, Problem> {
     who.require(MANAGERS)?;
     let row = load(&app, &who.tenant, &key).await?;
-    if SystemKind::parse(&row.kind).and_then(SystemKind::dialect).is_none() {
+    if SystemKind::parse(&row.kind)
+        .and_then(SystemKind::dialect)
+        .is_none()
+    {
         return Err(Problem::validation(
             "key",
             "a manual system has no connection to test",

@@ -87,6 +87,9 @@ pub trait Systems: Send + Sync {
     async fn put_propagation(&self, p: &Propagation) -> Result<()>;
     async fn propagations(&self, tenant: &str, subject_uid: &str) -> Result<Vec<Propagation>>;
     async fn due_propagations(&self, now: Micros, limit: u32) -> Result<Vec<Propagation>>;
-    async fn update_propagation(&self, p: &Propagation, expected_updated_at: Micros)
-    -> Result<bool>;
+    async fn update_propagation(
+        &self,
+        p: &Propagation,
+        expected_updated_at: Micros,
+    ) -> Result<bool>;
 }

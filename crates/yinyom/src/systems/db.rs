@@ -90,9 +90,7 @@ pub enum Tx {
     My(sqlx::Transaction<'static, MySql>),
 }
 
-fn pg<'q>(
-    s: &'q Statement,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+fn pg<'q>(s: &'q Statement) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     let mut q = sqlx::query(&s.sql);
     for b in &s.binds {
         q = match b {

@@ -369,9 +369,13 @@ async fn pool_of(app: &App, system: &SystemRow, dialect: map::Dialect) -> Result
         .open_secret(&secret_name(&system.key), secret)
         .map_err(|e| format!("connection URL: {e}"))?;
     let url = String::from_utf8(url).map_err(|_| "connection URL: not UTF-8".to_string())?;
-    app.systems
-        .pools
-        .get(&system.tenant, &system.key, system.updated_at, dialect, &url)
+    app.systems.pools.get(
+        &system.tenant,
+        &system.key,
+        system.updated_at,
+        dialect,
+        &url,
+    )
 }
 
 /// The columns a rectification sets: a mapped column whose category the
@@ -473,7 +477,9 @@ async fn run_table(
                 }
                 OnErasure::Delete if dry => outcome.rows = tx.count(&count).await?,
                 OnErasure::Delete => {
-                    outcome.rows = tx.execute(&dialect.delete(&name, &t.identity, &forms)).await? as i64
+                    outcome.rows = tx
+                        .execute(&dialect.delete(&name, &t.identity, &forms))
+                        .await? as i64
                 }
                 OnErasure::Mask => {
                     let hash = keys.lookup_hash(
@@ -517,7 +523,9 @@ async fn run_table(
             outcome.columns = set.iter().map(|(c, _)| c.clone()).collect();
             for (c, _) in &set {
                 if column(c).is_some_and(|x| !x.is_text()) {
-                    return Err(format!("column {c} is not a text column; it cannot be corrected"));
+                    return Err(format!(
+                        "column {c} is not a text column; it cannot be corrected"
+                    ));
                 }
             }
             let set: Vec<(&str, SetTo)> = set
@@ -574,13 +582,18 @@ pub async fn test(app: &App, system: &SystemRow) -> Vec<TableCheck> {
             {
                 match catalogue.iter().find(|x| &x.name == c) {
                     None => problems.push(format!("no column {c}")),
-                    Some(col) if t.on_erasure == OnErasure::Mask
-                        && t.columns.contains_key(c)
-                        && map::mask_value(col, "0").is_none() =>
+                    Some(col)
+                        if t.on_erasure == OnErasure::Mask
+                            && t.columns.contains_key(c)
+                            && map::mask_value(col, "0").is_none() =>
                     {
-                        problems.push(format!("column {c} is NOT NULL and not text: it cannot be masked"))
+                        problems.push(format!(
+                            "column {c} is NOT NULL and not text: it cannot be masked"
+                        ))
                     }
-                    Some(col) if t.consent.contains_key(c) && !(col.is_bool() || col.is_integer()) => {
+                    Some(col)
+                        if t.consent.contains_key(c) && !(col.is_bool() || col.is_integer()) =>
+                    {
                         problems.push(format!("consent column {c} must be boolean or integer"))
                     }
                     _ => {}
@@ -771,7 +784,10 @@ pub async fn collected(
             let rows = j
                 .result
                 .as_ref()
-                .and_then(|b| keys.open_secret(&result_name(request_id, &j.system), b).ok())
+                .and_then(|b| {
+                    keys.open_secret(&result_name(request_id, &j.system), b)
+                        .ok()
+                })
                 .and_then(|p| serde_json::from_slice(&p).ok())
                 .unwrap_or_default();
             (j, rows)
@@ -809,7 +825,9 @@ pub async fn confirm(
     j.attempts += 1;
     j.detail = Some(serde_json::json!({ "note": note, "confirmed_by": actor }));
     if !app.store.update_system_job(&j, before).await? {
-        return Err(Problem::conflict("the request changed at the same time; try again"));
+        return Err(Problem::conflict(
+            "the request changed at the same time; try again",
+        ));
     }
     finish_if_done(app, tenant, request_id).await?;
     Ok(())
@@ -836,7 +854,10 @@ pub async fn finish_if_done(app: &App, tenant: &str, request_id: &str) -> Result
             let mut line = format!("{}: {} row(s)", s.key, s.rows);
             for t in &s.tables {
                 if let Some(reason) = &t.reason {
-                    line.push_str(&format!("; {} {} row(s) retained: {reason}", t.table, t.rows));
+                    line.push_str(&format!(
+                        "; {} {} row(s) retained: {reason}",
+                        t.table, t.rows
+                    ));
                 }
             }
             if let Some(n) = &s.note {
@@ -852,7 +873,10 @@ pub async fn finish_if_done(app: &App, tenant: &str, request_id: &str) -> Result
             actor: "yinyom".into(),
             action: "systems_done".into(),
             reason: None,
-            outcome: Some(format!("done in every connected system: {}", parts.join(" · "))),
+            outcome: Some(format!(
+                "done in every connected system: {}",
+                parts.join(" · ")
+            )),
         });
         if app.store.update_request(&r, before).await? {
             return Ok(true);
@@ -864,7 +888,10 @@ pub async fn finish_if_done(app: &App, tenant: &str, request_id: &str) -> Result
 /// The wait before attempt `attempts + 1`, after `attempts` failures.
 fn backoff(config: &SystemsConfig, attempts: i64) -> Duration {
     let factor = 2u32.saturating_pow(attempts.clamp(1, 20) as u32 - 1);
-    config.retry_base.saturating_mul(factor).min(config.retry_max)
+    config
+        .retry_base
+        .saturating_mul(factor)
+        .min(config.retry_max)
 }
 
 /// How long a running attempt holds its job before another may take it.
@@ -889,7 +916,8 @@ pub async fn run(app: Weak<App>) {
         let wake = Arc::clone(&a);
         drop(a);
         if !busy {
-            let _ = tokio::time::timeout(Duration::from_millis(500), wake.systems.wake.notified()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), wake.systems.wake.notified())
+                .await;
         }
     }
 }
@@ -935,7 +963,11 @@ async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<(), StoreError> {
     match outcome {
         Ok((tables, rows)) => {
             j.status = "done".into();
-            j.rows = tables.iter().filter(|t| t.action != "retain").map(|t| t.rows).sum();
+            j.rows = tables
+                .iter()
+                .filter(|t| t.action != "retain")
+                .map(|t| t.rows)
+                .sum();
             j.error = None;
             j.next_at = None;
             j.finished_at = Some(now);
@@ -986,7 +1018,10 @@ async fn carry_out(app: &Arc<App>, j: &SystemJob) -> Result<Carried, String> {
     let payload: Payload = j
         .payload
         .as_ref()
-        .and_then(|p| keys.open_secret(&payload_name(&j.request_id, &j.system), p).ok())
+        .and_then(|p| {
+            keys.open_secret(&payload_name(&j.request_id, &j.system), p)
+                .ok()
+        })
         .and_then(|p| serde_json::from_slice(&p).ok())
         .ok_or("the subject's identifiers are not readable")?;
     let (tables, rows) = run_tables(app, &system, r.kind, &payload, false).await?;

@@ -80,8 +80,13 @@ async fn follow_round(app: &Arc<App>) -> Result<(), StoreError> {
             .await?
             .into_iter()
             .filter(|s| {
-                SystemKind::parse(&s.kind).and_then(SystemKind::dialect).is_some()
-                    && StoredConfig::of(s).tables.iter().any(|t| !t.consent.is_empty())
+                SystemKind::parse(&s.kind)
+                    .and_then(SystemKind::dialect)
+                    .is_some()
+                    && StoredConfig::of(s)
+                        .tables
+                        .iter()
+                        .any(|t| !t.consent.is_empty())
             })
             .collect();
         let mut cursor = app.store.sink_cursor(SINK, &tenant).await?;
@@ -108,7 +113,10 @@ async fn follow_round(app: &Arc<App>) -> Result<(), StoreError> {
                     continue;
                 }
                 for s in systems.iter().filter(|s| maps(s, &ev.purpose)) {
-                    if !touched.iter().any(|(u, x)| *u == e.subject_uid && x.key == s.key) {
+                    if !touched
+                        .iter()
+                        .any(|(u, x)| *u == e.subject_uid && x.key == s.key)
+                    {
                         touched.push((e.subject_uid.clone(), s));
                     }
                 }
@@ -242,7 +250,10 @@ async fn carry_out(app: &Arc<App>, p: &Propagation) -> Result<i64, String> {
     let payload: PropPayload = p
         .payload
         .as_ref()
-        .and_then(|b| keys.open_secret(&payload_name(&p.subject_uid, &p.system), b).ok())
+        .and_then(|b| {
+            keys.open_secret(&payload_name(&p.subject_uid, &p.system), b)
+                .ok()
+        })
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or("the subject's identifiers are not readable")?;
     let pool = pool_of(app, &system, dialect).await?;
@@ -277,7 +288,10 @@ async fn carry_out(app: &Arc<App>, p: &Propagation) -> Result<i64, String> {
             } else if col.is_integer() {
                 Bind::Int(i64::from(s.value))
             } else {
-                return Err(format!("{}: column {} is not boolean or integer", t.name, s.column));
+                return Err(format!(
+                    "{}: column {} is not boolean or integer",
+                    t.name, s.column
+                ));
             };
             set.push((s.column.as_str(), SetTo::Value(bind)));
         }
