@@ -727,6 +727,110 @@ async fn consent_changes_reach_mapped_columns(backend: Backend) {
     assert!(!other);
 }
 
+async fn values_are_bound_never_spliced_into_sql(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let (shop, mut pg) = shop_db().await;
+    let loyalty = loyalty_db().await;
+    sqlx::query("CREATE TABLE accounts (customer_id text NOT NULL, note text)")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO accounts VALUES ('c1', 'a'), ('c2', 'b')")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let mut my = loyalty.conn().await;
+    sqlx::query("CREATE TABLE accounts (customer_id VARCHAR(100) NOT NULL, note TEXT)")
+        .execute(&mut my)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO accounts VALUES ('c1', 'a'), ('c2', 'b')")
+        .execute(&mut my)
+        .await
+        .unwrap();
+    let evil = "c1' OR '1'='1";
+    let (status, _, body) = t
+        .request(
+            Method::PUT,
+            "/v1/subjects/mallory",
+            &t.owner,
+            Some(json!({ "identifiers": { "customer_id": evil } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let accounts = json!([{"name": "accounts", "identity": {"column": "customer_id", "identifier": "customer_id"},
+        "columns": {"customer_id": "user.account", "note": "behaviour.preference"}, "on_erasure": "delete"}]);
+    for (key, kind, url) in [
+        ("pg", "postgres", shop.url()),
+        ("my", "mysql", loyalty.url()),
+    ] {
+        t.post(
+            "/v1/systems",
+            json!({"key": key, "name": key, "kind": kind, "connection": {"url": url}, "tables": accounts}),
+        )
+        .await;
+    }
+    let id = request(&t, "mallory", "erasure", json!({})).await;
+    let plan = t.get(&format!("/v1/requests/{id}/plan")).await;
+    for s in plan["systems"].as_array().unwrap() {
+        assert_eq!(s["tables"][0]["rows"], 0, "{plan}");
+    }
+    act(&t, &id, "complete").await;
+    let r = wait_status(&t, &id, "pg", "done").await;
+    assert_eq!(system(&r, "pg")["rows"], 0);
+    let r = wait_status(&t, &id, "my", "done").await;
+    assert_eq!(system(&r, "my")["rows"], 0);
+    assert_eq!(count_pg(&mut pg, "SELECT COUNT(*) FROM accounts").await, 2);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+        .fetch_one(&mut my)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+async fn a_failing_propagation_shows_its_error_and_is_retried(backend: Backend) {
+    let config = yinyom::app::Config {
+        systems: yinyom::systems::SystemsConfig {
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(200),
+        },
+        ..Default::default()
+    };
+    let t = TestApp::with_config(backend, config).await;
+    setup(&t, "malee").await;
+    t.post(
+        "/v1/notices",
+        json!({
+            "key": "main",
+            "texts": { "th": { "title": "ประกาศ", "body": "…" }, "en": { "title": "Notice", "body": "…" } },
+            "purposes": ["marketing.email"],
+        }),
+    )
+    .await;
+    t.post(
+        "/v1/systems",
+        shop_system("postgres://postgres@127.0.0.1:1/none"),
+    )
+    .await;
+    t.post(
+        "/v1/consents",
+        json!({"subject": "malee", "source": "web", "notice": { "key": "main", "version": 1 },
+            "actions": [{"purpose": "marketing.email", "channel": "email", "action": "grant"}]}),
+    )
+    .await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        let p = t.get("/v1/subjects/malee/systems").await;
+        p[0]["status"] == "failed" && p[0]["attempts"].as_i64().unwrap_or(0) >= 2
+    })
+    .await;
+    let p = t.get("/v1/subjects/malee/systems").await;
+    assert!(ok, "{p}");
+    assert!(
+        p[0]["error"].is_string() && p[0]["retry_at"].is_string(),
+        "{p}"
+    );
+}
+
 on_every_backend!(
     registration_takes_the_contract_shape_and_keeps_secrets_sealed,
     the_test_reads_the_catalogue,
@@ -735,4 +839,6 @@ on_every_backend!(
     a_system_that_is_down_is_retried_and_blocks_no_other,
     rectification_corrects_mapped_columns,
     consent_changes_reach_mapped_columns,
+    values_are_bound_never_spliced_into_sql,
+    a_failing_propagation_shows_its_error_and_is_retried,
 );
