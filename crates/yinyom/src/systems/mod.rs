@@ -53,7 +53,7 @@ impl Default for SystemsConfig {
 pub struct Systems {
     pub pools: db::Pools,
     /// Wakes the task when jobs are created.
-    pub wake: tokio::sync::Notify,
+    pub wake: Arc<tokio::sync::Notify>,
     pub config: SystemsConfig,
 }
 
@@ -904,6 +904,9 @@ const CONCURRENCY: usize = 8;
 /// The background task (leader only): carries out due jobs and consent
 /// propagations, retries failures with backoff.
 pub async fn run(app: Weak<App>) {
+    let Some(wake) = app.upgrade().map(|a| a.systems.wake.clone()) else {
+        return;
+    };
     loop {
         let Some(a) = app.upgrade() else { return };
         let busy = match round(&a).await {
@@ -913,11 +916,9 @@ pub async fn run(app: Weak<App>) {
                 false
             }
         };
-        let wake = Arc::clone(&a);
         drop(a);
         if !busy {
-            let _ = tokio::time::timeout(Duration::from_millis(500), wake.systems.wake.notified())
-                .await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
         }
     }
 }
