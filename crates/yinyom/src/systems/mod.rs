@@ -898,8 +898,12 @@ fn backoff(config: &SystemsConfig, attempts: i64) -> Duration {
 const LEASE: Micros = 5 * 60 * 1_000_000;
 /// Jobs taken a round.
 const ROUND: u32 = 64;
-/// Jobs carried out at once.
+/// Propagations carried out at once.
 const CONCURRENCY: usize = 8;
+/// Systems worked on at once.
+const SYSTEMS_AT_ONCE: usize = 16;
+/// Jobs of one system carried out at once (its pool's size).
+const PER_SYSTEM: usize = 4;
 
 /// The background task (leader only): carries out due jobs and consent
 /// propagations, retries failures with backoff.
@@ -931,9 +935,18 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
     let due = app.store.due_system_jobs(now, ROUND).await?;
     let props = app.store.due_propagations(now, ROUND).await?;
     let busy = due.len() == ROUND as usize || props.len() == ROUND as usize;
-    let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(due)
-        .map(|j| attempt(app, j))
-        .buffer_unordered(CONCURRENCY)
+    // Systems side by side, each its own jobs a few at a time: a system
+    // that is down holds only its own.
+    let mut by_system: BTreeMap<(String, String), Vec<SystemJob>> = BTreeMap::new();
+    for j in due {
+        by_system
+            .entry((j.tenant.clone(), j.system.clone()))
+            .or_default()
+            .push(j);
+    }
+    let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(by_system.into_values())
+        .map(|jobs| run_system(app, jobs))
+        .buffer_unordered(SYSTEMS_AT_ONCE)
         .collect()
         .await;
     results.into_iter().collect::<Result<(), _>>()?;
@@ -946,8 +959,40 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
     Ok(busy)
 }
 
-/// One attempt at a job: taken (leased), carried out, settled.
-async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<(), StoreError> {
+/// One system's due jobs, `PER_SYSTEM` at a time; when a whole batch
+/// fails (the system is down), the rest wait for the next retry untried.
+async fn run_system(app: &Arc<App>, jobs: Vec<SystemJob>) -> Result<(), StoreError> {
+    let mut jobs = jobs.into_iter();
+    loop {
+        let batch: Vec<SystemJob> = jobs.by_ref().take(PER_SYSTEM).collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let outcomes =
+            futures_util::future::join_all(batch.into_iter().map(|j| attempt(app, j))).await;
+        let outcomes: Vec<Option<String>> = outcomes.into_iter().collect::<Result<_, _>>()?;
+        if outcomes.iter().all(Option::is_some) {
+            let error = outcomes.into_iter().flatten().next().unwrap_or_default();
+            for mut j in jobs {
+                let before = j.updated_at;
+                let now = time::now().max(before + 1);
+                j.next_at = Some(
+                    now + backoff(&app.systems.config, j.attempts.max(1)).as_micros() as Micros,
+                );
+                j.error = Some(format!(
+                    "not tried: the system failed just before ({error})"
+                ));
+                j.updated_at = now;
+                app.store.update_system_job(&j, before).await?;
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// One attempt at a job: taken (leased), carried out, settled; the error
+/// if it failed.
+async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<Option<String>, StoreError> {
     let before = j.updated_at;
     let now = time::now().max(before + 1);
     j.status = "running".into();
@@ -955,7 +1000,7 @@ async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<(), StoreError> {
     j.next_at = Some(now + LEASE);
     j.updated_at = now;
     if !app.store.update_system_job(&j, before).await? {
-        return Ok(()); // taken by another round
+        return Ok(None); // taken by another round
     }
     let taken = j.updated_at;
     let outcome = carry_out(app, &j).await;
@@ -992,7 +1037,7 @@ async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<(), StoreError> {
     if app.store.update_system_job(&j, taken).await? && j.status == "done" {
         finish_if_done(app, &j.tenant, &j.request_id).await?;
     }
-    Ok(())
+    Ok(j.error.filter(|_| j.status == "failed"))
 }
 
 type Carried = (Vec<TableOutcome>, Option<Vec<TableRows>>);
