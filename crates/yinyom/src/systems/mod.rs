@@ -895,11 +895,9 @@ fn backoff(config: &SystemsConfig, attempts: i64) -> Duration {
 }
 
 /// How long a running attempt holds its job before another may take it.
-const LEASE: Micros = 5 * 60 * 1_000_000;
+pub(crate) const LEASE: Micros = 5 * 60 * 1_000_000;
 /// Jobs taken a round.
 const ROUND: u32 = 64;
-/// Propagations carried out at once.
-const CONCURRENCY: usize = 8;
 /// Systems worked on at once.
 const SYSTEMS_AT_ONCE: usize = 16;
 /// Jobs of one system carried out at once (its pool's size).
@@ -911,6 +909,8 @@ pub async fn run(app: Weak<App>) {
     let Some(wake) = app.upgrade().map(|a| a.systems.wake.clone()) else {
         return;
     };
+    // Consent propagation in a loop of its own: it never delays requests.
+    tokio::spawn(propagate::run(app.clone(), wake.clone()));
     loop {
         let Some(a) = app.upgrade() else { return };
         let busy = match round(&a).await {
@@ -933,8 +933,7 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
     }
     let now = time::now();
     let due = app.store.due_system_jobs(now, ROUND).await?;
-    let props = app.store.due_propagations(now, ROUND).await?;
-    let busy = due.len() == ROUND as usize || props.len() == ROUND as usize;
+    let busy = due.len() == ROUND as usize;
     // Systems side by side, each its own jobs a few at a time: a system
     // that is down holds only its own.
     let mut by_system: BTreeMap<(String, String), Vec<SystemJob>> = BTreeMap::new();
@@ -947,12 +946,6 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
     let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(by_system.into_values())
         .map(|jobs| run_system(app, jobs))
         .buffer_unordered(SYSTEMS_AT_ONCE)
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<(), _>>()?;
-    let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(props)
-        .map(|p| propagate::attempt(app, p))
-        .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     results.into_iter().collect::<Result<(), _>>()?;

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
+
+use futures_util::StreamExt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -195,8 +197,82 @@ pub async fn queue(
     Ok(())
 }
 
-/// One attempt at a propagation.
-pub async fn attempt(app: &Arc<App>, mut p: Propagation) -> Result<(), StoreError> {
+/// Carry out due propagations (leader only), systems side by side, each
+/// a few at a time; a system whose batch all fails defers the rest untried.
+pub async fn run(app: Weak<App>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let Some(a) = app.upgrade() else { return };
+        let busy = match round(&a).await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::warn!(error = %e, "consent propagation: storage unavailable");
+                false
+            }
+        };
+        drop(a);
+        if !busy {
+            let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+        }
+    }
+}
+
+const ROUND: u32 = 64;
+const PER_SYSTEM: usize = 4;
+const SYSTEMS_AT_ONCE: usize = 16;
+
+async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
+    if !app.store.lead().await? {
+        return Ok(false);
+    }
+    let due = app.store.due_propagations(time::now(), ROUND).await?;
+    let busy = due.len() == ROUND as usize;
+    let mut by_system: BTreeMap<(String, String), Vec<Propagation>> = BTreeMap::new();
+    for p in due {
+        by_system
+            .entry((p.tenant.clone(), p.system.clone()))
+            .or_default()
+            .push(p);
+    }
+    let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(by_system.into_values())
+        .map(|ps| run_system(app, ps))
+        .buffer_unordered(SYSTEMS_AT_ONCE)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok(busy)
+}
+
+async fn run_system(app: &Arc<App>, ps: Vec<Propagation>) -> Result<(), StoreError> {
+    let mut ps = ps.into_iter();
+    loop {
+        let batch: Vec<Propagation> = ps.by_ref().take(PER_SYSTEM).collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let outcomes =
+            futures_util::future::join_all(batch.into_iter().map(|p| attempt(app, p))).await;
+        let outcomes: Vec<Option<String>> = outcomes.into_iter().collect::<Result<_, _>>()?;
+        if outcomes.iter().all(Option::is_some) {
+            let error = outcomes.into_iter().flatten().next().unwrap_or_default();
+            for mut p in ps {
+                let before = p.updated_at;
+                let now = time::now().max(before + 1);
+                p.next_at = Some(
+                    now + backoff(&app.systems.config, p.attempts.max(1)).as_micros() as Micros,
+                );
+                p.error = Some(format!(
+                    "not tried: the system failed just before ({error})"
+                ));
+                p.updated_at = now;
+                app.store.update_propagation(&p, before).await?;
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// One attempt at a propagation; the error if it failed.
+async fn attempt(app: &Arc<App>, mut p: Propagation) -> Result<Option<String>, StoreError> {
     let before = p.updated_at;
     let now = time::now().max(before + 1);
     p.status = "running".into();
@@ -204,7 +280,7 @@ pub async fn attempt(app: &Arc<App>, mut p: Propagation) -> Result<(), StoreErro
     p.next_at = Some(now + LEASE);
     p.updated_at = now;
     if !app.store.update_propagation(&p, before).await? {
-        return Ok(());
+        return Ok(None);
     }
     let taken = p.updated_at;
     let outcome = carry_out(app, &p).await;
@@ -229,7 +305,7 @@ pub async fn attempt(app: &Arc<App>, mut p: Propagation) -> Result<(), StoreErro
     }
     // A newer change replaced it meanwhile: that one runs instead.
     app.store.update_propagation(&p, taken).await?;
-    Ok(())
+    Ok(p.error.filter(|_| p.status == "failed"))
 }
 
 async fn carry_out(app: &Arc<App>, p: &Propagation) -> Result<i64, String> {
