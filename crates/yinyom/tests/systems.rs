@@ -615,6 +615,11 @@ async fn a_system_that_is_down_is_retried_and_blocks_no_other(backend: Backend) 
     );
     assert!(l["error"].is_string() || l["status"] == "running", "{r}");
     assert_eq!(r["status"], "in_progress");
+    // A system with work still to do cannot be removed.
+    let (status, _, body) = t
+        .request(Method::DELETE, "/v1/systems/loyalty", &t.owner, None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // The system comes back (its URL fixed): the retry completes the request.
     let mut fixed = loyalty_system(&loyalty.url());
     fixed.as_object_mut().unwrap().remove("key");
