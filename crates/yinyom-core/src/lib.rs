@@ -19,6 +19,7 @@ pub mod rights;
 pub mod segment;
 pub mod subject;
 pub mod tcf;
+pub mod systems;
 pub mod time;
 
 mod canonical;

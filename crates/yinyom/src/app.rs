@@ -43,6 +43,8 @@ pub struct Config {
     /// Where the decision view is saved (on shutdown and every few
     /// minutes) and loaded from at start; none: loaded from the store.
     pub snapshot: Option<std::path::PathBuf>,
+    /// Connected systems: retries of failed attempts.
+    pub systems: crate::systems::SystemsConfig,
 }
 
 pub struct App {
@@ -76,6 +78,8 @@ pub struct App {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Where the decision view is saved.
     pub snapshot: Option<crate::view::SnapshotFile>,
+    /// Connected systems: connection pools, the task's wake-up.
+    pub systems: crate::systems::Systems,
 }
 
 impl App {
@@ -136,6 +140,7 @@ impl App {
             changed,
             closing: tokio::sync::watch::Sender::new(false),
             snapshot,
+            systems: crate::systems::Systems::new(config.systems.clone()),
         });
         app.vault.check(app.store.as_ref()).await?;
         let sealed = crate::profiles::seal_clear_profiles(&app).await?;
@@ -155,6 +160,8 @@ impl App {
             std::time::Duration::from_secs(60),
         ));
         tokio::spawn(Relay::new(&app, config.relay).run());
+        tokio::spawn(crate::systems::run(Arc::downgrade(&app)));
+        tokio::spawn(crate::systems::propagate::follow(Arc::downgrade(&app)));
         if app.snapshot.is_some() {
             tokio::spawn(save_view_periodically(
                 Arc::downgrade(&app),

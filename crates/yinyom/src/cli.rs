@@ -417,6 +417,7 @@ async fn run(cli: Cli) -> CliResult {
                     std::fs::create_dir_all(&cli.data_dir)?;
                     Some(cli.data_dir.join("view.snapshot"))
                 },
+                systems: Default::default(),
             };
             let started = std::time::Instant::now();
             let app = App::start_with(store, config).await?;

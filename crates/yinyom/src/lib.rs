@@ -25,6 +25,7 @@ pub mod relay;
 pub mod rights;
 pub mod segments;
 pub mod store;
+pub mod systems;
 pub mod transfer;
 pub mod vault;
 pub mod verification;

@@ -207,6 +207,7 @@ pub async fn act(
     let before = r.updated_at;
     let now = time::now().max(before + 1);
     let mut done = step(actor, action.as_str(), now, reason);
+    let mut waiting = 0;
     match action {
         Step::Extend => {
             let j = jurisdictions(app, tenant).await?;
@@ -215,17 +216,32 @@ pub async fn act(
             done.outcome = Some(format!("due {}", time::rfc3339(r.due_at)));
         }
         Step::Complete => {
-            done.outcome = Some(carry_out(app, &r).await?);
-            r.closed_at = Some(now);
+            // Connected systems first (they need the identifiers an erasure
+            // here shreds); the request then waits for them (systems.rs).
+            waiting = crate::systems::begin(app, &r).await?;
+            let mut outcome = carry_out(app, &r).await?;
+            if waiting > 0 {
+                outcome.push_str(&format!("; waiting for {waiting} connected system(s)"));
+            } else {
+                r.closed_at = Some(now);
+            }
+            done.outcome = Some(outcome);
             r.changes = None;
         }
         Step::Reject => r.closed_at = Some(now),
         Step::Verify | Step::Start => {}
     }
-    r.status = next;
+    r.status = if waiting > 0 {
+        Status::InProgress
+    } else {
+        next
+    };
     r.updated_at = now;
     r.steps.push(done);
     save(app, &r, before).await?;
+    if waiting > 0 && crate::systems::finish_if_done(app, tenant, id).await? {
+        return load(app, tenant, id).await;
+    }
     Ok(r)
 }
 

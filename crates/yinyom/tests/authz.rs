@@ -84,6 +84,16 @@ fn rules() -> BTreeMap<&'static str, Rule> {
         ("GET /v1/requests/{id}/bundle", STAFF),
         ("POST /v1/requests/{id}/verification", EVERYONE),
         ("POST /v1/requests/{id}/verification/confirm", EVERYONE),
+        ("GET /v1/requests/{id}/plan", STAFF),
+        ("POST /v1/requests/{id}/systems/{key}/confirm", STAFF),
+        ("GET /v1/systems", STAFF),
+        ("POST /v1/systems", MANAGERS),
+        ("GET /v1/systems/categories", EVERYONE),
+        ("GET /v1/systems/{key}", STAFF),
+        ("PUT /v1/systems/{key}", MANAGERS),
+        ("DELETE /v1/systems/{key}", MANAGERS),
+        ("POST /v1/systems/{key}/test", MANAGERS),
+        ("GET /v1/subjects/{id}/systems", STAFF),
         ("POST /v1/segments/evaluate", EVERYONE),
         ("GET /v1/sources", STAFF),
         ("POST /v1/sources", MANAGERS),
@@ -262,6 +272,11 @@ fn body_for(method: &str, path: &str) -> Value {
         o if o.ends_with("/actions") => json!({ "action": "verify" }),
         o if o.ends_with("/replay") => json!({}),
         o if o.starts_with("PUT /v1/connectors/") => json!({ "url": "https://sms.example/send" }),
+        o if o.ends_with("/confirm") && o.contains("/systems/") => {
+            json!({ "note": "done by hand" })
+        }
+        "POST /v1/systems" => json!({ "key": "team", "name": "Team", "kind": "manual" }),
+        o if o.starts_with("PUT /v1/systems/") => json!({ "name": "Team", "kind": "manual" }),
         "POST /v1/breaches" => json!({ "discovered_at": "2026-01-01T00:00:00Z", "description": "b",
             "affected_subjects": 1, "risk": "unlikely", "risk_assessment": "b" }),
         "POST /v1/keys" => json!({ "role": "user" }),

@@ -22,6 +22,7 @@ pub(crate) mod ropa;
 pub(crate) mod staff;
 pub mod stream;
 pub(crate) mod subjects;
+pub(crate) mod systems;
 pub(crate) mod track;
 pub(crate) mod verifications;
 pub mod webhooks;
@@ -69,6 +70,8 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         track::create_source, track::list_sources, track::delete_source,
         requests::create, requests::list, requests::get, requests::act, requests::bundle,
         requests::send_code, requests::confirm_code,
+        systems::create, systems::list, systems::get, systems::put, systems::delete, systems::test,
+        systems::categories, systems::plan, systems::confirm, systems::propagation,
         breaches::create, breaches::list, breaches::get, breaches::notify, ropa::export,
         acquisitions::put, acquisitions::notice, acquisitions::list,
         healthz, readyz, jwks,
@@ -190,6 +193,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/requests/{id}", get(requests::get))
         .route("/v1/requests/{id}/actions", post(requests::act))
         .route("/v1/requests/{id}/bundle", get(requests::bundle))
+        .route("/v1/requests/{id}/plan", get(systems::plan))
+        .route(
+            "/v1/requests/{id}/systems/{key}/confirm",
+            post(systems::confirm),
+        )
+        .route("/v1/systems", post(systems::create).get(systems::list))
+        .route("/v1/systems/categories", get(systems::categories))
+        .route(
+            "/v1/systems/{key}",
+            get(systems::get).put(systems::put).delete(systems::delete),
+        )
+        .route("/v1/systems/{key}/test", post(systems::test))
+        .route("/v1/subjects/{id}/systems", get(systems::propagation))
         .route("/v1/requests/{id}/verification", post(requests::send_code))
         .route(
             "/v1/requests/{id}/verification/confirm",

@@ -65,6 +65,10 @@ pub struct RequestView {
     pub closed_at: Option<String>,
     /// Who did what, when and why.
     pub steps: Vec<RequestStep>,
+    /// Its part in each connected system (`GET /v1/requests/{id}`); the
+    /// request completes when every one is `done`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systems: Option<Vec<crate::systems::SystemStatus>>,
 }
 
 impl RequestView {
@@ -82,7 +86,16 @@ impl RequestView {
             extended: r.extended,
             closed_at: r.closed_at.map(time::rfc3339),
             steps: r.steps,
+            systems: None,
         }
+    }
+
+    /// With its part in each connected system.
+    async fn with_systems(r: RequestRow, app: &App) -> Result<Self, Problem> {
+        let systems = crate::systems::statuses(app, &r.tenant, &r.id).await?;
+        let mut v = RequestView::new(r, time::now());
+        v.systems = Some(systems);
+        Ok(v)
     }
 }
 
@@ -212,7 +225,7 @@ pub async fn get(
 ) -> Result<axum::Json<RequestView>, Problem> {
     who.require(EVERYONE)?;
     let r = rights::load(&app, &who.tenant, &id).await?;
-    Ok(axum::Json(RequestView::new(r, time::now())))
+    Ok(axum::Json(RequestView::with_systems(r, &app).await?))
 }
 
 /// Body of `POST /v1/requests/{id}/actions`.
@@ -245,7 +258,7 @@ pub async fn act(
         return Err(Problem::validation("reason", "must be at most 2000 bytes"));
     }
     let row = rights::act(&app, &who.tenant, &id, a.action, a.reason, &who.actor()).await?;
-    Ok(axum::Json(RequestView::new(row, time::now())))
+    Ok(axum::Json(RequestView::with_systems(row, &app).await?))
 }
 
 /// The subject's data for a completed access or portability request: a
@@ -406,27 +419,30 @@ async fn make_bundle(
         consents.csv   ประวัติความยินยอม · consent history\n\
         events.json / events.csv  เหตุการณ์ที่บันทึก · tracking events kept\n\
         messages.json  ข้อความที่ส่งถึงคุณ · messages sent to you\n\
-        requests.json  คำขอใช้สิทธิ · your rights requests\n\n\
+        requests.json  คำขอใช้สิทธิ · your rights requests\n\
+        systems.json, systems/<system>/<table>.json|.csv  ข้อมูลในระบบอื่นขององค์กร · your rows in our other systems\n\n\
         Receipts verify against the keys at /.well-known/jwks.json.\n";
 
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    let files: [(&str, &[u8]); 8] = [
-        ("README.txt", readme.as_bytes()),
-        ("subject.json", &subject_json),
-        ("consents.json", &consents_json),
-        ("consents.csv", &consents_csv),
-        ("events.json", &events_json),
-        ("events.csv", &events_csv),
-        ("messages.json", &messages_json),
-        ("requests.json", &requests_json),
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("README.txt".into(), readme.as_bytes().to_vec()),
+        ("subject.json".into(), subject_json),
+        ("consents.json".into(), consents_json),
+        ("consents.csv".into(), consents_csv),
+        ("events.json".into(), events_json),
+        ("events.csv".into(), events_csv),
+        ("messages.json".into(), messages_json),
+        ("requests.json".into(), requests_json),
     ];
+    // The subject's rows in each connected system (`systems/…`).
+    files.extend(crate::systems::bundle_files(app, tenant, &r.id).await?);
     let fail = |e: String| Problem::bad_request(format!("bundle: {e}"));
     for (name, data) in files {
         zip.start_file(name, opts)
             .map_err(|e| fail(e.to_string()))?;
-        zip.write_all(data).map_err(|e| fail(e.to_string()))?;
+        zip.write_all(&data).map_err(|e| fail(e.to_string()))?;
     }
     let out = zip.finish().map_err(|e| fail(e.to_string()))?;
     Ok(out.into_inner())

@@ -14,6 +14,7 @@
 mod gates;
 mod propagation;
 mod requests;
+mod rights;
 mod scale;
 
 use std::net::SocketAddr;
@@ -100,6 +101,10 @@ pub enum Section {
     /// Ledger verification: the job (pages on every core) vs. the old
     /// single-threaded pass.
     Verify,
+    /// Erasure requests carried out in connected PostgreSQL and MariaDB
+    /// systems, and with one system down (needs MariaDB; not in the
+    /// default set).
+    Rights,
 }
 
 pub(crate) const KEY: &str = "yy_bench_owner_key";
@@ -427,6 +432,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
     if on(Section::Verify) {
         verify(args.verify_entries, dir.path()).await?;
+    }
+    if on(Section::Rights) {
+        rights::rights(&args, dir.path()).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,8 +8,10 @@
 
 pub mod scratch;
 pub mod sql;
+pub mod systems;
 
 pub use sql::{Dialect, SqlStore};
+pub use systems::{Propagation, SystemJob, SystemRow, Systems};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -606,6 +608,7 @@ pub trait Store:
     + Verifications
     + Checkpoints
     + VendorLists
+    + Systems
     + Send
     + Sync
     + 'static

@@ -48,6 +48,7 @@ mod registry;
 mod requests;
 mod staff;
 mod tcf;
+mod systems;
 mod tracking;
 mod verifications;
 

@@ -1,0 +1,495 @@
+//! `/v1/systems`: connected systems and their data map; a request's plan
+//! (dry run) and the confirmation of a manual system's part; a subject's
+//! consent propagation. The work is in [`crate::systems`].
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use yinyom_core::systems::{self as map, SystemKind, TableMap};
+use yinyom_core::time;
+
+use super::auth::{EVERYONE, MANAGERS, Principal, STAFF};
+use super::extract::{Json, Path};
+use super::problem::{Problem, ProblemBody};
+use crate::app::App;
+use crate::store::{StoreError, SystemRow};
+use crate::systems::{self, StoredConfig, SystemPlan, SystemStatus, TableCheck};
+
+/// A system's connection.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionInput {
+    /// `postgres://user:password@host:5432/db` or `mysql://…` (MySQL,
+    /// MariaDB). Sealed with the tenant key; never shown again.
+    pub url: String,
+}
+
+/// Body of `POST /v1/systems` and `PUT /v1/systems/{key}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemInput {
+    /// 1-64 characters of a-z, 0-9, `_`, `-` (in a PUT: the path's key, if given).
+    #[serde(default)]
+    pub key: Option<String>,
+    pub name: String,
+    pub kind: SystemKind,
+    /// Databases: the connection (in a PUT, absent: kept as it was).
+    #[serde(default)]
+    pub connection: Option<ConnectionInput>,
+    /// The data map: the tables holding subjects' rows.
+    #[serde(default)]
+    pub tables: Vec<TableMap>,
+    /// A manual system: what the team does and how to reach it.
+    #[serde(default)]
+    pub instructions: Option<String>,
+}
+
+/// A connection as shown: never its password.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionView {
+    /// The URL without password and query parameters.
+    pub display: Option<String>,
+    /// The full URL is sealed in the store.
+    pub sealed: bool,
+}
+
+/// A connected system.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SystemView {
+    pub key: String,
+    pub name: String,
+    pub kind: SystemKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionView>,
+    pub tables: Vec<TableMap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl SystemView {
+    fn of(row: SystemRow) -> SystemView {
+        let config = StoredConfig::of(&row);
+        let kind = SystemKind::parse(&row.kind).unwrap_or(SystemKind::Manual);
+        SystemView {
+            connection: kind.dialect().map(|_| ConnectionView {
+                display: config.connection.clone(),
+                sealed: row.secret.is_some(),
+            }),
+            key: row.key,
+            name: row.name,
+            kind,
+            tables: config.tables,
+            instructions: config.instructions,
+            created_at: time::rfc3339(row.created_at),
+            updated_at: time::rfc3339(row.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SystemList {
+    pub systems: Vec<SystemView>,
+}
+
+fn check_key(key: &str) -> Result<(), Problem> {
+    let ok = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::validation(
+            "key",
+            "must be 1-64 characters of a-z, 0-9, '_' or '-'",
+        ))
+    }
+}
+
+/// Validate an input and make the row to store (`previous`: the system as
+/// it was, for a PUT).
+async fn row_of(
+    app: &App,
+    tenant: &str,
+    key: &str,
+    input: SystemInput,
+    previous: Option<&SystemRow>,
+) -> Result<SystemRow, Problem> {
+    check_key(key)?;
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(Problem::validation("name", "must be 1-200 characters"));
+    }
+    if let Some(i) = &input.instructions
+        && (i.len() > 4000 || i.trim().is_empty())
+    {
+        return Err(Problem::validation("instructions", "must be 1-4000 bytes"));
+    }
+    map::validate_tables(&input.tables)?;
+    let unknown = app
+        .view
+        .read(tenant, |tv| {
+            input
+                .tables
+                .iter()
+                .flat_map(|t| t.consent.values())
+                .find(|c| !tv.purposes.contains_key(c.purpose.as_str()))
+                .map(|c| c.purpose.clone())
+        })
+        .flatten();
+    if let Some(p) = unknown {
+        return Err(Problem::validation(
+            "tables",
+            format!("consent column names purpose {p:?}, which does not exist"),
+        ));
+    }
+    let mut config = StoredConfig {
+        tables: input.tables,
+        connection: None,
+        instructions: input.instructions,
+    };
+    let keys = app
+        .vault
+        .tenant(app.store.as_ref(), tenant)
+        .await
+        .map_err(StoreError::from)?;
+    let secret = match input.kind {
+        SystemKind::Http => {
+            return Err(Problem::validation(
+                "kind",
+                "HTTP connectors are not available yet; use postgres, mysql or manual",
+            ));
+        }
+        SystemKind::Manual => {
+            if input.connection.is_some() {
+                return Err(Problem::validation(
+                    "connection",
+                    "a manual system has no connection",
+                ));
+            }
+            None
+        }
+        kind @ (SystemKind::Postgres | SystemKind::Mysql) => match (&input.connection, previous) {
+            (Some(c), _) => {
+                let url = systems::check_url(kind, &c.url)?;
+                config.connection = Some(systems::redact(&url));
+                Some(keys.seal_secret(&format!("system:{key}"), c.url.as_bytes()))
+            }
+            (None, Some(p)) if p.kind == kind.as_str() && p.secret.is_some() => {
+                config.connection = StoredConfig::of(p).connection;
+                p.secret.clone()
+            }
+            (None, _) => {
+                return Err(Problem::validation(
+                    "connection.url",
+                    "a database system needs its connection URL",
+                ));
+            }
+        },
+    };
+    let now = time::now();
+    Ok(SystemRow {
+        tenant: tenant.to_string(),
+        key: key.to_string(),
+        name: name.to_string(),
+        kind: input.kind.as_str().into(),
+        config: serde_json::to_value(&config).map_err(|e| Problem::bad_request(e.to_string()))?,
+        secret,
+        created_at: previous.map_or(now, |p| p.created_at),
+        updated_at: previous.map_or(now, |p| now.max(p.updated_at + 1)),
+    })
+}
+
+async fn load(app: &App, tenant: &str, key: &str) -> Result<SystemRow, Problem> {
+    app.store
+        .system(tenant, key)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("system {key:?} does not exist")))
+}
+
+/// Register a connected system: a PostgreSQL or MySQL/MariaDB database
+/// with its data map, or a team acting by hand (`manual`).
+#[utoipa::path(post, path = "/v1/systems", tag = "systems", request_body = SystemInput,
+    responses((status = 201, body = SystemView), (status = 409, body = ProblemBody),
+        (status = 422, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Json(input): Json<SystemInput>,
+) -> Result<(StatusCode, axum::Json<SystemView>), Problem> {
+    who.require(MANAGERS)?;
+    let Some(key) = input.key.clone() else {
+        return Err(Problem::validation("key", "name the system's key"));
+    };
+    check_key(&key)?;
+    if app.store.system(&who.tenant, &key).await?.is_some() {
+        return Err(
+            Problem::conflict(format!("system {key:?} exists; PUT to change it")).field("key"),
+        );
+    }
+    let row = row_of(&app, &who.tenant, &key, input, None).await?;
+    app.store.put_system(&row).await?;
+    Ok((StatusCode::CREATED, axum::Json(SystemView::of(row))))
+}
+
+/// The tenant's connected systems (connection secrets are never shown).
+#[utoipa::path(get, path = "/v1/systems", tag = "systems",
+    responses((status = 200, body = SystemList)), security(("api_key" = [])))]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    who: Principal,
+) -> Result<axum::Json<SystemList>, Problem> {
+    who.require(STAFF)?;
+    let rows = app.store.systems(&who.tenant).await?;
+    Ok(axum::Json(SystemList {
+        systems: rows.into_iter().map(SystemView::of).collect(),
+    }))
+}
+
+/// One connected system.
+#[utoipa::path(get, path = "/v1/systems/{key}", tag = "systems", params(("key" = String, Path)),
+    responses((status = 200, body = SystemView), (status = 404, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(key): Path<String>,
+) -> Result<axum::Json<SystemView>, Problem> {
+    who.require(STAFF)?;
+    Ok(axum::Json(SystemView::of(
+        load(&app, &who.tenant, &key).await?,
+    )))
+}
+
+/// Replace a system's settings and data map (without `connection`, a
+/// database keeps its sealed URL).
+#[utoipa::path(put, path = "/v1/systems/{key}", tag = "systems", params(("key" = String, Path)),
+    request_body = SystemInput,
+    responses((status = 200, body = SystemView), (status = 201, body = SystemView),
+        (status = 422, body = ProblemBody)), security(("api_key" = [])))]
+pub async fn put(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(key): Path<String>,
+    Json(input): Json<SystemInput>,
+) -> Result<(StatusCode, axum::Json<SystemView>), Problem> {
+    who.require(MANAGERS)?;
+    if let Some(k) = &input.key
+        && *k != key
+    {
+        return Err(Problem::validation(
+            "key",
+            "differs from the key in the path",
+        ));
+    }
+    let previous = app.store.system(&who.tenant, &key).await?;
+    let row = row_of(&app, &who.tenant, &key, input, previous.as_ref()).await?;
+    let created = app.store.put_system(&row).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        axum::Json(SystemView::of(row)),
+    ))
+}
+
+/// Remove a system (refused while requests are still to be carried out in it).
+#[utoipa::path(delete, path = "/v1/systems/{key}", tag = "systems", params(("key" = String, Path)),
+    responses((status = 204), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(key): Path<String>,
+) -> Result<StatusCode, Problem> {
+    who.require(MANAGERS)?;
+    load(&app, &who.tenant, &key).await?;
+    let open = app.store.open_system_jobs(&who.tenant, &key).await?;
+    if open > 0 {
+        return Err(Problem::conflict(format!(
+            "{open} request(s) are still to be carried out in system {key:?}"
+        )));
+    }
+    app.store.delete_system(&who.tenant, &key).await?;
+    app.systems.pools.forget(&who.tenant, &key);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The result of `POST /v1/systems/{key}/test`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    pub ok: bool,
+    /// The connection (`table: null`), then each mapped table.
+    pub checks: Vec<TableCheck>,
+}
+
+/// Check that the system answers and that every mapped table and column
+/// exists in its catalogue (`information_schema`).
+#[utoipa::path(post, path = "/v1/systems/{key}/test", tag = "systems", params(("key" = String, Path)),
+    responses((status = 200, body = TestResult), (status = 404, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn test(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(key): Path<String>,
+) -> Result<axum::Json<TestResult>, Problem> {
+    who.require(MANAGERS)?;
+    let row = load(&app, &who.tenant, &key).await?;
+    if SystemKind::parse(&row.kind)
+        .and_then(SystemKind::dialect)
+        .is_none()
+    {
+        return Err(Problem::validation(
+            "key",
+            "a manual system has no connection to test",
+        ));
+    }
+    let checks = systems::test(&app, &row).await;
+    Ok(axum::Json(TestResult {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    }))
+}
+
+/// A data category of the taxonomy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryView {
+    pub key: &'static str,
+    /// A sensitive category (PDPA s.26, GDPR Art. 9/10).
+    pub sensitive: bool,
+    pub en: &'static str,
+    pub th: &'static str,
+}
+
+/// The data categories columns are labelled with.
+#[utoipa::path(get, path = "/v1/systems/categories", tag = "systems",
+    responses((status = 200, body = Vec<CategoryView>)), security(("api_key" = [])))]
+pub async fn categories(who: Principal) -> Result<axum::Json<Vec<CategoryView>>, Problem> {
+    who.require(EVERYONE)?;
+    Ok(axum::Json(
+        map::CATEGORIES
+            .iter()
+            .map(|c| CategoryView {
+                key: c.key,
+                sensitive: c.sensitive,
+                en: c.en,
+                th: c.th,
+            })
+            .collect(),
+    ))
+}
+
+/// The plan of `GET /v1/requests/{id}/plan`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Plan {
+    pub request: String,
+    pub kind: yinyom_core::rights::Kind,
+    pub systems: Vec<SystemPlan>,
+}
+
+/// A dry run: per system and table, what completing the request would do
+/// and to how many rows. Nothing is changed.
+#[utoipa::path(get, path = "/v1/requests/{id}/plan", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, body = Plan), (status = 404, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn plan(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Plan>, Problem> {
+    who.require(STAFF)?;
+    let r = crate::rights::load(&app, &who.tenant, &id).await?;
+    let systems = systems::plan(&app, &r).await?;
+    Ok(axum::Json(Plan {
+        request: r.id,
+        kind: r.kind,
+        systems,
+    }))
+}
+
+/// Body of `POST /v1/requests/{id}/systems/{key}/confirm`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmInput {
+    /// What the team did (kept with the request).
+    pub note: String,
+}
+
+/// A manual system's part is done: staff confirm it with a note. The
+/// request completes when every system is done.
+#[utoipa::path(post, path = "/v1/requests/{id}/systems/{key}/confirm", tag = "requests",
+    params(("id" = String, Path), ("key" = String, Path)), request_body = ConfirmInput,
+    responses((status = 200, body = Vec<SystemStatus>), (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn confirm(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path((id, key)): Path<(String, String)>,
+    Json(b): Json<ConfirmInput>,
+) -> Result<axum::Json<Vec<SystemStatus>>, Problem> {
+    who.require(STAFF)?;
+    let note = b.note.trim();
+    if note.is_empty() || note.len() > 2000 {
+        return Err(Problem::validation("note", "must be 1-2000 bytes"));
+    }
+    crate::rights::load(&app, &who.tenant, &id).await?;
+    systems::confirm(&app, &who.tenant, &id, &key, note, &who.actor()).await?;
+    Ok(axum::Json(systems::statuses(&app, &who.tenant, &id).await?))
+}
+
+/// A subject's consent propagation to one system.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PropagationView {
+    pub system: String,
+    /// `pending`, `running`, `done`, `failed` (retried).
+    pub status: String,
+    pub rows: i64,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub finished_at: Option<String>,
+    pub retry_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// How the subject's consent changes reached each connected system's
+/// consent columns.
+#[utoipa::path(get, path = "/v1/subjects/{id}/systems", tag = "subjects", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<PropagationView>), (status = 404, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn propagation(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Vec<PropagationView>>, Problem> {
+    who.require(STAFF)?;
+    let Some(s) = app.store.subject(&who.tenant, &id).await? else {
+        return Err(Problem::not_found(format!("subject {id:?} does not exist")));
+    };
+    let rows = app.store.propagations(&who.tenant, &s.uid).await?;
+    Ok(axum::Json(
+        rows.into_iter()
+            .map(|p| PropagationView {
+                retry_at: (p.status == "failed")
+                    .then_some(p.next_at)
+                    .flatten()
+                    .map(time::rfc3339),
+                system: p.system,
+                status: p.status,
+                rows: p.rows,
+                error: p.error,
+                attempts: p.attempts,
+                finished_at: p.finished_at.map(time::rfc3339),
+                updated_at: time::rfc3339(p.updated_at),
+            })
+            .collect(),
+    ))
+}
