@@ -20,7 +20,8 @@ use yinyom_core::proof::{
 use yinyom_core::time;
 
 use crate::receipts::Signer;
-use crate::store::{CheckpointRow, Store, StoreError};
+use crate::store::{CheckpointRow, Checkpoints, Store, StoreError};
+use yinyom_core::ledger::Broken;
 
 /// The only partition a ledger has today.
 pub const PART: u32 = 0;
@@ -35,7 +36,12 @@ fn corrupt(what: String) -> StoreError {
 }
 
 /// The leaves `(after, upto]` (1-based seqs), checked to be all there.
-async fn leaves(store: &dyn Store, tenant: &str, after: u64, upto: u64) -> Result<Vec<Hash>> {
+async fn leaves<S: Checkpoints + ?Sized>(
+    store: &S,
+    tenant: &str,
+    after: u64,
+    upto: u64,
+) -> Result<Vec<Hash>> {
     let hashes = store.entry_hashes(tenant, after, upto).await?;
     if hashes.len() as u64 != upto - after {
         return Err(corrupt(format!(
@@ -74,10 +80,10 @@ async fn subtrees(
     let mut blocks: HashMap<u64, Vec<Hash>> = HashMap::new();
     for s in needs.iter().filter(|s| s.level < STORED_LEVEL) {
         let block = s.start() >> STORED_LEVEL;
-        if !blocks.contains_key(&block) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = blocks.entry(block) {
             let from = block << STORED_LEVEL;
             let to = ((block + 1) << STORED_LEVEL).min(n);
-            blocks.insert(block, leaves(store, tenant, from, to).await?);
+            slot.insert(leaves(store, tenant, from, to).await?);
         }
         let base = block << STORED_LEVEL;
         let leaves = &blocks[&block];
@@ -237,13 +243,33 @@ pub async fn prove(
     )))
 }
 
+/// A ledger that no longer matches a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The first checkpoint it contradicts.
+    pub checkpoint: u64,
+    /// The first entry that may differ: the start of the block of 256
+    /// whose hash differs from the stored one, else the first entry that
+    /// checkpoint added.
+    pub seq: u64,
+    pub problem: String,
+}
+
+impl From<Mismatch> for Broken {
+    fn from(m: Mismatch) -> Broken {
+        Broken {
+            seq: m.seq,
+            problem: m.problem,
+        }
+    }
+}
+
 /// Recompute the root of every stored checkpoint of the tenant from the
 /// ledger's rows and compare it with the signed one: a ledger rewritten
 /// and re-hashed after a checkpoint (which the chain alone cannot show) is
 /// found here. Each block of 256 entries is also compared with its stored
-/// subtree, which names the altered block. Returns the first checkpoint
-/// that does not match, and what differs.
-pub async fn audit(store: &dyn Store, tenant: &str) -> Result<Option<(u64, String)>> {
+/// subtree, which names the altered block. Returns the first mismatch.
+pub async fn audit<S: Checkpoints + ?Sized>(store: &S, tenant: &str) -> Result<Option<Mismatch>> {
     let mut all = Vec::new();
     let mut before = None;
     loop {
@@ -258,11 +284,18 @@ pub async fn audit(store: &dyn Store, tenant: &str) -> Result<Option<(u64, Strin
     let mut at = 0u64;
     const PAGE: u64 = 64 << STORED_LEVEL;
     for cp in all {
+        let from = at;
         while at < cp.size {
             let to = (at + PAGE).min(cp.size);
             let leaves = match leaves(store, tenant, at, to).await {
                 Ok(l) => l,
-                Err(e) => return Ok(Some((cp.number, e.to_string()))),
+                Err(e) => {
+                    return Ok(Some(Mismatch {
+                        checkpoint: cp.number,
+                        seq: at + 1,
+                        problem: e.to_string(),
+                    }));
+                }
             };
             let blocks: Vec<Subtree> = (at >> STORED_LEVEL..=to >> STORED_LEVEL)
                 .map(|index| Subtree {
@@ -285,15 +318,16 @@ pub async fn audit(store: &dyn Store, tenant: &str) -> Result<Option<(u64, Strin
                             index: (at + i as u64) >> STORED_LEVEL,
                         };
                         if stored.get(&block).is_some_and(|h| *h != node.1) {
-                            return Ok(Some((
-                                cp.number,
-                                format!(
+                            return Ok(Some(Mismatch {
+                                checkpoint: cp.number,
+                                seq: block.start() + 1,
+                                problem: format!(
                                     "entries {} to {} differ from the tree checkpoint {} signed",
                                     block.start() + 1,
                                     block.end(),
                                     cp.number
                                 ),
-                            )));
+                            }));
                         }
                     }
                 }
@@ -310,13 +344,14 @@ pub async fn audit(store: &dyn Store, tenant: &str) -> Result<Option<(u64, Strin
             .as_str()
             .unwrap_or_default();
         if hex::encode(part_root) != stated || cp.root != cp.body["root"] {
-            return Ok(Some((
-                cp.number,
-                format!(
+            return Ok(Some(Mismatch {
+                checkpoint: cp.number,
+                seq: from + 1,
+                problem: format!(
                     "the ledger's first {} entries no longer hash to the root checkpoint {} signed",
                     cp.size, cp.number
                 ),
-            )));
+            }));
         }
     }
     Ok(None)

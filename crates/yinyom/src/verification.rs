@@ -83,7 +83,7 @@ type Checks = Vec<std::result::Result<EntryCheck, Broken>>;
 
 /// Recompute `tenant`'s chain, pages checked in parallel and linked in
 /// order; `progress` counts the entries verified so far.
-pub async fn verify<S: Verifications + ?Sized>(
+pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
     store: &S,
     tenant: &str,
     opts: &Options,
@@ -145,6 +145,11 @@ pub async fn verify<S: Verifications + ?Sized>(
                 ),
             },
         ));
+    }
+    // The chain links; does it still hash to what the checkpoints signed?
+    // (A chain rewritten and re-hashed from some entry on links again.)
+    if let Some(m) = crate::checkpoint::audit(store, tenant).await? {
+        return Ok(broken(m.seq.saturating_sub(1), m.into()));
     }
     Ok(VerifyReport {
         ok: true,

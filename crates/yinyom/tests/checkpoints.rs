@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use yinyom_core::proof::{ReceiptProof, verify_receipt};
 
 use common::{Backend, TestApp};
+use yinyom::store::Store as _;
 
 const PURPOSES: [&str; 3] = ["marketing.email", "marketing.sms", "analytics"];
 
@@ -211,13 +212,14 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
             .unwrap(),
         None
     );
+    assert!(t.store.verify_ledger(&t.tenant).await.unwrap().ok);
 }
 
 /// Someone with write access to the database rewrites an entry and
 /// re-hashes the chain after it, head included: the chain verifies, but
 /// the checkpoint signed before does not, and the audit names the block.
 async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: Backend) {
-    use yinyom::store::{Ledger, Store, Verifications};
+    use yinyom::store::{Ledger, Verifications};
     use yinyom_core::ledger::Chain;
 
     let t = TestApp::new(backend).await;
@@ -271,15 +273,19 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
     other.pool().close().await;
     assert_eq!(t.store.ledger_head(&t.tenant).await.unwrap(), chain);
 
-    // The chain alone no longer shows it…
-    let chain_report = t.store.verify_ledger(&t.tenant).await.unwrap();
-    assert_eq!(chain_report.broken, None);
-    // …the signed checkpoint does, and names the entries.
-    let (number, problem) = yinyom::checkpoint::audit(t.store.as_ref(), &t.tenant)
+    // The chain links again, but it no longer hashes to the signed
+    // checkpoint: the audit finds it and names the entries…
+    let m = yinyom::checkpoint::audit(t.store.as_ref(), &t.tenant)
         .await
         .unwrap()
         .expect("the audit finds the rewrite");
+    let (number, problem) = (m.checkpoint, m.problem.clone());
     assert_eq!(number, first_covering);
+    // …and so does verification (job, CLI and inline all run it).
+    let report = t.store.verify_ledger(&t.tenant).await.unwrap();
+    assert!(!report.ok);
+    assert_eq!(report.broken.as_ref().unwrap().problem, problem);
+    assert!(report.broken.unwrap().seq <= 400);
     // The block is named when the checkpoint covered it whole (the
     // leader's minute job may have checkpointed a shorter ledger first).
     assert!(

@@ -280,7 +280,7 @@ pub async fn nodes(args: &BenchArgs, duration: Duration) -> Result<(), Error> {
     let mut i = 0usize;
     while Instant::now() < until {
         let subject = format!("probe-{}", i % 50);
-        let action = if (i / 50) % 2 == 0 {
+        let action = if (i / 50).is_multiple_of(2) {
             "grant"
         } else {
             "withdraw"
