@@ -95,8 +95,17 @@ impl Follower {
             Change::Purposes { tenant } => reload_purposes(app, &tenant).await,
             Change::Notices { tenant } => reload_notices(app, &tenant).await,
             Change::Subject { tenant, id } => {
-                if let Some(row) = app.store.subject(&tenant, &id).await? {
-                    app.view.set_flags(&tenant, &id, row.flags);
+                match app.store.subject(&tenant, &id).await? {
+                    Some(row) => {
+                        if row.flags.erased {
+                            app.arm_pseudonyms(&tenant).await?;
+                        }
+                        app.view.set_flags(&tenant, &id, row.flags);
+                    }
+                    // Erased on another node: the id was replaced.
+                    None => {
+                        app.view.write(&tenant, |tv| tv.forget(&id));
+                    }
                 }
                 Ok(())
             }

@@ -201,7 +201,7 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         if open {
             continue;
         }
-        crate::rights::erase(app, tenant, &id, &record.uid).await?;
+        crate::rights::erase(app, tenant, &id, &record.uid, "system:lifecycle").await?;
         tracing::info!(tenant = %tenant, subject_uid = %record.uid, "retention ended: subject erased");
         erased += 1;
     }

@@ -329,7 +329,15 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
     let mut flags = subject.flags.clone();
     flags.erased = true;
     let gone = store
-        .erase_subject(&t, "s1", &subject.uid, &flags, now)
+        .erase_subject(&yinyom::model::Erasure {
+            tenant: &t,
+            id: "s1",
+            uid: &subject.uid,
+            pseudonym: "erased:s1",
+            flags: &flags,
+            receipts: Vec::new(),
+            at: now,
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -337,7 +345,11 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
         "the evidence is deleted; its hash stays in the chain"
     );
     store.purge_deleted().await.unwrap();
-    let after = store.subject(&t, "s1").await.unwrap().unwrap();
+    assert!(
+        store.subject(&t, "s1").await.unwrap().is_none(),
+        "the id is replaced by the pseudonym"
+    );
+    let after = store.subject(&t, "erased:s1").await.unwrap().unwrap();
     assert!(after.flags.erased && after.data_key.is_none() && after.profile.is_none());
     assert!(
         store

@@ -103,6 +103,7 @@ impl Ledger for SqlStore {
                     &idem.request_hash,
                     response.to_string(),
                     recorded_at,
+                    uid.clone(),
                 ));
             }
             outcomes.push(ItemOutcome::Written {
@@ -132,16 +133,18 @@ impl Ledger for SqlStore {
         insert_rows(
             &mut tx,
             self.dialect,
-            "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at)",
+            "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at,
+                 subject_uid)",
             "",
             &rows.idempotency,
-            5,
-            |q, (tenant, key, hash, response, at)| {
+            6,
+            |q, (tenant, key, hash, response, at, uid)| {
                 q.bind(tenant.as_str())
                     .bind(key.as_str())
                     .bind(hash.as_str())
                     .bind(response.as_str())
                     .bind(*at)
+                    .bind(uid.as_str())
             },
         )
         .await?;
