@@ -454,7 +454,18 @@ async fn sqlite_upgrade_to_without_rowid_tables_keeps_every_row() {
     .map(|r| r.get("name"))
     .collect();
     for t in &tables {
-        sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM src.{t}"))
+        // The columns the old schema has (later migrations add some).
+        let columns: Vec<String> = sqlx::query(&format!("PRAGMA main.table_info({t})"))
+            .fetch_all(&old)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("name"))
+            .collect();
+        let columns = columns.join(", ");
+        sqlx::query(&format!(
+            "INSERT INTO main.{t} ({columns}) SELECT {columns} FROM src.{t}"
+        ))
             .execute(&old)
             .await
             .unwrap();

@@ -517,6 +517,25 @@ impl Requests for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        if self.dialect == Dialect::Sqlite {
+            // ANALYZE keeps sample keys of indexes (sqlite_stat4, when
+            // SQLite is built with it): the subject's id among them.
+            let stat4: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat4'",
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if stat4.is_some() {
+                sqlx::query(
+                    "DELETE FROM sqlite_stat4
+                     WHERE tbl IN ('subjects', 'idempotency_keys', 'opt_ins', 'receipts')",
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+        }
         // Other nodes drop what they held under the id and take the
         // pseudonym's flags.
         for id in [e.id, e.pseudonym] {
