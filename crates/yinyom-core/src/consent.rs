@@ -38,6 +38,11 @@ pub enum Action {
     /// The last entry an erasure writes (purpose `*`): the subject was
     /// erased. Sets no consent state; carried as `subject.erased`.
     EraseSubject,
+    /// A rights request of the subject was received / completed (purpose
+    /// `*`, actor `request:<id>`): chained as proof of handling (PDPA s.39)
+    /// and carried as `request.received` / `request.completed`; no state.
+    RequestReceived,
+    RequestCompleted,
 }
 
 impl Action {
@@ -50,7 +55,7 @@ impl Action {
         Self::LiftRestriction,
         Self::LiftObjection,
     ];
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 12] = [
         Self::Grant,
         Self::Deny,
         Self::Withdraw,
@@ -61,6 +66,8 @@ impl Action {
         Self::LiftObjection,
         Self::Erase,
         Self::EraseSubject,
+        Self::RequestReceived,
+        Self::RequestCompleted,
     ];
 
     /// The consent state this action sets; none for flag changes.
@@ -75,7 +82,9 @@ impl Action {
             | Self::Object
             | Self::LiftRestriction
             | Self::LiftObjection
-            | Self::EraseSubject => None,
+            | Self::EraseSubject
+            | Self::RequestReceived
+            | Self::RequestCompleted => None,
         }
     }
 
@@ -95,6 +104,8 @@ impl Action {
             Self::LiftObjection => "lift_objection",
             Self::Erase => "erase",
             Self::EraseSubject => "erase_subject",
+            Self::RequestReceived => "request_received",
+            Self::RequestCompleted => "request_completed",
         }
     }
 

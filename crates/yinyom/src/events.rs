@@ -10,7 +10,7 @@ use yinyom_core::purpose::Channel;
 use yinyom_core::time;
 
 /// Every event type, for filters.
-pub const TYPES: [&str; 10] = [
+pub const TYPES: [&str; 12] = [
     "consent.granted",
     "consent.denied",
     "consent.withdrawn",
@@ -21,6 +21,8 @@ pub const TYPES: [&str; 10] = [
     "subject.objection_lifted",
     "consent.erased",
     "subject.erased",
+    "request.received",
+    "request.completed",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -32,7 +34,8 @@ pub struct ConsentEvent {
     /// or a change of the subject's flags for `purpose` (`*`: all):
     /// `subject.restricted`, `subject.objected`, `subject.restriction_lifted`,
     /// `subject.objection_lifted` (`before` = `after`: no consent changed);
-    /// `subject.erased` (purpose `*`, the last event of an erasure).
+    /// `subject.erased` (purpose `*`, the last event of an erasure);
+    /// `request.received`, `request.completed` (purpose `*`, `request` set).
     #[serde(rename = "type")]
     pub kind: String,
     pub tenant: String,
@@ -89,7 +92,19 @@ pub fn kind(action: Action) -> &'static str {
         Action::LiftObjection => TYPES[7],
         Action::Erase => TYPES[8],
         Action::EraseSubject => TYPES[9],
+        Action::RequestReceived => TYPES[10],
+        Action::RequestCompleted => TYPES[11],
     }
+}
+
+/// Whether an event passes a filter of purposes (empty: all). An event of
+/// every purpose (`*`: a restriction, an objection, an erasure) concerns
+/// each; a rights request's own events concern none in particular, so a
+/// purpose filter leaves them out.
+pub fn for_purposes(purposes: &[String], kind: &str, purpose: &str) -> bool {
+    purposes.is_empty()
+        || (purpose == "*" && !kind.starts_with("request."))
+        || purposes.iter().any(|p| p == purpose)
 }
 
 impl ConsentEvent {

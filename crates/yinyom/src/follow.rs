@@ -96,12 +96,15 @@ impl Follower {
             Change::Notices { tenant } => reload_notices(app, &tenant).await,
             Change::Subject { tenant, id } => {
                 match app.store.subject(&tenant, &id).await? {
-                    Some(row) => {
-                        if row.flags.erased {
-                            app.arm_pseudonyms(&tenant).await?;
-                        }
-                        app.view.set_flags(&tenant, &id, row.flags);
+                    Some(row) if row.flags.erased => {
+                        // Erased on another node: its records, now under
+                        // the pseudonym (the id's were dropped, below).
+                        app.arm_pseudonyms(&tenant).await?;
+                        let records = app.store.subject_states(&tenant, &id).await?;
+                        app.view
+                            .write(&tenant, |tv| tv.put_erased(&id, &id, row.flags, &records));
                     }
+                    Some(row) => app.view.set_flags(&tenant, &id, row.flags),
                     // Erased on another node: the id was replaced.
                     None => {
                         app.view.write(&tenant, |tv| tv.forget(&id));

@@ -194,7 +194,38 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         updated_at: now,
     };
     app.store.insert_request(&row).await?;
+    announce(app, &row, &record.id, Action::RequestReceived).await?;
     Ok(row)
+}
+
+/// Chain and propagate a step of request `r` (`request.received`,
+/// `request.completed`): an entry naming only the subject's uid and the
+/// request, idempotent by the request and step.
+async fn announce(app: &App, r: &RequestRow, stored_id: &str, action: Action) -> Result<(), Problem> {
+    app.writer
+        .write(WriteItem {
+            tenant: r.tenant.clone(),
+            subject_id: stored_id.to_string(),
+            actor: format!("request:{}", r.id),
+            source: "rights_request".into(),
+            notice: None,
+            evidence: None,
+            occurred_at: time::now(),
+            actions: vec![PreparedAction {
+                purpose: "*".into(),
+                channel: None,
+                action,
+                expires_at: None,
+            }],
+            idempotency: Some(Idempotency {
+                key: format!("request:{}:{}", r.id, action.as_str()),
+                request_hash: action.as_str().into(),
+            }),
+            receipt: None,
+            guardian: false,
+        })
+        .await?;
+    Ok(())
 }
 
 /// Take a step on a request; completing it carries it out first.
@@ -230,6 +261,12 @@ pub async fn act(
     r.updated_at = now;
     r.steps.push(done);
     save(app, &r, before).await?;
+    if action == Step::Complete {
+        // Under the id the subject is stored by now (an erasure replaced it).
+        if let Some(id) = app.store.subject_id(tenant, &r.subject_uid).await? {
+            announce(app, &r, &id, Action::RequestCompleted).await?;
+        }
+    }
     Ok(r)
 }
 
@@ -478,8 +515,9 @@ pub async fn erase(
         })
         .await?;
     app.arm_pseudonyms(tenant).await?;
+    let held = app.store.subject_states(tenant, &pseudonym).await?;
     app.view
-        .write(tenant, |tv| tv.rename_erased(id, &pseudonym, flags));
+        .write(tenant, |tv| tv.put_erased(id, &pseudonym, flags, &held));
     if let Err(e) = app.store.purge_deleted().await {
         tracing::warn!(error = %e, "could not truncate the write-ahead log after an erasure");
     }

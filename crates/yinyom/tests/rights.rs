@@ -213,8 +213,9 @@ async fn pdpa_s33_erasure_crypto_shreds_and_leaves_no_email_or_phone_in_the_data
     let v = t.get("/v1/ledger/verify").await;
     assert_eq!(v["ok"], true, "{v}");
     let h = t.get("/v1/subjects/cust-e1/consents?history=true").await;
-    // Two grants, each marked erased, and the erasure itself.
-    assert_eq!(h["history"].as_array().unwrap().len(), 5);
+    // Two grants, each marked erased, the erasure itself, and the
+    // request received and completed.
+    assert_eq!(h["history"].as_array().unwrap().len(), 7);
 
     // The email and phone appear nowhere in the database files.
     let bytes = database_bytes(&t);
@@ -279,10 +280,22 @@ async fn pdpa_s30_access_gives_a_machine_readable_bundle_and_is_due_in_30_days(b
     assert_eq!(subject["profile"]["contacts"]["email"], EMAIL);
     assert_eq!(subject["profile"]["contacts"]["phone"], PHONE);
     let consents: Value = serde_json::from_str(&read("consents.json")).unwrap();
-    assert_eq!(consents["history"].as_array().unwrap().len(), 2);
+    // Two grants and the access request's own entries.
+    let actions: Vec<&str> = consents["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["grant", "grant", "request_received", "request_completed"],
+        "{consents}"
+    );
     assert_eq!(consents["receipts"].as_array().unwrap().len(), 1);
     let csv = read("consents.csv");
-    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // The header, two grants, the request received and completed.
+    assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.starts_with("purpose,channel,state,occurred_at"));
     let events: Value = serde_json::from_str(&read("events.json")).unwrap();
     assert_eq!(events.as_array().unwrap().len(), 1);
@@ -417,6 +430,8 @@ async fn pdpa_s34_restriction_and_s32_objection_change_decisions_at_once(backend
         .unwrap()
         .iter()
         .map(|e| e["action"].as_str().unwrap())
+        // The requests' own entries (received, completed) aside.
+        .filter(|a| !a.starts_with("request_"))
         .collect();
     assert_eq!(
         actions[actions.len() - 3..],
@@ -468,7 +483,13 @@ async fn pdpa_s19_withdrawal_request_withdraws_through_the_ledger(backend: Backe
         true
     );
     let h = t.get("/v1/subjects/cust-w1/consents?history=true").await;
-    let last = h["history"].as_array().unwrap().last().unwrap().clone();
+    let last = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| !e["action"].as_str().unwrap().starts_with("request_"))
+        .unwrap()
+        .clone();
     assert_eq!(
         (last["action"].clone(), last["source"].clone()),
         (json!("withdraw"), json!("rights_request"))
@@ -1862,7 +1883,10 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(&actions[actions.len() - 3..], ["erase", "erase", "erase_subject"]);
+    assert_eq!(
+        &actions[actions.len() - 4..],
+        ["erase", "erase", "erase_subject", "request_completed"]
+    );
     // Nothing revives it: a grant by the old id is refused.
     let (status, _, r) = t
         .request(
@@ -1899,8 +1923,15 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
     let events = t.app.store.events_after(&t.tenant, 0, 1_000).await.unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "consent.erased").count(), 2);
-    let last = events.last().unwrap();
-    assert_eq!(last.kind, "subject.erased");
+    // The request's own events frame it: received, …, completed.
+    let of_request = |kind: &str| -> Value {
+        let e = events.iter().find(|e| e.kind == kind).expect(kind);
+        serde_json::from_str(&e.payload).unwrap()
+    };
+    assert_eq!(of_request("request.received")["request"], request_id.as_str());
+    assert_eq!(of_request("request.completed")["request"], request_id.as_str());
+    assert_eq!(kinds.last(), Some(&"request.completed"), "{kinds:?}");
+    let last = events.iter().rev().find(|e| e.kind == "subject.erased").unwrap();
     let payload: Value = serde_json::from_str(&last.payload).unwrap();
     assert_eq!(payload["request"], request_id.as_str(), "{payload}");
     assert_eq!(payload["purpose"], "*");

@@ -403,17 +403,19 @@ impl TenantView {
     }
 
     /// An erased subject's id was replaced by its pseudonym: hold its
-    /// records and flags under that (nothing stays under the id).
-    pub fn rename_erased(&mut self, subject_id: &str, pseudonym: &str, flags: SubjectFlags) {
-        let records = self
-            .subjects
-            .get(subject_id)
-            .map(|found| found.records().collect::<Vec<_>>());
-        if let Some(recs) = records {
-            self.subjects.remove(subject_id);
-            self.subjects.put(pseudonym, &recs);
+    /// records (as stored, all `erased`) and flags under that, nothing
+    /// under the id.
+    pub fn put_erased(
+        &mut self,
+        subject_id: &str,
+        pseudonym: &str,
+        flags: SubjectFlags,
+        records: &[ConsentRecord],
+    ) {
+        self.forget(subject_id);
+        if !records.is_empty() {
+            self.hold(pseudonym, records);
         }
-        self.set_flags(subject_id, SubjectFlags::default());
         self.set_flags(pseudonym, flags);
     }
 
