@@ -201,7 +201,12 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
 /// Chain and propagate a step of request `r` (`request.received`,
 /// `request.completed`): an entry naming only the subject's uid and the
 /// request, idempotent by the request and step.
-async fn announce(app: &App, r: &RequestRow, stored_id: &str, action: Action) -> Result<(), Problem> {
+async fn announce(
+    app: &App,
+    r: &RequestRow,
+    stored_id: &str,
+    action: Action,
+) -> Result<(), Problem> {
     app.writer
         .write(WriteItem {
             tenant: r.tenant.clone(),
@@ -279,7 +284,16 @@ async fn carry_out(app: &App, r: &RequestRow) -> Result<String, Problem> {
     match r.kind {
         // The bundle is made when it is downloaded, from the data as it is.
         Kind::Access | Kind::Portability => Ok("the data bundle is ready to download".into()),
-        Kind::Erasure => erase(app, tenant, &id, &r.subject_uid, &format!("request:{}", r.id)).await,
+        Kind::Erasure => {
+            erase(
+                app,
+                tenant,
+                &id,
+                &r.subject_uid,
+                &format!("request:{}", r.id),
+            )
+            .await
+        }
         Kind::Restriction | Kind::Objection => {
             let purposes = r.purposes.clone();
             let kind = r.kind;

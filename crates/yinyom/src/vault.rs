@@ -260,7 +260,10 @@ impl TenantKeys {
     /// subject stays erased when asked for by its old id), and without the
     /// tenant key it cannot be traced back to the id.
     pub fn pseudonym(&self, subject_id: &str) -> String {
-        format!("{ERASED_PREFIX}{}", self.lookup_hash("erased subject", subject_id))
+        format!(
+            "{ERASED_PREFIX}{}",
+            self.lookup_hash("erased subject", subject_id)
+        )
     }
 
     /// A new data key for subject `uid`, and its wrapped form to store.

@@ -1850,8 +1850,13 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
         )
         .await;
     assert!(status.is_success(), "{}", String::from_utf8_lossy(&body));
-    let receipts = t.get(&format!("/v1/subjects/{ID}/consents?history=true")).await;
-    assert!(!receipts["receipts"].as_array().unwrap().is_empty(), "{receipts}");
+    let receipts = t
+        .get(&format!("/v1/subjects/{ID}/consents?history=true"))
+        .await;
+    assert!(
+        !receipts["receipts"].as_array().unwrap().is_empty(),
+        "{receipts}"
+    );
     assert!(contains(&database_bytes(&t), ID), "the id is stored before");
     let before_export = export_rows(&t, files.path()).await;
     assert!(
@@ -1866,10 +1871,16 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
     // Decisions stay refusals, asked by the old id.
     for (purpose, channel) in [("marketing.email", "email"), ("analytics", "web")] {
         let d = decide(&t, ID, purpose, channel).await;
-        assert_eq!((d["allowed"].clone(), d["reason"].clone()), (json!(false), json!("erased")), "{d}");
+        assert_eq!(
+            (d["allowed"].clone(), d["reason"].clone()),
+            (json!(false), json!("erased")),
+            "{d}"
+        );
     }
     // Every record is `erased`, by the old id too.
-    let c = t.get(&format!("/v1/subjects/{ID}/consents?history=true")).await;
+    let c = t
+        .get(&format!("/v1/subjects/{ID}/consents?history=true"))
+        .await;
     let states: Vec<&str> = c["consents"]
         .as_array()
         .unwrap()
@@ -1900,7 +1911,10 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{r}");
-    assert_eq!(r["type"].as_str().unwrap().rsplit('/').next(), Some("subject-erased"));
+    assert_eq!(
+        r["type"].as_str().unwrap().rsplit('/').next(),
+        Some("subject-erased")
+    );
     // Nor can an "erase" be recorded by hand.
     let (status, _, _) = t
         .request(
@@ -1928,10 +1942,20 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
         let e = events.iter().find(|e| e.kind == kind).expect(kind);
         serde_json::from_str(&e.payload).unwrap()
     };
-    assert_eq!(of_request("request.received")["request"], request_id.as_str());
-    assert_eq!(of_request("request.completed")["request"], request_id.as_str());
+    assert_eq!(
+        of_request("request.received")["request"],
+        request_id.as_str()
+    );
+    assert_eq!(
+        of_request("request.completed")["request"],
+        request_id.as_str()
+    );
     assert_eq!(kinds.last(), Some(&"request.completed"), "{kinds:?}");
-    let last = events.iter().rev().find(|e| e.kind == "subject.erased").unwrap();
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "subject.erased")
+        .unwrap();
     let payload: Value = serde_json::from_str(&last.payload).unwrap();
     assert_eq!(payload["request"], request_id.as_str(), "{payload}");
     assert_eq!(payload["purpose"], "*");
@@ -1941,12 +1965,20 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
     // The id is nowhere in the database: not in the subjects row, the
     // receipts, the stored responses or their keys.
     let bytes = database_bytes(&t);
-    assert!(!contains(&bytes, ID), "the subject id is still in the database files");
-    let r = t.get(&format!("/v1/subjects/{ID}/consents?history=true")).await;
+    assert!(
+        !contains(&bytes, ID),
+        "the subject id is still in the database files"
+    );
+    let r = t
+        .get(&format!("/v1/subjects/{ID}/consents?history=true"))
+        .await;
     let jws = r["receipts"][0]["jws"].as_str().unwrap().to_string();
     let claims = t.app.signer.current().verify(&jws).expect("re-signed");
     assert!(
-        claims["piiPrincipalId"].as_str().unwrap().starts_with("erased:"),
+        claims["piiPrincipalId"]
+            .as_str()
+            .unwrap()
+            .starts_with("erased:"),
         "{claims}"
     );
 
@@ -1966,9 +1998,7 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
     let file = files.path().join("to-import.jsonl");
     std::fs::write(
         &file,
-        rows.iter()
-            .map(|r| format!("{r}\n"))
-            .collect::<String>(),
+        rows.iter().map(|r| format!("{r}\n")).collect::<String>(),
     )
     .unwrap();
     let report = yinyom::transfer::import(
@@ -1983,7 +2013,12 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
     .unwrap();
     assert_eq!(report.imported, 0);
     assert_eq!(report.rejected.len(), 2, "{:?}", report.rejected);
-    assert!(report.rejected.iter().all(|(_, why)| why.contains("erased")));
+    assert!(
+        report
+            .rejected
+            .iter()
+            .all(|(_, why)| why.contains("erased"))
+    );
     let pseudonym = erased[0]["subject"].as_str().unwrap();
     let d = decide(&fresh, pseudonym, "analytics", "web").await;
     assert_eq!(d["allowed"], false, "{d}");
@@ -2040,9 +2075,14 @@ async fn idempotency_keys_expire_after_a_day(backend: Backend) {
     };
     assert!(send("analytics").await.0.is_success());
     // Within the day the key is taken.
-    assert_eq!(send("marketing.email").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        send("marketing.email").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     let now = yinyom_core::time::now();
-    let r = yinyom::lifecycle::run_once(&t.app, now + 3_600_000_000).await.unwrap();
+    let r = yinyom::lifecycle::run_once(&t.app, now + 3_600_000_000)
+        .await
+        .unwrap();
     assert_eq!(r.responses_expired, 0, "an hour later it is kept");
     let r = yinyom::lifecycle::run_once(&t.app, now + 25 * 3_600_000_000)
         .await

@@ -466,9 +466,9 @@ async fn sqlite_upgrade_to_without_rowid_tables_keeps_every_row() {
         sqlx::query(&format!(
             "INSERT INTO main.{t} ({columns}) SELECT {columns} FROM src.{t}"
         ))
-            .execute(&old)
-            .await
-            .unwrap();
+        .execute(&old)
+        .await
+        .unwrap();
     }
     old.close().await;
 
