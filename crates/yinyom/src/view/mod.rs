@@ -348,6 +348,12 @@ impl TenantView {
         self.flags(subject_id).is_some_and(|f| f.erased)
     }
 
+    /// The flags of a subject by the id it is stored under (as listed by
+    /// the view or the store: no pseudonym to look for).
+    pub fn stored_flags(&self, stored_id: &str) -> Option<&SubjectFlags> {
+        self.flags.get(stored_id)
+    }
+
     /// The pseudonym of `subject_id` when an erased subject is held under
     /// it (a keyed hash is computed only when the tenant has erased subjects).
     fn pseudonym_of(&self, subject_id: &str) -> Option<String> {
@@ -441,7 +447,7 @@ impl TenantView {
     /// Every subject the view holds with records, in full.
     pub fn each_held(&self, mut f: impl FnMut(&str, SubjectView)) {
         for (id, found) in self.subjects.iter() {
-            let flags = self.flags(&id).cloned();
+            let flags = self.stored_flags(&id).cloned();
             f(&id, SubjectView::new(flags, self.records_of(&found)));
         }
     }
@@ -867,7 +873,7 @@ impl View {
             after = last.id.clone();
             self.read(tenant, |tv| {
                 for s in page {
-                    let flags = tv.flags(&s.id).cloned();
+                    let flags = tv.stored_flags(&s.id).cloned();
                     f(tv, &s.id, SubjectView::new(flags, s.records));
                 }
             });
