@@ -32,6 +32,17 @@ pub enum Action {
     Object,
     LiftRestriction,
     LiftObjection,
+    /// Written by an erasure, one per record the subject held: the record
+    /// becomes `erased` (never exported as granted, never revived).
+    Erase,
+    /// The last entry an erasure writes (purpose `*`): the subject was
+    /// erased. Sets no consent state; carried as `subject.erased`.
+    EraseSubject,
+    /// A rights request of the subject was received / completed (purpose
+    /// `*`, actor `request:<id>`): chained as proof of handling (PDPA s.39)
+    /// and carried as `request.received` / `request.completed`; no state.
+    RequestReceived,
+    RequestCompleted,
 }
 
 impl Action {
@@ -44,7 +55,7 @@ impl Action {
         Self::LiftRestriction,
         Self::LiftObjection,
     ];
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 12] = [
         Self::Grant,
         Self::Deny,
         Self::Withdraw,
@@ -53,6 +64,10 @@ impl Action {
         Self::Object,
         Self::LiftRestriction,
         Self::LiftObjection,
+        Self::Erase,
+        Self::EraseSubject,
+        Self::RequestReceived,
+        Self::RequestCompleted,
     ];
 
     /// The consent state this action sets; none for flag changes.
@@ -62,7 +77,14 @@ impl Action {
             Self::Deny => Some(ConsentState::Denied),
             Self::Withdraw => Some(ConsentState::Withdrawn),
             Self::Expire => Some(ConsentState::Expired),
-            Self::Restrict | Self::Object | Self::LiftRestriction | Self::LiftObjection => None,
+            Self::Erase => Some(ConsentState::Erased),
+            Self::Restrict
+            | Self::Object
+            | Self::LiftRestriction
+            | Self::LiftObjection
+            | Self::EraseSubject
+            | Self::RequestReceived
+            | Self::RequestCompleted => None,
         }
     }
 
@@ -80,6 +102,10 @@ impl Action {
             Self::Object => "object",
             Self::LiftRestriction => "lift_restriction",
             Self::LiftObjection => "lift_objection",
+            Self::Erase => "erase",
+            Self::EraseSubject => "erase_subject",
+            Self::RequestReceived => "request_received",
+            Self::RequestCompleted => "request_completed",
         }
     }
 
@@ -97,6 +123,9 @@ pub enum ConsentState {
     Denied,
     Withdrawn,
     Expired,
+    /// The subject was erased: the record stays (pseudonymous proof) but
+    /// nothing may follow from it.
+    Erased,
 }
 
 impl ConsentState {
@@ -107,6 +136,7 @@ impl ConsentState {
             Self::Denied => "denied",
             Self::Withdrawn => "withdrawn",
             Self::Expired => "expired",
+            Self::Erased => "erased",
         }
     }
 
@@ -120,10 +150,11 @@ impl ConsentState {
     }
 
     /// The action that, recorded now, produces this state (for imports that
-    /// carry a state rather than an action).
+    /// carry a state rather than an action). None for `erased`: an import
+    /// never writes an erasure; it skips the record.
     pub fn action(self) -> Option<Action> {
         match self {
-            Self::Unspecified => None,
+            Self::Unspecified | Self::Erased => None,
             Self::Granted => Some(Action::Grant),
             Self::Denied => Some(Action::Deny),
             Self::Withdrawn => Some(Action::Withdraw),
@@ -138,6 +169,7 @@ impl ConsentState {
             Self::Denied,
             Self::Withdrawn,
             Self::Expired,
+            Self::Erased,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)

@@ -127,6 +127,7 @@ pub fn decide(f: &Facts<'_>) -> Decision {
             }
             ConsentState::Expired => Decision::deny(Reason::Expired),
             ConsentState::Withdrawn => Decision::deny(Reason::Withdrawn),
+            ConsentState::Erased => Decision::deny(Reason::Erased),
             ConsentState::Denied | ConsentState::Unspecified => Decision::deny(Reason::NoConsent),
         };
     }

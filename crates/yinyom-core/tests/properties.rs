@@ -52,6 +52,7 @@ fn state() -> impl Strategy<Value = ConsentState> {
         ConsentState::Denied,
         ConsentState::Withdrawn,
         ConsentState::Expired,
+        ConsentState::Erased,
     ])
 }
 
@@ -330,6 +331,7 @@ fn oracle(c: &Case) -> Decision {
                     }
                     (ConsentState::Granted, false, false) => allow(Reason::ConsentGranted),
                     (ConsentState::Withdrawn, _, _) => deny(Reason::Withdrawn),
+                    (ConsentState::Erased, _, _) => deny(Reason::Erased),
                     (ConsentState::Denied | ConsentState::Unspecified, _, _) => {
                         deny(Reason::NoConsent)
                     }

@@ -143,6 +143,7 @@ impl App {
             systems: crate::systems::Systems::new(config.systems.clone()),
         });
         app.vault.check(app.store.as_ref()).await?;
+        arm_all_pseudonyms(&app.view, &app.vault, app.store.as_ref()).await?;
         let sealed = crate::profiles::seal_clear_profiles(&app).await?;
         if sealed > 0 {
             tracing::info!(
@@ -209,6 +210,20 @@ impl App {
         Ok(())
     }
 
+    /// The id a subject is stored under: the one given, or once the subject
+    /// was erased the pseudonym that replaced it.
+    pub fn resolve(&self, tenant: &str, id: &str) -> String {
+        self.view
+            .read(tenant, |tv| tv.resolve(id).into_owned())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Let the view find erased subjects by the ids they had (it then
+    /// holds the tenant's keys).
+    pub async fn arm_pseudonyms(&self, tenant: &str) -> Result<(), StoreError> {
+        arm_pseudonyms(&self.view, &self.vault, self.store.as_ref(), tenant).await
+    }
+
     /// A tenant created by another process (`yinyom tenants create` beside
     /// a running server) joins the view when its key is first used.
     pub async fn ensure_tenant(&self, id: &str) -> Result<(), StoreError> {
@@ -223,6 +238,39 @@ impl App {
         self.view.add_new_tenant(tenant, purposes, &notices);
         Ok(())
     }
+}
+
+/// Give the tenant's view its keys when it has erased subjects (see
+/// [`crate::view::TenantView::resolve`]).
+pub async fn arm_pseudonyms(
+    view: &View,
+    vault: &Vault,
+    store: &dyn Store,
+    tenant: &str,
+) -> Result<(), StoreError> {
+    if view
+        .read(tenant, |tv| tv.pseudonyms_armed())
+        .unwrap_or(true)
+    {
+        return Ok(());
+    }
+    let keys = vault.tenant(store, tenant).await?;
+    view.write(tenant, |tv| tv.arm_pseudonyms(keys));
+    Ok(())
+}
+
+/// Arm every tenant of `view` that has erased subjects.
+pub async fn arm_all_pseudonyms(
+    view: &View,
+    vault: &Vault,
+    store: &dyn Store,
+) -> Result<(), StoreError> {
+    for t in store.tenants().await? {
+        if view.read(&t.id, |tv| tv.has_erased()).unwrap_or(false) {
+            arm_pseudonyms(view, vault, store, &t.id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A view holding every subject (no memory bound), loaded from the store.

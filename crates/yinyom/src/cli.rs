@@ -582,7 +582,11 @@ async fn run(cli: Cli) -> CliResult {
             let format = format.or_else(|| crate::transfer::guess_format(file)).ok_or(
                 "cannot tell the format from the file name: pass --format csv or --format jsonl",
             )?;
-            let report = crate::transfer::import(store, &tenant, file, format, progress).await?;
+            // The master key lets the import recognise subjects erased
+            // here by their old ids (their pseudonyms are keyed).
+            let master = master_key(&cli).ok();
+            let report =
+                crate::transfer::import(store, &tenant, file, format, progress, master).await?;
             eprintln!(
                 "imported {} records, rejected {}",
                 report.imported,

@@ -36,7 +36,7 @@ const PAGE: u32 = 1_000;
 /// A restriction or objection of every purpose (`*`) concerns every purpose.
 fn wants(w: &Webhook, e: &OutboxEvent) -> bool {
     (w.events.is_empty() || w.events.contains(&e.kind))
-        && (w.purposes.is_empty() || e.purpose == "*" || w.purposes.contains(&e.purpose))
+        && crate::events::for_purposes(&w.purposes, &e.kind, &e.purpose)
 }
 
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use yinyom_core::purpose::Channel;
 use yinyom_core::time;
 
 /// Every event type, for filters.
-pub const TYPES: [&str; 8] = [
+pub const TYPES: [&str; 12] = [
     "consent.granted",
     "consent.denied",
     "consent.withdrawn",
@@ -19,16 +19,23 @@ pub const TYPES: [&str; 8] = [
     "subject.objected",
     "subject.restriction_lifted",
     "subject.objection_lifted",
+    "consent.erased",
+    "subject.erased",
+    "request.received",
+    "request.completed",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConsentEvent {
     /// Stable across retries and replays: `evt_<tenant>_<seq>`.
     pub id: String,
-    /// `consent.granted`, `consent.denied`, `consent.withdrawn`, `consent.expired`;
+    /// `consent.granted`, `consent.denied`, `consent.withdrawn`, `consent.expired`,
+    /// `consent.erased` (one per record of an erased subject);
     /// or a change of the subject's flags for `purpose` (`*`: all):
     /// `subject.restricted`, `subject.objected`, `subject.restriction_lifted`,
-    /// `subject.objection_lifted` (`before` = `after`: no consent changed).
+    /// `subject.objection_lifted` (`before` = `after`: no consent changed);
+    /// `subject.erased` (purpose `*`, the last event of an erasure);
+    /// `request.received`, `request.completed` (purpose `*`, `request` set).
     #[serde(rename = "type")]
     pub kind: String,
     pub tenant: String,
@@ -45,6 +52,26 @@ pub struct ConsentEvent {
     pub ledger: LedgerRef,
     pub occurred_at: String,
     pub recorded_at: String,
+    /// The rights request that caused the event (an erasure, a
+    /// restriction), when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// `subject.erased`: what each connected system did with the erasure
+    /// (empty while none is connected; filled by the systems of issue 14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systems: Option<Vec<SystemOutcome>>,
+}
+
+/// One connected system's part in carrying out a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SystemOutcome {
+    pub key: String,
+    /// `pending`, `running`, `done`, `failed`, `manual`.
+    pub status: String,
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -63,7 +90,21 @@ pub fn kind(action: Action) -> &'static str {
         Action::Object => TYPES[5],
         Action::LiftRestriction => TYPES[6],
         Action::LiftObjection => TYPES[7],
+        Action::Erase => TYPES[8],
+        Action::EraseSubject => TYPES[9],
+        Action::RequestReceived => TYPES[10],
+        Action::RequestCompleted => TYPES[11],
     }
+}
+
+/// Whether an event passes a filter of purposes (empty: all). An event of
+/// every purpose (`*`: a restriction, an objection, an erasure) concerns
+/// each; a rights request's own events concern none in particular, so a
+/// purpose filter leaves them out.
+pub fn for_purposes(purposes: &[String], kind: &str, purpose: &str) -> bool {
+    purposes.is_empty()
+        || (purpose == "*" && !kind.starts_with("request."))
+        || purposes.iter().any(|p| p == purpose)
 }
 
 impl ConsentEvent {
@@ -85,6 +126,8 @@ impl ConsentEvent {
             },
             occurred_at: time::rfc3339(b.occurred_at),
             recorded_at: time::rfc3339(b.recorded_at),
+            request: b.actor.strip_prefix("request:").map(str::to_string),
+            systems: (b.action == Action::EraseSubject).then(Vec::new),
         }
     }
 }

@@ -95,8 +95,20 @@ impl Follower {
             Change::Purposes { tenant } => reload_purposes(app, &tenant).await,
             Change::Notices { tenant } => reload_notices(app, &tenant).await,
             Change::Subject { tenant, id } => {
-                if let Some(row) = app.store.subject(&tenant, &id).await? {
-                    app.view.set_flags(&tenant, &id, row.flags);
+                match app.store.subject(&tenant, &id).await? {
+                    Some(row) if row.flags.erased => {
+                        // Erased on another node: its records, now under
+                        // the pseudonym (the id's were dropped, below).
+                        app.arm_pseudonyms(&tenant).await?;
+                        let records = app.store.subject_states(&tenant, &id).await?;
+                        app.view
+                            .write(&tenant, |tv| tv.put_erased(&id, &id, row.flags, &records));
+                    }
+                    Some(row) => app.view.set_flags(&tenant, &id, row.flags),
+                    // Erased on another node: the id was replaced.
+                    None => {
+                        app.view.write(&tenant, |tv| tv.forget(&id));
+                    }
                 }
                 Ok(())
             }

@@ -19,6 +19,12 @@
 //!   subject whose data came from a third party and who was not told
 //!   within 30 days (PDPA s.25).
 //!
+//! - **stored responses**: the responses kept for idempotent requests are
+//!   forgotten [`IDEMPOTENCY_TTL`] (24 h) after they were written, oldest
+//!   first, in batches (index `idempotency_keys_by_age`): a retry with the
+//!   same `Idempotency-Key` within a day gets the same answer; later it is a
+//!   new request. (An erasure deletes its subject's at once.)
+//!
 //! All are idempotent: a second node or a second run does nothing twice.
 
 use std::sync::Weak;
@@ -35,6 +41,12 @@ use crate::store::{Idempotency, PreparedAction, WriteItem};
 /// How many expiries one run writes at most (the next run goes on).
 const EXPIRIES_PER_RUN: u32 = 5_000;
 
+/// How long a stored response answers a retry with the same key.
+pub const IDEMPOTENCY_TTL: Micros = 24 * 3_600 * 1_000_000;
+/// Stored responses deleted per statement, and statements per run.
+const RESPONSES_PER_BATCH: u32 = 1_000;
+const RESPONSE_BATCHES_PER_RUN: u32 = 100;
+
 /// What one run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
@@ -47,6 +59,8 @@ pub struct Report {
     pub notices_overdue: u64,
     /// Signed checkpoints made (tenants whose ledger grew).
     pub checkpoints: u64,
+    /// Stored responses of idempotent requests past [`IDEMPOTENCY_TTL`].
+    pub responses_expired: u64,
 }
 
 pub async fn run(app: Weak<App>, every: Duration) {
@@ -95,6 +109,16 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
         expired: expire_consents(app, now).await?,
         ..Report::default()
     };
+    for _ in 0..RESPONSE_BATCHES_PER_RUN {
+        let n = app
+            .store
+            .expire_idempotency_keys(now - IDEMPOTENCY_TTL, RESPONSES_PER_BATCH)
+            .await?;
+        report.responses_expired += n;
+        if n < u64::from(RESPONSES_PER_BATCH) {
+            break;
+        }
+    }
     for t in app.store.tenants().await? {
         app.ensure_tenant(&t.id).await?;
         if with_retention {
@@ -208,7 +232,7 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         if open {
             continue;
         }
-        crate::rights::erase(app, tenant, &id, &record.uid).await?;
+        crate::rights::erase(app, tenant, &id, &record.uid, "system:lifecycle").await?;
         tracing::info!(tenant = %tenant, subject_uid = %record.uid, "retention ended: subject erased");
         erased += 1;
     }

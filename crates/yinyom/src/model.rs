@@ -427,6 +427,23 @@ pub struct Erased {
     pub events: u64,
     pub messages: u64,
     pub evidence: u64,
+    /// Stored responses of idempotent requests that named the subject.
+    pub responses: u64,
+}
+
+/// One subject's erasure, as [`crate::store::Requests::erase_subject`]
+/// carries it out.
+#[derive(Debug, Clone)]
+pub struct Erasure<'a> {
+    pub tenant: &'a str,
+    /// The controller's id for the subject, replaced by `pseudonym`.
+    pub id: &'a str,
+    pub uid: &'a str,
+    pub pseudonym: &'a str,
+    pub flags: &'a SubjectFlags,
+    /// Stored receipts re-signed with the pseudonym as the principal: (id, jws).
+    pub receipts: Vec<(String, String)>,
+    pub at: Micros,
 }
 
 /// A personal data breach in the register, as stored (`body` of the row).

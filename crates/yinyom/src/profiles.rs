@@ -93,7 +93,7 @@ pub fn open(keys: &TenantKeys, record: SubjectRecord) -> Result<Subject, VaultEr
 
 /// Read and open one subject.
 pub async fn read(app: &App, tenant: &str, id: &str) -> Result<Option<Subject>, StoreError> {
-    let Some(record) = app.store.subject(tenant, id).await? else {
+    let Some(record) = app.store.subject(tenant, &app.resolve(tenant, id)).await? else {
         return Ok(None);
     };
     let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;

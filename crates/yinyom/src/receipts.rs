@@ -72,6 +72,17 @@ impl Signer {
         self.keys.last().expect("load guarantees one key")
     }
 
+    /// A stored receipt signed again with `principal` as its PII
+    /// principal (an erased subject's pseudonym); none when no key of this
+    /// installation signed it.
+    pub fn with_principal(&self, jws: &str, principal: &str) -> Option<String> {
+        let mut claims = self.keys.iter().find_map(|k| k.verify(jws))?;
+        claims
+            .as_object_mut()?
+            .insert("piiPrincipalId".into(), json!(principal));
+        Some(self.current().sign(&claims))
+    }
+
     pub fn jwks(&self) -> serde_json::Value {
         json!({ "keys": self.keys.iter().map(ReceiptKey::jwk).collect::<Vec<_>>() })
     }

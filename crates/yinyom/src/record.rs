@@ -118,7 +118,7 @@ pub fn prepare(
 ) -> Result<WriteItem, Rejected> {
     subject::validate_id(&req.subject)?;
     validate_source(&req.source)?;
-    if tv.erased(&req.subject) {
+    if tv.erased(&req.subject) || req.subject.starts_with(crate::vault::ERASED_PREFIX) {
         return Err(Rejected::new(
             "subject-erased",
             "subject",
@@ -199,7 +199,7 @@ pub fn prepare(
     let mut actions = Vec::with_capacity(req.actions.len());
     for (i, a) in req.actions.iter().enumerate() {
         let field = |f: &str| format!("actions/{i}/{f}");
-        if !a.action.is_consent() {
+        if !Action::CONSENT.contains(&a.action) {
             return Err(Rejected::new(
                 "validation",
                 field("action"),

@@ -96,7 +96,11 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         ));
     }
     let jurisdictions = jurisdictions(app, tenant).await?;
-    let Some(record) = app.store.subject(tenant, &r.subject).await? else {
+    let Some(record) = app
+        .store
+        .subject(tenant, &app.resolve(tenant, &r.subject))
+        .await?
+    else {
         return Err(
             Problem::not_found(format!("subject {:?} does not exist", r.subject)).field("subject"),
         );
@@ -190,7 +194,54 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         updated_at: now,
     };
     app.store.insert_request(&row).await?;
+    announce(app, &row, &record.id, Action::RequestReceived).await?;
     Ok(row)
+}
+
+/// Chain and propagate a step of request `r` (`request.received`,
+/// `request.completed`): an entry naming only the subject's uid and the
+/// request, idempotent by the request and step.
+/// `request.completed`, for a request that just completed (here, or when
+/// its last connected system finished: `systems::finish_if_done`). Once
+/// per request: the event's write carries an idempotency key.
+pub(crate) async fn announce_completed(app: &App, r: &RequestRow) -> Result<(), Problem> {
+    // Under the id the subject is stored by now (an erasure replaced it).
+    if let Some(id) = app.store.subject_id(&r.tenant, &r.subject_uid).await? {
+        announce(app, r, &id, Action::RequestCompleted).await?;
+    }
+    Ok(())
+}
+
+async fn announce(
+    app: &App,
+    r: &RequestRow,
+    stored_id: &str,
+    action: Action,
+) -> Result<(), Problem> {
+    app.writer
+        .write(WriteItem {
+            tenant: r.tenant.clone(),
+            subject_id: stored_id.to_string(),
+            actor: format!("request:{}", r.id),
+            source: "rights_request".into(),
+            notice: None,
+            evidence: None,
+            occurred_at: time::now(),
+            actions: vec![PreparedAction {
+                purpose: "*".into(),
+                channel: None,
+                action,
+                expires_at: None,
+            }],
+            idempotency: Some(Idempotency {
+                key: format!("request:{}:{}", r.id, action.as_str()),
+                request_hash: action.as_str().into(),
+            }),
+            receipt: None,
+            guardian: false,
+        })
+        .await?;
+    Ok(())
 }
 
 /// Take a step on a request; completing it carries it out first.
@@ -239,6 +290,9 @@ pub async fn act(
     r.updated_at = now;
     r.steps.push(done);
     save(app, &r, before).await?;
+    if action == Step::Complete && waiting == 0 {
+        announce_completed(app, &r).await?;
+    }
     if waiting > 0 && crate::systems::finish_if_done(app, tenant, id).await? {
         return load(app, tenant, id).await;
     }
@@ -254,7 +308,16 @@ async fn carry_out(app: &App, r: &RequestRow) -> Result<String, Problem> {
     match r.kind {
         // The bundle is made when it is downloaded, from the data as it is.
         Kind::Access | Kind::Portability => Ok("the data bundle is ready to download".into()),
-        Kind::Erasure => erase(app, tenant, &id, &r.subject_uid).await,
+        Kind::Erasure => {
+            erase(
+                app,
+                tenant,
+                &id,
+                &r.subject_uid,
+                &format!("request:{}", r.id),
+            )
+            .await
+        }
         Kind::Restriction | Kind::Objection => {
             let purposes = r.purposes.clone();
             let kind = r.kind;
@@ -398,30 +461,109 @@ async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem
     Ok(format!("{n} consent(s) withdrawn in the ledger"))
 }
 
-/// Erase a subject: destroy its data key (every sealed byte becomes
-/// unreadable), delete the rest, keep only the pseudonymous ledger.
-pub async fn erase(app: &App, tenant: &str, id: &str, uid: &str) -> Result<String, Problem> {
-    let mut flags = app
-        .store
-        .subject(tenant, id)
-        .await?
-        .map(|s| s.flags)
+/// Erase a subject: mark each of its consent records `erased` in the
+/// ledger and announce `subject.erased` (entries that name only its uid),
+/// then in one transaction destroy its data key (every sealed byte becomes
+/// unreadable), delete the rest, and replace its id by its keyed pseudonym
+/// wherever it was stored. `actor` is the request (`request:<id>`) or the
+/// job that erases.
+pub async fn erase(
+    app: &App,
+    tenant: &str,
+    id: &str,
+    uid: &str,
+    actor: &str,
+) -> Result<String, Problem> {
+    let Some(subject) = app.store.subject(tenant, id).await? else {
+        return Ok("the subject was erased before".into());
+    };
+    let mut flags = subject.flags;
+    let held = app.view.subject(app.store.as_ref(), tenant, id).await?;
+    let mut actions: Vec<PreparedAction> = held
+        .map(|s| {
+            s.consents
+                .records
+                .iter()
+                .filter(|r| r.state != ConsentState::Erased)
+                .map(|r| PreparedAction {
+                    purpose: r.purpose.to_string(),
+                    channel: r.channel,
+                    action: Action::Erase,
+                    expires_at: None,
+                })
+                .collect()
+        })
         .unwrap_or_default();
+    let records = actions.len();
+    actions.push(PreparedAction {
+        purpose: "*".into(),
+        channel: None,
+        action: Action::EraseSubject,
+        expires_at: None,
+    });
+    // Idempotent: a retry after a crash between this write and the
+    // transaction below writes nothing twice.
+    app.writer
+        .write(WriteItem {
+            tenant: tenant.to_string(),
+            subject_id: id.to_string(),
+            actor: actor.to_string(),
+            source: "erasure".into(),
+            notice: None,
+            evidence: None,
+            occurred_at: time::now(),
+            actions,
+            idempotency: Some(Idempotency {
+                key: format!("erase:{uid}"),
+                request_hash: "erase".into(),
+            }),
+            receipt: None,
+            guardian: false,
+        })
+        .await?;
     flags.erased = true;
     flags.born_on = None;
     flags.age_band = None;
+    let keys = app
+        .vault
+        .tenant(app.store.as_ref(), tenant)
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let pseudonym = keys.pseudonym(id);
+    let receipts = app
+        .store
+        .receipts(tenant, uid)
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            let jws = app.signer.with_principal(&r.jws, &pseudonym)?;
+            Some((r.id, jws))
+        })
+        .collect();
     let gone = app
         .store
-        .erase_subject(tenant, id, uid, &flags, time::now())
+        .erase_subject(&crate::model::Erasure {
+            tenant,
+            id,
+            uid,
+            pseudonym: &pseudonym,
+            flags: &flags,
+            receipts,
+            at: time::now(),
+        })
         .await?;
-    app.view.set_flags(tenant, id, flags);
+    app.arm_pseudonyms(tenant).await?;
+    let held = app.store.subject_states(tenant, &pseudonym).await?;
+    app.view
+        .write(tenant, |tv| tv.put_erased(id, &pseudonym, flags, &held));
     if let Err(e) = app.store.purge_deleted().await {
         tracing::warn!(error = %e, "could not truncate the write-ahead log after an erasure");
     }
     Ok(format!(
         "data key destroyed; profile, lookups and {} event(s) deleted; {} message(s) emptied; \
-         evidence of {} ledger entries deleted",
-        gone.events, gone.messages, gone.evidence
+         evidence of {} ledger entries deleted; {records} consent record(s) erased; \
+         {} stored response(s) deleted; the id replaced by a pseudonym",
+        gone.events, gone.messages, gone.evidence, gone.responses
     ))
 }
 

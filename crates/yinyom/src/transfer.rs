@@ -8,6 +8,11 @@
 //! Every row passes the same checks as `POST /v1/consents`; rows that fail
 //! are reported by line number and the others are kept. Rows are committed
 //! in large batches through the same ledger write as the API.
+//!
+//! Records of erased subjects are exported with state `erased` under the
+//! subject's pseudonym, never as granted. An import skips such rows, and
+//! refuses rows naming a subject erased here (by its old id: the view finds
+//! it by its pseudonym); both are reported by line.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -77,10 +82,18 @@ fn to_request(row: Row, evidence: Option<serde_json::Value>) -> Result<ConsentRe
         (Some(a), _) if !a.is_empty() => {
             Action::parse(a).ok_or_else(|| invalid("action", format!("unknown action {a:?}")))?
         }
-        (_, Some(s)) if !s.is_empty() => ConsentState::parse(s)
-            .ok_or_else(|| invalid("state", format!("unknown state {s:?}")))?
-            .action()
-            .ok_or_else(|| invalid("state", "an unspecified state records nothing"))?,
+        (_, Some(s)) if !s.is_empty() => match ConsentState::parse(s) {
+            None => return Err(invalid("state", format!("unknown state {s:?}"))),
+            Some(ConsentState::Erased) => {
+                return Err(invalid(
+                    "state",
+                    "skipped: the subject was erased, and an import never revives an erased subject",
+                ));
+            }
+            Some(state) => state
+                .action()
+                .ok_or_else(|| invalid("state", "an unspecified state records nothing"))?,
+        },
         _ => return Err(invalid("state", "each row needs a state or an action")),
     };
     let channel = match row.channel.as_deref() {
@@ -286,6 +299,7 @@ pub async fn import(
     file: &Path,
     format: Format,
     progress: bool,
+    master: Option<crate::vault::MasterKey>,
 ) -> Result<ImportReport, Box<dyn std::error::Error>> {
     let input = std::fs::File::open(file)?;
     let len = input.metadata()?.len();
@@ -301,6 +315,14 @@ pub async fn import(
         .expect("the template is valid"),
     );
     let view = Arc::new(load_view(store.as_ref()).await?);
+    if view.read(tenant, |tv| tv.has_erased()).unwrap_or(false) {
+        let master = master.ok_or(
+            "the tenant has erased subjects: give the master key (YINYOM_MASTER_KEY or \
+             --master-key-file) so that the import can refuse their old ids",
+        )?;
+        let vault = crate::vault::Vault::new(master);
+        crate::app::arm_pseudonyms(&view, &vault, store.as_ref(), tenant).await?;
+    }
     // Parsing and checking the next batch overlaps with committing the
     // previous one; the channel's capacity of one bounds memory.
     let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<WriteItem>>(1);

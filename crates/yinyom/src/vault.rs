@@ -200,6 +200,9 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// A tenant's keys, unwrapped.
+/// How an erased subject's pseudonym begins (no subject id may).
+pub const ERASED_PREFIX: &str = "erased:";
+
 pub struct TenantKeys {
     tenant: String,
     wrap: SealKey,
@@ -250,6 +253,17 @@ impl TenantKeys {
         ctx.update(b"\0");
         ctx.update(normalized.as_bytes());
         hex::encode(ctx.sign().as_ref())
+    }
+
+    /// The keyed pseudonym that replaces an erased subject's id wherever it
+    /// was stored: the same id always gives the same pseudonym (so the
+    /// subject stays erased when asked for by its old id), and without the
+    /// tenant key it cannot be traced back to the id.
+    pub fn pseudonym(&self, subject_id: &str) -> String {
+        format!(
+            "{ERASED_PREFIX}{}",
+            self.lookup_hash("erased subject", subject_id)
+        )
     }
 
     /// A new data key for subject `uid`, and its wrapped form to store.

@@ -71,7 +71,8 @@ async fn subject_with_data(t: &TestApp, id: &str) {
     let s = t
         .post(
             "/v1/sources",
-            json!({ "name": format!("web-{id}"), "purposes": ["analytics"] }),
+            // Named apart from the subject: a source is not the subject's data.
+            json!({ "name": format!("web-{}", uuid::Uuid::now_v7().simple()), "purposes": ["analytics"] }),
         )
         .await;
     let key = s["write_key"].as_str().unwrap().to_string();
@@ -212,7 +213,9 @@ async fn pdpa_s33_erasure_crypto_shreds_and_leaves_no_email_or_phone_in_the_data
     let v = t.get("/v1/ledger/verify").await;
     assert_eq!(v["ok"], true, "{v}");
     let h = t.get("/v1/subjects/cust-e1/consents?history=true").await;
-    assert_eq!(h["history"].as_array().unwrap().len(), 2);
+    // Two grants, each marked erased, the erasure itself, and the
+    // request received and completed.
+    assert_eq!(h["history"].as_array().unwrap().len(), 7);
 
     // The email and phone appear nowhere in the database files.
     let bytes = database_bytes(&t);
@@ -277,10 +280,22 @@ async fn pdpa_s30_access_gives_a_machine_readable_bundle_and_is_due_in_30_days(b
     assert_eq!(subject["profile"]["contacts"]["email"], EMAIL);
     assert_eq!(subject["profile"]["contacts"]["phone"], PHONE);
     let consents: Value = serde_json::from_str(&read("consents.json")).unwrap();
-    assert_eq!(consents["history"].as_array().unwrap().len(), 2);
+    // Two grants and the access request's own entries.
+    let actions: Vec<&str> = consents["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["grant", "grant", "request_received", "request_completed"],
+        "{consents}"
+    );
     assert_eq!(consents["receipts"].as_array().unwrap().len(), 1);
     let csv = read("consents.csv");
-    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // The header, two grants, the request received and completed.
+    assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.starts_with("purpose,channel,state,occurred_at"));
     let events: Value = serde_json::from_str(&read("events.json")).unwrap();
     assert_eq!(events.as_array().unwrap().len(), 1);
@@ -415,6 +430,8 @@ async fn pdpa_s34_restriction_and_s32_objection_change_decisions_at_once(backend
         .unwrap()
         .iter()
         .map(|e| e["action"].as_str().unwrap())
+        // The requests' own entries (received, completed) aside.
+        .filter(|a| !a.starts_with("request_"))
         .collect();
     assert_eq!(
         actions[actions.len() - 3..],
@@ -466,7 +483,13 @@ async fn pdpa_s19_withdrawal_request_withdraws_through_the_ledger(backend: Backe
         true
     );
     let h = t.get("/v1/subjects/cust-w1/consents?history=true").await;
-    let last = h["history"].as_array().unwrap().last().unwrap().clone();
+    let last = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| !e["action"].as_str().unwrap().starts_with("request_"))
+        .unwrap()
+        .clone();
     assert_eq!(
         (last["action"].clone(), last["source"].clone()),
         (json!("withdraw"), json!("rights_request"))
@@ -1780,7 +1803,298 @@ async fn requests_list_pages_by_cursor(backend: Backend) {
     }
 }
 
+/// The records of a tenant as `yinyom export` writes them (JSON Lines).
+async fn export_rows(t: &TestApp, dir: &std::path::Path) -> Vec<Value> {
+    let path = dir.join("export.jsonl");
+    let file = std::fs::File::create(&path).unwrap();
+    yinyom::transfer::export(
+        t.app.store.as_ref(),
+        &t.tenant,
+        yinyom::cli::Format::Jsonl,
+        false,
+        Box::new(file),
+    )
+    .await
+    .unwrap();
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_records_stay_erased(
+    backend: Backend,
+) {
+    // The controller's id for the subject is often an email address.
+    const ID: &str = "somchai.erasure@example.org";
+    let mut t = TestApp::new(backend).await;
+    // Files outside the database's directory (which is scanned whole).
+    let files = tempfile::tempdir().unwrap();
+    setup(&t).await;
+    subject_with_data(&t, ID).await;
+    // A client retries with a key that quotes the id; the response is kept.
+    let (status, _, body) = t
+        .request_raw(
+            Method::POST,
+            "/v1/consents",
+            Some(&t.owner),
+            &[("Idempotency-Key", &format!("signup-{ID}"))],
+            Some(
+                serde_json::to_vec(&json!({
+                    "subject": ID, "source": "web", "notice": { "key": "main", "version": 1 },
+                    "actions": [{ "purpose": "analytics", "action": "grant" }],
+                }))
+                .unwrap(),
+            ),
+        )
+        .await;
+    assert!(status.is_success(), "{}", String::from_utf8_lossy(&body));
+    let receipts = t
+        .get(&format!("/v1/subjects/{ID}/consents?history=true"))
+        .await;
+    assert!(
+        !receipts["receipts"].as_array().unwrap().is_empty(),
+        "{receipts}"
+    );
+    assert!(contains(&database_bytes(&t), ID), "the id is stored before");
+    let before_export = export_rows(&t, files.path()).await;
+    assert!(
+        before_export
+            .iter()
+            .any(|r| r["subject"] == ID && r["state"] == "granted")
+    );
+
+    let done = carry_out(&t, json!({ "subject": ID, "kind": "erasure" })).await;
+    let request_id = done["id"].as_str().unwrap().to_string();
+
+    // Decisions stay refusals, asked by the old id.
+    for (purpose, channel) in [("marketing.email", "email"), ("analytics", "web")] {
+        let d = decide(&t, ID, purpose, channel).await;
+        assert_eq!(
+            (d["allowed"].clone(), d["reason"].clone()),
+            (json!(false), json!("erased")),
+            "{d}"
+        );
+    }
+    // Every record is `erased`, by the old id too.
+    let c = t
+        .get(&format!("/v1/subjects/{ID}/consents?history=true"))
+        .await;
+    let states: Vec<&str> = c["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["erased", "erased"], "{c}");
+    let actions: Vec<&str> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &actions[actions.len() - 4..],
+        ["erase", "erase", "erase_subject", "request_completed"]
+    );
+    // Nothing revives it: a grant by the old id is refused.
+    let (status, _, r) = t
+        .request(
+            Method::POST,
+            "/v1/consents",
+            &t.owner,
+            Some(json!({
+                "subject": ID, "source": "web", "notice": { "key": "main", "version": 1 },
+                "actions": [{ "purpose": "analytics", "action": "grant" }],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+    assert_eq!(
+        r["type"].as_str().unwrap().rsplit('/').next(),
+        Some("subject-erased")
+    );
+    // Nor can an "erase" be recorded by hand.
+    let (status, _, _) = t
+        .request(
+            Method::POST,
+            "/v1/consents",
+            &t.owner,
+            Some(json!({
+                "subject": "someone-else", "source": "web",
+                "actions": [{ "purpose": "analytics", "action": "erase" }],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // The chain still verifies (evidence is outside the hash).
+    let v = t.get("/v1/ledger/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+
+    // Events: one consent.erased per record, then subject.erased naming
+    // the request and only the pseudonymous uid.
+    let events = t.app.store.events_after(&t.tenant, 0, 1_000).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "consent.erased").count(), 2);
+    // The request's own events frame it: received, …, completed.
+    let of_request = |kind: &str| -> Value {
+        let e = events.iter().find(|e| e.kind == kind).expect(kind);
+        serde_json::from_str(&e.payload).unwrap()
+    };
+    assert_eq!(
+        of_request("request.received")["request"],
+        request_id.as_str()
+    );
+    assert_eq!(
+        of_request("request.completed")["request"],
+        request_id.as_str()
+    );
+    assert_eq!(kinds.last(), Some(&"request.completed"), "{kinds:?}");
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "subject.erased")
+        .unwrap();
+    let payload: Value = serde_json::from_str(&last.payload).unwrap();
+    assert_eq!(payload["request"], request_id.as_str(), "{payload}");
+    assert_eq!(payload["purpose"], "*");
+    assert_eq!(payload["systems"], json!([]));
+    assert!(!last.payload.contains(ID) && !last.payload.contains(EMAIL));
+
+    // The id is nowhere in the database: not in the subjects row, the
+    // receipts, the stored responses or their keys.
+    let bytes = database_bytes(&t);
+    assert!(
+        !contains(&bytes, ID),
+        "the subject id is still in the database files"
+    );
+    let r = t
+        .get(&format!("/v1/subjects/{ID}/consents?history=true"))
+        .await;
+    let jws = r["receipts"][0]["jws"].as_str().unwrap().to_string();
+    let claims = t.app.signer.current().verify(&jws).expect("re-signed");
+    assert!(
+        claims["piiPrincipalId"]
+            .as_str()
+            .unwrap()
+            .starts_with("erased:"),
+        "{claims}"
+    );
+
+    // The export lists it erased, under its pseudonym, never granted.
+    let rows = export_rows(&t, files.path()).await;
+    assert!(rows.iter().all(|r| r["subject"] != ID), "{rows:?}");
+    let erased: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["subject"].as_str().unwrap().starts_with("erased:"))
+        .collect();
+    assert_eq!(erased.len(), 2);
+    assert!(erased.iter().all(|r| r["state"] == "erased"));
+
+    // Imported into a fresh instance, the erased rows are skipped, said so.
+    let fresh = TestApp::new(backend).await;
+    setup(&fresh).await;
+    let file = files.path().join("to-import.jsonl");
+    std::fs::write(
+        &file,
+        rows.iter().map(|r| format!("{r}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let report = yinyom::transfer::import(
+        fresh.app.store.clone(),
+        &fresh.tenant,
+        &file,
+        yinyom::cli::Format::Jsonl,
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.imported, 0);
+    assert_eq!(report.rejected.len(), 2, "{:?}", report.rejected);
+    assert!(
+        report
+            .rejected
+            .iter()
+            .all(|(_, why)| why.contains("erased"))
+    );
+    let pseudonym = erased[0]["subject"].as_str().unwrap();
+    let d = decide(&fresh, pseudonym, "analytics", "web").await;
+    assert_eq!(d["allowed"], false, "{d}");
+    // The pseudonym names no one who could be given consent either.
+    let (status, _, r) = t
+        .request(
+            Method::POST,
+            "/v1/consents",
+            &t.owner,
+            Some(json!({
+                "subject": pseudonym, "source": "web",
+                "actions": [{ "purpose": "analytics", "action": "grant" }],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{r}");
+
+    // After a restart the old id still resolves to the erased subject.
+    t.restart().await;
+    let d = decide(&t, ID, "analytics", "web").await;
+    assert_eq!(d["reason"], "erased", "{d}");
+    let (status, _, _) = t
+        .request(
+            Method::PUT,
+            &format!("/v1/subjects/{ID}"),
+            &t.owner,
+            Some(json!({ "identifiers": { "email": EMAIL } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+async fn idempotency_keys_expire_after_a_day(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    let send = async |purpose: &str| {
+        let (status, _, body) = t
+            .request_raw(
+                Method::POST,
+                "/v1/consents",
+                Some(&t.owner),
+                &[("Idempotency-Key", "retry-me")],
+                Some(
+                    serde_json::to_vec(&json!({
+                        "subject": "cust-ttl", "source": "web",
+                        "notice": { "key": "main", "version": 1 },
+                        "actions": [{ "purpose": purpose, "action": "grant" }],
+                    }))
+                    .unwrap(),
+                ),
+            )
+            .await;
+        (status, String::from_utf8_lossy(&body).to_string())
+    };
+    assert!(send("analytics").await.0.is_success());
+    // Within the day the key is taken.
+    assert_eq!(
+        send("marketing.email").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let now = yinyom_core::time::now();
+    let r = yinyom::lifecycle::run_once(&t.app, now + 3_600_000_000)
+        .await
+        .unwrap();
+    assert_eq!(r.responses_expired, 0, "an hour later it is kept");
+    let r = yinyom::lifecycle::run_once(&t.app, now + 25 * 3_600_000_000)
+        .await
+        .unwrap();
+    assert_eq!(r.responses_expired, 1, "a day later it is forgotten");
+    let (status, body) = send("marketing.email").await;
+    assert!(status.is_success(), "the key is free again: {body}");
+}
+
 on_every_backend!(
+    pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_records_stay_erased,
+    idempotency_keys_expire_after_a_day,
     requests_list_pages_by_cursor,
     double_opt_in_holds_an_email_grant_until_the_subject_confirms_it,
     pdpa_s30_the_requester_is_verified_by_a_one_time_code_sent_to_the_subject,

@@ -329,7 +329,15 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
     let mut flags = subject.flags.clone();
     flags.erased = true;
     let gone = store
-        .erase_subject(&t, "s1", &subject.uid, &flags, now)
+        .erase_subject(&yinyom::model::Erasure {
+            tenant: &t,
+            id: "s1",
+            uid: &subject.uid,
+            pseudonym: "erased:s1",
+            flags: &flags,
+            receipts: Vec::new(),
+            at: now,
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -337,7 +345,11 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
         "the evidence is deleted; its hash stays in the chain"
     );
     store.purge_deleted().await.unwrap();
-    let after = store.subject(&t, "s1").await.unwrap().unwrap();
+    assert!(
+        store.subject(&t, "s1").await.unwrap().is_none(),
+        "the id is replaced by the pseudonym"
+    );
+    let after = store.subject(&t, "erased:s1").await.unwrap().unwrap();
     assert!(after.flags.erased && after.data_key.is_none() && after.profile.is_none());
     assert!(
         store
@@ -442,17 +454,17 @@ async fn sqlite_upgrade_to_without_rowid_tables_keeps_every_row() {
     .map(|r| r.get("name"))
     .collect();
     for t in &tables {
-        // The columns the old table has (later migrations add some).
-        let cols: Vec<String> = sqlx::query(&format!("PRAGMA main.table_info({t})"))
+        // The columns the old schema has (later migrations add some).
+        let columns: Vec<String> = sqlx::query(&format!("PRAGMA main.table_info({t})"))
             .fetch_all(&old)
             .await
             .unwrap()
             .iter()
             .map(|r| r.get::<String, _>("name"))
             .collect();
-        let cols = cols.join(", ");
+        let columns = columns.join(", ");
         sqlx::query(&format!(
-            "INSERT INTO main.{t} ({cols}) SELECT {cols} FROM src.{t}"
+            "INSERT INTO main.{t} ({columns}) SELECT {columns} FROM src.{t}"
         ))
         .execute(&old)
         .await

@@ -76,7 +76,7 @@ impl Cursor {
     /// A restriction or objection of every purpose (`*`) concerns every purpose.
     fn wanted(&self, e: &OutboxEvent) -> bool {
         (self.types.is_empty() || self.types.contains(&e.kind))
-            && (self.purposes.is_empty() || e.purpose == "*" || self.purposes.contains(&e.purpose))
+            && crate::events::for_purposes(&self.purposes, &e.kind, &e.purpose)
     }
 
     async fn next(&mut self) -> Option<OutboxEvent> {

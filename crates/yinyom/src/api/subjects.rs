@@ -305,6 +305,12 @@ pub async fn put(
 ) -> Result<axum::Json<SubjectView>, Problem> {
     who.require(EVERYONE)?;
     subject::validate_id(&id)?;
+    if id.starts_with(crate::vault::ERASED_PREFIX) {
+        return Err(Problem::validation(
+            "id",
+            "ids beginning with 'erased:' name erased subjects",
+        ));
+    }
     check_update(&app, &who.tenant, &update)?;
     if app
         .view
@@ -502,7 +508,7 @@ pub(crate) async fn present(
 
 async fn find(app: &App, tenant: &str, id: &str) -> Result<crate::model::SubjectRecord, Problem> {
     app.store
-        .subject(tenant, id)
+        .subject(tenant, &app.resolve(tenant, id))
         .await?
         .ok_or_else(|| Problem::not_found(format!("subject {id:?} does not exist")))
 }
@@ -625,7 +631,7 @@ pub async fn preference_link(
     }
     let s = app
         .store
-        .subject(&who.tenant, &id)
+        .subject(&who.tenant, &app.resolve(&who.tenant, &id))
         .await?
         .ok_or_else(|| Problem::not_found(format!("subject {id:?} does not exist")))?;
     if s.flags.erased {

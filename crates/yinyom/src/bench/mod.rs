@@ -601,6 +601,7 @@ async fn import(rows: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::e
         &file,
         crate::cli::Format::Csv,
         false,
+        None,
     )
     .await?;
     let secs = start.elapsed().as_secs_f64();

@@ -55,6 +55,7 @@ pub async fn scale(subjects: usize, seconds: u64) -> Result<(), Box<dyn std::err
             &csv,
             crate::cli::Format::Csv,
             false,
+            None,
         )
         .await?;
         let secs = start.elapsed().as_secs_f64();

@@ -396,16 +396,13 @@ pub trait Requests: Send + Sync {
     async fn update_request(&self, r: &RequestRow, expected_updated_at: Micros) -> Result<bool>;
     /// Crypto-shred a subject in one transaction: drop its wrapped data key
     /// and sealed profile, lookups, events, message contents and errors,
-    /// consent evidence, sealed request data and held opt-ins; set `flags`
-    /// (erased).
-    async fn erase_subject(
-        &self,
-        tenant: &str,
-        id: &str,
-        uid: &str,
-        flags: &SubjectFlags,
-        at: Micros,
-    ) -> Result<Erased>;
+    /// consent evidence, sealed request data, held opt-ins and stored
+    /// responses that name it; replace its id by its pseudonym (the
+    /// subject row, receipts); set `flags` (erased).
+    async fn erase_subject(&self, e: &Erasure<'_>) -> Result<Erased>;
+    /// Forget stored responses of idempotent requests written before
+    /// `before`, at most `limit` (oldest first); returns how many.
+    async fn expire_idempotency_keys(&self, before: Micros, limit: u32) -> Result<u64>;
     /// Grants past their validity at `now` that no `expire` entry closed
     /// yet: (tenant, subject id, purpose, channel or "", expires_at).
     async fn due_expiries(

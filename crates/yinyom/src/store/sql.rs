@@ -592,7 +592,7 @@ struct Rows<'a> {
     /// Evidence JSON per written item.
     evidence: Vec<Option<String>>,
     receipts: Vec<(&'a String, String, &'a StoredReceipt)>,
-    idempotency: Vec<(&'a String, &'a String, &'a String, String, Micros)>,
+    idempotency: Vec<(&'a String, &'a String, &'a String, String, Micros, String)>,
 }
 
 type Key = (String, String);

@@ -879,6 +879,10 @@ pub async fn finish_if_done(app: &App, tenant: &str, request_id: &str) -> Result
             )),
         });
         if app.store.update_request(&r, before).await? {
+            if let Err(e) = crate::rights::announce_completed(app, &r).await {
+                tracing::warn!(request = %r.id, error = %e.detail,
+                    "request.completed could not be recorded");
+            }
             return Ok(true);
         }
     }

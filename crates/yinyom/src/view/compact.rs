@@ -41,12 +41,13 @@ pub struct Rec {
     pub guardian: bool,
 }
 
-const STATES: [ConsentState; 5] = [
+const STATES: [ConsentState; 6] = [
     ConsentState::Unspecified,
     ConsentState::Granted,
     ConsentState::Denied,
     ConsentState::Withdrawn,
     ConsentState::Expired,
+    ConsentState::Erased,
 ];
 
 impl Rec {

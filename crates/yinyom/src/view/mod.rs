@@ -87,6 +87,11 @@ pub struct TenantView {
     pub subjects: Subjects,
     /// Every subject with flags set (few; held whole in both modes).
     flags: HashMap<Box<str>, SubjectFlags>,
+    /// How many of them are erased (held under their keyed pseudonym).
+    erased: usize,
+    /// The tenant's keys, to find an erased subject by the id it had: set
+    /// when the tenant has erased subjects (`App::arm_pseudonyms`).
+    pseudonyms: Option<Arc<crate::vault::TenantKeys>>,
     /// A subject not in `subjects` may have records in the store.
     bounded: bool,
     purpose_ids: HashMap<Arc<str>, u16>,
@@ -194,6 +199,8 @@ impl TenantView {
             material: HashMap::new(),
             subjects: Subjects::default(),
             flags: HashMap::new(),
+            erased: 0,
+            pseudonyms: None,
             bounded: false,
             purpose_ids: HashMap::new(),
             purpose_keys: Vec::new(),
@@ -328,25 +335,107 @@ impl TenantView {
         self.subjects.put(subject_id, &recs);
     }
 
+    /// The subject's flags, found by its id or, once it was erased, by the
+    /// keyed pseudonym that replaced the id.
     pub fn flags(&self, subject_id: &str) -> Option<&SubjectFlags> {
-        self.flags.get(subject_id)
+        match self.flags.get(subject_id) {
+            Some(f) => Some(f),
+            None => self.flags.get(self.pseudonym_of(subject_id)?.as_str()),
+        }
     }
 
     pub fn erased(&self, subject_id: &str) -> bool {
         self.flags(subject_id).is_some_and(|f| f.erased)
     }
 
-    pub fn set_flags(&mut self, subject_id: &str, flags: SubjectFlags) {
-        if flags == SubjectFlags::default() {
-            self.flags.remove(subject_id);
-        } else {
-            self.flags.insert(subject_id.into(), flags);
+    /// The flags of a subject by the id it is stored under (as listed by
+    /// the view or the store: no pseudonym to look for).
+    pub fn stored_flags(&self, stored_id: &str) -> Option<&SubjectFlags> {
+        self.flags.get(stored_id)
+    }
+
+    /// The pseudonym of `subject_id` when an erased subject is held under
+    /// it (a keyed hash is computed only when the tenant has erased subjects).
+    fn pseudonym_of(&self, subject_id: &str) -> Option<String> {
+        if self.erased == 0 {
+            return None;
         }
+        let p = self.pseudonyms.as_ref()?.pseudonym(subject_id);
+        self.flags
+            .get(p.as_str())
+            .is_some_and(|f| f.erased)
+            .then_some(p)
+    }
+
+    /// The id a subject is held and stored under: its own, or once erased
+    /// its pseudonym.
+    pub fn resolve<'a>(&self, subject_id: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.flags.contains_key(subject_id) {
+            return subject_id.into();
+        }
+        match self.pseudonym_of(subject_id) {
+            Some(p) => p.into(),
+            None => subject_id.into(),
+        }
+    }
+
+    /// Whether the tenant has erased subjects (then it needs its keys).
+    pub fn has_erased(&self) -> bool {
+        self.erased > 0
+    }
+
+    /// Whether erased subjects can be found by the ids they had.
+    pub fn pseudonyms_armed(&self) -> bool {
+        self.pseudonyms.is_some()
+    }
+
+    pub fn arm_pseudonyms(&mut self, keys: Arc<crate::vault::TenantKeys>) {
+        self.pseudonyms = Some(keys);
+    }
+
+    pub fn set_flags(&mut self, subject_id: &str, flags: SubjectFlags) {
+        let now_erased = flags.erased;
+        let was = if flags == SubjectFlags::default() {
+            self.flags.remove(subject_id)
+        } else {
+            self.flags.insert(subject_id.into(), flags)
+        };
+        let was_erased = was.is_some_and(|f| f.erased);
+        match (was_erased, now_erased) {
+            (false, true) => self.erased += 1,
+            (true, false) => self.erased -= 1,
+            _ => {}
+        }
+    }
+
+    /// An erased subject's id was replaced by its pseudonym: hold its
+    /// records (as stored, all `erased`) and flags under that, nothing
+    /// under the id.
+    pub fn put_erased(
+        &mut self,
+        subject_id: &str,
+        pseudonym: &str,
+        flags: SubjectFlags,
+        records: &[ConsentRecord],
+    ) {
+        self.forget(subject_id);
+        if !records.is_empty() {
+            self.hold(pseudonym, records);
+        }
+        self.set_flags(pseudonym, flags);
+    }
+
+    /// Drop what is held under an id that no longer names a subject (an
+    /// erasure on another node renamed it).
+    pub fn forget(&mut self, subject_id: &str) {
+        self.subjects.remove(subject_id);
+        self.set_flags(subject_id, SubjectFlags::default());
     }
 
     /// The subject in full; `None` when a bounded view does not hold it
     /// (see [`View::subject`], which then reads the store).
     pub fn subject(&self, subject_id: &str) -> Option<SubjectView> {
+        let subject_id = &*self.resolve(subject_id);
         let records = match self.subjects.get(subject_id) {
             Some(found) => self.records_of(&found),
             None if self.bounded => return None,
@@ -358,7 +447,7 @@ impl TenantView {
     /// Every subject the view holds with records, in full.
     pub fn each_held(&self, mut f: impl FnMut(&str, SubjectView)) {
         for (id, found) in self.subjects.iter() {
-            let flags = self.flags(&id).cloned();
+            let flags = self.stored_flags(&id).cloned();
             f(&id, SubjectView::new(flags, self.records_of(&found)));
         }
     }
@@ -426,7 +515,14 @@ impl TenantView {
             None if self.bounded => return Err(Unknown::Subject),
             None => None,
         };
-        Ok(self.answer(purpose, purpose_key, self.flags(subject), record, now))
+        // A subject held with records under this id is not erased (erased
+        // ones are held under their pseudonym): no keyed hash on that path.
+        let flags = if record.is_some() {
+            self.flags.get(subject)
+        } else {
+            self.flags(subject)
+        };
+        Ok(self.answer(purpose, purpose_key, flags, record, now))
     }
 
     /// Decide for a subject read in full.
@@ -733,6 +829,10 @@ impl View {
         tenant: &str,
         id: &str,
     ) -> Result<Option<SubjectView>, StoreError> {
+        let Some(resolved) = self.read(tenant, |tv| tv.resolve(id).into_owned()) else {
+            return Ok(None);
+        };
+        let id = resolved.as_str();
         match self.read(tenant, |tv| tv.subject(id).ok_or(tv.stripe_version(id))) {
             None => Ok(None),
             Some(Ok(held)) => Ok(Some(held)),
@@ -798,7 +898,7 @@ impl View {
             after = last.id.clone();
             self.read(tenant, |tv| {
                 for s in page {
-                    let flags = tv.flags(&s.id).cloned();
+                    let flags = tv.stored_flags(&s.id).cloned();
                     f(tv, &s.id, SubjectView::new(flags, s.records));
                 }
             });

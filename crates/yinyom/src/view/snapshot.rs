@@ -222,7 +222,7 @@ fn write_tenant<W: Write>(w: &mut Sealed<'_, W>, tv: &TenantView) -> Result<u64,
     w.u64(tv.subjects.len() as u64)?;
     let mut n = 0;
     for (id, words) in tv.subjects.raw() {
-        if tv.erased(&id) {
+        if tv.stored_flags(&id).is_some_and(|f| f.erased) {
             continue;
         }
         w.u64(words.len() as u64)?;

@@ -228,6 +228,9 @@ fn state_text(r: Option<&ConsentRecord>, now: Micros, lang: Lang) -> Markup {
         ConsentState::Unspecified => {
             html! { span.muted { (tr(lang, "ยังไม่ได้เลือก", "Not chosen yet")) } }
         }
+        ConsentState::Erased => html! {
+            span.bad { (tr(lang, "ลบข้อมูลแล้ว", "Erased")) }
+        },
     }
 }
 

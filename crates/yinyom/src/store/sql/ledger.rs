@@ -104,6 +104,7 @@ impl Ledger for SqlStore {
                     &idem.request_hash,
                     response.to_string(),
                     recorded_at,
+                    uid.clone(),
                 ));
             }
             outcomes.push(ItemOutcome::Written {
@@ -139,16 +140,18 @@ impl Ledger for SqlStore {
                 insert_rows(
                     &mut tx,
                     self.dialect,
-                    "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at)",
+                    "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at,
+                         subject_uid)",
                     "",
                     &rows.idempotency,
-                    5,
-                    |q, (tenant, key, hash, response, at)| {
+                    6,
+                    |q, (tenant, key, hash, response, at, uid)| {
                         q.bind(tenant.as_str())
                             .bind(key.as_str())
                             .bind(hash.as_str())
                             .bind(response.as_str())
                             .bind(*at)
+                            .bind(uid.as_str())
                     },
                 )
                 .await?;
@@ -610,8 +613,9 @@ async fn write_batch_pg(
     let idempotency_json: Vec<serde_json::Value> = rows
         .idempotency
         .iter()
-        .map(|(tenant, key, hash, response, at)| {
-            json!({"tenant": tenant, "key": key, "request_hash": hash, "response": response, "created_at": at})
+        .map(|(tenant, key, hash, response, at, uid)| {
+            json!({"tenant": tenant, "key": key, "request_hash": hash, "response": response,
+                   "created_at": at, "subject_uid": uid})
         })
         .collect();
     let heads_json: Vec<serde_json::Value> = heads
@@ -685,10 +689,11 @@ const PG_WRITE_BATCH: &str = "WITH
         FROM jsonb_to_recordset($4::jsonb) AS x(tenant text, id text, subject_uid text, jws text,
             created_at bigint)
         RETURNING 1),
-  i AS (INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at)
-        SELECT tenant, key, request_hash, response, created_at
+  i AS (INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at,
+            subject_uid)
+        SELECT tenant, key, request_hash, response, created_at, subject_uid
         FROM jsonb_to_recordset($5::jsonb) AS x(tenant text, key text, request_hash text,
-            response text, created_at bigint)
+            response text, created_at bigint, subject_uid text)
         RETURNING 1),
   h AS (UPDATE ledger_heads SET seq = x.seq, hash = x.hash
         FROM jsonb_to_recordset($6::jsonb) AS x(tenant text, seq bigint, hash text)

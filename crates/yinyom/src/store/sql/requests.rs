@@ -436,14 +436,8 @@ impl Requests for SqlStore {
         Ok(done == 1)
     }
 
-    async fn erase_subject(
-        &self,
-        tenant: &str,
-        id: &str,
-        uid: &str,
-        flags: &SubjectFlags,
-        at: Micros,
-    ) -> Result<Erased> {
+    async fn erase_subject(&self, e: &Erasure<'_>) -> Result<Erased> {
+        let (tenant, uid) = (e.tenant, e.uid);
         let _writing = self.exclusive().await;
         let mut tx = self
             .pool
@@ -482,32 +476,102 @@ impl Requests for SqlStore {
         run("DELETE FROM opt_ins WHERE tenant = $1 AND subject_id IN
                  (SELECT id FROM subjects WHERE tenant = $1 AND uid = $2)")
         .await?;
-        sqlx::query(
-            "UPDATE subjects SET data_key = NULL, profile = NULL, identifiers = '{}',
-                    attributes = '{}', flags = $1, profile_rev = profile_rev + 1, updated_at = $2
-             WHERE tenant = $3 AND uid = $4",
+        // Stored responses (replayed to a retry) quote the id, and a
+        // client's key may too. Rows written before they were tagged with
+        // their subject are found by the id in the key or the response.
+        let pattern = format!(
+            "%{}%",
+            e.id.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let responses = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE tenant = $1 AND (subject_uid = $2
+                 OR (subject_uid IS NULL
+                     AND (key LIKE $3 ESCAPE '\\' OR response LIKE $3 ESCAPE '\\')))",
         )
-        .bind(super::flags_json(flags)?)
-        .bind(at)
+        .bind(tenant)
+        .bind(uid)
+        .bind(&pattern)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        for (id, jws) in &e.receipts {
+            sqlx::query("UPDATE receipts SET jws = $1 WHERE tenant = $2 AND id = $3")
+                .bind(jws.as_str())
+                .bind(tenant)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        sqlx::query(
+            "UPDATE subjects SET id = $1, data_key = NULL, profile = NULL, identifiers = '{}',
+                    attributes = '{}', flags = $2, profile_rev = profile_rev + 1, updated_at = $3
+             WHERE tenant = $4 AND uid = $5",
+        )
+        .bind(e.pseudonym)
+        .bind(super::flags_json(e.flags)?)
+        .bind(e.at)
         .bind(tenant)
         .bind(uid)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        self.announce(
-            &mut *tx,
-            &Change::Subject {
-                tenant: tenant.into(),
-                id: id.into(),
-            },
-        )
-        .await?;
+        if self.dialect == Dialect::Sqlite {
+            // ANALYZE keeps sample keys of indexes (sqlite_stat4, when
+            // SQLite is built with it): the subject's id among them.
+            let stat4: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat4'",
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if stat4.is_some() {
+                sqlx::query(
+                    "DELETE FROM sqlite_stat4
+                     WHERE tbl IN ('subjects', 'idempotency_keys', 'opt_ins', 'receipts')",
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        // Other nodes drop what they held under the id and take the
+        // pseudonym's flags.
+        for id in [e.id, e.pseudonym] {
+            self.announce(
+                &mut *tx,
+                &Change::Subject {
+                    tenant: tenant.into(),
+                    id: id.into(),
+                },
+            )
+            .await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(Erased {
             events,
             messages,
             evidence,
+            responses,
         })
+    }
+
+    async fn expire_idempotency_keys(&self, before: Micros, limit: u32) -> Result<u64> {
+        let _writing = self.exclusive().await;
+        Ok(sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (tenant, key) IN
+                 (SELECT tenant, key FROM idempotency_keys WHERE created_at < $1
+                  ORDER BY created_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected())
     }
 
     async fn due_expiries(
