@@ -194,6 +194,27 @@ pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<Ch
     }
 }
 
+/// The audit path of `entry` in the tree of the first `n` entries (a
+/// checkpoint's size).
+pub async fn entry_proof(
+    store: &dyn Store,
+    tenant: &str,
+    entry: yinyom_core::ledger::LedgerEntry,
+    n: u64,
+) -> Result<EntryProof> {
+    let m = entry.seq - 1;
+    let needs = merkle::inclusion_needs(m, n);
+    let hashes = subtrees(store, tenant, n, &needs).await?;
+    let path = merkle::inclusion_proof(m, n, &mut |s| hashes[&s])
+        .ok_or_else(|| corrupt(format!("entry {} is beyond the checkpoint", entry.seq)))?;
+    Ok(EntryProof {
+        partition: PART,
+        leaf_index: m,
+        entry,
+        path: path.iter().map(hex::encode).collect(),
+    })
+}
+
 /// The proof of a receipt: its ledger entries and their audit paths to a
 /// checkpoint that covers them (made now if none does yet). `None` for an
 /// unknown receipt.
@@ -218,20 +239,9 @@ pub async fn prove(
         cp = Some(make(store, signer, tenant).await?);
     }
     let cp = cp.ok_or_else(|| StoreError::Unavailable("no checkpoint".into()))?;
-    let n = cp.size;
     let mut proofs = Vec::with_capacity(entries.len());
     for entry in entries {
-        let m = entry.seq - 1;
-        let needs = merkle::inclusion_needs(m, n);
-        let hashes = subtrees(store, tenant, n, &needs).await?;
-        let path = merkle::inclusion_proof(m, n, &mut |s| hashes[&s])
-            .ok_or_else(|| corrupt(format!("entry {} is beyond the checkpoint", entry.seq)))?;
-        proofs.push(EntryProof {
-            partition: PART,
-            leaf_index: m,
-            entry,
-            path: path.iter().map(hex::encode).collect(),
-        });
+        proofs.push(entry_proof(store, tenant, entry, cp.size).await?);
     }
     Ok(Some((
         receipt.jws,

@@ -11,6 +11,7 @@
 //! Server and load generator share the machine (loopback only), so the
 //! ratios are what to compare across runs.
 
+mod checkpoints;
 mod gates;
 mod propagation;
 mod requests;
@@ -71,7 +72,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience,requests,verify"
+        default_value = "http,batch,writes,import,memory,pg,webhooks,nodes,collector,audience,requests,verify,checkpoints"
     )]
     pub only: Vec<Section>,
 }
@@ -101,6 +102,10 @@ pub enum Section {
     /// Ledger verification: the job (pages on every core) vs. the old
     /// single-threaded pass.
     Verify,
+    /// Signed checkpoints: building the tree, an incremental checkpoint,
+    /// receipt proofs (time, size) and their offline verification, the
+    /// audit of every checkpoint.
+    Checkpoints,
     /// Erasure requests carried out in connected PostgreSQL and MariaDB
     /// systems, and with one system down (needs MariaDB; not in the
     /// default set).
@@ -429,6 +434,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
     if on(Section::Requests) {
         requests::requests(&args, dir.path()).await?;
+    }
+    if on(Section::Checkpoints) {
+        checkpoints::run(args.verify_entries, dir.path()).await?;
     }
     if on(Section::Verify) {
         verify(args.verify_entries, dir.path()).await?;
