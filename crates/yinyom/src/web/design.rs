@@ -185,14 +185,14 @@ fn page_for(staff: &Staff, d: &BannerDesign, version: u64, note: Option<Markup>,
             }
         }
     };
-    let text = |name: &str, th: &str, en: &str, value: Option<String>| html! {
+    let text = |name: &str, th: &'static str, en: &'static str, value: Option<String>| html! {
         div.field {
             label for=(name) { (tr(lang, th, en)) }
             input type="text" id=(name) name=(name) value=[value] aria-describedby=[described(name)];
             @if let Some(e) = field_error(name) { (e) }
         }
     };
-    let num = |name: &str, th: &str, en: &str, value: String| html! {
+    let num = |name: &str, th: &'static str, en: &'static str, value: String| html! {
         div.field {
             label for=(name) { (tr(lang, th, en)) }
             input type="number" id=(name) name=(name) value=(value) aria-describedby=[described(name)];
