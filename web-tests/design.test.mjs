@@ -128,6 +128,9 @@ for (const [position, design] of Object.entries(DESIGNS)) {
           `Accept and Reject share ${p}`);
       }
       assert.equal(await style(page, 'section.b button.ac', 'borderTopLeftRadius'), `${design.radius}px`);
+      // A button filled like the banner is outlined in its text colour, so it still reads as a button.
+      const c = design.colors, edge = c.accept_background === c.background ? c.accept_text : c.accept_background;
+      assert.equal(await style(page, 'section.b button.ac', 'borderTopColor'), rgb(edge));
       const texts = (design.texts || {})[lang] || {};
       if (texts.title) assert.equal(await section.locator('h2').textContent(), texts.title);
       if (texts.accept) {

@@ -369,8 +369,8 @@
     '.row button{flex:1 1 10em}',
     'button{font:inherit;font-weight:600;margin:0;min-height:44px;padding:8px 16px;border:2px solid var(--a);' +
       'border-radius:var(--r,6px);background:var(--a);color:var(--g);cursor:pointer}',
-    '.ac{background:var(--ab,var(--a));border-color:var(--ab,var(--a));color:var(--at,var(--g));font-weight:var(--aw,600);font-size:var(--as,1em)}',
-    '.rj{background:var(--rb,var(--a));border-color:var(--rb,var(--a));color:var(--rt,var(--g));font-weight:var(--rw,600);font-size:var(--rs,1em)}',
+    '.ac{background:var(--ab,var(--a));border-color:var(--ad,var(--a));color:var(--at,var(--g));font-weight:var(--aw,600);font-size:var(--as,1em)}',
+    '.rj{background:var(--rb,var(--a));border-color:var(--rd,var(--a));color:var(--rt,var(--g));font-weight:var(--rw,600);font-size:var(--rs,1em)}',
     'button.s,.lg button{background:var(--g);color:var(--a)}',
     '.lg{display:flex;gap:4px}',
     '.lg button{min-height:32px;padding:2px 10px;font-size:.875em}',
@@ -412,7 +412,14 @@
       var m = { background: 'g', text: 'f', accent: 'a', accept_background: 'ab', accept_text: 'at', reject_background: 'rb', reject_text: 'rt' };
       return Object.keys(m).filter(function (k) { return p && hex.test(p[k]); }).map(function (k) { return '--' + m[k] + ':' + p[k]; }).join(';');
     };
-    v.push(pal(d.colors));
+    // A button filled like the banner gets an outline in its text colour.
+    var edge = function (p) {
+      return p ? ['accept', 'reject'].map(function (b) {
+        var f = p[b + '_background'], t = p[b + '_text'];
+        return hex.test(f) && hex.test(t) ? ';--' + b[0] + 'd:' + (f.toLowerCase() === String(p.background).toLowerCase() ? t : f) : '';
+      }).join('') : '';
+    };
+    v.push(pal(d.colors) + edge(d.colors));
     if (n(d.font_size, 12, 24)) v.push('--fs:' + d.font_size + 'px');
     if (n(d.radius, 0, 32)) v.push('--r:' + d.radius + 'px');
     if (/^[\w ,'"-]{1,200}$/.test(d.font_family || '')) v.push('--ff:' + d.font_family);
@@ -421,7 +428,7 @@
       if (n(s.font_size, 12, 24)) v.push(k + 's:' + s.font_size + 'px');
       if (n(s.font_weight, 400, 900)) v.push(k + 'w:' + s.font_weight);
     });
-    return '.yy{' + v.join(';') + '}' + (d.dark ? '@media (prefers-color-scheme:dark){.yy{' + pal(d.dark) + '}}' : '');
+    return '.yy{' + v.join(';') + '}' + (d.dark ? '@media (prefers-color-scheme:dark){.yy{' + pal(d.dark) + edge(d.dark) + '}}' : '');
   }
   function design() { return (cfg && cfg.design) || {}; }
   function modal() { return design().position === 'center_modal'; }
