@@ -313,10 +313,7 @@ impl BannerDesign {
                 || u.len() > 2000
                 || u.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
-            return refuse(
-                "logo_url",
-                "must be an https URL of at most 2000 bytes",
-            );
+            return refuse("logo_url", "must be an https URL of at most 2000 bytes");
         }
         check_palette("colors", &self.colors)?;
         if let Some(d) = &self.dark {
@@ -335,10 +332,7 @@ impl BannerDesign {
                 return refuse(format!("{name}.font_size"), "must be 12-24 (pixels)");
             }
             if !(400..=900).contains(&b.font_weight) || b.font_weight % 100 != 0 {
-                return refuse(
-                    format!("{name}.font_weight"),
-                    "must be 400, 500, … 900",
-                );
+                return refuse(format!("{name}.font_weight"), "must be 400, 500, … 900");
             }
         }
         let size = |b: &ButtonStyle| b.font_size.unwrap_or(self.font_size);

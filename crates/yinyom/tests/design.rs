@@ -6,7 +6,7 @@
 #[macro_use]
 mod common;
 
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 use yinyom::model::Role;
 
@@ -118,7 +118,10 @@ async fn design_is_stored_with_history_and_served_to_the_banner(backend: Backend
     let (s, v2) = put(&t, &admin, dark_corner()).await;
     assert_eq!(s, StatusCode::OK, "{v2}");
     assert_eq!(v2["version"], 2);
-    assert_eq!(v2["design"]["accept"]["font_weight"], 600, "defaults filled in");
+    assert_eq!(
+        v2["design"]["accept"]["font_weight"], 600,
+        "defaults filled in"
+    );
 
     let current = t.get("/v1/tenant/banner-design").await;
     assert_eq!(current["version"], 2);
@@ -128,7 +131,12 @@ async fn design_is_stored_with_history_and_served_to_the_banner(backend: Backend
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["version"].as_u64().unwrap(), v["design"]["position"].clone()))
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["design"]["position"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         versions,
@@ -145,7 +153,10 @@ async fn design_is_stored_with_history_and_served_to_the_banner(backend: Backend
     assert_eq!(after["design"]["position"], "corner_box");
     assert_eq!(after["design"]["dark"]["accent"], "#fcd34d");
     assert_eq!(after["design"]["texts"]["th"]["reject"], "ไม่ยอมรับ");
-    assert_eq!(after["notice"], before["notice"], "a design is not a notice change");
+    assert_eq!(
+        after["notice"], before["notice"],
+        "a design is not a notice change"
+    );
     let notice = t.get("/v1/notices/cookies").await;
     assert_eq!(notice["version"], before["notice"]["version"], "{notice}");
     let d = t
@@ -218,9 +229,15 @@ async fn designs_that_break_equal_prominence_or_contrast_are_refused(backend: Ba
             json!({ "accept": { "font_weight": 800 }, "reject": { "font_weight": 400 } }),
             "reject.font_weight",
         ),
-        (json!({ "font_family": "x;}body{display:none" }), "font_family"),
+        (
+            json!({ "font_family": "x;}body{display:none" }),
+            "font_family",
+        ),
         (json!({ "logo_url": "javascript:alert(1)" }), "logo_url"),
-        (json!({ "texts": { "en": { "reject": "" } } }), "texts.en.reject"),
+        (
+            json!({ "texts": { "en": { "reject": "" } } }),
+            "texts.en.reject",
+        ),
     ];
     for (design, field) in cases {
         let (s, p) = put(&t, &t.owner, design.clone()).await;
@@ -228,7 +245,10 @@ async fn designs_that_break_equal_prominence_or_contrast_are_refused(backend: Ba
         assert_eq!(p["field"], field, "{design} → {p}");
     }
     // Unknown fields and positions are refused too, not ignored.
-    for design in [json!({ "position": "top_left" }), json!({ "shadow": "big" })] {
+    for design in [
+        json!({ "position": "top_left" }),
+        json!({ "shadow": "big" }),
+    ] {
         let (s, p) = put(&t, &t.owner, design.clone()).await;
         assert!(s.is_client_error(), "{design} → {s} {p}");
     }
@@ -238,7 +258,176 @@ async fn designs_that_break_equal_prominence_or_contrast_are_refused(backend: Ba
     assert!(config(&t, &site).await.get("design").is_none());
 }
 
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn form(fields: &[(&str, &str)]) -> Vec<u8> {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}
+
+/// The console session's cookies.
+fn cookies(h: &HeaderMap, jar: &mut Vec<(String, String)>) {
+    for v in h.get_all(header::SET_COOKIE) {
+        let c = v.to_str().unwrap();
+        let (kv, _) = c.split_once(';').unwrap_or((c, ""));
+        let (k, v) = kv.split_once('=').unwrap();
+        jar.retain(|(n, _)| n != k);
+        if !v.is_empty() && !c.contains("Max-Age=0") {
+            jar.push((k.into(), v.into()));
+        }
+    }
+}
+
+fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..at + 64].to_string()
+}
+
+async fn console_design_page_previews_refuses_and_saves(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let site = setup(&t).await;
+    t.post(
+        "/v1/staff",
+        json!({ "email": "admin@example.com", "name": "A", "role": "admin", "password": "a long enough secret" }),
+    )
+    .await;
+    let mut jar = Vec::new();
+    let (_, h, b) = t
+        .request_raw(Method::GET, "/admin/login", None, &[], None)
+        .await;
+    cookies(&h, &mut jar);
+    let cookie = |jar: &Vec<(String, String)>| {
+        jar.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let html = String::from_utf8_lossy(&b).into_owned();
+    let c = cookie(&jar);
+    let (s, h, _) = t
+        .request_raw(
+            Method::POST,
+            "/admin/login",
+            None,
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &c),
+            ],
+            Some(form(&[
+                ("csrf", &csrf_in(&html)),
+                ("email", "admin@example.com"),
+                ("password", "a long enough secret"),
+            ])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    cookies(&h, &mut jar);
+    let c = cookie(&jar);
+    let (s, h, b) = t
+        .request_raw(
+            Method::GET,
+            "/admin/banner?lang=en",
+            None,
+            &[("cookie", &c)],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    cookies(&h, &mut jar);
+    let c = cookie(&jar);
+    let html = String::from_utf8_lossy(&b).into_owned();
+    assert!(
+        html.contains("Banner design") && html.contains("Preview"),
+        "{html}"
+    );
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        !csp.contains("script-src"),
+        "no script runs in the console: {csp}"
+    );
+    let csrf = csrf_in(&html);
+    let post = |fields: Vec<(&'static str, &'static str)>| {
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend(fields);
+        let body = form(&all);
+        let c = c.clone();
+        let t = &t;
+        async move {
+            let (s, _, b) = t
+                .request_raw(
+                    Method::POST,
+                    "/admin/banner",
+                    None,
+                    &[
+                        ("content-type", "application/x-www-form-urlencoded"),
+                        ("cookie", &c),
+                    ],
+                    Some(body),
+                )
+                .await;
+            (s, String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    // Preview a corner box: drawn with the draft, nothing stored.
+    let (s, html) = post(vec![
+        ("do", "preview"),
+        ("position", "corner_box"),
+        ("colors.background", "#fdf6e3"),
+        ("texts.en.accept", "Allow all"),
+    ])
+    .await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("background:#fdf6e3") && html.contains("Allow all"),
+        "{html}"
+    );
+    assert!(html.contains("not saved"), "{html}");
+    assert_eq!(t.get("/v1/tenant/banner-design").await["version"], 0);
+    // A grey Reject on a white banner: refused, the reason at its field.
+    let (s, html) = post(vec![
+        ("do", "save"),
+        ("colors.reject_background", "#ffffff"),
+        ("colors.reject_text", "#6b7280"),
+    ])
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("Not saved") && html.contains("colors.reject_text"),
+        "{html}"
+    );
+    assert!(html.contains("aria-invalid=\"true\""), "{html}");
+    assert_eq!(t.get("/v1/tenant/banner-design").await["version"], 0);
+    // A good one is saved and served.
+    let (s, html) = post(vec![
+        ("do", "save"),
+        ("position", "center_modal"),
+        ("texts.th.reject", "ไม่ยอมรับ"),
+    ])
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{html}");
+    let now = t.get("/v1/tenant/banner-design").await;
+    assert_eq!(now["version"], 1);
+    assert_eq!(now["design"]["position"], "center_modal");
+    let cfg = config(&t, &site).await;
+    assert_eq!(cfg["design"]["texts"]["th"]["reject"], "ไม่ยอมรับ");
+}
+
 on_every_backend!(
     design_is_stored_with_history_and_served_to_the_banner,
     designs_that_break_equal_prominence_or_contrast_are_refused,
+    console_design_page_previews_refuses_and_saves,
 );

@@ -134,7 +134,10 @@ pub async fn history(
     if !(1..=100).contains(&limit) {
         return Err(Problem::validation("limit", "must be 1-100"));
     }
-    let rows = app.store.banner_designs(&who.tenant, q.before, limit).await?;
+    let rows = app
+        .store
+        .banner_designs(&who.tenant, q.before, limit)
+        .await?;
     let next_before = (rows.len() == limit as usize)
         .then(|| rows.last().map(|d| d.version))
         .flatten();

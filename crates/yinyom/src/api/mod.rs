@@ -6,11 +6,11 @@
 pub(crate) mod acquisitions;
 pub(crate) mod admin;
 pub mod auth;
-pub mod design;
 pub(crate) mod breaches;
 pub(crate) mod checkpoints;
 pub(crate) mod consents;
 pub(crate) mod decisions;
+pub mod design;
 pub mod extract;
 pub mod limit;
 pub(crate) mod messages;

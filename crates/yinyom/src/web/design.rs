@@ -49,7 +49,10 @@ fn colour(p: &Palette, k: &str) -> String {
 
 fn palette(f: &Fields, prefix: &str) -> Palette {
     let d = Palette::default();
-    let get = |k: &str| f.text(&format!("{prefix}.{k}")).unwrap_or_else(|| colour(&d, k));
+    let get = |k: &str| {
+        f.text(&format!("{prefix}.{k}"))
+            .unwrap_or_else(|| colour(&d, k))
+    };
     Palette {
         background: get("background"),
         text: get("text"),
@@ -130,7 +133,11 @@ fn preview(d: &BannerDesign, p: &Palette, lang: Lang, label: &str) -> Markup {
         Position::CornerBox => ("26rem", "0 4px 24px rgba(0,0,0,.25)"),
         Position::CenterModal => ("30rem", "0 0 0 2rem rgba(17,24,39,.6)"),
     };
-    let radius = if d.position == Position::BottomBar { 0 } else { d.radius };
+    let radius = if d.position == Position::BottomBar {
+        0
+    } else {
+        d.radius
+    };
     let frame = format!(
         "background:{};color:{};font-family:{},system-ui,sans-serif;font-size:{}px;line-height:1.5;\
          border-radius:{radius}px;box-shadow:{shadow};padding:16px;max-width:{width};margin:{};border:1px solid #6b7280",
@@ -138,7 +145,11 @@ fn preview(d: &BannerDesign, p: &Palette, lang: Lang, label: &str) -> Markup {
         p.text,
         d.font_family,
         d.font_size,
-        if d.position == Position::CornerBox { "0 0 0 auto" } else { "0 auto" },
+        if d.position == Position::CornerBox {
+            "0 0 0 auto"
+        } else {
+            "0 auto"
+        },
     );
     let button = |bg: &str, fg: &str, b: &yinyom_core::banner::ButtonStyle| {
         format!(
@@ -166,37 +177,54 @@ fn preview(d: &BannerDesign, p: &Palette, lang: Lang, label: &str) -> Markup {
     }
 }
 
-fn page_for(staff: &Staff, d: &BannerDesign, version: u64, note: Option<Markup>, error: Option<&Problem>) -> Response {
+fn page_for(
+    staff: &Staff,
+    d: &BannerDesign,
+    version: u64,
+    note: Option<Markup>,
+    error: Option<&Problem>,
+) -> Response {
     let lang = staff.lang;
     let manager = MANAGERS.contains(&staff.member.role);
     let dark = d.dark.clone();
     let field_error = |name: &str| -> Option<Markup> {
         let p = error?;
-        (p.field.as_deref() == Some(name)).then(|| html! { p.error id={ "e-" (name) } { (p.detail) } })
+        (p.field.as_deref() == Some(name))
+            .then(|| html! { p.error id={ "e-" (name) } { (p.detail) } })
     };
-    let described = |name: &str| error.filter(|p| p.field.as_deref() == Some(name)).map(|_| format!("e-{name}"));
-    let colour_inputs = |prefix: &str, p: &Palette| html! {
-        @for (k, th, en) in COLOURS {
-            @let name = format!("{prefix}.{k}");
-            div.field {
-                label for=(name) { (tr(lang, th, en)) }
-                input type="color" id=(name) name=(name) value=(colour(p, k)) aria-describedby=[described(&name)] aria-invalid=[described(&name).map(|_| "true")];
-                @if let Some(e) = field_error(&name) { (e) }
+    let described = |name: &str| {
+        error
+            .filter(|p| p.field.as_deref() == Some(name))
+            .map(|_| format!("e-{name}"))
+    };
+    let colour_inputs = |prefix: &str, p: &Palette| {
+        html! {
+            @for (k, th, en) in COLOURS {
+                @let name = format!("{prefix}.{k}");
+                div.field {
+                    label for=(name) { (tr(lang, th, en)) }
+                    input type="color" id=(name) name=(name) value=(colour(p, k)) aria-describedby=[described(&name)] aria-invalid=[described(&name).map(|_| "true")];
+                    @if let Some(e) = field_error(&name) { (e) }
+                }
             }
         }
     };
-    let text = |name: &str, th: &'static str, en: &'static str, value: Option<String>| html! {
-        div.field {
-            label for=(name) { (tr(lang, th, en)) }
-            input type="text" id=(name) name=(name) value=[value] aria-describedby=[described(name)];
-            @if let Some(e) = field_error(name) { (e) }
+    let text = |name: &str, th: &'static str, en: &'static str, value: Option<String>| {
+        html! {
+            div.field {
+                label for=(name) { (tr(lang, th, en)) }
+                input type="text" id=(name) name=(name) value=[value] aria-describedby=[described(name)];
+                @if let Some(e) = field_error(name) { (e) }
+            }
         }
     };
-    let num = |name: &str, th: &'static str, en: &'static str, value: String| html! {
-        div.field {
-            label for=(name) { (tr(lang, th, en)) }
-            input type="number" id=(name) name=(name) value=(value) aria-describedby=[described(name)];
-            @if let Some(e) = field_error(name) { (e) }
+    let num = |name: &str, th: &'static str, en: &'static str, value: String| {
+        html! {
+            div.field {
+                label for=(name) { (tr(lang, th, en)) }
+                input type="number" id=(name) name=(name) value=(value) aria-describedby=[described(name)];
+                @if let Some(e) = field_error(name) { (e) }
+            }
         }
     };
     let body = html! {
@@ -256,7 +284,12 @@ fn page_for(staff: &Staff, d: &BannerDesign, version: u64, note: Option<Markup>,
             }
         }
     };
-    shell(staff, "/admin/banner", tr(lang, "หน้าตาแบนเนอร์", "Banner design"), body)
+    shell(
+        staff,
+        "/admin/banner",
+        tr(lang, "หน้าตาแบนเนอร์", "Banner design"),
+        body,
+    )
 }
 
 /// `GET /admin/banner`.
@@ -301,7 +334,11 @@ pub async fn save_design(State(app): State<Arc<App>>, staff: Staff, form: FormRe
 }
 
 fn refused(staff: &Staff, d: &BannerDesign, version: u64, p: Problem) -> Response {
-    let status = if p.status.is_client_error() { p.status } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if p.status.is_client_error() {
+        p.status
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     let mut res = page_for(staff, d, version, None, Some(&p));
     *res.status_mut() = status;
     res
