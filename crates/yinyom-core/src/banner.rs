@@ -331,7 +331,7 @@ impl BannerDesign {
             {
                 return refuse(format!("{name}.font_size"), "must be 12-24 (pixels)");
             }
-            if !(400..=900).contains(&b.font_weight) || b.font_weight % 100 != 0 {
+            if !(400..=900).contains(&b.font_weight) || !b.font_weight.is_multiple_of(100) {
                 return refuse(format!("{name}.font_weight"), "must be 400, 500, … 900");
             }
         }
@@ -439,16 +439,18 @@ mod tests {
         let mut d = BannerDesign::default();
         d.colors.text = "#999999".into();
         assert_eq!(field(&d), "colors.text");
-        let mut d = BannerDesign::default();
-        d.dark = Some(Palette {
-            background: "#111827".into(),
-            text: "#f9fafb".into(),
-            accent: "#93c5fd".into(),
-            accept_background: "#93c5fd".into(),
-            accept_text: "#111827".into(),
-            reject_background: "#93c5fd".into(),
-            reject_text: "#111827".into(),
-        });
+        let mut d = BannerDesign {
+            dark: Some(Palette {
+                background: "#111827".into(),
+                text: "#f9fafb".into(),
+                accent: "#93c5fd".into(),
+                accept_background: "#93c5fd".into(),
+                accept_text: "#111827".into(),
+                reject_background: "#93c5fd".into(),
+                reject_text: "#111827".into(),
+            }),
+            ..Default::default()
+        };
         assert_eq!(d.validate(), Ok(()));
         if let Some(p) = d.dark.as_mut() {
             p.accept_text = "#5b7fbf".into();
