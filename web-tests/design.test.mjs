@@ -15,6 +15,9 @@ import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
+// With SCREENSHOTS=<dir> (scripts/screenshots) each position is saved as a PNG.
+const SHOTS = process.env.SCREENSHOTS ? path.resolve(REPO, process.env.SCREENSHOTS) : null;
+const shoot = (page, name) => (SHOTS ? page.screenshot({ path: path.join(SHOTS, name) }) : page.screenshot());
 let browser, server, banner, site;
 const cleanup = [];
 
@@ -145,7 +148,7 @@ for (const [position, design] of Object.entries(DESIGNS)) {
         assert.equal(await section.getAttribute('role'), 'dialog');
         assert.equal(await section.getAttribute('aria-modal'), 'true');
       }
-      await page.screenshot({ path: path.join(REPO, `docs/screenshots/banner-${position.replace('_', '-')}-${lang}.png`) });
+      await shoot(page, `banner-${position.replace('_', '-')}-${lang}.png`);
       const v = await allViolations(page);
       assert.deepEqual(v, [], `${position} ${locale}:\n${describeViolations(v)}`);
       assert.deepEqual(errors, []);
@@ -160,7 +163,7 @@ test('Dark mode: the design\'s dark colours follow the visitor\'s system, still 
   assert.equal(await style(page, 'section.b', 'backgroundColor'), rgb(d.dark.background));
   assert.equal(await style(page, 'section.b button.ac', 'color'), rgb(d.dark.accept_text));
   assert.equal(await style(page, 'section.b h2', 'color'), rgb(d.dark.text));
-  await page.screenshot({ path: path.join(REPO, 'docs/screenshots/banner-corner-box-dark-en.png') });
+  await shoot(page, 'banner-corner-box-dark-en.png');
   const v = await allViolations(page);
   assert.deepEqual(v, [], describeViolations(v));
   const { page: light } = await visit({ colorScheme: 'light' });
