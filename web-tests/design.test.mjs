@@ -151,6 +151,11 @@ for (const [position, design] of Object.entries(DESIGNS)) {
       await shoot(page, `banner-${position.replace('_', '-')}-${lang}.png`);
       const v = await allViolations(page);
       assert.deepEqual(v, [], `${position} ${locale}:\n${describeViolations(v)}`);
+      // The preferences dialog wears the same design, as cleanly.
+      await section.locator('button.s').click();
+      await page.locator('#yinyom dialog[open]').waitFor();
+      const inDialog = await allViolations(page);
+      assert.deepEqual(inDialog, [], `${position} ${locale} preferences:\n${describeViolations(inDialog)}`);
       assert.deepEqual(errors, []);
     }
   });
