@@ -239,3 +239,54 @@ test('A design the server refuses is never served: the banner keeps the last goo
   const { page } = await visit();
   assert.equal(await style(page, 'section.b button.rj', 'backgroundColor'), rgb(DESIGNS.bottom_bar.colors.reject_background));
 });
+
+test('Console: the design page previews a draft, shows a refusal at its field, saves; axe-clean', async () => {
+  expectStatus(await server.api('POST', '/v1/staff', {
+    email: 'designer@example.com', name: 'Designer', role: 'admin', password: 'correct horse battery staple',
+  }), 201, 'POST /v1/staff');
+  const before = expectStatus(await server.api('GET', '/v1/tenant/banner-design'), 200, 'GET design').version;
+  // bypassCSP lets axe-core in; the console allows no script of its own.
+  const context = await browser.newContext({ locale: 'en-GB', bypassCSP: true });
+  cleanup.push(() => context.close());
+  const page = await context.newPage();
+  await page.goto(`${server.url}/admin/login?lang=en`);
+  await page.getByLabel('Email').fill('designer@example.com');
+  await page.getByLabel('Password').fill('correct horse battery staple');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+  await page.getByRole('link', { name: 'Banner design' }).click();
+  await page.getByRole('heading', { name: 'Banner design' }).waitFor();
+  let v = await allViolations(page);
+  assert.deepEqual(v, [], describeViolations(v));
+
+  // A Reject that melts into the banner: refused, the reason shown at the field.
+  await page.locator('#colors\\.reject_background').fill('#ffffff');
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/admin/banner') && r.request().method() === 'POST'),
+    page.getByRole('button', { name: 'Save' }).click(),
+  ]);
+  assert.equal(res.status(), 422);
+  await page.getByRole('alert').filter({ hasText: 'colors.reject_' }).waitFor();
+  assert.equal(await page.locator('[aria-invalid="true"]').count(), 1);
+  assert.equal(expectStatus(await server.api('GET', '/v1/tenant/banner-design'), 200, 'GET').version, before);
+
+  // Preview a centred modal with a Thai title, then save it.
+  await page.locator('#colors\\.reject_background').fill('#1d4ed8');
+  await page.getByLabel('Position').selectOption('center_modal');
+  await page.locator('#texts\\.th\\.title').fill('เลือกคุกกี้ของคุณ');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  await page.getByText('Preview only: not saved yet.').waitFor();
+  await page.getByText('เลือกคุกกี้ของคุณ').first().waitFor();
+  v = await allViolations(page);
+  assert.deepEqual(v, [], describeViolations(v));
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByRole('heading', { name: 'Banner design' }).waitFor();
+  const saved = expectStatus(await server.api('GET', '/v1/tenant/banner-design'), 200, 'GET design');
+  assert.equal(saved.version, before + 1);
+  assert.equal(saved.design.position, 'center_modal');
+  assert.equal(saved.design.texts.th.title, 'เลือกคุกกี้ของคุณ');
+  // A visitor gets it.
+  const { page: visitor } = await visit({ locale: 'th-TH' });
+  assert.equal(await visitor.locator('#yinyom section.b h2').textContent(), 'เลือกคุกกี้ของคุณ');
+  assert.equal(await visitor.locator('#yinyom section.b').getAttribute('aria-modal'), 'true');
+});
