@@ -296,6 +296,8 @@ impl BannerDesign {
             || !f
                 .chars()
                 .all(|c| c.is_alphanumeric() || " ,-_'\"".contains(c))
+            || f.matches('"').count() % 2 == 1
+            || f.matches('\'').count() % 2 == 1
         {
             return refuse(
                 "font_family",
@@ -465,6 +467,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(field(&d), "font_family");
+        d.font_family = "\"Sarabun, Georgia, serif".into();
+        assert_eq!(field(&d), "font_family", "an unclosed quote");
         d.font_family = "\"Sarabun\", Georgia, serif".into();
         assert_eq!(d.validate(), Ok(()));
         d.logo_url = Some("javascript:alert(1)".into());

@@ -235,10 +235,14 @@ fn page_for(
         @if let Some(p) = error {
             p.error role="alert" { (tr(lang, "ไม่บันทึก: ", "Not saved: ")) (p.detail) @if let Some(f) = &p.field { " (" code { (f) } ")" } }
         }
-        h2 { (tr(lang, "ตัวอย่าง", "Preview")) }
-        (preview(d, &d.colors, Lang::Th, tr(lang, "ไทย", "Thai")))
-        (preview(d, &d.colors, Lang::En, tr(lang, "อังกฤษ", "English")))
-        @if let Some(p) = &dark { (preview(d, p, lang, tr(lang, "โหมดมืด", "Dark mode"))) }
+        // Only a design that passed the checks is drawn: its values go into
+        // style attributes.
+        @if d.validate().is_ok() {
+            h2 { (tr(lang, "ตัวอย่าง", "Preview")) }
+            (preview(d, &d.colors, Lang::Th, tr(lang, "ไทย", "Thai")))
+            (preview(d, &d.colors, Lang::En, tr(lang, "อังกฤษ", "English")))
+            @if let Some(p) = &dark { (preview(d, p, lang, tr(lang, "โหมดมืด", "Dark mode"))) }
+        }
         @if manager {
             form method="post" action="/admin/banner" {
                 (csrf_field(staff))
