@@ -5,6 +5,7 @@
 //! (who may be processed for what, and whether history was altered) can be
 //! tested exhaustively without a database or a network.
 
+pub mod banner;
 pub mod breach;
 pub mod consent;
 pub mod contact;

@@ -332,6 +332,7 @@ pub async fn create_tenant(
         pii_readers: Vec::new(),
         security_measures: vec![],
         banner: None,
+        banner_design: None,
         created_at: time::now(),
     };
     store.insert_tenant(&tenant).await?;

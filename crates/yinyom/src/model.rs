@@ -29,6 +29,10 @@ pub struct Tenant {
     /// The website banner: its public site key and the notice it shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub banner: Option<BannerSite>,
+    /// The banner's current design (`/v1/tenant/banner-design`); absent:
+    /// the standard look. Presentation only: never a notice change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banner_design: Option<yinyom_core::banner::BannerDesign>,
     pub created_at: Micros,
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod breaches;
 pub(crate) mod checkpoints;
 pub(crate) mod consents;
 pub(crate) mod decisions;
+pub mod design;
 pub mod extract;
 pub mod limit;
 pub(crate) mod messages;
@@ -62,6 +63,7 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         consents::record,
         decisions::one, decisions::batch,
         admin::verify, verifications::start, verifications::get, verifications::list, checkpoints::list, checkpoints::get, checkpoints::create, checkpoints::proof, admin::create_key, admin::list_keys, admin::revoke_key, admin::tenant, admin::patch_tenant, admin::audit,
+        design::get, design::put, design::history,
         staff::create, staff::list, staff::disable,
         track::track, track::identify, track::page, track::screen, track::group, track::alias, track::batch,
         track::track_short, track::identify_short, track::page_short, track::screen_short, track::group_short, track::alias_short, track::batch_short,
@@ -186,6 +188,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/v1/keys/{id}", delete(admin::revoke_key))
         .route("/v1/tenant", get(admin::tenant).patch(admin::patch_tenant))
+        .route(
+            "/v1/tenant/banner-design",
+            get(design::get).put(design::put),
+        )
+        .route("/v1/tenant/banner-design/history", get(design::history))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/staff", post(staff::create).get(staff::list))
         .route("/v1/staff/{id}", delete(staff::disable))

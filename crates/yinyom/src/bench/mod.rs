@@ -681,6 +681,7 @@ fn memory(subjects: usize) {
         pii_readers: Vec::new(),
         security_measures: vec![],
         banner: None,
+        banner_design: None,
         created_at: 0,
     };
     let snapshots = (0..subjects).map(|i| crate::store::SubjectSnapshot {

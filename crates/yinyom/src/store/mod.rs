@@ -188,6 +188,31 @@ pub trait VendorLists: Send + Sync {
     ) -> Result<Option<StoredVendorList>>;
 }
 
+/// A banner design as stored: one version of the tenant's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDesign {
+    pub version: u64,
+    pub design: yinyom_core::banner::BannerDesign,
+    /// The API key or console login that saved it.
+    pub created_by: String,
+    pub created_at: Micros,
+}
+
+/// Banner designs with their history (`store/sql/banner.rs`).
+#[async_trait]
+pub trait BannerDesigns: Send + Sync {
+    /// Save `t.banner_design` as the next version of the tenant's history
+    /// and update the tenant, in one transaction; the new version.
+    async fn save_banner_design(&self, t: &Tenant, by: &str, at: Micros) -> Result<u64>;
+    /// The tenant's designs, newest first, versions below `before`.
+    async fn banner_designs(
+        &self,
+        tenant: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<StoredDesign>>;
+}
+
 /// Ledger verification: the rows in pages, the head, and the jobs.
 #[async_trait]
 pub trait Verifications: Send + Sync {
@@ -605,6 +630,7 @@ pub trait Store:
     + Verifications
     + Checkpoints
     + VendorLists
+    + BannerDesigns
     + Systems
     + Send
     + Sync

@@ -36,6 +36,7 @@ use yinyom_core::time::{self, Micros};
 use super::*;
 use crate::events::{self, ConsentEvent};
 
+mod banner;
 mod checkpoints;
 mod current;
 pub mod hot;

@@ -1056,6 +1056,10 @@ pub fn routes() -> axum::Router<Arc<App>> {
             get(request_page).post(act_on_request),
         )
         .route("/admin/breaches", get(breaches_page))
+        .route(
+            "/admin/banner",
+            get(super::design::design_page).post(super::design::save_design),
+        )
         .route("/admin/webhooks", get(webhooks_page))
         .route("/admin/webhooks/{id}", get(webhook_page))
         .route("/admin/audit", get(audit_page))

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod console;
+pub mod design;
 pub mod page;
 pub mod preferences;
 pub mod sdk;

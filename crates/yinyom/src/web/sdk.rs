@@ -219,6 +219,10 @@ pub struct BannerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub tcf: Option<serde_json::Value>,
+    /// The tenant's banner design (`/v1/tenant/banner-design`); absent:
+    /// the standard look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub design: Option<yinyom_core::banner::BannerDesign>,
 }
 
 fn banner_purposes(purposes: &std::collections::HashMap<String, Purpose>) -> Vec<BannerPurpose> {
@@ -301,6 +305,7 @@ async fn config_body(app: &App, headers: &HeaderMap, key: &str) -> Result<Banner
         }),
         purposes,
         tcf: t.banner.as_ref().and_then(super::tcf::banner_config),
+        design: t.banner_design.clone(),
         gpc: gpc_signal(headers),
     })
 }

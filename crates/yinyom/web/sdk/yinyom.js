@@ -349,12 +349,17 @@
   var CSS = [
     ':host{all:initial}',
     '.yy{--a:var(--yinyom-accent,#1d4ed8);--f:var(--yinyom-text,#111827);--g:var(--yinyom-background,#fff);' +
-      'font:normal medium/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans Thai","Noto Sans",Tahoma,sans-serif;color:var(--f)}',
+      'font:normal medium/1.5 system-ui;font-size:var(--fs,medium);' +
+      'font-family:var(--ff,system-ui),-apple-system,"Segoe UI",Roboto,"Noto Sans Thai","Noto Sans",Tahoma,sans-serif;color:var(--f)}',
     '*{box-sizing:border-box}',
     '[hidden]{display:none!important}',
     '.vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}',
     '.b{position:fixed;z-index:2147483646;left:0;right:0;bottom:0;max-height:85vh;overflow:auto;padding:16px;' +
       'background:var(--g);color:var(--f);border-top:1px solid #6b7280;box-shadow:0 -4px 24px rgba(0,0,0,.18)}',
+    '.b.cb{left:auto;right:16px;bottom:16px;width:min(26rem,calc(100vw - 32px));border:1px solid #6b7280;border-radius:var(--r,6px)}',
+    '.b.md{top:0;margin:auto;height:fit-content;width:min(36rem,calc(100vw - 32px));border:0;border-radius:var(--r,6px);' +
+      'box-shadow:0 0 0 100vmax rgba(17,24,39,.6)}',
+    '.lo{max-height:2.5em;max-width:10em;margin:0 0 8px}',
     '.in{max-width:64rem;margin:0 auto}',
     '.hd{display:flex;flex-wrap:wrap;align-items:flex-start;gap:8px 12px}',
     'h2{flex:1;font-size:1.15em;line-height:1.3;font-weight:700;margin:0 0 8px}',
@@ -363,11 +368,13 @@
     '.row{display:flex;flex-wrap:wrap;gap:8px}',
     '.row button{flex:1 1 10em}',
     'button{font:inherit;font-weight:600;margin:0;min-height:44px;padding:8px 16px;border:2px solid var(--a);' +
-      'border-radius:6px;background:var(--a);color:#fff;cursor:pointer}',
+      'border-radius:var(--r,6px);background:var(--a);color:var(--g);cursor:pointer}',
+    '.ac{background:var(--ab,var(--a));border-color:var(--ad,var(--a));color:var(--at,var(--g));font-weight:var(--aw,600);font-size:var(--as,1em)}',
+    '.rj{background:var(--rb,var(--a));border-color:var(--rd,var(--a));color:var(--rt,var(--g));font-weight:var(--rw,600);font-size:var(--rs,1em)}',
     'button.s,.lg button{background:var(--g);color:var(--a)}',
     '.lg{display:flex;gap:4px}',
     '.lg button{min-height:32px;padding:2px 10px;font-size:.875em}',
-    '.lg button[aria-pressed=true]{background:var(--a);color:#fff}',
+    '.lg button[aria-pressed=true]{background:var(--a);color:var(--g)}',
     ':focus-visible{outline:3px solid var(--a);outline-offset:2px}',
     'dialog:not([open]){display:none}',
     'dialog[open]{display:flex;flex-direction:column;position:fixed;inset:0;margin:auto;height:fit-content;' +
@@ -381,10 +388,10 @@
     '.p{border-top:1px solid #d1d5db;padding:12px 0}',
     '.ph{display:flex;align-items:center;gap:12px}',
     '.ph label{flex:1;font-weight:600}',
-    '.d,.ck{color:#374151;font-size:.9375em;margin:4px 0 0}',
+    '.d,.ck{color:var(--f);font-size:.9375em;margin:4px 0 0}',
     '.ck{font-size:.8125em}',
-    '.al{color:#166534;font-size:.875em;font-weight:600}',
-    '.gpc{background:#ecfdf5;border-left:4px solid #166534;padding:8px 12px;margin:12px 0 4px}',
+    '.al{color:var(--f);font-size:.875em;font-weight:600}',
+    '.gpc{border-left:4px solid var(--a);padding:8px 12px;margin:12px 0 4px}',
     '.sw{-webkit-appearance:none;appearance:none;flex:none;width:44px;height:24px;margin:0;border-radius:12px;cursor:pointer;' +
       'background:#6b7280 radial-gradient(circle,#fff 8px,transparent 9px) no-repeat 0 50%/24px 24px}',
     '.sw:checked{background-color:var(--a);background-position:100% 50%}',
@@ -395,6 +402,36 @@
     '.f svg{width:28px;height:28px;fill:currentColor}',
     '@media print{.b,.f{display:none}}'
   ].join('\n');
+
+  // The tenant's design as custom properties (values checked by the server,
+  // and again here: nothing but colours, numbers and font names gets in).
+  function theme(d) {
+    var hex = /^#[0-9a-f]{3}([0-9a-f]{3})?$/i, v = [];
+    var n = function (x, lo, hi) { return typeof x === 'number' && x >= lo && x <= hi; };
+    var pal = function (p) {
+      var m = { background: 'g', text: 'f', accent: 'a', accept_background: 'ab', accept_text: 'at', reject_background: 'rb', reject_text: 'rt' };
+      return Object.keys(m).filter(function (k) { return p && hex.test(p[k]); }).map(function (k) { return '--' + m[k] + ':' + p[k]; }).join(';');
+    };
+    // A button filled like the banner gets an outline in its text colour.
+    var edge = function (p) {
+      return p ? ['accept', 'reject'].map(function (b) {
+        var f = p[b + '_background'], t = p[b + '_text'];
+        return hex.test(f) && hex.test(t) ? ';--' + b[0] + 'd:' + (f.toLowerCase() === String(p.background).toLowerCase() ? t : f) : '';
+      }).join('') : '';
+    };
+    v.push(pal(d.colors) + edge(d.colors));
+    if (n(d.font_size, 12, 24)) v.push('--fs:' + d.font_size + 'px');
+    if (n(d.radius, 0, 32)) v.push('--r:' + d.radius + 'px');
+    if (/^[\w ,'"-]{1,200}$/.test(d.font_family || '')) v.push('--ff:' + d.font_family);
+    ['accept', 'reject'].forEach(function (b) {
+      var s = d[b] || {}, k = '--' + b[0];
+      if (n(s.font_size, 12, 24)) v.push(k + 's:' + s.font_size + 'px');
+      if (n(s.font_weight, 400, 900)) v.push(k + 'w:' + s.font_weight);
+    });
+    return '.yy{' + v.join(';') + '}' + (d.dark ? '@media (prefers-color-scheme:dark){.yy{' + pal(d.dark) + edge(d.dark) + '}}' : '');
+  }
+  function design() { return (cfg && cfg.design) || {}; }
+  function modal() { return design().position === 'center_modal'; }
 
   // Elements from plain data: strings become text nodes, never HTML.
   function h(tag, attrs, kids) {
@@ -447,15 +484,21 @@
     shadow = host.attachShadow({ mode: 'open' }); // isolates the banner from the page's CSS
     try {
       var sheet = new CSSStyleSheet(); // not subject to a CSP's style-src
-      sheet.replaceSync(CSS);
+      sheet.replaceSync(CSS + theme(design()));
       shadow.adoptedStyleSheets = [sheet];
     } catch (e) {
       var st = D.createElement('style');
       if (script.nonce) st.nonce = script.nonce;
-      st.textContent = CSS;
+      st.textContent = CSS + theme(design());
       shadow.append(st);
     }
-    bannerEl = h('section', { class: 'b', 'aria-labelledby': 'yy-bt', 'aria-describedby': 'yy-bb', hidden: true });
+    var pos = { corner_box: 'b cb', center_modal: 'b md' }[design().position] || 'b';
+    // The centred modal is a dialog: Tab stays inside it until a choice is made.
+    bannerEl = h('section', {
+      class: pos, 'aria-labelledby': 'yy-bt', 'aria-describedby': 'yy-bb', hidden: true,
+      role: modal() ? 'dialog' : null, 'aria-modal': modal() ? 'true' : null,
+      onkeydown: function (e) { if (modal() && e.key === 'Tab') cycle(bannerEl, e); }
+    });
     // role/aria-modal are implicit on a modal <dialog>; stated for browsers without one.
     dialogEl = h('dialog', {
       role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'yy-pt', class: 'm',
@@ -468,17 +511,20 @@
   }
 
   function render() {
-    var u = UI[lang], t = cfg.notice.texts || {}, nt = t[lang] || t.en || t.th || {};
+    var dt = (design().texts || {})[lang] || {}, u = Object.assign({}, UI[lang]);
+    ['accept', 'reject', 'manage', 'save'].forEach(function (k) { if (dt[k]) u[k] = dt[k]; });
+    var t = cfg.notice.texts || {}, nt = t[lang] || t.en || t.th || {}, logo = design().logo_url && safeUrl(design().logo_url);
     var focused = shadow.activeElement && shadow.activeElement.getAttribute('data-k');
     host.lang = ui.lang = lang;
     var link = safeUrl(nt.url || (cfg.tenant && cfg.tenant.policy_url));
     fill(bannerEl, [h('div', { class: 'in' }, [
-      h('div', { class: 'hd' }, [h('h2', { id: 'yy-bt' }, nt.title || u.title), langSwitch()]),
+      logo && h('img', { class: 'lo', src: logo, alt: '' }),
+      h('div', { class: 'hd' }, [h('h2', { id: 'yy-bt' }, dt.title || nt.title || u.title), langSwitch()]),
       h('p', { id: 'yy-bb' }, nt.body || ''),
       gpcNote() && h('p', { class: 'gpc', role: 'note' }, u.gpc),
       link && h('p', null, h('a', { href: link, target: '_blank', rel: 'noopener' }, u.policy)),
       h('div', { class: 'row' }, [
-        btn(u.accept, acceptAll, 'acc'), btn(u.reject, rejectAll, 'rej'),
+        btn(u.accept, acceptAll, 'acc', 'ac'), btn(u.reject, rejectAll, 'rej', 'rj'),
         btn(u.manage, function () { openPrefs(); }, 'man', 's')
       ])
     ])]);
@@ -490,7 +536,8 @@
   }
 
   function fillPrefs() {
-    var u = UI[lang];
+    var dt = (design().texts || {})[lang] || {}, u = Object.assign({}, UI[lang]);
+    ['accept', 'reject', 'save'].forEach(function (k) { if (dt[k]) u[k] = dt[k]; });
     var note = gpcNote();
     fill(dialogEl, [
       h('div', { class: 'hd' }, [
@@ -518,7 +565,7 @@
         ]);
       }))),
       h('div', { class: 'row ft' }, [
-        btn(u.accept, acceptAll, 'acc2'), btn(u.reject, rejectAll, 'rej2'), btn(u.save, savePrefs, 'save', 's')
+        btn(u.accept, acceptAll, 'acc2', 'ac'), btn(u.reject, rejectAll, 'rej2', 'rj'), btn(u.save, savePrefs, 'save', 's')
       ])
     ]);
   }
@@ -560,16 +607,27 @@
       closePrefs();
       return;
     }
-    if (e.key !== 'Tab') return;
-    var f = Array.from(dialogEl.querySelectorAll('button,input,a[href]')).filter(function (x) {
+    if (e.key === 'Tab') cycle(dialogEl, e);
+  }
+  function focusables(el) {
+    return Array.from(el.querySelectorAll('button,input,a[href]')).filter(function (x) {
       return !x.disabled && x.getClientRects().length;
     });
-    var a = shadow.activeElement, first = f[0], last = f[f.length - 1];
-    if (e.shiftKey ? a === first || !dialogEl.contains(a) : a === last) {
+  }
+  function cycle(el, e) {
+    var f = focusables(el), a = shadow.activeElement, first = f[0], last = f[f.length - 1];
+    if (e.shiftKey ? a === first || !el.contains(a) : a === last || !el.contains(a)) {
       e.preventDefault();
       (e.shiftKey ? last : first).focus();
     }
   }
+  // Focus that leaves the centred modal (a click on the page, a screen
+  // reader's jump) is brought back to it.
+  D.addEventListener('focusin', function (e) {
+    if (host && cfg && modal() && !bannerEl.hidden && !dialogEl.open && e.target !== host) {
+      (focusables(bannerEl)[0] || bannerEl).focus();
+    }
+  });
 
   function setLanguage(l) {
     if (l !== 'th' && l !== 'en') return;
@@ -619,6 +677,7 @@
       bannerEl.hidden = !isStale || !!c.tcf; // the TCF script draws its own layers
       floatEl.hidden = isStale || noFloat;
       render();
+      if (modal() && !bannerEl.hidden) focusables(bannerEl)[0].focus();
       if (wantOpen) openPrefs();
     };
     if (D.body) show(); else D.addEventListener('DOMContentLoaded', show);

@@ -11,7 +11,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
     serde_json::from_value(v).map_err(json_err)
 }
 
-fn tenant_body(t: &Tenant) -> String {
+pub(super) fn tenant_body(t: &Tenant) -> String {
     serde_json::json!({
         "dpo": t.dpo,
         "jurisdictions": t.jurisdictions,
@@ -20,6 +20,7 @@ fn tenant_body(t: &Tenant) -> String {
         "pii_readers": t.pii_readers,
         "security_measures": t.security_measures,
         "banner": t.banner,
+        "banner_design": t.banner_design,
     })
     .to_string()
 }
