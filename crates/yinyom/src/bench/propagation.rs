@@ -286,7 +286,16 @@ pub async fn nodes(args: &BenchArgs, duration: Duration) -> Result<(), Error> {
             "withdraw"
         };
         i += 1;
-        let seq = change(&mut sender, addr_a, &subject, action).await?;
+        // A connection the server closed under load is reopened once.
+        let seq = match change(&mut sender, addr_a, &subject, action).await {
+            Ok(seq) => seq,
+            Err(first) => {
+                sender = connect(addr_a).await?;
+                change(&mut sender, addr_a, &subject, action)
+                    .await
+                    .map_err(|e| format!("probe write failed twice: {first}; {e}"))?
+            }
+        };
         let acknowledged = Instant::now();
         let deadline = acknowledged + Duration::from_secs(10);
         loop {
