@@ -583,6 +583,7 @@ async fn a_system_that_is_down_is_retried_and_blocks_no_other(backend: Backend) 
         systems: yinyom::systems::SystemsConfig {
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_millis(300),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -798,6 +799,7 @@ async fn a_failing_propagation_shows_its_error_and_is_retried(backend: Backend) 
         systems: yinyom::systems::SystemsConfig {
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_millis(200),
+            ..Default::default()
         },
         ..Default::default()
     };
