@@ -691,7 +691,142 @@ async fn a_saas_that_is_down_is_retried(backend: Backend) {
     assert!(!saas.lock().unwrap().members.contains_key(&md5_hex(EMAIL)));
 }
 
+// The console ----------------------------------------------------------------
+
+/// Log an admin in through the console's form: the session cookie.
+async fn console_login(t: &TestApp) -> String {
+    t.post(
+        "/v1/staff",
+        json!({ "email": "dpo@example.com", "name": "DPO", "role": "admin", "password": "a long enough secret" }),
+    )
+    .await;
+    let (_, h, html) = t
+        .request_raw(Method::GET, "/admin/login", None, &[], None)
+        .await;
+    let mut cookies = cookies_of(&h);
+    let html = String::from_utf8_lossy(&html).into_owned();
+    let body = format!(
+        "csrf={}&email=dpo%40example.com&password=a+long+enough+secret",
+        csrf_in(&html)
+    );
+    let (s, h, _) = t
+        .request_raw(
+            Method::POST,
+            "/admin/login",
+            None,
+            &[FORM, ("cookie", &cookies.join("; "))],
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    cookies.extend(cookies_of(&h));
+    cookies.join("; ")
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+fn cookies_of(h: &HeaderMap) -> Vec<String> {
+    h.get_all(axum::http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|c| !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..at + 64].to_string()
+}
+
+async fn page(t: &TestApp, path: &str, cookie: &str) -> String {
+    let (s, _, b) = t
+        .request_raw(Method::GET, path, None, &[("cookie", cookie)], None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{path}");
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+async fn console_shows_systems_and_confirms_a_manual_one(backend: Backend) {
+    let t = app(backend).await;
+    let (base, _saas) = saas().await;
+    setup(&t).await;
+    t.post("/v1/systems", mailchimp(&base)).await;
+    t.post(
+        "/v1/systems",
+        json!({"key": "callcenter", "name": "Call centre", "kind": "manual",
+               "instructions": "Ask the call centre lead to remove the caller's notes."}),
+    )
+    .await;
+    let cookie = console_login(&t).await;
+    let html = page(&t, "/admin/systems?lang=en", &cookie).await;
+    assert!(html.contains("not tested yet"), "{html}");
+    // The data map: the connector's fields and their categories.
+    assert!(html.contains("/email_address") && html.contains("Email address"), "{html}");
+    assert!(html.contains("Consent propagated here"), "{html}");
+    // Test from the console (a CSRF-checked form): health shows.
+    let csrf = csrf_in(&html);
+    let (s, _, _) = t
+        .request_raw(
+            Method::POST,
+            "/admin/systems/mailchimp/test",
+            None,
+            &[FORM, ("cookie", &cookie)],
+            Some(format!("csrf={csrf}").into_bytes()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let html = page(&t, "/admin/systems?lang=en", &cookie).await;
+    assert!(html.contains("healthy · test"), "{html}");
+    let th = page(&t, "/admin/systems?lang=th", &cookie).await;
+    assert!(th.contains("ระบบที่เชื่อมต่อ") && th.contains("อีเมล"), "{th}");
+
+    let id = request(&t, "erasure").await;
+    act(&t, &id, "complete").await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        system(&t.get(&format!("/v1/requests/{id}")).await, "mailchimp")["status"] == "done"
+    })
+    .await;
+    assert!(ok);
+    let html = page(&t, &format!("/admin/requests/{id}?lang=en"), &cookie).await;
+    assert!(html.contains("Connected systems") && html.contains("mailchimp"), "{html}");
+    assert!(html.contains("Confirm the team has acted in"), "{html}");
+    let form_at = format!("/admin/requests/{id}/systems/callcenter");
+    assert!(html.contains(&form_at), "{html}");
+    // Without the CSRF token: refused, nothing confirmed.
+    let (s, _, _) = t
+        .request_raw(
+            Method::POST,
+            &form_at,
+            None,
+            &[FORM, ("cookie", &cookie)],
+            Some(b"note=done".to_vec()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        system(&t.get(&format!("/v1/requests/{id}")).await, "callcenter")["status"],
+        "manual"
+    );
+    let (s, _, _) = t
+        .request_raw(
+            Method::POST,
+            &form_at,
+            None,
+            &[FORM, ("cookie", &cookie)],
+            Some(format!("csrf={}&note=Notes+removed+by+Khun+Nok", csrf_in(&html)).into_bytes()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let r = completed(&t, &id).await;
+    assert_eq!(system(&r, "callcenter")["note"], "Notes removed by Khun Nok");
+    let html = page(&t, &format!("/admin/requests/{id}?lang=en"), &cookie).await;
+    assert!(html.contains("Notes removed by Khun Nok"), "{html}");
+    assert!(!html.contains("Confirm the team has acted in"), "{html}");
+}
+
 on_every_backend!(
+    console_shows_systems_and_confirms_a_manual_one,
     the_templates_test_plan_and_erase,
     access_bundle_holds_the_saas_records,
     consent_reaches_mailchimp_and_hubspot,

@@ -316,7 +316,12 @@ async fn registration_takes_the_contract_shape_and_keeps_secrets_sealed(backend:
 
     // Bad maps are 422 problems that name the field.
     for (bad, field) in [
-        (json!({"key": "h", "name": "H", "kind": "http"}), "kind"),
+        // An HTTP system needs its connector (tests/http_connectors.rs).
+        (json!({"key": "h", "name": "H", "kind": "http"}), "connector"),
+        (
+            json!({"key": "h", "name": "H", "kind": "http", "connector": {"template": "nope"}}),
+            "connector.template",
+        ),
         (
             json!({"key": "x", "name": "X", "kind": "postgres", "connection": {"url": "mysql://a@b/c"}}),
             "connection.url",
