@@ -18,8 +18,8 @@ pub mod receipt;
 pub mod rights;
 pub mod segment;
 pub mod subject;
-pub mod tcf;
 pub mod systems;
+pub mod tcf;
 pub mod time;
 
 mod canonical;

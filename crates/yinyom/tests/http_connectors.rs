@@ -88,7 +88,8 @@ async fn mc_get(
     h: HeaderMap,
 ) -> axum::response::Response {
     let mut s = saas.lock().unwrap();
-    s.calls.push(format!("GET /3.0/lists/{list}/members/{hash}"));
+    s.calls
+        .push(format!("GET /3.0/lists/{list}/members/{hash}"));
     if let Some(r) = down(&s) {
         return r;
     }
@@ -112,7 +113,8 @@ async fn mc_patch(
     Json(body): Json<Value>,
 ) -> axum::response::Response {
     let mut s = saas.lock().unwrap();
-    s.calls.push(format!("PATCH /3.0/lists/{list}/members/{hash}"));
+    s.calls
+        .push(format!("PATCH /3.0/lists/{list}/members/{hash}"));
     if !basic_ok(&h) {
         return refuse(&mut s, "mailchimp: bad basic auth");
     }
@@ -192,7 +194,8 @@ async fn hs_delete(
     h: HeaderMap,
 ) -> axum::response::Response {
     let mut s = saas.lock().unwrap();
-    s.calls.push(format!("DELETE /crm/v3/objects/contacts/{id}"));
+    s.calls
+        .push(format!("DELETE /crm/v3/objects/contacts/{id}"));
     if bearer(&h).as_deref() != Some(HS_TOKEN) {
         return refuse(&mut s, "hubspot: bad bearer");
     }
@@ -214,8 +217,10 @@ async fn hs_preference(
     if bearer(&h).as_deref() != Some(HS_TOKEN) {
         return refuse(&mut s, "hubspot: bad bearer");
     }
-    let (Some(email), Some(sub)) = (body["emailAddress"].as_str(), body["subscriptionId"].as_str())
-    else {
+    let (Some(email), Some(sub)) = (
+        body["emailAddress"].as_str(),
+        body["subscriptionId"].as_str(),
+    ) else {
         return refuse(&mut s, "hubspot: bad preference body");
     };
     let on = match verb.as_str() {
@@ -280,7 +285,11 @@ async fn saas() -> (String, Shared) {
             );
         }
         // Two contacts carry our subject's address (one in another case).
-        for (id, email) in [("101", EMAIL.to_lowercase()), ("102", EMAIL.to_string()), ("201", OTHER.to_string())] {
+        for (id, email) in [
+            ("101", EMAIL.to_lowercase()),
+            ("102", EMAIL.to_string()),
+            ("201", OTHER.to_string()),
+        ] {
             s.contacts.insert(
                 id.to_string(),
                 json!({"id": id, "properties": {"email": email, "firstname": "x"}, "archived": false}),
@@ -415,7 +424,9 @@ async fn the_templates_test_plan_and_erase(backend: Backend) {
     assert!(!created.to_string().contains(MC_KEY), "{created}");
     t.post("/v1/systems", hubspot(&base)).await;
     for key in ["mailchimp", "crm"] {
-        let test = t.post_ok(&format!("/v1/systems/{key}/test"), json!({})).await;
+        let test = t
+            .post_ok(&format!("/v1/systems/{key}/test"), json!({}))
+            .await;
         assert_eq!(test["ok"], true, "{key}: {test}");
     }
     // Wrong credentials: the test says so.
@@ -442,12 +453,26 @@ async fn the_templates_test_plan_and_erase(backend: Backend) {
             .unwrap()
             .iter()
             .find(|s| s["key"] == key)
-            .map(|s| (s["action"].clone(), s["tables"][0]["action"].clone(), s["tables"][0]["rows"].clone()))
+            .map(|s| {
+                (
+                    s["action"].clone(),
+                    s["tables"][0]["action"].clone(),
+                    s["tables"][0]["rows"].clone(),
+                )
+            })
             .unwrap()
     };
-    assert_eq!(rows("mailchimp"), (json!("run"), json!("delete"), json!(1)), "{plan}");
+    assert_eq!(
+        rows("mailchimp"),
+        (json!("run"), json!("delete"), json!(1)),
+        "{plan}"
+    );
     // Both HubSpot contacts, over two pages.
-    assert_eq!(rows("crm"), (json!("run"), json!("delete"), json!(2)), "{plan}");
+    assert_eq!(
+        rows("crm"),
+        (json!("run"), json!("delete"), json!(2)),
+        "{plan}"
+    );
     {
         let s = saas.lock().unwrap();
         assert_eq!(s.members.len(), 2, "the plan changed nothing");
@@ -459,9 +484,16 @@ async fn the_templates_test_plan_and_erase(backend: Backend) {
     assert_eq!(system(&r, "mailchimp")["rows"], 1);
     assert_eq!(system(&r, "crm")["rows"], 2);
     let s = saas.lock().unwrap();
-    assert!(s.refused.iter().all(|r| r.contains("bad bearer")), "{:?}", s.refused);
+    assert!(
+        s.refused.iter().all(|r| r.contains("bad bearer")),
+        "{:?}",
+        s.refused
+    );
     assert!(!s.members.contains_key(&md5_hex(EMAIL)));
-    assert!(s.members.contains_key(&md5_hex(OTHER)), "the other member stays");
+    assert!(
+        s.members.contains_key(&md5_hex(OTHER)),
+        "the other member stays"
+    );
     assert_eq!(s.contacts.keys().collect::<Vec<_>>(), vec!["201"]);
     let hash = md5_hex(EMAIL);
     assert!(
@@ -471,8 +503,14 @@ async fn the_templates_test_plan_and_erase(backend: Backend) {
         "{:?}",
         s.calls
     );
-    assert!(s.calls.contains(&"DELETE /crm/v3/objects/contacts/101".to_string()));
-    assert!(s.calls.contains(&"DELETE /crm/v3/objects/contacts/102".to_string()));
+    assert!(
+        s.calls
+            .contains(&"DELETE /crm/v3/objects/contacts/101".to_string())
+    );
+    assert!(
+        s.calls
+            .contains(&"DELETE /crm/v3/objects/contacts/102".to_string())
+    );
 }
 
 async fn access_bundle_holds_the_saas_records(backend: Backend) {
@@ -510,7 +548,10 @@ async fn access_bundle_holds_the_saas_records(backend: Backend) {
     let hs: Value = serde_json::from_str(&read("systems/crm/hubspot.json")).unwrap();
     assert_eq!(hs["rows"].as_array().unwrap().len(), 2, "{hs}");
     let csv = read("systems/crm/hubspot.csv");
-    assert!(csv.contains("101") && csv.contains("102") && !csv.contains("201"), "{csv}");
+    assert!(
+        csv.contains("101") && csv.contains("102") && !csv.contains("201"),
+        "{csv}"
+    );
 }
 
 async fn consent_reaches_mailchimp_and_hubspot(backend: Backend) {
@@ -762,7 +803,10 @@ async fn console_shows_systems_and_confirms_a_manual_one(backend: Backend) {
     let html = page(&t, "/admin/systems?lang=en", &cookie).await;
     assert!(html.contains("not tested yet"), "{html}");
     // The data map: the connector's fields and their categories.
-    assert!(html.contains("/email_address") && html.contains("Email address"), "{html}");
+    assert!(
+        html.contains("/email_address") && html.contains("Email address"),
+        "{html}"
+    );
     assert!(html.contains("Consent propagated here"), "{html}");
     // Test from the console (a CSRF-checked form): health shows.
     let csrf = csrf_in(&html);
@@ -789,7 +833,10 @@ async fn console_shows_systems_and_confirms_a_manual_one(backend: Backend) {
     .await;
     assert!(ok);
     let html = page(&t, &format!("/admin/requests/{id}?lang=en"), &cookie).await;
-    assert!(html.contains("Connected systems") && html.contains("mailchimp"), "{html}");
+    assert!(
+        html.contains("Connected systems") && html.contains("mailchimp"),
+        "{html}"
+    );
     assert!(html.contains("Confirm the team has acted in"), "{html}");
     let form_at = format!("/admin/requests/{id}/systems/callcenter");
     assert!(html.contains(&form_at), "{html}");
@@ -819,7 +866,10 @@ async fn console_shows_systems_and_confirms_a_manual_one(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let r = completed(&t, &id).await;
-    assert_eq!(system(&r, "callcenter")["note"], "Notes removed by Khun Nok");
+    assert_eq!(
+        system(&r, "callcenter")["note"],
+        "Notes removed by Khun Nok"
+    );
     let html = page(&t, &format!("/admin/requests/{id}?lang=en"), &cookie).await;
     assert!(html.contains("Notes removed by Khun Nok"), "{html}");
     assert!(!html.contains("Confirm the team has acted in"), "{html}");

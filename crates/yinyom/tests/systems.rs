@@ -317,7 +317,10 @@ async fn registration_takes_the_contract_shape_and_keeps_secrets_sealed(backend:
     // Bad maps are 422 problems that name the field.
     for (bad, field) in [
         // An HTTP system needs its connector (tests/http_connectors.rs).
-        (json!({"key": "h", "name": "H", "kind": "http"}), "connector"),
+        (
+            json!({"key": "h", "name": "H", "kind": "http"}),
+            "connector",
+        ),
         (
             json!({"key": "h", "name": "H", "kind": "http", "connector": {"template": "nope"}}),
             "connector.template",

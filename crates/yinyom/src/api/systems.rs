@@ -239,10 +239,16 @@ async fn row_of(
         kind @ (SystemKind::Postgres | SystemKind::Mysql) => match (&input.connection, previous) {
             (Some(c), _) => {
                 let raw = c.url.as_deref().ok_or_else(|| {
-                    Problem::validation("connection.url", "a database system needs its connection URL")
+                    Problem::validation(
+                        "connection.url",
+                        "a database system needs its connection URL",
+                    )
                 })?;
-                if c.token.is_some() || c.username.is_some() || c.password.is_some()
-                    || c.client_id.is_some() || c.client_secret.is_some()
+                if c.token.is_some()
+                    || c.username.is_some()
+                    || c.password.is_some()
+                    || c.client_id.is_some()
+                    || c.client_secret.is_some()
                 {
                     return Err(Problem::validation(
                         "connection",
@@ -330,7 +336,10 @@ fn http_config(
     if let Some(extra) = input.params.keys().find(|k| !connector.params.contains(k)) {
         return Err(bad(
             &format!("connector.params.{extra}"),
-            format!("the {} connector takes no parameter {extra}", connector.name),
+            format!(
+                "the {} connector takes no parameter {extra}",
+                connector.name
+            ),
         ));
     }
     let c = connection.unwrap_or(ConnectionInput {
@@ -368,20 +377,18 @@ fn http_config(
             hosts.extend(systems::http::host_of(token_url));
         }
     }
-    let url = url::Url::parse(&base)
-        .map_err(|e| bad("connection.url", format!("is not a URL: {e}")))?;
+    let url =
+        url::Url::parse(&base).map_err(|e| bad("connection.url", format!("is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(bad(
             "connection.url",
             "must be an http:// or https:// URL with a host".into(),
         ));
     }
-    let purpose = input.purpose.clone().or_else(|| {
-        connector
-            .consent
-            .as_ref()
-            .and_then(|k| k.purpose.clone())
-    });
+    let purpose = input
+        .purpose
+        .clone()
+        .or_else(|| connector.consent.as_ref().and_then(|k| k.purpose.clone()));
     if let Some(p) = &purpose {
         if connector.consent.is_none() {
             return Err(bad(

@@ -47,8 +47,8 @@ mod profiles;
 mod registry;
 mod requests;
 mod staff;
-mod tcf;
 mod systems;
+mod tcf;
 mod tracking;
 mod verifications;
 

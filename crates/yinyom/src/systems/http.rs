@@ -45,8 +45,14 @@ use super::{Payload, TableOutcome, TableRows};
 
 /// The connectors shipped in the repository's `connectors/` directory.
 pub const BUILT_IN: &[(&str, &str)] = &[
-    ("mailchimp", include_str!("../../../../connectors/mailchimp.toml")),
-    ("hubspot", include_str!("../../../../connectors/hubspot.toml")),
+    (
+        "mailchimp",
+        include_str!("../../../../connectors/mailchimp.toml"),
+    ),
+    (
+        "hubspot",
+        include_str!("../../../../connectors/hubspot.toml"),
+    ),
 ];
 
 /// A connector file.
@@ -229,7 +235,9 @@ pub fn validate(c: &Connector) -> Result<(), String> {
             call.method.as_str(),
             "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
         ) {
-            return Err(format!("{what}.method must be GET, POST, PUT, PATCH or DELETE"));
+            return Err(format!(
+                "{what}.method must be GET, POST, PUT, PATCH or DELETE"
+            ));
         }
         if !call.path.starts_with('/') {
             return Err(format!("{what}.path must start with /"));
@@ -251,7 +259,9 @@ pub fn validate(c: &Connector) -> Result<(), String> {
     }
     for (field, category) in &c.fields {
         if yinyom_core::systems::category(category).is_none() {
-            return Err(format!("fields.{field:?}: unknown data category {category:?}"));
+            return Err(format!(
+                "fields.{field:?}: unknown data category {category:?}"
+            ));
         }
     }
     if let Auth::Oauth2 { token_url, .. } = &c.auth {
@@ -353,7 +363,11 @@ pub struct HttpSettings {
 pub fn host_of(raw: &str) -> Option<String> {
     let u = url::Url::parse(raw).ok()?;
     let h = u.host_str()?;
-    Some(h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+    Some(
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+    )
 }
 
 /// The connector named `name`: from the directory, else built in.
@@ -469,9 +483,8 @@ impl tower::Service<Name> for GuardedResolver {
         let guard = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
@@ -480,13 +493,18 @@ impl tower::Service<Name> for GuardedResolver {
             if allowed.is_empty() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!("{host} resolves to a private or loopback address, which is not allowed"),
+                    format!(
+                        "{host} resolves to a private or loopback address, which is not allowed"
+                    ),
                 ));
             }
             Ok(allowed.into_iter())
         })
     }
 }
+
+/// (tenant, system, the system's `updated_at`).
+type TokenKey = (String, String, i64);
 
 type GuardedClient =
     Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
@@ -497,7 +515,7 @@ pub struct Http {
     guard: Guard,
     client: GuardedClient,
     /// OAuth2 tokens by (tenant, system, updated_at): token, valid until.
-    tokens: Mutex<HashMap<(String, String, i64), (String, Instant)>>,
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
 }
 
 impl Http {
@@ -651,7 +669,10 @@ impl Target<'_> {
                 {
                     return Ok(Some(format!("Bearer {t}")));
                 }
-                let id = c.client_id.as_deref().ok_or("connection.client_id is not set")?;
+                let id = c
+                    .client_id
+                    .as_deref()
+                    .ok_or("connection.client_id is not set")?;
                 let secret = c
                     .client_secret
                     .as_deref()
@@ -677,10 +698,7 @@ impl Target<'_> {
                         &url,
                         &self.own_hosts(),
                         &[("authorization".into(), format!("Basic {basic}"))],
-                        Some((
-                            form.into_bytes(),
-                            "application/x-www-form-urlencoded",
-                        )),
+                        Some((form.into_bytes(), "application/x-www-form-urlencoded")),
                     )
                     .await
                     .map_err(|e| format!("token: {e}"))?;
@@ -690,14 +708,15 @@ impl Target<'_> {
                         snippet(&body)
                     ));
                 }
-                let v: Value = serde_json::from_slice(&body)
-                    .map_err(|e| format!("token: not JSON: {e}"))?;
+                let v: Value =
+                    serde_json::from_slice(&body).map_err(|e| format!("token: not JSON: {e}"))?;
                 let token = v["access_token"]
                     .as_str()
                     .ok_or("token: no access_token in the answer")?
                     .to_string();
                 let lifetime = v["expires_in"].as_u64().unwrap_or(300);
-                let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(30).max(1));
+                let until =
+                    Instant::now() + Duration::from_secs(lifetime.saturating_sub(30).max(1));
                 if let Ok(mut tokens) = self.http.tokens.lock() {
                     tokens.retain(|_, (_, u)| *u > Instant::now());
                     tokens.insert(cache_key, (token.clone(), until));
@@ -746,10 +765,10 @@ impl Target<'_> {
             return Ok(None);
         }
         if !(200..300).contains(&status) {
-            if matches!(status, 401 | 403) {
-                if let Ok(mut t) = self.http.tokens.lock() {
-                    t.remove(&(self.tenant.to_string(), self.key.to_string(), self.version));
-                }
+            if matches!(status, 401 | 403)
+                && let Ok(mut t) = self.http.tokens.lock()
+            {
+                t.remove(&(self.tenant.to_string(), self.key.to_string(), self.version));
             }
             return Err(format!(
                 "{} {} answered {status}: {}",
@@ -1022,7 +1041,10 @@ pub async fn set_consent(
 /// person nobody has registered works (nothing found is fine).
 pub async fn test(target: &Target<'_>) -> Result<usize, String> {
     let probe: BTreeMap<IdentifierKind, String> = [
-        (IdentifierKind::Email, "yinyom-probe@example.invalid".to_string()),
+        (
+            IdentifierKind::Email,
+            "yinyom-probe@example.invalid".to_string(),
+        ),
         (IdentifierKind::Phone, "+66000000000".to_string()),
         (IdentifierKind::CustomerId, "yinyom-probe".to_string()),
         (IdentifierKind::LineId, "Uyinyomprobe".to_string()),
@@ -1062,9 +1084,16 @@ mod tests {
 
     #[test]
     fn paths_encode_values_and_md5_is_mailchimps_hash() {
-        let ids = BTreeMap::from([(IdentifierKind::Email, "Urist.McVankab@FreddieMacSendsMail.com".into())]);
+        let ids = BTreeMap::from([(
+            IdentifierKind::Email,
+            "Urist.McVankab@FreddieMacSendsMail.com".into(),
+        )]);
         let params = BTreeMap::from([("list_id".to_string(), "a/b".to_string())]);
-        let vars = Vars { identifiers: &ids, params: &params, cursor: None };
+        let vars = Vars {
+            identifiers: &ids,
+            params: &params,
+            cursor: None,
+        };
         let p = fill("/lists/{list_id}/members/{email_md5}", &vars, None, true).unwrap();
         // MD5 of the lower-case address.
         assert_eq!(p, "/lists/a%2Fb/members/22856b5dcec586bbd84af3e6b855f6cb");
@@ -1072,7 +1101,16 @@ mod tests {
 
     #[test]
     fn inner_addresses() {
-        for a in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "fd00::1", "::ffff:127.0.0.1", "100.64.0.1"] {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+        ] {
             assert!(inner(a.parse().unwrap()), "{a}");
         }
         for a in ["8.8.8.8", "2606:4700::1111"] {

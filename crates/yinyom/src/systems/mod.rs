@@ -1135,12 +1135,8 @@ async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<Option<String>, Sto
     }
     let taken = j.updated_at;
     let outcome = carry_out(app, &j).await;
-    app.systems.saw(
-        &j.tenant,
-        &j.system,
-        "job",
-        outcome.as_ref().err().cloned(),
-    );
+    app.systems
+        .saw(&j.tenant, &j.system, "job", outcome.as_ref().err().cloned());
     let now = time::now().max(taken + 1);
     j.updated_at = now;
     match outcome {

@@ -58,9 +58,7 @@ fn maps(row: &SystemRow, purpose: &str) -> bool {
 }
 
 /// The purpose an HTTP system's consent calls propagate.
-fn http_purpose(
-    config: &StoredConfig,
-) -> Option<(String, Option<yinyom_core::purpose::Channel>)> {
+fn http_purpose(config: &StoredConfig) -> Option<(String, Option<yinyom_core::purpose::Channel>)> {
     config.connector.as_ref()?.consent_purpose()
 }
 

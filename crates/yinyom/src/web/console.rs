@@ -1159,7 +1159,9 @@ pub async fn systems_page(State(app): State<Arc<App>>, staff: Staff) -> Response
 
 fn category_name(lang: Lang, key: &str) -> Markup {
     match yinyom_core::systems::category(key) {
-        Some(c) => html! { (tr(lang, c.th, c.en)) " " span.muted { "(" (key) ")" } @if c.sensitive { " " span.bad { (tr(lang, "อ่อนไหว ม.26", "sensitive, s.26")) } } },
+        Some(c) => {
+            html! { (tr(lang, c.th, c.en)) " " span.muted { "(" (key) ")" } @if c.sensitive { " " span.bad { (tr(lang, "อ่อนไหว ม.26", "sensitive, s.26")) } } }
+        }
         None => html! { (key) },
     }
 }
@@ -1243,9 +1245,6 @@ pub fn routes() -> axum::Router<Arc<App>> {
         .route("/admin/audit", get(audit_page))
         .route("/admin/systems", get(systems_page))
         .route("/admin/systems/{key}/test", post(test_system))
-        .route(
-            "/admin/requests/{id}/systems/{key}",
-            post(confirm_system),
-        )
+        .route("/admin/requests/{id}/systems/{key}", post(confirm_system))
         .layer(axum::middleware::from_fn(super::admin::remember_lang))
 }
