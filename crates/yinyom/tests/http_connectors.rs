@@ -650,11 +650,12 @@ async fn an_oauth2_connector_written_through_the_api(backend: Backend) {
     act(&t, &id, "complete").await;
     let r = completed(&t, &id).await;
     assert_eq!(system(&r, "loyalty")["rows"], 1);
-    let s = saas.lock().unwrap();
-    // One token served the test, the plan and the run.
-    assert_eq!(s.tokens_issued, 1, "{:?}", s.calls);
-    assert!(s.refused.is_empty(), "{:?}", s.refused);
-    drop(s);
+    {
+        let s = saas.lock().unwrap();
+        // One token served the test, the plan and the run.
+        assert_eq!(s.tokens_issued, 1, "{:?}", s.calls);
+        assert!(s.refused.is_empty(), "{:?}", s.refused);
+    }
     // A bad connector file is refused, naming what is wrong.
     let bad = json!({"key": "bad", "name": "Bad", "kind": "http",
         "connector": {"toml": OAUTH_CONNECTOR.replace("{phone}", "{passport}")}});
