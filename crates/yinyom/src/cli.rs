@@ -90,6 +90,19 @@ pub enum Command {
         /// Default: every subject is held (about 45 bytes per record).
         #[arg(long, env = "YINYOM_VIEW_MEMORY", value_parser = parse_size)]
         view_memory: Option<usize>,
+        /// A directory of HTTP connector files (`<name>.toml`), besides the
+        /// built-in mailchimp and hubspot.
+        #[arg(long, env = "YINYOM_CONNECTORS_DIR")]
+        connectors_dir: Option<PathBuf>,
+        /// Hosts HTTP connectors may call besides each system's own base URL
+        /// host (comma separated).
+        #[arg(long, env = "YINYOM_CONNECTOR_HOSTS", value_delimiter = ',')]
+        connector_hosts: Vec<String>,
+        /// Private or loopback addresses (or host names) HTTP connectors may
+        /// nonetheless call, e.g. `127.0.0.1` (comma separated); refused
+        /// otherwise (SSRF).
+        #[arg(long, env = "YINYOM_CONNECTOR_ALLOW_PRIVATE", value_delimiter = ',')]
+        connector_allow_private: Vec<String>,
     },
     /// Ledger tools.
     Ledger {
@@ -358,6 +371,9 @@ async fn run(cli: Cli) -> CliResult {
             auth_failures_per_minute,
             public_per_minute,
             view_memory,
+            connectors_dir,
+            connector_hosts,
+            connector_allow_private,
         } => {
             // Listen at once: liveness answers, and readiness shows the
             // view's load progress, while the store opens and loads.
@@ -417,7 +433,15 @@ async fn run(cli: Cli) -> CliResult {
                     std::fs::create_dir_all(&cli.data_dir)?;
                     Some(cli.data_dir.join("view.snapshot"))
                 },
-                systems: Default::default(),
+                systems: crate::systems::SystemsConfig {
+                    http: crate::systems::http::HttpSettings {
+                        connectors_dir: connectors_dir.clone(),
+                        allow_hosts: connector_hosts.clone(),
+                        allow_private: connector_allow_private.clone(),
+                        timeout: None,
+                    },
+                    ..Default::default()
+                },
             };
             let started = std::time::Instant::now();
             let app = App::start_with(store, config).await?;

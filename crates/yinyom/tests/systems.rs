@@ -316,7 +316,15 @@ async fn registration_takes_the_contract_shape_and_keeps_secrets_sealed(backend:
 
     // Bad maps are 422 problems that name the field.
     for (bad, field) in [
-        (json!({"key": "h", "name": "H", "kind": "http"}), "kind"),
+        // An HTTP system needs its connector (tests/http_connectors.rs).
+        (
+            json!({"key": "h", "name": "H", "kind": "http"}),
+            "connector",
+        ),
+        (
+            json!({"key": "h", "name": "H", "kind": "http", "connector": {"template": "nope"}}),
+            "connector.template",
+        ),
         (
             json!({"key": "x", "name": "X", "kind": "postgres", "connection": {"url": "mysql://a@b/c"}}),
             "connection.url",
@@ -583,6 +591,7 @@ async fn a_system_that_is_down_is_retried_and_blocks_no_other(backend: Backend) 
         systems: yinyom::systems::SystemsConfig {
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_millis(300),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -798,6 +807,7 @@ async fn a_failing_propagation_shows_its_error_and_is_retried(backend: Backend) 
         systems: yinyom::systems::SystemsConfig {
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_millis(200),
+            ..Default::default()
         },
         ..Default::default()
     };

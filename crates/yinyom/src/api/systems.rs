@@ -16,6 +16,7 @@ use super::extract::{Json, Path};
 use super::problem::{Problem, ProblemBody};
 use crate::app::App;
 use crate::store::{StoreError, SystemRow};
+use crate::systems::http::{Auth, Connector, Credentials, HttpConfig};
 use crate::systems::{self, StoredConfig, SystemPlan, SystemStatus, TableCheck};
 
 /// A system's connection.
@@ -23,8 +24,46 @@ use crate::systems::{self, StoredConfig, SystemPlan, SystemStatus, TableCheck};
 #[serde(deny_unknown_fields)]
 pub struct ConnectionInput {
     /// `postgres://user:password@host:5432/db` or `mysql://…` (MySQL,
-    /// MariaDB). Sealed with the tenant key; never shown again.
-    pub url: String,
+    /// MariaDB). Sealed with the tenant key; never shown again. For an HTTP
+    /// system: the API's base URL (replaces the connector's).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// HTTP: a bearer token (or Basic password).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// HTTP Basic.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// HTTP OAuth2 client credentials.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+/// An HTTP system's connector: a template by name (a file of the
+/// connectors directory, or built in: `mailchimp`, `hubspot`), or a
+/// connector written out (`definition` as JSON, or `toml` as a file's text).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorInput {
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub definition: Option<serde_json::Value>,
+    #[serde(default)]
+    pub toml: Option<String>,
+    /// The connector's parameters (`list_id`).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// The purpose (and channel) its opt-in / opt-out calls mirror.
+    #[serde(default)]
+    pub purpose: Option<String>,
+    #[serde(default)]
+    pub channel: Option<yinyom_core::purpose::Channel>,
 }
 
 /// Body of `POST /v1/systems` and `PUT /v1/systems/{key}`.
@@ -45,6 +84,9 @@ pub struct SystemInput {
     /// A manual system: what the team does and how to reach it.
     #[serde(default)]
     pub instructions: Option<String>,
+    /// An HTTP system: its connector.
+    #[serde(default)]
+    pub connector: Option<ConnectorInput>,
 }
 
 /// A connection as shown: never its password.
@@ -67,6 +109,9 @@ pub struct SystemView {
     pub tables: Vec<TableMap>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
+    /// An HTTP system's connector and parameters (no secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector: Option<systems::http::HttpConfig>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -76,7 +121,7 @@ impl SystemView {
         let config = StoredConfig::of(&row);
         let kind = SystemKind::parse(&row.kind).unwrap_or(SystemKind::Manual);
         SystemView {
-            connection: kind.dialect().map(|_| ConnectionView {
+            connection: (kind != SystemKind::Manual).then(|| ConnectionView {
                 display: config.connection.clone(),
                 sealed: row.secret.is_some(),
             }),
@@ -85,6 +130,7 @@ impl SystemView {
             kind,
             tables: config.tables,
             instructions: config.instructions,
+            connector: config.connector,
             created_at: time::rfc3339(row.created_at),
             updated_at: time::rfc3339(row.updated_at),
         }
@@ -153,7 +199,14 @@ async fn row_of(
         tables: input.tables,
         connection: None,
         instructions: input.instructions,
+        connector: None,
     };
+    if input.connector.is_some() && input.kind != SystemKind::Http {
+        return Err(Problem::validation(
+            "connector",
+            "only an http system has a connector",
+        ));
+    }
     let keys = app
         .vault
         .tenant(app.store.as_ref(), tenant)
@@ -161,10 +214,18 @@ async fn row_of(
         .map_err(StoreError::from)?;
     let secret = match input.kind {
         SystemKind::Http => {
-            return Err(Problem::validation(
-                "kind",
-                "HTTP connectors are not available yet; use postgres, mysql or manual",
-            ));
+            let (hc, credentials) = http_config(app, tenant, input.connector, input.connection)?;
+            config.connection = Some(hc.base_url.clone());
+            config.connector = Some(hc);
+            match credentials {
+                Some(c) => Some(keys.seal_secret(
+                    &format!("system:{key}"),
+                    &serde_json::to_vec(&c).map_err(|e| Problem::bad_request(e.to_string()))?,
+                )),
+                None => previous
+                    .filter(|p| p.kind == SystemKind::Http.as_str())
+                    .and_then(|p| p.secret.clone()),
+            }
         }
         SystemKind::Manual => {
             if input.connection.is_some() {
@@ -177,9 +238,26 @@ async fn row_of(
         }
         kind @ (SystemKind::Postgres | SystemKind::Mysql) => match (&input.connection, previous) {
             (Some(c), _) => {
-                let url = systems::check_url(kind, &c.url)?;
+                let raw = c.url.as_deref().ok_or_else(|| {
+                    Problem::validation(
+                        "connection.url",
+                        "a database system needs its connection URL",
+                    )
+                })?;
+                if c.token.is_some()
+                    || c.username.is_some()
+                    || c.password.is_some()
+                    || c.client_id.is_some()
+                    || c.client_secret.is_some()
+                {
+                    return Err(Problem::validation(
+                        "connection",
+                        "a database system takes only `url` (credentials go in it)",
+                    ));
+                }
+                let url = systems::check_url(kind, raw)?;
                 config.connection = Some(systems::redact(&url));
-                Some(keys.seal_secret(&format!("system:{key}"), c.url.as_bytes()))
+                Some(keys.seal_secret(&format!("system:{key}"), raw.as_bytes()))
             }
             (None, Some(p)) if p.kind == kind.as_str() && p.secret.is_some() => {
                 config.connection = StoredConfig::of(p).connection;
@@ -204,6 +282,172 @@ async fn row_of(
         created_at: previous.map_or(now, |p| p.created_at),
         updated_at: previous.map_or(now, |p| now.max(p.updated_at + 1)),
     })
+}
+
+/// An HTTP system's connector, parameters and base URL, and its
+/// credentials (none given: `None`).
+fn http_config(
+    app: &App,
+    tenant: &str,
+    input: Option<ConnectorInput>,
+    connection: Option<ConnectionInput>,
+) -> Result<(HttpConfig, Option<Credentials>), Problem> {
+    let Some(input) = input else {
+        return Err(Problem::validation(
+            "connector",
+            "an http system needs a connector: {\"template\": \"mailchimp\"} or a definition",
+        ));
+    };
+    let bad = |field: &str, why: String| Problem::validation(field, why);
+    let from_template = input.template.is_some();
+    let connector = match (&input.template, &input.definition, &input.toml) {
+        (Some(t), None, None) => systems::http::template(&app.systems.config.http, t)
+            .map_err(|e| bad("connector.template", e))?,
+        (None, Some(d), None) => {
+            let c: Connector = serde_json::from_value(d.clone())
+                .map_err(|e| bad("connector.definition", e.to_string()))?;
+            systems::http::validate(&c).map_err(|e| bad("connector.definition", e))?;
+            c
+        }
+        (None, None, Some(t)) => {
+            if t.len() > 64 * 1024 {
+                return Err(bad("connector.toml", "must be at most 64 KiB".into()));
+            }
+            systems::http::parse(t).map_err(|e| bad("connector.toml", e))?
+        }
+        _ => {
+            return Err(bad(
+                "connector",
+                "give exactly one of template, definition or toml".into(),
+            ));
+        }
+    };
+    for p in &connector.params {
+        match input.params.get(p) {
+            Some(v) if !v.is_empty() && v.len() <= 500 => {}
+            _ => {
+                return Err(bad(
+                    &format!("connector.params.{p}"),
+                    format!("the {} connector needs parameter {p}", connector.name),
+                ));
+            }
+        }
+    }
+    if let Some(extra) = input.params.keys().find(|k| !connector.params.contains(k)) {
+        return Err(bad(
+            &format!("connector.params.{extra}"),
+            format!(
+                "the {} connector takes no parameter {extra}",
+                connector.name
+            ),
+        ));
+    }
+    let c = connection.unwrap_or(ConnectionInput {
+        url: None,
+        token: None,
+        username: None,
+        password: None,
+        client_id: None,
+        client_secret: None,
+    });
+    // A parameter of the base URL names a host part: letters, digits, '-'.
+    for (k, v) in &input.params {
+        if connector.base_url.contains(&format!("{{{k}}}"))
+            && !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(bad(
+                &format!("connector.params.{k}"),
+                "is part of the host: letters, digits and '-' only".into(),
+            ));
+        }
+    }
+    let filled = |text: &str| {
+        let mut t = text.to_string();
+        for (k, v) in &input.params {
+            t = t.replace(&format!("{{{k}}}"), v);
+        }
+        t
+    };
+    let base = filled(c.url.as_deref().unwrap_or(&connector.base_url));
+    // A template's own hosts are allowed; anything else must be listed.
+    let mut hosts = Vec::new();
+    if from_template {
+        hosts.extend(systems::http::host_of(&filled(&connector.base_url)));
+        if let Auth::Oauth2 { token_url, .. } = &connector.auth {
+            hosts.extend(systems::http::host_of(token_url));
+        }
+    }
+    let url =
+        url::Url::parse(&base).map_err(|e| bad("connection.url", format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad(
+            "connection.url",
+            "must be an http:// or https:// URL with a host".into(),
+        ));
+    }
+    let purpose = input
+        .purpose
+        .clone()
+        .or_else(|| connector.consent.as_ref().and_then(|k| k.purpose.clone()));
+    if let Some(p) = &purpose {
+        if connector.consent.is_none() {
+            return Err(bad(
+                "connector.purpose",
+                format!("the {} connector sets no consent", connector.name),
+            ));
+        }
+        let exists = app
+            .view
+            .read(tenant, |tv| tv.purposes.contains_key(p.as_str()))
+            .unwrap_or(false);
+        if !exists {
+            return Err(bad(
+                "connector.purpose",
+                format!("purpose {p:?} does not exist"),
+            ));
+        }
+    }
+    let credentials = Credentials {
+        token: c.token,
+        username: c.username,
+        password: c.password,
+        client_id: c.client_id,
+        client_secret: c.client_secret,
+    };
+    let given = credentials.token.is_some()
+        || credentials.username.is_some()
+        || credentials.password.is_some()
+        || credentials.client_id.is_some()
+        || credentials.client_secret.is_some();
+    if given {
+        let missing = match &connector.auth {
+            Auth::Bearer if credentials.token.is_none() => Some("connection.token"),
+            Auth::Basic { .. } if credentials.password.is_none() && credentials.token.is_none() => {
+                Some("connection.password")
+            }
+            Auth::Oauth2 { .. } if credentials.client_id.is_none() => Some("connection.client_id"),
+            Auth::Oauth2 { .. } if credentials.client_secret.is_none() => {
+                Some("connection.client_secret")
+            }
+            _ => None,
+        };
+        if let Some(field) = missing {
+            return Err(bad(
+                field,
+                format!("the {} connector's authentication needs it", connector.name),
+            ));
+        }
+    }
+    let hc = HttpConfig {
+        template: input.template,
+        params: input.params,
+        base_url: url.as_str().trim_end_matches('/').to_string(),
+        hosts,
+        purpose,
+        channel: input.channel,
+        definition: Some(connector),
+    };
+    Ok((hc, given.then_some(credentials)))
 }
 
 async fn load(app: &App, tenant: &str, key: &str) -> Result<SystemRow, Problem> {
@@ -343,10 +587,7 @@ pub async fn test(
 ) -> Result<axum::Json<TestResult>, Problem> {
     who.require(MANAGERS)?;
     let row = load(&app, &who.tenant, &key).await?;
-    if SystemKind::parse(&row.kind)
-        .and_then(SystemKind::dialect)
-        .is_none()
-    {
+    if row.kind == SystemKind::Manual.as_str() {
         return Err(Problem::validation(
             "key",
             "a manual system has no connection to test",

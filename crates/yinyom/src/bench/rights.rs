@@ -65,6 +65,7 @@ async fn register(
                 tables: map,
                 connection: None,
                 instructions: None,
+                connector: None,
             })?,
             secret: Some(keys.seal_secret(&format!("system:{key}"), url.as_bytes())),
             created_at: now,
@@ -132,6 +133,7 @@ pub(crate) async fn rights(_args: &BenchArgs, dir: &std::path::Path) -> Result<(
             systems: SystemsConfig {
                 retry_base: Duration::from_millis(200),
                 retry_max: Duration::from_secs(1),
+                ..Default::default()
             },
             ..Config::default()
         },

@@ -11,6 +11,7 @@
 //! sealed with the tenant key in the job until it is done.
 
 pub mod db;
+pub mod http;
 pub mod propagate;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,8 @@ pub struct SystemsConfig {
     /// The wait after a first failure; doubled after each, up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// HTTP connectors: their directory and the outbound allow-list.
+    pub http: http::HttpSettings,
 }
 
 impl Default for SystemsConfig {
@@ -44,24 +47,73 @@ impl Default for SystemsConfig {
         SystemsConfig {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(600),
+            http: Default::default(),
         }
     }
 }
 
 /// What the app holds for connected systems.
-#[derive(Default)]
 pub struct Systems {
     pub pools: db::Pools,
     /// Wakes the task when jobs are created.
     pub wake: Arc<tokio::sync::Notify>,
     pub config: SystemsConfig,
+    /// The guarded HTTP client of connectors, and their OAuth2 tokens.
+    pub http: http::Http,
+    /// Each system's last test or attempt, for the console: (tenant, key) →
+    /// health.
+    pub health: std::sync::Mutex<std::collections::HashMap<(String, String), Health>>,
+}
+
+/// A system's health as last seen (a test, or an attempt at a job).
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub ok: bool,
+    pub error: Option<String>,
+    /// `test` or `job`.
+    pub source: &'static str,
+    pub at: Micros,
+}
+
+impl Systems {
+    fn saw(&self, tenant: &str, key: &str, source: &'static str, error: Option<String>) {
+        if let Ok(mut h) = self.health.lock() {
+            h.insert(
+                (tenant.to_string(), key.to_string()),
+                Health {
+                    ok: error.is_none(),
+                    error,
+                    source,
+                    at: time::now(),
+                },
+            );
+        }
+    }
+
+    /// A system's last seen health, if any.
+    pub fn health_of(&self, tenant: &str, key: &str) -> Option<Health> {
+        self.health
+            .lock()
+            .ok()?
+            .get(&(tenant.to_string(), key.to_string()))
+            .cloned()
+    }
+}
+
+impl Default for Systems {
+    fn default() -> Self {
+        Systems::new(SystemsConfig::default())
+    }
 }
 
 impl Systems {
     pub fn new(config: SystemsConfig) -> Systems {
         Systems {
+            pools: Default::default(),
+            wake: Default::default(),
+            http: http::Http::new(config.http.clone()),
+            health: Default::default(),
             config,
-            ..Default::default()
         }
     }
 }
@@ -79,6 +131,9 @@ pub struct StoredConfig {
     /// For a manual system: what the team is asked to do, and how to reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
+    /// An HTTP system: its connector and parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<http::HttpConfig>,
 }
 
 impl StoredConfig {
@@ -182,7 +237,10 @@ fn takes_part(row: &SystemRow, kind: Kind) -> bool {
     match SystemKind::parse(&row.kind) {
         Some(SystemKind::Manual) => true,
         Some(SystemKind::Postgres | SystemKind::Mysql) => !StoredConfig::of(row).tables.is_empty(),
-        _ => false,
+        Some(SystemKind::Http) => StoredConfig::of(row)
+            .connector
+            .is_some_and(|c| c.definition.is_some()),
+        None => false,
     }
 }
 
@@ -311,6 +369,12 @@ async fn run_tables(
     payload: &Payload,
     dry: bool,
 ) -> Result<(Vec<TableOutcome>, Vec<TableRows>), String> {
+    if system.kind == SystemKind::Http.as_str() {
+        let config = StoredConfig::of(system);
+        let (hc, connector) = http_parts(&config)?;
+        let target = http_target(app, system, hc, connector).await?;
+        return http::run(&target, kind, payload, dry).await;
+    }
     let Some(dialect) = SystemKind::parse(&system.kind).and_then(SystemKind::dialect) else {
         return Err("not a database system".into());
     };
@@ -354,6 +418,46 @@ async fn run_tables(
         outcomes.reverse();
     }
     Ok((outcomes, collected))
+}
+
+fn http_parts(config: &StoredConfig) -> Result<(&http::HttpConfig, &http::Connector), String> {
+    config
+        .connector
+        .as_ref()
+        .and_then(|c| c.definition.as_ref().map(|d| (c, d)))
+        .ok_or_else(|| "the system has no connector".to_string())
+}
+
+/// An HTTP system's calls, with its credentials opened.
+async fn http_target<'a>(
+    app: &'a App,
+    system: &'a SystemRow,
+    config: &'a http::HttpConfig,
+    connector: &'a http::Connector,
+) -> Result<http::Target<'a>, String> {
+    let credentials = match &system.secret {
+        None => http::Credentials::default(),
+        Some(secret) => {
+            let keys = app
+                .vault
+                .tenant(app.store.as_ref(), &system.tenant)
+                .await
+                .map_err(|e| e.to_string())?;
+            let plain = keys
+                .open_secret(&secret_name(&system.key), secret)
+                .map_err(|e| format!("credentials: {e}"))?;
+            serde_json::from_slice(&plain).map_err(|e| format!("credentials: {e}"))?
+        }
+    };
+    Ok(http::Target {
+        http: &app.systems.http,
+        tenant: &system.tenant,
+        key: &system.key,
+        version: system.updated_at,
+        config,
+        connector,
+        credentials,
+    })
 }
 
 async fn pool_of(app: &App, system: &SystemRow, dialect: map::Dialect) -> Result<db::Pool, String> {
@@ -550,7 +654,41 @@ async fn run_table(
 /// Check a system: it answers, and every mapped table and column exists
 /// (and masked NOT NULL columns can take a hash).
 pub async fn test(app: &App, system: &SystemRow) -> Vec<TableCheck> {
+    let out = test_checks(app, system).await;
+    let error = out
+        .iter()
+        .filter_map(|c| c.error.clone())
+        .collect::<Vec<_>>();
+    app.systems.saw(
+        &system.tenant,
+        &system.key,
+        "test",
+        (!error.is_empty()).then(|| error.join("; ")),
+    );
+    out
+}
+
+async fn test_checks(app: &App, system: &SystemRow) -> Vec<TableCheck> {
     let mut out = Vec::new();
+    if system.kind == SystemKind::Http.as_str() {
+        let config = StoredConfig::of(system);
+        let result = match http_parts(&config) {
+            Ok((hc, connector)) => match http_target(app, system, hc, connector).await {
+                Ok(target) => http::test(&target).await.map(|_| connector.name.clone()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        out.push(match result {
+            Ok(name) => TableCheck {
+                table: Some(name),
+                ok: true,
+                error: None,
+            },
+            Err(e) => TableCheck::error(None, e),
+        });
+        return out;
+    }
     let Some(dialect) = SystemKind::parse(&system.kind).and_then(SystemKind::dialect) else {
         return out;
     };
@@ -898,8 +1036,12 @@ fn backoff(config: &SystemsConfig, attempts: i64) -> Duration {
         .min(config.retry_max)
 }
 
-/// How long a running attempt holds its job before another may take it.
-pub(crate) const LEASE: Micros = 5 * 60 * 1_000_000;
+/// How long a running attempt holds its job before another may take it
+/// (after a node died mid-attempt). Longer than an attempt's calls may take
+/// (3 s to connect, statements and HTTP calls bounded by their timeouts);
+/// the drill `system-outage` showed 5 minutes left a killed node's jobs
+/// idle that long.
+pub(crate) const LEASE: Micros = 2 * 60 * 1_000_000;
 /// Jobs taken a round.
 const ROUND: u32 = 64;
 /// Systems worked on at once.
@@ -1001,6 +1143,8 @@ async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<Option<String>, Sto
     }
     let taken = j.updated_at;
     let outcome = carry_out(app, &j).await;
+    app.systems
+        .saw(&j.tenant, &j.system, "job", outcome.as_ref().err().cloned());
     let now = time::now().max(taken + 1);
     j.updated_at = now;
     match outcome {

@@ -22,7 +22,7 @@ use yinyom_core::consent::ConsentState;
 use yinyom_core::systems::{Bind, IdentifierKind, SetTo, SystemKind, TableName};
 use yinyom_core::time::{self, Micros};
 
-use super::{LEASE, StoredConfig, backoff, identifiers, pool_of};
+use super::{LEASE, StoredConfig, backoff, http_parts, http_target, identifiers, pool_of};
 use crate::app::App;
 use crate::events::ConsentEvent;
 use crate::store::{Propagation, StoreError, SystemRow};
@@ -49,10 +49,27 @@ fn payload_name(uid: &str, system: &str) -> String {
 
 /// Whether a system maps a consent column to `purpose` on `channel`.
 fn maps(row: &SystemRow, purpose: &str) -> bool {
-    StoredConfig::of(row)
+    let config = StoredConfig::of(row);
+    config
         .tables
         .iter()
         .any(|t| t.consent.values().any(|c| c.purpose == purpose))
+        || http_purpose(&config).is_some_and(|(p, _)| p == purpose)
+}
+
+/// The purpose an HTTP system's consent calls propagate.
+fn http_purpose(config: &StoredConfig) -> Option<(String, Option<yinyom_core::purpose::Channel>)> {
+    config.connector.as_ref()?.consent_purpose()
+}
+
+/// Whether a system takes consent propagation at all.
+fn propagates(s: &SystemRow) -> bool {
+    let config = StoredConfig::of(s);
+    match SystemKind::parse(&s.kind) {
+        Some(SystemKind::Http) => http_purpose(&config).is_some(),
+        Some(k) if k.dialect().is_some() => config.tables.iter().any(|t| !t.consent.is_empty()),
+        _ => false,
+    }
 }
 
 /// Follow the outbox and queue propagations (leader only).
@@ -81,15 +98,7 @@ async fn follow_round(app: &Arc<App>) -> Result<(), StoreError> {
             .systems(&tenant)
             .await?
             .into_iter()
-            .filter(|s| {
-                SystemKind::parse(&s.kind)
-                    .and_then(SystemKind::dialect)
-                    .is_some()
-                    && StoredConfig::of(s)
-                        .tables
-                        .iter()
-                        .any(|t| !t.consent.is_empty())
-            })
+            .filter(propagates)
             .collect();
         let mut cursor = app.store.sink_cursor(SINK, &tenant).await?;
         // Without a mapped consent column the cursor follows the head, so a
@@ -156,7 +165,15 @@ pub async fn queue(
         })
     };
     let mut settings = Vec::new();
-    for t in &StoredConfig::of(system).tables {
+    let config = StoredConfig::of(system);
+    if let Some((purpose, channel)) = http_purpose(&config) {
+        settings.push(Setting {
+            table: String::new(),
+            column: purpose.clone(),
+            value: granted(&purpose, channel),
+        });
+    }
+    for t in &config.tables {
         for (column, c) in &t.consent {
             settings.push(Setting {
                 table: t.name.clone(),
@@ -315,9 +332,6 @@ async fn carry_out(app: &Arc<App>, p: &Propagation) -> Result<i64, String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the system was removed")?;
-    let dialect = SystemKind::parse(&system.kind)
-        .and_then(SystemKind::dialect)
-        .ok_or("not a database system")?;
     let keys = app
         .vault
         .tenant(app.store.as_ref(), &p.tenant)
@@ -332,6 +346,18 @@ async fn carry_out(app: &Arc<App>, p: &Propagation) -> Result<i64, String> {
         })
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or("the subject's identifiers are not readable")?;
+    if system.kind == SystemKind::Http.as_str() {
+        let config = StoredConfig::of(&system);
+        let (hc, connector) = http_parts(&config)?;
+        let target = http_target(app, &system, hc, connector).await?;
+        let Some(setting) = payload.settings.iter().find(|s| s.table.is_empty()) else {
+            return Ok(0);
+        };
+        return super::http::set_consent(&target, &payload.identifiers, setting.value).await;
+    }
+    let dialect = SystemKind::parse(&system.kind)
+        .and_then(SystemKind::dialect)
+        .ok_or("not a database system")?;
     let pool = pool_of(app, &system, dialect).await?;
     let mut tx = pool.begin().await?;
     let mut rows = 0;

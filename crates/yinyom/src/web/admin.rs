@@ -223,6 +223,7 @@ const NAV: &[(&str, &str, &str, bool)] = &[
     ("/admin/subjects", "เจ้าของข้อมูล", "Subjects", false),
     ("/admin/requests", "คำขอใช้สิทธิ", "Requests", false),
     ("/admin/breaches", "เหตุละเมิด", "Breaches", false),
+    ("/admin/systems", "ระบบที่เชื่อมต่อ", "Systems", false),
     ("/admin/banner", "หน้าตาแบนเนอร์", "Banner design", true),
     ("/admin/webhooks", "Webhooks", "Webhooks", true),
     ("/admin/audit", "บันทึกการเข้าถึง", "Audit log", true),

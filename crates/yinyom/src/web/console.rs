@@ -21,7 +21,10 @@ use super::page::{self, tr};
 use crate::api::auth::MANAGERS;
 use crate::api::extract::Json;
 use crate::api::problem::Problem;
-use crate::api::{admin as api_admin, breaches, notices, purposes, requests, subjects, webhooks};
+use crate::api::{
+    admin as api_admin, breaches, notices, purposes, requests, subjects, systems as api_systems,
+    webhooks,
+};
 use crate::app::App;
 
 type FormResult =
@@ -861,6 +864,32 @@ pub async fn request_page(
             tr { th scope="row" { (tr(lang, "ช่องทางที่ได้รับ", "Arrived via")) } td { (r.via) } }
             tr { th scope="row" { (tr(lang, "ครบกำหนด", "Due")) } td.bad[r.overdue] { (r.due_at) @if r.extended { " " (tr(lang, "(ขยายแล้ว)", "(extended)")) } } }
         } }
+        @if let Some(systems) = r.systems.as_ref().filter(|s| !s.is_empty()) {
+            h2 { (tr(lang, "ระบบที่เชื่อมต่อ", "Connected systems")) }
+            table.systems {
+                thead { tr {
+                    th scope="col" { (tr(lang, "ระบบ", "System")) } th scope="col" { (tr(lang, "สถานะ", "Status")) }
+                    th scope="col" { (tr(lang, "แถว", "Rows")) } th scope="col" { (tr(lang, "ครั้งที่ลอง", "Attempts")) }
+                    th scope="col" { (tr(lang, "ข้อผิดพลาด", "Error")) } th scope="col" { (tr(lang, "เสร็จเมื่อ", "Finished")) }
+                } }
+                tbody { @for s in systems { tr {
+                    td { a href={ "/admin/systems#system-" (s.key) } { code { (s.key) } } }
+                    td.bad[s.status == "failed"] { (s.status)
+                        @if let Some(at) = &s.retry_at { br; span.muted { (tr(lang, "ลองใหม่ ", "retry at ")) (at) } } }
+                    td { (s.rows) } td { (s.attempts) }
+                    td { (s.error.clone().unwrap_or_else(|| "—".into())) @if let Some(n) = &s.note { (tr(lang, "บันทึก: ", "Note: ")) (n) } }
+                    td { (s.finished_at.clone().unwrap_or_else(|| "—".into())) }
+                } } }
+            }
+            @for s in systems.iter().filter(|s| s.status == "manual") {
+                form.confirm method="post" action={ "/admin/requests/" (r.id) "/systems/" (s.key) } {
+                    (csrf_field(&staff))
+                    div.field { label for={ "note-" (s.key) } { (tr(lang, "ยืนยันว่าทีมดำเนินการใน ", "Confirm the team has acted in ")) code { (s.key) } (tr(lang, " แล้ว: บันทึก", ": note")) }
+                        textarea id={ "note-" (s.key) } name="note" required {} }
+                    button type="submit" { (tr(lang, "ยืนยัน", "Confirm")) }
+                }
+            }
+        }
         h2 { (tr(lang, "ขั้นตอน", "Steps")) }
         (table(lang, &[("at", "เมื่อ", "When"), ("action", "การกระทำ", "Action"), ("actor", "โดย", "By"), ("reason", "เหตุผล", "Reason"), ("outcome", "ผล", "Outcome")],
             to_json(&r.steps).as_array().map(Vec::as_slice).unwrap_or(&[]), None))
@@ -1031,6 +1060,161 @@ pub async fn audit_page(State(app): State<Arc<App>>, staff: Staff) -> Response {
     )
 }
 
+// ---------------------------------------------------------------------------
+// Connected systems
+// ---------------------------------------------------------------------------
+
+fn health_cell(lang: Lang, h: Option<&crate::systems::Health>) -> Markup {
+    html! {
+        @match h {
+            None => span.muted { (tr(lang, "ยังไม่ได้ทดสอบ", "not tested yet")) },
+            Some(h) if h.ok => span.ok { (tr(lang, "ใช้งานได้", "healthy")) " · " (h.source) " " (page::date(h.at)) },
+            Some(h) => span.bad { (tr(lang, "มีปัญหา", "failing")) " · " (h.source) " " (page::date(h.at)) ": " (h.error.clone().unwrap_or_default()) },
+        }
+    }
+}
+
+/// `GET /admin/systems`: each connected system with its health and data map.
+pub async fn systems_page(State(app): State<Arc<App>>, staff: Staff) -> Response {
+    let lang = staff.lang;
+    let list = match api_systems::list(State(app.clone()), Principal(&staff)).await {
+        Ok(l) => l.0.systems,
+        Err(p) => return failed(&staff, "/admin", p),
+    };
+    let manager = MANAGERS.contains(&staff.member.role);
+    let tenant = staff.who.tenant.clone();
+    let body = html! {
+        h1 { (tr(lang, "ระบบที่เชื่อมต่อ", "Connected systems")) }
+        p.muted { (tr(lang, "คำขอใช้สิทธิและความยินยอมจะถูกดำเนินการในระบบเหล่านี้ด้วย ลงทะเบียนผ่าน API: POST /v1/systems",
+            "Rights requests and consent changes are carried out in these systems too. Register them through the API: POST /v1/systems.")) }
+        table {
+            thead { tr {
+                th scope="col" { (tr(lang, "รหัส", "Key")) } th scope="col" { (tr(lang, "ชื่อ", "Name")) }
+                th scope="col" { (tr(lang, "ชนิด", "Kind")) } th scope="col" { (tr(lang, "การเชื่อมต่อ", "Connection")) }
+                th scope="col" { (tr(lang, "สถานะ", "Health")) }
+                @if manager { th scope="col" { (tr(lang, "ทดสอบ", "Test")) } }
+            } }
+            tbody {
+                @for s in &list { tr {
+                    td { a href={ "#system-" (s.key) } { code { (s.key) } } } td { (s.name) } td { (s.kind.as_str()) }
+                    td { (s.connection.as_ref().and_then(|c| c.display.clone()).unwrap_or_else(|| "—".into())) }
+                    td.health { (health_cell(lang, app.systems.health_of(&tenant, &s.key).as_ref())) }
+                    @if manager { td { @if s.kind.as_str() != "manual" {
+                        form method="post" action={ "/admin/systems/" (s.key) "/test" } {
+                            (csrf_field(&staff))
+                            button type="submit" { (tr(lang, "ทดสอบ", "Test")) }
+                        }
+                    } } }
+                } }
+                @if list.is_empty() { tr { td colspan="6" .muted { (tr(lang, "ยังไม่มีระบบ", "No system yet.")) } } }
+            }
+        }
+        h2 { (tr(lang, "แผนผังข้อมูล", "Data map")) }
+        @for s in &list {
+            section id={ "system-" (s.key) } {
+                h3 { (s.name) " " code { (s.key) } }
+                @if let Some(i) = &s.instructions { p { (tr(lang, "ทีมดำเนินการเอง: ", "A team acts by hand: ")) (i) } }
+                @if !s.tables.is_empty() {
+                    table.datamap {
+                        thead { tr {
+                            th scope="col" { (tr(lang, "ตาราง", "Table")) } th scope="col" { (tr(lang, "คอลัมน์", "Column")) }
+                            th scope="col" { (tr(lang, "หมวดข้อมูล", "Category")) } th scope="col" { (tr(lang, "เมื่อลบ", "On erasure")) }
+                        } }
+                        tbody { @for t in &s.tables {
+                            @let identity = format!("{} ({})", t.identity.column, t.identity.identifier.as_str());
+                            @let action = match &t.reason { Some(r) => format!("{} — {r}", t.on_erasure.as_str()), None => t.on_erasure.as_str().to_string() };
+                            @for (col, cat) in &t.columns { tr {
+                                td { code { (t.name) } " " span.muted { "(" (tr(lang, "ระบุตัวด้วย ", "found by ")) (identity) ")" } }
+                                td { code { (col) } } td { (category_name(lang, cat)) } td { (action) }
+                            } }
+                        } }
+                    }
+                }
+                @if let Some(c) = &s.connector { @if let Some(d) = &c.definition {
+                    p { (tr(lang, "ตัวเชื่อมต่อ HTTP: ", "HTTP connector: ")) code { (d.name) }
+                        @if let Some(desc) = &d.description { " — " (desc) } }
+                    table.datamap {
+                        thead { tr { th scope="col" { (tr(lang, "ฟิลด์", "Field")) } th scope="col" { (tr(lang, "หมวดข้อมูล", "Category")) } th scope="col" { (tr(lang, "เมื่อลบ", "On erasure")) } } }
+                        tbody {
+                            @for (field, cat) in &d.fields { tr {
+                                td { code { (field) } } td { (category_name(lang, cat)) }
+                                td { (d.erase.as_ref().map_or("none", |e| e.action.as_str())) }
+                            } }
+                        }
+                    }
+                    @if let Some((purpose, _)) = c.consent_purpose() {
+                        p { (tr(lang, "ความยินยอมส่งต่อไปยังระบบนี้: ", "Consent propagated here: ")) code { (purpose) } }
+                    }
+                } }
+            }
+        }
+    };
+    shell(
+        &staff,
+        "/admin/systems",
+        tr(lang, "ระบบที่เชื่อมต่อ", "Systems"),
+        body,
+    )
+}
+
+fn category_name(lang: Lang, key: &str) -> Markup {
+    match yinyom_core::systems::category(key) {
+        Some(c) => {
+            html! { (tr(lang, c.th, c.en)) " " span.muted { "(" (key) ")" } @if c.sensitive { " " span.bad { (tr(lang, "อ่อนไหว ม.26", "sensitive, s.26")) } } }
+        }
+        None => html! { (key) },
+    }
+}
+
+/// `POST /admin/systems/{key}/test`.
+pub async fn test_system(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(key): Path<String>,
+    form: FormResult,
+) -> Response {
+    if let Err(r) = checked_form(&staff, form) {
+        return r;
+    }
+    match api_systems::test(
+        State(app.clone()),
+        Principal(&staff),
+        crate::api::extract::Path(key),
+    )
+    .await
+    {
+        Ok(_) => Redirect::to("/admin/systems").into_response(),
+        Err(p) => failed(&staff, "/admin/systems", p),
+    }
+}
+
+/// `POST /admin/requests/{id}/systems/{key}`: confirm a manual system's part.
+pub async fn confirm_system(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path((id, key)): Path<(String, String)>,
+    form: FormResult,
+) -> Response {
+    let f = match checked_form(&staff, form) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let back = format!("/admin/requests/{id}");
+    match api_systems::confirm(
+        State(app.clone()),
+        Principal(&staff),
+        crate::api::extract::Path((id, key)),
+        Json(api_systems::ConfirmInput {
+            note: f.text("note").unwrap_or_default(),
+        }),
+    )
+    .await
+    {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(p) => failed(&staff, &back, p),
+    }
+}
+
 /// Routes of the console.
 pub fn routes() -> axum::Router<Arc<App>> {
     use axum::routing::{get, post};
@@ -1063,5 +1247,8 @@ pub fn routes() -> axum::Router<Arc<App>> {
         .route("/admin/webhooks", get(webhooks_page))
         .route("/admin/webhooks/{id}", get(webhook_page))
         .route("/admin/audit", get(audit_page))
+        .route("/admin/systems", get(systems_page))
+        .route("/admin/systems/{key}/test", post(test_system))
+        .route("/admin/requests/{id}/systems/{key}", post(confirm_system))
         .layer(axum::middleware::from_fn(super::admin::remember_lang))
 }
