@@ -59,6 +59,11 @@ pub fn empty_root() -> Hash {
     Sha256::digest([]).into()
 }
 
+/// A hash written as hex; `None` unless it is 32 bytes of hex.
+pub fn hash_from_hex(text: &str) -> Option<Hash> {
+    hex::decode(text).ok()?.try_into().ok()
+}
+
 /// The leaf of a ledger entry whose hash is `hex`.
 pub fn leaf_of_hex(hex_hash: &str) -> Option<Hash> {
     let bytes = hex::decode(hex_hash).ok()?;

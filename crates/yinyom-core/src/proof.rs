@@ -62,7 +62,7 @@ impl CheckpointClaims {
     pub fn root_of(partitions: &[PartitionHead]) -> Option<Hash> {
         let leaves = partitions
             .iter()
-            .map(|p| hash_hex(&p.root).map(|r| merkle::leaf_hash(&r)))
+            .map(|p| merkle::hash_from_hex(&p.root).map(|r| merkle::leaf_hash(&r)))
             .collect::<Option<Vec<_>>>()?;
         Some(merkle::root_of_leaves(&leaves))
     }
@@ -115,10 +115,6 @@ pub struct Verified {
     pub tenant: Option<String>,
     pub subject_uid: Option<String>,
     pub positions: Vec<(u32, u64)>,
-}
-
-fn hash_hex(text: &str) -> Option<Hash> {
-    hex::decode(text).ok()?.try_into().ok()
 }
 
 /// Check a receipt (a JWS) and, when given, its proof, with nothing but the
@@ -225,12 +221,12 @@ pub fn verify_receipt(
         let path = e
             .path
             .iter()
-            .map(|h| hash_hex(h))
+            .map(|h| merkle::hash_from_hex(h))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| format!("entry {seq}: a path hash is not hex"))?;
         let leaf = merkle::leaf_of_hex(&e.entry.hash)
             .ok_or_else(|| format!("entry {seq}: its hash is not hex"))?;
-        let part_root = hash_hex(&part.root)
+        let part_root = merkle::hash_from_hex(&part.root)
             .ok_or_else(|| format!("partition {}: root not hex", part.partition))?;
         if !merkle::verify_inclusion(e.leaf_index, part.size, &leaf, &path, &part_root) {
             return Err(format!(

@@ -140,16 +140,46 @@ pub fn signed(c: &CheckpointRow) -> SignedCheckpoint {
 }
 
 /// A checkpoint of the tenant's ledger as it is now: the latest if the
-/// ledger has not grown since, else a new one, signed and stored.
-pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<CheckpointRow> {
+/// ledger has not grown since (`new` false), else a new one, signed and
+/// stored.
+pub struct Made {
+    pub row: CheckpointRow,
+    pub new: bool,
+}
+
+pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<Made> {
     let latest = store.checkpoint(tenant, None).await?;
     let head = store.ledger_head(tenant).await?;
-    if let Some(l) = &latest
-        && l.size >= head.seq
-    {
-        return Ok(l.clone());
+    match latest {
+        Some(l) if l.size >= head.seq => Ok(Made { row: l, new: false }),
+        latest => Ok(Made {
+            row: extend(store, signer, tenant, latest.as_ref(), &head).await?,
+            new: true,
+        }),
     }
-    let from = latest.as_ref().map_or(0, |l| l.size);
+}
+
+/// A new checkpoint if the ledger grew since the latest (none for a
+/// ledger still empty): the leader's minute job. Whether one was made.
+pub async fn make_if_grown(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<bool> {
+    let latest = store.checkpoint(tenant, None).await?;
+    let head = store.ledger_head(tenant).await?;
+    if head.seq <= latest.as_ref().map_or(0, |l| l.size) {
+        return Ok(false);
+    }
+    extend(store, signer, tenant, latest.as_ref(), &head).await?;
+    Ok(true)
+}
+
+/// The checkpoint after `latest` covering the ledger up to `head`.
+async fn extend(
+    store: &dyn Store,
+    signer: &Signer,
+    tenant: &str,
+    latest: Option<&CheckpointRow>,
+    head: &yinyom_core::ledger::Chain,
+) -> Result<CheckpointRow> {
+    let from = latest.map_or(0, |l| l.size);
     let n = head.seq;
     grow(store, tenant, from, n).await?;
     let needs = merkle::decompose(0, n);
@@ -168,7 +198,7 @@ pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<Ch
         typ: CHECKPOINT_TYPE.into(),
         iss: format!("urn:yinyom:tenant:{tenant}"),
         tenant: tenant.to_string(),
-        number: latest.as_ref().map_or(1, |l| l.number + 1),
+        number: latest.map_or(1, |l| l.number + 1),
         size: n,
         root: hex::encode(root),
         partitions,
@@ -236,7 +266,7 @@ pub async fn prove(
     let last = entries.iter().map(|e| e.seq).max().unwrap_or(0);
     let mut cp = store.checkpoint(tenant, None).await?;
     if cp.as_ref().is_none_or(|c| c.size < last) {
-        cp = Some(make(store, signer, tenant).await?);
+        cp = Some(make(store, signer, tenant).await?.row);
     }
     let cp = cp.ok_or_else(|| StoreError::Unavailable("no checkpoint".into()))?;
     let mut proofs = Vec::with_capacity(entries.len());

@@ -124,9 +124,7 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
         if with_retention {
             report.erased += retention(app, &t.id, now).await?;
         }
-        let before = app.store.checkpoint(&t.id, None).await?;
-        if app.store.ledger_head(&t.id).await?.seq > before.as_ref().map_or(0, |c| c.size) {
-            crate::checkpoint::make(app.store.as_ref(), &app.signer, &t.id).await?;
+        if crate::checkpoint::make_if_grown(app.store.as_ref(), &app.signer, &t.id).await? {
             report.checkpoints += 1;
         }
         let mut after: Option<(Micros, String)> = None;

@@ -128,14 +128,13 @@ pub async fn create(
     who: Principal,
 ) -> Result<(StatusCode, axum::Json<CheckpointView>), Problem> {
     who.require(STAFF)?;
-    let before = app.store.checkpoint(&who.tenant, None).await?;
-    let c = checkpoint::make(app.store.as_ref(), &app.signer, &who.tenant).await?;
-    let status = if before.is_some_and(|b| b.number == c.number) {
-        StatusCode::OK
-    } else {
+    let made = checkpoint::make(app.store.as_ref(), &app.signer, &who.tenant).await?;
+    let status = if made.new {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    Ok((status, axum::Json(c.into())))
+    Ok((status, axum::Json(made.row.into())))
 }
 
 /// A receipt, and the proof that its grants are in the ledger.

@@ -76,7 +76,9 @@ pub async fn run(entries: usize, dir: &std::path::Path) -> Result<(), Error> {
     append(store.as_ref(), &tenant, 0, entries).await?;
 
     let t = Instant::now();
-    let first = checkpoint::make(store.as_ref(), &signer, &tenant).await?;
+    let first = checkpoint::make(store.as_ref(), &signer, &tenant)
+        .await?
+        .row;
     let first_secs = t.elapsed().as_secs_f64();
     println!(
         "{:<34} {:>10.0}/s  {} entries in {first_secs:.2} s (the whole tree, subtrees stored)",
@@ -87,7 +89,9 @@ pub async fn run(entries: usize, dir: &std::path::Path) -> Result<(), Error> {
     let more = 10_000;
     append(store.as_ref(), &tenant, entries, more).await?;
     let t = Instant::now();
-    let second = checkpoint::make(store.as_ref(), &signer, &tenant).await?;
+    let second = checkpoint::make(store.as_ref(), &signer, &tenant)
+        .await?
+        .row;
     println!(
         "{:<34} {:>10.1} ms  +{more} entries (checkpoint {} of {} entries)",
         "checkpoint: incremental",
@@ -134,16 +138,9 @@ pub async fn run(entries: usize, dir: &std::path::Path) -> Result<(), Error> {
                 &proof
                     .path
                     .iter()
-                    .map(|h| {
-                        hex::decode(h)
-                            .ok()
-                            .and_then(|b| b.try_into().ok())
-                            .ok_or("path")
-                    })
+                    .map(|h| yinyom_core::merkle::hash_from_hex(h).ok_or("path"))
                     .collect::<Result<Vec<_>, _>>()?,
-                &hex::decode(&claims.partitions[0].root)?
-                    .try_into()
-                    .map_err(|_| "root")?,
+                &yinyom_core::merkle::hash_from_hex(&claims.partitions[0].root).ok_or("root")?,
             );
         verify_times.push(t.elapsed().as_secs_f64() * 1e6);
         if !ok {

@@ -18,9 +18,9 @@ fn checkpoint_from_row(r: &AnyRow) -> Result<CheckpointRow> {
 }
 
 fn hash_from_hex(text: &str) -> Result<Hash> {
-    let bytes = hex::decode(text).map_err(|e| StoreError::Unavailable(format!("bad hash: {e}")))?;
-    <Hash>::try_from(bytes.as_slice())
-        .map_err(|_| StoreError::Unavailable("bad hash length".into()))
+    yinyom_core::merkle::hash_from_hex(text).ok_or_else(|| {
+        StoreError::Unavailable(format!("stored hash {text:?} is not 32 bytes of hex"))
+    })
 }
 
 #[async_trait]
