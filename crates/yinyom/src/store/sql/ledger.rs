@@ -444,12 +444,18 @@ fn latest_states<'r>(rows: &'r Rows<'_>) -> Vec<&'r LedgerEntry> {
 
 /// Current state follows the latest `(occurred_at, seq)`, like the domain
 /// fold; an older event (an import of history) leaves it alone.
-const UPSERT_STATE: &str = " ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
+/// (A macro, so that both write paths' statements are built from it.)
+macro_rules! upsert_state {
+    () => {
+        " ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
             state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
             expires_at = excluded.expires_at, notice_key = excluded.notice_key,
             notice_version = excluded.notice_version, source = excluded.source,
             guardian = excluded.guardian
-         WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)";
+         WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)"
+    };
+}
+const UPSERT_STATE: &str = upsert_state!();
 
 /// Append the ledger rows, their outbox rows, and fold them into
 /// `consent_states` (SQLite: statements in the process, no round trips).
@@ -651,7 +657,8 @@ async fn write_batch_pg(
 }
 
 /// See [`write_batch_pg`].
-const PG_WRITE_BATCH: &str = "WITH
+const PG_WRITE_BATCH: &str = concat!(
+    "WITH
   l AS (INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key,
             notice_version, notice_hash, source, actor, evidence_hash, evidence, occurred_at,
             recorded_at, expires_at, receipt_id, prev_hash, hash, guardian)
@@ -676,13 +683,9 @@ const PG_WRITE_BATCH: &str = "WITH
             notice_key, notice_version, source, guardian
         FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, subject_uid text, purpose text,
             channel text, state text, seq bigint, occurred_at bigint, expires_at bigint,
-            notice_key text, notice_version bigint, source text, guardian bigint)
-        ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
-            state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
-            expires_at = excluded.expires_at, notice_key = excluded.notice_key,
-            notice_version = excluded.notice_version, source = excluded.source,
-            guardian = excluded.guardian
-        WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)
+            notice_key text, notice_version bigint, source text, guardian bigint)",
+    upsert_state!(),
+    "
         RETURNING 1),
   r AS (INSERT INTO receipts (tenant, id, subject_uid, jws, created_at)
         SELECT tenant, id, subject_uid, jws, created_at
@@ -702,7 +705,8 @@ const PG_WRITE_BATCH: &str = "WITH
   n AS (SELECT pg_notify($7, x.payload) FROM jsonb_to_recordset($8::jsonb) AS x(payload text))
 SELECT (SELECT count(*) FROM l) AS l, (SELECT count(*) FROM o) AS o, (SELECT count(*) FROM c) AS c,
        (SELECT count(*) FROM r) AS r, (SELECT count(*) FROM i) AS i, (SELECT count(*) FROM h) AS h,
-       (SELECT count(*) FROM n) AS n";
+       (SELECT count(*) FROM n) AS n"
+);
 
 /// (tenant, subject uid, purpose, channel or '') of a `consent_states` row.
 type StateKey = (String, String, String, String);
