@@ -310,89 +310,205 @@ impl From<Mismatch> for Broken {
 /// found here. Each block of 256 entries is also compared with its stored
 /// subtree, which names the altered block. Returns the first mismatch.
 pub async fn audit<S: Checkpoints + ?Sized>(store: &S, tenant: &str) -> Result<Option<Mismatch>> {
-    let mut all = Vec::new();
-    let mut before = None;
-    loop {
-        let page = store.checkpoints(tenant, before, 500).await?;
-        let Some(last) = page.last() else { break };
-        before = Some(last.number);
-        all.extend(page);
+    Audit::start(store, tenant).await?.finish(store, tenant).await
+}
+
+/// The audit of [`audit`] fed the ledger's leaves in order, so that the
+/// verification pass, which reads every entry anyway, audits the
+/// checkpoints as it goes instead of reading the ledger a second time.
+pub struct Audit {
+    /// Checkpoints not yet reached, oldest first.
+    pending: std::collections::VecDeque<CheckpointRow>,
+    /// The newest checkpoint listed so far.
+    listed: u64,
+    /// The right edge of the perfect subtrees over the leaves so far.
+    edge: Vec<(u32, Hash)>,
+    /// Leaves folded so far.
+    at: u64,
+    /// Where the next checkpoint's new entries start.
+    from: u64,
+    /// Stored hashes of the blocks the coming leaves complete.
+    stored: HashMap<Subtree, Hash>,
+    found: Option<Mismatch>,
+}
+
+impl Audit {
+    /// An audit of the tenant's checkpoints stored now, from the first leaf.
+    pub async fn start<S: Checkpoints + ?Sized>(store: &S, tenant: &str) -> Result<Audit> {
+        let mut audit = Audit {
+            pending: Default::default(),
+            listed: 0,
+            edge: Vec::new(),
+            at: 0,
+            from: 0,
+            stored: HashMap::new(),
+            found: None,
+        };
+        audit.list(store, tenant).await?;
+        audit.settle();
+        Ok(audit)
     }
-    all.reverse();
-    // One pass over the leaves, keeping the right edge of perfect subtrees.
-    let mut edge: Vec<(u32, Hash)> = Vec::new();
-    let mut at = 0u64;
-    const PAGE: u64 = 64 << STORED_LEVEL;
-    for cp in all {
-        let from = at;
-        while at < cp.size {
-            let to = (at + PAGE).min(cp.size);
+
+    /// Take in the checkpoints stored since the last look.
+    async fn list<S: Checkpoints + ?Sized>(&mut self, store: &S, tenant: &str) -> Result<()> {
+        let mut newer = Vec::new();
+        let mut before = None;
+        'pages: loop {
+            let page = store.checkpoints(tenant, before, 500).await?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.number);
+            for cp in page {
+                if cp.number <= self.listed {
+                    break 'pages;
+                }
+                newer.push(cp);
+            }
+        }
+        newer.reverse();
+        if let Some(last) = newer.last() {
+            self.listed = last.number;
+        }
+        self.pending.extend(newer);
+        Ok(())
+    }
+
+    /// How many leaves the audit still needs: up to the last listed
+    /// checkpoint's size (none once a mismatch is found).
+    pub fn needs_upto(&self) -> u64 {
+        match (&self.found, self.pending.back()) {
+            (None, Some(cp)) => cp.size,
+            _ => self.at,
+        }
+    }
+
+    /// Read the stored block hashes the leaves up to `to` are checked
+    /// against; call before pushing them.
+    pub async fn prepare<S: Checkpoints + ?Sized>(
+        &mut self,
+        store: &S,
+        tenant: &str,
+        to: u64,
+    ) -> Result<()> {
+        let to = to.min(self.needs_upto());
+        if to <= self.at {
+            return Ok(());
+        }
+        let blocks: Vec<Subtree> = (self.at >> STORED_LEVEL..=to >> STORED_LEVEL)
+            .map(|index| Subtree {
+                level: STORED_LEVEL,
+                index,
+            })
+            .collect();
+        self.stored = store.merkle_nodes(tenant, PART, &blocks).await?;
+        Ok(())
+    }
+
+    /// Fold the next leaf (of entry `at + 1`), within what [`prepare`]
+    /// read; past what the audit needs, leaves are ignored.
+    ///
+    /// [`prepare`]: Audit::prepare
+    pub fn push(&mut self, leaf: Hash) {
+        if self.at >= self.needs_upto() {
+            return;
+        }
+        let Some(cp) = self.pending.front() else {
+            return;
+        };
+        let number = cp.number;
+        let mut node = (0u32, leaf);
+        while let Some(&(level, left)) = self.edge.last() {
+            if level != node.0 {
+                break;
+            }
+            self.edge.pop();
+            node = (level + 1, merkle::node_hash(&left, &node.1));
+            if level + 1 == STORED_LEVEL {
+                let block = Subtree {
+                    level: STORED_LEVEL,
+                    index: self.at >> STORED_LEVEL,
+                };
+                if self.stored.get(&block).is_some_and(|h| *h != node.1) {
+                    self.found = Some(Mismatch {
+                        checkpoint: number,
+                        seq: block.start() + 1,
+                        problem: format!(
+                            "entries {} to {} differ from the tree checkpoint {number} signed",
+                            block.start() + 1,
+                            block.end(),
+                        ),
+                    });
+                    return;
+                }
+            }
+        }
+        self.edge.push(node);
+        self.at += 1;
+        self.settle();
+    }
+
+    /// Compare the root of every checkpoint the leaves have reached.
+    fn settle(&mut self) {
+        while self.found.is_none() {
+            let Some(cp) = self.pending.front() else {
+                return;
+            };
+            if cp.size > self.at {
+                return;
+            }
+            let mut iter = self.edge.iter().rev();
+            let part_root = match iter.next() {
+                None => merkle::empty_root(),
+                Some(&(_, first)) => iter.fold(first, |acc, (_, h)| merkle::node_hash(h, &acc)),
+            };
+            let stated = cp.body["partitions"][0]["root"]
+                .as_str()
+                .unwrap_or_default();
+            if hex::encode(part_root) != stated || cp.root != cp.body["root"] {
+                self.found = Some(Mismatch {
+                    checkpoint: cp.number,
+                    seq: self.from + 1,
+                    problem: format!(
+                        "the ledger's first {} entries no longer hash to the root checkpoint {} signed",
+                        cp.size, cp.number
+                    ),
+                });
+                return;
+            }
+            self.from = self.at;
+            self.pending.pop_front();
+        }
+    }
+
+    /// Audit the checkpoints stored since [`Audit::start`] too, reading the
+    /// leaves not pushed yet; the first mismatch.
+    pub async fn finish<S: Checkpoints + ?Sized>(
+        mut self,
+        store: &S,
+        tenant: &str,
+    ) -> Result<Option<Mismatch>> {
+        if self.found.is_none() {
+            self.list(store, tenant).await?;
+            self.settle();
+        }
+        const PAGE: u64 = 64 << STORED_LEVEL;
+        while self.found.is_none() && self.at < self.needs_upto() {
+            let (at, to) = (self.at, (self.at + PAGE).min(self.needs_upto()));
             let leaves = match leaves(store, tenant, at, to).await {
                 Ok(l) => l,
                 Err(e) => {
+                    let checkpoint = self.pending.front().map_or(0, |cp| cp.number);
                     return Ok(Some(Mismatch {
-                        checkpoint: cp.number,
+                        checkpoint,
                         seq: at + 1,
                         problem: e.to_string(),
                     }));
                 }
             };
-            let blocks: Vec<Subtree> = (at >> STORED_LEVEL..=to >> STORED_LEVEL)
-                .map(|index| Subtree {
-                    level: STORED_LEVEL,
-                    index,
-                })
-                .collect();
-            let stored = store.merkle_nodes(tenant, PART, &blocks).await?;
-            for (i, leaf) in leaves.into_iter().enumerate() {
-                let mut node = (0u32, leaf);
-                while let Some(&(level, left)) = edge.last() {
-                    if level != node.0 {
-                        break;
-                    }
-                    edge.pop();
-                    node = (level + 1, merkle::node_hash(&left, &node.1));
-                    if level + 1 == STORED_LEVEL {
-                        let block = Subtree {
-                            level: STORED_LEVEL,
-                            index: (at + i as u64) >> STORED_LEVEL,
-                        };
-                        if stored.get(&block).is_some_and(|h| *h != node.1) {
-                            return Ok(Some(Mismatch {
-                                checkpoint: cp.number,
-                                seq: block.start() + 1,
-                                problem: format!(
-                                    "entries {} to {} differ from the tree checkpoint {} signed",
-                                    block.start() + 1,
-                                    block.end(),
-                                    cp.number
-                                ),
-                            }));
-                        }
-                    }
-                }
-                edge.push(node);
+            self.prepare(store, tenant, to).await?;
+            for leaf in leaves {
+                self.push(leaf);
             }
-            at = to;
         }
-        let mut iter = edge.iter().rev();
-        let part_root = match iter.next() {
-            None => merkle::empty_root(),
-            Some(&(_, first)) => iter.fold(first, |acc, (_, h)| merkle::node_hash(h, &acc)),
-        };
-        let stated = cp.body["partitions"][0]["root"]
-            .as_str()
-            .unwrap_or_default();
-        if hex::encode(part_root) != stated || cp.root != cp.body["root"] {
-            return Ok(Some(Mismatch {
-                checkpoint: cp.number,
-                seq: from + 1,
-                problem: format!(
-                    "the ledger's first {} entries no longer hash to the root checkpoint {} signed",
-                    cp.size, cp.number
-                ),
-            }));
-        }
+        Ok(self.found)
     }
-    Ok(None)
 }

@@ -2,7 +2,8 @@
 //!
 //! [`verify`] reads the chain in keyset pages (`seq > last ORDER BY seq
 //! LIMIT k`: no long query or transaction) up to the head recorded when it
-//! started. Each page is checked on a blocking thread ([`EntryCheck`]:
+//! started, through the database's native driver (`store/sql/verifications.rs`).
+//! Each page is decoded and checked on a blocking thread ([`EntryCheck`]:
 //! SHA-256 over the canonical JSON, independent per entry) while the next
 //! page is read, with up to `workers` pages in flight; the links between
 //! entries and the recorded head are checked in order ([`Verifier::link`]),
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use yinyom_core::ledger::{Broken, EntryCheck, Verifier};
+use yinyom_core::merkle;
 use yinyom_core::time::{self, Micros};
 
 use crate::store::{
@@ -56,8 +58,9 @@ impl Default for Options {
     }
 }
 
-/// One stored row checked on its own (on a checking thread).
-fn check(row: LedgerRow) -> std::result::Result<EntryCheck, Broken> {
+/// One stored row checked on its own (on a checking thread), with its
+/// Merkle leaf if the checkpoint audit needs it (`seq <= leaves_upto`).
+fn check(row: LedgerRow, leaves_upto: u64) -> std::result::Result<Checked, Broken> {
     let seq = row.seq;
     let entry = row.entry.map_err(|problem| Broken { seq, problem })?;
     let evidence = row
@@ -68,7 +71,19 @@ fn check(row: LedgerRow) -> std::result::Result<EntryCheck, Broken> {
             seq,
             problem: "evidence is not valid JSON".into(),
         })?;
-    Ok(EntryCheck::of(&entry, evidence.as_ref()))
+    let check = EntryCheck::of(&entry, evidence.as_ref());
+    let leaf = if seq <= leaves_upto {
+        merkle::leaf_of_hex(&check.hash)
+    } else {
+        None
+    };
+    Ok(Checked { check, leaf })
+}
+
+/// An entry checked on its own, and its leaf in the checkpoints' tree.
+struct Checked {
+    check: EntryCheck,
+    leaf: Option<merkle::Hash>,
 }
 
 fn broken(checked: u64, b: Broken) -> VerifyReport {
@@ -79,10 +94,11 @@ fn broken(checked: u64, b: Broken) -> VerifyReport {
     }
 }
 
-type Checks = Vec<std::result::Result<EntryCheck, Broken>>;
+type Checks = Vec<std::result::Result<Checked, Broken>>;
 
 /// Recompute `tenant`'s chain, pages checked in parallel and linked in
-/// order; `progress` counts the entries verified so far.
+/// order, and audit its signed checkpoints from the same rows; `progress`
+/// counts the entries verified so far.
 pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
     store: &S,
     tenant: &str,
@@ -90,6 +106,8 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
     progress: &AtomicU64,
 ) -> Result<VerifyReport> {
     let head = store.ledger_head(tenant).await?;
+    let mut audit = crate::checkpoint::Audit::start(store, tenant).await?;
+    let leaves_upto = audit.needs_upto();
     let chunk = opts.chunk.max(1);
     let workers = opts.workers.max(1);
     let mut verifier = Verifier::default();
@@ -99,12 +117,15 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
     loop {
         if more {
             let page = store.ledger_page(tenant, after, head.seq, chunk).await?;
-            more = page.len() == chunk as usize && page.last().is_some_and(|r| r.seq < head.seq);
-            if let Some(last) = page.last() {
-                after = last.seq;
+            more = page.len() == chunk as usize && page.last_seq().is_some_and(|s| s < head.seq);
+            if let Some(last) = page.last_seq() {
+                after = last;
             }
             inflight.push_back(tokio::task::spawn_blocking(move || {
-                page.into_iter().map(check).collect()
+                page.rows()
+                    .into_iter()
+                    .map(|row| check(row, leaves_upto))
+                    .collect()
             }));
         }
         if more && inflight.len() <= workers {
@@ -116,11 +137,19 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
         let checks = next
             .await
             .map_err(|e| StoreError::Unavailable(format!("a checking thread failed: {e}")))?;
+        if let Some(Ok(last)) = checks.last() {
+            audit.prepare(store, tenant, last.check.seq).await?;
+        }
         for c in checks {
             let checked = verifier.checked();
-            if let Err(b) = c.and_then(|c| verifier.link(&c)) {
-                progress.store(checked, Ordering::Relaxed);
-                return Ok(broken(checked, b));
+            let linked = c.and_then(|c| verifier.link(&c.check).map(|()| c.leaf));
+            match linked {
+                Ok(Some(leaf)) => audit.push(leaf),
+                Ok(None) => {}
+                Err(b) => {
+                    progress.store(checked, Ordering::Relaxed);
+                    return Ok(broken(checked, b));
+                }
             }
         }
         progress.store(verifier.checked(), Ordering::Relaxed);
@@ -148,7 +177,9 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
     }
     // The chain links; does it still hash to what the checkpoints signed?
     // (A chain rewritten and re-hashed from some entry on links again.)
-    if let Some(m) = crate::checkpoint::audit(store, tenant).await? {
+    // The leaves were folded as the entries linked; checkpoints made
+    // since the start read the entries past the head.
+    if let Some(m) = audit.finish(store, tenant).await? {
         return Ok(broken(m.seq.saturating_sub(1), m.into()));
     }
     Ok(VerifyReport {

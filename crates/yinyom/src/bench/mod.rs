@@ -717,14 +717,28 @@ fn memory(subjects: usize) {
 }
 
 /// Ledger verification of `entries` entries (with evidence, as the API
-/// writes them): the job path (keyset pages checked on every core, run as a
-/// job) against the old single-threaded pass over one query, in one run.
+/// writes them), on SQLite and then PostgreSQL (a scratch schema): the job
+/// path (keyset pages read through the native driver, decoded and checked
+/// on every core, run as a job) against the old single-threaded pass over
+/// one query through the `Any` driver, in one run.
 async fn verify(entries: usize, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    use crate::store::{PreparedAction, WriteItem};
-    use yinyom_core::consent::Action;
     let dir = dir.join("verify");
     std::fs::create_dir_all(&dir)?;
     let sql = Arc::new(SqlStore::sqlite(&dir.join("yinyom.db")).await?);
+    verify_on("SQLite", sql, entries).await?;
+    let schema = crate::store::scratch::Scratch::create(&crate::store::scratch::postgres_url()).await?;
+    let sql = Arc::new(SqlStore::connect(&schema.url()).await?);
+    verify_on("PostgreSQL", sql, entries).await
+}
+
+async fn verify_on(
+    backend: &str,
+    sql: Arc<SqlStore>,
+    entries: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::store::{PreparedAction, WriteItem};
+    use yinyom_core::consent::Action;
+    println!("verify on {backend}:");
     let store: Arc<dyn Store> = sql.clone();
     let (tenant, _) = app::bootstrap(store.as_ref(), None)
         .await?

@@ -85,6 +85,8 @@ pub struct SqlStore {
     /// PostgreSQL: the connection holding the dispatcher's advisory lock
     /// while this node leads.
     leader: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Any>>>,
+    /// The native pool ledger verification reads with (opened on first use).
+    reader: tokio::sync::OnceCell<verifications::Reader>,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -195,6 +197,7 @@ impl SqlStore {
             channel,
             write_lock: tokio::sync::Mutex::new(()),
             leader: tokio::sync::Mutex::new(None),
+            reader: tokio::sync::OnceCell::new(),
         })
     }
 

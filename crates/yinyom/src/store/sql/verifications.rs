@@ -1,5 +1,7 @@
 //! [`Verifications`] for both databases: the ledger read in keyset pages
-//! for verification, and the verification jobs.
+//! for verification (through the native SQLite or PostgreSQL driver, the
+//! rows decoded by the checking threads in [`decode`], the one place that
+//! reads a ledger row back for verification), and the verification jobs.
 
 use super::*;
 
@@ -29,6 +31,154 @@ fn verification_from_row(r: &AnyRow) -> VerificationRow {
 const INTERRUPTED: &str =
     "interrupted: the process running it stopped before it finished; start another";
 
+/// How verification reads the ledger: through sqlx's native driver for
+/// the database rather than `Any`, whose conversion of every row into its
+/// own value types cost more than the hashing (`BENCHMARKS.md`). Opened on
+/// first use, next to the store's pool.
+pub(super) enum Reader {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// The columns [`decode`] reads, in its order (the tenant is known).
+const COLUMNS: &str = "seq, subject_uid, purpose, channel, action, notice_key, notice_version,
+    notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at,
+    receipt_id, guardian, prev_hash, hash";
+
+/// The one place a ledger row is read back for verification, generic
+/// over the native row types: the entry (or why the row is not one) and
+/// its evidence as stored.
+fn decode<R>(tenant: &str, r: &R) -> LedgerRow
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let seq = r.try_get::<i64, _>(0).map_or(0, |s| s as u64);
+    let entry = (|| -> std::result::Result<(LedgerEntry, Option<String>), sqlx::Error> {
+        let text = |i: usize| r.try_get::<&str, _>(i).map(str::to_owned);
+        let opt = |i: usize| {
+            r.try_get::<Option<&str>, _>(i)
+                .map(|s| s.map(str::to_owned))
+        };
+        let int = |i: usize| r.try_get::<i64, _>(i);
+        let bad = |what: String| sqlx::Error::Decode(what.into());
+        let channel = match r.try_get::<Option<&str>, _>(3)? {
+            None => None,
+            Some(c) => Some(Channel::parse(c).ok_or_else(|| bad(format!("unknown channel {c:?}")))?),
+        };
+        let action = r.try_get::<&str, _>(4)?;
+        let action =
+            Action::parse(action).ok_or_else(|| bad(format!("unknown action {action:?}")))?;
+        let notice = match opt(5)? {
+            None => None,
+            Some(key) => Some(NoticeRef {
+                key,
+                version: int(6)? as u32,
+                hash: text(7)?,
+            }),
+        };
+        let entry = LedgerEntry {
+            seq,
+            body: EntryBody {
+                tenant: tenant.to_string(),
+                subject_uid: text(1)?,
+                purpose: text(2)?,
+                channel,
+                action,
+                notice,
+                source: text(8)?,
+                actor: text(9)?,
+                evidence_hash: opt(10)?,
+                occurred_at: int(12)?,
+                recorded_at: int(13)?,
+                expires_at: r.try_get(14)?,
+                receipt: opt(15)?,
+                guardian: int(16)? != 0,
+            },
+            prev_hash: text(17)?,
+            hash: text(18)?,
+        };
+        Ok((entry, opt(11)?))
+    })();
+    match entry {
+        Ok((entry, evidence)) => LedgerRow {
+            seq,
+            entry: Ok(entry),
+            evidence,
+        },
+        Err(e) => LedgerRow {
+            seq,
+            entry: Err(match e {
+                sqlx::Error::Decode(e) => e.to_string(),
+                e => e.to_string(),
+            }),
+            evidence: None,
+        },
+    }
+}
+
+/// A page of native rows, decoded when the checking thread asks.
+fn page<R>(tenant: &str, rows: Vec<R>) -> LedgerPage
+where
+    R: Row + Send + 'static,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let last_seq = rows
+        .last()
+        .and_then(|r| r.try_get::<i64, _>(0).ok())
+        .map(|s| s as u64);
+    let tenant = tenant.to_string();
+    LedgerPage::new(rows.len(), last_seq, move || {
+        rows.iter().map(|r| decode(&tenant, r)).collect()
+    })
+}
+
+impl SqlStore {
+    /// The native pool verification reads with, opened on first use.
+    async fn reader(&self) -> Result<&Reader> {
+        self.reader
+            .get_or_try_init(|| async {
+                Ok(match self.dialect {
+                    Dialect::Sqlite => {
+                        let options: sqlx::sqlite::SqliteConnectOptions =
+                            self.url.parse().map_err(unavailable)?;
+                        let options = options
+                            .pragma("mmap_size", "268435456")
+                            .pragma("cache_size", "-16000");
+                        Reader::Sqlite(
+                            sqlx::sqlite::SqlitePoolOptions::new()
+                                .max_connections(2)
+                                .min_connections(0)
+                                .idle_timeout(Duration::from_secs(60))
+                                .connect_with(options)
+                                .await
+                                .map_err(unavailable)?,
+                        )
+                    }
+                    Dialect::Postgres => {
+                        let options: sqlx::postgres::PgConnectOptions =
+                            self.url.parse().map_err(unavailable)?;
+                        Reader::Postgres(
+                            sqlx::postgres::PgPoolOptions::new()
+                                .max_connections(2)
+                                .min_connections(0)
+                                .idle_timeout(Duration::from_secs(60))
+                                .acquire_timeout(Duration::from_secs(10))
+                                .connect_with(options)
+                                .await
+                                .map_err(unavailable)?,
+                        )
+                    }
+                })
+            })
+            .await
+    }
+}
+
 #[async_trait]
 impl Verifications for SqlStore {
     async fn ledger_page(
@@ -37,28 +187,36 @@ impl Verifications for SqlStore {
         after: u64,
         upto: u64,
         limit: u32,
-    ) -> Result<Vec<LedgerRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM ledger WHERE tenant = $1 AND seq > $2 AND seq <= $3
-             ORDER BY seq LIMIT $4",
-        )
-        .bind(tenant)
-        .bind(after as i64)
-        .bind(upto.min(i64::MAX as u64) as i64)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.try_get("seq").map_err(unavailable)?;
-                Ok(LedgerRow {
-                    seq: seq as u64,
-                    entry: entry_from_row(r),
-                    evidence: r.try_get("evidence").ok().flatten(),
-                })
-            })
-            .collect()
+    ) -> Result<LedgerPage> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM ledger WHERE tenant = $1 AND seq > $2 AND seq <= $3
+             ORDER BY seq LIMIT $4"
+        );
+        let upto = upto.min(i64::MAX as u64) as i64;
+        Ok(match self.reader().await? {
+            Reader::Sqlite(pool) => page(
+                tenant,
+                sqlx::query(&sql)
+                    .bind(tenant)
+                    .bind(after as i64)
+                    .bind(upto)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?,
+            ),
+            Reader::Postgres(pool) => page(
+                tenant,
+                sqlx::query(&sql)
+                    .bind(tenant)
+                    .bind(after as i64)
+                    .bind(upto)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?,
+            ),
+        })
     }
 
     async fn ledger_head(&self, tenant: &str) -> Result<Chain> {
