@@ -283,6 +283,20 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
     assert_eq!(number, first_covering);
     // …and so does verification (job, CLI and inline all run it).
     let report = t.store.verify_ledger(&t.tenant).await.unwrap();
+    // The pass in small pages, the audit folded in as entries link across
+    // them, names the same entry.
+    let small = yinyom::verification::verify(
+        t.store.as_ref(),
+        &t.tenant,
+        &yinyom::verification::Options {
+            chunk: 7,
+            workers: 2,
+        },
+        &std::sync::atomic::AtomicU64::new(0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(small, report);
     assert!(!report.ok);
     assert_eq!(report.broken.as_ref().unwrap().problem, problem);
     assert!(report.broken.unwrap().seq <= 400);
@@ -294,7 +308,67 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
     );
 }
 
+/// The audit folded into verification lists the checkpoints when it
+/// starts; one made while it runs (past the rows it was fed) is audited
+/// too, from the rows it had not read: clean, and with an entry it covers
+/// altered.
+async fn the_audit_takes_in_checkpoints_made_while_it_runs(backend: Backend) {
+    use yinyom::checkpoint::Audit;
+    use yinyom::store::Ledger;
+
+    let t = TestApp::new(backend).await;
+    setup(&t).await;
+    for i in 0..100 {
+        grant(&t, &format!("cust-{i}")).await;
+    }
+    let (s, _, _) = t
+        .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
+        .await;
+    assert!(s == StatusCode::CREATED || s == StatusCode::OK);
+    let store = t.store.as_ref();
+    let (mut clean, mut altered) = (
+        Audit::start(store, &t.tenant).await.unwrap(),
+        Audit::start(store, &t.tenant).await.unwrap(),
+    );
+    let upto = clean.needs_upto();
+    assert!(upto >= 300, "{upto}");
+    let rows = t.store.ledger(&t.tenant).await.unwrap();
+    for audit in [&mut clean, &mut altered] {
+        audit.prepare(store, &t.tenant, upto).await.unwrap();
+        for (_, e) in rows.iter().take(upto as usize) {
+            audit.push(yinyom_core::merkle::leaf_of_hex(&e.hash).unwrap());
+        }
+        assert_eq!(audit.needs_upto(), upto, "the listed checkpoints are met");
+    }
+    // More entries and a checkpoint over them, after both audits started.
+    for i in 100..300 {
+        grant(&t, &format!("cust-{i}")).await;
+    }
+    let (s, _, cp) = t
+        .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
+        .await;
+    assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{cp}");
+    assert_eq!(clean.finish(store, &t.tenant).await.unwrap(), None);
+    // Entry 700's stored hash changes (block 513 to 768 of the tree).
+    let other = t.db.open().await;
+    sqlx::query("UPDATE ledger SET hash = $1 WHERE tenant = $2 AND seq = 700")
+        .bind("ab".repeat(32))
+        .bind(t.tenant.as_str())
+        .execute(other.pool())
+        .await
+        .unwrap();
+    other.pool().close().await;
+    let m = altered
+        .finish(store, &t.tenant)
+        .await
+        .unwrap()
+        .expect("the altered entry is found");
+    assert_eq!(m.seq, 513, "{m:?}");
+    assert!(m.problem.contains("entries 513 to 768"), "{m:?}");
+}
+
 on_every_backend!(
     receipts_prove_themselves_against_signed_checkpoints,
     a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint,
+    the_audit_takes_in_checkpoints_made_while_it_runs,
 );
