@@ -79,9 +79,17 @@ pub const LEDGER_AFTER: &str =
      FROM ledger l 
      WHERE l.tenant = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3";
 /// Outbox events after a dispatcher's cursor (webhooks, NATS, stream).
-pub const EVENTS_AFTER: &str = "SELECT o.kind, o.before_state, o.after_state, l.*
-     FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq
-     WHERE o.tenant = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3";
+/// The page of the outbox is taken first and the ledger read within its
+/// seqs: bounded on both tables, whatever plan the database picks (joined
+/// on the outbox's bounds alone, a generic PostgreSQL plan read the
+/// tenant's whole ledger for every event).
+pub const EVENTS_AFTER: &str = "WITH o AS (
+         SELECT seq, kind, before_state, after_state FROM outbox
+         WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3)
+     SELECT o.kind, o.before_state, o.after_state, l.*
+     FROM o JOIN ledger l ON l.tenant = $1 AND l.seq = o.seq
+     WHERE l.seq > $2 AND l.seq <= (SELECT MAX(seq) FROM o)
+     ORDER BY o.seq";
 /// The newest outbox event.
 pub const LAST_EVENT: &str = "SELECT MAX(seq) FROM outbox WHERE tenant = $1";
 /// Subjects with a queued delivery to an endpoint (they wait their turn).
