@@ -310,7 +310,10 @@ impl From<Mismatch> for Broken {
 /// found here. Each block of 256 entries is also compared with its stored
 /// subtree, which names the altered block. Returns the first mismatch.
 pub async fn audit<S: Checkpoints + ?Sized>(store: &S, tenant: &str) -> Result<Option<Mismatch>> {
-    Audit::start(store, tenant).await?.finish(store, tenant).await
+    Audit::start(store, tenant)
+        .await?
+        .finish(store, tenant)
+        .await
 }
 
 /// The audit of [`audit`] fed the ledger's leaves in order, so that the

@@ -346,7 +346,9 @@ async fn postgres_generic_plans_seek_past_the_tenant() {
     )
     .await;
     assert!(
-        by_tenant_alone(&plan).iter().any(|p| p.starts_with("reads ledger")),
+        by_tenant_alone(&plan)
+            .iter()
+            .any(|p| p.starts_with("reads ledger")),
         "{plan:#?}"
     );
 }

@@ -363,7 +363,60 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
     assert!(store.verify_ledger(&t).await.unwrap().ok);
 }
 
+/// Outbox events page by cursor: each page continues exactly after the
+/// last, only the tenant's own, each with its ledger entry's content; the
+/// pages together are what one long read returns.
+async fn outbox_events_page_by_cursor(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let a = tenant(store.as_ref(), "A").await;
+    let b = tenant(store.as_ref(), "B").await;
+    let actions = [Action::Grant, Action::Withdraw, Action::Deny, Action::Grant];
+    for i in 0..13 {
+        let mut batch = vec![];
+        for t in [&a, &b] {
+            let action = actions[i % actions.len()];
+            let req = request(&format!("s{}", i % 4), action, None);
+            batch.push(prepare(store.as_ref(), t, req).await);
+        }
+        commit(store.as_ref(), &batch).await;
+    }
+    let all = store.events_after(&a, 0, 1000).await.unwrap();
+    assert!(all.len() >= 10, "{}", all.len());
+    let mut paged = vec![];
+    let mut after = 0;
+    loop {
+        let page = store.events_after(&a, after, 4).await.unwrap();
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        assert!(page.iter().all(|e| e.seq > after));
+        after = last.seq;
+        paged.extend(page);
+    }
+    let key = |e: &yinyom::store::OutboxEvent| {
+        (
+            e.seq,
+            e.subject_uid.clone(),
+            e.kind.clone(),
+            e.payload.clone(),
+        )
+    };
+    assert_eq!(
+        paged.iter().map(key).collect::<Vec<_>>(),
+        all.iter().map(key).collect::<Vec<_>>()
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let history = store.ledger(&a).await.unwrap();
+    for e in &all {
+        let (_, entry) = &history[e.seq as usize - 1];
+        assert_eq!(entry.seq, e.seq);
+        assert_eq!(entry.body.subject_uid, e.subject_uid);
+        assert_eq!(entry.body.tenant, a);
+    }
+    assert!(store.events_after(&a, after, 4).await.unwrap().is_empty());
+}
+
 on_every_backend!(
+    outbox_events_page_by_cursor,
     request_updates_are_compare_and_swap_and_erasure_is_one_transaction,
     chains_continue_across_batches_and_tenants_stay_apart,
     state_is_the_fold_of_history_even_for_late_imports,

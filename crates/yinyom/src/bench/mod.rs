@@ -726,7 +726,8 @@ async fn verify(entries: usize, dir: &std::path::Path) -> Result<(), Box<dyn std
     std::fs::create_dir_all(&dir)?;
     let sql = Arc::new(SqlStore::sqlite(&dir.join("yinyom.db")).await?);
     verify_on("SQLite", sql, entries).await?;
-    let schema = crate::store::scratch::Scratch::create(&crate::store::scratch::postgres_url()).await?;
+    let schema =
+        crate::store::scratch::Scratch::create(&crate::store::scratch::postgres_url()).await?;
     let sql = Arc::new(SqlStore::connect(&schema.url()).await?);
     verify_on("PostgreSQL", sql, entries).await
 }

@@ -66,7 +66,9 @@ where
         let bad = |what: String| sqlx::Error::Decode(what.into());
         let channel = match r.try_get::<Option<&str>, _>(3)? {
             None => None,
-            Some(c) => Some(Channel::parse(c).ok_or_else(|| bad(format!("unknown channel {c:?}")))?),
+            Some(c) => {
+                Some(Channel::parse(c).ok_or_else(|| bad(format!("unknown channel {c:?}")))?)
+            }
         };
         let action = r.try_get::<&str, _>(4)?;
         let action =
