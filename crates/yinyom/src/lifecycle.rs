@@ -230,9 +230,60 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         if open {
             continue;
         }
-        crate::rights::erase(app, tenant, &id, &record.uid, "system:lifecycle").await?;
-        tracing::info!(tenant = %tenant, subject_uid = %record.uid, "retention ended: subject erased");
-        erased += 1;
+        if let Some(request) = erase_for_retention(app, tenant, &id).await? {
+            tracing::info!(tenant = %tenant, subject_uid = %record.uid, request = %request,
+                "retention ended: subject erased");
+            erased += 1;
+        }
     }
     Ok(erased)
 }
+
+/// Erase a subject whose retention is over the way an erasure request is
+/// carried out, through a request of its own (`via: retention`, taken by
+/// `system:lifecycle`): its connected systems get erasure jobs (the
+/// identifiers sealed in them before the local shredding), its progress is
+/// visible on the request, and `subject.erased` lists the systems'
+/// outcomes. Returns the request's id; none if another run made one first.
+async fn erase_for_retention(
+    app: &App,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<String>, Problem> {
+    use yinyom_core::rights::{Kind, Step};
+    let actor = "system:lifecycle";
+    let received = crate::rights::receive(
+        app,
+        tenant,
+        crate::rights::NewRequest {
+            subject: id.to_string(),
+            kind: Kind::Erasure,
+            purposes: vec![],
+            corrections: None,
+            via: RETENTION_VIA.into(),
+            received_at: None,
+            actor: actor.into(),
+        },
+    )
+    .await;
+    let r = match received {
+        Ok(r) => r,
+        // Another node's run, or the subject was erased meanwhile.
+        Err(p) if p.status == axum::http::StatusCode::CONFLICT => return Ok(None),
+        Err(p) => return Err(p),
+    };
+    crate::rights::act(
+        app,
+        tenant,
+        &r.id,
+        Step::Verify,
+        Some("retention ended: erased by the controller; there is no requester to verify".into()),
+        actor,
+    )
+    .await?;
+    crate::rights::act(app, tenant, &r.id, Step::Complete, None, actor).await?;
+    Ok(Some(r.id))
+}
+
+/// How a request made by the retention job arrived (`RequestRow::via`).
+pub const RETENTION_VIA: &str = "retention";

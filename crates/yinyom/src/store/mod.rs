@@ -8,9 +8,11 @@
 
 pub mod scratch;
 pub mod sql;
+pub mod hooks;
 pub mod systems;
 
 pub use sql::{Dialect, SqlStore};
+pub use hooks::{HookCall, HookRow, Hooks};
 pub use systems::{Propagation, SystemJob, SystemRow, Systems};
 
 use std::collections::{BTreeMap, HashMap};
@@ -632,6 +634,7 @@ pub trait Store:
     + VendorLists
     + BannerDesigns
     + Systems
+    + Hooks
     + Send
     + Sync
     + 'static
