@@ -534,7 +534,7 @@ pub async fn reply(
     let Some(token) = token else {
         return Err(unauthorized());
     };
-    let Some(c) = app.store.hook_call(request_id, hook).await? else {
+    let Some(mut c) = app.store.hook_call(request_id, hook).await? else {
         return Err(unauthorized());
     };
     let keys = app
@@ -558,34 +558,56 @@ pub async fn reply(
             "a post-execution hook is told the outcome; it has nothing to decide",
         ));
     }
-    let status = status_of(&c);
-    if status.settled() {
-        if status == decision.status() {
-            return Ok(HookStatus::of(&c)); // the same answer again
-        }
-        return Err(Problem::conflict(format!(
-            "this call was answered already: {}",
-            status.as_str()
-        )));
-    }
-    let before = c.updated_at;
-    let now = time::now().max(before + 1);
-    let mut c = c;
-    c.status = decision.status().as_str().into();
-    c.reason = reason
+    let reason = reason
         .as_deref()
         .map(|r| rules::truncate(r.trim()))
         .filter(|r| !r.is_empty());
-    c.error = None;
-    c.next_at = None;
-    c.answered_at = Some(now);
-    c.updated_at = now;
-    if !app.store.update_hook_call(&c, before).await? {
-        return Err(Problem::conflict(
-            "the call changed at the same time; send the reply again",
-        ));
+    // The task may be recording the call's HTTP answer at the same time
+    // (a reply can arrive before the response that said it would): read
+    // again and retry.
+    let mut tries = 0;
+    loop {
+        let status = status_of(&c);
+        if status.settled() {
+            if status == decision.status() {
+                return Ok(HookStatus::of(&c)); // the same answer again
+            }
+            return Err(Problem::conflict(format!(
+                "this call was answered already: {}",
+                status.as_str()
+            )));
+        }
+        let before = c.updated_at;
+        let now = time::now().max(before + 1);
+        c.status = decision.status().as_str().into();
+        c.reason = reason.clone();
+        c.error = None;
+        c.next_at = None;
+        c.answered_at = Some(now);
+        c.updated_at = now;
+        if app.store.update_hook_call(&c, before).await? {
+            break;
+        }
+        tries += 1;
+        match app.store.hook_call(request_id, hook).await? {
+            Some(again) if tries < 5 => c = again,
+            _ => {
+                return Err(Problem::conflict(
+                    "the call changed at the same time; send the reply again",
+                ));
+            }
+        }
     }
     record_answer(app, &c).await?;
     settle(app, &c.tenant, &c.request_id).await?;
     Ok(HookStatus::of(&c))
+}
+
+/// A hook was removed: its calls not answered yet are settled as `skipped`
+/// by the task (which finds the hook gone), releasing their requests.
+pub async fn release_removed(app: &App, tenant: &str, hook: &str) -> Result<(), StoreError> {
+    if app.store.wake_hook_calls(tenant, hook, time::now()).await? > 0 {
+        app.systems.hooks_wake.notify_one();
+    }
+    Ok(())
 }

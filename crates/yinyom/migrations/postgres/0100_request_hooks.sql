@@ -34,3 +34,6 @@ CREATE TABLE request_hook_calls (
 -- The reply endpoint names the request and the hook, not the tenant.
 CREATE UNIQUE INDEX request_hook_calls_by_request ON request_hook_calls (request_id, hook);
 CREATE INDEX request_hook_calls_due ON request_hook_calls (next_at) WHERE next_at IS NOT NULL;
+-- A removed hook's calls not answered yet (few), to release them.
+CREATE INDEX request_hook_calls_open ON request_hook_calls (tenant, hook)
+    WHERE status IN ('pending', 'failed');

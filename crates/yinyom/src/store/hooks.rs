@@ -61,6 +61,9 @@ pub trait Hooks: Send + Sync {
     async fn hook_call(&self, request_id: &str, hook: &str) -> Result<Option<HookCall>>;
     /// Calls due at `now` (to send, to retry, or whose lease ran out).
     async fn due_hook_calls(&self, now: Micros, limit: u32) -> Result<Vec<HookCall>>;
+    /// Make a hook's calls not answered yet due at `now` (the hook was
+    /// removed: the task settles them); how many.
+    async fn wake_hook_calls(&self, tenant: &str, hook: &str, now: Micros) -> Result<u64>;
     /// Write a call read at `expected_updated_at`; false if it changed since.
     async fn update_hook_call(&self, c: &HookCall, expected_updated_at: Micros) -> Result<bool>;
 }

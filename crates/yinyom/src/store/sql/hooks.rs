@@ -179,6 +179,21 @@ impl Hooks for SqlStore {
         .collect())
     }
 
+    async fn wake_hook_calls(&self, tenant: &str, hook: &str, now: Micros) -> Result<u64> {
+        let _writing = self.exclusive().await;
+        Ok(sqlx::query(
+            "UPDATE request_hook_calls SET next_at = $1, updated_at = updated_at + 1
+             WHERE tenant = $2 AND hook = $3 AND status IN ('pending', 'failed')",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(hook)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected())
+    }
+
     async fn update_hook_call(&self, c: &HookCall, expected_updated_at: Micros) -> Result<bool> {
         let _writing = self.exclusive().await;
         let n = sqlx::query(
