@@ -6,8 +6,9 @@
 //!   time), which the outbox propagates like any other change. Decisions
 //!   treat such a grant as expired even before the entry is written.
 //! - **retention**: a subject whose every choice ended longer ago than its
-//!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased by
-//!   crypto-shredding, like an erasure request, if it holds a profile (a
+//!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased
+//!   through an erasure request of its own (`via: retention`), so its
+//!   connected systems are reached too, if it holds a profile (a
 //!   subject known only by its consent history keeps it as proof). It looks
 //!   at every subject, so it runs hourly, not every minute. Subjects
 //!   under restriction
