@@ -30,7 +30,11 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::PreApproval, Stage::PreExecution, Stage::PostExecution];
+    pub const ALL: [Stage; 3] = [
+        Stage::PreApproval,
+        Stage::PreExecution,
+        Stage::PostExecution,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -232,7 +236,10 @@ mod tests {
             Answer::Decided(Decision::Deny, Some("legal hold".into()))
         );
         assert_eq!(read_answer(pre, 202, b""), Answer::Later);
-        assert_eq!(read_answer(pre, 200, br#"{"decision":"pending"}"#), Answer::Later);
+        assert_eq!(
+            read_answer(pre, 200, br#"{"decision":"pending"}"#),
+            Answer::Later
+        );
         assert!(matches!(
             read_answer(pre, 200, br#"{"decision":"maybe"}"#),
             Answer::Failed(_)

@@ -290,7 +290,10 @@ async fn payload(
 fn backoff(app: &App, attempts: i64) -> Micros {
     let c = &app.systems.config;
     let factor = 2u32.saturating_pow(attempts.clamp(1, 20) as u32 - 1);
-    c.retry_base.saturating_mul(factor).min(c.retry_max).as_micros() as Micros
+    c.retry_base
+        .saturating_mul(factor)
+        .min(c.retry_max)
+        .as_micros() as Micros
 }
 
 /// The background task (leader only): makes due calls, retries failures.

@@ -246,11 +246,7 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
 /// identifiers sealed in them before the local shredding), its progress is
 /// visible on the request, and `subject.erased` lists the systems'
 /// outcomes. Returns the request's id; none if another run made one first.
-async fn erase_for_retention(
-    app: &App,
-    tenant: &str,
-    id: &str,
-) -> Result<Option<String>, Problem> {
+async fn erase_for_retention(app: &App, tenant: &str, id: &str) -> Result<Option<String>, Problem> {
     use yinyom_core::rights::{Kind, Step};
     let actor = "system:lifecycle";
     let received = crate::rights::receive(

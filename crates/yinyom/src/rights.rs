@@ -453,7 +453,12 @@ pub(crate) async fn reject_by_hook(
         }
         let before = r.updated_at;
         let now = time::now().max(before + 1);
-        let mut s = step(&format!("hook:{hook}"), "reject", now, Some(reason.to_string()));
+        let mut s = step(
+            &format!("hook:{hook}"),
+            "reject",
+            now,
+            Some(reason.to_string()),
+        );
         s.outcome = Some(format!("denied by the {} hook {hook}", stage.as_str()));
         r.steps.push(s);
         r.status = Status::Rejected;

@@ -13,9 +13,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::body::Bytes;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -140,7 +140,13 @@ async fn subject(t: &TestApp, id: &str, email: &str) {
     assert_eq!(s, StatusCode::OK, "{b}");
 }
 
-async fn hook(t: &TestApp, url: &str, stage: &str, kinds: Value, timeout_ms: u32) -> (String, String) {
+async fn hook(
+    t: &TestApp,
+    url: &str,
+    stage: &str,
+    kinds: Value,
+    timeout_ms: u32,
+) -> (String, String) {
     let h = t
         .post(
             "/v1/hooks",
@@ -176,7 +182,10 @@ fn call_of<'a>(r: &'a Value, hook: &str) -> &'a Value {
 /// Wait until `check` holds of the request; the request then.
 async fn wait(t: &TestApp, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let path = format!("/v1/requests/{id}");
-    let ok = eventually(Duration::from_secs(20), || async { check(&t.get(&path).await) }).await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        check(&t.get(&path).await)
+    })
+    .await;
     let r = t.get(&path).await;
     assert!(ok, "{what}: {r}");
     r
@@ -199,14 +208,75 @@ async fn reply(t: &TestApp, call: &Value, token: &str, body: Value) -> (StatusCo
     (s, common::json_of(&b))
 }
 
+/// Log an admin in through the console's form: the session cookie.
+async fn console_login(t: &TestApp) -> String {
+    t.post(
+        "/v1/staff",
+        json!({ "email": "dpo@example.com", "name": "DPO", "role": "admin",
+                "password": "a long enough secret" }),
+    )
+    .await;
+    let cookies_of = |h: &HeaderMap| -> Vec<String> {
+        h.get_all(axum::http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|c| !c.contains("Max-Age=0"))
+            .map(|c| c.split(';').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (_, h, html) = t
+        .request_raw(Method::GET, "/admin/login", None, &[], None)
+        .await;
+    let mut cookies = cookies_of(&h);
+    let html = String::from_utf8_lossy(&html).into_owned();
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    let body = format!(
+        "csrf={}&email=dpo%40example.com&password=a+long+enough+secret",
+        &html[at..at + 64]
+    );
+    let (s, h, _) = t
+        .request_raw(
+            Method::POST,
+            "/admin/login",
+            None,
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &cookies.join("; ")),
+            ],
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    cookies.extend(cookies_of(&h));
+    cookies.join("; ")
+}
+
+async fn page(t: &TestApp, path: &str, cookie: &str) -> String {
+    let (s, _, b) = t
+        .request_raw(Method::GET, path, None, &[("cookie", cookie)], None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{path}");
+    String::from_utf8_lossy(&b).into_owned()
+}
+
 async fn approve_in_the_response_and_deny_with_a_reason(backend: Backend) {
     let t = app(backend).await;
     let ext = Server::start(Answer::Approve).await;
-    let (hk, secret) = hook(&t, &ext.url, "pre_approval", json!(["erasure", "access"]), 2000).await;
+    let (hk, secret) = hook(
+        &t,
+        &ext.url,
+        "pre_approval",
+        json!(["erasure", "access"]),
+        2000,
+    )
+    .await;
     subject(&t, "malee", EMAIL).await;
 
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "erasure" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "erasure" }),
+        )
         .await;
     let id = r["id"].as_str().unwrap().to_string();
     // Approved, and the decision in the request's steps.
@@ -236,19 +306,31 @@ async fn approve_in_the_response_and_deny_with_a_reason(backend: Backend) {
 
     // A kind it is not registered for is not held.
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "objection" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "objection" }),
+        )
         .await;
     let other = r["id"].as_str().unwrap().to_string();
     assert_eq!(act(&t, &other, "verify").await.0, StatusCode::OK);
-    assert_eq!(t.get(&format!("/v1/requests/{other}")).await["hooks"], json!([]));
+    assert_eq!(
+        t.get(&format!("/v1/requests/{other}")).await["hooks"],
+        json!([])
+    );
 
     // A denial rejects the request with the hook's reason.
     ext.set(Answer::Deny("legal hold: litigation 2026-17"));
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "access" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "access" }),
+        )
         .await;
     let denied = r["id"].as_str().unwrap().to_string();
-    let r = wait(&t, &denied, "rejected by the hook", |r| r["status"] == "rejected").await;
+    let r = wait(&t, &denied, "rejected by the hook", |r| {
+        r["status"] == "rejected"
+    })
+    .await;
     assert_eq!(call_of(&r, &hk)["status"], "denied");
     assert_eq!(call_of(&r, &hk)["reason"], "legal hold: litigation 2026-17");
     let last = r["steps"].as_array().unwrap().last().unwrap().clone();
@@ -264,7 +346,10 @@ async fn a_hook_replies_later_through_the_callback(backend: Backend) {
     let (hk, _) = hook(&t, &ext.url, "pre_approval", json!([]), 2000).await;
     subject(&t, "malee", EMAIL).await;
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "access" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "access" }),
+        )
         .await;
     let id = r["id"].as_str().unwrap().to_string();
     let r = wait(&t, &id, "called, awaiting the reply", |r| {
@@ -272,10 +357,22 @@ async fn a_hook_replies_later_through_the_callback(backend: Backend) {
     })
     .await;
     assert_eq!(call_of(&r, &hk)["status"], "pending");
+    // The console shows the call, in English and Thai.
+    let cookie = console_login(&t).await;
+    let html = page(&t, &format!("/admin/requests/{id}?lang=en"), &cookie).await;
+    assert!(
+        html.contains("Request hooks") && html.contains(&hk) && html.contains("awaiting its reply"),
+        "{html}"
+    );
+    let th = page(&t, &format!("/admin/requests/{id}?lang=th"), &cookie).await;
+    assert!(th.contains("ฮุกของคำขอ") && th.contains("รอคำตอบ"), "{th}");
     // Held: nothing but rejecting or extending moves it.
     let (s, p) = act(&t, &id, "verify").await;
     assert_eq!(s, StatusCode::CONFLICT, "{p}");
-    assert_eq!(p["type"].as_str().unwrap().rsplit('/').next(), Some("held-by-hooks"));
+    assert_eq!(
+        p["type"].as_str().unwrap().rsplit('/').next(),
+        Some("held-by-hooks")
+    );
     assert_eq!(act(&t, &id, "extend").await.0, StatusCode::OK);
 
     let call = ext.calls().remove(0).1;
@@ -307,7 +404,10 @@ async fn a_hook_replies_later_through_the_callback(backend: Backend) {
 
     // Denied through the callback: rejected with the reason.
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "erasure" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "erasure" }),
+        )
         .await;
     let id2 = r["id"].as_str().unwrap().to_string();
     let ok = eventually(Duration::from_secs(20), || async { ext.calls().len() == 2 }).await;
@@ -321,10 +421,18 @@ async fn a_hook_replies_later_through_the_callback(backend: Backend) {
     let mut wrong = call.clone();
     wrong["reply"]["url"] = first["reply"]["url"].clone();
     assert_eq!(
-        reply(&t, &wrong, &token2, json!({ "decision": "approve" })).await.0,
+        reply(&t, &wrong, &token2, json!({ "decision": "approve" }))
+            .await
+            .0,
         StatusCode::UNAUTHORIZED
     );
-    let (s, _) = reply(&t, &call, &token2, json!({ "decision": "deny", "reason": "duplicate of an earlier request" })).await;
+    let (s, _) = reply(
+        &t,
+        &call,
+        &token2,
+        json!({ "decision": "deny", "reason": "duplicate of an earlier request" }),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let r = t.get(&format!("/v1/requests/{id2}")).await;
     assert_eq!(r["status"], "rejected");
@@ -340,7 +448,10 @@ async fn a_hook_too_slow_fails_and_is_retried(backend: Backend) {
     let (hk, _) = hook(&t, &ext.url, "pre_approval", json!([]), 200).await;
     subject(&t, "malee", EMAIL).await;
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "access" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "access" }),
+        )
         .await;
     let id = r["id"].as_str().unwrap().to_string();
     let r = wait(&t, &id, "failed after its time limit", |r| {
@@ -348,7 +459,10 @@ async fn a_hook_too_slow_fails_and_is_retried(backend: Backend) {
     })
     .await;
     let c = call_of(&r, &hk);
-    assert!(c["error"].as_str().unwrap().contains("no answer within"), "{c}");
+    assert!(
+        c["error"].as_str().unwrap().contains("no answer within"),
+        "{c}"
+    );
     assert!(c["retry_at"].is_string(), "{c}");
     assert_eq!(act(&t, &id, "verify").await.0, StatusCode::CONFLICT);
     // Down, then back: retried with backoff until it answers.
@@ -360,8 +474,14 @@ async fn a_hook_too_slow_fails_and_is_retried(backend: Backend) {
     })
     .await;
     ext.set(Answer::Approve);
+    // Approved, and the decision recorded in the steps.
     let r = wait(&t, &id, "approved on a retry", |r| {
         call_of(r, &hk)["status"] == "approved"
+            && r["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["action"] == "hook_approved")
     })
     .await;
     assert!(call_of(&r, &hk)["attempts"].as_i64().unwrap() >= 3, "{r}");
@@ -372,10 +492,12 @@ async fn a_hook_too_slow_fails_and_is_retried(backend: Backend) {
 async fn shop() -> (Scratch, sqlx::PgConnection) {
     let s = Scratch::create(&scratch::postgres_url()).await.unwrap();
     let mut c = sqlx::PgConnection::connect(&s.url()).await.unwrap();
-    sqlx::query("CREATE TABLE customers (id serial PRIMARY KEY, email text NOT NULL, full_name text)")
-        .execute(&mut c)
-        .await
-        .unwrap();
+    sqlx::query(
+        "CREATE TABLE customers (id serial PRIMARY KEY, email text NOT NULL, full_name text)",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
     sqlx::query("INSERT INTO customers (email, full_name) VALUES ($1, 'มาลี'), ('other@example.com', 'Somchai')")
         .bind(EMAIL)
         .execute(&mut c)
@@ -414,7 +536,10 @@ async fn pre_execution_holds_systems_and_post_execution_is_told(backend: Backend
     let (post, post_secret) = hook(&t, &told.url, "post_execution", json!([]), 2000).await;
     subject(&t, "malee", EMAIL).await;
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "erasure" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "erasure" }),
+        )
         .await;
     let id = r["id"].as_str().unwrap().to_string();
     assert_eq!(act(&t, &id, "verify").await.0, StatusCode::OK);
@@ -425,11 +550,21 @@ async fn pre_execution_holds_systems_and_post_execution_is_told(backend: Backend
     assert_eq!(r["status"], "in_progress");
     assert_eq!(r["systems"], json!([]), "{r}");
     assert_eq!(call_of(&r, &pre)["status"], "pending");
-    let ok = eventually(Duration::from_secs(20), || async { !desk.calls().is_empty() }).await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        !desk.calls().is_empty()
+    })
+    .await;
     assert!(ok, "the pre-execution hook is called");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(customers(&mut pg, EMAIL).await, 1, "nothing erased while held");
-    assert_eq!(t.get("/v1/subjects/malee").await["identifiers"]["email"], EMAIL);
+    assert_eq!(
+        customers(&mut pg, EMAIL).await,
+        1,
+        "nothing erased while held"
+    );
+    assert_eq!(
+        t.get("/v1/subjects/malee").await["identifiers"]["email"],
+        EMAIL
+    );
     assert_eq!(act(&t, &id, "complete").await.0, StatusCode::CONFLICT);
 
     // Approved: carried out, here and in the systems.
@@ -439,14 +574,22 @@ async fn pre_execution_holds_systems_and_post_execution_is_told(backend: Backend
     let (s, b) = reply(&t, &call, &token, json!({ "decision": "approve" })).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let r = wait(&t, &id, "the shop's job done", |r| {
-        r["systems"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|x| x["key"] == "shop" && x["status"] == "done"))
+        r["systems"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|x| x["key"] == "shop" && x["status"] == "done")
+        })
     })
     .await;
     assert_eq!(customers(&mut pg, EMAIL).await, 0);
     assert_eq!(customers(&mut pg, "other@example.com").await, 1);
-    assert!(r["steps"].as_array().unwrap().iter().any(|s| s["action"] == "execute"), "{r}");
+    assert!(
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["action"] == "execute"),
+        "{r}"
+    );
     // The post-execution hook is not told before the request completes.
     assert!(told.calls().is_empty());
 
@@ -495,7 +638,10 @@ async fn pre_execution_holds_systems_and_post_execution_is_told(backend: Backend
     assert!(!e.to_string().contains(EMAIL) && !e.to_string().contains("malee"));
     let all = t.app.store.events_after(&t.tenant, 0, 1_000).await.unwrap();
     let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(&kinds[kinds.len() - 2..], ["subject.erased", "request.completed"]);
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        ["subject.erased", "request.completed"]
+    );
 
     // Post-execution: failing at first, retried, told the outcome; the
     // request stays completed all along.
@@ -540,12 +686,18 @@ async fn a_denial_before_execution_rejects_and_removing_a_hook_releases(backend:
     let (pre, _) = hook(&t, &desk.url, "pre_execution", json!([]), 2000).await;
     subject(&t, "malee", EMAIL).await;
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "erasure" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "erasure" }),
+        )
         .await;
     let id = r["id"].as_str().unwrap().to_string();
     act(&t, &id, "verify").await;
     act(&t, &id, "complete").await;
-    let r = wait(&t, &id, "rejected before execution", |r| r["status"] == "rejected").await;
+    let r = wait(&t, &id, "rejected before execution", |r| {
+        r["status"] == "rejected"
+    })
+    .await;
     assert_eq!(call_of(&r, &pre)["status"], "denied");
     assert_eq!(
         r["steps"].as_array().unwrap().last().unwrap()["reason"],
@@ -553,29 +705,48 @@ async fn a_denial_before_execution_rejects_and_removing_a_hook_releases(backend:
     );
     assert_eq!(r["systems"], json!([]));
     assert_eq!(customers(&mut pg, EMAIL).await, 1);
-    assert_eq!(t.get("/v1/subjects/malee").await["identifiers"]["email"], EMAIL);
+    assert_eq!(
+        t.get("/v1/subjects/malee").await["identifiers"]["email"],
+        EMAIL
+    );
 
     // A hook removed while its reply is awaited holds nothing any more.
     desk.set(Answer::Later);
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "erasure" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "erasure" }),
+        )
         .await;
     let id = r["id"].as_str().unwrap().to_string();
     act(&t, &id, "verify").await;
     act(&t, &id, "complete").await;
-    wait(&t, &id, "awaiting the reply", |r| call_of(r, &pre)["awaiting_reply"] == true).await;
+    wait(&t, &id, "awaiting the reply", |r| {
+        call_of(r, &pre)["awaiting_reply"] == true
+    })
+    .await;
     let (s, _, _) = t
         .request(Method::DELETE, &format!("/v1/hooks/{pre}"), &t.owner, None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let r = wait(&t, &id, "released and carried out", |r| r["status"] == "completed").await;
+    let r = wait(&t, &id, "released and carried out", |r| {
+        r["status"] == "completed"
+    })
+    .await;
     assert_eq!(call_of(&r, &pre)["status"], "skipped");
     assert_eq!(customers(&mut pg, EMAIL).await, 0);
 }
 
 async fn hooks_are_managed_and_bad_input_is_a_problem(backend: Backend) {
     let t = app(backend).await;
-    let (hk, secret) = hook(&t, "https://hold.example/check", "pre_approval", json!(["erasure"]), 5000).await;
+    let (hk, secret) = hook(
+        &t,
+        "https://hold.example/check",
+        "pre_approval",
+        json!(["erasure"]),
+        5000,
+    )
+    .await;
     assert!(secret.starts_with("whsec_"));
     let list = t.get("/v1/hooks").await;
     assert_eq!(list["hooks"][0]["id"], hk.as_str());
@@ -597,13 +768,34 @@ async fn hooks_are_managed_and_bad_input_is_a_problem(backend: Backend) {
     assert_eq!(b["kinds"], json!([]));
 
     let bad = [
-        (json!({ "name": "x", "url": "ftp://hold.example", "stage": "pre_approval" }), "url"),
-        (json!({ "name": "x", "url": "http://10.1.2.3/hook", "stage": "pre_approval" }), "url"),
-        (json!({ "name": "", "url": "https://hold.example", "stage": "pre_approval" }), "name"),
-        (json!({ "name": "x", "url": "https://hold.example", "stage": "pre_approval", "timeout_ms": 5 }), "timeout_ms"),
-        (json!({ "name": "x", "url": "https://hold.example", "stage": "sometime" }), ""),
-        (json!({ "name": "x", "url": "https://hold.example", "stage": "pre_approval", "kinds": ["nap"] }), ""),
-        (json!({ "name": "x", "url": "https://hold.example", "stage": "pre_approval", "extra": 1 }), ""),
+        (
+            json!({ "name": "x", "url": "ftp://hold.example", "stage": "pre_approval" }),
+            "url",
+        ),
+        (
+            json!({ "name": "x", "url": "http://10.1.2.3/hook", "stage": "pre_approval" }),
+            "url",
+        ),
+        (
+            json!({ "name": "", "url": "https://hold.example", "stage": "pre_approval" }),
+            "name",
+        ),
+        (
+            json!({ "name": "x", "url": "https://hold.example", "stage": "pre_approval", "timeout_ms": 5 }),
+            "timeout_ms",
+        ),
+        (
+            json!({ "name": "x", "url": "https://hold.example", "stage": "sometime" }),
+            "",
+        ),
+        (
+            json!({ "name": "x", "url": "https://hold.example", "stage": "pre_approval", "kinds": ["nap"] }),
+            "",
+        ),
+        (
+            json!({ "name": "x", "url": "https://hold.example", "stage": "pre_approval", "extra": 1 }),
+            "",
+        ),
     ];
     for (body, field) in bad {
         let (s, h, p) = t
@@ -615,7 +807,9 @@ async fn hooks_are_managed_and_bad_input_is_a_problem(backend: Backend) {
             assert!(p.to_string().contains(field), "{body}: {p}");
         }
     }
-    let (s, _, _) = t.request(Method::GET, "/v1/hooks/hk_nope", &t.owner, None).await;
+    let (s, _, _) = t
+        .request(Method::GET, "/v1/hooks/hk_nope", &t.owner, None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, _) = t
         .request(Method::DELETE, &format!("/v1/hooks/{hk}"), &t.owner, None)
@@ -650,8 +844,9 @@ async fn retention_erasure_reaches_connected_systems(backend: Backend) {
     )
     .await;
     subject(&t, "malee", EMAIL).await;
-    let four_days_ago =
-        yinyom_core::time::rfc3339(yinyom_core::time::now() - 4 * yinyom_core::time::MICROS_PER_DAY);
+    let four_days_ago = yinyom_core::time::rfc3339(
+        yinyom_core::time::now() - 4 * yinyom_core::time::MICROS_PER_DAY,
+    );
     t.post(
         "/v1/consents",
         json!({ "subject": "malee", "source": "web", "notice": { "key": "nl", "version": 1 },
@@ -665,7 +860,9 @@ async fn retention_erasure_reaches_connected_systems(backend: Backend) {
         .unwrap();
     assert_eq!(report.erased, 1, "{report:?}");
     // Erased at home, and a request tracks the systems' part.
-    let (_, _, home) = t.request(Method::GET, "/v1/subjects/malee", &t.owner, None).await;
+    let (_, _, home) = t
+        .request(Method::GET, "/v1/subjects/malee", &t.owner, None)
+        .await;
     assert!(!home.to_string().contains(EMAIL), "{home}");
     let list = t.get("/v1/requests").await;
     let r = &list["requests"][0];
@@ -682,21 +879,37 @@ async fn retention_erasure_reaches_connected_systems(backend: Backend) {
     assert_eq!(customers(&mut pg, "other@example.com").await, 1);
     assert!(ext.calls().is_empty(), "pre stages are not asked");
     assert!(
-        r["hooks"].as_array().unwrap().iter().all(|c| c["stage"] == "post_execution"),
+        r["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["stage"] == "post_execution"),
         "{r}"
     );
-    let ok = eventually(Duration::from_secs(20), || async { !told.calls().is_empty() }).await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        !told.calls().is_empty()
+    })
+    .await;
     assert!(ok, "post-execution told of the retention erasure");
     let events = t.app.store.events_after(&t.tenant, 0, 1_000).await.unwrap();
     let e = events.iter().find(|e| e.kind == "subject.erased").unwrap();
     let e: Value = serde_json::from_str(&e.payload).unwrap();
-    assert_eq!(e["systems"], json!([{"key": "shop", "status": "done", "rows": 1}]));
+    assert_eq!(
+        e["systems"],
+        json!([{"key": "shop", "status": "done", "rows": 1}])
+    );
     // A second run makes no second request.
     let again = yinyom::lifecycle::run_once(&t.app, yinyom_core::time::now())
         .await
         .unwrap();
     assert_eq!(again.erased, 0);
-    assert_eq!(t.get("/v1/requests").await["requests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        t.get("/v1/requests").await["requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn an_erasure_drops_rows_an_access_request_collected(backend: Backend) {
@@ -705,7 +918,10 @@ async fn an_erasure_drops_rows_an_access_request_collected(backend: Backend) {
     t.post("/v1/systems", shop_system(&db.url())).await;
     subject(&t, "malee", EMAIL).await;
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "access" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "access" }),
+        )
         .await;
     let access = r["id"].as_str().unwrap().to_string();
     act(&t, &access, "verify").await;
@@ -717,11 +933,17 @@ async fn an_erasure_drops_rows_an_access_request_collected(backend: Backend) {
         .request_system_jobs(&t.tenant, &access)
         .await
         .unwrap();
-    assert!(jobs[0].result.is_some(), "the shop's rows are kept for the bundle");
+    assert!(
+        jobs[0].result.is_some(),
+        "the shop's rows are kept for the bundle"
+    );
     assert!(jobs[0].payload.is_none(), "identifiers dropped once done");
 
     let r = t
-        .post("/v1/requests", json!({ "subject": "malee", "kind": "erasure" }))
+        .post(
+            "/v1/requests",
+            json!({ "subject": "malee", "kind": "erasure" }),
+        )
         .await;
     let erasure = r["id"].as_str().unwrap().to_string();
     act(&t, &erasure, "verify").await;
@@ -733,7 +955,10 @@ async fn an_erasure_drops_rows_an_access_request_collected(backend: Backend) {
         .request_system_jobs(&t.tenant, &access)
         .await
         .unwrap();
-    assert!(jobs[0].result.is_none(), "the collected rows outlived the subject");
+    assert!(
+        jobs[0].result.is_none(),
+        "the collected rows outlived the subject"
+    );
     // The access request's record (statuses, counts) stays.
     assert_eq!(jobs[0].status, "done");
     for j in t

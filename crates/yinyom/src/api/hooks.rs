@@ -195,7 +195,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<axum::Json<HookView>, Problem> {
     who.require(MANAGERS)?;
-    Ok(axum::Json(HookView::of(&find(&app, &who.tenant, &id).await?)))
+    Ok(axum::Json(HookView::of(
+        &find(&app, &who.tenant, &id).await?,
+    )))
 }
 
 /// Change a hook (its secret stays). Calls made already keep their stage.
@@ -276,10 +278,7 @@ pub async fn reply(
     {
         return Err(Problem::validation(
             "reason",
-            format!(
-                "must be at most {} bytes",
-                yinyom_core::hooks::REASON_MAX
-            ),
+            format!("must be at most {} bytes", yinyom_core::hooks::REASON_MAX),
         ));
     }
     if id.len() > 100 || hook.len() > 100 {

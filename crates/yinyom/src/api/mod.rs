@@ -211,10 +211,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/requests/{id}/systems/{key}/confirm",
             post(systems::confirm),
         )
-        .route(
-            "/v1/requests/{id}/hooks/{hook}/reply",
-            post(hooks::reply),
-        )
+        .route("/v1/requests/{id}/hooks/{hook}/reply", post(hooks::reply))
         .route("/v1/hooks", post(hooks::create).get(hooks::list))
         .route(
             "/v1/hooks/{id}",

@@ -6,13 +6,13 @@
 //! the current state rows, the receipt and the idempotency record land
 //! together or not at all, and are on disk before it returns.
 
+pub mod hooks;
 pub mod scratch;
 pub mod sql;
-pub mod hooks;
 pub mod systems;
 
-pub use sql::{Dialect, SqlStore};
 pub use hooks::{HookCall, HookRow, Hooks};
+pub use sql::{Dialect, SqlStore};
 pub use systems::{Propagation, SystemJob, SystemRow, Systems};
 
 use std::collections::{BTreeMap, HashMap};
