@@ -272,6 +272,7 @@ async fn approve_in_the_response_and_deny_with_a_reason(backend: Backend) {
     .await;
     subject(&t, "malee", EMAIL).await;
 
+    let started = std::time::Instant::now();
     let r = t
         .post(
             "/v1/requests",
@@ -289,6 +290,10 @@ async fn approve_in_the_response_and_deny_with_a_reason(backend: Backend) {
                 .any(|s| s["action"] == "hook_approved" && s["actor"] == format!("hook:{hk}"))
     })
     .await;
+    eprintln!(
+        "pre-approval hook called and its answer recorded {:?} after the request",
+        started.elapsed()
+    );
     assert_eq!(call_of(&r, &hk)["stage"], "pre_approval");
     // The call was signed like our webhooks and names the request.
     let (headers, body) = ext.raw_calls().remove(0);
