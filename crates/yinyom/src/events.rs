@@ -57,7 +57,8 @@ pub struct ConsentEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
     /// `subject.erased`: what each connected system did with the erasure
-    /// (empty while none is connected; filled by the systems of issue 14).
+    /// (empty when none takes part). The event is written once every
+    /// system finished, so the outcomes are final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systems: Option<Vec<SystemOutcome>>,
 }
@@ -66,7 +67,9 @@ pub struct ConsentEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SystemOutcome {
     pub key: String,
-    /// `pending`, `running`, `done`, `failed`, `manual`.
+    /// `done` (carried out by Yinyom), `manual` (a manual system,
+    /// confirmed by staff); in a request's view also `pending`, `running`,
+    /// `failed`.
     pub status: String,
     #[serde(default)]
     pub rows: u64,

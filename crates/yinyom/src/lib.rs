@@ -13,6 +13,7 @@ pub mod collector;
 pub mod dispatch;
 pub mod events;
 pub mod follow;
+pub mod hooks;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;

@@ -6,8 +6,9 @@
 //!   time), which the outbox propagates like any other change. Decisions
 //!   treat such a grant as expired even before the entry is written.
 //! - **retention**: a subject whose every choice ended longer ago than its
-//!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased by
-//!   crypto-shredding, like an erasure request, if it holds a profile (a
+//!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased
+//!   through an erasure request of its own (`via: retention`), so its
+//!   connected systems are reached too, if it holds a profile (a
 //!   subject known only by its consent history keeps it as proof). It looks
 //!   at every subject, so it runs hourly, not every minute. Subjects
 //!   under restriction
@@ -230,9 +231,56 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         if open {
             continue;
         }
-        crate::rights::erase(app, tenant, &id, &record.uid, "system:lifecycle").await?;
-        tracing::info!(tenant = %tenant, subject_uid = %record.uid, "retention ended: subject erased");
-        erased += 1;
+        if let Some(request) = erase_for_retention(app, tenant, &id).await? {
+            tracing::info!(tenant = %tenant, subject_uid = %record.uid, request = %request,
+                "retention ended: subject erased");
+            erased += 1;
+        }
     }
     Ok(erased)
 }
+
+/// Erase a subject whose retention is over the way an erasure request is
+/// carried out, through a request of its own (`via: retention`, taken by
+/// `system:lifecycle`): its connected systems get erasure jobs (the
+/// identifiers sealed in them before the local shredding), its progress is
+/// visible on the request, and `subject.erased` lists the systems'
+/// outcomes. Returns the request's id; none if another run made one first.
+async fn erase_for_retention(app: &App, tenant: &str, id: &str) -> Result<Option<String>, Problem> {
+    use yinyom_core::rights::{Kind, Step};
+    let actor = "system:lifecycle";
+    let received = crate::rights::receive(
+        app,
+        tenant,
+        crate::rights::NewRequest {
+            subject: id.to_string(),
+            kind: Kind::Erasure,
+            purposes: vec![],
+            corrections: None,
+            via: RETENTION_VIA.into(),
+            received_at: None,
+            actor: actor.into(),
+        },
+    )
+    .await;
+    let r = match received {
+        Ok(r) => r,
+        // Another node's run, or the subject was erased meanwhile.
+        Err(p) if p.status == axum::http::StatusCode::CONFLICT => return Ok(None),
+        Err(p) => return Err(p),
+    };
+    crate::rights::act(
+        app,
+        tenant,
+        &r.id,
+        Step::Verify,
+        Some("retention ended: erased by the controller; there is no requester to verify".into()),
+        actor,
+    )
+    .await?;
+    crate::rights::act(app, tenant, &r.id, Step::Complete, None, actor).await?;
+    Ok(Some(r.id))
+}
+
+/// How a request made by the retention job arrived (`RequestRow::via`).
+pub const RETENTION_VIA: &str = "retention";

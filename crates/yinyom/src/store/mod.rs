@@ -6,10 +6,12 @@
 //! the current state rows, the receipt and the idempotency record land
 //! together or not at all, and are on disk before it returns.
 
+pub mod hooks;
 pub mod scratch;
 pub mod sql;
 pub mod systems;
 
+pub use hooks::{HookCall, HookRow, Hooks};
 pub use sql::{Dialect, SqlStore};
 pub use systems::{Propagation, SystemJob, SystemRow, Systems};
 
@@ -632,6 +634,7 @@ pub trait Store:
     + VendorLists
     + BannerDesigns
     + Systems
+    + Hooks
     + Send
     + Sync
     + 'static

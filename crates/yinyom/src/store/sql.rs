@@ -39,6 +39,7 @@ use crate::events::{self, ConsentEvent};
 mod banner;
 mod checkpoints;
 mod current;
+mod hooks;
 pub mod hot;
 mod ledger;
 use ledger::ensure_subject_ids;

@@ -356,7 +356,18 @@ fn outbox_event(r: &AnyRow) -> Result<OutboxEvent> {
             .and_then(ConsentState::parse)
             .ok_or_else(|| StoreError::Unavailable(format!("outbox row {}: bad {c}", entry.seq)))
     };
-    let event = ConsentEvent::new(&entry, state("before_state")?, state("after_state")?);
+    let mut event = ConsentEvent::new(&entry, state("before_state")?, state("after_state")?);
+    if event.systems.is_some() {
+        // `subject.erased`: the connected systems' outcomes, kept in its
+        // evidence (no personal data; see `systems::finish_if_done`).
+        let evidence: Option<String> = r.try_get("evidence").ok().flatten();
+        if let Some(outcomes) = evidence
+            .and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok())
+            .and_then(|e| serde_json::from_value(e["systems"].clone()).ok())
+        {
+            event.systems = Some(outcomes);
+        }
+    }
     Ok(OutboxEvent {
         seq: entry.seq,
         subject_uid: entry.body.subject_uid.clone(),

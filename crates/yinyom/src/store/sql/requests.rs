@@ -472,6 +472,26 @@ impl Requests for SqlStore {
         .await?;
         run("UPDATE rights_requests SET changes = NULL WHERE tenant = $1 AND subject_uid = $2")
             .await?;
+        // Connected systems: the rows an access request collected are
+        // sealed with the tenant key, not the subject's, so they go here;
+        // so do the identifiers of another request's unfinished jobs (it
+        // has nothing left to act on). An erasure's own jobs keep theirs
+        // until each is done: they carry the erasure to the systems.
+        run(
+            "UPDATE request_systems SET result = NULL, updated_at = updated_at + 1
+             WHERE tenant = $1 AND result IS NOT NULL AND request_id IN
+                 (SELECT id FROM rights_requests WHERE tenant = $1 AND subject_uid = $2)",
+        )
+        .await?;
+        run(
+            "UPDATE request_systems SET payload = NULL, next_at = NULL, status = 'failed',
+                    error = 'the subject was erased; nothing is left to do here',
+                    updated_at = updated_at + 1
+             WHERE tenant = $1 AND payload IS NOT NULL AND request_id IN
+                 (SELECT id FROM rights_requests WHERE tenant = $1 AND subject_uid = $2
+                      AND kind <> 'erasure')",
+        )
+        .await?;
         // Held double opt-ins carry the subject's request and evidence.
         run("DELETE FROM opt_ins WHERE tenant = $1 AND subject_id IN
                  (SELECT id FROM subjects WHERE tenant = $1 AND uid = $2)")
