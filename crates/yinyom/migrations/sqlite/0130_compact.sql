@@ -6,8 +6,11 @@
 -- of 64-character hex; the evidence itself stored once per distinct value
 -- in `evidence` (keyed by its hash, which the chain already holds), the row
 -- keeping only whether its evidence is still kept (`evidence_kept`, unset
--- by an erasure); and a WITHOUT ROWID table, stored in its primary key's
--- B-tree (as a rowid table SQLite also kept an index of (tenant, seq)).
+-- by an erasure). (It stays a rowid table: as a WITHOUT ROWID table it
+-- would lose the index of (tenant, seq) SQLite keeps for the primary key,
+-- but without statistics the planner then reads a subject's history
+-- through the primary key, every entry of the tenant, instead of
+-- ledger_by_subject.)
 CREATE TABLE evidence (
     tenant  TEXT NOT NULL,
     hash    BLOB NOT NULL,      -- SHA-256 of the canonical JSON (the entry's evidence_hash)
@@ -42,7 +45,7 @@ CREATE TABLE ledger_new (
     hash            BLOB NOT NULL,
     guardian        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, seq)
-) WITHOUT ROWID;
+);
 INSERT INTO ledger_new (tenant, seq, subject_uid, purpose, channel, action, notice_key,
         notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, occurred_at,
         recorded_at, expires_at, receipt_id, prev_hash, hash, guardian)
