@@ -1181,7 +1181,9 @@ fn ledger_verify_passes_then_names_exactly_the_altered_entry() {
         ),
         (
             1,
-            format!(r#"UPDATE evidence SET body = '{{"ip":"198.51.100.66"}}' WHERE hash = {evidence_of_1}"#),
+            format!(
+                r#"UPDATE evidence SET body = '{{"ip":"198.51.100.66"}}' WHERE hash = {evidence_of_1}"#
+            ),
             format!(
                 "UPDATE evidence SET body = '{}' WHERE hash = {evidence_of_1}",
                 original_evidence.replace('\'', "''")
@@ -1189,7 +1191,10 @@ fn ledger_verify_passes_then_names_exactly_the_altered_entry() {
         ),
         (
             4,
-            format!("UPDATE ledger SET hash = X'{}' WHERE seq = 4", "f".repeat(64)),
+            format!(
+                "UPDATE ledger SET hash = X'{}' WHERE seq = 4",
+                "f".repeat(64)
+            ),
             format!("UPDATE ledger SET hash = X'{original_hash}' WHERE seq = 4"),
         ),
     ];

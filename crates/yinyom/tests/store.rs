@@ -394,7 +394,10 @@ async fn evidence_is_stored_once_and_erasure_deletes_the_subjects_own(backend: B
         }
     };
     assert_eq!(count("SELECT COUNT(*) FROM evidence").await, 2);
-    assert_eq!(count("SELECT CAST(SUM(refs) AS BIGINT) FROM evidence").await, 4);
+    assert_eq!(
+        count("SELECT CAST(SUM(refs) AS BIGINT) FROM evidence").await,
+        4
+    );
     let s1 = store.subject(&t, "s1").await.unwrap().unwrap();
     let s2 = store.subject(&t, "s2").await.unwrap().unwrap();
     let ev = store.evidence(&t, &s1.uid).await.unwrap();
@@ -425,7 +428,10 @@ async fn evidence_is_stored_once_and_erasure_deletes_the_subjects_own(backend: B
     let left = store.evidence(&t, &s2.uid).await.unwrap();
     assert_eq!(left.len(), 2, "s2's identical evidence stays: {left:?}");
     assert!(left.values().all(|v| v["ip"] == "203.0.113.9"));
-    assert_eq!(count("SELECT CAST(SUM(refs) AS BIGINT) FROM evidence").await, 2);
+    assert_eq!(
+        count("SELECT CAST(SUM(refs) AS BIGINT) FROM evidence").await,
+        2
+    );
     let r = store.verify_ledger(&t).await.unwrap();
     assert!(r.ok && r.checked == 4, "{r:?}");
     let r = store.verify_ledger_sequential(&t).await.unwrap();

@@ -261,9 +261,7 @@ impl SqlStore {
         let sql = format!(
             "SELECT l.*, {EVIDENCE_OF_ROW} AS evidence FROM ledger l WHERE l.tenant = $1 ORDER BY l.seq"
         );
-        let mut rows = sqlx::query(&sql)
-            .bind(tenant)
-            .fetch(&self.pool);
+        let mut rows = sqlx::query(&sql).bind(tenant).fetch(&self.pool);
         while let Some(r) = rows.try_next().await.map_err(unavailable)? {
             let seq = r.try_get::<i64, _>("seq").unwrap_or(-1) as u64;
             let checked = verifier.checked();

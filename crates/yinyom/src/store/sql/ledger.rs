@@ -432,7 +432,12 @@ fn stored_entries<'r>(ledger: &[(&'r LedgerEntry, Option<&str>)]) -> Result<Vec<
                 entry: e,
                 prev_hash: hash_bytes(&e.prev_hash)?,
                 hash: hash_bytes(&e.hash)?,
-                evidence_hash: e.body.evidence_hash.as_deref().map(hash_bytes).transpose()?,
+                evidence_hash: e
+                    .body
+                    .evidence_hash
+                    .as_deref()
+                    .map(hash_bytes)
+                    .transpose()?,
                 evidence_kept: evidence.is_some() && e.body.evidence_hash.is_some(),
             })
         })
