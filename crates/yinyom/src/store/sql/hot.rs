@@ -38,6 +38,7 @@ pub const GROWING: &[&str] = &[
     "subjects",
     "subject_lookups",
     "ledger",
+    "evidence",
     "consent_states",
     "receipts",
     "idempotency_keys",
@@ -67,8 +68,9 @@ pub const SUBJECTS_BY_LOOKUP: &str = "SELECT s.* FROM subject_lookups l
 pub const HISTORY: &str =
     "SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq";
 /// A subject's stored evidence.
-pub const EVIDENCE: &str = "SELECT seq, evidence FROM ledger
-     WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL";
+pub const EVIDENCE: &str = "SELECT l.seq, e.body AS evidence FROM ledger l
+     JOIN evidence e ON e.tenant = l.tenant AND e.hash = l.evidence_hash
+     WHERE l.tenant = $1 AND l.subject_uid = $2 AND l.evidence_kept = 1";
 /// A subject's receipts.
 pub const RECEIPTS: &str = "SELECT id, jws, created_at FROM receipts
      WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id";
@@ -79,7 +81,7 @@ pub const LEDGER_AFTER: &str =
      FROM ledger l 
      WHERE l.tenant = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3";
 /// Outbox events after a dispatcher's cursor (webhooks, NATS, stream).
-pub const EVENTS_AFTER: &str = "SELECT o.kind, o.before_state, o.after_state, l.*
+pub const EVENTS_AFTER: &str = "SELECT o.before_state, o.after_state, l.*
      FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq
      WHERE o.tenant = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3";
 /// The newest outbox event.

@@ -345,7 +345,7 @@ impl Outbox for SqlStore {
 }
 
 /// Outbox rows joined with their ledger entries: what an event is made of.
-const OUTBOX_EVENTS: &str = "SELECT o.kind, o.before_state, o.after_state, l.*
+const OUTBOX_EVENTS: &str = "SELECT o.before_state, o.after_state, l.*
      FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq";
 
 fn outbox_event(r: &AnyRow) -> Result<OutboxEvent> {
@@ -372,7 +372,7 @@ fn outbox_event(r: &AnyRow) -> Result<OutboxEvent> {
         seq: entry.seq,
         subject_uid: entry.body.subject_uid.clone(),
         purpose: entry.body.purpose.clone(),
-        kind: r.get("kind"),
+        kind: events::kind(entry.body.action).to_string(),
         payload: serde_json::to_string(&event).map_err(json_err)?,
     })
 }

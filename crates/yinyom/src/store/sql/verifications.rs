@@ -38,10 +38,10 @@ impl Verifications for SqlStore {
         upto: u64,
         limit: u32,
     ) -> Result<Vec<LedgerRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM ledger WHERE tenant = $1 AND seq > $2 AND seq <= $3
-             ORDER BY seq LIMIT $4",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT l.*, {EVIDENCE_OF_ROW} AS evidence FROM ledger l
+             WHERE l.tenant = $1 AND l.seq > $2 AND l.seq <= $3 ORDER BY l.seq LIMIT $4"
+        ))
         .bind(tenant)
         .bind(after as i64)
         .bind(upto.min(i64::MAX as u64) as i64)
