@@ -10,6 +10,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod collector;
+pub mod deadlines;
 pub mod dispatch;
 pub mod events;
 pub mod follow;

@@ -390,6 +390,24 @@ pub trait Requests: Send + Sync {
     async fn opt_in(&self, tenant: &str, id: &str) -> Result<Option<OptIn>>;
     /// Mark confirmed unless it already was; whether this call did.
     async fn confirm_opt_in(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
+    /// Claim a deadline's reminder: inserted unless it exists (on any
+    /// node); whether this call did.
+    async fn claim_reminder(&self, r: &Reminder) -> Result<bool>;
+    /// Reminders whose email to the DPO is still `pending`, oldest first.
+    async fn reminders_to_email(&self, limit: u32) -> Result<Vec<Reminder>>;
+    /// Store a reminder's email status, attempts and error.
+    async fn settle_reminder(&self, r: &Reminder) -> Result<()>;
+    /// The reminders of one deadline, in the order they went out.
+    async fn reminders(&self, tenant: &str, kind: &str, ref_id: &str) -> Result<Vec<Reminder>>;
+    /// PDPA s.25 notices not yet given that are due in `[from, to)`,
+    /// grouped by the UTC day of their deadline: (day start, how many, the
+    /// first deadline of the day). A range of `acquisitions_pending`.
+    async fn pending_notices_by_day(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<(Micros, u64, Micros)>>;
     async fn insert_breach(&self, b: &Breach) -> Result<()>;
     /// A tenant's breaches, the latest discovered first.
     async fn breaches(&self, tenant: Option<&str>) -> Result<Vec<Breach>>;

@@ -5,6 +5,20 @@ use yinyom_core::rights::{Kind, Status};
 
 use super::*;
 
+fn reminder_from_row(r: &AnyRow) -> Reminder {
+    Reminder {
+        tenant: r.get("tenant"),
+        kind: r.get("kind"),
+        ref_id: r.get("ref_id"),
+        reminder: r.get("reminder"),
+        due_at: r.get("due_at"),
+        created_at: r.get("created_at"),
+        email_status: r.get("email_status"),
+        email_attempts: r.get("email_attempts"),
+        email_error: r.try_get("email_error").ok().flatten(),
+    }
+}
+
 fn request_from_row(r: &AnyRow) -> Result<RequestRow> {
     let kind: String = r.get("kind");
     let status: String = r.get("status");
@@ -261,6 +275,105 @@ impl Requests for SqlStore {
             .await
             .map_err(unavailable)?;
         Ok(rows.iter().map(acquisition_from_row).collect())
+    }
+
+    async fn claim_reminder(&self, r: &Reminder) -> Result<bool> {
+        let _writing = self.exclusive().await;
+        let done = sqlx::query(
+            "INSERT INTO deadline_reminders (tenant, kind, ref_id, reminder, due_at, created_at,
+                 email_status, email_attempts, email_error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (tenant, kind, ref_id, reminder) DO NOTHING",
+        )
+        .bind(&r.tenant)
+        .bind(&r.kind)
+        .bind(&r.ref_id)
+        .bind(&r.reminder)
+        .bind(r.due_at)
+        .bind(r.created_at)
+        .bind(&r.email_status)
+        .bind(r.email_attempts)
+        .bind(r.email_error.clone())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    async fn reminders_to_email(&self, limit: u32) -> Result<Vec<Reminder>> {
+        let rows = sqlx::query(
+            "SELECT * FROM deadline_reminders WHERE email_status = 'pending'
+             ORDER BY created_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(reminder_from_row).collect())
+    }
+
+    async fn settle_reminder(&self, r: &Reminder) -> Result<()> {
+        let _writing = self.exclusive().await;
+        sqlx::query(
+            "UPDATE deadline_reminders SET email_status = $1, email_attempts = $2, email_error = $3
+             WHERE tenant = $4 AND kind = $5 AND ref_id = $6 AND reminder = $7",
+        )
+        .bind(&r.email_status)
+        .bind(r.email_attempts)
+        .bind(r.email_error.clone())
+        .bind(&r.tenant)
+        .bind(&r.kind)
+        .bind(&r.ref_id)
+        .bind(&r.reminder)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn reminders(&self, tenant: &str, kind: &str, ref_id: &str) -> Result<Vec<Reminder>> {
+        let rows = sqlx::query(
+            "SELECT * FROM deadline_reminders WHERE tenant = $1 AND kind = $2 AND ref_id = $3
+             ORDER BY created_at, reminder",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(ref_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(reminder_from_row).collect())
+    }
+
+    async fn pending_notices_by_day(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<(Micros, u64, Micros)>> {
+        let rows = sqlx::query(
+            "SELECT due_at / 86400000000 AS day, COUNT(*) AS n, MIN(due_at) AS first_due
+             FROM acquisitions
+             WHERE tenant = $1 AND notified_at IS NULL AND due_at >= $2 AND due_at < $3
+             GROUP BY due_at / 86400000000 ORDER BY day",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>("day") * 86_400_000_000,
+                    r.get::<i64, _>("n").max(0) as u64,
+                    r.get::<i64, _>("first_due"),
+                )
+            })
+            .collect())
     }
 
     async fn insert_breach(&self, b: &Breach) -> Result<()> {
