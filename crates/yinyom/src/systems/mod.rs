@@ -57,6 +57,11 @@ pub struct Systems {
     pub pools: db::Pools,
     /// Wakes the task when jobs are created.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes the consent propagation loop when propagations are created
+    /// (its own: `notify_one` wakes a single waiter, and a job must never
+    /// wait for the jobs loop's 500 ms poll because the propagation loop
+    /// took its wake-up).
+    pub propagate_wake: Arc<tokio::sync::Notify>,
     pub config: SystemsConfig,
     /// The guarded HTTP client of connectors, and their OAuth2 tokens.
     pub http: http::Http,
@@ -111,6 +116,7 @@ impl Systems {
         Systems {
             pools: Default::default(),
             wake: Default::default(),
+            propagate_wake: Default::default(),
             http: http::Http::new(config.http.clone()),
             health: Default::default(),
             config,
@@ -1052,11 +1058,14 @@ const PER_SYSTEM: usize = 4;
 /// The background task (leader only): carries out due jobs and consent
 /// propagations, retries failures with backoff.
 pub async fn run(app: Weak<App>) {
-    let Some(wake) = app.upgrade().map(|a| a.systems.wake.clone()) else {
+    let Some((wake, propagate_wake)) = app
+        .upgrade()
+        .map(|a| (a.systems.wake.clone(), a.systems.propagate_wake.clone()))
+    else {
         return;
     };
     // Consent propagation in a loop of its own: it never delays requests.
-    tokio::spawn(propagate::run(app.clone(), wake.clone()));
+    tokio::spawn(propagate::run(app.clone(), propagate_wake));
     loop {
         let Some(a) = app.upgrade() else { return };
         let busy = match round(&a).await {
