@@ -144,33 +144,43 @@ async fn remind(
     now: Micros,
     counts: &mut Counts,
 ) -> Result<(), Problem> {
-    if now > d.due_at {
-        if claim(app, tenant, d, "missed", true, now).await? {
-            counts.missed += 1;
-        }
-        return Ok(());
-    }
-    let mut passed: Vec<u32> = hours
-        .iter()
-        .copied()
-        .filter(|h| now >= d.due_at - *h as Micros * HOUR)
-        .collect();
-    passed.sort_unstable_by(|a, b| b.cmp(a));
-    passed.dedup();
-    let Some(&latest) = passed.last() else {
+    let mut due: Vec<String> = if now > d.due_at {
+        vec!["missed".into()]
+    } else {
+        let mut passed: Vec<u32> = hours
+            .iter()
+            .copied()
+            .filter(|h| now >= d.due_at - *h as Micros * HOUR)
+            .collect();
+        passed.sort_unstable_by(|a, b| b.cmp(a));
+        passed.dedup();
+        passed
+            .into_iter()
+            .map(|h| (h as Micros * 3600).to_string())
+            .collect()
+    };
+    let Some(latest) = due.last().cloned() else {
         return Ok(());
     };
-    for h in passed {
-        let seconds = (h as Micros * 3600).to_string();
-        if claim(app, tenant, d, &seconds, h == latest, now).await? && h == latest {
-            counts.approaching += 1;
+    // What went out already (an indexed read of this deadline's few rows).
+    let sent = app.store.reminders(&tenant.id, d.kind, &d.id).await?;
+    due.retain(|r| !sent.iter().any(|s| &s.reminder == r));
+    for r in due {
+        let send = r == latest;
+        if claim(app, tenant, d, &r, send, now).await? && send {
+            if r == "missed" {
+                counts.missed += 1;
+            } else {
+                counts.approaching += 1;
+            }
         }
     }
     Ok(())
 }
 
-/// Claim a reminder; when it is the one to send, its event is written
-/// first (idempotent by key) so a claim never stands without its event.
+/// Claim a reminder not yet recorded; when it is the one to send, its
+/// event is written first (idempotent by key, so a run that stopped
+/// between the two writes it once) and a claim never stands without it.
 async fn claim(
     app: &App,
     tenant: &Tenant,
