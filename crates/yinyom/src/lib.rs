@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod nats;
+pub mod notices;
 pub mod optin;
 pub mod profiles;
 pub mod receipts;

@@ -22,6 +22,9 @@
 //!   subject whose data came from a third party and who was not told
 //!   within 30 days (PDPA s.25).
 //!
+//! - **breach notices**: the notices to the people affected by a breach
+//!   are queued to the relay in batches (`notices.rs`).
+//!
 //! - **stored responses**: the responses kept for idempotent requests are
 //!   forgotten [`IDEMPOTENCY_TTL`] (24 h) after they were written, oldest
 //!   first, in batches (index `idempotency_keys_by_age`): a retry with the
@@ -70,6 +73,8 @@ pub struct Report {
     pub missed: u64,
     /// Reminder emails sent to DPOs.
     pub reminder_emails: u64,
+    /// Breach notices queued to the people affected (`notices.rs`).
+    pub notices_queued: u64,
 }
 
 pub async fn run(app: Weak<App>, every: Duration) {
@@ -136,6 +141,7 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
         if crate::checkpoint::make_if_grown(app.store.as_ref(), &app.signer, &t.id).await? {
             report.checkpoints += 1;
         }
+        report.notices_queued += crate::notices::queue_breaches(app, &t.id).await?;
         let c = crate::deadlines::run(app, &t, now).await?;
         report.reminders += c.approaching;
         report.missed += c.missed;

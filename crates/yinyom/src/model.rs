@@ -510,6 +510,10 @@ pub struct Breach {
     #[serde(default)]
     pub measures: String,
     pub notifications: Vec<BreachNotification>,
+    /// The notice to the people affected, sent through the relay to every
+    /// recipient (`breach_recipients`), once asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_notice: Option<BreachMessage>,
     /// Who recorded it.
     pub recorded_by: String,
     #[serde(skip)]
@@ -565,6 +569,8 @@ pub struct Acquisition {
     pub notice: Option<String>,
     pub recorded_by: String,
     pub updated_at: Micros,
+    /// The notice sent through the relay, when it was.
+    pub message_id: Option<String>,
 }
 
 /// A grant waiting for the subject's confirmation (double opt-in).
@@ -630,4 +636,31 @@ pub struct Reminder {
     pub email_status: String,
     pub email_attempts: i64,
     pub email_error: Option<String>,
+}
+
+/// A notice sent to subjects through the relay (a breach's, PDPA s.25's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreachMessage {
+    /// `email`, `sms` or `line`.
+    pub channel: yinyom_core::purpose::Channel,
+    /// The email's subject line (email only).
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub text: String,
+}
+
+/// One person told of a breach, as `GET /v1/breaches/{id}/recipients`
+/// lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BreachRecipient {
+    pub subject_uid: String,
+    /// The subject's id (absent once erased).
+    pub subject: Option<String>,
+    /// `pending` (not queued yet), `failed` (could not be queued: `error`),
+    /// or the message's status: `queued`, `retrying`, `sent`, `dead`,
+    /// `suppressed`.
+    pub status: String,
+    pub message_id: Option<String>,
+    pub error: Option<String>,
 }

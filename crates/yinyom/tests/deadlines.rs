@@ -317,7 +317,193 @@ async fn request_and_s25_reminders_follow_the_tenants_hours(backend: Backend) {
     }));
 }
 
+async fn breach_and_s25_notices_reach_each_subject_through_the_relay(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let (sink, _receiver) = setup(&t).await;
+    for i in 1..=5 {
+        let (status, _, body) = t
+            .request(
+                Method::PUT,
+                &format!("/v1/subjects/s{i}"),
+                &t.owner,
+                Some(json!({ "identifiers": { "email": format!("s{i}@example.com") } })),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    let (status, _, body) = t
+        .request(
+            Method::PUT,
+            "/v1/subjects/s6",
+            &t.owner,
+            Some(json!({ "identifiers": { "phone": "+66812345678" } })),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let b = t
+        .post(
+            "/v1/breaches",
+            json!({
+                "discovered_at": yinyom_core::time::rfc3339(yinyom_core::time::now() - H),
+                "description": "Customer database exposed", "affected_subjects": 6,
+                "risk": "high", "risk_assessment": "Emails and phone numbers",
+            }),
+        )
+        .await;
+    let id = b["id"].as_str().unwrap().to_string();
+    let (status, _, added) = t
+        .request(
+            Method::POST,
+            &format!("/v1/breaches/{id}/recipients"),
+            &t.owner,
+            Some(json!({ "subjects": ["s1", "s2", "s3", "s4", "s5", "s6", "s1", "nobody"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    assert_eq!(added, json!({ "added": 6, "unknown": ["nobody"] }));
+    // Only a notification to the subjects carries a message.
+    let message = json!({ "channel": "email", "subject": "Security incident",
+                          "text": "Your email address was exposed on 3 December. Change your password." });
+    let (status, _, body) = t
+        .request(
+            Method::POST,
+            &format!("/v1/breaches/{id}/notifications"),
+            &t.owner,
+            Some(json!({ "to": "regulator", "message": message })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _, body) = t
+        .request(
+            Method::POST,
+            &format!("/v1/breaches/{id}/notifications"),
+            &t.owner,
+            Some(json!({ "to": "subjects", "message": message })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["subjects_notified_at"].is_string(), "{body}");
+    // Queued by the leader (at once, and by the minute job after that).
+    run(&t, yinyom_core::time::now()).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let v = t.get(&format!("/v1/breaches/{id}")).await;
+            v["subject_notice"]["sent"] == 5 && v["subject_notice"]["failed"] == 1
+        })
+        .await,
+        "{}",
+        t.get(&format!("/v1/breaches/{id}")).await
+    );
+    let v = t.get(&format!("/v1/breaches/{id}")).await;
+    let n = &v["subject_notice"];
+    assert_eq!(
+        (n["recipients"].clone(), n["pending"].clone(), n["queued"].clone()),
+        (json!(6), json!(0), json!(0)),
+        "{v}"
+    );
+    assert_eq!(n["message"]["channel"], "email");
+    let mails = sink.received();
+    let mut to: Vec<String> = mails
+        .iter()
+        .map(|m| m["to"][0].as_str().unwrap().to_string())
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        (1..=5).map(|i| format!("s{i}@example.com")).collect::<Vec<_>>()
+    );
+    assert!(mails.iter().all(|m| {
+        let d = m["data"].as_str().unwrap();
+        d.contains("Security incident") && !d.contains("List-Unsubscribe")
+    }));
+
+    // Per subject, a page at a time.
+    let page = t.get(&format!("/v1/breaches/{id}/recipients?limit=4")).await;
+    let first = page["recipients"].as_array().unwrap().clone();
+    assert_eq!(first.len(), 4, "{page}");
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let page = t
+        .get(&format!("/v1/breaches/{id}/recipients?limit=4&cursor={cursor}"))
+        .await;
+    let rest = page["recipients"].as_array().unwrap().clone();
+    assert_eq!(rest.len(), 2, "{page}");
+    assert!(page.get("next_cursor").is_none());
+    let all: Vec<&Value> = first.iter().chain(rest.iter()).collect();
+    let s6 = all.iter().find(|r| r["subject"] == "s6").unwrap();
+    assert_eq!(s6["status"], "failed");
+    assert_eq!(s6["error"], "the subject has no email");
+    assert_eq!(all.iter().filter(|r| r["status"] == "sent").count(), 5);
+
+    // Once only.
+    let (status, _, body) = t
+        .request(
+            Method::POST,
+            &format!("/v1/breaches/{id}/notifications"),
+            &t.owner,
+            Some(json!({ "to": "subjects", "message": message })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // A PDPA s.25 notice through the relay, its message on the record.
+    let (status, _, body) = t
+        .request(
+            Method::PUT,
+            "/v1/subjects/s2/acquisition",
+            &t.owner,
+            Some(json!({ "source": "Partner Bank",
+                         "acquired_at": yinyom_core::time::rfc3339(yinyom_core::time::now() - H) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, a) = t
+        .request(
+            Method::POST,
+            "/v1/subjects/s2/acquisition/notice",
+            &t.owner,
+            Some(json!({ "method": "email", "message": {
+                "channel": "email", "subject": "Where we got your data",
+                "text": "Partner Bank gave us your email address on 3 December." } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert!(a["notified_at"].is_string() && a["message_id"].is_string(), "{a}");
+    assert!(
+        eventually(Duration::from_secs(10), || async { sink.received().len() == 6 }).await
+    );
+    let last = sink.received().pop().unwrap();
+    assert_eq!(last["to"], json!(["s2@example.com"]));
+    let path = format!("/v1/messages/{}", a["message_id"].as_str().unwrap());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            t.get(&path).await["status"] == "sent"
+        })
+        .await,
+        "{}",
+        t.get(&path).await
+    );
+    // s6 has no email: refused, nothing recorded.
+    t.request(
+        Method::PUT,
+        "/v1/subjects/s6/acquisition",
+        &t.owner,
+        Some(json!({ "source": "Partner Bank",
+                     "acquired_at": yinyom_core::time::rfc3339(yinyom_core::time::now() - H) })),
+    )
+    .await;
+    let (status, _, body) = t
+        .request(
+            Method::POST,
+            "/v1/subjects/s6/acquisition/notice",
+            &t.owner,
+            Some(json!({ "method": "email", "message": { "channel": "email", "text": "…" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
 on_every_backend!(
     breach_reminders_go_out_once_each_and_stop_once_the_regulator_is_told,
     request_and_s25_reminders_follow_the_tenants_hours,
+    breach_and_s25_notices_reach_each_subject_through_the_relay,
 );

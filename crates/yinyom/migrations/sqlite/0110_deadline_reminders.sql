@@ -16,3 +16,21 @@ CREATE TABLE deadline_reminders (
     PRIMARY KEY (tenant, kind, ref_id, reminder)
 );
 CREATE INDEX deadline_reminders_email ON deadline_reminders (email_status, created_at);
+
+-- The people affected by a breach, told through the relay (PDPA s.37(4),
+-- GDPR Art. 34): one row per subject, queued in batches by the leader;
+-- the delivery is the message's own status.
+CREATE TABLE breach_recipients (
+    tenant       TEXT NOT NULL REFERENCES tenants(id),
+    breach       TEXT NOT NULL,
+    subject_uid  TEXT NOT NULL,
+    status       TEXT NOT NULL,      -- pending, queued (see the message), failed (not queued: why)
+    message_id   TEXT,
+    error        TEXT,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant, breach, subject_uid)
+);
+CREATE INDEX breach_recipients_by_status ON breach_recipients (tenant, breach, status, subject_uid);
+
+-- A PDPA s.25 notice sent through the relay: its message.
+ALTER TABLE acquisitions ADD COLUMN message_id TEXT;

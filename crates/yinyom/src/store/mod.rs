@@ -408,6 +408,45 @@ pub trait Requests: Send + Sync {
         from: Micros,
         to: Micros,
     ) -> Result<Vec<(Micros, u64, Micros)>>;
+    /// Record people affected by a breach (by uid); how many were new.
+    async fn add_breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        uids: &[String],
+        at: Micros,
+    ) -> Result<u64>;
+    /// Up to `limit` of a breach's recipients not yet queued, by uid.
+    async fn pending_breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        limit: u32,
+    ) -> Result<Vec<String>>;
+    /// In one transaction: the messages queued (and their log's first
+    /// line), their recipients marked `queued`, and those that could not be
+    /// queued marked `failed` with the reason: (uid, error).
+    async fn queue_breach_messages(
+        &self,
+        tenant: &str,
+        breach: &str,
+        queued: &[MessageRow],
+        failed: &[(String, String)],
+    ) -> Result<()>;
+    /// A breach's recipients per status (a queued one's is its message's).
+    async fn breach_recipient_counts(
+        &self,
+        tenant: &str,
+        breach: &str,
+    ) -> Result<BTreeMap<String, u64>>;
+    /// A page of a breach's recipients, by uid after `after`.
+    async fn breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<BreachRecipient>>;
     async fn insert_breach(&self, b: &Breach) -> Result<()>;
     /// A tenant's breaches, the latest discovered first.
     async fn breaches(&self, tenant: Option<&str>) -> Result<Vec<Breach>>;
