@@ -220,7 +220,10 @@ async fn claim(
             .await?;
     }
     let (email_status, email_error) = if !send {
-        ("skipped", Some("a later reminder was due at once".to_string()))
+        (
+            "skipped",
+            Some("a later reminder was due at once".to_string()),
+        )
     } else if tenant.dpo.email.contains('@') {
         ("pending", None)
     } else {
@@ -289,15 +292,15 @@ pub async fn send_emails(app: &App) -> Result<u64, Problem> {
 fn email(r: &Reminder) -> (String, String) {
     let what_th = match r.kind.as_str() {
         "request" => format!("คำขอใช้สิทธิ {}", r.ref_id),
-        "breach" => format!("การแจ้งเหตุละเมิด {} ต่อสำนักงานคณะกรรมการฯ (72 ชั่วโมง)", r.ref_id),
+        "breach" => format!(
+            "การแจ้งเหตุละเมิด {} ต่อสำนักงานคณะกรรมการฯ (72 ชั่วโมง)",
+            r.ref_id
+        ),
         _ => format!("การแจ้งเจ้าของข้อมูลตามมาตรา 25 ({})", r.ref_id),
     };
     let what_en = match r.kind.as_str() {
         "request" => format!("rights request {}", r.ref_id),
-        "breach" => format!(
-            "notifying the regulator of breach {} (72 hours)",
-            r.ref_id
-        ),
+        "breach" => format!("notifying the regulator of breach {} (72 hours)", r.ref_id),
         _ => format!(
             "notices to subjects whose data came from third parties, PDPA s.25 ({})",
             r.ref_id

@@ -779,9 +779,8 @@ pub async fn send_staff_email(
     else {
         return Err("no email connector is configured".into());
     };
-    let (settings, secret, dkim_key) = open_connector(app, &row)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (settings, secret, dkim_key) =
+        open_connector(app, &row).await.map_err(|e| e.to_string())?;
     let Connector::Email {
         transport,
         from,

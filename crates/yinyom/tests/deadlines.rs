@@ -106,9 +106,17 @@ async fn breach_reminders_go_out_once_each_and_stop_once_the_regulator_is_told(b
     assert_eq!((r.reminders, r.missed), (0, 0));
     // 48 hours in (24 hours left): one reminder per breach, once.
     let r = run(&t, d + 48 * H + 60_000_000).await;
-    assert_eq!((r.reminders, r.missed, r.reminder_emails), (2, 0, 2), "{r:?}");
+    assert_eq!(
+        (r.reminders, r.missed, r.reminder_emails),
+        (2, 0, 2),
+        "{r:?}"
+    );
     let r = run(&t, d + 48 * H + 120_000_000).await;
-    assert_eq!((r.reminders, r.missed, r.reminder_emails), (0, 0, 0), "{r:?}");
+    assert_eq!(
+        (r.reminders, r.missed, r.reminder_emails),
+        (0, 0, 0),
+        "{r:?}"
+    );
 
     // The regulator is told of one: its reminders stop.
     let (status, _, body) = t
@@ -121,7 +129,11 @@ async fn breach_reminders_go_out_once_each_and_stop_once_the_regulator_is_told(b
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let r = run(&t, d + 66 * H + 60_000_000).await;
-    assert_eq!((r.reminders, r.missed), (1, 0), "6 hours left: the other only");
+    assert_eq!(
+        (r.reminders, r.missed),
+        (1, 0),
+        "6 hours left: the other only"
+    );
     let r = run(&t, d + 72 * H + 60_000_000).await;
     assert_eq!((r.reminders, r.missed), (0, 1), "the deadline passed");
     let r = run(&t, d + 80 * H).await;
@@ -131,10 +143,30 @@ async fn breach_reminders_go_out_once_each_and_stop_once_the_regulator_is_told(b
     let mut got = summary(&events);
     got.sort();
     let mut want = vec![
-        ("deadline.approaching".to_string(), "breach".to_string(), told.clone(), 24 * 3600 - 60),
-        ("deadline.approaching".into(), "breach".into(), silent.clone(), 24 * 3600 - 60),
-        ("deadline.approaching".into(), "breach".into(), silent.clone(), 6 * 3600 - 60),
-        ("deadline.missed".into(), "breach".into(), silent.clone(), -60),
+        (
+            "deadline.approaching".to_string(),
+            "breach".to_string(),
+            told.clone(),
+            24 * 3600 - 60,
+        ),
+        (
+            "deadline.approaching".into(),
+            "breach".into(),
+            silent.clone(),
+            24 * 3600 - 60,
+        ),
+        (
+            "deadline.approaching".into(),
+            "breach".into(),
+            silent.clone(),
+            6 * 3600 - 60,
+        ),
+        (
+            "deadline.missed".into(),
+            "breach".into(),
+            silent.clone(),
+            -60,
+        ),
     ];
     want.sort();
     assert_eq!(got, want);
@@ -148,7 +180,10 @@ async fn breach_reminders_go_out_once_each_and_stop_once_the_regulator_is_told(b
 
     // The DPO's emails, through the email connector: four.
     assert!(
-        eventually(Duration::from_secs(5), || async { sink.received().len() >= 4 }).await,
+        eventually(Duration::from_secs(5), || async {
+            sink.received().len() >= 4
+        })
+        .await,
         "{:?}",
         sink.received()
     );
@@ -267,7 +302,12 @@ async fn request_and_s25_reminders_follow_the_tenants_hours(backend: Backend) {
     // down) sends only the later one.
     let r = run(&t, due - 24 * H + 60_000_000).await;
     assert_eq!((r.reminders, r.missed), (1, 0), "{r:?}");
-    let reminders = t.app.store.reminders(&t.tenant, "request", &req_id).await.unwrap();
+    let reminders = t
+        .app
+        .store
+        .reminders(&t.tenant, "request", &req_id)
+        .await
+        .unwrap();
     let states: Vec<(&str, &str)> = reminders
         .iter()
         .map(|r| (r.reminder.as_str(), r.email_status.as_str()))
@@ -296,18 +336,39 @@ async fn request_and_s25_reminders_follow_the_tenants_hours(backend: Backend) {
     assert_eq!(
         summary(&events),
         vec![
-            ("deadline.approaching".to_string(), "notice".to_string(), format!("s25:{day}"), 72 * 3600),
-            ("deadline.approaching".into(), "notice".into(), format!("s25:{day}"), 24 * 3600),
-            ("deadline.approaching".into(), "request".into(), req_id.clone(), 24 * 3600 - 60),
+            (
+                "deadline.approaching".to_string(),
+                "notice".to_string(),
+                format!("s25:{day}"),
+                72 * 3600
+            ),
+            (
+                "deadline.approaching".into(),
+                "notice".into(),
+                format!("s25:{day}"),
+                24 * 3600
+            ),
+            (
+                "deadline.approaching".into(),
+                "request".into(),
+                req_id.clone(),
+                24 * 3600 - 60
+            ),
         ]
     );
     // No personal data: neither subject's id nor email is in an event.
     for e in &events {
         let text = e.to_string();
-        assert!(!text.contains("cust-") && !text.contains("example.com"), "{text}");
+        assert!(
+            !text.contains("cust-") && !text.contains("example.com"),
+            "{text}"
+        );
     }
     assert!(
-        eventually(Duration::from_secs(5), || async { sink.received().len() >= 3 }).await
+        eventually(Duration::from_secs(5), || async {
+            sink.received().len() >= 3
+        })
+        .await
     );
     let mails = sink.received();
     assert_eq!(mails.len(), 3, "{mails:?}");
@@ -397,7 +458,11 @@ async fn breach_and_s25_notices_reach_each_subject_through_the_relay(backend: Ba
     let v = t.get(&format!("/v1/breaches/{id}")).await;
     let n = &v["subject_notice"];
     assert_eq!(
-        (n["recipients"].clone(), n["pending"].clone(), n["queued"].clone()),
+        (
+            n["recipients"].clone(),
+            n["pending"].clone(),
+            n["queued"].clone()
+        ),
         (json!(6), json!(0), json!(0)),
         "{v}"
     );
@@ -410,7 +475,9 @@ async fn breach_and_s25_notices_reach_each_subject_through_the_relay(backend: Ba
     to.sort();
     assert_eq!(
         to,
-        (1..=5).map(|i| format!("s{i}@example.com")).collect::<Vec<_>>()
+        (1..=5)
+            .map(|i| format!("s{i}@example.com"))
+            .collect::<Vec<_>>()
     );
     assert!(mails.iter().all(|m| {
         let d = m["data"].as_str().unwrap();
@@ -418,12 +485,16 @@ async fn breach_and_s25_notices_reach_each_subject_through_the_relay(backend: Ba
     }));
 
     // Per subject, a page at a time.
-    let page = t.get(&format!("/v1/breaches/{id}/recipients?limit=4")).await;
+    let page = t
+        .get(&format!("/v1/breaches/{id}/recipients?limit=4"))
+        .await;
     let first = page["recipients"].as_array().unwrap().clone();
     assert_eq!(first.len(), 4, "{page}");
     let cursor = page["next_cursor"].as_str().unwrap();
     let page = t
-        .get(&format!("/v1/breaches/{id}/recipients?limit=4&cursor={cursor}"))
+        .get(&format!(
+            "/v1/breaches/{id}/recipients?limit=4&cursor={cursor}"
+        ))
         .await;
     let rest = page["recipients"].as_array().unwrap().clone();
     assert_eq!(rest.len(), 2, "{page}");
@@ -467,9 +538,15 @@ async fn breach_and_s25_notices_reach_each_subject_through_the_relay(backend: Ba
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{a}");
-    assert!(a["notified_at"].is_string() && a["message_id"].is_string(), "{a}");
     assert!(
-        eventually(Duration::from_secs(10), || async { sink.received().len() == 6 }).await
+        a["notified_at"].is_string() && a["message_id"].is_string(),
+        "{a}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sink.received().len() == 6
+        })
+        .await
     );
     let last = sink.received().pop().unwrap();
     assert_eq!(last["to"], json!(["s2@example.com"]));

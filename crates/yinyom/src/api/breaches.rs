@@ -386,10 +386,10 @@ fn push(app: &Arc<App>, tenant: &str) {
     let app = app.clone();
     let tenant = tenant.to_string();
     tokio::spawn(async move {
-        if matches!(app.store.lead().await, Ok(true)) {
-            if let Err(e) = crate::notices::queue_breaches(&app, &tenant).await {
-                tracing::warn!(error = %e.detail, "breach notices: queueing failed");
-            }
+        if matches!(app.store.lead().await, Ok(true))
+            && let Err(e) = crate::notices::queue_breaches(&app, &tenant).await
+        {
+            tracing::warn!(error = %e.detail, "breach notices: queueing failed");
         }
     });
 }

@@ -129,13 +129,20 @@ fn mailchimp(audience: Arc<Audience>) -> axum::Router {
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
         if let Some(code) = a.gate(&headers) {
-            return (code, axum::Json(serde_json::json!({"title": "unavailable"}))).into_response();
+            return (
+                code,
+                axum::Json(serde_json::json!({"title": "unavailable"})),
+            )
+                .into_response();
         }
         let known = a.members.lock().is_ok_and(|m| m.contains(&hash));
         if known {
             axum::Json(serde_json::json!({"id": hash, "status": "subscribed"})).into_response()
         } else {
-            (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"title": "Resource Not Found"})))
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({"title": "Resource Not Found"})),
+            )
                 .into_response()
         }
     }
@@ -182,7 +189,11 @@ async fn call(
     if !res.status().is_success() {
         let status = res.status();
         let body = axum::body::to_bytes(res.into_body(), 1 << 20).await?;
-        return Err(format!("{method} {path}: {status} {}", String::from_utf8_lossy(&body)).into());
+        return Err(format!(
+            "{method} {path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        )
+        .into());
     }
     Ok(())
 }

@@ -532,7 +532,12 @@ impl Requests for SqlStore {
         .map_err(unavailable)?;
         Ok(rows
             .iter()
-            .map(|r| (r.get::<String, _>("status"), r.get::<i64, _>("n").max(0) as u64))
+            .map(|r| {
+                (
+                    r.get::<String, _>("status"),
+                    r.get::<i64, _>("n").max(0) as u64,
+                )
+            })
             .collect())
     }
 
