@@ -10,7 +10,7 @@ use yinyom_core::purpose::Channel;
 use yinyom_core::time;
 
 /// Every event type, for filters.
-pub const TYPES: [&str; 12] = [
+pub const TYPES: [&str; 14] = [
     "consent.granted",
     "consent.denied",
     "consent.withdrawn",
@@ -23,6 +23,8 @@ pub const TYPES: [&str; 12] = [
     "subject.erased",
     "request.received",
     "request.completed",
+    "deadline.approaching",
+    "deadline.missed",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -35,7 +37,10 @@ pub struct ConsentEvent {
     /// `subject.restricted`, `subject.objected`, `subject.restriction_lifted`,
     /// `subject.objection_lifted` (`before` = `after`: no consent changed);
     /// `subject.erased` (purpose `*`, the last event of an erasure);
-    /// `request.received`, `request.completed` (purpose `*`, `request` set).
+    /// `request.received`, `request.completed` (purpose `*`, `request` set);
+    /// `deadline.approaching`, `deadline.missed` (purpose `*`, `deadline`
+    /// set; the subject is the tenant's `system:deadlines` pseudo-subject,
+    /// never a person).
     #[serde(rename = "type")]
     pub kind: String,
     pub tenant: String,
@@ -61,6 +66,41 @@ pub struct ConsentEvent {
     /// system finished, so the outcomes are final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systems: Option<Vec<SystemOutcome>>,
+    /// `deadline.*`: which deadline, when it is due, how long is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DeadlineRef>,
+}
+
+/// The deadline a `deadline.approaching` / `deadline.missed` event is about.
+/// No personal data: ids and times only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeadlineRef {
+    /// `request` (a rights request), `breach` (the 72 hours to the
+    /// regulator) or `notice` (PDPA s.25 notices due on one day).
+    pub kind: String,
+    /// The request's or breach's id; for `notice`, `s25:<YYYY-MM-DD>`.
+    pub id: String,
+    pub due_at: String,
+    /// Seconds left when the event was written (negative: overdue).
+    pub remaining: i64,
+}
+
+/// The actor of a deadline event's ledger entry.
+pub fn deadline_actor(kind: &str, id: &str, due_at: time::Micros) -> String {
+    format!("deadline:{kind}:{id}:{due_at}")
+}
+
+fn deadline_of(actor: &str, occurred_at: time::Micros) -> Option<DeadlineRef> {
+    let rest = actor.strip_prefix("deadline:")?;
+    let (kind, rest) = rest.split_once(':')?;
+    let (id, due) = rest.rsplit_once(':')?;
+    let due: time::Micros = due.parse().ok()?;
+    Some(DeadlineRef {
+        kind: kind.to_string(),
+        id: id.to_string(),
+        due_at: time::rfc3339(due),
+        remaining: (due - occurred_at).div_euclid(1_000_000),
+    })
 }
 
 /// One connected system's part in carrying out a request.
@@ -97,6 +137,8 @@ pub fn kind(action: Action) -> &'static str {
         Action::EraseSubject => TYPES[9],
         Action::RequestReceived => TYPES[10],
         Action::RequestCompleted => TYPES[11],
+        Action::DeadlineApproaching => TYPES[12],
+        Action::DeadlineMissed => TYPES[13],
     }
 }
 
@@ -131,6 +173,12 @@ impl ConsentEvent {
             recorded_at: time::rfc3339(b.recorded_at),
             request: b.actor.strip_prefix("request:").map(str::to_string),
             systems: (b.action == Action::EraseSubject).then(Vec::new),
+            deadline: matches!(
+                b.action,
+                Action::DeadlineApproaching | Action::DeadlineMissed
+            )
+            .then(|| deadline_of(&b.actor, b.occurred_at))
+            .flatten(),
         }
     }
 }

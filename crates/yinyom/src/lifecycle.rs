@@ -15,10 +15,16 @@
 //!   (PDPA s.34: kept instead of erased) or with an open rights request are
 //!   left alone.
 //!
-//! - **deadlines**: a warning for every breach whose 72-hour deadline to
-//!   notify the regulator passed without a notification, and for every
+//! - **deadlines**: reminders to the DPO before every deadline (rights
+//!   requests, a breach's 72 hours, PDPA s.25 notices) by email and a
+//!   `deadline.approaching` event, and `deadline.missed` when one passes
+//!   (`deadlines.rs`); and a warning in the log for every breach whose
+//!   72-hour deadline passed without a notification, and for every
 //!   subject whose data came from a third party and who was not told
 //!   within 30 days (PDPA s.25).
+//!
+//! - **breach notices**: the notices to the people affected by a breach
+//!   are queued to the relay in batches (`notices.rs`).
 //!
 //! - **stored responses**: the responses kept for idempotent requests are
 //!   forgotten [`IDEMPOTENCY_TTL`] (24 h) after they were written, oldest
@@ -62,6 +68,14 @@ pub struct Report {
     pub checkpoints: u64,
     /// Stored responses of idempotent requests past [`IDEMPOTENCY_TTL`].
     pub responses_expired: u64,
+    /// Reminders of deadlines that went out (`deadline.approaching`).
+    pub reminders: u64,
+    /// Deadlines that passed unmet (`deadline.missed`).
+    pub missed: u64,
+    /// Reminder emails sent to DPOs.
+    pub reminder_emails: u64,
+    /// Breach notices queued to the people affected (`notices.rs`).
+    pub notices_queued: u64,
 }
 
 pub async fn run(app: Weak<App>, every: Duration) {
@@ -128,6 +142,10 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
         if crate::checkpoint::make_if_grown(app.store.as_ref(), &app.signer, &t.id).await? {
             report.checkpoints += 1;
         }
+        report.notices_queued += crate::notices::queue_breaches(app, &t.id).await?;
+        let c = crate::deadlines::run(app, &t, now).await?;
+        report.reminders += c.approaching;
+        report.missed += c.missed;
         let mut after: Option<(Micros, String)> = None;
         loop {
             let page = app
@@ -158,6 +176,7 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
             report.breaches_overdue += 1;
         }
     }
+    report.reminder_emails = crate::deadlines::send_emails(app).await?;
     Ok(report)
 }
 

@@ -49,6 +49,8 @@ fn rules() -> BTreeMap<&'static str, Rule> {
         ("POST /v1/breaches", MANAGERS),
         ("GET /v1/breaches/{id}", STAFF),
         ("POST /v1/breaches/{id}/notifications", MANAGERS),
+        ("GET /v1/breaches/{id}/recipients", STAFF),
+        ("POST /v1/breaches/{id}/recipients", MANAGERS),
         ("GET /v1/connectors", STAFF),
         ("PUT /v1/connectors/{channel}", MANAGERS),
         ("POST /v1/consents", EVERYONE),
@@ -279,6 +281,7 @@ fn body_for(method: &str, path: &str) -> Value {
         }
         o if o.ends_with("/acquisition/notice") => json!({ "method": "email" }),
         o if o.ends_with("/notifications") => json!({ "to": "regulator" }),
+        o if o.ends_with("/recipients") => json!({ "subjects": ["cust-1"] }),
         o if o.ends_with("/verification") => json!({ "channel": "email" }),
         o if o.ends_with("/verification/confirm") => json!({ "code": "123456" }),
         o if o.ends_with("/actions") => json!({ "action": "verify" }),

@@ -76,7 +76,8 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         systems::create, systems::list, systems::get, systems::put, systems::delete, systems::test,
         systems::categories, systems::plan, systems::confirm, systems::propagation,
         hooks::create, hooks::list, hooks::get, hooks::put, hooks::delete, hooks::reply,
-        breaches::create, breaches::list, breaches::get, breaches::notify, ropa::export,
+        breaches::create, breaches::list, breaches::get, breaches::notify,
+        breaches::add_recipients, breaches::recipients, ropa::export,
         acquisitions::put, acquisitions::notice, acquisitions::list,
         healthz, readyz, jwks,
         crate::web::sdk::config, crate::web::sdk::record, crate::web::tcf::vendor_list,
@@ -233,6 +234,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/breaches", post(breaches::create).get(breaches::list))
         .route("/v1/breaches/{id}", get(breaches::get))
         .route("/v1/breaches/{id}/notifications", post(breaches::notify))
+        .route(
+            "/v1/breaches/{id}/recipients",
+            post(breaches::add_recipients).get(breaches::recipients),
+        )
         .route("/v1/records-of-processing", get(ropa::export))
         .route("/v1/subjects/{id}/acquisition", put(acquisitions::put))
         .route(

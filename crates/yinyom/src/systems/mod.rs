@@ -59,6 +59,11 @@ pub struct Systems {
     pub wake: Arc<tokio::sync::Notify>,
     /// Wakes the request hooks' task (`crate::hooks`) when calls are made.
     pub hooks_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the consent propagation loop when propagations are created
+    /// (its own: `notify_one` wakes a single waiter, and a job must never
+    /// wait for the jobs loop's 500 ms poll because the propagation loop
+    /// took its wake-up).
+    pub propagate_wake: Arc<tokio::sync::Notify>,
     pub config: SystemsConfig,
     /// The guarded HTTP client of connectors, and their OAuth2 tokens.
     pub http: http::Http,
@@ -114,6 +119,7 @@ impl Systems {
             pools: Default::default(),
             wake: Default::default(),
             hooks_wake: Default::default(),
+            propagate_wake: Default::default(),
             http: http::Http::new(config.http.clone()),
             health: Default::default(),
             config,
@@ -1084,11 +1090,14 @@ const PER_SYSTEM: usize = 4;
 /// The background task (leader only): carries out due jobs and consent
 /// propagations, retries failures with backoff.
 pub async fn run(app: Weak<App>) {
-    let Some(wake) = app.upgrade().map(|a| a.systems.wake.clone()) else {
+    let Some((wake, propagate_wake)) = app
+        .upgrade()
+        .map(|a| (a.systems.wake.clone(), a.systems.propagate_wake.clone()))
+    else {
         return;
     };
     // Consent propagation in a loop of its own: it never delays requests.
-    tokio::spawn(propagate::run(app.clone(), wake.clone()));
+    tokio::spawn(propagate::run(app.clone(), propagate_wake));
     // Request hooks' calls too, through the same guarded client.
     tokio::spawn(crate::hooks::run(app.clone()));
     loop {
