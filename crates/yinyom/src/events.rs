@@ -144,11 +144,11 @@ pub fn kind(action: Action) -> &'static str {
 
 /// Whether an event passes a filter of purposes (empty: all). An event of
 /// every purpose (`*`: a restriction, an objection, an erasure) concerns
-/// each; a rights request's own events concern none in particular, so a
-/// purpose filter leaves them out.
+/// each; a rights request's own events and deadline reminders concern none
+/// in particular, so a purpose filter leaves them out.
 pub fn for_purposes(purposes: &[String], kind: &str, purpose: &str) -> bool {
     purposes.is_empty()
-        || (purpose == "*" && !kind.starts_with("request."))
+        || (purpose == "*" && !kind.starts_with("request.") && !kind.starts_with("deadline."))
         || purposes.iter().any(|p| p == purpose)
 }
 
