@@ -43,6 +43,13 @@ pub enum Action {
     /// and carried as `request.received` / `request.completed`; no state.
     RequestReceived,
     RequestCompleted,
+    /// A deadline (a rights request's, a breach's 72 hours to the
+    /// regulator, PDPA s.25 notices) comes near / passed unmet (purpose
+    /// `*`, actor `deadline:<kind>:<id>:<due_at>`, on the tenant's
+    /// `system:deadlines` subject): carried as `deadline.approaching` /
+    /// `deadline.missed`; no state.
+    DeadlineApproaching,
+    DeadlineMissed,
 }
 
 impl Action {
@@ -55,7 +62,7 @@ impl Action {
         Self::LiftRestriction,
         Self::LiftObjection,
     ];
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 14] = [
         Self::Grant,
         Self::Deny,
         Self::Withdraw,
@@ -68,6 +75,8 @@ impl Action {
         Self::EraseSubject,
         Self::RequestReceived,
         Self::RequestCompleted,
+        Self::DeadlineApproaching,
+        Self::DeadlineMissed,
     ];
 
     /// The consent state this action sets; none for flag changes.
@@ -84,7 +93,9 @@ impl Action {
             | Self::LiftObjection
             | Self::EraseSubject
             | Self::RequestReceived
-            | Self::RequestCompleted => None,
+            | Self::RequestCompleted
+            | Self::DeadlineApproaching
+            | Self::DeadlineMissed => None,
         }
     }
 
@@ -106,6 +117,8 @@ impl Action {
             Self::EraseSubject => "erase_subject",
             Self::RequestReceived => "request_received",
             Self::RequestCompleted => "request_completed",
+            Self::DeadlineApproaching => "deadline_approaching",
+            Self::DeadlineMissed => "deadline_missed",
         }
     }
 

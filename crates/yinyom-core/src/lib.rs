@@ -10,6 +10,7 @@ pub mod breach;
 pub mod consent;
 pub mod contact;
 pub mod decision;
+pub mod hooks;
 pub mod ledger;
 pub mod merkle;
 pub mod notice;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::consent::Action;
 use crate::ledger::{LedgerEntry, hash_entry};
 use crate::merkle::{self, Hash};
-use crate::receipt::verify_with_jwks;
+use crate::receipt::{ReceiptView, verify_with_jwks};
 
 /// What a checkpoint's `typ` claim says.
 pub const CHECKPOINT_TYPE: &str = "yinyom-checkpoint/1";
@@ -125,22 +125,12 @@ pub fn verify_receipt(
     jwks: &serde_json::Value,
 ) -> Result<Verified, String> {
     let claims = verify_with_jwks(receipt_jws, jwks).map_err(|e| format!("receipt: {e}"))?;
-    let receipt_id = claims["consentReceiptID"]
-        .as_str()
-        .or_else(|| claims["jti"].as_str())
-        .ok_or("receipt: no consentReceiptID")?
-        .to_string();
-    let purposes: Vec<String> = claims["services"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|s| s["service"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let view = ReceiptView::of(&claims)?;
+    let receipt_id = view.id.clone();
+    let purposes = view.granted.clone();
     let mut verified = Verified {
         receipt_id: receipt_id.clone(),
-        issuer: claims["iss"].as_str().unwrap_or_default().to_string(),
+        issuer: view.issuer.clone(),
         purposes: purposes.clone(),
         withdrawn: Vec::new(),
         checkpoint: None,
@@ -171,14 +161,7 @@ pub fn verify_receipt(
     if proof.entries.is_empty() {
         return Err("proof: no ledger entry carries the receipt".into());
     }
-    let withdrawn: Vec<String> = claims["withdrawn"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|s| s["service"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let withdrawn = view.withdrawn;
     let mut granted = Vec::new();
     let mut withdrawals = Vec::new();
     for e in &proof.entries {

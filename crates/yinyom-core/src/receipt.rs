@@ -1,101 +1,397 @@
-//! Signed consent receipts: what the subject keeps as proof of a grant.
+//! Signed consent receipts: what the subject keeps as proof of a choice.
 //!
-//! Fields follow the Kantara Consent Receipt Specification v1.1 (the
-//! vocabulary ISO/IEC TS 27560 builds on), plus the lawful basis and the
-//! notice version and hash. The ledger entries of the grants carry the
-//! receipt's id (`consentReceiptID`), so the hash chain vouches for it. Receipts
-//! are JWS compact serialisations signed with Ed25519 (`alg: EdDSA`), so any
-//! JOSE library verifies them with the key published at
-//! `/.well-known/jwks.json`.
+//! The claims follow ISO/IEC TS 27560:2023 (consent record information
+//! structure) as the W3C DPV community group's guide implements it
+//! (`https://w3id.org/dpv/guides/consent-27560`): a `dpv:ConsentReceipt`
+//! carrying `dpv:ConsentRecord`s, each with its processing (purposes,
+//! personal data, lawful basis, storage, controller, jurisdiction, how to
+//! withdraw), its parties and its consent event (`dpv:ConsentGiven` or
+//! `dpv:ConsentWithdrawn`: a withdrawal gets a receipt too). The JWT
+//! registered claims (`iss`, `iat`, `jti`) sit beside them, so generic JOSE
+//! tooling reads them. The ledger entries of the request carry the
+//! receipt's id, so the hash chain vouches for it. Receipts are JWS compact
+//! serialisations signed with Ed25519 (`alg: EdDSA`), verifiable with the
+//! key published at `/.well-known/jwks.json`.
+//!
+//! Receipts issued before 27560 used the Kantara Consent Receipt v1.1 shape
+//! (`consentReceiptID`, `services`, `piiPrincipalId`); [`ReceiptView`]
+//! reads both, so old receipts keep verifying.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::{Signer, SigningKey, Verifier as _, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::notice::NoticeRef;
+use crate::purpose::{LawfulBasis, Sensitivity};
+use crate::time::{self, Micros};
 
-pub const KANTARA_VERSION: &str = "KI-CR-v1.1.0";
+/// `dct:conformsTo` of a receipt and of each record in it.
+pub const RECEIPT_PROFILE: &str = "https://w3id.org/dpv/schema/dpv-27560#receipt";
+pub const RECORD_PROFILE: &str = "https://w3id.org/dpv/schema/dpv-27560#record";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The controller (the tenant) and its privacy contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Controller {
-    pub pii_controller: String,
+    /// A stable id (`urn:yinyom:tenant:<id>`).
+    pub id: String,
+    pub name: String,
+    /// The DPO (or privacy contact) by name, email, phone and address.
     pub contact: String,
     pub email: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServicePurpose {
-    /// The purpose's name, in the receipt's language.
+/// A personal-data category a purpose processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    pub name: String,
+    pub sensitivity: Sensitivity,
+}
+
+/// One choice the receipt attests: a purpose (and channel) granted or
+/// withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The purpose key.
     pub purpose: String,
-    pub purpose_category: Vec<String>,
-    /// `EXPLICIT`: every grant is an affirmative act recorded with evidence.
-    pub consent_type: String,
-    pub pii_category: Vec<String>,
-    pub primary_purpose: bool,
-    pub termination: String,
-    pub third_party_disclosure: bool,
-    pub lawful_basis: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The purpose's name in the receipt's language.
+    pub name: String,
     pub channel: Option<String>,
+    /// Granted (`dpv:ConsentGiven`) or withdrawn (`dpv:ConsentWithdrawn`).
+    pub given: bool,
+    pub basis: LawfulBasis,
+    pub categories: Vec<Category>,
+    pub retention_days: u32,
+    /// How long a grant stays valid; none: until withdrawn.
+    pub validity_days: Option<u32>,
+    pub recipients: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Service {
-    /// The purpose key.
-    pub service: String,
-    pub purposes: Vec<ServicePurpose>,
-}
-
-/// A purpose (and channel) withdrawn.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Withdrawn {
-    /// The purpose key.
-    pub service: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-}
-
-/// The receipt's claims (the JWS payload).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Receipt {
-    pub version: String,
-    pub jurisdiction: String,
-    /// Seconds since the epoch, as Kantara specifies.
-    pub consent_timestamp: i64,
-    pub collection_method: String,
-    #[serde(rename = "consentReceiptID")]
-    pub consent_receipt_id: String,
+/// Everything a receipt states, in plain Rust; [`ReceiptInput::claims`]
+/// turns it into the signed JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptInput {
+    pub id: String,
+    /// `iss`: `urn:yinyom:tenant:<id>`.
+    pub issuer: String,
+    pub issued_at: Micros,
+    /// When the subject made the choice.
+    pub occurred_at: Micros,
+    /// The subject's id at the controller (an erased subject's receipts
+    /// are signed again with a pseudonym).
+    pub subject: String,
+    /// `th` or `en`.
     pub language: String,
-    pub pii_principal_id: String,
-    pub pii_controllers: Vec<Controller>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `TH`, `EU`, …
+    pub jurisdictions: Vec<String>,
+    pub controller: Controller,
     pub policy_url: Option<String>,
-    pub services: Vec<Service>,
-    pub sensitive: bool,
-    pub spi_cat: Vec<String>,
-    /// The notice the grants answer; absent on a receipt of withdrawals
-    /// only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The notice the grants answer (absent on withdrawals only).
     pub notice: Option<NoticeRef>,
-    /// Purposes withdrawn by the same request: a withdrawal gets a receipt
-    /// too, so the subject can prove they said no.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub withdrawn: Vec<Withdrawn>,
-    /// JWT registered claims, so generic JOSE tooling reads them.
-    pub iss: String,
-    pub iat: i64,
-    pub jti: String,
+    pub notice_url: Option<String>,
+    /// How the choice was collected: the request's source (`web`,
+    /// `banner`, `call-center`, …).
+    pub method: String,
+    /// A parent or guardian gave it (PDPA s.20, GDPR Art. 8).
+    pub by_guardian: bool,
+    pub choices: Vec<Choice>,
+}
+
+fn basis_iri(basis: LawfulBasis) -> &'static str {
+    match basis {
+        LawfulBasis::Consent => "dpv:Consent",
+        LawfulBasis::Contract => "dpv:Contract",
+        LawfulBasis::LegalObligation => "dpv:LegalObligation",
+        LawfulBasis::VitalInterest => "dpv:VitalInterest",
+        LawfulBasis::PublicTask => "dpv:PublicInterest",
+        LawfulBasis::LegitimateInterest => "dpv:LegitimateInterest",
+        LawfulBasis::ResearchStatistics => "dpv:LegalBasis",
+    }
+}
+
+fn days(d: u32) -> String {
+    format!("P{d}D")
+}
+
+impl ReceiptInput {
+    /// The JWS payload: a DPV-27560 consent receipt with one consent
+    /// record per kind of event (the grants, the withdrawals).
+    pub fn claims(&self) -> Value {
+        let controller = &self.controller;
+        let mut contact = vec![json!({
+            "@type": "schema:ContactPoint",
+            "schema:name": controller.contact,
+            "schema:email": controller.email,
+        })];
+        if let Some(phone) = &controller.phone {
+            contact[0]["schema:telephone"] = json!(phone);
+        }
+        if let Some(address) = &controller.address {
+            contact.push(json!({"@type": "schema:PostalAddress", "schema:streetAddress": address}));
+        }
+        let mut entity = json!({
+            "@id": controller.id,
+            "@type": ["dpv:Organisation", "dpv:DataController"],
+            "dpv:hasIdentifier": controller.id,
+            "dpv:hasName": controller.name,
+            "schema:contactPoint": contact,
+        });
+        if let Some(url) = &self.policy_url {
+            entity["schema:url"] = json!(url);
+        }
+        let jurisdictions: Vec<String> = self
+            .jurisdictions
+            .iter()
+            .map(|j| format!("loc:{j}"))
+            .collect();
+        let gdpr = self.jurisdictions.iter().any(|j| j == "EU");
+        let withdraw = {
+            let mut w = json!({
+                "@type": "dpv:WithdrawConsent",
+                "dct:description": "Withdraw at any time, as easily as it was given: in the \
+                    preference center, the website's privacy settings, or by writing to the \
+                    contact point of the controller.",
+            });
+            w["dpv:isExercisedAt"] = json!(
+                self.policy_url
+                    .clone()
+                    .unwrap_or_else(|| format!("mailto:{}", controller.email))
+            );
+            w
+        };
+        let notice = self.notice.as_ref().map(|n| {
+            let mut v = json!({
+                "@type": "dpv:ConsentNotice",
+                "dct:identifier": n.key,
+                "dct:hasVersion": n.version,
+                "schema:sha256": n.hash,
+                "dct:language": self.language,
+            });
+            if let Some(url) = &self.notice_url {
+                v["@id"] = json!(url);
+            }
+            v
+        });
+        let at = time::rfc3339(self.occurred_at);
+        let by = if self.by_guardian {
+            "dpv:ParentOfDataSubject"
+        } else {
+            "dpv:DataSubject"
+        };
+        let records: Vec<Value> = [true, false]
+            .into_iter()
+            .filter_map(|given| {
+                let choices: Vec<&Choice> =
+                    self.choices.iter().filter(|c| c.given == given).collect();
+                if choices.is_empty() {
+                    return None;
+                }
+                let processes: Vec<Value> = choices
+                    .iter()
+                    .map(|c| {
+                        let mut bases = vec![json!(basis_iri(c.basis))];
+                        let sensitive = c
+                            .categories
+                            .iter()
+                            .any(|k| k.sensitivity == Sensitivity::Sensitive);
+                        if gdpr && c.basis == LawfulBasis::Consent {
+                            bases.push(json!(if sensitive {
+                                "eu-gdpr:A9-2-a"
+                            } else {
+                                "eu-gdpr:A6-1-a"
+                            }));
+                        }
+                        let data: Vec<Value> = c
+                            .categories
+                            .iter()
+                            .map(|k| {
+                                json!({
+                                    "@type": if k.sensitivity == Sensitivity::Sensitive {
+                                        json!(["dpv:PersonalData", "dpv:SensitivePersonalData"])
+                                    } else {
+                                        json!("dpv:PersonalData")
+                                    },
+                                    "dct:title": k.name,
+                                })
+                            })
+                            .collect();
+                        let mut p = json!({
+                            "@type": "dpv:Process",
+                            "dpv:hasPurpose": {
+                                "@type": "dpv:Purpose",
+                                "dct:identifier": c.purpose,
+                                "dct:title": c.name,
+                            },
+                            "dpv:hasLegalBasis": bases,
+                            "dpv:hasPersonalData": data,
+                            "dpv:hasDataController": controller.id,
+                            "dpv:hasJurisdiction": jurisdictions,
+                            "dpv:hasStorageCondition": [{
+                                "@type": "dpv:StorageDuration",
+                                "dpv:hasDuration": days(c.retention_days),
+                            }],
+                            "dpv:hasConsentControl": withdraw,
+                        });
+                        if let Some(channel) = &c.channel {
+                            p["yinyom:channel"] = json!(channel);
+                        }
+                        if !c.recipients.is_empty() {
+                            p["dpv:hasRecipient"] = json!(c.recipients);
+                        }
+                        p
+                    })
+                    .collect();
+                let mut status = json!({
+                    "@type": if given {
+                        json!(["dpv:ConsentGiven", "dpv:ExplicitlyExpressedConsent"])
+                    } else {
+                        json!("dpv:ConsentWithdrawn")
+                    },
+                    "dpv:isIndicatedBy": by,
+                    "dpv:isIndicatedAtTime": at,
+                    "dpv:hasIndicationMethod": self.method,
+                });
+                if given {
+                    // One validity for the record: the shortest of its
+                    // purposes (each purpose's own is in its process).
+                    let validity = choices.iter().filter_map(|c| c.validity_days).min();
+                    status["dpv:hasDuration"] = match validity {
+                        Some(d) => json!({"@type": "dpv:TemporalDuration", "rdf:value": days(d)}),
+                        None => json!({
+                            "@type": "dpv:UntilEventDuration",
+                            "dct:description": "until withdrawn",
+                        }),
+                    };
+                }
+                let mut record = json!({
+                    "@type": "dpv:ConsentRecord",
+                    "dct:conformsTo": RECORD_PROFILE,
+                    "dct:identifier": format!("{}/{}", self.id, if given { "given" } else { "withdrawn" }),
+                    "dct:language": self.language,
+                    "dpv:hasDataSubject": {"@type": "dpv:DataSubject", "dct:identifier": self.subject},
+                    "dpv:hasProcess": processes,
+                    "dpv:hasEntity": [entity.clone()],
+                    "dpv:hasConsentStatus": [status],
+                });
+                if let Some(n) = &notice {
+                    record["dpv:hasNotice"] = n.clone();
+                }
+                Some(record)
+            })
+            .collect();
+        json!({
+            "@context": {
+                "dpv": "https://w3id.org/dpv#",
+                "dct": "http://purl.org/dc/terms/",
+                "schema": "https://schema.org/",
+                "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+                "loc": "https://w3id.org/dpv/loc#",
+                "eu-gdpr": "https://w3id.org/dpv/legal/eu/gdpr#",
+                "yinyom": "urn:yinyom:ns:",
+            },
+            "@type": "dpv:ConsentReceipt",
+            "dct:conformsTo": RECEIPT_PROFILE,
+            "dct:identifier": self.id,
+            "dct:created": time::rfc3339(self.issued_at),
+            "dct:publisher": controller.id,
+            "dct:audience": "dpv:DataSubject",
+            "dpv:hasRecordOfActivity": records,
+            "iss": self.issuer,
+            "iat": self.issued_at.div_euclid(1_000_000),
+            "jti": self.id,
+        })
+    }
+}
+
+/// What a verifier needs from a receipt's claims, in either shape (ISO/IEC
+/// TS 27560 or the earlier Kantara v1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReceiptView {
+    pub id: String,
+    pub issuer: String,
+    /// The subject's id as the receipt states it.
+    pub subject: String,
+    /// Purpose keys granted.
+    pub granted: Vec<String>,
+    /// Purpose keys withdrawn.
+    pub withdrawn: Vec<String>,
+}
+
+impl ReceiptView {
+    pub fn of(claims: &Value) -> Result<ReceiptView, String> {
+        let id = claims["dct:identifier"]
+            .as_str()
+            .or_else(|| claims["consentReceiptID"].as_str())
+            .or_else(|| claims["jti"].as_str())
+            .ok_or("receipt: no identifier (dct:identifier)")?
+            .to_string();
+        let issuer = claims["iss"].as_str().unwrap_or_default().to_string();
+        let keys = |v: &Value, field: &str| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s[field].as_str().map(str::to_string))
+                .collect()
+        };
+        if let Some(records) = claims["dpv:hasRecordOfActivity"].as_array() {
+            let mut view = ReceiptView {
+                id,
+                issuer,
+                ..ReceiptView::default()
+            };
+            for r in records {
+                let status = &r["dpv:hasConsentStatus"][0]["@type"];
+                let given = status == "dpv:ConsentGiven"
+                    || status
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|t| t == "dpv:ConsentGiven"));
+                let purposes = r["dpv:hasProcess"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["dpv:hasPurpose"]["dct:identifier"].as_str())
+                    .map(str::to_string);
+                if given {
+                    view.granted.extend(purposes);
+                } else {
+                    view.withdrawn.extend(purposes);
+                }
+                if let Some(s) = r["dpv:hasDataSubject"]["dct:identifier"].as_str() {
+                    view.subject = s.to_string();
+                }
+            }
+            return Ok(view);
+        }
+        Ok(ReceiptView {
+            id,
+            issuer,
+            subject: claims["piiPrincipalId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            granted: keys(&claims["services"], "service"),
+            withdrawn: keys(&claims["withdrawn"], "service"),
+        })
+    }
+}
+
+/// The same claims naming another subject (an erased subject's pseudonym),
+/// in either shape.
+pub fn with_subject(claims: &mut Value, subject: &str) {
+    if let Some(records) = claims
+        .get_mut("dpv:hasRecordOfActivity")
+        .and_then(Value::as_array_mut)
+    {
+        for r in records {
+            r["dpv:hasDataSubject"]["dct:identifier"] = json!(subject);
+        }
+    } else if let Some(c) = claims.as_object_mut() {
+        c.insert("piiPrincipalId".into(), json!(subject));
+    }
 }
 
 /// An Ed25519 receipt-signing key.
@@ -238,5 +534,130 @@ mod tests {
         let other = ReceiptKey::from_secret([8; 32]);
         let other_set = serde_json::json!({"keys": [other.jwk()]});
         assert!(verify_with_jwks(&jws, &other_set).is_err());
+    }
+
+    fn input() -> ReceiptInput {
+        let choice = |purpose: &str, given: bool, validity: Option<u32>| Choice {
+            purpose: purpose.into(),
+            name: format!("{purpose} name"),
+            channel: Some("email".into()),
+            given,
+            basis: LawfulBasis::Consent,
+            categories: vec![
+                Category {
+                    name: "contact".into(),
+                    sensitivity: Sensitivity::General,
+                },
+                Category {
+                    name: "health".into(),
+                    sensitivity: Sensitivity::Sensitive,
+                },
+            ],
+            retention_days: 365,
+            validity_days: validity,
+            recipients: vec!["Mailer Co.".into()],
+        };
+        ReceiptInput {
+            id: "0190-r".into(),
+            issuer: "urn:yinyom:tenant:acme".into(),
+            issued_at: 1_700_000_001_000_000,
+            occurred_at: 1_700_000_000_000_000,
+            subject: "cust-42".into(),
+            language: "th".into(),
+            jurisdictions: vec!["TH".into(), "EU".into()],
+            controller: Controller {
+                id: "urn:yinyom:tenant:acme".into(),
+                name: "Acme".into(),
+                contact: "DPO".into(),
+                email: "dpo@acme.example".into(),
+                phone: None,
+                address: Some("1 Silom Rd, Bangkok".into()),
+            },
+            policy_url: Some("https://acme.example/privacy".into()),
+            notice: Some(NoticeRef {
+                key: "marketing".into(),
+                version: 3,
+                hash: "ab".into(),
+            }),
+            notice_url: None,
+            method: "web".into(),
+            by_guardian: false,
+            choices: vec![
+                choice("marketing", true, Some(730)),
+                choice("analytics", true, None),
+                choice("profiling", false, None),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_27560_receipt_states_each_choice_and_reads_back() {
+        let claims = input().claims();
+        assert_eq!(claims["@type"], "dpv:ConsentReceipt");
+        assert_eq!(claims["dct:conformsTo"], RECEIPT_PROFILE);
+        assert_eq!(claims["dct:identifier"], claims["jti"]);
+        let records = claims["dpv:hasRecordOfActivity"].as_array().unwrap();
+        assert_eq!(records.len(), 2, "one record of grants, one of withdrawals");
+        let given = &records[0];
+        assert_eq!(given["dct:conformsTo"], RECORD_PROFILE);
+        assert_eq!(given["dpv:hasDataSubject"]["dct:identifier"], "cust-42");
+        assert_eq!(given["dpv:hasNotice"]["dct:hasVersion"], 3);
+        let status = &given["dpv:hasConsentStatus"][0];
+        assert_eq!(status["@type"][0], "dpv:ConsentGiven");
+        assert_eq!(status["dpv:isIndicatedAtTime"], "2023-11-14T22:13:20Z");
+        assert_eq!(status["dpv:hasDuration"]["rdf:value"], "P730D");
+        let process = &given["dpv:hasProcess"][0];
+        assert_eq!(
+            process["dpv:hasLegalBasis"],
+            json!(["dpv:Consent", "eu-gdpr:A9-2-a"])
+        );
+        assert_eq!(
+            process["dpv:hasPersonalData"][1]["@type"][1],
+            "dpv:SensitivePersonalData"
+        );
+        assert_eq!(
+            process["dpv:hasStorageCondition"][0]["dpv:hasDuration"],
+            "P365D"
+        );
+        assert_eq!(
+            process["dpv:hasConsentControl"]["@type"],
+            "dpv:WithdrawConsent"
+        );
+        assert_eq!(process["yinyom:channel"], "email");
+        assert_eq!(
+            records[1]["dpv:hasConsentStatus"][0]["@type"],
+            "dpv:ConsentWithdrawn"
+        );
+        let view = ReceiptView::of(&claims).unwrap();
+        assert_eq!(view.id, "0190-r");
+        assert_eq!(view.subject, "cust-42");
+        assert_eq!(view.granted, ["marketing", "analytics"]);
+        assert_eq!(view.withdrawn, ["profiling"]);
+
+        let mut renamed = claims.clone();
+        with_subject(&mut renamed, "erased:xyz");
+        assert_eq!(ReceiptView::of(&renamed).unwrap().subject, "erased:xyz");
+        assert!(!renamed.to_string().contains("cust-42"));
+    }
+
+    #[test]
+    fn kantara_receipts_issued_before_still_read() {
+        let old = json!({
+            "version": "KI-CR-v1.1.0", "consentReceiptID": "old-1", "iss": "urn:x",
+            "piiPrincipalId": "cust-1", "services": [{"service": "marketing"}],
+            "withdrawn": [{"service": "sms"}], "jti": "old-1",
+        });
+        let view = ReceiptView::of(&old).unwrap();
+        assert_eq!(
+            (view.id.as_str(), view.subject.as_str()),
+            ("old-1", "cust-1")
+        );
+        assert_eq!(
+            (view.granted, view.withdrawn),
+            (vec!["marketing".to_string()], vec!["sms".to_string()])
+        );
+        let mut renamed = old.clone();
+        with_subject(&mut renamed, "erased:1");
+        assert_eq!(renamed["piiPrincipalId"], "erased:1");
     }
 }

@@ -333,6 +333,7 @@ pub async fn create_tenant(
         security_measures: vec![],
         banner: None,
         banner_design: None,
+        reminders: None,
         created_at: time::now(),
     };
     store.insert_tenant(&tenant).await?;

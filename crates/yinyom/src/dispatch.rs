@@ -85,6 +85,30 @@ pub struct Dispatcher {
 
 /// When to try again after `attempts` failures: exponential, capped, with
 /// ±20 % jitter so that endpoints coming back are not hit all at once.
+/// The Standard Webhooks headers of a message: `webhook-id`,
+/// `webhook-timestamp` (now) and `webhook-signature` (HMAC-SHA256 under the
+/// endpoint's `whsec_` secret). Webhooks and request hooks sign alike.
+pub fn signed_headers(
+    secret: &str,
+    id: &str,
+    payload: &[u8],
+) -> Result<[(&'static str, String); 3], String> {
+    let signer = standardwebhooks::Webhook::new(secret)
+        .map_err(|e| format!("the endpoint's secret is unusable: {e}"))?;
+    let timestamp = time::now() / 1_000_000;
+    let signature = signer
+        .sign(id, timestamp, payload)
+        .map_err(|e| format!("signing failed: {e}"))?;
+    Ok([
+        (standardwebhooks::HEADER_WEBHOOK_ID, id.to_string()),
+        (
+            standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
+            timestamp.to_string(),
+        ),
+        (standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature),
+    ])
+}
+
 pub fn backoff(config: &DispatchConfig, attempts: u32) -> Duration {
     let exp = config
         .retry_base
@@ -259,22 +283,14 @@ impl Dispatcher {
 
     /// POST the event; the status code, or why there was none.
     async fn send(&self, d: &DueDelivery) -> Result<u16, String> {
-        let signer = standardwebhooks::Webhook::new(&d.secret)
-            .map_err(|e| format!("the endpoint's secret is unusable: {e}"))?;
         let id = format!("evt_{}_{}", d.tenant, d.seq);
-        let timestamp = time::now() / 1_000_000;
-        let signature = signer
-            .sign(&id, timestamp, d.payload.as_bytes())
-            .map_err(|e| format!("signing failed: {e}"))?;
-        let request = hyper::Request::post(&d.url)
+        let mut request = hyper::Request::post(&d.url)
             .header("content-type", "application/json")
-            .header("user-agent", "yinyom-webhooks")
-            .header(standardwebhooks::HEADER_WEBHOOK_ID, &id)
-            .header(
-                standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
-                timestamp.to_string(),
-            )
-            .header(standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature)
+            .header("user-agent", "yinyom-webhooks");
+        for (name, value) in signed_headers(&d.secret, &id, d.payload.as_bytes())? {
+            request = request.header(name, value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(d.payload.clone())))
             .map_err(|e| format!("bad request: {e}"))?;
         match tokio::time::timeout(self.config.timeout, self.client.request(request)).await {

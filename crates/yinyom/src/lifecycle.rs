@@ -6,18 +6,25 @@
 //!   time), which the outbox propagates like any other change. Decisions
 //!   treat such a grant as expired even before the entry is written.
 //! - **retention**: a subject whose every choice ended longer ago than its
-//!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased by
-//!   crypto-shredding, like an erasure request, if it holds a profile (a
+//!   purpose keeps data (`yinyom_core::rights::retention_over`) is erased
+//!   through an erasure request of its own (`via: retention`), so its
+//!   connected systems are reached too, if it holds a profile (a
 //!   subject known only by its consent history keeps it as proof). It looks
 //!   at every subject, so it runs hourly, not every minute. Subjects
 //!   under restriction
 //!   (PDPA s.34: kept instead of erased) or with an open rights request are
 //!   left alone.
 //!
-//! - **deadlines**: a warning for every breach whose 72-hour deadline to
-//!   notify the regulator passed without a notification, and for every
+//! - **deadlines**: reminders to the DPO before every deadline (rights
+//!   requests, a breach's 72 hours, PDPA s.25 notices) by email and a
+//!   `deadline.approaching` event, and `deadline.missed` when one passes
+//!   (`deadlines.rs`); and a warning in the log for every breach whose
+//!   72-hour deadline passed without a notification, and for every
 //!   subject whose data came from a third party and who was not told
 //!   within 30 days (PDPA s.25).
+//!
+//! - **breach notices**: the notices to the people affected by a breach
+//!   are queued to the relay in batches (`notices.rs`).
 //!
 //! - **stored responses**: the responses kept for idempotent requests are
 //!   forgotten [`IDEMPOTENCY_TTL`] (24 h) after they were written, oldest
@@ -61,6 +68,14 @@ pub struct Report {
     pub checkpoints: u64,
     /// Stored responses of idempotent requests past [`IDEMPOTENCY_TTL`].
     pub responses_expired: u64,
+    /// Reminders of deadlines that went out (`deadline.approaching`).
+    pub reminders: u64,
+    /// Deadlines that passed unmet (`deadline.missed`).
+    pub missed: u64,
+    /// Reminder emails sent to DPOs.
+    pub reminder_emails: u64,
+    /// Breach notices queued to the people affected (`notices.rs`).
+    pub notices_queued: u64,
 }
 
 pub async fn run(app: Weak<App>, every: Duration) {
@@ -127,6 +142,10 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
         if crate::checkpoint::make_if_grown(app.store.as_ref(), &app.signer, &t.id).await? {
             report.checkpoints += 1;
         }
+        report.notices_queued += crate::notices::queue_breaches(app, &t.id).await?;
+        let c = crate::deadlines::run(app, &t, now).await?;
+        report.reminders += c.approaching;
+        report.missed += c.missed;
         let mut after: Option<(Micros, String)> = None;
         loop {
             let page = app
@@ -157,6 +176,7 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
             report.breaches_overdue += 1;
         }
     }
+    report.reminder_emails = crate::deadlines::send_emails(app).await?;
     Ok(report)
 }
 
@@ -230,9 +250,56 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         if open {
             continue;
         }
-        crate::rights::erase(app, tenant, &id, &record.uid, "system:lifecycle").await?;
-        tracing::info!(tenant = %tenant, subject_uid = %record.uid, "retention ended: subject erased");
-        erased += 1;
+        if let Some(request) = erase_for_retention(app, tenant, &id).await? {
+            tracing::info!(tenant = %tenant, subject_uid = %record.uid, request = %request,
+                "retention ended: subject erased");
+            erased += 1;
+        }
     }
     Ok(erased)
 }
+
+/// Erase a subject whose retention is over the way an erasure request is
+/// carried out, through a request of its own (`via: retention`, taken by
+/// `system:lifecycle`): its connected systems get erasure jobs (the
+/// identifiers sealed in them before the local shredding), its progress is
+/// visible on the request, and `subject.erased` lists the systems'
+/// outcomes. Returns the request's id; none if another run made one first.
+async fn erase_for_retention(app: &App, tenant: &str, id: &str) -> Result<Option<String>, Problem> {
+    use yinyom_core::rights::{Kind, Step};
+    let actor = "system:lifecycle";
+    let received = crate::rights::receive(
+        app,
+        tenant,
+        crate::rights::NewRequest {
+            subject: id.to_string(),
+            kind: Kind::Erasure,
+            purposes: vec![],
+            corrections: None,
+            via: RETENTION_VIA.into(),
+            received_at: None,
+            actor: actor.into(),
+        },
+    )
+    .await;
+    let r = match received {
+        Ok(r) => r,
+        // Another node's run, or the subject was erased meanwhile.
+        Err(p) if p.status == axum::http::StatusCode::CONFLICT => return Ok(None),
+        Err(p) => return Err(p),
+    };
+    crate::rights::act(
+        app,
+        tenant,
+        &r.id,
+        Step::Verify,
+        Some("retention ended: erased by the controller; there is no requester to verify".into()),
+        actor,
+    )
+    .await?;
+    crate::rights::act(app, tenant, &r.id, Step::Complete, None, actor).await?;
+    Ok(Some(r.id))
+}
+
+/// How a request made by the retention job arrived (`RequestRow::via`).
+pub const RETENTION_VIA: &str = "retention";

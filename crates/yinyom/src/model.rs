@@ -33,7 +33,47 @@ pub struct Tenant {
     /// the standard look. Presentation only: never a notice change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub banner_design: Option<yinyom_core::banner::BannerDesign>,
+    /// When reminders of deadlines go to the DPO (hours before each
+    /// deadline); absent: [`Reminders::default`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminders: Option<Reminders>,
     pub created_at: Micros,
+}
+
+/// Hours before a deadline at which the DPO is reminded (by email and a
+/// `deadline.approaching` event), per kind of deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reminders {
+    /// Rights requests (due in 30 days, PDPA s.30): 7 days and 24 hours.
+    #[serde(default = "Reminders::week_and_day")]
+    pub requests: Vec<u32>,
+    /// A breach's 72 hours to notify the regulator: 24 and 6 hours.
+    #[serde(default = "Reminders::breach")]
+    pub breaches: Vec<u32>,
+    /// Notices to subjects whose data came from a third party (PDPA
+    /// s.25, 30 days): 7 days and 24 hours.
+    #[serde(default = "Reminders::week_and_day")]
+    pub notices: Vec<u32>,
+}
+
+impl Reminders {
+    fn week_and_day() -> Vec<u32> {
+        vec![168, 24]
+    }
+    fn breach() -> Vec<u32> {
+        vec![24, 6]
+    }
+}
+
+impl Default for Reminders {
+    fn default() -> Self {
+        Reminders {
+            requests: Reminders::week_and_day(),
+            breaches: Reminders::breach(),
+            notices: Reminders::week_and_day(),
+        }
+    }
 }
 
 /// The tenant's website banner (`/sdk/yinyom.js`).
@@ -470,6 +510,10 @@ pub struct Breach {
     #[serde(default)]
     pub measures: String,
     pub notifications: Vec<BreachNotification>,
+    /// The notice to the people affected, sent through the relay to every
+    /// recipient (`breach_recipients`), once asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_notice: Option<BreachMessage>,
     /// Who recorded it.
     pub recorded_by: String,
     #[serde(skip)]
@@ -525,6 +569,8 @@ pub struct Acquisition {
     pub notice: Option<String>,
     pub recorded_by: String,
     pub updated_at: Micros,
+    /// The notice sent through the relay, when it was.
+    pub message_id: Option<String>,
 }
 
 /// A grant waiting for the subject's confirmation (double opt-in).
@@ -570,4 +616,51 @@ pub struct StaffSession {
     pub csrf: String,
     pub created_at: Micros,
     pub expires_at: Micros,
+}
+
+/// A reminder of a deadline that went out (`deadline_reminders`): claimed
+/// once per `(tenant, kind, ref_id, reminder)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Reminder {
+    pub tenant: String,
+    /// `request`, `breach` or `notice` (PDPA s.25).
+    pub kind: String,
+    /// The request's or breach's id; `s25:<YYYY-MM-DD>` for notices.
+    pub ref_id: String,
+    /// Seconds before the deadline (`"86400"`), or `missed`.
+    pub reminder: String,
+    pub due_at: Micros,
+    pub created_at: Micros,
+    /// The email to the DPO: `pending`, `sent`, `failed` (given up),
+    /// `skipped` (a later reminder of the same deadline was due at once).
+    pub email_status: String,
+    pub email_attempts: i64,
+    pub email_error: Option<String>,
+}
+
+/// A notice sent to subjects through the relay (a breach's, PDPA s.25's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreachMessage {
+    /// `email`, `sms` or `line`.
+    pub channel: yinyom_core::purpose::Channel,
+    /// The email's subject line (email only).
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub text: String,
+}
+
+/// One person told of a breach, as `GET /v1/breaches/{id}/recipients`
+/// lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BreachRecipient {
+    pub subject_uid: String,
+    /// The subject's id (absent once erased).
+    pub subject: Option<String>,
+    /// `pending` (not queued yet), `failed` (could not be queued: `error`),
+    /// or the message's status: `queued`, `retrying`, `sent`, `dead`,
+    /// `suppressed`.
+    pub status: String,
+    pub message_id: Option<String>,
+    pub error: Option<String>,
 }

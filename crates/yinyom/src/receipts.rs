@@ -6,12 +6,10 @@ use serde_json::json;
 use yinyom_core::consent::Action;
 use yinyom_core::ledger::LedgerEntry;
 use yinyom_core::purpose::lang_str;
-use yinyom_core::receipt::{
-    Controller, KANTARA_VERSION, Receipt, ReceiptKey, Service, ServicePurpose, Withdrawn,
-};
+use yinyom_core::receipt::{Category, Choice, Controller, ReceiptInput, ReceiptKey, with_subject};
 use yinyom_core::time;
 
-use crate::store::{PreparedAction, SigningKeyRow, Store, StoreError, StoredReceipt, WriteItem};
+use crate::store::{SigningKeyRow, Store, StoreError, StoredReceipt, WriteItem};
 use crate::vault::MasterKey;
 use crate::view::TenantView;
 
@@ -77,9 +75,7 @@ impl Signer {
     /// installation signed it.
     pub fn with_principal(&self, jws: &str, principal: &str) -> Option<String> {
         let mut claims = self.keys.iter().find_map(|k| k.verify(jws))?;
-        claims
-            .as_object_mut()?
-            .insert("piiPrincipalId".into(), json!(principal));
+        with_subject(&mut claims, principal);
         Some(self.current().sign(&claims))
     }
 
@@ -94,110 +90,88 @@ impl Signer {
     /// none gets no receipt); a request of withdrawals gets one without.
     /// Other actions (deny, restrict, …) get none.
     pub fn receipt(&self, tv: &TenantView, item: &WriteItem) -> Option<StoredReceipt> {
-        let grants: Vec<&PreparedAction> = item
-            .actions
-            .iter()
-            .filter(|a| a.action == Action::Grant)
-            .collect();
-        let withdrawn: Vec<Withdrawn> = item
-            .actions
-            .iter()
-            .filter(|a| a.action == Action::Withdraw)
-            .map(|a| Withdrawn {
-                service: a.purpose.clone(),
-                channel: a.channel.map(|c| c.as_str().to_string()),
-            })
-            .collect();
+        let granted = item.actions.iter().any(|a| a.action == Action::Grant);
+        let withdrawn = item.actions.iter().any(|a| a.action == Action::Withdraw);
         let notice = item.notice.clone();
-        if (grants.is_empty() && withdrawn.is_empty()) || (!grants.is_empty() && notice.is_none()) {
+        if !(granted || withdrawn) || (granted && notice.is_none()) {
             return None;
         }
-        {
-            let t = &tv.tenant;
-            let lang = item
-                .evidence
-                .as_ref()
-                .and_then(|e| e.get("locale"))
-                .and_then(|l| l.as_str())
-                .map(|l| if l.starts_with("th") { "th" } else { "en" })
-                .unwrap_or(lang_str(t.default_lang));
-            let mut sensitive = false;
-            let mut spi_cat = Vec::new();
-            let services = grants
-                .iter()
-                .filter_map(|a| {
-                    let p = tv.purposes.get(&a.purpose)?;
-                    let name = p
-                        .names
+        let t = &tv.tenant;
+        let lang = item
+            .evidence
+            .as_ref()
+            .and_then(|e| e.get("locale"))
+            .and_then(|l| l.as_str())
+            .map(|l| if l.starts_with("th") { "th" } else { "en" })
+            .unwrap_or(lang_str(t.default_lang));
+        let choices = item
+            .actions
+            .iter()
+            .filter(|a| matches!(a.action, Action::Grant | Action::Withdraw))
+            .filter_map(|a| {
+                let p = tv.purposes.get(&a.purpose)?;
+                let name = p
+                    .names
+                    .iter()
+                    .find(|(l, _)| lang_str(**l) == lang)
+                    .or_else(|| p.names.iter().next())
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_else(|| p.key.clone());
+                Some(Choice {
+                    purpose: p.key.clone(),
+                    name,
+                    channel: a.channel.map(|c| c.as_str().to_string()),
+                    given: a.action == Action::Grant,
+                    basis: p.basis,
+                    categories: p
+                        .categories
                         .iter()
-                        .find(|(l, _)| lang_str(**l) == lang)
-                        .or_else(|| p.names.iter().next())
-                        .map(|(_, n)| n.clone())
-                        .unwrap_or_else(|| p.key.clone());
-                    for c in &p.categories {
-                        if c.sensitivity == yinyom_core::purpose::Sensitivity::Sensitive {
-                            sensitive = true;
-                            spi_cat.push(c.name.clone());
-                        }
-                    }
-                    Some(Service {
-                        service: p.key.clone(),
-                        purposes: vec![ServicePurpose {
-                            purpose: name,
-                            purpose_category: vec![p.key.clone()],
-                            consent_type: "EXPLICIT".into(),
-                            pii_category: p.categories.iter().map(|c| c.name.clone()).collect(),
-                            primary_purpose: true,
-                            termination: match p.validity_days {
-                                Some(d) => {
-                                    format!("expires after {d} days unless withdrawn earlier")
-                                }
-                                None => "until withdrawn".into(),
-                            },
-                            third_party_disclosure: false,
-                            lawful_basis: p.basis.as_str().into(),
-                            channel: a.channel.map(|c| c.as_str().to_string()),
-                        }],
-                    })
+                        .map(|c| Category {
+                            name: c.name.clone(),
+                            sensitivity: c.sensitivity,
+                        })
+                        .collect(),
+                    retention_days: p.retention_days,
+                    validity_days: p.validity_days,
+                    recipients: p.recipients.clone(),
                 })
-                .collect();
-            let id = uuid::Uuid::now_v7().to_string();
-            let now = time::now();
-            let claims = Receipt {
-                version: KANTARA_VERSION.into(),
-                jurisdiction: t.jurisdictions.join(","),
-                consent_timestamp: item.occurred_at.div_euclid(1_000_000),
-                collection_method: item.source.clone(),
-                consent_receipt_id: id.clone(),
-                language: lang.into(),
-                pii_principal_id: item.subject_id.clone(),
-                pii_controllers: vec![Controller {
-                    pii_controller: t.name.clone(),
-                    contact: t.dpo.name.clone(),
-                    email: t.dpo.email.clone(),
-                    phone: t.dpo.phone.clone(),
-                    address: t.dpo.address.clone(),
-                }],
-                policy_url: notice
-                    .as_ref()
-                    .and_then(|n| tv.notices.get(&(n.key.clone(), n.version)))
-                    .and_then(|m| m.url.clone())
-                    .or_else(|| t.policy_url.clone()),
-                services,
-                sensitive,
-                spi_cat,
-                notice,
-                withdrawn,
-                iss: format!("urn:yinyom:tenant:{}", t.id),
-                iat: now.div_euclid(1_000_000),
-                jti: id.clone(),
-            };
-            Some(StoredReceipt {
-                id,
-                jws: self.current().sign(&claims),
-                created_at: now,
             })
-        }
+            .collect();
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = time::now();
+        let issuer = format!("urn:yinyom:tenant:{}", t.id);
+        let notice_url = notice
+            .as_ref()
+            .and_then(|n| tv.notices.get(&(n.key.clone(), n.version)))
+            .and_then(|m| m.url.clone());
+        let input = ReceiptInput {
+            id: id.clone(),
+            issuer: issuer.clone(),
+            issued_at: now,
+            occurred_at: item.occurred_at,
+            subject: item.subject_id.clone(),
+            language: lang.into(),
+            jurisdictions: t.jurisdictions.clone(),
+            controller: Controller {
+                id: issuer,
+                name: t.name.clone(),
+                contact: t.dpo.name.clone(),
+                email: t.dpo.email.clone(),
+                phone: t.dpo.phone.clone(),
+                address: t.dpo.address.clone(),
+            },
+            policy_url: t.policy_url.clone(),
+            notice,
+            notice_url,
+            method: item.source.clone(),
+            by_guardian: item.guardian,
+            choices,
+        };
+        Some(StoredReceipt {
+            id,
+            jws: self.current().sign(&input.claims()),
+            created_at: now,
+        })
     }
 }
 

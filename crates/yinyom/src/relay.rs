@@ -754,3 +754,62 @@ pub async fn queue_system(
     app.relay_wake.notify_one();
     Ok(row.id)
 }
+
+/// Send an email to the controller's own staff (the DPO's reminders of
+/// deadlines) through the tenant's email connector, on the same SMTP path
+/// as subjects' messages (lettre, DKIM-signed when the connector has a key)
+/// but with no unsubscribe link: it is not marketing and goes to no
+/// subject. The caller keeps the outcome and retries.
+pub async fn send_staff_email(
+    app: &App,
+    tenant: &str,
+    to: &str,
+    message_id: &str,
+    subject: &str,
+    text: &str,
+) -> Result<String, String> {
+    let rows = app
+        .store
+        .connectors(tenant)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(row) = rows
+        .into_iter()
+        .find(|r| r.channel == Channel::Email.as_str())
+    else {
+        return Err("no email connector is configured".into());
+    };
+    let (settings, secret, dkim_key) =
+        open_connector(app, &row).await.map_err(|e| e.to_string())?;
+    let Connector::Email {
+        transport,
+        from,
+        dkim,
+    } = connector(
+        Channel::Email,
+        &settings,
+        secret,
+        dkim_key,
+        DispatchConfig::default().timeout,
+    )?
+    else {
+        return Err("the email connector is not SMTP".into());
+    };
+    let to: Mailbox = to.parse().map_err(|e| format!("bad recipient: {e}"))?;
+    let mut email = lettre::Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .message_id(Some(format!("<{message_id}@yinyom>")))
+        .header(ContentType::TEXT_PLAIN)
+        .body(text.to_string())
+        .map_err(|e| format!("could not build the email: {e}"))?;
+    if let Some(d) = dkim {
+        email.sign(&d.config()?);
+    }
+    let response = transport
+        .send(email)
+        .await
+        .map_err(|e| format!("SMTP: {e}"))?;
+    Ok(format!("SMTP {}", response.code()))
+}

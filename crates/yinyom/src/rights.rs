@@ -16,6 +16,8 @@ use yinyom_core::rights::{self, Kind, Status, Step};
 use yinyom_core::subject::SubjectFlags;
 use yinyom_core::time::{self, Micros};
 
+use yinyom_core::hooks::{Gate, Stage as HookStage};
+
 use crate::api::problem::Problem;
 use crate::app::App;
 use crate::model::{RequestRow, RequestStep};
@@ -195,6 +197,8 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
     };
     app.store.insert_request(&row).await?;
     announce(app, &row, &record.id, Action::RequestReceived).await?;
+    // Pre-approval hooks hold it until they answer (crate::hooks).
+    crate::hooks::call(app, &row, HookStage::PreApproval).await?;
     Ok(row)
 }
 
@@ -209,6 +213,47 @@ pub(crate) async fn announce_completed(app: &App, r: &RequestRow) -> Result<(), 
     if let Some(id) = app.store.subject_id(&r.tenant, &r.subject_uid).await? {
         announce(app, r, &id, Action::RequestCompleted).await?;
     }
+    // Post-execution hooks are told the outcome.
+    crate::hooks::call(app, r, HookStage::PostExecution).await?;
+    Ok(())
+}
+
+/// `subject.erased` for an erasure request whose connected systems are all
+/// done: the last message that carries the subject (its pseudonymous uid),
+/// with each system's outcome in the entry's evidence (keys, statuses and
+/// row counts; no personal data). Once: the write carries an idempotency
+/// key.
+pub(crate) async fn announce_erased(
+    app: &App,
+    r: &RequestRow,
+    outcomes: &[crate::events::SystemOutcome],
+) -> Result<(), Problem> {
+    let Some(id) = app.store.subject_id(&r.tenant, &r.subject_uid).await? else {
+        return Ok(());
+    };
+    app.writer
+        .write(WriteItem {
+            tenant: r.tenant.clone(),
+            subject_id: id,
+            actor: format!("request:{}", r.id),
+            source: "erasure".into(),
+            notice: None,
+            evidence: Some(serde_json::json!({ "systems": outcomes })),
+            occurred_at: time::now(),
+            actions: vec![PreparedAction {
+                purpose: "*".into(),
+                channel: None,
+                action: Action::EraseSubject,
+                expires_at: None,
+            }],
+            idempotency: Some(Idempotency {
+                key: format!("request:{}:erase_subject", r.id),
+                request_hash: "erase_subject".into(),
+            }),
+            receipt: None,
+            guardian: false,
+        })
+        .await?;
     Ok(())
 }
 
@@ -255,10 +300,14 @@ pub async fn act(
 ) -> Result<RequestRow, Problem> {
     let mut r = load(app, tenant, id).await?;
     let next = rights::next(r.status, action, reason.as_deref(), r.extended)?;
+    if matches!(action, Step::Verify | Step::Start | Step::Complete) {
+        hold_check(app, &r, action).await?;
+    }
     let before = r.updated_at;
     let now = time::now().max(before + 1);
     let mut done = step(actor, action.as_str(), now, reason);
     let mut waiting = 0;
+    let mut held = 0;
     match action {
         Step::Extend => {
             let j = jurisdictions(app, tenant).await?;
@@ -267,22 +316,21 @@ pub async fn act(
             done.outcome = Some(format!("due {}", time::rfc3339(r.due_at)));
         }
         Step::Complete => {
-            // Connected systems first (they need the identifiers an erasure
-            // here shreds); the request then waits for them (systems.rs).
-            waiting = crate::systems::begin(app, &r).await?;
-            let mut outcome = carry_out(app, &r).await?;
-            if waiting > 0 {
-                outcome.push_str(&format!("; waiting for {waiting} connected system(s)"));
+            // Pre-execution hooks first: nothing is carried out until each
+            // approved (crate::hooks; `resume` carries it out then).
+            held = crate::hooks::matching(app, &r, HookStage::PreExecution).await?;
+            if held > 0 {
+                done.outcome = Some(format!(
+                    "held until {held} pre-execution hook(s) approve; see `hooks`"
+                ));
             } else {
-                r.closed_at = Some(now);
+                waiting = execute(app, &mut r, &mut done, now, false).await?;
             }
-            done.outcome = Some(outcome);
-            r.changes = None;
         }
         Step::Reject => r.closed_at = Some(now),
         Step::Verify | Step::Start => {}
     }
-    r.status = if waiting > 0 {
+    r.status = if waiting > 0 || held > 0 {
         Status::InProgress
     } else {
         next
@@ -290,6 +338,13 @@ pub async fn act(
     r.updated_at = now;
     r.steps.push(done);
     save(app, &r, before).await?;
+    if held > 0 {
+        // The calls once the hold is saved (an answer then finds it held).
+        if crate::hooks::call(app, &r, HookStage::PreExecution).await? == 0 {
+            resume(app, tenant, id).await?; // the hooks were removed meanwhile
+        }
+        return load(app, tenant, id).await;
+    }
     if action == Step::Complete && waiting == 0 {
         announce_completed(app, &r).await?;
     }
@@ -299,8 +354,130 @@ pub async fn act(
     Ok(r)
 }
 
+/// Refuse a step while hooks hold the request: pre-approval hooks that
+/// have not all approved hold every step but rejecting and extending;
+/// pre-execution hooks, once called, hold a second `complete`.
+async fn hold_check(app: &App, r: &RequestRow, action: Step) -> Result<(), Problem> {
+    let (gate, _) = crate::hooks::gate(app, &r.tenant, &r.id, HookStage::PreApproval).await?;
+    if let Gate::Held(n) = gate {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "held-by-hooks",
+            format!("the request is held until {n} pre-approval hook(s) approve; see `hooks`"),
+        ));
+    }
+    if action == Step::Complete {
+        let (gate, calls) =
+            crate::hooks::gate(app, &r.tenant, &r.id, HookStage::PreExecution).await?;
+        if !calls.is_empty() {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "held-by-hooks",
+                match gate {
+                    Gate::Held(n) => format!(
+                        "the request is held until {n} pre-execution hook(s) approve; see `hooks`"
+                    ),
+                    _ => "the request is being carried out already".to_string(),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Carry a request out (the part of `complete` after its hooks): connected
+/// systems first (they need the identifiers an erasure here shreds), then
+/// Yinyom's own part; the step's outcome says what was done. Returns how
+/// many systems the request now waits for (`systems.rs`).
+async fn execute(
+    app: &App,
+    r: &mut RequestRow,
+    done: &mut RequestStep,
+    now: Micros,
+    resumed: bool,
+) -> Result<usize, Problem> {
+    let waiting = crate::systems::begin(app, r, resumed).await?;
+    let mut outcome = carry_out(app, r, waiting > 0).await?;
+    if waiting > 0 {
+        outcome.push_str(&format!("; waiting for {waiting} connected system(s)"));
+    } else {
+        r.closed_at = Some(now);
+    }
+    done.outcome = Some(outcome);
+    r.changes = None;
+    Ok(waiting)
+}
+
+/// Carry out a request its pre-execution hooks all approved (called by
+/// `hooks::settle`): once, recorded as an `execute` step.
+pub(crate) async fn resume(app: &App, tenant: &str, id: &str) -> Result<(), Problem> {
+    let mut r = load(app, tenant, id).await?;
+    if r.status != Status::InProgress
+        || !r.steps.iter().any(|s| s.action == "complete")
+        || r.steps.iter().any(|s| s.action == "execute")
+    {
+        return Ok(());
+    }
+    let before = r.updated_at;
+    let now = time::now().max(before + 1);
+    let mut done = step("yinyom", "execute", now, None);
+    let waiting = execute(app, &mut r, &mut done, now, true).await?;
+    if waiting == 0 {
+        r.status = Status::Completed;
+    }
+    r.updated_at = now;
+    r.steps.push(done);
+    save(app, &r, before).await?;
+    if waiting == 0 {
+        announce_completed(app, &r).await?;
+    } else {
+        crate::systems::finish_if_done(app, tenant, id).await?;
+    }
+    Ok(())
+}
+
+/// Reject a request a hook denied, with the hook's reason (recorded as the
+/// rejection's, PDPA s.30 para. 3).
+pub(crate) async fn reject_by_hook(
+    app: &App,
+    tenant: &str,
+    id: &str,
+    hook: &str,
+    stage: HookStage,
+    reason: &str,
+) -> Result<(), Problem> {
+    for _ in 0..5 {
+        let mut r = load(app, tenant, id).await?;
+        if !r.status.is_open() || r.steps.iter().any(|s| s.action == "execute") {
+            return Ok(());
+        }
+        let before = r.updated_at;
+        let now = time::now().max(before + 1);
+        let mut s = step(
+            &format!("hook:{hook}"),
+            "reject",
+            now,
+            Some(reason.to_string()),
+        );
+        s.outcome = Some(format!("denied by the {} hook {hook}", stage.as_str()));
+        r.steps.push(s);
+        r.status = Status::Rejected;
+        r.closed_at = Some(now);
+        r.changes = None;
+        r.updated_at = now;
+        if app.store.update_request(&r, before).await? {
+            return Ok(());
+        }
+    }
+    Err(Problem::conflict(
+        "the request changed at the same time; read it again",
+    ))
+}
+
 /// Do what a request asks; returns what was done, for its record.
-async fn carry_out(app: &App, r: &RequestRow) -> Result<String, Problem> {
+/// `systems_pending`: connected systems still have their part to do (an
+/// erasure then announces `subject.erased` when they are done).
+async fn carry_out(app: &App, r: &RequestRow, systems_pending: bool) -> Result<String, Problem> {
     let tenant = r.tenant.as_str();
     let Some(id) = r.subject_id.clone() else {
         return Ok("the subject was erased before".into());
@@ -315,6 +492,7 @@ async fn carry_out(app: &App, r: &RequestRow) -> Result<String, Problem> {
                 &id,
                 &r.subject_uid,
                 &format!("request:{}", r.id),
+                !systems_pending,
             )
             .await
         }
@@ -462,17 +640,20 @@ async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem
 }
 
 /// Erase a subject: mark each of its consent records `erased` in the
-/// ledger and announce `subject.erased` (entries that name only its uid),
-/// then in one transaction destroy its data key (every sealed byte becomes
-/// unreadable), delete the rest, and replace its id by its keyed pseudonym
-/// wherever it was stored. `actor` is the request (`request:<id>`) or the
-/// job that erases.
+/// ledger and, with `announce`, `subject.erased` (entries that name only
+/// its uid), then in one transaction destroy its data key (every sealed
+/// byte becomes unreadable), delete the rest, and replace its id by its
+/// keyed pseudonym wherever it was stored. `actor` is the request
+/// (`request:<id>`) or the job that erases. Without `announce` (connected
+/// systems still have their part to do), `subject.erased` is written by
+/// [`announce_erased`] once they are done, with their outcomes.
 pub async fn erase(
     app: &App,
     tenant: &str,
     id: &str,
     uid: &str,
     actor: &str,
+    announce: bool,
 ) -> Result<String, Problem> {
     let Some(subject) = app.store.subject(tenant, id).await? else {
         return Ok("the subject was erased before".into());
@@ -495,12 +676,14 @@ pub async fn erase(
         })
         .unwrap_or_default();
     let records = actions.len();
-    actions.push(PreparedAction {
-        purpose: "*".into(),
-        channel: None,
-        action: Action::EraseSubject,
-        expires_at: None,
-    });
+    if announce {
+        actions.push(PreparedAction {
+            purpose: "*".into(),
+            channel: None,
+            action: Action::EraseSubject,
+            expires_at: None,
+        });
+    }
     // Idempotent: a retry after a crash between this write and the
     // transaction below writes nothing twice.
     app.writer

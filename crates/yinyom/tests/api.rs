@@ -267,13 +267,20 @@ async fn readme_walkthrough_grant_decide_withdraw_history_verify(backend: Backen
     let jwks = t.get("/.well-known/jwks.json").await;
     let claims = yinyom_core::receipt::verify_with_jwks(w["jws"].as_str().unwrap(), &jwks)
         .expect("the withdrawal receipt is signed");
+    // ISO/IEC TS 27560: one consent record, its event a withdrawal.
+    let records = claims["dpv:hasRecordOfActivity"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{claims}");
     assert_eq!(
-        claims["withdrawn"],
-        json!([{ "service": "marketing.email", "channel": "email" }]),
-        "{claims}"
+        records[0]["dpv:hasConsentStatus"][0]["@type"],
+        "dpv:ConsentWithdrawn"
     );
-    assert_eq!(claims["services"], json!([]));
-    assert!(claims.get("notice").is_none(), "{claims}");
+    let process = &records[0]["dpv:hasProcess"][0];
+    assert_eq!(
+        process["dpv:hasPurpose"]["dct:identifier"],
+        "marketing.email"
+    );
+    assert_eq!(process["yinyom:channel"], "email");
+    assert!(records[0].get("dpv:hasNotice").is_none(), "{claims}");
 
     assert_eq!(
         decide(&t, "cust-42", "marketing.email", Some("email")).await,
@@ -371,35 +378,53 @@ async fn receipt_verifies_with_an_independent_jose_library_and_tampering_fails(b
         .expect("the receipt verifies with jsonwebtoken")
         .claims;
 
-    assert_eq!(claims["version"], "KI-CR-v1.1.0");
-    assert_eq!(claims["piiPrincipalId"], "cust-42");
-    assert_eq!(claims["services"][0]["service"], "marketing.email");
+    // ISO/IEC TS 27560, as the W3C DPV guide writes it: a consent
+    // receipt holding a consent record of the grant.
+    assert_eq!(claims["@type"], "dpv:ConsentReceipt");
     assert_eq!(
-        claims["services"][0]["purposes"][0]["lawfulBasis"],
-        "consent"
+        claims["dct:conformsTo"],
+        "https://w3id.org/dpv/schema/dpv-27560#receipt"
     );
-    assert_eq!(claims["services"][0]["purposes"][0]["channel"], "email");
-    assert_eq!(claims["notice"]["key"], "marketing");
-    assert_eq!(claims["notice"]["version"], 1);
-    assert_eq!(claims["notice"]["hash"], n["content_hash"]);
-    assert_eq!(claims["collectionMethod"], "web");
-    assert_eq!(claims["language"], "th", "evidence locale th-TH");
-    assert_eq!(claims["jti"], claims["consentReceiptID"]);
-    assert_eq!(claims["consentReceiptID"], granted["receipt"]["id"]);
+    let record = &claims["dpv:hasRecordOfActivity"][0];
+    assert_eq!(record["dpv:hasDataSubject"]["dct:identifier"], "cust-42");
+    let process = &record["dpv:hasProcess"][0];
+    assert_eq!(
+        process["dpv:hasPurpose"]["dct:identifier"],
+        "marketing.email"
+    );
+    assert_eq!(process["dpv:hasLegalBasis"][0], "dpv:Consent");
+    assert_eq!(process["yinyom:channel"], "email");
+    assert_eq!(
+        process["dpv:hasConsentControl"]["@type"],
+        "dpv:WithdrawConsent"
+    );
+    assert_eq!(record["dpv:hasNotice"]["dct:identifier"], "marketing");
+    assert_eq!(record["dpv:hasNotice"]["dct:hasVersion"], 1);
+    assert_eq!(record["dpv:hasNotice"]["schema:sha256"], n["content_hash"]);
+    let status = &record["dpv:hasConsentStatus"][0];
+    assert_eq!(status["@type"][0], "dpv:ConsentGiven");
+    assert_eq!(status["dpv:hasIndicationMethod"], "web");
+    assert_eq!(record["dct:language"], "th", "evidence locale th-TH");
+    assert_eq!(claims["jti"], claims["dct:identifier"]);
+    assert_eq!(claims["dct:identifier"], granted["receipt"]["id"]);
     let occurred = time::parse_rfc3339(event["occurred_at"].as_str().unwrap()).unwrap();
-    assert_eq!(claims["consentTimestamp"], occurred.div_euclid(1_000_000));
+    assert_eq!(
+        time::parse_rfc3339(status["dpv:isIndicatedAtTime"].as_str().unwrap()),
+        Some(occurred)
+    );
     // The receipt and the ledger vouch for each other: the grant's chained
     // entry carries the receipt id (the receipt is signed before the entry
     // exists, so it cannot carry the entry's hash).
-    assert_eq!(event["receipt"], claims["consentReceiptID"]);
+    assert_eq!(event["receipt"], claims["dct:identifier"]);
     let h = t.get("/v1/subjects/cust-42/consents?history=true").await;
-    assert_eq!(h["history"][0]["receipt"], claims["consentReceiptID"]);
+    assert_eq!(h["history"][0]["receipt"], claims["dct:identifier"]);
     assert_eq!(h["history"][0]["hash"], event["hash"]);
 
     // A forged payload with the original signature does not verify.
     let parts: Vec<&str> = jws.split('.').collect();
     let mut forged_claims = claims.clone();
-    forged_claims["piiPrincipalId"] = json!("cust-666");
+    forged_claims["dpv:hasRecordOfActivity"][0]["dpv:hasDataSubject"]["dct:identifier"] =
+        json!("cust-666");
     let forged_payload = B64.encode(serde_json::to_vec(&forged_claims).unwrap());
     let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
     assert!(decode::<Value>(&forged, &key, &validation).is_err());
@@ -1993,7 +2018,7 @@ async fn acknowledged_consents_and_decisions_survive_a_restart(backend: Backend)
         .unwrap()
         .to_string();
     assert_eq!(
-        verify_receipt(&jwks, &jws).unwrap()["piiPrincipalId"],
+        verify_receipt(&jwks, &jws).unwrap()["dpv:hasRecordOfActivity"][0]["dpv:hasDataSubject"]["dct:identifier"],
         "cust-9"
     );
 }
@@ -2040,10 +2065,9 @@ async fn altering_or_deleting_ledger_rows_is_detected_and_located(backend: Backe
             "UPDATE ledger SET occurred_at = occurred_at - 1000000 WHERE seq = 2",
             2,
         ),
-        (
-            "UPDATE ledger SET evidence = '{\"ip\":\"198.51.100.1\"}' WHERE seq = 2",
-            2,
-        ),
+        // The three entries carry the same evidence, stored once: altering
+        // it alters each, and the first is named.
+        ("UPDATE evidence SET body = '{\"ip\":\"198.51.100.1\"}'", 1),
         ("UPDATE ledger SET channel = NULL WHERE seq = 2", 2),
         (
             "UPDATE ledger SET actor = 'key:someone-else' WHERE seq = 2",
@@ -2073,7 +2097,7 @@ async fn altering_or_deleting_ledger_rows_is_detected_and_located(backend: Backe
     // Erasing evidence (as erasure does) keeps the chain valid: only its
     // hash is chained.
     let t = three_entries(backend).await;
-    tamper(&t, "UPDATE ledger SET evidence = NULL WHERE seq = 2").await;
+    tamper(&t, "UPDATE ledger SET evidence_kept = 0 WHERE seq = 2").await;
     assert_eq!(ledger_len(&t).await, 3);
 }
 

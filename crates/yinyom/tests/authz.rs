@@ -49,6 +49,8 @@ fn rules() -> BTreeMap<&'static str, Rule> {
         ("POST /v1/breaches", MANAGERS),
         ("GET /v1/breaches/{id}", STAFF),
         ("POST /v1/breaches/{id}/notifications", MANAGERS),
+        ("GET /v1/breaches/{id}/recipients", STAFF),
+        ("POST /v1/breaches/{id}/recipients", MANAGERS),
         ("GET /v1/connectors", STAFF),
         ("PUT /v1/connectors/{channel}", MANAGERS),
         ("POST /v1/consents", EVERYONE),
@@ -86,6 +88,14 @@ fn rules() -> BTreeMap<&'static str, Rule> {
         ("POST /v1/requests/{id}/verification/confirm", EVERYONE),
         ("GET /v1/requests/{id}/plan", STAFF),
         ("POST /v1/requests/{id}/systems/{key}/confirm", STAFF),
+        ("GET /v1/hooks", MANAGERS),
+        ("POST /v1/hooks", MANAGERS),
+        ("GET /v1/hooks/{id}", MANAGERS),
+        ("PUT /v1/hooks/{id}", MANAGERS),
+        ("DELETE /v1/hooks/{id}", MANAGERS),
+        // A hook's reply carries its call's token, never an API key
+        // (refused like a write key's calls).
+        ("POST /v1/requests/{id}/hooks/{hook}/reply", WriteKey),
         ("GET /v1/systems", STAFF),
         ("POST /v1/systems", MANAGERS),
         ("GET /v1/systems/categories", EVERYONE),
@@ -231,7 +241,8 @@ fn concrete(method: &str, path: &str, ids: &Ids) -> String {
     let mut p = path
         .replace("{key}", "a.secret")
         .replace("{version}", "1")
-        .replace("{channel}", "sms");
+        .replace("{channel}", "sms")
+        .replace("{hook}", "hk_nope");
     p = if p.starts_with("/v1/notices/") {
         p.replace("a.secret", "main")
     } else {
@@ -270,10 +281,16 @@ fn body_for(method: &str, path: &str) -> Value {
         }
         o if o.ends_with("/acquisition/notice") => json!({ "method": "email" }),
         o if o.ends_with("/notifications") => json!({ "to": "regulator" }),
+        o if o.ends_with("/recipients") => json!({ "subjects": ["cust-1"] }),
         o if o.ends_with("/verification") => json!({ "channel": "email" }),
         o if o.ends_with("/verification/confirm") => json!({ "code": "123456" }),
         o if o.ends_with("/actions") => json!({ "action": "verify" }),
         o if o.ends_with("/replay") => json!({}),
+        o if o.ends_with("/reply") => json!({ "decision": "approve" }),
+        "POST /v1/hooks" => json!({ "name": "Told", "url": "https://b.example/hook",
+            "stage": "post_execution" }),
+        o if o.starts_with("PUT /v1/hooks/") => json!({ "name": "Told",
+            "url": "https://b.example/hook", "stage": "post_execution" }),
         o if o.starts_with("PUT /v1/connectors/") => json!({ "url": "https://sms.example/send" }),
         o if o.ends_with("/confirm") && o.contains("/systems/") => {
             json!({ "note": "done by hand" })

@@ -256,8 +256,8 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
         let new = chain.append(body);
         sqlx::query("UPDATE ledger SET action = $1, prev_hash = $2, hash = $3 WHERE tenant = $4 AND seq = $5")
             .bind(serde_json::to_value(new.body.action).unwrap().as_str().unwrap().to_string())
-            .bind(new.prev_hash.as_str())
-            .bind(new.hash.as_str())
+            .bind(hex::decode(&new.prev_hash).unwrap())
+            .bind(hex::decode(&new.hash).unwrap())
             .bind(t.tenant.as_str())
             .bind(new.seq as i64)
             .execute(other.pool())

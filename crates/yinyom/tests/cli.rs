@@ -1159,8 +1159,15 @@ fn ledger_verify_passes_then_names_exactly_the_altered_entry() {
     // Each alteration is detected at its own row, then undone.
     let original_action = ledger_text(&dir, "action", 3).unwrap();
     let original_time = ledger_text(&dir, "occurred_at", 2).unwrap();
-    let original_evidence = ledger_text(&dir, "evidence", 1).unwrap();
-    let original_hash = ledger_text(&dir, "hash", 4).unwrap();
+    // Evidence is stored once per value (`evidence`), hashes as bytes.
+    let evidence_of_1 = "(SELECT evidence_hash FROM ledger WHERE seq = 1)";
+    let original_evidence = ledger_text(
+        &dir,
+        &format!("(SELECT body FROM evidence WHERE hash = {evidence_of_1})"),
+        1,
+    )
+    .unwrap();
+    let original_hash = ledger_text(&dir, "lower(hex(hash))", 4).unwrap();
     let alterations = [
         (
             3,
@@ -1174,19 +1181,21 @@ fn ledger_verify_passes_then_names_exactly_the_altered_entry() {
         ),
         (
             1,
-            r#"UPDATE ledger SET evidence = '{"ip":"198.51.100.66"}' WHERE seq = 1"#.to_string(),
             format!(
-                "UPDATE ledger SET evidence = '{}' WHERE seq = 1",
+                r#"UPDATE evidence SET body = '{{"ip":"198.51.100.66"}}' WHERE hash = {evidence_of_1}"#
+            ),
+            format!(
+                "UPDATE evidence SET body = '{}' WHERE hash = {evidence_of_1}",
                 original_evidence.replace('\'', "''")
             ),
         ),
         (
             4,
             format!(
-                "UPDATE ledger SET hash = '{}' WHERE seq = 4",
+                "UPDATE ledger SET hash = X'{}' WHERE seq = 4",
                 "f".repeat(64)
             ),
-            format!("UPDATE ledger SET hash = '{original_hash}' WHERE seq = 4"),
+            format!("UPDATE ledger SET hash = X'{original_hash}' WHERE seq = 4"),
         ),
     ];
     for (seq, alter, undo) in alterations {

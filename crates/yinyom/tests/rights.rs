@@ -1975,7 +1975,7 @@ async fn pdpa_s33_an_erased_subject_id_is_replaced_by_a_pseudonym_and_its_record
     let jws = r["receipts"][0]["jws"].as_str().unwrap().to_string();
     let claims = t.app.signer.current().verify(&jws).expect("re-signed");
     assert!(
-        claims["piiPrincipalId"]
+        claims["dpv:hasRecordOfActivity"][0]["dpv:hasDataSubject"]["dct:identifier"]
             .as_str()
             .unwrap()
             .starts_with("erased:"),

@@ -11,7 +11,7 @@ use common::{Backend, Db};
 
 use yinyom::app;
 use yinyom::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
-use yinyom::store::{Idempotency, ItemOutcome, RequestFilter, Store, WriteItem};
+use yinyom::store::{Idempotency, ItemOutcome, Ledger, RequestFilter, Requests, Store, WriteItem};
 use yinyom_core::consent::{Action, ConsentState, SubjectConsents};
 use yinyom_core::notice::{NoticeDraft, NoticeText};
 use yinyom_core::purpose::{Channel, Lang, LawfulBasis, Purpose};
@@ -415,8 +415,84 @@ async fn outbox_events_page_by_cursor(backend: Backend) {
     assert!(store.events_after(&a, after, 4).await.unwrap().is_empty());
 }
 
+/// Evidence is stored once per distinct value; erasing a subject deletes
+/// the evidence only its entries kept, lets go of the rest (another
+/// subject's identical evidence stays theirs), and the chain verifies.
+async fn evidence_is_stored_once_and_erasure_deletes_the_subjects_own(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let t = tenant(store.as_ref(), "A").await;
+    let mut own = prepare(store.as_ref(), &t, request("s1", Action::Grant, None)).await;
+    own.evidence = Some(serde_json::json!({ "typed_email": "s1@example.com" }));
+    // Three entries share {"ip": "203.0.113.9"}, one keeps s1's own.
+    let batch = vec![
+        prepare(store.as_ref(), &t, request("s1", Action::Grant, None)).await,
+        prepare(store.as_ref(), &t, request("s2", Action::Grant, None)).await,
+        own,
+    ];
+    commit(store.as_ref(), &batch).await;
+    commit(
+        store.as_ref(),
+        &[prepare(store.as_ref(), &t, request("s2", Action::Withdraw, None)).await],
+    )
+    .await;
+    let count = |sql: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM evidence").await, 2);
+    assert_eq!(
+        count("SELECT CAST(SUM(refs) AS BIGINT) FROM evidence").await,
+        4
+    );
+    let s1 = store.subject(&t, "s1").await.unwrap().unwrap();
+    let s2 = store.subject(&t, "s2").await.unwrap().unwrap();
+    let ev = store.evidence(&t, &s1.uid).await.unwrap();
+    assert_eq!(ev.len(), 2);
+    assert!(ev.values().any(|v| v["typed_email"] == "s1@example.com"));
+
+    let mut flags = s1.flags.clone();
+    flags.erased = true;
+    let gone = store
+        .erase_subject(&yinyom::model::Erasure {
+            tenant: &t,
+            id: "s1",
+            uid: &s1.uid,
+            pseudonym: "erased:s1",
+            flags: &flags,
+            receipts: Vec::new(),
+            at: time::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone.evidence, 2, "both of s1's entries let go of evidence");
+    assert!(store.evidence(&t, &s1.uid).await.unwrap().is_empty());
+    assert_eq!(
+        count("SELECT COUNT(*) FROM evidence WHERE body LIKE '%typed_email%'").await,
+        0,
+        "evidence only s1 kept is deleted"
+    );
+    let left = store.evidence(&t, &s2.uid).await.unwrap();
+    assert_eq!(left.len(), 2, "s2's identical evidence stays: {left:?}");
+    assert!(left.values().all(|v| v["ip"] == "203.0.113.9"));
+    assert_eq!(
+        count("SELECT CAST(SUM(refs) AS BIGINT) FROM evidence").await,
+        2
+    );
+    let r = store.verify_ledger(&t).await.unwrap();
+    assert!(r.ok && r.checked == 4, "{r:?}");
+    let r = store.verify_ledger_sequential(&t).await.unwrap();
+    assert!(r.ok && r.checked == 4, "{r:?}");
+}
+
 on_every_backend!(
     outbox_events_page_by_cursor,
+    evidence_is_stored_once_and_erasure_deletes_the_subjects_own,
     request_updates_are_compare_and_swap_and_erasure_is_one_transaction,
     chains_continue_across_batches_and_tenants_stay_apart,
     state_is_the_fold_of_history_even_for_late_imports,
@@ -440,107 +516,271 @@ async fn all_states(store: &dyn Store, tenant: &str) -> Vec<yinyom::store::Subje
 
 /// A SQLite database written before migration 0010 (which rebuilds
 /// `consent_states` and `outbox` as WITHOUT ROWID tables) reads the same
-/// and still verifies after it. The old database is made by running the
-/// earlier migrations alone and copying in every row a current store wrote.
+/// and still verifies after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_upgrade_to_without_rowid_tables_keeps_every_row() {
-    use sqlx::Row;
-    use yinyom::store::SqlStore;
-    let dir = tempfile::tempdir().unwrap();
-    // The source: a current store with history, late imports and two tenants.
-    let src_path = dir.path().join("src.db");
-    let src = SqlStore::sqlite(&src_path).await.unwrap();
-    let a = tenant(&src, "A").await;
-    let b = tenant(&src, "B").await;
-    let batch = vec![
-        prepare(&src, &a, request("s1", Action::Grant, None)).await,
-        prepare(&src, &b, request("s1", Action::Grant, None)).await,
-        prepare(&src, &a, request("s2", Action::Deny, None)).await,
-        prepare(&src, &a, request("s1", Action::Withdraw, None)).await,
-    ];
-    commit(&src, &batch).await;
-    src.pool().close().await;
+    upgrade_keeps_every_row(Backend::Sqlite, "0010").await;
+}
 
-    // The old schema: migrations before 0010 only.
+/// A database of today's schema (migrations up to 0090) upgraded by
+/// migration 0130 (hashes as bytes, evidence once per value, a slimmer
+/// outbox): every chain verifies, and history, evidence, events and state
+/// read exactly as before, on both databases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_to_compact_ledger_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Sqlite, "0130").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_to_compact_ledger_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Postgres, "0130").await;
+}
+
+/// Columns of `ledger` and `outbox` as they were stored before migration
+/// 0130, computed from a current row `x` of schema `src` (hashes as hex
+/// text, the evidence in the row, the outbox repeating the ledger).
+fn old_form(backend: Backend, src: &str, table: &str, column: &str) -> Option<String> {
+    let hex = |c: &str| match backend {
+        Backend::Sqlite => format!("CASE WHEN x.{c} IS NULL THEN NULL ELSE lower(hex(x.{c})) END"),
+        Backend::Postgres => format!("encode(x.{c}, 'hex')"),
+    };
+    let of_entry = |c: &str| {
+        format!("(SELECT l.{c} FROM {src}.ledger l WHERE l.tenant = x.tenant AND l.seq = x.seq)")
+    };
+    Some(match (table, column) {
+        ("ledger", "hash" | "prev_hash" | "evidence_hash") => hex(column),
+        ("ledger", "evidence") => format!(
+            "(SELECT e.body FROM {src}.evidence e WHERE e.tenant = x.tenant
+              AND e.hash = x.evidence_hash AND x.evidence_kept = 1)"
+        ),
+        ("outbox", "subject_uid" | "purpose") => of_entry(column),
+        ("outbox", "kind") => {
+            let mut case = format!("CASE {}", of_entry("action"));
+            for a in [
+                Action::Grant,
+                Action::Deny,
+                Action::Withdraw,
+                Action::Expire,
+                Action::Restrict,
+                Action::Object,
+                Action::LiftRestriction,
+                Action::LiftObjection,
+                Action::Erase,
+                Action::EraseSubject,
+                Action::RequestReceived,
+                Action::RequestCompleted,
+            ] {
+                case += &format!(" WHEN '{}' THEN '{}'", a.as_str(), yinyom::events::kind(a));
+            }
+            case + " END"
+        }
+        ("outbox", "created_at") => "0".into(),
+        _ => return None,
+    })
+}
+
+/// A database migrated only up to (not including) migration `cutoff`,
+/// filled with every row a current store wrote (in the form the old
+/// schema stored them), is upgraded by opening it; it then verifies and
+/// reads the same as the current store.
+async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
+    use sqlx::Row;
+    // The source: a current store with history, late imports, two tenants,
+    // evidence shared by several entries and evidence of one.
+    let src_db = Db::new(backend).await;
+    let src = src_db.open().await;
+    let a = tenant(src.as_ref(), "A").await;
+    let b = tenant(src.as_ref(), "B").await;
+    let mut own = prepare(src.as_ref(), &a, request("s3", Action::Grant, None)).await;
+    own.evidence = Some(serde_json::json!({ "typed_email": "s3@example.com" }));
+    let batch = vec![
+        prepare(src.as_ref(), &a, request("s1", Action::Grant, None)).await,
+        prepare(src.as_ref(), &b, request("s1", Action::Grant, None)).await,
+        prepare(src.as_ref(), &a, request("s2", Action::Deny, None)).await,
+        prepare(src.as_ref(), &a, request("s1", Action::Withdraw, None)).await,
+        own,
+    ];
+    commit(src.as_ref(), &batch).await;
+    let late = prepare(
+        src.as_ref(),
+        &a,
+        request("s2", Action::Grant, Some("2020-01-01T00:00:00Z")),
+    )
+    .await;
+    commit(src.as_ref(), &[late]).await;
+
+    // The old schema: the migrations before `cutoff` only.
+    let dir = tempfile::tempdir().unwrap();
     let old_migrations = dir.path().join("migrations");
     std::fs::create_dir(&old_migrations).unwrap();
-    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let kind = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(kind);
     for f in std::fs::read_dir(&all).unwrap() {
         let f = f.unwrap();
         let name = f.file_name().into_string().unwrap();
-        if name.as_str() < "0010" {
+        if name.as_str() < cutoff {
             std::fs::copy(f.path(), old_migrations.join(&name)).unwrap();
         }
     }
-    let old_path = dir.path().join("old.db");
-    // One connection: ATTACH holds for the connection that ran it.
-    let old = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=rwc", old_path.display()))
+    let migrator = sqlx::migrate::Migrator::new(old_migrations.as_path())
         .await
         .unwrap();
-    sqlx::migrate::Migrator::new(old_migrations.as_path())
-        .await
-        .unwrap()
-        .run(&old)
-        .await
-        .unwrap();
-    let before: String =
-        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'consent_states'")
-            .fetch_one(&old)
-            .await
-            .unwrap();
-    assert!(!before.contains("WITHOUT ROWID"), "{before}");
-    sqlx::query(&format!("ATTACH DATABASE '{}' AS src", src_path.display()))
-        .execute(&old)
-        .await
-        .unwrap();
-    let tables: Vec<String> = sqlx::query(
-        "SELECT name FROM src.sqlite_master WHERE type = 'table'
-         AND name NOT LIKE 'sqlite_%' AND name != '_sqlx_migrations'
-         AND name IN (SELECT name FROM main.sqlite_master WHERE type = 'table')",
-    )
-    .fetch_all(&old)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get("name"))
-    .collect();
-    for t in &tables {
-        // The columns the old schema has (later migrations add some).
-        let columns: Vec<String> = sqlx::query(&format!("PRAGMA main.table_info({t})"))
+    let old_db = Db::new(backend).await;
+    // Copy every table the old schema has, the columns it has (later
+    // migrations add some), in their old form.
+    match backend {
+        Backend::Sqlite => {
+            let src_path = src_db.sqlite_dir().unwrap().join("yinyom.db");
+            let old_path = old_db.sqlite_dir().unwrap().join("yinyom.db");
+            src.pool().close().await;
+            // One connection: ATTACH holds for the connection that ran it.
+            let old = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect(&format!("sqlite://{}?mode=rwc", old_path.display()))
+                .await
+                .unwrap();
+            migrator.run(&old).await.unwrap();
+            sqlx::query(&format!("ATTACH DATABASE '{}' AS src", src_path.display()))
+                .execute(&old)
+                .await
+                .unwrap();
+            let tables: Vec<String> = sqlx::query(
+                "SELECT name FROM src.sqlite_master WHERE type = 'table'
+                 AND name NOT LIKE 'sqlite_%' AND name != '_sqlx_migrations'
+                 AND name IN (SELECT name FROM main.sqlite_master WHERE type = 'table')",
+            )
             .fetch_all(&old)
             .await
             .unwrap()
             .iter()
-            .map(|r| r.get::<String, _>("name"))
+            .map(|r| r.get("name"))
             .collect();
-        let columns = columns.join(", ");
-        sqlx::query(&format!(
-            "INSERT INTO main.{t} ({columns}) SELECT {columns} FROM src.{t}"
-        ))
-        .execute(&old)
-        .await
-        .unwrap();
+            assert!(tables.iter().any(|t| t == "ledger"));
+            for t in &tables {
+                let columns: Vec<String> = sqlx::query(&format!("PRAGMA main.table_info({t})"))
+                    .fetch_all(&old)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>("name"))
+                    .collect();
+                let values: Vec<String> = columns
+                    .iter()
+                    .map(|c| old_form(backend, "src", t, c).unwrap_or_else(|| format!("x.{c}")))
+                    .collect();
+                // Rows the migrations wrote (store_meta) are the source's.
+                sqlx::query(&format!("DELETE FROM main.{t}"))
+                    .execute(&old)
+                    .await
+                    .unwrap();
+                sqlx::query(&format!(
+                    "INSERT INTO main.{t} ({}) SELECT {} FROM src.{t} x",
+                    columns.join(", "),
+                    values.join(", ")
+                ))
+                .execute(&old)
+                .await
+                .unwrap();
+            }
+            old.close().await;
+        }
+        Backend::Postgres => {
+            let (src_schema, old_schema) = (
+                src_db.postgres_schema().unwrap().to_string(),
+                old_db.postgres_schema().unwrap().to_string(),
+            );
+            let old = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(old_db.url())
+                .await
+                .unwrap();
+            migrator.run(&old).await.unwrap();
+            // Rows go in table by table, whatever the foreign keys say.
+            sqlx::query("SET session_replication_role = replica")
+                .execute(&old)
+                .await
+                .unwrap();
+            let tables: Vec<String> = sqlx::query(
+                "SELECT table_name::text AS name FROM information_schema.tables
+                 WHERE table_schema = $1 AND table_name != '_sqlx_migrations'
+                   AND table_name IN (SELECT table_name FROM information_schema.tables
+                                      WHERE table_schema = $2)",
+            )
+            .bind(&old_schema)
+            .bind(&src_schema)
+            .fetch_all(&old)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("name"))
+            .collect();
+            assert!(tables.iter().any(|t| t == "ledger"));
+            for t in &tables {
+                let columns: Vec<String> = sqlx::query(
+                    "SELECT column_name::text AS name FROM information_schema.columns
+                     WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                )
+                .bind(&old_schema)
+                .bind(t)
+                .fetch_all(&old)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("name"))
+                .collect();
+                let values: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        old_form(backend, &src_schema, t, c).unwrap_or_else(|| format!("x.{c}"))
+                    })
+                    .collect();
+                sqlx::query(&format!("DELETE FROM {old_schema}.{t}"))
+                    .execute(&old)
+                    .await
+                    .unwrap();
+                sqlx::query(&format!(
+                    "INSERT INTO {old_schema}.{t} ({}) SELECT {} FROM {src_schema}.{t} x",
+                    columns.join(", "),
+                    values.join(", ")
+                ))
+                .execute(&old)
+                .await
+                .unwrap();
+            }
+            old.close().await;
+        }
     }
-    old.close().await;
 
     // Migrated by opening; reads and verifies as the source does.
-    let src = SqlStore::sqlite(&src_path).await.unwrap();
-    let up = SqlStore::sqlite(&old_path).await.unwrap();
-    let after: String =
-        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'consent_states'")
-            .fetch_one(up.pool())
-            .await
-            .unwrap();
-    assert!(after.contains("WITHOUT ROWID"), "{after}");
+    let src = src_db.open().await;
+    let up = old_db.open().await;
+    if cutoff == "0010" {
+        let after: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'consent_states'")
+                .fetch_one(up.pool())
+                .await
+                .unwrap();
+        assert!(after.contains("WITHOUT ROWID"), "{after}");
+    }
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evidence")
+        .fetch_one(up.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept, 3, "one row per tenant and distinct evidence");
     for t in [&a, &b] {
         let r = up.verify_ledger(t).await.unwrap();
         assert!(r.ok, "{r:?}");
         assert_eq!(r.checked, src.verify_ledger(t).await.unwrap().checked);
+        let seq = up.verify_ledger_sequential(t).await.unwrap();
+        assert!(seq.ok, "{seq:?}");
         let mut seen = Vec::new();
         for s in [&up, &src] {
-            let e: Vec<_> = (s as &dyn Store)
+            let e: Vec<_> = (s.as_ref() as &dyn Store)
                 .events_after(t, 0, 100)
                 .await
                 .unwrap()
@@ -552,6 +792,30 @@ async fn sqlite_upgrade_to_without_rowid_tables_keeps_every_row() {
         let (got, want) = (seen.remove(0), seen.remove(0));
         assert!(!want.is_empty());
         assert_eq!(got, want);
+        // History (every hash) and evidence, subject by subject.
+        for id in ["s1", "s2", "s3"] {
+            let Some(subject) = src.subject(t, id).await.unwrap() else {
+                continue;
+            };
+            let (got, want) = (
+                up.history(t, &subject.uid).await.unwrap(),
+                src.history(t, &subject.uid).await.unwrap(),
+            );
+            assert!(!want.is_empty());
+            assert_eq!(got, want);
+            let (got, want) = (
+                up.evidence(t, &subject.uid).await.unwrap(),
+                src.evidence(t, &subject.uid).await.unwrap(),
+            );
+            assert_eq!(got.len(), want.len());
+            assert!(!want.is_empty());
+            assert_eq!(got, want);
+        }
+        assert_eq!(
+            up.ledger(t).await.unwrap(),
+            src.ledger(t).await.unwrap(),
+            "every entry reads back the same"
+        );
     }
     let states = |mut v: Vec<yinyom::store::SubjectSnapshot>| {
         v.sort_by(|x, y| (&x.tenant, &x.id).cmp(&(&y.tenant, &y.id)));
@@ -563,11 +827,19 @@ async fn sqlite_upgrade_to_without_rowid_tables_keeps_every_row() {
             })
             .collect::<Vec<_>>()
     };
-    let mut src_states = all_states(&src, &a).await;
-    src_states.extend(all_states(&src, &b).await);
-    let mut up_states = all_states(&up, &a).await;
-    up_states.extend(all_states(&up, &b).await);
+    let mut src_states = all_states(src.as_ref(), &a).await;
+    src_states.extend(all_states(src.as_ref(), &b).await);
+    let mut up_states = all_states(up.as_ref(), &a).await;
+    up_states.extend(all_states(up.as_ref(), &b).await);
     let want = states(src_states);
-    assert_eq!(want.len(), 3);
+    assert_eq!(want.len(), 4);
     assert_eq!(states(up_states), want);
+
+    // The upgraded store keeps writing and chaining.
+    commit(
+        up.as_ref(),
+        &[prepare(up.as_ref(), &a, request("s4", Action::Grant, None)).await],
+    )
+    .await;
+    assert!(up.verify_ledger(&a).await.unwrap().ok);
 }

@@ -37,6 +37,13 @@ pub struct NoticeInput {
     /// The notice version the subject was given.
     #[serde(default)]
     pub notice: Option<NoticeVersionInput>,
+    /// Send the notice now through the relay (`method` is then the
+    /// channel): a legal obligation, sent whatever the subject consented
+    /// to and without an unsubscribe link (purpose `system:s25_notice`).
+    /// Its delivery is the message's status (`message_id`,
+    /// `GET /v1/messages/{id}`).
+    #[serde(default)]
+    pub message: Option<crate::model::BreachMessage>,
 }
 
 /// A notice version by key and number.
@@ -60,6 +67,13 @@ pub struct AcquisitionView {
     /// Due and not told.
     pub overdue: bool,
     pub recorded_by: String,
+    /// The notice's message, when it was sent through the relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// That message's status (`queued`, `retrying`, `sent`, `dead`…), in
+    /// the answer to the notice itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_status: Option<String>,
 }
 
 impl AcquisitionView {
@@ -74,6 +88,8 @@ impl AcquisitionView {
             method: a.method,
             notice: a.notice,
             recorded_by: a.recorded_by,
+            message_id: a.message_id,
+            message_status: None,
         }
     }
 }
@@ -116,9 +132,10 @@ pub async fn put(
         due_at: yinyom_core::rights::third_party_notice_due(&jurisdictions, acquired_at),
         notified_at: before.as_ref().and_then(|b| b.notified_at),
         method: before.as_ref().and_then(|b| b.method.clone()),
-        notice: before.and_then(|b| b.notice),
+        notice: before.as_ref().and_then(|b| b.notice.clone()),
         recorded_by: who.actor(),
         updated_at: now,
+        message_id: before.as_ref().and_then(|b| b.message_id.clone()),
     };
     app.store.put_acquisition(&row).await?;
     Ok(axum::Json(AcquisitionView::new(row, now)))
@@ -139,6 +156,20 @@ pub async fn notice(
     let now = time::now();
     if n.method.trim().is_empty() || n.method.len() > 64 {
         return Err(Problem::validation("method", "must be 1-64 bytes"));
+    }
+    if let Some(m) = &n.message {
+        if n.method != m.channel.as_str() {
+            return Err(Problem::validation(
+                "method",
+                "must be the message's channel when a message is sent",
+            ));
+        }
+        if n.at.is_some() {
+            return Err(Problem::validation(
+                "at",
+                "a notice sent now is given now: leave `at` out",
+            ));
+        }
     }
     let when = match &n.at {
         Some(s) => past_time_field("at", s, now)?,
@@ -169,13 +200,22 @@ pub async fn notice(
             ));
         }
     }
+    let message_id = match &n.message {
+        Some(m) => Some(crate::notices::send_s25(&app, &who.tenant, &uid, m).await?),
+        None => None,
+    };
     row.notified_at = Some(when);
+    row.message_id = message_id.clone().or(row.message_id);
     row.method = Some(n.method);
     row.notice = n.notice.map(|r| format!("{}@{}", r.key, r.version));
     row.recorded_by = who.actor();
     row.updated_at = now;
     app.store.put_acquisition(&row).await?;
-    Ok(axum::Json(AcquisitionView::new(row, now)))
+    let mut view = AcquisitionView::new(row, now);
+    if let Some(id) = &message_id {
+        view.message_status = app.store.message(&who.tenant, id).await?.map(|m| m.status);
+    }
+    Ok(axum::Json(view))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

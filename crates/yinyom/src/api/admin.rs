@@ -208,6 +208,12 @@ pub struct TenantPatch {
     #[serde(default, deserialize_with = "crate::api::extract::double_option")]
     #[schema(value_type = Option<BannerPatch>)]
     pub banner: Option<Option<BannerPatch>>,
+    /// Hours before each kind of deadline at which the DPO is reminded
+    /// (each list at most 5 values; breaches' under 72); `null`: the
+    /// defaults (requests and s.25 notices 168 and 24, breaches 24 and 6).
+    #[serde(default, deserialize_with = "crate::api::extract::double_option")]
+    #[schema(value_type = Option<crate::model::Reminders>)]
+    pub reminders: Option<Option<crate::model::Reminders>>,
 }
 
 /// The website banner's settings.
@@ -264,6 +270,23 @@ pub async fn patch_tenant(
     }
     if let Some(l) = p.default_lang {
         t.default_lang = l;
+    }
+    if let Some(r) = p.reminders {
+        if let Some(r) = &r {
+            for (field, hours, max) in [
+                ("reminders.requests", &r.requests, 24 * 90),
+                ("reminders.breaches", &r.breaches, 71),
+                ("reminders.notices", &r.notices, 24 * 90),
+            ] {
+                if hours.len() > 5 || hours.iter().any(|h| *h == 0 || *h > max) {
+                    return Err(Problem::validation(
+                        field,
+                        format!("at most 5 numbers of hours, each 1-{max}"),
+                    ));
+                }
+            }
+        }
+        t.reminders = r;
     }
     if let Some(url) = p.policy_url {
         if !url.starts_with("https://") && !url.starts_with("http://") {

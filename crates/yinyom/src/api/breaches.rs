@@ -15,7 +15,26 @@ use super::auth::{MANAGERS, Principal, STAFF};
 use super::extract::{Json, Path, Query, past_time_field, time_field};
 use super::problem::{Problem, ProblemBody};
 use crate::app::App;
-use crate::model::{Breach, BreachNotification};
+use crate::model::{Breach, BreachMessage, BreachNotification, BreachRecipient};
+
+/// The view of one breach, with its notice's delivery counts.
+async fn full_view(app: &App, b: Breach, now: i64) -> Result<BreachView, Problem> {
+    let counts = app.store.breach_recipient_counts(&b.tenant, &b.id).await?;
+    let message = b.subject_notice.clone();
+    let mut v = BreachView::new(b, now);
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    if message.is_some() || !counts.is_empty() {
+        v.subject_notice = Some(SubjectNoticeView {
+            message,
+            recipients: counts.values().sum(),
+            pending: n("pending"),
+            queued: n("queued") + n("retrying"),
+            sent: n("sent"),
+            failed: n("failed") + n("dead") + n("suppressed"),
+        });
+    }
+    Ok(v)
+}
 
 /// Body of `POST /v1/breaches`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -50,6 +69,65 @@ pub struct NotificationInput {
     /// Required when the regulator is told more than 72 hours after discovery.
     #[serde(default)]
     pub delay_reason: Option<String>,
+    /// With `"to": "subjects"`: send this notice through the relay to every
+    /// recipient recorded with `POST /v1/breaches/{id}/recipients` (and
+    /// those added later), one message each. A legal obligation, not
+    /// marketing: sent whatever the subjects consented to, without an
+    /// unsubscribe link (purpose `system:breach_notice`).
+    #[serde(default)]
+    pub message: Option<BreachMessage>,
+}
+
+/// Body of `POST /v1/breaches/{id}/recipients`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientsInput {
+    /// Subject ids (1-1000 a call; call again for more).
+    pub subjects: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecipientsAdded {
+    /// Recorded now (a subject already recorded is not counted twice).
+    pub added: u64,
+    /// Ids that name no subject (or an erased one): not recorded.
+    pub unknown: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientQuery {
+    /// Page size: 1-1000, 100 by default.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecipientList {
+    pub recipients: Vec<BreachRecipient>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// The notice to the people affected and where its messages are.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubjectNoticeView {
+    /// The notice asked for, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<BreachMessage>,
+    /// Recipients recorded.
+    pub recipients: u64,
+    /// Not queued yet.
+    pub pending: u64,
+    /// Queued or being retried by the relay.
+    pub queued: u64,
+    /// Accepted by the provider (the SMTP server, the SMS or LINE API).
+    pub sent: u64,
+    /// Not sent: no contact point, erased, suppressed, or given up.
+    pub failed: u64,
 }
 
 /// A breach with its deadlines.
@@ -75,6 +153,10 @@ pub struct BreachView {
     pub subjects_required: bool,
     pub subjects_notified_at: Option<String>,
     pub notifications: Vec<NotificationView>,
+    /// The notice sent to the people affected through the relay, with its
+    /// delivery counts (one breach's view only, not the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_notice: Option<SubjectNoticeView>,
     pub recorded_by: String,
 }
 
@@ -112,6 +194,7 @@ impl BreachView {
                     recorded_by: n.recorded_by,
                 })
                 .collect(),
+            subject_notice: None,
             id: b.id,
             discovered_at: time::rfc3339(b.discovered_at),
             recorded_at: time::rfc3339(b.created_at),
@@ -174,6 +257,7 @@ pub async fn create(
         risk_assessment: b.risk_assessment,
         measures: b.measures,
         notifications: vec![],
+        subject_notice: None,
         recorded_by: who.actor(),
         created_at: now,
         updated_at: now,
@@ -230,7 +314,7 @@ pub async fn get(
         .breach(&who.tenant, &id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("breach {id:?} does not exist")))?;
-    Ok(axum::Json(BreachView::new(b, time::now())))
+    Ok(axum::Json(full_view(&app, b, time::now()).await?))
 }
 
 /// Record a notification to the regulator or to the people affected.
@@ -260,6 +344,22 @@ pub async fn notify(
         .await?
         .ok_or_else(|| Problem::not_found(format!("breach {id:?} does not exist")))?;
     breach::check_notification(n.to, b.discovered_at, at, now, n.delay_reason.as_deref())?;
+    if let Some(m) = &n.message {
+        if n.to != Recipient::Subjects {
+            return Err(Problem::validation(
+                "message",
+                "only a notification to the subjects is sent through the relay",
+            ));
+        }
+        if b.subject_notice.is_some() {
+            return Err(Problem::conflict(
+                "the notice to the subjects was already sent; recipients added later get it too",
+            ));
+        }
+        crate::notices::check(&app, &who.tenant, m).await?;
+        b.subject_notice = Some(m.clone());
+    }
+    let sending = n.message.is_some();
     let before = b.updated_at;
     b.notifications.push(BreachNotification {
         to: n.to,
@@ -274,5 +374,88 @@ pub async fn notify(
             "the breach changed at the same time; try again",
         ));
     }
-    Ok(axum::Json(BreachView::new(b, now)))
+    if sending {
+        push(&app, &who.tenant);
+    }
+    Ok(axum::Json(full_view(&app, b, now).await?))
+}
+
+/// Queue what is pending now rather than at the next minute (on the
+/// leader; the minute job goes on from where this stops).
+fn push(app: &Arc<App>, tenant: &str) {
+    let app = app.clone();
+    let tenant = tenant.to_string();
+    tokio::spawn(async move {
+        if matches!(app.store.lead().await, Ok(true))
+            && let Err(e) = crate::notices::queue_breaches(&app, &tenant).await
+        {
+            tracing::warn!(error = %e.detail, "breach notices: queueing failed");
+        }
+    });
+}
+
+/// Record people affected by a breach: the recipients of its notice.
+#[utoipa::path(post, path = "/v1/breaches/{id}/recipients", tag = "breaches", params(("id" = String, Path)),
+    request_body = RecipientsInput,
+    responses((status = 200, body = RecipientsAdded), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn add_recipients(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(r): Json<RecipientsInput>,
+) -> Result<axum::Json<RecipientsAdded>, Problem> {
+    who.require(MANAGERS)?;
+    if r.subjects.is_empty() || r.subjects.len() > 1000 {
+        return Err(Problem::validation("subjects", "give 1-1000 subject ids"));
+    }
+    let b = app
+        .store
+        .breach(&who.tenant, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("breach {id:?} does not exist")))?;
+    let mut uids = Vec::with_capacity(r.subjects.len());
+    let mut unknown = Vec::new();
+    for s in r.subjects {
+        match app.store.subject(&who.tenant, &s).await? {
+            Some(rec) if !rec.flags.erased => uids.push(rec.uid),
+            _ => unknown.push(s),
+        }
+    }
+    let added = app
+        .store
+        .add_breach_recipients(&who.tenant, &b.id, &uids, time::now())
+        .await?;
+    if b.subject_notice.is_some() {
+        push(&app, &who.tenant);
+    }
+    Ok(axum::Json(RecipientsAdded { added, unknown }))
+}
+
+/// The people told of a breach, each with the status of their message.
+#[utoipa::path(get, path = "/v1/breaches/{id}/recipients", tag = "breaches",
+    params(("id" = String, Path), RecipientQuery),
+    responses((status = 200, body = RecipientList), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("api_key" = [])))]
+pub async fn recipients(
+    State(app): State<Arc<App>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<RecipientQuery>,
+) -> Result<axum::Json<RecipientList>, Problem> {
+    who.require(STAFF)?;
+    let limit = super::page::limit(q.limit)?;
+    let after: Option<String> = super::page::after(q.cursor.as_deref())?;
+    if app.store.breach(&who.tenant, &id).await?.is_none() {
+        return Err(Problem::not_found(format!("breach {id:?} does not exist")));
+    }
+    let rows = app
+        .store
+        .breach_recipients(&who.tenant, &id, after.as_deref().unwrap_or(""), limit + 1)
+        .await?;
+    let (recipients, next_cursor) = super::page::split(rows, limit, |r| r.subject_uid.clone());
+    Ok(axum::Json(RecipientList {
+        recipients,
+        next_cursor,
+    }))
 }

@@ -12,6 +12,7 @@ pub(crate) mod consents;
 pub(crate) mod decisions;
 pub mod design;
 pub mod extract;
+pub(crate) mod hooks;
 pub mod limit;
 pub(crate) mod messages;
 pub(crate) mod notices;
@@ -74,7 +75,9 @@ pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
         requests::send_code, requests::confirm_code,
         systems::create, systems::list, systems::get, systems::put, systems::delete, systems::test,
         systems::categories, systems::plan, systems::confirm, systems::propagation,
-        breaches::create, breaches::list, breaches::get, breaches::notify, ropa::export,
+        hooks::create, hooks::list, hooks::get, hooks::put, hooks::delete, hooks::reply,
+        breaches::create, breaches::list, breaches::get, breaches::notify,
+        breaches::add_recipients, breaches::recipients, ropa::export,
         acquisitions::put, acquisitions::notice, acquisitions::list,
         healthz, readyz, jwks,
         crate::web::sdk::config, crate::web::sdk::record, crate::web::tcf::vendor_list,
@@ -91,6 +94,10 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "reply_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
         components.add_security_scheme(
@@ -205,6 +212,12 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/requests/{id}/systems/{key}/confirm",
             post(systems::confirm),
         )
+        .route("/v1/requests/{id}/hooks/{hook}/reply", post(hooks::reply))
+        .route("/v1/hooks", post(hooks::create).get(hooks::list))
+        .route(
+            "/v1/hooks/{id}",
+            get(hooks::get).put(hooks::put).delete(hooks::delete),
+        )
         .route("/v1/systems", post(systems::create).get(systems::list))
         .route("/v1/systems/categories", get(systems::categories))
         .route(
@@ -221,6 +234,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/breaches", post(breaches::create).get(breaches::list))
         .route("/v1/breaches/{id}", get(breaches::get))
         .route("/v1/breaches/{id}/notifications", post(breaches::notify))
+        .route(
+            "/v1/breaches/{id}/recipients",
+            post(breaches::add_recipients).get(breaches::recipients),
+        )
         .route("/v1/records-of-processing", get(ropa::export))
         .route("/v1/subjects/{id}/acquisition", put(acquisitions::put))
         .route(

@@ -69,6 +69,10 @@ pub struct RequestView {
     /// request completes when every one is `done`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub systems: Option<Vec<crate::systems::SystemStatus>>,
+    /// Its calls of request hooks (`GET /v1/requests/{id}`): a pre-approval
+    /// or pre-execution call not `approved` holds the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Vec<crate::hooks::HookStatus>>,
 }
 
 impl RequestView {
@@ -87,14 +91,17 @@ impl RequestView {
             closed_at: r.closed_at.map(time::rfc3339),
             steps: r.steps,
             systems: None,
+            hooks: None,
         }
     }
 
     /// With its part in each connected system.
     async fn with_systems(r: RequestRow, app: &App) -> Result<Self, Problem> {
         let systems = crate::systems::statuses(app, &r.tenant, &r.id).await?;
+        let hooks = crate::hooks::statuses(app, &r.tenant, &r.id).await?;
         let mut v = RequestView::new(r, time::now());
         v.systems = Some(systems);
+        v.hooks = Some(hooks);
         Ok(v)
     }
 }

@@ -72,7 +72,7 @@ pub fn check(req: &NewWebhook) -> Result<(), Problem> {
     check_types(&req.events, "events")
 }
 
-fn check_url(url: &str) -> Result<(), Problem> {
+pub(crate) fn check_url(url: &str) -> Result<(), Problem> {
     let bad = |why: &str| Problem::validation("url", format!("{why}: {url:?}"));
     if url.len() > 2048 {
         return Err(bad("must be at most 2048 characters"));

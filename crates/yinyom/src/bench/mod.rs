@@ -682,6 +682,7 @@ fn memory(subjects: usize) {
         security_measures: vec![],
         banner: None,
         banner_design: None,
+        reminders: None,
         created_at: 0,
     };
     let snapshots = (0..subjects).map(|i| crate::store::SubjectSnapshot {

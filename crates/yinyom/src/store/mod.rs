@@ -6,10 +6,12 @@
 //! the current state rows, the receipt and the idempotency record land
 //! together or not at all, and are on disk before it returns.
 
+pub mod hooks;
 pub mod scratch;
 pub mod sql;
 pub mod systems;
 
+pub use hooks::{HookCall, HookRow, Hooks};
 pub use sql::{Dialect, SqlStore};
 pub use systems::{Propagation, SystemJob, SystemRow, Systems};
 
@@ -442,6 +444,63 @@ pub trait Requests: Send + Sync {
     async fn opt_in(&self, tenant: &str, id: &str) -> Result<Option<OptIn>>;
     /// Mark confirmed unless it already was; whether this call did.
     async fn confirm_opt_in(&self, tenant: &str, id: &str, at: Micros) -> Result<bool>;
+    /// Claim a deadline's reminder: inserted unless it exists (on any
+    /// node); whether this call did.
+    async fn claim_reminder(&self, r: &Reminder) -> Result<bool>;
+    /// Reminders whose email to the DPO is still `pending`, oldest first.
+    async fn reminders_to_email(&self, limit: u32) -> Result<Vec<Reminder>>;
+    /// Store a reminder's email status, attempts and error.
+    async fn settle_reminder(&self, r: &Reminder) -> Result<()>;
+    /// The reminders of one deadline, in the order they went out.
+    async fn reminders(&self, tenant: &str, kind: &str, ref_id: &str) -> Result<Vec<Reminder>>;
+    /// PDPA s.25 notices not yet given that are due in `[from, to)`,
+    /// grouped by the UTC day of their deadline: (day start, how many, the
+    /// first deadline of the day). A range of `acquisitions_pending`.
+    async fn pending_notices_by_day(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<(Micros, u64, Micros)>>;
+    /// Record people affected by a breach (by uid); how many were new.
+    async fn add_breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        uids: &[String],
+        at: Micros,
+    ) -> Result<u64>;
+    /// Up to `limit` of a breach's recipients not yet queued, by uid.
+    async fn pending_breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        limit: u32,
+    ) -> Result<Vec<String>>;
+    /// In one transaction: the messages queued (and their log's first
+    /// line), their recipients marked `queued`, and those that could not be
+    /// queued marked `failed` with the reason: (uid, error).
+    async fn queue_breach_messages(
+        &self,
+        tenant: &str,
+        breach: &str,
+        queued: &[MessageRow],
+        failed: &[(String, String)],
+    ) -> Result<()>;
+    /// A breach's recipients per status (a queued one's is its message's).
+    async fn breach_recipient_counts(
+        &self,
+        tenant: &str,
+        breach: &str,
+    ) -> Result<BTreeMap<String, u64>>;
+    /// A page of a breach's recipients, by uid after `after`.
+    async fn breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<BreachRecipient>>;
     async fn insert_breach(&self, b: &Breach) -> Result<()>;
     /// A tenant's breaches, the latest discovered first.
     async fn breaches(&self, tenant: Option<&str>) -> Result<Vec<Breach>>;
@@ -684,6 +743,7 @@ pub trait Store:
     + VendorLists
     + BannerDesigns
     + Systems
+    + Hooks
     + Send
     + Sync
     + 'static

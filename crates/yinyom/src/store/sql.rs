@@ -39,6 +39,7 @@ use crate::events::{self, ConsentEvent};
 mod banner;
 mod checkpoints;
 mod current;
+mod hooks;
 pub mod hot;
 mod ledger;
 use ledger::ensure_subject_ids;
@@ -261,9 +262,10 @@ impl SqlStore {
     /// against (`yinyom bench --only verify`) and tested to agree with.
     pub async fn verify_ledger_sequential(&self, tenant: &str) -> Result<VerifyReport> {
         let mut verifier = Verifier::default();
-        let mut rows = sqlx::query("SELECT * FROM ledger WHERE tenant = $1 ORDER BY seq")
-            .bind(tenant)
-            .fetch(&self.pool);
+        let sql = format!(
+            "SELECT l.*, {EVIDENCE_OF_ROW} AS evidence FROM ledger l WHERE l.tenant = $1 ORDER BY l.seq"
+        );
+        let mut rows = sqlx::query(&sql).bind(tenant).fetch(&self.pool);
         while let Some(r) = rows.try_next().await.map_err(unavailable)? {
             let seq = r.try_get::<i64, _>("seq").unwrap_or(-1) as u64;
             let checked = verifier.checked();
@@ -404,16 +406,46 @@ fn entry_from_row(row: &AnyRow) -> std::result::Result<LedgerEntry, String> {
             notice,
             source: get("source")?,
             actor: get("actor")?,
-            evidence_hash: row.try_get("evidence_hash").map_err(|e| e.to_string())?,
+            evidence_hash: stored_hash_opt(row, "evidence_hash")?,
             occurred_at: get_i("occurred_at")?,
             recorded_at: get_i("recorded_at")?,
             expires_at: row.try_get("expires_at").map_err(|e| e.to_string())?,
             receipt: row.try_get("receipt_id").map_err(|e| e.to_string())?,
             guardian: row.try_get::<i64, _>("guardian").unwrap_or(0) != 0,
         },
-        prev_hash: get("prev_hash")?,
-        hash: get("hash")?,
+        prev_hash: stored_hash(row, "prev_hash")?,
+        hash: stored_hash(row, "hash")?,
     })
+}
+
+/// The evidence a ledger row `l` keeps (its JSON), if any: stored once per
+/// distinct value in `evidence`, keyed by the hash the entry chains.
+const EVIDENCE_OF_ROW: &str = "(SELECT e.body FROM evidence e
+     WHERE e.tenant = l.tenant AND e.hash = l.evidence_hash AND l.evidence_kept = 1)";
+
+/// A hash as the ledger stores it (`hash`, `prev_hash`, `evidence_hash`,
+/// `evidence.hash`): its 32 bytes, not the 64 hex digits the chain is
+/// written in (migration 0130).
+pub(crate) fn hash_bytes(hex_digits: &str) -> Result<Vec<u8>> {
+    hex::decode(hex_digits)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| StoreError::Unavailable(format!("not a SHA-256 hash: {hex_digits:?}")))
+}
+
+/// A stored hash back in the chain's form: 64 lowercase hex digits.
+fn stored_hash(row: &AnyRow, column: &str) -> std::result::Result<String, String> {
+    stored_hash_opt(row, column)?.ok_or_else(|| format!("{column} is missing"))
+}
+
+/// [`stored_hash`] of a column that may be NULL.
+fn stored_hash_opt(row: &AnyRow, column: &str) -> std::result::Result<Option<String>, String> {
+    let bytes: Option<Vec<u8>> = row.try_get(column).map_err(|e| e.to_string())?;
+    match bytes {
+        Some(b) if b.len() == 32 => Ok(Some(hex::encode(b))),
+        Some(b) => Err(format!("{column} is {} bytes, not a SHA-256 hash", b.len())),
+        None => Ok(None),
+    }
 }
 
 /// Flags as stored: `{}` when none is set (the partial index on flagged

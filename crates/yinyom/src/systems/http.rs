@@ -569,6 +569,35 @@ impl Http {
         Ok(())
     }
 
+    /// POST a JSON body to a request hook (`crate::hooks`) under the same
+    /// guard as connectors: the hook's own host is allowed (as a system's
+    /// base URL is), an inner address only if `--connector-allow-private`
+    /// lists it; `limit` bounds the whole call. The status and body.
+    pub async fn post_hook(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        limit: Duration,
+    ) -> Result<(u16, Bytes), String> {
+        let u = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        let own: Vec<String> = host_of(url).into_iter().collect();
+        tokio::time::timeout(
+            limit,
+            self.send("POST", &u, &own, headers, Some((body, "application/json"))),
+        )
+        .await
+        .map_err(|_| format!("POST {}: no answer within {limit:?}", u.path()))?
+    }
+
+    /// Whether a hook's URL may be called at all (an inner address literal
+    /// not allowed is refused when the hook is registered).
+    pub fn check_hook_url(&self, url: &str) -> Result<(), String> {
+        let u = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        let own: Vec<String> = host_of(url).into_iter().collect();
+        self.check(&u, &own)
+    }
+
     async fn send(
         &self,
         method: &str,

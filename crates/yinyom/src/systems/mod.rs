@@ -57,6 +57,13 @@ pub struct Systems {
     pub pools: db::Pools,
     /// Wakes the task when jobs are created.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes the request hooks' task (`crate::hooks`) when calls are made.
+    pub hooks_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the consent propagation loop when propagations are created
+    /// (its own: `notify_one` wakes a single waiter, and a job must never
+    /// wait for the jobs loop's 500 ms poll because the propagation loop
+    /// took its wake-up).
+    pub propagate_wake: Arc<tokio::sync::Notify>,
     pub config: SystemsConfig,
     /// The guarded HTTP client of connectors, and their OAuth2 tokens.
     pub http: http::Http,
@@ -111,6 +118,8 @@ impl Systems {
         Systems {
             pools: Default::default(),
             wake: Default::default(),
+            hooks_wake: Default::default(),
+            propagate_wake: Default::default(),
             http: http::Http::new(config.http.clone()),
             health: Default::default(),
             config,
@@ -248,13 +257,15 @@ fn takes_part(row: &SystemRow, kind: Kind) -> bool {
 /// Yinyom; returns how many systems it now waits for (0: none, carry on).
 /// Called before Yinyom's own part (an erasure shreds the profile the
 /// identifiers are read from). A request started before is refused.
-pub async fn begin(app: &App, r: &RequestRow) -> Result<usize, Problem> {
+/// `resumed`: called when pre-execution hooks released a request whose
+/// `complete` step was taken before (`rights::resume`).
+pub async fn begin(app: &App, r: &RequestRow, resumed: bool) -> Result<usize, Problem> {
     if !reaches_systems(r.kind) {
         return Ok(0);
     }
     let existing = app.store.request_system_jobs(&r.tenant, &r.id).await?;
     if !existing.is_empty() {
-        if r.steps.iter().any(|s| s.action == "complete") {
+        if !resumed && r.steps.iter().any(|s| s.action == "complete") {
             return Err(Problem::conflict(
                 "the request is being carried out in its connected systems; see `systems`",
             ));
@@ -1017,6 +1028,14 @@ pub async fn finish_if_done(app: &App, tenant: &str, request_id: &str) -> Result
             )),
         });
         if app.store.update_request(&r, before).await? {
+            if r.kind == Kind::Erasure {
+                let outcomes: Vec<crate::events::SystemOutcome> =
+                    jobs.iter().map(outcome_of).collect();
+                if let Err(e) = crate::rights::announce_erased(app, &r, &outcomes).await {
+                    tracing::warn!(request = %r.id, error = %e.detail,
+                        "subject.erased could not be recorded");
+                }
+            }
             if let Err(e) = crate::rights::announce_completed(app, &r).await {
                 tracing::warn!(request = %r.id, error = %e.detail,
                     "request.completed could not be recorded");
@@ -1025,6 +1044,25 @@ pub async fn finish_if_done(app: &App, tenant: &str, request_id: &str) -> Result
         }
     }
     Ok(false)
+}
+
+/// A finished job as `subject.erased` carries it: `manual` for a system
+/// staff confirmed by hand, else its status.
+pub fn outcome_of(j: &SystemJob) -> crate::events::SystemOutcome {
+    let confirmed = j
+        .detail
+        .as_ref()
+        .is_some_and(|d| d.get("confirmed_by").is_some());
+    crate::events::SystemOutcome {
+        key: j.system.clone(),
+        status: if confirmed && j.status == "done" {
+            "manual".into()
+        } else {
+            j.status.clone()
+        },
+        rows: j.rows.max(0) as u64,
+        error: j.error.clone(),
+    }
 }
 
 /// The wait before attempt `attempts + 1`, after `attempts` failures.
@@ -1052,11 +1090,16 @@ const PER_SYSTEM: usize = 4;
 /// The background task (leader only): carries out due jobs and consent
 /// propagations, retries failures with backoff.
 pub async fn run(app: Weak<App>) {
-    let Some(wake) = app.upgrade().map(|a| a.systems.wake.clone()) else {
+    let Some((wake, propagate_wake)) = app
+        .upgrade()
+        .map(|a| (a.systems.wake.clone(), a.systems.propagate_wake.clone()))
+    else {
         return;
     };
     // Consent propagation in a loop of its own: it never delays requests.
-    tokio::spawn(propagate::run(app.clone(), wake.clone()));
+    tokio::spawn(propagate::run(app.clone(), propagate_wake));
+    // Request hooks' calls too, through the same guarded client.
+    tokio::spawn(crate::hooks::run(app.clone()));
     loop {
         let Some(a) = app.upgrade() else { return };
         let busy = match round(&a).await {

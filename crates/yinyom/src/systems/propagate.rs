@@ -210,7 +210,7 @@ pub async fn queue(
             updated_at,
         })
         .await?;
-    app.systems.wake.notify_one();
+    app.systems.propagate_wake.notify_one();
     Ok(())
 }
 

@@ -890,6 +890,24 @@ pub async fn request_page(
                 }
             }
         }
+        @if let Some(hooks) = r.hooks.as_ref().filter(|h| !h.is_empty()) {
+            h2 { (tr(lang, "ฮุกของคำขอ", "Request hooks")) }
+            table.hooks {
+                thead { tr {
+                    th scope="col" { (tr(lang, "ฮุก", "Hook")) } th scope="col" { (tr(lang, "ขั้น", "Stage")) }
+                    th scope="col" { (tr(lang, "สถานะ", "Status")) } th scope="col" { (tr(lang, "ครั้งที่ลอง", "Attempts")) }
+                    th scope="col" { (tr(lang, "เหตุผล / ข้อผิดพลาด", "Reason / error")) }
+                } }
+                tbody { @for h in hooks { tr {
+                    td { code { (h.id) } } td { (h.stage.as_str()) }
+                    td.bad[matches!(h.status.as_str(), "failed" | "denied")] { (h.status.as_str())
+                        @if h.awaiting_reply { br; span.muted { (tr(lang, "รอคำตอบ", "awaiting its reply")) } }
+                        @if let Some(at) = &h.retry_at { br; span.muted { (tr(lang, "ลองใหม่ ", "retry at ")) (at) } } }
+                    td { (h.attempts) }
+                    td { (h.reason.clone().or_else(|| h.error.clone()).unwrap_or_else(|| "—".into())) }
+                } } }
+            }
+        }
         h2 { (tr(lang, "ขั้นตอน", "Steps")) }
         (table(lang, &[("at", "เมื่อ", "When"), ("action", "การกระทำ", "Action"), ("actor", "โดย", "By"), ("reason", "เหตุผล", "Reason"), ("outcome", "ผล", "Outcome")],
             to_json(&r.steps).as_array().map(Vec::as_slice).unwrap_or(&[]), None))

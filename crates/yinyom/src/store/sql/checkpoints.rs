@@ -36,7 +36,7 @@ impl Checkpoints for SqlStore {
         .await
         .map_err(unavailable)?;
         rows.iter()
-            .map(|r| r.try_get("hash").map_err(unavailable))
+            .map(|r| stored_hash(r, "hash").map_err(StoreError::Unavailable))
             .collect()
     }
 

@@ -38,6 +38,7 @@ pub const GROWING: &[&str] = &[
     "subjects",
     "subject_lookups",
     "ledger",
+    "evidence",
     "consent_states",
     "receipts",
     "idempotency_keys",
@@ -67,8 +68,9 @@ pub const SUBJECTS_BY_LOOKUP: &str = "SELECT s.* FROM subject_lookups l
 pub const HISTORY: &str =
     "SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq";
 /// A subject's stored evidence.
-pub const EVIDENCE: &str = "SELECT seq, evidence FROM ledger
-     WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL";
+pub const EVIDENCE: &str = "SELECT l.seq, e.body AS evidence FROM ledger l
+     JOIN evidence e ON e.tenant = l.tenant AND e.hash = l.evidence_hash
+     WHERE l.tenant = $1 AND l.subject_uid = $2 AND l.evidence_kept = 1";
 /// A subject's receipts.
 pub const RECEIPTS: &str = "SELECT id, jws, created_at FROM receipts
      WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id";
@@ -84,9 +86,9 @@ pub const LEDGER_AFTER: &str =
 /// on the outbox's bounds alone, a generic PostgreSQL plan read the
 /// tenant's whole ledger for every event).
 pub const EVENTS_AFTER: &str = "WITH o AS (
-         SELECT seq, kind, before_state, after_state FROM outbox
+         SELECT seq, before_state, after_state FROM outbox
          WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3)
-     SELECT o.kind, o.before_state, o.after_state, l.*
+     SELECT o.before_state, o.after_state, l.*
      FROM o JOIN ledger l ON l.tenant = $1 AND l.seq = o.seq
      WHERE l.seq > $2 AND l.seq <= (SELECT MAX(seq) FROM o)
      ORDER BY o.seq";

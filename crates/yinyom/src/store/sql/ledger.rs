@@ -414,6 +414,70 @@ fn ledger_rows<'r>(rows: &'r Rows<'_>) -> Vec<(&'r LedgerEntry, Option<&'r str>)
         .collect()
 }
 
+/// A ledger row in its stored form: the hashes as bytes, and whether the
+/// row keeps evidence (in `evidence`, once per distinct value).
+struct StoredEntry<'r> {
+    entry: &'r LedgerEntry,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+    evidence_hash: Option<Vec<u8>>,
+    evidence_kept: bool,
+}
+
+fn stored_entries<'r>(ledger: &[(&'r LedgerEntry, Option<&str>)]) -> Result<Vec<StoredEntry<'r>>> {
+    ledger
+        .iter()
+        .map(|(e, evidence)| {
+            Ok(StoredEntry {
+                entry: e,
+                prev_hash: hash_bytes(&e.prev_hash)?,
+                hash: hash_bytes(&e.hash)?,
+                evidence_hash: e
+                    .body
+                    .evidence_hash
+                    .as_deref()
+                    .map(hash_bytes)
+                    .transpose()?,
+                evidence_kept: evidence.is_some() && e.body.evidence_hash.is_some(),
+            })
+        })
+        .collect()
+}
+
+/// The batch's evidence, once per (tenant, hash): its JSON and how many of
+/// the batch's ledger rows keep it (added to `evidence.refs`).
+fn evidence_rows<'r>(
+    ledger: &[(&'r LedgerEntry, Option<&'r str>)],
+) -> Vec<(&'r str, &'r str, &'r str, i64)> {
+    let mut seen: HashMap<(&str, &str), (&str, i64)> = HashMap::new();
+    let mut order = Vec::new();
+    for (e, evidence) in ledger {
+        if let (Some(body), Some(hash)) = (evidence, e.body.evidence_hash.as_deref()) {
+            let key = (e.body.tenant.as_str(), hash);
+            seen.entry(key)
+                .and_modify(|(_, refs)| *refs += 1)
+                .or_insert_with(|| {
+                    order.push(key);
+                    (*body, 1)
+                });
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|k| seen.get(&k).map(|(body, refs)| (k.0, k.1, *body, *refs)))
+        .collect()
+}
+
+/// Evidence rows are added to, never replaced: a value already stored for
+/// another entry gains references.
+/// (A macro, so that both write paths' statements are built from it.)
+macro_rules! upsert_evidence {
+    () => {
+        " ON CONFLICT (tenant, hash) DO UPDATE SET refs = evidence.refs + excluded.refs"
+    };
+}
+const UPSERT_EVIDENCE: &str = upsert_evidence!();
+
 /// The entries that set `consent_states` rows: per (subject, purpose,
 /// channel) only the latest `(occurred_at, seq)` of the batch (PostgreSQL
 /// refuses to update one row twice in a statement); flag changes
@@ -466,14 +530,34 @@ async fn insert_entries(
     new: &std::collections::HashSet<String>,
 ) -> Result<()> {
     let ledger = ledger_rows(rows);
+    let evidence = evidence_rows(&ledger);
+    insert_rows(
+        tx,
+        d,
+        "INSERT INTO evidence (tenant, hash, body, refs)",
+        UPSERT_EVIDENCE,
+        &evidence
+            .iter()
+            .map(|(t, h, body, refs)| Ok((*t, hash_bytes(h)?, *body, *refs)))
+            .collect::<Result<Vec<_>>>()?,
+        4,
+        |q, (tenant, hash, body, refs)| {
+            q.bind(*tenant)
+                .bind(hash.as_slice())
+                .bind(*body)
+                .bind(*refs)
+        },
+    )
+    .await?;
     insert_rows(tx, d,
         "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
-            notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at, receipt_id,
-            prev_hash, hash, guardian)",
+            notice_hash, source, actor, evidence_hash, evidence_kept, occurred_at, recorded_at, expires_at,
+            receipt_id, prev_hash, hash, guardian)",
         "",
-        &ledger,
+        &stored_entries(&ledger)?,
         20,
-        |q, (e, evidence)| {
+        |q, s| {
+            let e = s.entry;
             let b = &e.body;
             q.bind(b.tenant.as_str())
                 .bind(e.seq as i64)
@@ -486,37 +570,32 @@ async fn insert_entries(
                 .bind(b.notice.as_ref().map(|n| n.hash.as_str()))
                 .bind(b.source.as_str())
                 .bind(b.actor.as_str())
-                .bind(b.evidence_hash.as_deref())
-                .bind(*evidence)
+                .bind(s.evidence_hash.as_deref())
+                .bind(i64::from(s.evidence_kept))
                 .bind(b.occurred_at)
                 .bind(b.recorded_at)
                 .bind(b.expires_at)
                 .bind(b.receipt.as_deref())
-                .bind(e.prev_hash.as_str())
-                .bind(e.hash.as_str())
+                .bind(s.prev_hash.as_slice())
+                .bind(s.hash.as_slice())
                 .bind(i64::from(b.guardian))
         },
     )
     .await?;
 
     let outbox = outbox_rows(&ledger, &current_states(tx, d, &ledger, new).await?);
-    let now = time::now();
     insert_rows(
         tx,
         d,
-        "INSERT INTO outbox (tenant, seq, subject_uid, purpose, kind, before_state, after_state, created_at)",
+        "INSERT INTO outbox (tenant, seq, before_state, after_state)",
         "",
         &outbox,
-        8,
+        4,
         |q, (e, before, after)| {
             q.bind(e.body.tenant.as_str())
                 .bind(e.seq as i64)
-                .bind(e.body.subject_uid.as_str())
-                .bind(e.body.purpose.as_str())
-                .bind(events::kind(e.body.action))
                 .bind(before.as_str())
                 .bind(after.as_str())
-                .bind(now)
         },
     )
     .await?;
@@ -565,11 +644,11 @@ async fn write_batch_pg(
         &ledger,
         &current_states(tx, Dialect::Postgres, &ledger, new).await?,
     );
-    let now = time::now();
     let ledger_json: Vec<serde_json::Value> = ledger
         .iter()
         .map(|(e, evidence)| {
             let b = &e.body;
+            let kept = evidence.is_some() && b.evidence_hash.is_some();
             json!({
                 "tenant": b.tenant, "seq": e.seq, "subject_uid": b.subject_uid,
                 "purpose": b.purpose, "channel": b.channel.map(Channel::as_str),
@@ -578,7 +657,7 @@ async fn write_batch_pg(
                 "notice_version": b.notice.as_ref().map(|n| n.version),
                 "notice_hash": b.notice.as_ref().map(|n| n.hash.as_str()),
                 "source": b.source, "actor": b.actor, "evidence_hash": b.evidence_hash,
-                "evidence": evidence, "occurred_at": b.occurred_at, "recorded_at": b.recorded_at,
+                "evidence_kept": i64::from(kept), "occurred_at": b.occurred_at, "recorded_at": b.recorded_at,
                 "expires_at": b.expires_at, "receipt_id": b.receipt, "prev_hash": e.prev_hash,
                 "hash": e.hash, "guardian": i64::from(b.guardian),
             })
@@ -588,10 +667,15 @@ async fn write_batch_pg(
         .iter()
         .map(|(e, before, after)| {
             json!({
-                "tenant": e.body.tenant, "seq": e.seq, "subject_uid": e.body.subject_uid,
-                "purpose": e.body.purpose, "kind": events::kind(e.body.action),
-                "before_state": before.as_str(), "after_state": after.as_str(), "created_at": now,
+                "tenant": e.body.tenant, "seq": e.seq,
+                "before_state": before.as_str(), "after_state": after.as_str(),
             })
+        })
+        .collect();
+    let evidence_json: Vec<serde_json::Value> = evidence_rows(&ledger)
+        .iter()
+        .map(|(tenant, hash, body, refs)| {
+            json!({"tenant": tenant, "hash": hash, "body": body, "refs": refs})
         })
         .collect();
     let states_json: Vec<serde_json::Value> = latest_states(rows)
@@ -650,6 +734,7 @@ async fn write_batch_pg(
         .bind(serde_json::Value::Array(heads_json).to_string())
         .bind(channel.unwrap_or(""))
         .bind(serde_json::Value::Array(notices).to_string())
+        .bind(serde_json::Value::Array(evidence_json).to_string())
         .fetch_one(&mut **tx)
         .await
         .map_err(unavailable)?;
@@ -660,22 +745,28 @@ async fn write_batch_pg(
 const PG_WRITE_BATCH: &str = concat!(
     "WITH
   l AS (INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key,
-            notice_version, notice_hash, source, actor, evidence_hash, evidence, occurred_at,
+            notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, occurred_at,
             recorded_at, expires_at, receipt_id, prev_hash, hash, guardian)
         SELECT tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
-            notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at,
-            expires_at, receipt_id, prev_hash, hash, guardian
+            notice_hash, source, actor, decode(evidence_hash, 'hex'), evidence_kept, occurred_at,
+            recorded_at, expires_at, receipt_id, decode(prev_hash, 'hex'), decode(hash, 'hex'),
+            guardian
         FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, seq bigint, subject_uid text,
             purpose text, channel text, action text, notice_key text, notice_version bigint,
-            notice_hash text, source text, actor text, evidence_hash text, evidence text,
+            notice_hash text, source text, actor text, evidence_hash text, evidence_kept smallint,
             occurred_at bigint, recorded_at bigint, expires_at bigint, receipt_id text,
             prev_hash text, hash text, guardian bigint)
         RETURNING 1),
-  o AS (INSERT INTO outbox (tenant, seq, subject_uid, purpose, kind, before_state, after_state,
-            created_at)
-        SELECT tenant, seq, subject_uid, purpose, kind, before_state, after_state, created_at
-        FROM jsonb_to_recordset($2::jsonb) AS x(tenant text, seq bigint, subject_uid text,
-            purpose text, kind text, before_state text, after_state text, created_at bigint)
+  e AS (INSERT INTO evidence (tenant, hash, body, refs)
+        SELECT tenant, decode(hash, 'hex'), body, refs
+        FROM jsonb_to_recordset($9::jsonb) AS x(tenant text, hash text, body text, refs bigint)",
+    upsert_evidence!(),
+    "
+        RETURNING 1),
+  o AS (INSERT INTO outbox (tenant, seq, before_state, after_state)
+        SELECT tenant, seq, before_state, after_state
+        FROM jsonb_to_recordset($2::jsonb) AS x(tenant text, seq bigint, before_state text,
+            after_state text)
         RETURNING 1),
   c AS (INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq,
             occurred_at, expires_at, notice_key, notice_version, source, guardian)
@@ -703,7 +794,7 @@ const PG_WRITE_BATCH: &str = concat!(
         WHERE ledger_heads.tenant = x.tenant
         RETURNING 1),
   n AS (SELECT pg_notify($7, x.payload) FROM jsonb_to_recordset($8::jsonb) AS x(payload text))
-SELECT (SELECT count(*) FROM l) AS l, (SELECT count(*) FROM o) AS o, (SELECT count(*) FROM c) AS c,
+SELECT (SELECT count(*) FROM l) AS l, (SELECT count(*) FROM e) AS e, (SELECT count(*) FROM o) AS o, (SELECT count(*) FROM c) AS c,
        (SELECT count(*) FROM r) AS r, (SELECT count(*) FROM i) AS i, (SELECT count(*) FROM h) AS h,
        (SELECT count(*) FROM n) AS n"
 );

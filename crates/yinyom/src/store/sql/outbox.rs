@@ -345,7 +345,7 @@ impl Outbox for SqlStore {
 }
 
 /// Outbox rows joined with their ledger entries: what an event is made of.
-const OUTBOX_EVENTS: &str = "SELECT o.kind, o.before_state, o.after_state, l.*
+const OUTBOX_EVENTS: &str = "SELECT o.before_state, o.after_state, l.*
      FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq";
 
 fn outbox_event(r: &AnyRow) -> Result<OutboxEvent> {
@@ -356,12 +356,23 @@ fn outbox_event(r: &AnyRow) -> Result<OutboxEvent> {
             .and_then(ConsentState::parse)
             .ok_or_else(|| StoreError::Unavailable(format!("outbox row {}: bad {c}", entry.seq)))
     };
-    let event = ConsentEvent::new(&entry, state("before_state")?, state("after_state")?);
+    let mut event = ConsentEvent::new(&entry, state("before_state")?, state("after_state")?);
+    if event.systems.is_some() {
+        // `subject.erased`: the connected systems' outcomes, kept in its
+        // evidence (no personal data; see `systems::finish_if_done`).
+        let evidence: Option<String> = r.try_get("evidence").ok().flatten();
+        if let Some(outcomes) = evidence
+            .and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok())
+            .and_then(|e| serde_json::from_value(e["systems"].clone()).ok())
+        {
+            event.systems = Some(outcomes);
+        }
+    }
     Ok(OutboxEvent {
         seq: entry.seq,
         subject_uid: entry.body.subject_uid.clone(),
         purpose: entry.body.purpose.clone(),
-        kind: r.get("kind"),
+        kind: events::kind(entry.body.action).to_string(),
         payload: serde_json::to_string(&event).map_err(json_err)?,
     })
 }

@@ -21,6 +21,7 @@ pub(super) fn tenant_body(t: &Tenant) -> String {
         "security_measures": t.security_measures,
         "banner": t.banner,
         "banner_design": t.banner_design,
+        "reminders": t.reminders,
     })
     .to_string()
 }

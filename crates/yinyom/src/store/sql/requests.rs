@@ -5,6 +5,20 @@ use yinyom_core::rights::{Kind, Status};
 
 use super::*;
 
+fn reminder_from_row(r: &AnyRow) -> Reminder {
+    Reminder {
+        tenant: r.get("tenant"),
+        kind: r.get("kind"),
+        ref_id: r.get("ref_id"),
+        reminder: r.get("reminder"),
+        due_at: r.get("due_at"),
+        created_at: r.get("created_at"),
+        email_status: r.get("email_status"),
+        email_attempts: r.get("email_attempts"),
+        email_error: r.try_get("email_error").ok().flatten(),
+    }
+}
+
 fn request_from_row(r: &AnyRow) -> Result<RequestRow> {
     let kind: String = r.get("kind");
     let status: String = r.get("status");
@@ -101,6 +115,7 @@ fn acquisition_from_row(r: &AnyRow) -> Acquisition {
         notice: r.get("notice"),
         recorded_by: r.get("recorded_by"),
         updated_at: r.get("updated_at"),
+        message_id: r.try_get("message_id").ok().flatten(),
     }
 }
 
@@ -201,13 +216,13 @@ impl Requests for SqlStore {
         let _writing = self.exclusive().await;
         sqlx::query(
             "INSERT INTO acquisitions (tenant, subject_uid, source, acquired_at, due_at, notified_at,
-                 method, notice, recorded_by, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 method, notice, recorded_by, updated_at, message_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (tenant, subject_uid) DO UPDATE SET source = excluded.source,
                  acquired_at = excluded.acquired_at, due_at = excluded.due_at,
                  notified_at = excluded.notified_at, method = excluded.method,
                  notice = excluded.notice, recorded_by = excluded.recorded_by,
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, message_id = excluded.message_id",
         )
         .bind(&a.tenant)
         .bind(&a.subject_uid)
@@ -219,6 +234,7 @@ impl Requests for SqlStore {
         .bind(a.notice.clone())
         .bind(&a.recorded_by)
         .bind(a.updated_at)
+        .bind(a.message_id.clone())
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -261,6 +277,306 @@ impl Requests for SqlStore {
             .await
             .map_err(unavailable)?;
         Ok(rows.iter().map(acquisition_from_row).collect())
+    }
+
+    async fn claim_reminder(&self, r: &Reminder) -> Result<bool> {
+        let _writing = self.exclusive().await;
+        let done = sqlx::query(
+            "INSERT INTO deadline_reminders (tenant, kind, ref_id, reminder, due_at, created_at,
+                 email_status, email_attempts, email_error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (tenant, kind, ref_id, reminder) DO NOTHING",
+        )
+        .bind(&r.tenant)
+        .bind(&r.kind)
+        .bind(&r.ref_id)
+        .bind(&r.reminder)
+        .bind(r.due_at)
+        .bind(r.created_at)
+        .bind(&r.email_status)
+        .bind(r.email_attempts)
+        .bind(r.email_error.clone())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    async fn reminders_to_email(&self, limit: u32) -> Result<Vec<Reminder>> {
+        let rows = sqlx::query(
+            "SELECT * FROM deadline_reminders WHERE email_status = 'pending'
+             ORDER BY created_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(reminder_from_row).collect())
+    }
+
+    async fn settle_reminder(&self, r: &Reminder) -> Result<()> {
+        let _writing = self.exclusive().await;
+        sqlx::query(
+            "UPDATE deadline_reminders SET email_status = $1, email_attempts = $2, email_error = $3
+             WHERE tenant = $4 AND kind = $5 AND ref_id = $6 AND reminder = $7",
+        )
+        .bind(&r.email_status)
+        .bind(r.email_attempts)
+        .bind(r.email_error.clone())
+        .bind(&r.tenant)
+        .bind(&r.kind)
+        .bind(&r.ref_id)
+        .bind(&r.reminder)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn reminders(&self, tenant: &str, kind: &str, ref_id: &str) -> Result<Vec<Reminder>> {
+        let rows = sqlx::query(
+            "SELECT * FROM deadline_reminders WHERE tenant = $1 AND kind = $2 AND ref_id = $3
+             ORDER BY created_at, reminder",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(ref_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(reminder_from_row).collect())
+    }
+
+    async fn pending_notices_by_day(
+        &self,
+        tenant: &str,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<(Micros, u64, Micros)>> {
+        let rows = sqlx::query(
+            "SELECT due_at / 86400000000 AS day, COUNT(*) AS n, MIN(due_at) AS first_due
+             FROM acquisitions
+             WHERE tenant = $1 AND notified_at IS NULL AND due_at >= $2 AND due_at < $3
+             GROUP BY due_at / 86400000000 ORDER BY day",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>("day") * 86_400_000_000,
+                    r.get::<i64, _>("n").max(0) as u64,
+                    r.get::<i64, _>("first_due"),
+                )
+            })
+            .collect())
+    }
+
+    async fn add_breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        uids: &[String],
+        at: Micros,
+    ) -> Result<u64> {
+        let _writing = self.exclusive().await;
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin())
+            .await
+            .map_err(unavailable)?;
+        let mut added = 0;
+        for uid in uids {
+            added += sqlx::query(
+                "INSERT INTO breach_recipients (tenant, breach, subject_uid, status, created_at)
+                 VALUES ($1, $2, $3, 'pending', $4)
+                 ON CONFLICT (tenant, breach, subject_uid) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(breach)
+            .bind(uid)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(added)
+    }
+
+    async fn pending_breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT subject_uid FROM breach_recipients
+             WHERE tenant = $1 AND breach = $2 AND status = 'pending'
+             ORDER BY subject_uid LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(breach)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn queue_breach_messages(
+        &self,
+        tenant: &str,
+        breach: &str,
+        queued: &[MessageRow],
+        failed: &[(String, String)],
+    ) -> Result<()> {
+        let _writing = self.exclusive().await;
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin())
+            .await
+            .map_err(unavailable)?;
+        insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO messages (tenant, id, audience, subject_uid, channel, purpose, status, reason,
+                                   attempts, next_at, content, created_at, updated_at)",
+            "",
+            queued,
+            13,
+            |q, m| {
+                q.bind(m.tenant.as_str())
+                    .bind(m.id.as_str())
+                    .bind(m.audience.as_deref())
+                    .bind(m.subject_uid.as_str())
+                    .bind(m.channel.as_str())
+                    .bind(m.purpose.as_str())
+                    .bind(m.status.as_str())
+                    .bind(m.reason.as_deref())
+                    .bind(i64::from(m.attempts))
+                    .bind(m.next_at)
+                    .bind(m.content.clone())
+                    .bind(m.created_at)
+                    .bind(m.updated_at)
+            },
+        )
+        .await?;
+        insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO message_log (tenant, message, at, status, detail)",
+            "",
+            queued,
+            5,
+            |q, m| {
+                q.bind(m.tenant.as_str())
+                    .bind(m.id.as_str())
+                    .bind(m.created_at)
+                    .bind(m.status.as_str())
+                    .bind(m.reason.as_deref())
+            },
+        )
+        .await?;
+        for m in queued {
+            sqlx::query(
+                "UPDATE breach_recipients SET status = 'queued', message_id = $1
+                 WHERE tenant = $2 AND breach = $3 AND subject_uid = $4",
+            )
+            .bind(m.id.as_str())
+            .bind(tenant)
+            .bind(breach)
+            .bind(m.subject_uid.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        for (uid, error) in failed {
+            sqlx::query(
+                "UPDATE breach_recipients SET status = 'failed', error = $1
+                 WHERE tenant = $2 AND breach = $3 AND subject_uid = $4",
+            )
+            .bind(error.as_str())
+            .bind(tenant)
+            .bind(breach)
+            .bind(uid.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn breach_recipient_counts(
+        &self,
+        tenant: &str,
+        breach: &str,
+    ) -> Result<BTreeMap<String, u64>> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(m.status, r.status) AS status, COUNT(*) AS n
+             FROM breach_recipients r
+             LEFT JOIN messages m ON m.tenant = r.tenant AND m.id = r.message_id
+             WHERE r.tenant = $1 AND r.breach = $2
+             GROUP BY COALESCE(m.status, r.status)",
+        )
+        .bind(tenant)
+        .bind(breach)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>("status"),
+                    r.get::<i64, _>("n").max(0) as u64,
+                )
+            })
+            .collect())
+    }
+
+    async fn breach_recipients(
+        &self,
+        tenant: &str,
+        breach: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<BreachRecipient>> {
+        let rows = sqlx::query(
+            "SELECT r.subject_uid, COALESCE(m.status, r.status) AS status, r.message_id, r.error,
+                    (SELECT s.id FROM subjects s WHERE s.uid = r.subject_uid) AS subject_id
+             FROM breach_recipients r
+             LEFT JOIN messages m ON m.tenant = r.tenant AND m.id = r.message_id
+             WHERE r.tenant = $1 AND r.breach = $2 AND r.subject_uid > $3
+             ORDER BY r.subject_uid LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(breach)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| BreachRecipient {
+                subject_uid: r.get("subject_uid"),
+                subject: r
+                    .try_get::<Option<String>, _>("subject_id")
+                    .ok()
+                    .flatten()
+                    .filter(|id| !id.starts_with("erased:")),
+                status: r.get("status"),
+                message_id: r.try_get("message_id").ok().flatten(),
+                error: r.try_get("error").ok().flatten(),
+            })
+            .collect())
     }
 
     async fn insert_breach(&self, b: &Breach) -> Result<()> {
@@ -467,11 +783,49 @@ impl Requests for SqlStore {
                                   ELSE status END
              WHERE tenant = $1 AND subject_uid = $2")
         .await?;
-        let evidence = run("UPDATE ledger SET evidence = NULL
-             WHERE tenant = $1 AND subject_uid = $2 AND evidence IS NOT NULL")
+        // Evidence is stored once per distinct value, counting the ledger
+        // rows that keep it: the subject's rows let go of theirs, and a
+        // value no other entry keeps is deleted. (A value other subjects'
+        // entries hold too, identical to the byte, stays theirs.)
+        run(
+            "UPDATE evidence SET refs = refs - (SELECT COUNT(*) FROM ledger l
+                 WHERE l.tenant = $1 AND l.subject_uid = $2 AND l.evidence_kept = 1
+                   AND l.evidence_hash = evidence.hash)
+             WHERE tenant = $1 AND hash IN (SELECT evidence_hash FROM ledger
+                 WHERE tenant = $1 AND subject_uid = $2 AND evidence_kept = 1)",
+        )
+        .await?;
+        run(
+            "DELETE FROM evidence WHERE tenant = $1 AND refs <= 0 AND hash IN
+                 (SELECT evidence_hash FROM ledger
+                  WHERE tenant = $1 AND subject_uid = $2 AND evidence_kept = 1)",
+        )
+        .await?;
+        let evidence = run("UPDATE ledger SET evidence_kept = 0
+             WHERE tenant = $1 AND subject_uid = $2 AND evidence_kept = 1")
         .await?;
         run("UPDATE rights_requests SET changes = NULL WHERE tenant = $1 AND subject_uid = $2")
             .await?;
+        // Connected systems: the rows an access request collected are
+        // sealed with the tenant key, not the subject's, so they go here;
+        // so do the identifiers of another request's unfinished jobs (it
+        // has nothing left to act on). An erasure's own jobs keep theirs
+        // until each is done: they carry the erasure to the systems.
+        run(
+            "UPDATE request_systems SET result = NULL, updated_at = updated_at + 1
+             WHERE tenant = $1 AND result IS NOT NULL AND request_id IN
+                 (SELECT id FROM rights_requests WHERE tenant = $1 AND subject_uid = $2)",
+        )
+        .await?;
+        run(
+            "UPDATE request_systems SET payload = NULL, next_at = NULL, status = 'failed',
+                    error = 'the subject was erased; nothing is left to do here',
+                    updated_at = updated_at + 1
+             WHERE tenant = $1 AND payload IS NOT NULL AND request_id IN
+                 (SELECT id FROM rights_requests WHERE tenant = $1 AND subject_uid = $2
+                      AND kind <> 'erasure')",
+        )
+        .await?;
         // Held double opt-ins carry the subject's request and evidence.
         run("DELETE FROM opt_ins WHERE tenant = $1 AND subject_id IN
                  (SELECT id FROM subjects WHERE tenant = $1 AND uid = $2)")

@@ -41,9 +41,15 @@ pub(super) enum Reader {
 }
 
 /// The columns [`decode`] reads, in its order (the tenant is known).
-const COLUMNS: &str = "seq, subject_uid, purpose, channel, action, notice_key, notice_version,
-    notice_hash, source, actor, evidence_hash, evidence, occurred_at, recorded_at, expires_at,
-    receipt_id, guardian, prev_hash, hash";
+/// Hashes are stored as 32 bytes (migration 0130), evidence once per
+/// distinct value in `evidence` (read through `EVIDENCE_OF_ROW`).
+fn columns() -> String {
+    format!(
+        "l.seq, l.subject_uid, l.purpose, l.channel, l.action, l.notice_key, l.notice_version,
+         l.notice_hash, l.source, l.actor, l.evidence_hash, {EVIDENCE_OF_ROW}, l.occurred_at,
+         l.recorded_at, l.expires_at, l.receipt_id, l.guardian, l.prev_hash, l.hash"
+    )
+}
 
 /// The one place a ledger row is read back for verification, generic
 /// over the native row types: the entry (or why the row is not one) and
@@ -53,6 +59,7 @@ where
     R: Row,
     usize: sqlx::ColumnIndex<R>,
     for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let seq = r.try_get::<i64, _>(0).map_or(0, |s| s as u64);
@@ -64,6 +71,17 @@ where
         };
         let int = |i: usize| r.try_get::<i64, _>(i);
         let bad = |what: String| sqlx::Error::Decode(what.into());
+        // A hash as stored: 32 bytes, read back as 64 lowercase hex digits.
+        let opt_hash = |i: usize| match r.try_get::<Option<&[u8]>, _>(i)? {
+            None => Ok(None),
+            Some(b) if b.len() == 32 => Ok(Some(hex::encode(b))),
+            Some(b) => Err(bad(format!(
+                "column {i} is {} bytes, not a SHA-256 hash",
+                b.len()
+            ))),
+        };
+        let hash =
+            |i: usize| opt_hash(i)?.ok_or_else(|| bad(format!("column {i}: the hash is missing")));
         let channel = match r.try_get::<Option<&str>, _>(3)? {
             None => None,
             Some(c) => {
@@ -92,15 +110,15 @@ where
                 notice,
                 source: text(8)?,
                 actor: text(9)?,
-                evidence_hash: opt(10)?,
+                evidence_hash: opt_hash(10)?,
                 occurred_at: int(12)?,
                 recorded_at: int(13)?,
                 expires_at: r.try_get(14)?,
                 receipt: opt(15)?,
                 guardian: int(16)? != 0,
             },
-            prev_hash: text(17)?,
-            hash: text(18)?,
+            prev_hash: hash(17)?,
+            hash: hash(18)?,
         };
         Ok((entry, opt(11)?))
     })();
@@ -127,6 +145,7 @@ where
     R: Row + Send + 'static,
     usize: sqlx::ColumnIndex<R>,
     for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let last_seq = rows
@@ -191,8 +210,9 @@ impl Verifications for SqlStore {
         limit: u32,
     ) -> Result<LedgerPage> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM ledger WHERE tenant = $1 AND seq > $2 AND seq <= $3
-             ORDER BY seq LIMIT $4"
+            "SELECT {} FROM ledger l WHERE l.tenant = $1 AND l.seq > $2 AND l.seq <= $3
+             ORDER BY l.seq LIMIT $4",
+            columns()
         );
         let upto = upto.min(i64::MAX as u64) as i64;
         Ok(match self.reader().await? {
