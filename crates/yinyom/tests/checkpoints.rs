@@ -352,7 +352,7 @@ async fn the_audit_takes_in_checkpoints_made_while_it_runs(backend: Backend) {
     // Entry 700's stored hash changes (block 513 to 768 of the tree).
     let other = t.db.open().await;
     sqlx::query("UPDATE ledger SET hash = $1 WHERE tenant = $2 AND seq = 700")
-        .bind("ab".repeat(32))
+        .bind(vec![0xab_u8; 32])
         .bind(t.tenant.as_str())
         .execute(other.pool())
         .await

@@ -336,7 +336,7 @@ async fn postgres_generic_plans_seek_past_the_tenant() {
         "generic plans that read a tenant's whole table:\n{}",
         failures.join("\n\n")
     );
-    let unbounded = "SELECT o.kind, o.before_state, o.after_state, l.*
+    let unbounded = "SELECT o.before_state, o.after_state, l.*
          FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq
          WHERE o.tenant = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3";
     let plan = generic_plan(

@@ -34,6 +34,18 @@ pub struct HotQuery {
 /// Tables that grow with subjects, consents, events or requests: a hot
 /// query must never scan them. (Tenants, purposes, notices, webhooks,
 /// sources, connectors, keys and staff stay small.)
+/// The evidence column of an event row: a `subject.erased` entry keeps its
+/// connected systems' outcomes there (no personal data); other events need
+/// none, so the evidence table is read for those rows only.
+macro_rules! erased_evidence {
+    () => {
+        "CASE WHEN l.action = 'erase_subject' THEN (SELECT e.body FROM evidence e
+         WHERE e.tenant = l.tenant AND e.hash = l.evidence_hash AND l.evidence_kept = 1)
+         END AS evidence"
+    };
+}
+pub(crate) use erased_evidence;
+
 pub const GROWING: &[&str] = &[
     "subjects",
     "subject_lookups",
@@ -85,13 +97,16 @@ pub const LEDGER_AFTER: &str =
 /// seqs: bounded on both tables, whatever plan the database picks (joined
 /// on the outbox's bounds alone, a generic PostgreSQL plan read the
 /// tenant's whole ledger for every event).
-pub const EVENTS_AFTER: &str = "WITH o AS (
+pub const EVENTS_AFTER: &str = concat!(
+    "WITH o AS (
          SELECT seq, before_state, after_state FROM outbox
          WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3)
-     SELECT o.before_state, o.after_state, l.*
-     FROM o JOIN ledger l ON l.tenant = $1 AND l.seq = o.seq
+     SELECT o.before_state, o.after_state, l.*, ",
+    erased_evidence!(),
+    " FROM o JOIN ledger l ON l.tenant = $1 AND l.seq = o.seq
      WHERE l.seq > $2 AND l.seq <= (SELECT MAX(seq) FROM o)
-     ORDER BY o.seq";
+     ORDER BY o.seq"
+);
 /// The newest outbox event.
 pub const LAST_EVENT: &str = "SELECT MAX(seq) FROM outbox WHERE tenant = $1";
 /// Subjects with a queued delivery to an endpoint (they wait their turn).

@@ -345,8 +345,13 @@ impl Outbox for SqlStore {
 }
 
 /// Outbox rows joined with their ledger entries: what an event is made of.
-const OUTBOX_EVENTS: &str = "SELECT o.before_state, o.after_state, l.*
-     FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq";
+/// A `subject.erased` entry's evidence (its systems' outcomes, no personal
+/// data) comes along (`hot::erased_evidence`), looked up for those rows only.
+const OUTBOX_EVENTS: &str = concat!(
+    "SELECT o.before_state, o.after_state, l.*, ",
+    hot::erased_evidence!(),
+    " FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq"
+);
 
 fn outbox_event(r: &AnyRow) -> Result<OutboxEvent> {
     let entry = entry_from_row(r).map_err(StoreError::Unavailable)?;
