@@ -149,20 +149,14 @@ impl ReceiptInput {
             .map(|j| format!("loc:{j}"))
             .collect();
         let gdpr = self.jurisdictions.iter().any(|j| j == "EU");
-        let withdraw = {
-            let mut w = json!({
-                "@type": "dpv:WithdrawConsent",
-                "dct:description": "Withdraw at any time, as easily as it was given: in the \
-                    preference center, the website's privacy settings, or by writing to the \
-                    contact point of the controller.",
-            });
-            w["dpv:isExercisedAt"] = json!(
-                self.policy_url
-                    .clone()
-                    .unwrap_or_else(|| format!("mailto:{}", controller.email))
-            );
-            w
-        };
+        // How to withdraw (27560 `withdrawal_method`): where it is done.
+        let withdraw = json!({
+            "@type": "dpv:WithdrawConsent",
+            "dpv:isExercisedAt": self
+                .policy_url
+                .clone()
+                .unwrap_or_else(|| format!("mailto:{}", controller.email)),
+        });
         let notice = self.notice.as_ref().map(|n| {
             let mut v = json!({
                 "@type": "dpv:ConsentNotice",
