@@ -20,8 +20,18 @@ pub fn validate_id(id: &str) -> Result<(), Invalid> {
             "must not contain control characters or '/'",
         ));
     }
+    if id.starts_with(RESERVED_PREFIX) {
+        return Err(Invalid::new(
+            "subject",
+            "must not start with 'system:': that prefix names Yinyom's own records (deadline reminders)",
+        ));
+    }
     Ok(())
 }
+
+/// Subject ids Yinyom writes under itself (`system:deadlines`, which carries
+/// deadline reminders in the ledger); no client may name one.
+pub const RESERVED_PREFIX: &str = "system:";
 
 /// Restriction (PDPA s.34, GDPR Art. 18) and objection (PDPA s.32,
 /// GDPR Art. 21) as they stand for one subject, plus erasure.
@@ -103,6 +113,16 @@ impl SubjectFlags {
 mod tests {
     use super::*;
     use crate::time::parse_rfc3339;
+
+    #[test]
+    fn ids_yinyom_writes_under_itself_are_refused() {
+        assert!(validate_id("cust-42").is_ok());
+        assert!(validate_id("system-owner@example.com").is_ok());
+        let e = validate_id("system:deadlines").unwrap_err();
+        assert_eq!(e.field, "subject");
+        assert!(validate_id("a/b").is_err());
+        assert!(validate_id("").is_err());
+    }
 
     #[test]
     fn pdpa_s20_majority_comes_on_the_twentieth_birthday() {
