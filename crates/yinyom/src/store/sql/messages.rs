@@ -77,47 +77,7 @@ impl Messages for SqlStore {
             .begin_with(self.dialect.begin())
             .await
             .map_err(unavailable)?;
-        insert_rows(
-            &mut tx,
-            self.dialect,
-            "INSERT INTO messages (tenant, id, audience, subject_uid, channel, purpose, status, reason,
-                                   attempts, next_at, content, created_at, updated_at)",
-            "",
-            messages,
-            13,
-            |q, m| {
-                q.bind(m.tenant.as_str())
-                    .bind(m.id.as_str())
-                    .bind(m.audience.as_deref())
-                    .bind(m.subject_uid.as_str())
-                    .bind(m.channel.as_str())
-                    .bind(m.purpose.as_str())
-                    .bind(m.status.as_str())
-                    .bind(m.reason.as_deref())
-                    .bind(i64::from(m.attempts))
-                    .bind(m.next_at)
-                    .bind(m.content.clone())
-                    .bind(m.created_at)
-                    .bind(m.updated_at)
-            },
-        )
-        .await?;
-        insert_rows(
-            &mut tx,
-            self.dialect,
-            "INSERT INTO message_log (tenant, message, at, status, detail)",
-            "",
-            messages,
-            5,
-            |q, m| {
-                q.bind(m.tenant.as_str())
-                    .bind(m.id.as_str())
-                    .bind(m.created_at)
-                    .bind(m.status.as_str())
-                    .bind(m.reason.as_deref())
-            },
-        )
-        .await?;
+        insert_message_rows(&mut tx, self.dialect, messages).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -229,4 +189,56 @@ impl Messages for SqlStore {
             .map(|r| (r.get("status"), r.get("why"), r.get::<i64, _>("n") as u64))
             .collect())
     }
+}
+
+/// Queued messages and the first line of their log, in multi-row
+/// statements inside the caller's transaction (messages sent, breach and
+/// s.25 notices).
+pub(super) async fn insert_message_rows(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    messages: &[MessageRow],
+) -> Result<()> {
+    insert_rows(
+        tx,
+        dialect,
+        "INSERT INTO messages (tenant, id, audience, subject_uid, channel, purpose, status, reason,
+                               attempts, next_at, content, created_at, updated_at)",
+        "",
+        messages,
+        13,
+        |q, m| {
+            q.bind(m.tenant.as_str())
+                .bind(m.id.as_str())
+                .bind(m.audience.as_deref())
+                .bind(m.subject_uid.as_str())
+                .bind(m.channel.as_str())
+                .bind(m.purpose.as_str())
+                .bind(m.status.as_str())
+                .bind(m.reason.as_deref())
+                .bind(i64::from(m.attempts))
+                .bind(m.next_at)
+                .bind(m.content.clone())
+                .bind(m.created_at)
+                .bind(m.updated_at)
+        },
+    )
+    .await?;
+    insert_rows(
+        tx,
+        dialect,
+        "INSERT INTO message_log (tenant, message, at, status, detail)",
+        "",
+        messages,
+        5,
+        |q, m| {
+            q.bind(m.tenant.as_str())
+                .bind(m.id.as_str())
+                .bind(m.created_at)
+                .bind(m.status.as_str())
+                .bind(m.reason.as_deref())
+        },
+    )
+    .await?;
+    Ok(())
 }

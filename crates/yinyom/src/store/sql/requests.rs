@@ -443,47 +443,7 @@ impl Requests for SqlStore {
             .begin_with(self.dialect.begin())
             .await
             .map_err(unavailable)?;
-        insert_rows(
-            &mut tx,
-            self.dialect,
-            "INSERT INTO messages (tenant, id, audience, subject_uid, channel, purpose, status, reason,
-                                   attempts, next_at, content, created_at, updated_at)",
-            "",
-            queued,
-            13,
-            |q, m| {
-                q.bind(m.tenant.as_str())
-                    .bind(m.id.as_str())
-                    .bind(m.audience.as_deref())
-                    .bind(m.subject_uid.as_str())
-                    .bind(m.channel.as_str())
-                    .bind(m.purpose.as_str())
-                    .bind(m.status.as_str())
-                    .bind(m.reason.as_deref())
-                    .bind(i64::from(m.attempts))
-                    .bind(m.next_at)
-                    .bind(m.content.clone())
-                    .bind(m.created_at)
-                    .bind(m.updated_at)
-            },
-        )
-        .await?;
-        insert_rows(
-            &mut tx,
-            self.dialect,
-            "INSERT INTO message_log (tenant, message, at, status, detail)",
-            "",
-            queued,
-            5,
-            |q, m| {
-                q.bind(m.tenant.as_str())
-                    .bind(m.id.as_str())
-                    .bind(m.created_at)
-                    .bind(m.status.as_str())
-                    .bind(m.reason.as_deref())
-            },
-        )
-        .await?;
+        super::messages::insert_message_rows(&mut tx, self.dialect, queued).await?;
         for m in queued {
             sqlx::query(
                 "UPDATE breach_recipients SET status = 'queued', message_id = $1
