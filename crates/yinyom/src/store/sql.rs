@@ -418,10 +418,9 @@ fn entry_from_row(row: &AnyRow) -> std::result::Result<LedgerEntry, String> {
     })
 }
 
-/// The evidence a ledger row `l` keeps (its JSON), if any: stored once per
-/// distinct value in `evidence`, keyed by the hash the entry chains.
-const EVIDENCE_OF_ROW: &str = "(SELECT e.body FROM evidence e
-     WHERE e.tenant = l.tenant AND e.hash = l.evidence_hash AND l.evidence_kept = 1)";
+/// The evidence a ledger row `l` keeps (its JSON), if any
+/// ([`hot::evidence_of_row`]).
+const EVIDENCE_OF_ROW: &str = hot::evidence_of_row!();
 
 /// A hash as the ledger stores it (`hash`, `prev_hash`, `evidence_hash`,
 /// `evidence.hash`): its 32 bytes, not the 64 hex digits the chain is

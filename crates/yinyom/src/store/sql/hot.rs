@@ -31,21 +31,33 @@ pub struct HotQuery {
     pub indexes: &'static [&'static str],
 }
 
-/// Tables that grow with subjects, consents, events or requests: a hot
-/// query must never scan them. (Tenants, purposes, notices, webhooks,
-/// sources, connectors, keys and staff stay small.)
+/// The evidence a ledger row `l` keeps (its JSON), if any: stored once per
+/// distinct value in `evidence`, keyed by the hash the entry chains.
+macro_rules! evidence_of_row {
+    () => {
+        "(SELECT e.body FROM evidence e
+         WHERE e.tenant = l.tenant AND e.hash = l.evidence_hash AND l.evidence_kept = 1)"
+    };
+}
+pub(crate) use evidence_of_row;
+
 /// The evidence column of an event row: a `subject.erased` entry keeps its
 /// connected systems' outcomes there (no personal data); other events need
 /// none, so the evidence table is read for those rows only.
 macro_rules! erased_evidence {
     () => {
-        "CASE WHEN l.action = 'erase_subject' THEN (SELECT e.body FROM evidence e
-         WHERE e.tenant = l.tenant AND e.hash = l.evidence_hash AND l.evidence_kept = 1)
-         END AS evidence"
+        concat!(
+            "CASE WHEN l.action = 'erase_subject' THEN ",
+            $crate::store::sql::hot::evidence_of_row!(),
+            " END AS evidence"
+        )
     };
 }
 pub(crate) use erased_evidence;
 
+/// Tables that grow with subjects, consents, events or requests: a hot
+/// query must never scan them. (Tenants, purposes, notices, webhooks,
+/// sources, connectors, keys and staff stay small.)
 pub const GROWING: &[&str] = &[
     "subjects",
     "subject_lookups",
