@@ -579,6 +579,18 @@ fn old_form(backend: Backend, src: &str, table: &str, column: &str) -> Option<St
     })
 }
 
+/// Where the rows of `table` in the old schema come from: the table
+/// itself, or for `ledger_heads` (the single chain's head before 0140)
+/// partition 0's head.
+fn old_source(src: &str, table: &str) -> String {
+    match table {
+        "ledger_heads" => {
+            format!("(SELECT tenant, size AS seq, hash FROM {src}.ledger_partitions WHERE part = 0)")
+        }
+        _ => format!("{src}.{table}"),
+    }
+}
+
 /// A database migrated only up to (not including) migration `cutoff`,
 /// filled with every row a current store wrote (in the form the old
 /// schema stored them), is upgraded by opening it; it then verifies and
@@ -591,6 +603,12 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
     let src = src_db.open().await;
     let a = tenant(src.as_ref(), "A").await;
     let b = tenant(src.as_ref(), "B").await;
+    // One partition each: the single chain ledgers were before migration
+    // 0140 (dense `seq`, every entry linked to the one before).
+    sqlx::query("UPDATE tenants SET partitions = 1")
+        .execute(src.pool())
+        .await
+        .unwrap();
     let mut own = prepare(src.as_ref(), &a, request("s3", Action::Grant, None)).await;
     own.evidence = Some(serde_json::json!({ "typed_email": "s3@example.com" }));
     let batch = vec![
@@ -679,9 +697,10 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     .await
                     .unwrap();
                 sqlx::query(&format!(
-                    "INSERT INTO main.{t} ({}) SELECT {} FROM src.{t} x",
+                    "INSERT INTO main.{t} ({}) SELECT {} FROM {} x",
                     columns.join(", "),
-                    values.join(", ")
+                    values.join(", "),
+                    old_source("src", t)
                 ))
                 .execute(&old)
                 .await
@@ -744,9 +763,10 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     .await
                     .unwrap();
                 sqlx::query(&format!(
-                    "INSERT INTO {old_schema}.{t} ({}) SELECT {} FROM {src_schema}.{t} x",
+                    "INSERT INTO {old_schema}.{t} ({}) SELECT {} FROM {} x",
                     columns.join(", "),
-                    values.join(", ")
+                    values.join(", "),
+                    old_source(&src_schema, t)
                 ))
                 .execute(&old)
                 .await
@@ -835,11 +855,31 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
     assert_eq!(want.len(), 4);
     assert_eq!(states(up_states), want);
 
-    // The upgraded store keeps writing and chaining.
-    commit(
-        up.as_ref(),
-        &[prepare(up.as_ref(), &a, request("s4", Action::Grant, None)).await],
-    )
-    .await;
-    assert!(up.verify_ledger(&a).await.unwrap().ok);
+    // The upgraded store keeps writing and chaining: the old chain goes on
+    // as partition 0, new subjects land in the others.
+    let mut more = Vec::new();
+    for i in 4..40 {
+        more.push(prepare(up.as_ref(), &a, request(&format!("s{i}"), Action::Grant, None)).await);
+    }
+    commit(up.as_ref(), &more).await;
+    let r = up.verify_ledger(&a).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    let parts = yinyom::store::Verifications::ledger_partitions(up.as_ref(), &a)
+        .await
+        .unwrap();
+    assert!(parts.len() > 10, "{parts:?}");
+    assert!(parts.iter().any(|(p, _)| *p == 0));
+}
+
+/// A database of the single-chain schema (before 0140) upgraded to
+/// partitioned chains: the chain becomes partition 0 and keeps verifying;
+/// new writes spread over the partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_to_partitioned_chains_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Sqlite, "0140").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_to_partitioned_chains_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Postgres, "0140").await;
 }

@@ -88,7 +88,19 @@ pub struct SqlStore {
     leader: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Any>>>,
     /// The native pool ledger verification reads with (opened on first use).
     reader: tokio::sync::OnceCell<verifications::Reader>,
+    /// Each tenant's number of ledger partitions (fixed at its creation).
+    partitions: std::sync::Mutex<HashMap<String, u32>>,
 }
+
+/// On PostgreSQL an entry's `seq` is `xid * 2^SEQ_SHIFT + i`: its
+/// transaction's id (taken after the partition locks) and its place in the
+/// transaction. A transaction writes fewer than 2^20 entries.
+pub(crate) const SEQ_SHIFT: u32 = 20;
+
+/// PostgreSQL: every entry below this `seq` is committed or will never be
+/// (no transaction that could write one is still running).
+pub(crate) const PG_HORIZON: &str =
+    "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 1048576)";
 
 fn unavailable(e: sqlx::Error) -> StoreError {
     match &e {
@@ -199,7 +211,75 @@ impl SqlStore {
             write_lock: tokio::sync::Mutex::new(()),
             leader: tokio::sync::Mutex::new(None),
             reader: tokio::sync::OnceCell::new(),
+            partitions: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The number of ledger partitions of `tenant` (fixed at its creation,
+    /// so read once).
+    pub(crate) async fn partition_count(&self, tenant: &str) -> Result<u32> {
+        if let Some(n) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+        {
+            return Ok(*n);
+        }
+        let n: Option<i64> = sqlx::query_scalar("SELECT partitions FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        // A tenant not (yet) stored is not cached: it may be created.
+        let Some(n) = n else {
+            return Ok(yinyom_core::ledger::PARTITIONS);
+        };
+        let n = u32::try_from(n.clamp(1, 4096)).unwrap_or(1);
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant.to_string(), n);
+        Ok(n)
+    }
+
+    /// The recorded head of each partition of `tenant` that has entries.
+    pub(crate) async fn partition_heads(&self, tenant: &str) -> Result<Vec<(u32, Chain)>> {
+        let rows = sqlx::query(
+            "SELECT part, size, hash FROM ledger_partitions WHERE tenant = $1 ORDER BY part",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>("part") as u32,
+                    Chain {
+                        seq: r.get::<i64, _>("size") as u64,
+                        hash: r.get("hash"),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The bound below which a reader of `seq > cursor` takes entries:
+    /// everything (SQLite, one writer: entries commit in `seq` order), or
+    /// PostgreSQL's horizon ([`PG_HORIZON`]). An older horizon is as safe
+    /// as the latest, only less fresh.
+    pub(crate) async fn horizon(&self) -> Result<i64> {
+        match self.dialect {
+            Dialect::Sqlite => Ok(i64::MAX),
+            Dialect::Postgres => {
+                sqlx::query_scalar(&format!("SELECT {PG_HORIZON}"))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)
+            }
+        }
     }
 
     /// Hold while writing: SQLite has a single writer, and waiting for it
@@ -239,9 +319,11 @@ impl SqlStore {
         after: u64,
         limit: Option<u32>,
     ) -> Result<Vec<(Option<String>, LedgerEntry)>> {
+        let horizon = self.horizon().await?;
         let rows = sqlx::query(hot::LEDGER_AFTER)
             .bind(tenant)
             .bind(after as i64)
+            .bind(horizon)
             .bind(limit.map_or(i64::MAX, i64::from))
             .fetch_all(&self.pool)
             .await
@@ -294,18 +376,9 @@ impl SqlStore {
             }
         }
         drop(rows);
-        let head = sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = $1")
-            .bind(tenant)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .map(|r| Chain {
-                seq: r.get::<i64, _>("seq") as u64,
-                hash: r.get("hash"),
-            })
-            .unwrap_or_else(Chain::genesis);
+        let heads = self.partition_heads(tenant).await?;
         let checked = verifier.checked();
-        Ok(match verifier.finish(&head) {
+        Ok(match verifier.finish_partitions(&heads) {
             Ok(checked) => VerifyReport {
                 ok: true,
                 checked,
@@ -397,6 +470,8 @@ fn entry_from_row(row: &AnyRow) -> std::result::Result<LedgerEntry, String> {
     let get_i = |c: &str| row.try_get::<i64, _>(c).map_err(|e| e.to_string());
     Ok(LedgerEntry {
         seq: get_i("seq")? as u64,
+        partition: get_i("part")? as u32,
+        pseq: get_i("pseq")? as u64,
         body: EntryBody {
             tenant: get("tenant")?,
             subject_uid: get("subject_uid")?,
