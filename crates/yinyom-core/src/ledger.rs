@@ -257,6 +257,15 @@ impl Chain {
     }
 }
 
+/// A partition's recorded head: its chain head and the `seq` of its last
+/// entry (0 when not recorded), which names an entry cut off its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub partition: u32,
+    pub chain: Chain,
+    pub last_seq: u64,
+}
+
 /// Where and why verification failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -353,11 +362,16 @@ impl Verifier {
             .or_insert_with(|| (Chain::genesis(), 0));
         let expected = chain.seq + 1;
         if entry.pseq != expected {
-            // In a single chain (seq = pseq) the missing entry is the
-            // one after the last linked; in general it lies between the
-            // partition's last entry and this one.
+            // In a dense chain (one partition, `seq = pseq`) the missing
+            // entry's seq is known; otherwise the entry after the gap is
+            // the first that no longer links.
+            let seq = if entry.seq == entry.pseq {
+                *last + 1
+            } else {
+                entry.seq
+            };
             return Err(Broken {
-                seq: *last + 1,
+                seq,
                 problem: format!(
                     "entry {expected} of partition {} is missing (found {} next)",
                     entry.partition, entry.pseq
@@ -397,15 +411,19 @@ impl Verifier {
     /// Compare the end of a single-chain ledger (partition 0) with its
     /// recorded head.
     pub fn finish(self, head: &Chain) -> Result<u64, Broken> {
-        self.finish_partitions(&[(0, head.clone())])
+        self.finish_partitions(&[Head {
+            partition: 0,
+            chain: head.clone(),
+            last_seq: 0,
+        }])
     }
 
     /// Compare the end of each partition with its recorded head, which
     /// catches entries cut off the end. A partition not listed must have
     /// no entries.
-    pub fn finish_partitions(self, heads: &[(u32, Chain)]) -> Result<u64, Broken> {
-        let recorded: std::collections::BTreeMap<u32, &Chain> =
-            heads.iter().map(|(p, c)| (*p, c)).collect();
+    pub fn finish_partitions(self, heads: &[Head]) -> Result<u64, Broken> {
+        let recorded: std::collections::BTreeMap<u32, &Head> =
+            heads.iter().map(|h| (h.partition, h)).collect();
         let genesis = Chain::genesis();
         for (p, (chain, last)) in &self.heads {
             if !recorded.contains_key(p) && chain.seq > 0 {
@@ -415,7 +433,8 @@ impl Verifier {
                 });
             }
         }
-        for (p, head) in recorded {
+        for (p, recorded) in recorded {
+            let head = &recorded.chain;
             let (chain, last) = self
                 .heads
                 .get(&p)
@@ -424,8 +443,14 @@ impl Verifier {
             let n = chain.seq;
             let at = |k: u64| if p == 0 && last == n { k } else { last + 1 };
             if head.seq > n {
+                // One entry cut off: the head names it.
+                let first = if head.seq == n + 1 && recorded.last_seq > 0 {
+                    recorded.last_seq
+                } else {
+                    at(n + 1)
+                };
                 return Err(Broken {
-                    seq: at(n + 1),
+                    seq: first,
                     problem: if p == 0 && last == n {
                         format!("entries {} to {} are missing", n + 1, head.seq)
                     } else {
@@ -434,12 +459,10 @@ impl Verifier {
                 });
             }
             if head.seq < n {
+                let seq = if p == 0 && last == n { head.seq + 1 } else { last };
                 return Err(Broken {
-                    seq: if p == 0 && last == n { head.seq + 1 } else { last },
-                    problem: format!(
-                        "partition {p}: entries {} to {n} lie beyond the recorded head",
-                        head.seq + 1
-                    ),
+                    seq,
+                    problem: format!("entry {seq} lies beyond its partition's recorded head"),
                 });
             }
             if head.hash != chain.hash {

@@ -175,7 +175,7 @@ pub struct Made {
 pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<Made> {
     let latest = store.checkpoint(tenant, None).await?;
     let heads = store.ledger_partitions(tenant).await?;
-    let size: u64 = heads.iter().map(|(_, h)| h.seq).sum();
+    let size: u64 = heads.iter().map(|h| h.chain.seq).sum();
     match latest {
         Some(l) if l.size >= size => Ok(Made { row: l, new: false }),
         latest => Ok(Made {
@@ -190,7 +190,7 @@ pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<Ma
 pub async fn make_if_grown(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<bool> {
     let latest = store.checkpoint(tenant, None).await?;
     let heads = store.ledger_partitions(tenant).await?;
-    let size: u64 = heads.iter().map(|(_, h)| h.seq).sum();
+    let size: u64 = heads.iter().map(|h| h.chain.seq).sum();
     if size <= latest.as_ref().map_or(0, |l| l.size) {
         return Ok(false);
     }
@@ -205,7 +205,7 @@ async fn extend(
     signer: &Signer,
     tenant: &str,
     latest: Option<&CheckpointRow>,
-    heads: &[(u32, yinyom_core::ledger::Chain)],
+    heads: &[yinyom_core::ledger::Head],
 ) -> Result<CheckpointRow> {
     let before: HashMap<u32, u64> = latest
         .map(partitions_of)
@@ -214,17 +214,17 @@ async fn extend(
         .map(|p| (p.partition, p.size))
         .collect();
     let mut partitions = Vec::with_capacity(heads.len());
-    for (part, head) in heads {
-        let n = head.seq;
-        grow(store, tenant, *part, before.get(part).copied().unwrap_or(0), n).await?;
+    for h in heads {
+        let (part, n) = (h.partition, h.chain.seq);
+        grow(store, tenant, part, before.get(&part).copied().unwrap_or(0), n).await?;
         let needs = merkle::decompose(0, n);
-        let hashes = subtrees(store, tenant, *part, n, &needs).await?;
+        let hashes = subtrees(store, tenant, part, n, &needs).await?;
         let part_root = merkle::root(n, &mut |s| hashes[&s]);
         partitions.push(PartitionHead {
-            partition: *part,
+            partition: part,
             size: n,
             root: hex::encode(part_root),
-            head: head.hash.clone(),
+            head: h.chain.hash.clone(),
         });
     }
     partitions.sort_by_key(|p| p.partition);

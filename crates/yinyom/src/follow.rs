@@ -6,8 +6,10 @@
 //! cursor of each tenant's chain and folded into the view (folding is
 //! idempotent, so the node's own entries, already applied by its writer,
 //! do no harm), registries and subject flags are reloaded, cached API keys
-//! dropped. Chains commit in seq order under the head lock, so reading
-//! `seq > cursor` never skips an entry. After an interruption of the feed
+//! dropped. Readers take entries below the store's horizon (on
+//! PostgreSQL, the oldest transaction still running), so reading
+//! `seq > cursor` never skips an entry; an announced entry not yet below
+//! the horizon is read again shortly after. After an interruption of the feed
 //! the follower catches up on everything; every few seconds, as a
 //! backstop, on the chains and subject flags.
 
@@ -91,7 +93,22 @@ impl Follower {
 
     async fn apply(&mut self, app: &App, change: Change) -> Result<(), StoreError> {
         match change {
-            Change::Ledger { tenant } => self.catch_up(app, &tenant).await,
+            Change::Ledger { tenant, upto } => {
+                // Until the announced entries are below the horizon: a few
+                // milliseconds unless a long transaction is running, when
+                // the backstop takes over.
+                let mut wait = Duration::from_millis(1);
+                loop {
+                    self.catch_up(app, &tenant).await?;
+                    if self.cursors.get(&tenant).copied().unwrap_or(0) >= upto
+                        || wait > Duration::from_millis(500)
+                    {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
             Change::Purposes { tenant } => reload_purposes(app, &tenant).await,
             Change::Notices { tenant } => reload_notices(app, &tenant).await,
             Change::Subject { tenant, id } => {
@@ -131,7 +148,10 @@ impl Follower {
                 return Ok(());
             };
             let last = last.seq;
-            app.view.write(tenant, |tv| tv.apply_entries(&page));
+            app.view.write(tenant, |tv| {
+                tv.apply_entries(&page);
+                tv.watermark.advance(last);
+            });
             self.cursors.insert(tenant.to_string(), last);
             app.changed.send_modify(|n| *n += 1);
             if page.len() < PAGE as usize {

@@ -111,7 +111,7 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
     let heads = store.ledger_partitions(tenant).await?;
     let upto = store.ledger_last_seq(tenant).await?;
     let sizes: std::collections::HashMap<u32, u64> =
-        heads.iter().map(|(p, h)| (*p, h.seq)).collect();
+        heads.iter().map(|h| (h.partition, h.chain.seq)).collect();
     let mut audit = crate::checkpoint::Audit::start(store, tenant).await?;
     let leaves = audit.needs_leaves();
     let chunk = opts.chunk.max(1);

@@ -158,11 +158,18 @@ async fn a_snapshot_and_the_ledger_after_it_equal_a_replay(backend: Backend) {
         key: yinyom::vault::MasterKey::random(),
     };
     let head = store.heads().await.expect("heads")[&t];
-    assert_eq!(
-        saved.watermarks()[&t],
-        head,
-        "every entry applied: the file's cursor is the head"
-    );
+    // On PostgreSQL entries are numbered with gaps: the writer's own
+    // applications cannot tell a gap from an entry still coming, so the
+    // cursor stays at or below the head (a follower moves it up to the
+    // horizon); whatever it is, the loaded view below equals a replay.
+    match backend {
+        Backend::Sqlite => assert_eq!(
+            saved.watermarks()[&t],
+            head,
+            "every entry applied: the file's cursor is the head"
+        ),
+        Backend::Postgres => assert!(saved.watermarks()[&t] <= head),
+    }
     let written = saved.save(store.as_ref(), &file).await.expect("saved");
     assert!(written > 0);
     let bytes = std::fs::read(&file.path).expect("file");

@@ -21,14 +21,17 @@ ALTER TABLE tenants ADD COLUMN partitions INTEGER NOT NULL DEFAULT 64;
 ALTER TABLE ledger ADD COLUMN part BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE ledger ADD COLUMN pseq BIGINT NOT NULL DEFAULT 0;
 UPDATE ledger SET pseq = seq;
-CREATE UNIQUE INDEX ledger_by_part ON ledger (tenant, part, pseq);
+-- (Partition first: a query of a tenant's ledger by other columns never
+-- takes this index for its tenant prefix.)
+CREATE UNIQUE INDEX ledger_by_part ON ledger (part, tenant, pseq);
 
 CREATE TABLE ledger_partitions (
     tenant  TEXT NOT NULL,
     part    BIGINT NOT NULL,
     size    BIGINT NOT NULL,       -- entries in the partition (the last pseq)
     hash    TEXT NOT NULL,         -- hex: the last entry's hash
+    last_seq BIGINT NOT NULL,    -- the last entry's seq (names an entry cut off the end)
     PRIMARY KEY (tenant, part)
 );
-INSERT INTO ledger_partitions (tenant, part, size, hash)
-    SELECT tenant, 0, seq, hash FROM ledger_heads WHERE seq > 0;
+INSERT INTO ledger_partitions (tenant, part, size, hash, last_seq)
+    SELECT tenant, 0, seq, hash, seq FROM ledger_heads WHERE seq > 0;

@@ -13,7 +13,9 @@ ALTER TABLE ledger ADD COLUMN pseq INTEGER NOT NULL DEFAULT 0;
 UPDATE ledger SET pseq = seq;
 -- A partition's entries by position: checkpoints (the Merkle tree of each
 -- partition grows by position) and inclusion proofs read it.
-CREATE UNIQUE INDEX ledger_by_part ON ledger (tenant, part, pseq);
+-- (Partition first: a query of a tenant's ledger by other columns never
+-- takes this index for its tenant prefix.)
+CREATE UNIQUE INDEX ledger_by_part ON ledger (part, tenant, pseq);
 
 -- The head of each partition. On SQLite (one writer at a time)
 -- `ledger_heads.seq` still numbers the tenant's entries; its hash is
@@ -23,7 +25,8 @@ CREATE TABLE ledger_partitions (
     part    INTEGER NOT NULL,
     size    INTEGER NOT NULL,      -- entries in the partition (the last pseq)
     hash    TEXT NOT NULL,         -- hex: the last entry's hash
+    last_seq INTEGER NOT NULL,    -- the last entry's seq (names an entry cut off the end)
     PRIMARY KEY (tenant, part)
 ) WITHOUT ROWID;
-INSERT INTO ledger_partitions (tenant, part, size, hash)
-    SELECT tenant, 0, seq, hash FROM ledger_heads WHERE seq > 0;
+INSERT INTO ledger_partitions (tenant, part, size, hash, last_seq)
+    SELECT tenant, 0, seq, hash, seq FROM ledger_heads WHERE seq > 0;

@@ -281,14 +281,14 @@ pub trait Verifications: Send + Sync {
     ) -> Result<LedgerPage>;
     /// The recorded head of each partition of the tenant's ledger that
     /// has entries (its size and last hash), by partition.
-    async fn ledger_partitions(&self, tenant: &str) -> Result<Vec<(u32, yinyom_core::ledger::Chain)>>;
+    async fn ledger_partitions(&self, tenant: &str) -> Result<Vec<yinyom_core::ledger::Head>>;
     /// Entries in the tenant's ledger: the sum of its partitions' sizes.
     async fn ledger_size(&self, tenant: &str) -> Result<u64> {
         Ok(self
             .ledger_partitions(tenant)
             .await?
             .iter()
-            .map(|(_, head)| head.seq)
+            .map(|h| h.chain.seq)
             .sum())
     }
     /// The greatest `seq` stored for the tenant (0 when none).
@@ -325,9 +325,14 @@ pub trait Verifications: Send + Sync {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Change {
-    /// New ledger entries in the tenant's chain.
+    /// New ledger entries of the tenant, up to `upto` (the last `seq` the
+    /// batch wrote; 0 when not known). On PostgreSQL a follower may not
+    /// see them at once: readers take entries below the horizon of
+    /// transactions still running, so it reads again until it has.
     Ledger {
         tenant: String,
+        #[serde(default)]
+        upto: u64,
     },
     Purposes {
         tenant: String,

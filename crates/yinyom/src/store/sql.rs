@@ -28,7 +28,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::postgres::PgListener;
 use sqlx::{Any, AnyPool, Executor, Row};
 use yinyom_core::consent::{Action, ConsentRecord, ConsentState, NoticeVersion};
-use yinyom_core::ledger::{Broken, Chain, EntryBody, LedgerEntry, Verifier, evidence_hash};
+use yinyom_core::ledger::{Broken, Chain, EntryBody, Head, LedgerEntry, Verifier, evidence_hash};
 use yinyom_core::notice::{Notice, NoticeDraft, NoticeRef};
 use yinyom_core::purpose::{Channel, Purpose};
 use yinyom_core::time::{self, Micros};
@@ -97,10 +97,26 @@ pub struct SqlStore {
 /// transaction. A transaction writes fewer than 2^20 entries.
 pub(crate) const SEQ_SHIFT: u32 = 20;
 
-/// PostgreSQL: every entry below this `seq` is committed or will never be
-/// (no transaction that could write one is still running).
-pub(crate) const PG_HORIZON: &str =
-    "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 1048576)";
+/// PostgreSQL: every entry below this `seq` is committed or will never be:
+/// no transaction that could write one is still running.
+///
+/// Transactions still running in the snapshot (`pg_snapshot_xip`) hold it
+/// back, except those seen running without an advisory lock: a ledger
+/// writer takes its partition locks before its transaction id and holds
+/// them to its end, so those write no entries. Thus a long transaction of
+/// another program in the same cluster does not stall followers. A
+/// transaction that ended since the snapshot, or one this user may not
+/// see, holds it back (the safe side); one not started yet gets an id past
+/// the snapshot's `xmax`.
+pub(crate) const PG_HORIZON: &str = "(WITH s AS (SELECT pg_current_snapshot() AS snap)
+    SELECT LEAST(pg_snapshot_xmax(snap)::text::bigint,
+        COALESCE((SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(snap) AS x
+            WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                WHERE a.backend_xid::text = (x::text::bigint % 4294967296)::text
+                  AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                      WHERE l.pid = a.pid AND l.locktype = 'advisory'))),
+            pg_snapshot_xmax(snap)::text::bigint)) * 1048576
+    FROM s)";
 
 fn unavailable(e: sqlx::Error) -> StoreError {
     match &e {
@@ -217,7 +233,11 @@ impl SqlStore {
 
     /// The number of ledger partitions of `tenant` (fixed at its creation,
     /// so read once).
-    pub(crate) async fn partition_count(&self, tenant: &str) -> Result<u32> {
+    pub(crate) async fn partition_count(
+        &self,
+        tenant: &str,
+        tx: Option<&mut sqlx::AnyConnection>,
+    ) -> Result<u32> {
         if let Some(n) = self
             .partitions
             .lock()
@@ -226,11 +246,12 @@ impl SqlStore {
         {
             return Ok(*n);
         }
-        let n: Option<i64> = sqlx::query_scalar("SELECT partitions FROM tenants WHERE id = $1")
-            .bind(tenant)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let q = sqlx::query_scalar("SELECT partitions FROM tenants WHERE id = $1").bind(tenant);
+        let n: Option<i64> = match tx {
+            Some(conn) => q.fetch_optional(conn).await,
+            None => q.fetch_optional(&self.pool).await,
+        }
+        .map_err(unavailable)?;
         // A tenant not (yet) stored is not cached: it may be created.
         let Some(n) = n else {
             return Ok(yinyom_core::ledger::PARTITIONS);
@@ -244,9 +265,10 @@ impl SqlStore {
     }
 
     /// The recorded head of each partition of `tenant` that has entries.
-    pub(crate) async fn partition_heads(&self, tenant: &str) -> Result<Vec<(u32, Chain)>> {
+    pub(crate) async fn partition_heads(&self, tenant: &str) -> Result<Vec<Head>> {
         let rows = sqlx::query(
-            "SELECT part, size, hash FROM ledger_partitions WHERE tenant = $1 ORDER BY part",
+            "SELECT part, size, hash, last_seq FROM ledger_partitions WHERE tenant = $1
+             ORDER BY part",
         )
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -254,14 +276,13 @@ impl SqlStore {
         .map_err(unavailable)?;
         Ok(rows
             .iter()
-            .map(|r| {
-                (
-                    r.get::<i64, _>("part") as u32,
-                    Chain {
-                        seq: r.get::<i64, _>("size") as u64,
-                        hash: r.get("hash"),
-                    },
-                )
+            .map(|r| Head {
+                partition: r.get::<i64, _>("part") as u32,
+                chain: Chain {
+                    seq: r.get::<i64, _>("size") as u64,
+                    hash: r.get("hash"),
+                },
+                last_seq: r.get::<i64, _>("last_seq") as u64,
             })
             .collect())
     }
@@ -319,7 +340,12 @@ impl SqlStore {
         after: u64,
         limit: Option<u32>,
     ) -> Result<Vec<(Option<String>, LedgerEntry)>> {
-        let horizon = self.horizon().await?;
+        // A page after a cursor stops at the horizon; the whole ledger
+        // (an export) is everything committed.
+        let horizon = match limit {
+            Some(_) => self.horizon().await?,
+            None => i64::MAX,
+        };
         let rows = sqlx::query(hot::LEDGER_AFTER)
             .bind(tenant)
             .bind(after as i64)

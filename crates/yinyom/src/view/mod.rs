@@ -123,6 +123,16 @@ impl Watermark {
         self.above.clear();
     }
 
+    /// Every seq up to `seq` has been applied: a follower read the ledger
+    /// up to it, below the store's horizon, so nothing at or below it can
+    /// still come (PostgreSQL numbers entries with gaps).
+    pub(crate) fn advance(&mut self, seq: u64) {
+        if seq > self.low {
+            self.low = seq;
+            self.above = self.above.split_off(&(seq + 1));
+        }
+    }
+
     pub(crate) fn mark(&mut self, seq: u64) {
         if seq <= self.low {
             return;

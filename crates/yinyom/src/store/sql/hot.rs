@@ -121,8 +121,10 @@ pub const EVENTS_AFTER: &str = concat!(
      WHERE l.seq > $2 AND l.seq <= (SELECT MAX(seq) FROM o)
      ORDER BY o.seq"
 );
-/// The newest outbox event below the horizon `$2`.
-pub const LAST_EVENT: &str = "SELECT MAX(seq) FROM outbox WHERE tenant = $1 AND seq < $2";
+/// The newest outbox event committed: where a subscription "from now"
+/// starts. (On PostgreSQL an event still being committed with a lower
+/// `seq` is concurrent with the start, and not sent.)
+pub const LAST_EVENT: &str = "SELECT MAX(seq) FROM outbox WHERE tenant = $1";
 /// Subjects with a queued delivery to an endpoint (they wait their turn).
 pub const PENDING_SUBJECTS: &str = "SELECT DISTINCT subject_uid FROM webhook_deliveries
      WHERE tenant = $1 AND webhook = $2 AND status = 'pending'";
@@ -218,14 +220,14 @@ pub const HOT: &[HotQuery] = &[
         name: "ledger_after",
         path: "follow",
         sql: LEDGER_AFTER,
-        args: &[T, Int(10), Int(500)],
+        args: &[T, Int(10), Int(1 << 40), Int(500)],
         indexes: &[],
     },
     HotQuery {
         name: "events_after",
         path: "webhooks dispatch, NATS, stream",
         sql: EVENTS_AFTER,
-        args: &[T, Int(10), Int(500)],
+        args: &[T, Int(10), Int(1 << 40), Int(500)],
         indexes: &[],
     },
     HotQuery {

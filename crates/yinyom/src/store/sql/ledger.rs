@@ -166,16 +166,17 @@ impl Ledger for SqlStore {
                 insert_rows(
                     &mut tx,
                     self.dialect,
-                    "INSERT INTO ledger_partitions (tenant, part, size, hash)",
+                    "INSERT INTO ledger_partitions (tenant, part, size, hash, last_seq)",
                     " ON CONFLICT (tenant, part) DO UPDATE SET size = excluded.size,
-                        hash = excluded.hash",
+                        hash = excluded.hash, last_seq = excluded.last_seq",
                     &heads.touched(),
-                    4,
-                    |q, (tenant, part, head)| {
+                    5,
+                    |q, (tenant, part, head, last)| {
                         q.bind(tenant.as_str())
                             .bind(i64::from(*part))
                             .bind(head.seq as i64)
                             .bind(head.hash.as_str())
+                            .bind(*last as i64)
                     },
                 )
                 .await?;
@@ -305,6 +306,8 @@ pub(super) struct Heads {
     parts: HashMap<(String, u32), Chain>,
     /// Partitions appended to, in order of first append.
     touched: Vec<(String, u32)>,
+    /// The `seq` of the last entry appended to each partition.
+    last: HashMap<(String, u32), u64>,
 }
 
 impl Heads {
@@ -330,14 +333,18 @@ impl Heads {
             }
             None => chain.append_at(part, chain.seq + 1, body),
         };
+        self.last.insert((tenant.to_string(), part), entry.seq);
         Ok(entry)
     }
 
     /// The new heads of the partitions appended to.
-    fn touched(&self) -> Vec<(&String, u32, &Chain)> {
+    fn touched(&self) -> Vec<(&String, u32, &Chain, u64)> {
         self.touched
             .iter()
-            .filter_map(|k| self.parts.get(k).map(|c| (&k.0, k.1, c)))
+            .filter_map(|k| {
+                let last = self.last.get(k).copied().unwrap_or(0);
+                self.parts.get(k).map(|c| (&k.0, k.1, c, last))
+            })
             .collect()
     }
 }
@@ -361,11 +368,12 @@ impl SqlStore {
             counts: HashMap::new(),
             parts: HashMap::new(),
             touched: Vec::new(),
+            last: HashMap::new(),
         };
         for tenant in &tenants {
-            heads
-                .counts
-                .insert((*tenant).clone(), self.partition_count(tenant).await?);
+            // Read in the transaction: no second connection while it holds one.
+            let n = self.partition_count(tenant, Some(&mut **tx)).await?;
+            heads.counts.insert((*tenant).clone(), n);
         }
         let wanted: BTreeSet<(&String, u32)> = items
             .iter()
@@ -914,15 +922,24 @@ async fn write_batch_pg(
     let heads_json: Vec<serde_json::Value> = heads
         .touched()
         .iter()
-        .map(|(tenant, part, h)| json!({"tenant": tenant, "part": part, "size": h.seq, "hash": h.hash}))
+        .map(|(tenant, part, h, last)| {
+            json!({"tenant": tenant, "part": part, "size": h.seq, "hash": h.hash, "last_seq": last})
+        })
         .collect();
     let notices: Vec<serde_json::Value> = match channel {
         Some(_) => heads
             .next_seq
             .keys()
             .map(|tenant| {
+                let upto = ledger
+                    .iter()
+                    .filter(|(e, _)| e.body.tenant == *tenant)
+                    .map(|(e, _)| e.seq)
+                    .max()
+                    .unwrap_or(0);
                 serde_json::to_string(&Change::Ledger {
                     tenant: tenant.clone(),
+                    upto,
                 })
                 .map(|payload| json!({ "payload": payload }))
                 .map_err(json_err)
@@ -995,10 +1012,12 @@ const PG_WRITE_BATCH: &str = concat!(
         FROM jsonb_to_recordset($5::jsonb) AS x(tenant text, key text, request_hash text,
             response text, created_at bigint, subject_uid text)
         RETURNING 1),
-  h AS (INSERT INTO ledger_partitions (tenant, part, size, hash)
-        SELECT tenant, part, size, hash
-        FROM jsonb_to_recordset($6::jsonb) AS x(tenant text, part bigint, size bigint, hash text)
-        ON CONFLICT (tenant, part) DO UPDATE SET size = excluded.size, hash = excluded.hash
+  h AS (INSERT INTO ledger_partitions (tenant, part, size, hash, last_seq)
+        SELECT tenant, part, size, hash, last_seq
+        FROM jsonb_to_recordset($6::jsonb) AS x(tenant text, part bigint, size bigint, hash text,
+            last_seq bigint)
+        ON CONFLICT (tenant, part) DO UPDATE SET size = excluded.size, hash = excluded.hash,
+            last_seq = excluded.last_seq
         RETURNING 1),
   n AS (SELECT pg_notify($7, x.payload) FROM jsonb_to_recordset($8::jsonb) AS x(payload text))
 SELECT (SELECT count(*) FROM l) AS l, (SELECT count(*) FROM e) AS e, (SELECT count(*) FROM o) AS o, (SELECT count(*) FROM c) AS c,

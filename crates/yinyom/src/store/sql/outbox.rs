@@ -19,10 +19,8 @@ impl Outbox for SqlStore {
     }
 
     async fn last_event(&self, tenant: &str) -> Result<u64> {
-        let horizon = self.horizon().await?;
         let seq: Option<i64> = sqlx::query_scalar(hot::LAST_EVENT)
             .bind(tenant)
-            .bind(horizon)
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;

@@ -243,12 +243,12 @@ impl Verifications for SqlStore {
         })
     }
 
-    async fn ledger_partitions(&self, tenant: &str) -> Result<Vec<(u32, Chain)>> {
+    async fn ledger_partitions(&self, tenant: &str) -> Result<Vec<Head>> {
         self.partition_heads(tenant).await
     }
 
     async fn ledger_past_heads(&self, tenant: &str) -> Result<Option<u64>> {
-        let parts = self.partition_count(tenant).await?;
+        let parts = self.partition_count(tenant, None).await?;
         let mut first: Option<u64> = None;
         for part in 0..parts {
             let seq: Option<i64> = sqlx::query_scalar(
