@@ -454,12 +454,20 @@ impl Verifier {
                     problem: if p == 0 && last == n {
                         format!("entries {} to {} are missing", n + 1, head.seq)
                     } else {
-                        format!("partition {p}: entries {} to {} are missing", n + 1, head.seq)
+                        format!(
+                            "partition {p}: entries {} to {} are missing",
+                            n + 1,
+                            head.seq
+                        )
                     },
                 });
             }
             if head.seq < n {
-                let seq = if p == 0 && last == n { head.seq + 1 } else { last };
+                let seq = if p == 0 && last == n {
+                    head.seq + 1
+                } else {
+                    last
+                };
                 return Err(Broken {
                     seq,
                     problem: format!("entry {seq} lies beyond its partition's recorded head"),

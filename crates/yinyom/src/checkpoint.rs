@@ -216,7 +216,14 @@ async fn extend(
     let mut partitions = Vec::with_capacity(heads.len());
     for h in heads {
         let (part, n) = (h.partition, h.chain.seq);
-        grow(store, tenant, part, before.get(&part).copied().unwrap_or(0), n).await?;
+        grow(
+            store,
+            tenant,
+            part,
+            before.get(&part).copied().unwrap_or(0),
+            n,
+        )
+        .await?;
         let needs = merkle::decompose(0, n);
         let hashes = subtrees(store, tenant, part, n, &needs).await?;
         let part_root = merkle::root(n, &mut |s| hashes[&s]);
@@ -311,11 +318,7 @@ pub async fn prove(
         .into_iter()
         .filter(|e| e.body.receipt.as_deref() == Some(receipt_id))
         .collect();
-    let covers = |cp: &CheckpointRow| {
-        entries
-            .iter()
-            .all(|e| size_in(cp, e.partition) >= e.pseq)
-    };
+    let covers = |cp: &CheckpointRow| entries.iter().all(|e| size_in(cp, e.partition) >= e.pseq);
     let mut cp = store.checkpoint(tenant, None).await?;
     if cp.as_ref().is_none_or(|c| !covers(c)) {
         cp = Some(make(store, signer, tenant).await?.row);
@@ -598,11 +601,10 @@ impl Audit {
         const PAGE: u64 = 64 << STORED_LEVEL;
         let parts: Vec<u32> = self.parts.keys().copied().collect();
         for part in parts {
-            loop {
-                let Some(p) = self.parts.get(&part) else { break };
-                if self.found.is_some() || p.at >= p.needs_upto() {
-                    break;
-                }
+            while let Some(p) = self.parts.get(&part)
+                && self.found.is_none()
+                && p.at < p.needs_upto()
+            {
                 let (at, to) = (p.at, (p.at + PAGE).min(p.needs_upto()));
                 let leaves = match leaves(store, tenant, part, at, to).await {
                     Ok(l) => l,

@@ -2054,7 +2054,9 @@ async fn three_entries(backend: Backend) -> TestApp {
 /// SQLite, and on PostgreSQL numbered by transaction (increasing, with gaps).
 async fn nth_seq(t: &TestApp, n: u64) -> u64 {
     use yinyom::store::Ledger;
-    t.store.ledger(&t.tenant).await.unwrap()[n as usize - 1].1.seq
+    t.store.ledger(&t.tenant).await.unwrap()[n as usize - 1]
+        .1
+        .seq
 }
 
 /// Run `sql` against the database through a connection of its own, as

@@ -130,7 +130,10 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
         assert_eq!(v.positions.len(), 3);
         let part = yinyom_core::ledger::partition_of(&t.tenant, &format!("cust-{i}"), 64);
         let first = v.positions[0].1;
-        assert_eq!(v.positions, vec![(part, first), (part, first + 1), (part, first + 2)]);
+        assert_eq!(
+            v.positions,
+            vec![(part, first), (part, first + 1), (part, first + 2)]
+        );
         // ⌈log₂ 1200⌉ hashes at most.
         assert!(p["entries"][0]["path"].as_array().unwrap().len() <= 11);
     }
@@ -291,7 +294,11 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
         .unwrap();
     other.pool().close().await;
     let heads = t.store.ledger_partitions(&t.tenant).await.unwrap();
-    assert!(heads.iter().any(|h| h.partition == part && h.chain == chain));
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.partition == part && h.chain == chain)
+    );
 
     // The chain links again, but it no longer hashes to the signed
     // checkpoint: the audit finds it and names the entries…
@@ -323,7 +330,8 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
     // The partition is named (its blocks of 256 are not complete yet: the
     // root is what differs).
     assert!(
-        problem.contains(&format!("partition {part}:")) && problem.contains("no longer hash to the root"),
+        problem.contains(&format!("partition {part}:"))
+            && problem.contains("no longer hash to the root"),
         "{problem}"
     );
 }
@@ -363,7 +371,11 @@ async fn the_audit_takes_in_checkpoints_made_while_it_runs(backend: Backend) {
     for audit in [&mut clean, &mut altered] {
         audit.prepare(store, &t.tenant, &reach).await.unwrap();
         for (_, e) in rows.iter().take(covered as usize) {
-            audit.push(e.partition, e.seq, yinyom_core::merkle::leaf_of_hex(&e.hash).unwrap());
+            audit.push(
+                e.partition,
+                e.seq,
+                yinyom_core::merkle::leaf_of_hex(&e.hash).unwrap(),
+            );
         }
         assert!(!audit.needs_leaves(), "the listed checkpoints are met");
     }
@@ -395,8 +407,15 @@ async fn the_audit_takes_in_checkpoints_made_while_it_runs(backend: Backend) {
         .expect("the altered entry is found");
     // Named by its partition, from the first entry the second checkpoint
     // added there.
-    assert!(m.seq <= target.seq && m.seq > rows[covered as usize - 1].1.seq, "{m:?}");
-    assert!(m.problem.contains(&format!("partition {}:", target.partition)), "{m:?}");
+    assert!(
+        m.seq <= target.seq && m.seq > rows[covered as usize - 1].1.seq,
+        "{m:?}"
+    );
+    assert!(
+        m.problem
+            .contains(&format!("partition {}:", target.partition)),
+        "{m:?}"
+    );
 }
 
 on_every_backend!(

@@ -1089,7 +1089,12 @@ fn export_then_import_into_a_fresh_data_dir_round_trips_and_history_lists_the_ch
             .get(&e[partition])
             .cloned()
             .unwrap_or((0, "0".repeat(64)));
-        assert_eq!(e[pseq], (position + 1).to_string(), "position of entry {}", i + 1);
+        assert_eq!(
+            e[pseq],
+            (position + 1).to_string(),
+            "position of entry {}",
+            i + 1
+        );
         assert_eq!(e[prev_hash], before, "prev_hash of entry {}", i + 1);
         assert!(
             is_hex_digest(&e[hash]),
@@ -1097,7 +1102,10 @@ fn export_then_import_into_a_fresh_data_dir_round_trips_and_history_lists_the_ch
             i + 1,
             &e[hash]
         );
-        previous.insert(e[partition].to_string(), (position + 1, e[hash].to_string()));
+        previous.insert(
+            e[partition].to_string(),
+            (position + 1, e[hash].to_string()),
+        );
     }
     assert_eq!(
         (&entries[0][subject], &entries[0][action]),

@@ -122,7 +122,11 @@ async fn chains_continue_across_batches_and_tenants_stay_apart(backend: Backend)
     let first: Vec<&yinyom_core::ledger::LedgerEntry> =
         out.iter().map(|o| &entries(o)[0]).collect();
     assert!(first[0].seq < first[2].seq, "A's entries in order");
-    assert!(first.iter().all(|e| e.pseq == 1 && e.prev_hash == yinyom_core::ledger::GENESIS));
+    assert!(
+        first
+            .iter()
+            .all(|e| e.pseq == 1 && e.prev_hash == yinyom_core::ledger::GENESIS)
+    );
     let s1 = yinyom_core::ledger::partition_of(&a, "s1", yinyom_core::ledger::PARTITIONS);
     assert_eq!(first[0].partition, s1);
     let next = commit(
@@ -375,6 +379,34 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
 /// Outbox events page by cursor: each page continues exactly after the
 /// last, only the tenant's own, each with its ledger entry's content; the
 /// pages together are what one long read returns.
+/// Wait (up to 10 s) until every entry of `tenant` committed so far is
+/// below the store's horizon, so that readers after a cursor see them all
+/// (on PostgreSQL, writers in other tests' transactions hold it back a
+/// little; on SQLite at once).
+async fn settled(store: &dyn Store, tenant: &str) {
+    let last = store
+        .ledger(tenant)
+        .await
+        .expect("ledger")
+        .last()
+        .map_or(0, |(_, e)| e.seq);
+    for _ in 0..1000 {
+        if store
+            .heads()
+            .await
+            .expect("heads")
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+            >= last
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("entries of {tenant} up to {last} never came below the horizon");
+}
+
 async fn outbox_events_page_by_cursor(backend: Backend) {
     let (_db, store) = open(backend).await;
     let a = tenant(store.as_ref(), "A").await;
@@ -389,6 +421,7 @@ async fn outbox_events_page_by_cursor(backend: Backend) {
         }
         commit(store.as_ref(), &batch).await;
     }
+    settled(store.as_ref(), &a).await;
     let all = store.events_after(&a, 0, 1000).await.unwrap();
     assert!(all.len() >= 10, "{}", all.len());
     let mut paged = vec![];
@@ -548,7 +581,13 @@ async fn postgres_upgrade_to_compact_ledger_keeps_every_row() {
 /// Columns of `ledger` and `outbox` as they were stored before migration
 /// 0130, computed from a current row `x` of schema `src` (hashes as hex
 /// text, the evidence in the row, the outbox repeating the ledger).
-fn old_form(backend: Backend, cutoff: &str, src: &str, table: &str, column: &str) -> Option<String> {
+fn old_form(
+    backend: Backend,
+    cutoff: &str,
+    src: &str,
+    table: &str,
+    column: &str,
+) -> Option<String> {
     if cutoff > "0130" {
         return None;
     }
@@ -597,7 +636,9 @@ fn old_form(backend: Backend, cutoff: &str, src: &str, table: &str, column: &str
 fn old_source(src: &str, table: &str) -> String {
     match table {
         "ledger_heads" => {
-            format!("(SELECT tenant, size AS seq, hash FROM {src}.ledger_partitions WHERE part = 0)")
+            format!(
+                "(SELECT tenant, size AS seq, hash FROM {src}.ledger_partitions WHERE part = 0)"
+            )
         }
         _ => format!("{src}.{table}"),
     }
@@ -701,7 +742,9 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     .collect();
                 let values: Vec<String> = columns
                     .iter()
-                    .map(|c| old_form(backend, cutoff, "src", t, c).unwrap_or_else(|| format!("x.{c}")))
+                    .map(|c| {
+                        old_form(backend, cutoff, "src", t, c).unwrap_or_else(|| format!("x.{c}"))
+                    })
                     .collect();
                 // Rows the migrations wrote (store_meta) are the source's.
                 sqlx::query(&format!("DELETE FROM main.{t}"))
@@ -767,7 +810,8 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                 let values: Vec<String> = columns
                     .iter()
                     .map(|c| {
-                        old_form(backend, cutoff, &src_schema, t, c).unwrap_or_else(|| format!("x.{c}"))
+                        old_form(backend, cutoff, &src_schema, t, c)
+                            .unwrap_or_else(|| format!("x.{c}"))
                     })
                     .collect();
                 sqlx::query(&format!("DELETE FROM {old_schema}.{t}"))
@@ -871,7 +915,14 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
     // as partition 0, new subjects land in the others.
     let mut more = Vec::new();
     for i in 4..40 {
-        more.push(prepare(up.as_ref(), &a, request(&format!("s{i}"), Action::Grant, None)).await);
+        more.push(
+            prepare(
+                up.as_ref(),
+                &a,
+                request(&format!("s{i}"), Action::Grant, None),
+            )
+            .await,
+        );
     }
     commit(up.as_ref(), &more).await;
     let r = up.verify_ledger(&a).await.unwrap();

@@ -294,12 +294,10 @@ impl SqlStore {
     pub(crate) async fn horizon(&self) -> Result<i64> {
         match self.dialect {
             Dialect::Sqlite => Ok(i64::MAX),
-            Dialect::Postgres => {
-                sqlx::query_scalar(&format!("SELECT {PG_HORIZON}"))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(unavailable)
-            }
+            Dialect::Postgres => sqlx::query_scalar(&format!("SELECT {PG_HORIZON}"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable),
         }
     }
 

@@ -58,26 +58,30 @@ impl Ledger for SqlStore {
                 .actions
                 .iter()
                 .map(|a| {
-                    heads.append(&item.tenant, part, EntryBody {
-                        tenant: item.tenant.clone(),
-                        subject_uid: uid.clone(),
-                        purpose: a.purpose.clone(),
-                        channel: a.channel,
-                        action: a.action,
-                        notice: item.notice.clone(),
-                        source: item.source.clone(),
-                        actor: item.actor.clone(),
-                        evidence_hash: ev_hash.clone(),
-                        occurred_at: item.occurred_at,
-                        recorded_at,
-                        expires_at: a.expires_at,
-                        receipt: item
-                            .receipt
-                            .as_ref()
-                            .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
-                            .map(|r| r.id.clone()),
-                        guardian: item.guardian && a.action == Action::Grant,
-                    })
+                    heads.append(
+                        &item.tenant,
+                        part,
+                        EntryBody {
+                            tenant: item.tenant.clone(),
+                            subject_uid: uid.clone(),
+                            purpose: a.purpose.clone(),
+                            channel: a.channel,
+                            action: a.action,
+                            notice: item.notice.clone(),
+                            source: item.source.clone(),
+                            actor: item.actor.clone(),
+                            evidence_hash: ev_hash.clone(),
+                            occurred_at: item.occurred_at,
+                            recorded_at,
+                            expires_at: a.expires_at,
+                            receipt: item
+                                .receipt
+                                .as_ref()
+                                .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
+                                .map(|r| r.id.clone()),
+                            guardian: item.guardian && a.action == Action::Grant,
+                        },
+                    )
                 })
                 .collect::<Result<_>>()?;
             let response = seal(item, &entries);
