@@ -153,15 +153,17 @@ impl App {
             );
         }
         if let Some(feed) = feed {
-            tokio::spawn(Follower::new(&app, cursors, loaded_at).run(feed));
+            let keys = app.keys.clone();
+            let follower = Follower::new(&app.services, cursors, loaded_at, move || keys.clear());
+            tokio::spawn(follower.run(feed));
         }
-        tokio::spawn(Dispatcher::new(&app, config.webhooks).run());
-        tokio::spawn(crate::collector::expire(Arc::downgrade(&app)));
+        tokio::spawn(Dispatcher::new(&app.services, config.webhooks).run());
+        tokio::spawn(crate::collector::expire(Arc::downgrade(&app.services)));
         tokio::spawn(crate::lifecycle::run(
             Arc::downgrade(&app),
             std::time::Duration::from_secs(60),
         ));
-        tokio::spawn(Relay::new(&app, config.relay).run());
+        tokio::spawn(Relay::new(&app.services, config.relay).run());
         tokio::spawn(crate::systems::run(Arc::downgrade(&app)));
         tokio::spawn(crate::systems::propagate::follow(Arc::downgrade(&app)));
         if app.snapshot.is_some() {
@@ -171,7 +173,7 @@ impl App {
             ));
         }
         if let Some(url) = config.nats_url {
-            tokio::spawn(Publisher::new(&app, url).run());
+            tokio::spawn(Publisher::new(&app.services, url).run());
         }
         Ok(app)
     }
