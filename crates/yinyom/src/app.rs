@@ -160,12 +160,14 @@ impl App {
         tokio::spawn(Dispatcher::new(&app.services, config.webhooks).run());
         tokio::spawn(crate::collector::expire(Arc::downgrade(&app.services)));
         tokio::spawn(crate::lifecycle::run(
-            Arc::downgrade(&app),
+            Arc::downgrade(&app.services),
             std::time::Duration::from_secs(60),
         ));
         tokio::spawn(Relay::new(&app.services, config.relay).run());
-        tokio::spawn(crate::systems::run(Arc::downgrade(&app)));
-        tokio::spawn(crate::systems::propagate::follow(Arc::downgrade(&app)));
+        tokio::spawn(crate::systems::run(Arc::downgrade(&app.services)));
+        tokio::spawn(crate::systems::propagate::follow(Arc::downgrade(
+            &app.services,
+        )));
         if app.snapshot.is_some() {
             tokio::spawn(save_view_periodically(
                 Arc::downgrade(&app),

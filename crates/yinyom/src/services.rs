@@ -3,7 +3,7 @@
 //! wake-ups.
 //!
 //! The layering (see ARCHITECTURE.md): `api/` and `web/` (HTTP) hold an
-//! [`crate::app::App`], which composes a [`Services`] with what only HTTP
+//! `App` (`app.rs`), which composes a [`Services`] with what only HTTP
 //! needs (API-key cache, rate limits, web sessions); the services
 //! (`rights`, `relay`, `collector`, `systems`, …) take a `&Services` or the
 //! narrower pieces they need, and never name `App`; below them the store,
@@ -20,7 +20,7 @@ use crate::vault::Vault;
 use crate::view::View;
 use crate::writer::Writer;
 
-/// The pieces every service may use, built once by [`crate::app::App`].
+/// The pieces every service may use, built once by `App::start_with`.
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub view: Arc<View>,
