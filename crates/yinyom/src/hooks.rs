@@ -25,7 +25,7 @@ use yinyom_core::time::{self, Micros};
 use crate::api::problem::Problem;
 use crate::model::RequestRow;
 use crate::services::Services;
-use crate::store::{HookCall, HookRow, StoreError};
+use crate::store::{HookCall, HookRow, Store, StoreError};
 
 /// Calls taken a round.
 const ROUND: u32 = 64;
@@ -128,13 +128,12 @@ fn status_of(c: &HookCall) -> CallStatus {
 
 /// The gate of a stage for a request, with its calls.
 pub async fn gate(
-    svc: &Services,
+    store: &dyn Store,
     tenant: &str,
     request_id: &str,
     stage: Stage,
 ) -> Result<(Gate, Vec<HookCall>), StoreError> {
-    let calls: Vec<HookCall> = svc
-        .store
+    let calls: Vec<HookCall> = store
         .request_hook_calls(tenant, request_id)
         .await?
         .into_iter()
@@ -189,12 +188,11 @@ impl HookStatus {
 
 /// A request's calls, for its view.
 pub async fn statuses(
-    svc: &Services,
+    store: &dyn Store,
     tenant: &str,
     id: &str,
 ) -> Result<Vec<HookStatus>, StoreError> {
-    Ok(svc
-        .store
+    Ok(store
         .request_hook_calls(tenant, id)
         .await?
         .iter()
@@ -254,7 +252,7 @@ async fn payload(
     let outcome = if stage.decides() {
         None
     } else {
-        let systems = crate::systems::statuses(svc, &r.tenant, &r.id).await?;
+        let systems = crate::systems::statuses(svc.store.as_ref(), &r.tenant, &r.id).await?;
         Some(serde_json::json!({
             "status": r.status,
             "closed_at": r.closed_at.map(time::rfc3339),
@@ -410,7 +408,7 @@ async fn attempt(svc: &Arc<Services>, mut c: HookCall) -> Result<(), StoreError>
         }
     }
     if svc.store.update_hook_call(&c, taken).await? && status_of(&c).settled() {
-        record_answer(svc, &c).await?;
+        record_answer(svc.store.as_ref(), &c).await?;
         settle(svc, &c.tenant, &c.request_id).await?;
     }
     Ok(())
@@ -459,7 +457,7 @@ async fn send(
 }
 
 /// A hook's decision in the request's steps (actor `hook:<id>`).
-async fn record_answer(svc: &Services, c: &HookCall) -> Result<(), StoreError> {
+async fn record_answer(store: &dyn Store, c: &HookCall) -> Result<(), StoreError> {
     let Some(stage) = Stage::parse(&c.stage).filter(|s| s.decides()) else {
         return Ok(());
     };
@@ -469,7 +467,7 @@ async fn record_answer(svc: &Services, c: &HookCall) -> Result<(), StoreError> {
         _ => return Ok(()),
     };
     for _ in 0..5 {
-        let Some(mut r) = svc.store.request(&c.tenant, &c.request_id).await? else {
+        let Some(mut r) = store.request(&c.tenant, &c.request_id).await? else {
             return Ok(());
         };
         let before = r.updated_at;
@@ -482,7 +480,7 @@ async fn record_answer(svc: &Services, c: &HookCall) -> Result<(), StoreError> {
             outcome: Some(stage.as_str().into()),
         });
         r.updated_at = now;
-        if svc.store.update_request(&r, before).await? {
+        if store.update_request(&r, before).await? {
             return Ok(());
         }
     }
@@ -615,7 +613,7 @@ pub async fn reply(
             }
         }
     }
-    record_answer(svc, &c).await?;
+    record_answer(svc.store.as_ref(), &c).await?;
     settle(svc, &c.tenant, &c.request_id).await?;
     Ok(HookStatus::of(&c))
 }

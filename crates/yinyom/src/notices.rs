@@ -25,7 +25,7 @@ use crate::api::problem::Problem;
 use crate::model::{BreachMessage, MessageRow};
 use crate::relay::Content;
 use crate::services::Services;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Recipients queued per transaction.
 pub const BATCH: u32 = 500;
@@ -40,7 +40,7 @@ static QUEUEING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Check a notice before it is accepted: text, and a connector for its
 /// channel.
-pub async fn check(svc: &Services, tenant: &str, m: &BreachMessage) -> Result<(), Problem> {
+pub async fn check(store: &dyn Store, tenant: &str, m: &BreachMessage) -> Result<(), Problem> {
     if ContactKind::for_channel(m.channel).is_none() {
         return Err(Problem::validation(
             "message.channel",
@@ -56,8 +56,7 @@ pub async fn check(svc: &Services, tenant: &str, m: &BreachMessage) -> Result<()
             "must be at most 200 bytes",
         ));
     }
-    if !svc
-        .store
+    if !store
         .connectors(tenant)
         .await?
         .iter()
@@ -161,7 +160,7 @@ pub async fn send_s25(
     uid: &str,
     m: &BreachMessage,
 ) -> Result<String, Problem> {
-    check(svc, tenant, m).await?;
+    check(svc.store.as_ref(), tenant, m).await?;
     match message(svc, tenant, uid, m, S25_PURPOSE, time::now()).await? {
         Err(why) => Err(Problem::validation("message.channel", why)),
         Ok(row) => {

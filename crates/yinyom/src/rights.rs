@@ -22,7 +22,7 @@ use crate::api::problem::Problem;
 use crate::model::{RequestRow, RequestStep};
 use crate::profiles::{self, Profile, ProfileError};
 use crate::services::Services;
-use crate::store::{Idempotency, PreparedAction, WriteItem};
+use crate::store::{Idempotency, PreparedAction, Store, WriteItem};
 
 /// Corrections a rectification request asks for: contact points to set
 /// (normalised like `PUT /v1/subjects`), attributes to set (`null` removes).
@@ -298,7 +298,7 @@ pub async fn act(
     reason: Option<String>,
     actor: &str,
 ) -> Result<RequestRow, Problem> {
-    let mut r = load(svc, tenant, id).await?;
+    let mut r = load(svc.store.as_ref(), tenant, id).await?;
     let next = rights::next(r.status, action, reason.as_deref(), r.extended)?;
     if matches!(action, Step::Verify | Step::Start | Step::Complete) {
         hold_check(svc, &r, action).await?;
@@ -337,19 +337,19 @@ pub async fn act(
     };
     r.updated_at = now;
     r.steps.push(done);
-    save(svc, &r, before).await?;
+    save(svc.store.as_ref(), &r, before).await?;
     if held > 0 {
         // The calls once the hold is saved (an answer then finds it held).
         if crate::hooks::call(svc, &r, HookStage::PreExecution).await? == 0 {
             resume(svc, tenant, id).await?; // the hooks were removed meanwhile
         }
-        return load(svc, tenant, id).await;
+        return load(svc.store.as_ref(), tenant, id).await;
     }
     if action == Step::Complete && waiting == 0 {
         announce_completed(svc, &r).await?;
     }
     if waiting > 0 && crate::systems::finish_if_done(svc, tenant, id).await? {
-        return load(svc, tenant, id).await;
+        return load(svc.store.as_ref(), tenant, id).await;
     }
     Ok(r)
 }
@@ -358,7 +358,8 @@ pub async fn act(
 /// have not all approved hold every step but rejecting and extending;
 /// pre-execution hooks, once called, hold a second `complete`.
 async fn hold_check(svc: &Services, r: &RequestRow, action: Step) -> Result<(), Problem> {
-    let (gate, _) = crate::hooks::gate(svc, &r.tenant, &r.id, HookStage::PreApproval).await?;
+    let (gate, _) =
+        crate::hooks::gate(svc.store.as_ref(), &r.tenant, &r.id, HookStage::PreApproval).await?;
     if let Gate::Held(n) = gate {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -367,8 +368,13 @@ async fn hold_check(svc: &Services, r: &RequestRow, action: Step) -> Result<(), 
         ));
     }
     if action == Step::Complete {
-        let (gate, calls) =
-            crate::hooks::gate(svc, &r.tenant, &r.id, HookStage::PreExecution).await?;
+        let (gate, calls) = crate::hooks::gate(
+            svc.store.as_ref(),
+            &r.tenant,
+            &r.id,
+            HookStage::PreExecution,
+        )
+        .await?;
         if !calls.is_empty() {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
@@ -411,7 +417,7 @@ async fn execute(
 /// Carry out a request its pre-execution hooks all approved (called by
 /// `hooks::settle`): once, recorded as an `execute` step.
 pub(crate) async fn resume(svc: &Services, tenant: &str, id: &str) -> Result<(), Problem> {
-    let mut r = load(svc, tenant, id).await?;
+    let mut r = load(svc.store.as_ref(), tenant, id).await?;
     if r.status != Status::InProgress
         || !r.steps.iter().any(|s| s.action == "complete")
         || r.steps.iter().any(|s| s.action == "execute")
@@ -427,7 +433,7 @@ pub(crate) async fn resume(svc: &Services, tenant: &str, id: &str) -> Result<(),
     }
     r.updated_at = now;
     r.steps.push(done);
-    save(svc, &r, before).await?;
+    save(svc.store.as_ref(), &r, before).await?;
     if waiting == 0 {
         announce_completed(svc, &r).await?;
     } else {
@@ -447,7 +453,7 @@ pub(crate) async fn reject_by_hook(
     reason: &str,
 ) -> Result<(), Problem> {
     for _ in 0..5 {
-        let mut r = load(svc, tenant, id).await?;
+        let mut r = load(svc.store.as_ref(), tenant, id).await?;
         if !r.status.is_open() || r.steps.iter().any(|s| s.action == "execute") {
             return Ok(());
         }
@@ -762,16 +768,16 @@ const CODE_ATTEMPTS: u32 = 5;
 const CODES_PER_REQUEST: usize = 5;
 
 /// A tenant's request, or 404.
-pub async fn load(svc: &Services, tenant: &str, id: &str) -> Result<RequestRow, Problem> {
-    svc.store
+pub async fn load(store: &dyn Store, tenant: &str, id: &str) -> Result<RequestRow, Problem> {
+    store
         .request(tenant, id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("request {id:?} does not exist")))
 }
 
 /// Write a request changed since `before` was read, or 409.
-async fn save(svc: &Services, r: &RequestRow, before: Micros) -> Result<(), Problem> {
-    if svc.store.update_request(r, before).await? {
+async fn save(store: &dyn Store, r: &RequestRow, before: Micros) -> Result<(), Problem> {
+    if store.update_request(r, before).await? {
         Ok(())
     } else {
         Err(Problem::conflict(
@@ -790,7 +796,7 @@ pub async fn send_code(
     actor: &str,
 ) -> Result<RequestRow, Problem> {
     use rand::Rng;
-    let mut r = load(svc, tenant, id).await?;
+    let mut r = load(svc.store.as_ref(), tenant, id).await?;
     if r.status != Status::Received {
         return Err(Problem::validation(
             "action",
@@ -850,7 +856,7 @@ pub async fn send_code(
     ));
     r.steps.push(s);
     r.updated_at = now;
-    save(svc, &r, before).await?;
+    save(svc.store.as_ref(), &r, before).await?;
     Ok(r)
 }
 
@@ -862,7 +868,7 @@ pub async fn check_code(
     code: &str,
     actor: &str,
 ) -> Result<RequestRow, Problem> {
-    let mut r = load(svc, tenant, id).await?;
+    let mut r = load(svc.store.as_ref(), tenant, id).await?;
     let Some(mut sent) = r.verification.clone() else {
         return Err(Problem::validation(
             "code",
@@ -893,7 +899,7 @@ pub async fn check_code(
     if !same {
         sent.attempts += 1;
         r.verification = Some(sent);
-        save(svc, &r, before).await?;
+        save(svc.store.as_ref(), &r, before).await?;
         return Err(Problem::validation("code", "the code is not right"));
     }
     r.status = rights::next(r.status, Step::Verify, None, r.extended)?;
@@ -904,7 +910,7 @@ pub async fn check_code(
         sent.channel
     ));
     r.steps.push(s);
-    save(svc, &r, before).await?;
+    save(svc.store.as_ref(), &r, before).await?;
     Ok(r)
 }
 

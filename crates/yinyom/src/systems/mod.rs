@@ -30,7 +30,7 @@ use yinyom_core::time::{self, Micros};
 use crate::api::problem::Problem;
 use crate::model::{RequestRow, RequestStep};
 use crate::services::Services;
-use crate::store::{StoreError, SystemJob, SystemRow};
+use crate::store::{Store, StoreError, SystemJob, SystemRow};
 
 /// Settings of the systems task.
 #[derive(Debug, Clone)]
@@ -835,12 +835,11 @@ impl SystemStatus {
 
 /// The request's systems, for its view.
 pub async fn statuses(
-    svc: &Services,
+    store: &dyn Store,
     tenant: &str,
     id: &str,
 ) -> Result<Vec<SystemStatus>, StoreError> {
-    Ok(svc
-        .store
+    Ok(store
         .request_system_jobs(tenant, id)
         .await?
         .iter()
