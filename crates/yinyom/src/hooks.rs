@@ -71,15 +71,14 @@ fn wants(h: &HookRow, stage: Stage, kind: Kind) -> bool {
 }
 
 async fn hooks_for(
-    svc: &Services,
+    store: &dyn Store,
     r: &RequestRow,
     stage: Stage,
 ) -> Result<Vec<HookRow>, StoreError> {
     if !applies(stage, r) {
         return Ok(vec![]);
     }
-    Ok(svc
-        .store
+    Ok(store
         .hooks(&r.tenant)
         .await?
         .into_iter()
@@ -88,14 +87,18 @@ async fn hooks_for(
 }
 
 /// How many hooks of `stage` request `r` would call.
-pub async fn matching(svc: &Services, r: &RequestRow, stage: Stage) -> Result<usize, StoreError> {
-    Ok(hooks_for(svc, r, stage).await?.len())
+pub async fn matching(
+    store: &dyn Store,
+    r: &RequestRow,
+    stage: Stage,
+) -> Result<usize, StoreError> {
+    Ok(hooks_for(store, r, stage).await?.len())
 }
 
 /// Create the calls of `stage` for request `r` (the tenant's hooks of that
 /// stage that want its kind); returns how many. The task makes them.
 pub async fn call(svc: &Services, r: &RequestRow, stage: Stage) -> Result<usize, StoreError> {
-    let hooks = hooks_for(svc, r, stage).await?;
+    let hooks = hooks_for(svc.store.as_ref(), r, stage).await?;
     if hooks.is_empty() {
         return Ok(0);
     }
@@ -506,9 +509,15 @@ pub async fn settle(svc: &Services, tenant: &str, request_id: &str) -> Result<()
                     .reason
                     .clone()
                     .unwrap_or_else(|| format!("denied by the {} hook {}", stage.as_str(), c.hook));
-                if let Err(e) =
-                    crate::rights::reject_by_hook(svc, tenant, request_id, &c.hook, stage, &reason)
-                        .await
+                if let Err(e) = crate::rights::reject_by_hook(
+                    svc.store.as_ref(),
+                    tenant,
+                    request_id,
+                    &c.hook,
+                    stage,
+                    &reason,
+                )
+                .await
                 {
                     tracing::warn!(request = %request_id, error = %e.detail,
                         "request hook: the denial could not be recorded");

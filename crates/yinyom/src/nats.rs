@@ -77,7 +77,7 @@ impl Publisher {
                     js = Some(c);
                     true
                 }),
-                Some(c) => publish(&svc, c).await,
+                Some(c) => publish(svc.store.as_ref(), c).await,
             };
             drop(svc);
             match result {
@@ -216,19 +216,17 @@ async fn forward(js: &Context, events: &[Forward]) -> Result<(), String> {
 }
 
 /// Publish what is new for every tenant (leader only); true when more waits.
-async fn publish(svc: &Services, js: &Context) -> Result<bool, String> {
-    if !svc.store.lead().await.map_err(|e| e.to_string())? {
+async fn publish(store: &dyn crate::store::Store, js: &Context) -> Result<bool, String> {
+    if !store.lead().await.map_err(|e| e.to_string())? {
         return Ok(false);
     }
     let mut busy = false;
-    for tenant in svc.store.tenants().await.map_err(|e| e.to_string())? {
-        let cursor = svc
-            .store
+    for tenant in store.tenants().await.map_err(|e| e.to_string())? {
+        let cursor = store
             .sink_cursor(SINK, &tenant.id)
             .await
             .map_err(|e| e.to_string())?;
-        let events = svc
-            .store
+        let events = store
             .events_after(&tenant.id, cursor, PAGE)
             .await
             .map_err(|e| e.to_string())?;
@@ -257,7 +255,7 @@ async fn publish(svc: &Services, js: &Context) -> Result<bool, String> {
         for ack in acks {
             ack.await.map_err(|e| format!("acknowledgement: {e}"))?;
         }
-        svc.store
+        store
             .set_sink_cursor(SINK, &tenant.id, last)
             .await
             .map_err(|e| e.to_string())?;

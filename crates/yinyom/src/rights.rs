@@ -318,7 +318,7 @@ pub async fn act(
         Step::Complete => {
             // Pre-execution hooks first: nothing is carried out until each
             // approved (crate::hooks; `resume` carries it out then).
-            held = crate::hooks::matching(svc, &r, HookStage::PreExecution).await?;
+            held = crate::hooks::matching(svc.store.as_ref(), &r, HookStage::PreExecution).await?;
             if held > 0 {
                 done.outcome = Some(format!(
                     "held until {held} pre-execution hook(s) approve; see `hooks`"
@@ -445,7 +445,7 @@ pub(crate) async fn resume(svc: &Services, tenant: &str, id: &str) -> Result<(),
 /// Reject a request a hook denied, with the hook's reason (recorded as the
 /// rejection's, PDPA s.30 para. 3).
 pub(crate) async fn reject_by_hook(
-    svc: &Services,
+    store: &dyn Store,
     tenant: &str,
     id: &str,
     hook: &str,
@@ -453,7 +453,7 @@ pub(crate) async fn reject_by_hook(
     reason: &str,
 ) -> Result<(), Problem> {
     for _ in 0..5 {
-        let mut r = load(svc.store.as_ref(), tenant, id).await?;
+        let mut r = load(store, tenant, id).await?;
         if !r.status.is_open() || r.steps.iter().any(|s| s.action == "execute") {
             return Ok(());
         }
@@ -471,7 +471,7 @@ pub(crate) async fn reject_by_hook(
         r.closed_at = Some(now);
         r.changes = None;
         r.updated_at = now;
-        if svc.store.update_request(&r, before).await? {
+        if store.update_request(&r, before).await? {
             return Ok(());
         }
     }

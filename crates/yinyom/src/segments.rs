@@ -13,7 +13,7 @@ use yinyom_core::time;
 
 use crate::profiles::{self, Subject};
 use crate::services::Services;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 const PAGE: u32 = 2_000;
 
@@ -43,7 +43,7 @@ impl Facts for SubjectFacts<'_> {
 }
 
 async fn event_counts(
-    svc: &Services,
+    store: &dyn Store,
     tenant: &str,
     seg: &Segment,
 ) -> Result<HashMap<EventTerm, HashMap<String, u64>>, StoreError> {
@@ -51,7 +51,7 @@ async fn event_counts(
     let mut counts = HashMap::new();
     for term in seg.event_terms() {
         let since = now - term.window_secs * 1_000_000;
-        let c = svc.store.event_counts(tenant, &term.name, since).await?;
+        let c = store.event_counts(tenant, &term.name, since).await?;
         counts.insert(term, c);
     }
     Ok(counts)
@@ -66,7 +66,7 @@ async fn each_match(
     mut visit: impl FnMut(Subject),
 ) -> Result<(), StoreError> {
     let counts = match seg {
-        Some(s) => event_counts(svc, tenant, s).await?,
+        Some(s) => event_counts(svc.store.as_ref(), tenant, s).await?,
         None => HashMap::new(),
     };
     let keys = svc.vault.tenant(svc.store.as_ref(), tenant).await?;
