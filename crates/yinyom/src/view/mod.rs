@@ -90,7 +90,7 @@ pub struct TenantView {
     /// How many of them are erased (held under their keyed pseudonym).
     erased: usize,
     /// The tenant's keys, to find an erased subject by the id it had: set
-    /// when the tenant has erased subjects (`App::arm_pseudonyms`).
+    /// when the tenant has erased subjects (`Services::arm_pseudonyms`).
     pseudonyms: Option<Arc<crate::vault::TenantKeys>>,
     /// A subject not in `subjects` may have records in the store.
     bounded: bool,
