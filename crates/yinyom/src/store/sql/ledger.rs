@@ -7,16 +7,12 @@
 use super::*;
 use yinyom_core::ledger::{GENESIS, PARTITIONS, partition_of};
 
-/// Batches committing at once on PostgreSQL (each on its own connection;
-/// batches of the same partition wait for each other's advisory lock).
-const PG_WRITE_LANES: usize = 4;
-
 #[async_trait]
 impl Ledger for SqlStore {
     fn write_lanes(&self) -> usize {
         match self.dialect {
             Dialect::Sqlite => 1,
-            Dialect::Postgres => PG_WRITE_LANES,
+            Dialect::Postgres => self.write_lanes.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
