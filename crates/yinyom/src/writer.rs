@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::store::{ItemOutcome, Store, StoreError, WriteItem};
@@ -23,6 +23,10 @@ use crate::view::View;
 /// Largest batch in one transaction: bounds latency of the first request
 /// in a batch and the size of a transaction.
 const MAX_BATCH: usize = 512;
+
+/// How long a batch started beside one still committing waits for more
+/// requests (bounded by that batch finishing).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 struct Job {
     item: WriteItem,
@@ -69,6 +73,7 @@ async fn run(
 ) {
     let lanes = store.write_lanes().max(1);
     let free = Arc::new(Semaphore::new(lanes));
+    let finished = Arc::new(Notify::new());
     loop {
         // A lane first, then the requests: while every lane is busy, new
         // requests queue up and go together into the next batch.
@@ -78,6 +83,21 @@ async fn run(
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
             break;
+        }
+        // Beside a batch still committing, a second one is worth its own
+        // transaction only with more than a few requests: gather them until
+        // that batch finishes or for at most `GATHER`.
+        if free.available_permits() + 1 < lanes && jobs.len() < MAX_BATCH {
+            let wait = finished.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            let _ = tokio::time::timeout(GATHER, wait).await;
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
         }
         let batch = commit_batch(
             store.clone(),
@@ -90,9 +110,11 @@ async fn run(
             batch.await;
             drop(lane);
         } else {
+            let finished = finished.clone();
             tokio::spawn(async move {
                 batch.await;
                 drop(lane);
+                finished.notify_waiters();
             });
         }
     }

@@ -96,6 +96,9 @@ pub async fn pg_writes(
     duration: Duration,
 ) -> Result<(), Error> {
     let mut raw = None;
+    // The schemas outlive both runs (the first app's background tasks keep
+    // reading theirs until the process ends).
+    let mut schemas = Vec::new();
     // One batch committing at a time (as before partitioned chains), then
     // the writer's lanes: each on a fresh schema, against one raw ceiling.
     for (lanes, label) in [
@@ -116,6 +119,7 @@ pub async fn pg_writes(
         let app = App::start(seeded).await?;
         let (addr, _server) = serve_scoped(crate::api::router(app)).await?;
         consent_writes(args, addr, warmup, duration, raw, label, &[1, 4]).await?;
+        schemas.push(schema);
     }
     Ok(())
 }
