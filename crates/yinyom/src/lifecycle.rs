@@ -32,6 +32,13 @@
 //!   same `Idempotency-Key` within a day gets the same answer; later it is a
 //!   new request. (An erasure deletes its subject's at once.)
 //!
+//! - **old events**: an event (the outbox row beside its ledger entry) is
+//!   forgotten [`EVENT_RETENTION`] (7 days) after it was recorded, once every
+//!   live webhook and every sink (NATS, connected systems) has passed it and
+//!   no undelivered webhook delivery needs it: the outbox stays the size of
+//!   a week's changes, not of the whole history. The ledger keeps every
+//!   entry. `GET /v1/stream` resuming before a forgotten event answers 410.
+//!
 //! All are idempotent: a second node or a second run does nothing twice.
 
 use std::sync::Weak;
@@ -53,6 +60,13 @@ pub const IDEMPOTENCY_TTL: Micros = 24 * 3_600 * 1_000_000;
 /// Stored responses deleted per statement, and statements per run.
 const RESPONSES_PER_BATCH: u32 = 1_000;
 const RESPONSE_BATCHES_PER_RUN: u32 = 100;
+
+/// How long an event stays readable after it was recorded, once every
+/// consumer has it (for `GET /v1/stream` readers that resume).
+pub const EVENT_RETENTION: Micros = 7 * time::MICROS_PER_DAY;
+/// Events looked at per statement, and statements per tenant and run.
+const EVENTS_PER_PAGE: u32 = 5_000;
+const EVENT_PAGES_PER_RUN: u32 = 100;
 
 /// What one run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +90,8 @@ pub struct Report {
     pub reminder_emails: u64,
     /// Breach notices queued to the people affected (`notices.rs`).
     pub notices_queued: u64,
+    /// Events forgotten ([`EVENT_RETENTION`]).
+    pub events_pruned: u64,
 }
 
 pub async fn run(svc: Weak<Services>, every: Duration) {
@@ -143,6 +159,7 @@ async fn run_jobs(svc: &Services, now: Micros, with_retention: bool) -> Result<R
             report.checkpoints += 1;
         }
         report.notices_queued += crate::notices::queue_breaches(svc, &t.id).await?;
+        report.events_pruned += prune_events(svc, &t.id, now).await?;
         let c = crate::deadlines::run(svc, &t, now).await?;
         report.reminders += c.approaching;
         report.missed += c.missed;
@@ -178,6 +195,25 @@ async fn run_jobs(svc: &Services, now: Micros, with_retention: bool) -> Result<R
     }
     report.reminder_emails = crate::deadlines::send_emails(svc).await?;
     Ok(report)
+}
+
+/// Forget `tenant`'s events past [`EVENT_RETENTION`] that every consumer
+/// has, a bounded number per run (the next run goes on).
+async fn prune_events(svc: &Services, tenant: &str, now: Micros) -> Result<u64, Problem> {
+    let mut after = 0;
+    let mut pruned = 0;
+    for _ in 0..EVENT_PAGES_PER_RUN {
+        let page = svc
+            .store
+            .prune_events(tenant, after, now - EVENT_RETENTION, EVENTS_PER_PAGE)
+            .await?;
+        pruned += page.deleted;
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    Ok(pruned)
 }
 
 async fn expire_consents(svc: &Services, now: Micros) -> Result<u64, Problem> {

@@ -2516,6 +2516,36 @@ async fn consent_events_stream_in_order_and_resume_after_the_last_event_id(backe
         t.open("/v1/stream", &user, &[]).await.status(),
         StatusCode::FORBIDDEN
     );
+
+    // Once old events are forgotten (every consumer has them), a reader
+    // resuming before them is told so; from where they end it goes on.
+    use yinyom::store::Outbox;
+    let later = time::now() + 8 * time::MICROS_PER_DAY;
+    let mut after = 0;
+    loop {
+        let page = t
+            .store
+            .prune_events(&t.tenant, after, later, 1)
+            .await
+            .unwrap();
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let pruned = t.store.events_pruned_upto(&t.tenant).await.unwrap();
+    assert!(pruned >= nth_seq(&t, 1).await, "{pruned}");
+    let res = t.open("/v1/stream?since=0", &t.owner, &[]).await;
+    assert_eq!(res.status(), StatusCode::GONE);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = t
+        .open(
+            "/v1/stream",
+            &t.owner,
+            &[("last-event-id", &pruned.to_string())],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 // ---------------------------------------------------------------------------

@@ -532,7 +532,91 @@ async fn evidence_is_stored_once_and_erasure_deletes_the_subjects_own(backend: B
     assert!(r.ok && r.checked == 4, "{r:?}");
 }
 
+/// Old events go once every consumer has them: not past the least cursor
+/// (a live webhook's, a sink's), not one an undelivered delivery still
+/// needs, not one recorded after the cutoff; a page at a time; the ledger
+/// keeps every entry.
+async fn old_events_are_forgotten_once_every_consumer_has_them(backend: Backend) {
+    let db = Db::new(backend).await;
+    let sql = db.open().await;
+    let store: Arc<dyn Store> = sql.clone();
+    let a = tenant(store.as_ref(), "A").await;
+    for i in 0..10 {
+        let req = request(&format!("s{i}"), Action::Grant, None);
+        let item = prepare(store.as_ref(), &a, req).await;
+        commit(store.as_ref(), &[item]).await;
+    }
+    settled(store.as_ref(), &a).await;
+    let seqs: Vec<u64> = store
+        .events_after(&a, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs.len(), 10);
+    let later = time::now() + time::MICROS_PER_DAY;
+    // Nothing consumes them yet: everything recorded before the cutoff goes,
+    // nothing recorded after it.
+    let none = store
+        .prune_events(&a, 0, time::now() - time::MICROS_PER_DAY, 100)
+        .await
+        .unwrap();
+    assert_eq!(none.deleted, 0);
+    assert_eq!(store.events_pruned_upto(&a).await.unwrap(), 0);
+
+    // A webhook has deliveries up to the 6th event, the 2nd still pending;
+    // a sink has read up to the 8th.
+    let hook = yinyom::model::Webhook {
+        id: "wh1".into(),
+        tenant: a.clone(),
+        url: "https://example.com/hook".into(),
+        events: vec![],
+        purposes: vec![],
+        description: String::new(),
+        secret: "whsec_x".into(),
+        cursor: seqs[5],
+        created_at: time::now(),
+    };
+    store.insert_webhook(&hook).await.unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (tenant, webhook, seq, subject_uid, status, attempts,
+             next_at, created_at, updated_at) VALUES ($1, 'wh1', $2, 'u', 'pending', 1, 0, 0, 0)",
+    )
+    .bind(&a)
+    .bind(seqs[1] as i64)
+    .execute(sql.pool())
+    .await
+    .unwrap();
+    store.set_sink_cursor("nats", &a, seqs[7]).await.unwrap();
+
+    // A page of two: the 1st goes, the 2nd (pending) stays; go on after it.
+    let first = store.prune_events(&a, 0, later, 2).await.unwrap();
+    assert_eq!(first.deleted, 1);
+    assert_eq!(first.next, Some(seqs[1]));
+    let rest = store.prune_events(&a, seqs[1], later, 100).await.unwrap();
+    assert_eq!(rest.deleted, 4, "the 3rd to the 6th");
+    assert_eq!(rest.next, None, "the 7th is past the webhook's cursor");
+    let left: Vec<u64> = store
+        .events_after(&a, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(left, [&seqs[1..2], &seqs[6..]].concat());
+    assert_eq!(store.events_pruned_upto(&a).await.unwrap(), seqs[5]);
+    // The ledger keeps every entry.
+    assert_eq!(store.ledger(&a).await.unwrap().len(), 10);
+    // Again: nothing more until the consumers move on.
+    assert_eq!(
+        store.prune_events(&a, 0, later, 100).await.unwrap().deleted,
+        0
+    );
+}
+
 on_every_backend!(
+    old_events_are_forgotten_once_every_consumer_has_them,
     outbox_events_page_by_cursor,
     evidence_is_stored_once_and_erasure_deletes_the_subjects_own,
     request_updates_are_compare_and_swap_and_erasure_is_one_transaction,

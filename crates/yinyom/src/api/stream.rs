@@ -22,6 +22,7 @@ use crate::app::App;
 use crate::events;
 use crate::model::Role;
 use crate::store::OutboxEvent;
+use yinyom_core::time;
 
 const READERS: &[Role] = &[Role::Owner, Role::Admin, Role::Service];
 
@@ -120,7 +121,8 @@ impl Cursor {
 #[utoipa::path(get, path = "/v1/stream", tag = "events", params(StreamQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event")),
     responses((status = 200, content_type = "text/event-stream", description = "server-sent events; data is a ConsentEvent"),
-        (status = 400, body = ProblemBody)),
+        (status = 400, body = ProblemBody),
+        (status = 410, body = ProblemBody, description = "events after the given id are no longer kept")),
     security(("api_key" = [])))]
 pub async fn stream(
     State(app): State<Arc<App>>,
@@ -144,7 +146,24 @@ pub async fn stream(
     };
     let tenant = who.tenant.to_string();
     let seq = match resume.or(q.since) {
-        Some(seq) => seq,
+        Some(seq) => {
+            // Events are kept for EVENT_RETENTION once every consumer has
+            // them; a reader further behind has missed some.
+            let pruned = app.store.events_pruned_upto(&tenant).await?;
+            if seq < pruned {
+                return Err(Problem::new(
+                    axum::http::StatusCode::GONE,
+                    "events-pruned",
+                    format!(
+                        "events up to {pruned} are no longer kept (they are kept {} days once \
+                         every webhook and sink has them); read the current state from \
+                         /v1/subjects and resume with since={pruned}",
+                        crate::lifecycle::EVENT_RETENTION / time::MICROS_PER_DAY
+                    ),
+                ));
+            }
+            seq
+        }
         None => app.store.last_event(&tenant).await?,
     };
     let cursor = Cursor {

@@ -111,6 +111,16 @@ pub struct StoredReceipt {
 
 /// An event as the outbox holds it; `payload` is the JSON of a
 /// [`crate::events::ConsentEvent`], sent as it is.
+/// What one [`Outbox::prune_events`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrunedEvents {
+    /// Outbox rows deleted.
+    pub deleted: u64,
+    /// Where the next call goes on (the last event looked at), or `None`
+    /// when the events after this page are too new or not yet passed.
+    pub next: Option<u64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
     pub seq: u64,
@@ -641,6 +651,22 @@ pub trait Outbox: Send + Sync {
     async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>>;
     /// The seq of the tenant's newest event (0 when none).
     async fn last_event(&self, tenant: &str) -> Result<u64>;
+    /// Forget old events of `tenant`: of the (up to `limit`) events after
+    /// `after`, oldest first, those every consumer has passed (each live
+    /// webhook's cursor and every sink's cursor), recorded before `before`
+    /// and not waiting in an undelivered (pending or dead) delivery. The
+    /// ledger keeps every entry; only the outbox row (the event's before
+    /// and after state) goes.
+    async fn prune_events(
+        &self,
+        tenant: &str,
+        after: u64,
+        before: Micros,
+        limit: u32,
+    ) -> Result<PrunedEvents>;
+    /// The greatest seq of `tenant` whose event was forgotten (0: none): a
+    /// reader resuming before it has missed events.
+    async fn events_pruned_upto(&self, tenant: &str) -> Result<u64>;
 
     async fn insert_webhook(&self, w: &Webhook) -> Result<()>;
     /// Live endpoints of one tenant, or of every tenant (`None`).

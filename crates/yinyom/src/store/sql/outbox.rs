@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The `sink_cursors` row that records how far events were forgotten
+/// (not a consumer: it holds nothing back).
+const PRUNED: &str = "~pruned";
+
 #[async_trait]
 impl Outbox for SqlStore {
     async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>> {
@@ -25,6 +29,101 @@ impl Outbox for SqlStore {
             .await
             .map_err(unavailable)?;
         Ok(seq.unwrap_or(0) as u64)
+    }
+
+    async fn prune_events(
+        &self,
+        tenant: &str,
+        after: u64,
+        before: Micros,
+        limit: u32,
+    ) -> Result<PrunedEvents> {
+        let _writing = self.exclusive().await;
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin())
+            .await
+            .map_err(unavailable)?;
+        // Every consumer has passed the events up to the least cursor.
+        let passed: Option<i64> = sqlx::query_scalar(
+            "SELECT min(c) AS c FROM (
+                 SELECT cursor AS c FROM webhooks WHERE tenant = $1 AND deleted_at IS NULL
+                 UNION ALL SELECT seq AS c FROM sink_cursors WHERE tenant = $1 AND sink <> $2
+             ) AS f",
+        )
+        .bind(tenant)
+        .bind(PRUNED)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let passed = passed.unwrap_or(i64::MAX);
+        // A page of the oldest events, each with its time and whether an
+        // undelivered webhook delivery still needs it (by primary key).
+        let page = sqlx::query(
+            "SELECT o.seq, l.recorded_at,
+                    CASE WHEN EXISTS (SELECT 1 FROM webhooks w JOIN webhook_deliveries d
+                             ON d.tenant = w.tenant AND d.webhook = w.id AND d.seq = o.seq
+                         WHERE w.tenant = o.tenant AND w.deleted_at IS NULL
+                           AND d.status <> 'delivered') THEN 1 ELSE 0 END AS pinned
+             FROM outbox o JOIN ledger l ON l.tenant = o.tenant AND l.seq = o.seq
+             WHERE o.tenant = $1 AND o.seq > $2
+             ORDER BY o.seq LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut gone = Vec::new();
+        let mut next = (page.len() == limit as usize).then_some(after);
+        for r in &page {
+            let seq: i64 = r.get("seq");
+            if seq > passed || r.get::<i64, _>("recorded_at") >= before {
+                next = None;
+                break;
+            }
+            if r.get::<i64, _>("pinned") == 0 {
+                gone.push(seq);
+            }
+            next = next.map(|_| seq as u64);
+        }
+        for chunk in gone.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM outbox WHERE tenant = $1 AND seq IN ({})",
+                (0..chunk.len())
+                    .map(|i| format!("${}", i + 2))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(tenant);
+            for seq in chunk {
+                q = q.bind(*seq);
+            }
+            q.execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        if let Some(last) = gone.last() {
+            sqlx::query(
+                "INSERT INTO sink_cursors (sink, tenant, seq) VALUES ($1, $2, $3)
+                 ON CONFLICT (sink, tenant) DO UPDATE SET seq = excluded.seq
+                 WHERE excluded.seq > sink_cursors.seq",
+            )
+            .bind(PRUNED)
+            .bind(tenant)
+            .bind(*last)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(PrunedEvents {
+            deleted: gone.len() as u64,
+            next,
+        })
+    }
+
+    async fn events_pruned_upto(&self, tenant: &str) -> Result<u64> {
+        self.sink_cursor(PRUNED, tenant).await
     }
 
     async fn insert_webhook(&self, w: &Webhook) -> Result<()> {
