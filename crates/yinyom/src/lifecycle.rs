@@ -159,7 +159,9 @@ async fn run_jobs(svc: &Services, now: Micros, with_retention: bool) -> Result<R
             report.checkpoints += 1;
         }
         report.notices_queued += crate::notices::queue_breaches(svc, &t.id).await?;
-        report.events_pruned += prune_events(svc, &t.id, now).await?;
+        // By the wall clock events are stamped with, not the run's `now`
+        // (a run as of a later date must not forget what is new today).
+        report.events_pruned += prune_events(svc, &t.id, time::now().min(now)).await?;
         let c = crate::deadlines::run(svc, &t, now).await?;
         report.reminders += c.approaching;
         report.missed += c.missed;
