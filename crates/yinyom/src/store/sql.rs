@@ -441,6 +441,16 @@ impl SqlStore {
 
 /// `($k, $k+1, …), (…)`: `rows` groups of `cols` parameters numbered from
 /// `first` (PostgreSQL), or as many `?` (SQLite); bind them in order.
+/// `$first, $first+1, …` (`n` of them): a list after other numbered
+/// parameters (SQLite's anonymous `?` would be numbered from 1 again by
+/// the driver, so a statement that names `$1` names every parameter).
+fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn groups(d: Dialect, first: usize, rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {

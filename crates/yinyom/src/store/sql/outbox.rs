@@ -91,10 +91,7 @@ impl Outbox for SqlStore {
         for chunk in gone.chunks(CHUNK) {
             let sql = format!(
                 "DELETE FROM outbox WHERE tenant = $1 AND seq IN ({})",
-                (0..chunk.len())
-                    .map(|i| format!("${}", i + 2))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                numbered(2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(tenant);
             for seq in chunk {
@@ -230,10 +227,7 @@ impl Outbox for SqlStore {
             for chunk in seqs.chunks(CHUNK) {
                 let sql = format!(
                     "{OUTBOX_EVENTS} WHERE o.tenant = $1 AND o.seq IN ({})",
-                    (0..chunk.len())
-                        .map(|i| format!("${}", i + 2))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    numbered(2, chunk.len())
                 );
                 let mut q = sqlx::query(&sql).bind(tenant);
                 for seq in chunk {
