@@ -375,10 +375,61 @@ async fn the_parallel_pass_locates_alterations_as_the_single_threaded_one(backen
     }
 }
 
+/// Rows that do not read back as an entry at all (a value the domain does
+/// not know, a hash of the wrong length, a text where a number belongs) are
+/// named at their own entry by the pass, in small pages and large, as the
+/// single-threaded pass names them.
+async fn rows_that_do_not_decode_are_located(backend: Backend) {
+    let opts = Options {
+        chunk: 4,
+        workers: 3,
+    };
+    let truncate = match backend {
+        Backend::Sqlite => "UPDATE ledger SET hash = substr(hash, 1, 16) WHERE seq = 10",
+        Backend::Postgres => {
+            "UPDATE ledger SET hash = substring(hash from 1 for 16) WHERE seq = 10"
+        }
+    };
+    let mut cases = vec![
+        ("UPDATE ledger SET channel = 'fax' WHERE seq = 3", 3),
+        ("UPDATE ledger SET action = 'bogus' WHERE seq = 5", 5),
+        (truncate, 10),
+        ("UPDATE ledger SET prev_hash = hash WHERE seq = 17", 17),
+    ];
+    if backend == Backend::Sqlite {
+        // SQLite keeps the value's own type whatever the column says.
+        cases.push(("UPDATE ledger SET occurred_at = 'soon' WHERE seq = 8", 8));
+        cases.push(("UPDATE ledger SET source = 42 WHERE seq = 9", 9));
+    }
+    for (sql, expected) in cases {
+        let (db, store, tenant) = store_with(backend, 23).await;
+        tamper(&db, sql).await;
+        let progress = AtomicU64::new(0);
+        let parallel = verification::verify(store.as_ref(), &tenant, &opts, &progress)
+            .await
+            .unwrap();
+        assert!(!parallel.ok, "{sql}: {parallel:?}");
+        assert_eq!(
+            parallel.broken.as_ref().map(|b| b.seq),
+            Some(expected),
+            "{sql}: {parallel:?}"
+        );
+        assert_eq!(parallel.checked, expected - 1, "{sql}");
+        let sequential = store.verify_ledger_sequential(&tenant).await.unwrap();
+        assert_eq!(sequential.broken.map(|b| b.seq), Some(expected), "{sql}");
+        assert_eq!(
+            store.verify_ledger(&tenant).await.unwrap().broken,
+            parallel.broken,
+            "{sql}"
+        );
+    }
+}
+
 on_every_backend!(
     a_job_verifies_the_ledger_then_names_the_altered_entry,
     unknown_and_other_tenants_jobs_are_not_found,
     a_job_left_running_by_a_dead_process_is_marked_failed,
     inline_verification_refuses_a_ledger_over_the_limit,
     the_parallel_pass_locates_alterations_as_the_single_threaded_one,
+    rows_that_do_not_decode_are_located,
 );
