@@ -381,6 +381,9 @@ pub async fn import(
 struct HistoryRow {
     subject: Option<String>,
     seq: u64,
+    /// The hash chain (partition) the entry is in, and its position there.
+    partition: u32,
+    pseq: u64,
     purpose: String,
     channel: Option<&'static str>,
     action: &'static str,
@@ -413,6 +416,8 @@ pub async fn export(
             sink.write(&HistoryRow {
                 subject,
                 seq: e.seq,
+                partition: e.partition,
+                pseq: e.pseq,
                 purpose: b.purpose,
                 channel: b.channel.map(Channel::as_str),
                 action: b.action.as_str(),

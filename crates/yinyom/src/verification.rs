@@ -1,15 +1,18 @@
 //! Ledger verification on every core, and as a job.
 //!
-//! [`verify`] cuts the chain, up to the head recorded when it started, into
-//! keyset pages of at most `chunk` rows (`after < seq <= upto`, the ends
+//! [`verify`] cuts the ledger, up to the last `seq` stored when it started
+//! (after reading the partitions' heads), into keyset pages of at most `chunk` rows (`after < seq <= upto`, the ends
 //! found by counting rows, so gaps in `seq` are fine: no long query or
 //! transaction) and reads up to `workers` pages at once, each on its own
 //! connection and thread, which decodes and checks its rows as it reads
 //! them ([`Checker`]: SHA-256 over the canonical JSON, independent per
 //! entry; `store/sql/verifications.rs` holds the one row decoder). The
-//! links between entries and the recorded head are then checked in order
-//! ([`link`], [`Verifier::link`]), so the first altered entry is named
-//! exactly as a one-by-one pass would.
+//! pages are handed over in `seq` order, and one [`Verifier`] links each
+//! entry to the previous one of its partition, however many pages back,
+//! and each partition's end to its recorded head ([`link`],
+//! [`Verifier::link`], [`Verifier::finish_partitions`]), so the first
+//! altered entry is named exactly as a one-by-one pass would. Entries
+//! written after the heads were read are left for the next pass.
 //!
 //! A job ([`start`]) runs [`verify`] in the background and stores its
 //! progress with a heartbeat every second in `verifications`, so any node
@@ -17,6 +20,7 @@
 //! heartbeat is older than [`STALE_AFTER`] belonged to a process that died:
 //! the next reader marks it failed ([`Verifications::expire_verifications`]).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -62,11 +66,11 @@ impl Default for Options {
 /// keep their capacity from row to row, so a row costs no allocation to
 /// decode) and hands over the evidence as stored; [`Checker::check`] then
 /// recomputes the entry's hash ([`EntryCheck::of`]) and its Merkle leaf if
-/// the checkpoint audit needs it (`seq <= leaves_upto`). Evidence is kept
+/// the checkpoint audit needs leaves at all. Evidence is kept
 /// once per distinct value, so rows share it: its hash is remembered per
 /// text rather than parsed and hashed again for every row.
 pub struct Checker {
-    leaves_upto: u64,
+    leaves: bool,
     entry: LedgerEntry,
     /// Evidence texts seen lately and their hash (`None`: not JSON).
     evidence: Vec<(String, Option<String>)>,
@@ -78,9 +82,13 @@ pub struct Checker {
 const EVIDENCE_SLOTS: usize = 16;
 
 impl Checker {
-    pub fn new(tenant: &str, leaves_upto: u64) -> Self {
+    /// A checker of `tenant`'s rows; `leaves`: whether to compute each
+    /// entry's Merkle leaf ([`crate::checkpoint::Audit::needs_leaves`]).
+    pub fn new(tenant: &str, leaves: bool) -> Self {
         let entry = LedgerEntry {
             seq: 0,
+            partition: 0,
+            pseq: 0,
             body: EntryBody {
                 tenant: tenant.to_string(),
                 subject_uid: String::new(),
@@ -101,7 +109,7 @@ impl Checker {
             hash: String::new(),
         };
         Checker {
-            leaves_upto,
+            leaves,
             entry,
             evidence: Vec::new(),
             next_slot: 0,
@@ -109,7 +117,8 @@ impl Checker {
     }
 
     /// The entry the reader decodes the next row into (every field is
-    /// overwritten; the tenant is set already).
+    /// overwritten, its partition and position too; the tenant is set
+    /// already).
     pub fn entry(&mut self) -> &mut LedgerEntry {
         &mut self.entry
     }
@@ -131,7 +140,7 @@ impl Checker {
         };
         let mut check = EntryCheck::of(&self.entry, None);
         check.evidence_ok = evidence_ok;
-        let leaf = if seq <= self.leaves_upto {
+        let leaf = if self.leaves {
             merkle::leaf_of_hex(&check.hash)
         } else {
             None
@@ -183,37 +192,54 @@ fn broken(checked: u64, b: Broken) -> VerifyReport {
 }
 
 /// The pages a pass reads: `(after, upto]` ranges of at most `chunk` rows
-/// up to `head`, found by counting rows (`seq` may have gaps).
+/// up to `last`, found by counting rows (`seq` has gaps on PostgreSQL).
 fn pages<'a, S: Verifications + ?Sized>(
     store: &'a S,
     tenant: &'a str,
-    head: u64,
+    last: u64,
     chunk: u32,
 ) -> impl futures_util::Stream<Item = Result<(u64, u64)>> + 'a {
-    futures_util::stream::try_unfold((0u64, head > 0), move |(after, more)| async move {
+    futures_util::stream::try_unfold((0u64, last > 0), move |(after, more)| async move {
         if !more {
             return Ok(None);
         }
-        let upto = match store.ledger_page_end(tenant, after, head, chunk).await? {
-            Some(end) if end < head => end,
-            _ => head,
+        let upto = match store.ledger_page_end(tenant, after, last, chunk).await? {
+            Some(end) if end < last => end,
+            _ => last,
         };
-        Ok(Some(((after, upto), (upto, upto < head))))
+        Ok(Some(((after, upto), (upto, upto < last))))
     })
 }
 
-/// Link one page's checks to the chain in order, folding the leaves into
-/// the checkpoint audit; the first broken link ends the pass.
+/// Link one page's checks, in `seq` order, each to the previous entry of
+/// its partition (in this page or an earlier one: `verifier` carries every
+/// partition's head from page to page), folding the leaves into the
+/// checkpoint audit of their partition; the first broken link ends the
+/// pass. Entries past their partition's head in `sizes` (written after the
+/// heads were read) are left out.
 fn link(
     verifier: &mut Verifier,
     audit: &mut crate::checkpoint::Audit,
+    sizes: &HashMap<u32, u64>,
     checks: Checks,
 ) -> std::result::Result<(), (u64, Broken)> {
     for c in checks {
+        if let Ok(c) = &c
+            && c.check.pseq > sizes.get(&c.check.partition).copied().unwrap_or(0)
+        {
+            // Written after the heads were read (or behind the service's
+            // back: `ledger_past_heads` finds those).
+            continue;
+        }
         let checked = verifier.checked();
-        match c.and_then(|c| verifier.link(&c.check).map(|()| c.leaf)) {
-            Ok(Some(leaf)) => audit.push(leaf),
-            Ok(None) => {}
+        let linked = c.and_then(|c| {
+            verifier
+                .link(&c.check)
+                .map(|()| (c.check.partition, c.check.seq, c.leaf))
+        });
+        match linked {
+            Ok((part, seq, Some(leaf))) => audit.push(part, seq, leaf),
+            Ok(_) => {}
             Err(b) => return Err((checked, b)),
         }
     }
@@ -230,45 +256,50 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
     progress: &AtomicU64,
 ) -> Result<VerifyReport> {
     use futures_util::{StreamExt, TryStreamExt};
-    let head = store.ledger_head(tenant).await?;
+    // The partitions' heads, then the last seq: every entry up to those
+    // heads has a seq up to it. Entries past a head (written since) are
+    // left for the next verification.
+    let heads = store.ledger_partitions(tenant).await?;
+    let upto = store.ledger_last_seq(tenant).await?;
+    let sizes: HashMap<u32, u64> = heads.iter().map(|h| (h.partition, h.chain.seq)).collect();
     let mut audit = crate::checkpoint::Audit::start(store, tenant).await?;
-    let leaves_upto = audit.needs_upto();
+    let leaves = audit.needs_leaves();
+    // Pages are read and checked on their own, several at once, but
+    // handed over in `seq` order, so one verifier links every entry to
+    // the previous one of its partition whichever page that was in.
     let mut verifier = Verifier::default();
     let mut checked_pages = std::pin::pin!(
-        pages(store, tenant, head.seq, opts.chunk.max(1))
-            .map_ok(|(after, upto)| {
-                store.check_ledger_range(tenant, after, upto, Checker::new(tenant, leaves_upto))
+        pages(store, tenant, upto, opts.chunk.max(1))
+            .map_ok(|(after, to)| {
+                store.check_ledger_range(tenant, after, to, Checker::new(tenant, leaves))
             })
             .try_buffered(opts.workers.max(1))
     );
     while let Some(checks) = checked_pages.next().await.transpose()? {
-        if let Some(Ok(last)) = checks.last() {
-            audit.prepare(store, tenant, last.check.seq).await?;
+        let mut reach = BTreeMap::new();
+        for c in checks.iter().flatten() {
+            let at = reach.entry(c.check.partition).or_insert(0);
+            *at = c.check.pseq.max(*at);
         }
-        if let Err((checked, b)) = link(&mut verifier, &mut audit, checks) {
+        audit.prepare(store, tenant, &reach).await?;
+        if let Err((checked, b)) = link(&mut verifier, &mut audit, &sizes, checks) {
             progress.store(checked, Ordering::Relaxed);
             return Ok(broken(checked, b));
         }
         progress.store(verifier.checked(), Ordering::Relaxed);
     }
     let checked = verifier.checked();
-    if let Err(b) = verifier.finish(&head) {
+    if let Err(b) = verifier.finish_partitions(&heads) {
         return Ok(broken(checked, b));
     }
-    // Entries stored past the recorded head (written behind the service's
-    // back). The last seq is read before the head: writers move the head
-    // with their rows, so a live ledger never shows rows beyond it.
-    let last = store.ledger_last_seq(tenant).await?;
-    let now = store.ledger_head(tenant).await?;
-    if last > now.seq {
+    // Entries stored past their partition's recorded head (written behind
+    // the service's back); a live ledger moves each head with its rows.
+    if let Some(seq) = store.ledger_past_heads(tenant).await? {
         return Ok(broken(
             checked,
             Broken {
-                seq: now.seq + 1,
-                problem: format!(
-                    "entries {} to {last} lie beyond the recorded head",
-                    now.seq + 1
-                ),
+                seq,
+                problem: format!("entry {seq} lies beyond its partition's recorded head"),
             },
         ));
     }
@@ -300,7 +331,7 @@ pub async fn start(
         tenant: tenant.to_string(),
         id: format!("ver_{}", uuid::Uuid::now_v7().simple()),
         status: "running".into(),
-        total: store.ledger_head(tenant).await?.seq,
+        total: store.ledger_size(tenant).await?,
         checked: 0,
         ok: None,
         broken: None,
