@@ -109,6 +109,9 @@ pub struct Verified {
     pub purposes: Vec<String>,
     /// The purposes it lists as withdrawn.
     pub withdrawn: Vec<String>,
+    /// The ledger partition the receipt names (none on receipts issued
+    /// before partitioned chains).
+    pub partition: Option<u32>,
     /// With a proof: the checkpoint it was proven against, and where the
     /// entries are.
     pub checkpoint: Option<u64>,
@@ -133,6 +136,7 @@ pub fn verify_receipt(
         issuer: view.issuer.clone(),
         purposes: purposes.clone(),
         withdrawn: Vec::new(),
+        partition: view.partition,
         checkpoint: None,
         tenant: None,
         subject_uid: None,
@@ -205,6 +209,13 @@ pub fn verify_receipt(
             return Err(format!(
                 "entry {seq}: it belongs to partition {in_partition}, not {}",
                 e.partition
+            ));
+        }
+        if view.partition.is_some_and(|p| p != e.partition) {
+            return Err(format!(
+                "entry {seq}: it is in partition {}, but the receipt names partition {}",
+                e.partition,
+                view.partition.unwrap_or_default()
             ));
         }
         if e.leaf_index + 1 != position {

@@ -255,6 +255,7 @@ pub async fn create_tenant(
         banner: None,
         banner_design: None,
         reminders: None,
+        partitions: yinyom_core::ledger::PARTITIONS,
         created_at: time::now(),
     };
     store.insert_tenant(&tenant).await?;

@@ -24,9 +24,9 @@ use yinyom_core::consent::{Action, ConsentState};
 use yinyom_core::purpose::Channel;
 use yinyom_core::time;
 
-use crate::app::load_view;
 use crate::cli::Format;
 use crate::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin, Rejected};
+use crate::services::load_view;
 use crate::store::{ItemOutcome, Store, WriteItem};
 
 const BATCH: usize = 5_000;
@@ -321,7 +321,7 @@ pub async fn import(
              --master-key-file) so that the import can refuse their old ids",
         )?;
         let vault = crate::vault::Vault::new(master);
-        crate::app::arm_pseudonyms(&view, &vault, store.as_ref(), tenant).await?;
+        crate::services::arm_pseudonyms(&view, &vault, store.as_ref(), tenant).await?;
     }
     // Parsing and checking the next batch overlaps with committing the
     // previous one; the channel's capacity of one bounds memory.

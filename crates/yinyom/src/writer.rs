@@ -6,10 +6,15 @@
 //! many requests, which is how durable writes stay fast. After a commit the
 //! writer folds the new entries into the [`View`] and only then answers, so
 //! an acknowledged write is both on disk and visible to decisions.
+//!
+//! Where the database lets writers of different ledger partitions commit
+//! side by side (PostgreSQL: each batch locks only the partitions it
+//! appends to), several batches are in flight at once
+//! ([`crate::store::Ledger::write_lanes`]); on SQLite one at a time.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::store::{ItemOutcome, Store, StoreError, WriteItem};
@@ -62,54 +67,94 @@ async fn run(
     changed: watch::Sender<u64>,
     mut rx: mpsc::Receiver<Job>,
 ) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let items: Vec<WriteItem> = jobs.iter().map(|j| j.item.clone()).collect();
-        let size = items.len();
-        let started = std::time::Instant::now();
-        // Each batch runs in a task of its own, so that a bug that panics
-        // fails that batch (answered 503, nothing written) instead of
-        // stopping every later write.
-        let committing = tokio::spawn({
-            let store = store.clone();
-            async move {
-                let seal =
-                    |item: &WriteItem, entries: &[_]| crate::receipts::response(item, entries);
-                store.commit(&items, &seal).await
-            }
-        });
-        let result = committing.await.unwrap_or_else(|e| {
-            Err(StoreError::Unavailable(format!(
-                "the write batch failed: {e}"
-            )))
-        });
-        tracing::debug!(
-            batch = size,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "committed"
+    let lanes = store.write_lanes().max(1);
+    let free = Arc::new(Semaphore::new(lanes));
+    loop {
+        // A lane first, then the requests: while every lane is busy, new
+        // requests queue up and go together into the next batch.
+        let Ok(lane) = free.clone().acquire_owned().await else {
+            break;
+        };
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            break;
+        }
+        let batch = commit_batch(
+            store.clone(),
+            view.clone(),
+            metrics.clone(),
+            changed.clone(),
+            jobs,
         );
-        metrics.write_batch(size);
-        match result {
-            Ok(outcomes) => {
-                if outcomes
-                    .iter()
-                    .any(|o| matches!(o, ItemOutcome::Written { .. }))
-                {
-                    changed.send_modify(|n| *n += 1);
-                }
-                for (job, outcome) in jobs.drain(..).zip(outcomes) {
-                    if let ItemOutcome::Written { entries, .. } = &outcome {
-                        view.apply(&job.item.tenant, &job.item.subject_id, entries);
-                        metrics.consent_events(entries);
-                    }
-                    let _ = job.reply.send(Ok(outcome));
-                }
+        if lanes == 1 {
+            batch.await;
+            drop(lane);
+        } else {
+            tokio::spawn(async move {
+                batch.await;
+                drop(lane);
+            });
+        }
+    }
+    // Stopping: let the batches in flight finish and answer.
+    let _ = free.acquire_many(lanes as u32).await;
+}
+
+/// Commit one batch, fold it into the view, answer its requests.
+async fn commit_batch(
+    store: Arc<dyn Store>,
+    view: Arc<View>,
+    metrics: Arc<Metrics>,
+    changed: watch::Sender<u64>,
+    mut jobs: Vec<Job>,
+) {
+    let items: Vec<WriteItem> = jobs.iter().map(|j| j.item.clone()).collect();
+    let size = items.len();
+    let started = std::time::Instant::now();
+    // Each batch runs in a task of its own, so that a bug that panics
+    // fails that batch (answered 503, nothing written) instead of
+    // stopping every later write.
+    let committing = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let seal = |item: &WriteItem, entries: &[_]| crate::receipts::response(item, entries);
+            store.commit(&items, &seal).await
+        }
+    });
+    let result = committing.await.unwrap_or_else(|e| {
+        Err(StoreError::Unavailable(format!(
+            "the write batch failed: {e}"
+        )))
+    });
+    tracing::debug!(
+        batch = size,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "committed"
+    );
+    metrics.write_batch(size);
+    match result {
+        Ok(outcomes) => {
+            if outcomes
+                .iter()
+                .any(|o| matches!(o, ItemOutcome::Written { .. }))
+            {
+                changed.send_modify(|n| *n += 1);
             }
-            Err(e) => {
-                tracing::error!(error = %e, batch = size, "consent batch failed to commit");
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(e.clone()));
+            // Batches in other lanes may fold in before or after this one:
+            // the view keeps, per purpose, the greatest (occurred_at, seq),
+            // so the order does not matter.
+            for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                if let ItemOutcome::Written { entries, .. } = &outcome {
+                    view.apply(&job.item.tenant, &job.item.subject_id, entries);
+                    metrics.consent_events(entries);
                 }
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch = size, "consent batch failed to commit");
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(e.clone()));
             }
         }
     }

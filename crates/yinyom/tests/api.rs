@@ -220,6 +220,12 @@ async fn readme_walkthrough_grant_decide_withdraw_history_verify(backend: Backen
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert!(e["seq"].as_u64().is_some_and(|s| s >= 1), "{e}");
+    // Where it sits: the subject's partition and its position there.
+    assert_eq!(
+        e["partition"],
+        yinyom_core::ledger::partition_of(&t.tenant, "cust-42", 64)
+    );
+    assert!(e["pseq"].as_u64().is_some_and(|p| p >= 1), "{e}");
     assert_eq!(e["purpose"], "marketing.email");
     assert_eq!(e["channel"], "email");
     assert_eq!(e["action"], "grant");

@@ -93,6 +93,8 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
     let part = yinyom_core::ledger::partition_of(&t.tenant, "cust-0", 64);
     assert_eq!(v.positions, vec![(part, 0), (part, 1), (part, 2)]);
     assert_eq!(v.checkpoint, Some(1));
+    // The receipt itself names that partition (signed before the write).
+    assert_eq!(v.partition, Some(part));
 
     // Over a thousand entries: blocks of 256 are stored as subtrees.
     let mut receipts = vec![(first_id, first_jws)];
@@ -160,6 +162,18 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
     assert!(check(jws, &p, &jwks).is_err());
     let (_, other_jws) = &receipts[301];
     assert!(check(other_jws, &good, &jwks).unwrap_err().contains("not"));
+    // An entry moved to another partition (with a path that would fit
+    // there) is not the partition the receipt names.
+    let mut p = good.clone();
+    let named = p["entries"][0]["partition"].as_u64().unwrap();
+    let elsewhere = (named + 1) % 64;
+    p["entries"][0]["partition"] = json!(elsewhere);
+    p["entries"][0]["entry"]["partition"] = json!(elsewhere);
+    assert!(
+        check(jws, &p, &jwks)
+            .unwrap_err()
+            .contains("the receipt names partition")
+    );
     let mut p = good.clone();
     p["entries"].as_array_mut().unwrap().truncate(2);
     assert!(

@@ -377,9 +377,75 @@ async fn check(store: &dyn Store, t: &str, subjects: usize, views: &[&View]) {
     }
 }
 
+/// Many requests at once through the real writer (on PostgreSQL several
+/// batches commit side by side, each locking only its partitions), several
+/// about the same subject: every one is answered, the view kept up by the
+/// writer equals a replay of each subject's history, and the ledger's
+/// chains verify.
+async fn concurrent_writes_through_the_writer_equal_a_replay(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store: Arc<dyn Store> = db.open().await;
+    let t = tenant(store.as_ref()).await;
+    let view = Arc::new(app::load_view(store.as_ref()).await.expect("view"));
+    let writer = yinyom::writer::Writer::start(
+        store.clone(),
+        view.clone(),
+        Arc::new(yinyom::metrics::Metrics::default()),
+        tokio::sync::watch::Sender::new(0),
+    );
+    let subjects = 24;
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut written = 0;
+    for _ in 0..3 {
+        let now = time::now();
+        let items: Vec<_> = (0..200)
+            .map(|_| {
+                view.read(&t, |tv| {
+                    record::prepare(
+                        tv,
+                        random_request(&mut rng, subjects),
+                        "test",
+                        Origin::Import,
+                        None,
+                        now,
+                    )
+                })
+                .expect("tenant")
+                .expect("valid")
+            })
+            .collect();
+        let answers = futures_util::future::join_all(items.into_iter().map(|item| {
+            let writer = writer.clone();
+            async move { writer.write(item).await }
+        }))
+        .await;
+        for a in answers {
+            match a {
+                Ok(ItemOutcome::Written { entries, .. }) => written += entries.len() as u64,
+                Ok(_) => panic!("a request was not written"),
+                Err(e) => panic!("a request failed: {e}"),
+            }
+        }
+    }
+    check(store.as_ref(), &t, subjects, &[&view]).await;
+    settled(store.as_ref(), &t).await;
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    let report = yinyom::verification::verify(
+        store.as_ref(),
+        &t,
+        &yinyom::verification::Options::default(),
+        &progress,
+    )
+    .await
+    .expect("verify");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checked, written, "every entry written is verified");
+}
+
 on_every_backend!(
     view_equals_a_replay_of_the_ledger,
     a_snapshot_and_the_ledger_after_it_equal_a_replay,
+    concurrent_writes_through_the_writer_equal_a_replay,
 );
 
 /// While the view loads, liveness answers, readiness reports progress and

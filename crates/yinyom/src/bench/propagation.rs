@@ -95,13 +95,29 @@ pub async fn pg_writes(
     warmup: Duration,
     duration: Duration,
 ) -> Result<(), Error> {
-    let schema = Scratch::create(&scratch::postgres_url()).await?;
-    let store = Arc::new(SqlStore::connect(&schema.url()).await?);
-    let raw = raw_insert_ceiling(&store, args.writers, duration).await?;
-    let seeded = seeded_store(store.clone(), args.subjects.min(10_000)).await?;
-    let app = App::start(seeded).await?;
-    let (addr, _server) = serve_scoped(crate::api::router(app)).await?;
-    consent_writes(args, addr, warmup, duration, raw, " (PostgreSQL)", &[1, 4]).await
+    let mut raw = None;
+    // One batch committing at a time (as before partitioned chains), then
+    // the writer's lanes: each on a fresh schema, against one raw ceiling.
+    for (lanes, label) in [
+        (1, " (PostgreSQL, 1 batch at a time)"),
+        (
+            SqlStore::PG_WRITE_LANES,
+            " (PostgreSQL, batches side by side)",
+        ),
+    ] {
+        let schema = Scratch::create(&scratch::postgres_url()).await?;
+        let store = Arc::new(SqlStore::connect(&schema.url()).await?);
+        store.set_write_lanes(lanes);
+        let raw = match raw {
+            Some(r) => r,
+            None => *raw.insert(raw_insert_ceiling(&store, args.writers, duration).await?),
+        };
+        let seeded = seeded_store(store.clone(), args.subjects.min(10_000)).await?;
+        let app = App::start(seeded).await?;
+        let (addr, _server) = serve_scoped(crate::api::router(app)).await?;
+        consent_writes(args, addr, warmup, duration, raw, label, &[1, 4]).await?;
+    }
+    Ok(())
 }
 
 pub async fn webhooks(dir: &std::path::Path, duration: Duration) -> Result<(), Error> {

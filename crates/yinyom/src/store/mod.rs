@@ -643,6 +643,12 @@ pub trait Ledger: Send + Sync {
     /// Seal and persist a batch of consent requests in one durable
     /// transaction. Outcomes are in the order of `items`.
     async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>>;
+    /// How many batches may be committing at once: one where the database
+    /// takes one writer at a time (SQLite); several where batches of
+    /// different partitions do not wait on each other (PostgreSQL).
+    fn write_lanes(&self) -> usize {
+        1
+    }
     async fn idempotent_response(
         &self,
         tenant: &str,

@@ -90,6 +90,8 @@ pub struct SqlStore {
     reader: tokio::sync::OnceCell<verifications::Reader>,
     /// Each tenant's number of ledger partitions (fixed at its creation).
     partitions: std::sync::Mutex<HashMap<String, u32>>,
+    /// Batches committing at once on PostgreSQL ([`crate::store::Ledger::write_lanes`]).
+    write_lanes: std::sync::atomic::AtomicUsize,
 }
 
 /// On PostgreSQL an entry's `seq` is `xid * 2^SEQ_SHIFT + i`: its
@@ -228,7 +230,19 @@ impl SqlStore {
             leader: tokio::sync::Mutex::new(None),
             reader: tokio::sync::OnceCell::new(),
             partitions: std::sync::Mutex::new(HashMap::new()),
+            write_lanes: std::sync::atomic::AtomicUsize::new(Self::PG_WRITE_LANES),
         })
+    }
+
+    /// Batches committing at once on PostgreSQL by default, each on its own
+    /// connection (batches of one partition wait for each other's lock).
+    pub const PG_WRITE_LANES: usize = 4;
+
+    /// Set how many batches may commit at once on PostgreSQL (at least 1;
+    /// SQLite always commits one at a time). Read when a writer starts.
+    pub fn set_write_lanes(&self, lanes: usize) {
+        self.write_lanes
+            .store(lanes.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The number of ledger partitions of `tenant` (fixed at its creation,

@@ -9,6 +9,13 @@ use yinyom_core::ledger::{GENESIS, PARTITIONS, partition_of};
 
 #[async_trait]
 impl Ledger for SqlStore {
+    fn write_lanes(&self) -> usize {
+        match self.dialect {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => self.write_lanes.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>> {
         let _writing = self.exclusive().await;
         // Set-based: a handful of statements per batch, not per item, so a
@@ -674,6 +681,9 @@ fn evidence_rows<'r>(
                 });
         }
     }
+    // In key order: batches committing side by side (or on two nodes)
+    // then lock shared evidence rows in the same order, so never deadlock.
+    order.sort_unstable();
     order
         .into_iter()
         .filter_map(|k| seen.get(&k).map(|(body, refs)| (k.0, k.1, *body, *refs)))
