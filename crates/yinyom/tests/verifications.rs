@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use yinyom::store::{
-    Ledger, PreparedAction, SqlStore, Store, VerificationRow, Verifications, WriteItem,
+    Checkpoints, Ledger, PreparedAction, SqlStore, Store, VerificationRow, Verifications, WriteItem,
 };
 use yinyom::verification::{self, Options};
 use yinyom_core::consent::Action;
@@ -391,10 +391,415 @@ async fn the_parallel_pass_locates_alterations_as_the_single_threaded_one(backen
     }
 }
 
+/// Rows that do not read back as an entry at all (a value the domain does
+/// not know, a hash of the wrong length, a text where a number belongs) are
+/// named at their own entry by the pass, in small pages and large, as the
+/// single-threaded pass names them.
+async fn rows_that_do_not_decode_are_located(backend: Backend) {
+    let opts = Options {
+        chunk: 4,
+        workers: 3,
+    };
+    let truncate = match backend {
+        Backend::Sqlite => "UPDATE ledger SET hash = substr(hash, 1, 16) WHERE seq = 10",
+        Backend::Postgres => {
+            "UPDATE ledger SET hash = substring(hash from 1 for 16) WHERE seq = 10"
+        }
+    };
+    let mut cases = vec![
+        ("UPDATE ledger SET channel = 'fax' WHERE seq = 3", 3),
+        ("UPDATE ledger SET action = 'bogus' WHERE seq = 5", 5),
+        (truncate, 10),
+        ("UPDATE ledger SET prev_hash = hash WHERE seq = 17", 17),
+    ];
+    if backend == Backend::Sqlite {
+        // SQLite keeps the value's own type whatever the column says.
+        cases.push(("UPDATE ledger SET occurred_at = 'soon' WHERE seq = 8", 8));
+        cases.push(("UPDATE ledger SET source = 42 WHERE seq = 9", 9));
+    }
+    for (sql, expected) in cases {
+        let (db, store, tenant) = store_with(backend, 23).await;
+        tamper(&db, sql).await;
+        let progress = AtomicU64::new(0);
+        let parallel = verification::verify(store.as_ref(), &tenant, &opts, &progress)
+            .await
+            .unwrap();
+        assert!(!parallel.ok, "{sql}: {parallel:?}");
+        assert_eq!(
+            parallel.broken.as_ref().map(|b| b.seq),
+            Some(expected),
+            "{sql}: {parallel:?}"
+        );
+        assert_eq!(parallel.checked, expected - 1, "{sql}");
+        let sequential = store.verify_ledger_sequential(&tenant).await.unwrap();
+        assert_eq!(sequential.broken.map(|b| b.seq), Some(expected), "{sql}");
+        assert_eq!(
+            store.verify_ledger(&tenant).await.unwrap().broken,
+            parallel.broken,
+            "{sql}"
+        );
+    }
+}
+
+/// `n` entries of subjects spread over `parts` partitions, committed
+/// three at a time (on PostgreSQL each commit takes seqs of its own
+/// transaction, far apart), with the ledger as stored, oldest first.
+async fn partitioned_store(
+    backend: Backend,
+    n: usize,
+    parts: u32,
+) -> (
+    Db,
+    std::sync::Arc<SqlStore>,
+    String,
+    Vec<yinyom_core::ledger::LedgerEntry>,
+) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let (tenant, _) = yinyom::app::bootstrap(store.as_ref(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    sqlx::query(&format!("UPDATE tenants SET partitions = {parts}"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let items: Vec<WriteItem> = (0..n)
+        .map(|i| WriteItem {
+            tenant: tenant.id.clone(),
+            subject_id: format!("s{}", i % 7),
+            actor: "test".into(),
+            source: "web".into(),
+            notice: None,
+            evidence: Some(json!({ "ip": format!("198.51.100.{}", i % 3) })),
+            occurred_at: 1_700_000_000_000_000 + i as i64,
+            actions: vec![PreparedAction {
+                purpose: "p".into(),
+                channel: Some(Channel::Email),
+                action: if i % 2 == 0 {
+                    Action::Grant
+                } else {
+                    Action::Withdraw
+                },
+                expires_at: None,
+            }],
+            idempotency: None,
+            receipt: None,
+            guardian: false,
+        })
+        .collect();
+    let seal = |_: &WriteItem, _: &[_]| Value::Null;
+    for batch in items.chunks(3) {
+        store.commit(batch, &seal).await.unwrap();
+    }
+    let ledger = store
+        .ledger(&tenant.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    (db, store, tenant.id, ledger)
+}
+
+/// A ledger of several partitions read in pages of 2, three at once: each
+/// entry's predecessor in its partition is mostly in an earlier page, which
+/// may still be being checked; the pass links them as the single-threaded
+/// pass does, and names the same entry when one is altered, deleted, cut
+/// off a partition's end or stored past its head.
+async fn the_parallel_pass_links_each_partition_across_pages(backend: Backend) {
+    let opts = Options {
+        chunk: 2,
+        workers: 3,
+    };
+    let hex_of_hash = match backend {
+        Backend::Sqlite => "lower(hex(hash))",
+        Backend::Postgres => "encode(hash, 'hex')",
+    };
+    for case in 0..6 {
+        let (db, store, tenant, ledger) = partitioned_store(backend, 30, 4).await;
+        let mut by_part = std::collections::BTreeMap::<u32, Vec<_>>::new();
+        for e in &ledger {
+            by_part.entry(e.partition).or_default().push(e);
+        }
+        assert!(by_part.len() > 1, "{by_part:?}");
+        // The partition with the most entries, its entries in order.
+        let (part, entries) = by_part.iter().max_by_key(|(_, es)| es.len()).unwrap();
+        assert!(entries.len() >= 5, "{entries:?}");
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.pseq, i as u64 + 1);
+        }
+        let seq = |k: usize| entries[k].seq;
+        let n = entries.len();
+        let row = |k: usize| format!("tenant = '{tenant}' AND seq = {}", seq(k));
+        let (sql, expected) = match case {
+            0 => (String::new(), None),
+            1 => (
+                format!("UPDATE ledger SET source = 'forged' WHERE {}", row(2)),
+                Some(seq(2)),
+            ),
+            2 => (
+                format!("UPDATE ledger SET prev_hash = hash WHERE {}", row(3)),
+                Some(seq(3)),
+            ),
+            // The next entry of the partition no longer links.
+            3 => (format!("DELETE FROM ledger WHERE {}", row(1)), Some(seq(2))),
+            // Cut off the partition's end: its head names it.
+            4 => (
+                format!("DELETE FROM ledger WHERE {}", row(n - 1)),
+                Some(seq(n - 1)),
+            ),
+            // A row stored past its partition's recorded head: the pass
+            // leaves it out of the chain (as if written after it read the
+            // heads), then finds it beyond the head.
+            _ => (
+                format!(
+                    "UPDATE ledger_partitions SET size = size - 1, last_seq = {},
+                         hash = (SELECT {hex_of_hash} FROM ledger WHERE {})
+                     WHERE tenant = '{tenant}' AND part = {part}",
+                    seq(n - 2),
+                    row(n - 2),
+                ),
+                Some(seq(n - 1)),
+            ),
+        };
+        if !sql.is_empty() {
+            tamper(&db, &sql).await;
+        }
+        let progress = AtomicU64::new(0);
+        let parallel = verification::verify(store.as_ref(), &tenant, &opts, &progress)
+            .await
+            .unwrap();
+        assert_eq!(
+            parallel.broken.as_ref().map(|b| b.seq),
+            expected,
+            "{sql}: {parallel:?}"
+        );
+        assert_eq!(parallel.ok, expected.is_none(), "{sql}");
+        assert_eq!(
+            progress.load(std::sync::atomic::Ordering::Relaxed),
+            parallel.checked,
+            "{sql}"
+        );
+        if case == 5 {
+            let problem = &parallel.broken.as_ref().unwrap().problem;
+            assert!(problem.contains("beyond"), "{parallel:?}");
+            assert_eq!(parallel.checked, 29);
+        } else {
+            // As the single-threaded pass finds it.
+            let sequential = store.verify_ledger_sequential(&tenant).await.unwrap();
+            assert_eq!(parallel.broken, sequential.broken, "{sql}");
+            assert_eq!(parallel.checked, sequential.checked, "{sql}");
+        }
+        if expected.is_none() {
+            assert_eq!(parallel.checked, 30);
+        }
+        // The default options (pages of thousands) agree too.
+        assert_eq!(
+            store.verify_ledger(&tenant).await.unwrap().broken,
+            parallel.broken,
+            "{sql}"
+        );
+    }
+}
+
+/// Entries committed after the pass read the partitions' heads (here:
+/// heads read before another ten entries were written) are left out of
+/// the chain, in whichever pages and partitions they land, and the pass
+/// succeeds over the entries the heads name.
+async fn entries_written_after_the_heads_were_read_are_left_out(backend: Backend) {
+    let (_db, store, tenant, ledger) = partitioned_store(backend, 20, 4).await;
+    let heads = store.ledger_partitions(&tenant).await.unwrap();
+    let items: Vec<WriteItem> = (0..10)
+        .map(|i| WriteItem {
+            tenant: tenant.clone(),
+            subject_id: format!("late{i}"),
+            actor: "test".into(),
+            source: "web".into(),
+            notice: None,
+            evidence: None,
+            occurred_at: 1_800_000_000_000_000 + i as i64,
+            actions: vec![PreparedAction {
+                purpose: "p".into(),
+                channel: Some(Channel::Email),
+                action: Action::Grant,
+                expires_at: None,
+            }],
+            idempotency: None,
+            receipt: None,
+            guardian: false,
+        })
+        .collect();
+    let seal = |_: &WriteItem, _: &[_]| Value::Null;
+    for batch in items.chunks(2) {
+        store.commit(batch, &seal).await.unwrap();
+    }
+    let stale = StaleHeads {
+        inner: store.clone(),
+        heads,
+    };
+    for chunk in [2, 5, 4096] {
+        let opts = Options { chunk, workers: 3 };
+        let progress = AtomicU64::new(0);
+        let report = verification::verify(&stale, &tenant, &opts, &progress)
+            .await
+            .unwrap();
+        assert!(report.ok, "chunk {chunk}: {report:?}");
+        assert_eq!(report.checked, ledger.len() as u64, "chunk {chunk}");
+    }
+    // Read afresh, every entry.
+    let report = store.verify_ledger(&tenant).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checked, 30);
+}
+
+/// The store as a pass sees it when writes commit between its reading the
+/// partitions' heads and the rest: heads as they were.
+struct StaleHeads {
+    inner: std::sync::Arc<SqlStore>,
+    heads: Vec<yinyom_core::ledger::Head>,
+}
+
+#[async_trait::async_trait]
+impl Verifications for StaleHeads {
+    async fn ledger_page_end(
+        &self,
+        tenant: &str,
+        after: u64,
+        upto: u64,
+        rows: u32,
+    ) -> yinyom::store::Result<Option<u64>> {
+        self.inner.ledger_page_end(tenant, after, upto, rows).await
+    }
+    async fn check_ledger_range(
+        &self,
+        tenant: &str,
+        after: u64,
+        upto: u64,
+        checker: verification::Checker,
+    ) -> yinyom::store::Result<verification::Checks> {
+        self.inner
+            .check_ledger_range(tenant, after, upto, checker)
+            .await
+    }
+    async fn ledger_partitions(
+        &self,
+        _tenant: &str,
+    ) -> yinyom::store::Result<Vec<yinyom_core::ledger::Head>> {
+        Ok(self.heads.clone())
+    }
+    async fn ledger_last_seq(&self, tenant: &str) -> yinyom::store::Result<u64> {
+        self.inner.ledger_last_seq(tenant).await
+    }
+    async fn ledger_past_heads(&self, tenant: &str) -> yinyom::store::Result<Option<u64>> {
+        self.inner.ledger_past_heads(tenant).await
+    }
+    async fn insert_verification(&self, v: &VerificationRow) -> yinyom::store::Result<()> {
+        self.inner.insert_verification(v).await
+    }
+    async fn verification(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> yinyom::store::Result<Option<VerificationRow>> {
+        self.inner.verification(tenant, id).await
+    }
+    async fn verifications(
+        &self,
+        tenant: &str,
+        limit: u32,
+    ) -> yinyom::store::Result<Vec<VerificationRow>> {
+        self.inner.verifications(tenant, limit).await
+    }
+    async fn progress_verification(
+        &self,
+        tenant: &str,
+        id: &str,
+        checked: u64,
+        at: time::Micros,
+    ) -> yinyom::store::Result<bool> {
+        self.inner
+            .progress_verification(tenant, id, checked, at)
+            .await
+    }
+    async fn finish_verification(&self, v: &VerificationRow) -> yinyom::store::Result<bool> {
+        self.inner.finish_verification(v).await
+    }
+    async fn expire_verifications(
+        &self,
+        stale_before: time::Micros,
+        at: time::Micros,
+    ) -> yinyom::store::Result<u64> {
+        self.inner.expire_verifications(stale_before, at).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Checkpoints for StaleHeads {
+    async fn entry_hashes(
+        &self,
+        tenant: &str,
+        part: u32,
+        after: u64,
+        upto: u64,
+    ) -> yinyom::store::Result<Vec<(u64, String)>> {
+        self.inner.entry_hashes(tenant, part, after, upto).await
+    }
+    async fn merkle_nodes(
+        &self,
+        tenant: &str,
+        part: u32,
+        wanted: &[yinyom_core::merkle::Subtree],
+    ) -> yinyom::store::Result<
+        std::collections::HashMap<yinyom_core::merkle::Subtree, yinyom_core::merkle::Hash>,
+    > {
+        self.inner.merkle_nodes(tenant, part, wanted).await
+    }
+    async fn insert_merkle_nodes(
+        &self,
+        tenant: &str,
+        part: u32,
+        nodes: &[(yinyom_core::merkle::Subtree, yinyom_core::merkle::Hash)],
+    ) -> yinyom::store::Result<()> {
+        self.inner.insert_merkle_nodes(tenant, part, nodes).await
+    }
+    async fn insert_checkpoint(
+        &self,
+        c: &yinyom::store::CheckpointRow,
+    ) -> yinyom::store::Result<bool> {
+        self.inner.insert_checkpoint(c).await
+    }
+    async fn checkpoint(
+        &self,
+        tenant: &str,
+        number: Option<u64>,
+    ) -> yinyom::store::Result<Option<yinyom::store::CheckpointRow>> {
+        self.inner.checkpoint(tenant, number).await
+    }
+    async fn checkpoints(
+        &self,
+        tenant: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> yinyom::store::Result<Vec<yinyom::store::CheckpointRow>> {
+        self.inner.checkpoints(tenant, before, limit).await
+    }
+    async fn receipt(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> yinyom::store::Result<Option<(String, yinyom::store::StoredReceipt)>> {
+        self.inner.receipt(tenant, id).await
+    }
+}
+
 on_every_backend!(
     a_job_verifies_the_ledger_then_names_the_altered_entry,
     unknown_and_other_tenants_jobs_are_not_found,
     a_job_left_running_by_a_dead_process_is_marked_failed,
     inline_verification_refuses_a_ledger_over_the_limit,
     the_parallel_pass_locates_alterations_as_the_single_threaded_one,
+    rows_that_do_not_decode_are_located,
+    the_parallel_pass_links_each_partition_across_pages,
+    entries_written_after_the_heads_were_read_are_left_out,
 );

@@ -146,67 +146,6 @@ pub struct VerifyReport {
     pub broken: Option<Broken>,
 }
 
-/// One stored ledger row as verification reads it: the entry (or why the
-/// row could not be read back into one) and its evidence as stored (JSON
-/// text, parsed by the checking thread).
-#[derive(Debug, Clone)]
-pub struct LedgerRow {
-    pub seq: u64,
-    pub entry: std::result::Result<LedgerEntry, String>,
-    pub evidence: Option<String>,
-}
-
-/// A page of ledger rows as the database returned them, not yet decoded:
-/// decoding costs more than reading, so it is left to the checking thread
-/// that takes the page ([`LedgerPage::rows`]), not the task that reads.
-pub struct LedgerPage {
-    len: usize,
-    last_seq: Option<u64>,
-    decode: Box<dyn FnOnce() -> Vec<LedgerRow> + Send>,
-}
-
-impl LedgerPage {
-    /// `len` rows, the last with `last_seq`, decoded by `decode`.
-    pub fn new(
-        len: usize,
-        last_seq: Option<u64>,
-        decode: impl FnOnce() -> Vec<LedgerRow> + Send + 'static,
-    ) -> Self {
-        LedgerPage {
-            len,
-            last_seq,
-            decode: Box::new(decode),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The `seq` of the page's last row.
-    pub fn last_seq(&self) -> Option<u64> {
-        self.last_seq
-    }
-
-    /// The rows, decoded (on the calling thread), in `seq` order.
-    pub fn rows(self) -> Vec<LedgerRow> {
-        (self.decode)()
-    }
-}
-
-impl std::fmt::Debug for LedgerPage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LedgerPage")
-            .field("len", &self.len)
-            .field("last_seq", &self.last_seq)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A verification job of one tenant's ledger, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerificationRow {
@@ -279,16 +218,27 @@ pub trait BannerDesigns: Send + Sync {
 /// Ledger verification: the rows in pages, the head, and the jobs.
 #[async_trait]
 pub trait Verifications: Send + Sync {
-    /// Up to `limit` ledger rows of `tenant` with `after < seq <= upto`, in
-    /// `seq` order (a keyset page: no long query, no long transaction),
-    /// to be decoded by whoever checks them.
-    async fn ledger_page(
+    /// The `seq` of the `rows`-th ledger row of `tenant` after `after`
+    /// (`seq <= upto`), counting rows; `None` if fewer are left. Where a
+    /// verification page of `rows` rows ends.
+    async fn ledger_page_end(
         &self,
         tenant: &str,
         after: u64,
         upto: u64,
-        limit: u32,
-    ) -> Result<LedgerPage>;
+        rows: u32,
+    ) -> Result<Option<u64>>;
+    /// The ledger rows of `tenant` with `after < seq <= upto` (a keyset
+    /// page: no long query, no long transaction), each decoded and checked
+    /// on its own by `checker` on the thread that reads them, in `seq`
+    /// order.
+    async fn check_ledger_range(
+        &self,
+        tenant: &str,
+        after: u64,
+        upto: u64,
+        checker: crate::verification::Checker,
+    ) -> Result<crate::verification::Checks>;
     /// The recorded head of each partition of the tenant's ledger that
     /// has entries (its size and last hash), by partition.
     async fn ledger_partitions(&self, tenant: &str) -> Result<Vec<yinyom_core::ledger::Head>>;

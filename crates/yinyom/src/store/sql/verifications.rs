@@ -1,9 +1,11 @@
 //! [`Verifications`] for both databases: the ledger read in keyset pages
-//! for verification (through the native SQLite or PostgreSQL driver, the
-//! rows decoded by the checking threads in [`decode`], the one place that
-//! reads a ledger row back for verification), and the verification jobs.
+//! for verification (through the native PostgreSQL driver, or SQLite's own
+//! API on the checking thread, the rows decoded in [`decode`], the one
+//! place that reads a ledger row back for verification, and checked as
+//! they are read), and the verification jobs.
 
 use super::*;
+use crate::verification::{Checked, Checker, Checks};
 
 fn verification_from_row(r: &AnyRow) -> VerificationRow {
     let broken_seq: Option<i64> = r.get("broken_seq");
@@ -33,8 +35,9 @@ const INTERRUPTED: &str =
 
 /// How verification reads the ledger: through sqlx's native driver for
 /// the database rather than `Any`, whose conversion of every row into its
-/// own value types cost more than the hashing (`BENCHMARKS.md`). Opened on
-/// first use, next to the store's pool.
+/// own value types cost more than the hashing (`BENCHMARKS.md`), and on
+/// SQLite through the connection's own handle (below). Opened on first
+/// use, next to the store's pool, with a connection per checking thread.
 pub(super) enum Reader {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
@@ -51,118 +54,322 @@ fn columns() -> String {
     )
 }
 
-/// The one place a ledger row is read back for verification, generic
-/// over the native row types: the entry (or why the row is not one) and
-/// its evidence as stored.
-fn decode<R>(tenant: &str, r: &R) -> LedgerRow
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let seq = r.try_get::<i64, _>(0).map_or(0, |s| s as u64);
-    let entry = (|| -> std::result::Result<(LedgerEntry, Option<String>), sqlx::Error> {
-        let text = |i: usize| r.try_get::<&str, _>(i).map(str::to_owned);
-        let opt = |i: usize| {
-            r.try_get::<Option<&str>, _>(i)
-                .map(|s| s.map(str::to_owned))
-        };
-        let int = |i: usize| r.try_get::<i64, _>(i);
-        let bad = |what: String| sqlx::Error::Decode(what.into());
-        // A hash as stored: 32 bytes, read back as 64 lowercase hex digits.
-        let opt_hash = |i: usize| match r.try_get::<Option<&[u8]>, _>(i)? {
-            None => Ok(None),
-            Some(b) if b.len() == 32 => Ok(Some(hex::encode(b))),
-            Some(b) => Err(bad(format!(
-                "column {i} is {} bytes, not a SHA-256 hash",
-                b.len()
-            ))),
-        };
-        let hash =
-            |i: usize| opt_hash(i)?.ok_or_else(|| bad(format!("column {i}: the hash is missing")));
-        let channel = match r.try_get::<Option<&str>, _>(3)? {
-            None => None,
-            Some(c) => {
-                Some(Channel::parse(c).ok_or_else(|| bad(format!("unknown channel {c:?}")))?)
-            }
-        };
-        let action = r.try_get::<&str, _>(4)?;
-        let action =
-            Action::parse(action).ok_or_else(|| bad(format!("unknown action {action:?}")))?;
-        let notice = match opt(5)? {
-            None => None,
-            Some(key) => Some(NoticeRef {
-                key,
-                version: int(6)? as u32,
-                hash: text(7)?,
-            }),
-        };
-        let entry = LedgerEntry {
-            seq,
-            partition: int(19)? as u32,
-            pseq: int(20)? as u64,
-            body: EntryBody {
-                tenant: tenant.to_string(),
-                subject_uid: text(1)?,
-                purpose: text(2)?,
-                channel,
-                action,
-                notice,
-                source: text(8)?,
-                actor: text(9)?,
-                evidence_hash: opt_hash(10)?,
-                occurred_at: int(12)?,
-                recorded_at: int(13)?,
-                expires_at: r.try_get(14)?,
-                receipt: opt(15)?,
-                guardian: int(16)? != 0,
-            },
-            prev_hash: hash(17)?,
-            hash: hash(18)?,
-        };
-        Ok((entry, opt(11)?))
-    })();
-    match entry {
-        Ok((entry, evidence)) => LedgerRow {
-            seq,
-            entry: Ok(entry),
-            evidence,
-        },
-        Err(e) => LedgerRow {
-            seq,
-            entry: Err(match e {
-                sqlx::Error::Decode(e) => e.to_string(),
-                e => e.to_string(),
-            }),
-            evidence: None,
-        },
+/// The rows of one verification page, `after < seq <= upto`, in `seq`
+/// order; `$n` parameters (SQLite reads them as named `$1`, `$2`, `$3`,
+/// numbered in order of appearance).
+fn range_sql() -> String {
+    format!(
+        "SELECT {} FROM ledger l WHERE l.tenant = $1 AND l.seq > $2 AND l.seq <= $3
+         ORDER BY l.seq",
+        columns()
+    )
+}
+
+/// A row as a reader holds it, its columns numbered as in [`columns`];
+/// values are borrowed from the row, `None` for SQL NULL.
+trait Columns {
+    fn text(&self, i: usize) -> std::result::Result<Option<&str>, String>;
+    fn int(&self, i: usize) -> std::result::Result<Option<i64>, String>;
+    fn blob(&self, i: usize) -> std::result::Result<Option<&[u8]>, String>;
+}
+
+impl Columns for sqlx::postgres::PgRow {
+    fn text(&self, i: usize) -> std::result::Result<Option<&str>, String> {
+        self.try_get(i).map_err(|e| e.to_string())
+    }
+    fn int(&self, i: usize) -> std::result::Result<Option<i64>, String> {
+        self.try_get(i).map_err(|e| e.to_string())
+    }
+    fn blob(&self, i: usize) -> std::result::Result<Option<&[u8]>, String> {
+        self.try_get(i).map_err(|e| e.to_string())
     }
 }
 
-/// A page of native rows, decoded when the checking thread asks.
-fn page<R>(tenant: &str, rows: Vec<R>) -> LedgerPage
-where
-    R: Row + Send + 'static,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let last_seq = rows
-        .last()
-        .and_then(|r| r.try_get::<i64, _>(0).ok())
-        .map(|s| s as u64);
-    let tenant = tenant.to_string();
-    LedgerPage::new(rows.len(), last_seq, move || {
-        rows.iter().map(|r| decode(&tenant, r)).collect()
-    })
+/// The one place a ledger row is read back for verification: decoded into
+/// `e` (every field overwritten, the strings reusing their capacity; the
+/// tenant is the caller's), with the row's evidence as stored. Hashes are
+/// written back as the 64 lowercase hex digits the chain hashes.
+fn decode<'r, C: Columns + ?Sized>(
+    r: &'r C,
+    e: &mut LedgerEntry,
+) -> std::result::Result<Option<&'r str>, String> {
+    fn set(s: &mut String, v: &str) {
+        s.clear();
+        s.push_str(v);
+    }
+    fn set_opt(s: &mut Option<String>, v: Option<&str>) {
+        match (s.as_mut(), v) {
+            (Some(s), Some(v)) => set(s, v),
+            (_, v) => *s = v.map(str::to_owned),
+        }
+    }
+    // A hash as stored: 32 bytes.
+    fn hash_hex(i: usize, b: &[u8]) -> std::result::Result<[u8; 64], String> {
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(b, &mut hex)
+            .map_err(|_| format!("column {i} is {} bytes, not a SHA-256 hash", b.len()))?;
+        Ok(hex)
+    }
+    fn hex_str(hex: &[u8; 64]) -> &str {
+        std::str::from_utf8(hex).expect("hex digits are ASCII")
+    }
+    let null = |i: usize| format!("column {i} is null");
+    let text = |i: usize| r.text(i)?.ok_or_else(|| null(i));
+    let int = |i: usize| r.int(i)?.ok_or_else(|| null(i));
+    let hash = |i: usize| {
+        let b = r
+            .blob(i)?
+            .ok_or_else(|| format!("column {i}: the hash is missing"))?;
+        hash_hex(i, b)
+    };
+    let b = &mut e.body;
+    b.channel = match r.text(3)? {
+        None => None,
+        Some(c) => Some(Channel::parse(c).ok_or_else(|| format!("unknown channel {c:?}"))?),
+    };
+    let action = text(4)?;
+    b.action = Action::parse(action).ok_or_else(|| format!("unknown action {action:?}"))?;
+    match r.text(5)? {
+        None => b.notice = None,
+        Some(key) => {
+            let (version, hash) = (int(6)? as u32, text(7)?);
+            match b.notice.as_mut() {
+                Some(n) => {
+                    set(&mut n.key, key);
+                    n.version = version;
+                    set(&mut n.hash, hash);
+                }
+                None => {
+                    b.notice = Some(NoticeRef {
+                        key: key.to_owned(),
+                        version,
+                        hash: hash.to_owned(),
+                    })
+                }
+            }
+        }
+    }
+    set(&mut b.subject_uid, text(1)?);
+    set(&mut b.purpose, text(2)?);
+    set(&mut b.source, text(8)?);
+    set(&mut b.actor, text(9)?);
+    let evidence_hash = match r.blob(10)? {
+        None => None,
+        Some(h) => Some(hash_hex(10, h)?),
+    };
+    set_opt(&mut b.evidence_hash, evidence_hash.as_ref().map(hex_str));
+    b.occurred_at = int(12)?;
+    b.recorded_at = int(13)?;
+    b.expires_at = r.int(14)?;
+    set_opt(&mut b.receipt, r.text(15)?);
+    b.guardian = int(16)? != 0;
+    set(&mut e.prev_hash, hex_str(&hash(17)?));
+    set(&mut e.hash, hex_str(&hash(18)?));
+    let part = int(19)?;
+    e.partition = u32::try_from(part).map_err(|_| format!("partition {part} is out of range"))?;
+    let pseq = int(20)?;
+    e.pseq = u64::try_from(pseq).map_err(|_| format!("position {pseq} is out of range"))?;
+    r.text(11)
+}
+
+/// One row decoded and checked on its own.
+fn check_row<C: Columns + ?Sized>(
+    r: &C,
+    checker: &mut Checker,
+) -> std::result::Result<Checked, Broken> {
+    let seq = r.int(0).ok().flatten().map_or(0, |s| s as u64);
+    checker.entry().seq = seq;
+    let decoded = decode(r, checker.entry());
+    checker.check(seq, decoded)
+}
+
+/// Reading SQLite on the thread that checks: sqlx's driver steps every
+/// statement on the connection's worker thread and copies each row's
+/// values to the caller (a third of the time verification took, in
+/// allocation and copies, `BENCHMARKS.md`); here the connection's handle
+/// is locked out of its worker ([`sqlx::sqlite::SqliteConnection::lock_handle`])
+/// and the rows are decoded straight from SQLite's own buffers.
+mod raw {
+    use std::ffi::{CStr, CString, c_int};
+    use std::ptr::{self, NonNull};
+
+    use libsqlite3_sys as ffi;
+
+    use super::{Checker, Checks, Columns};
+
+    /// A prepared statement, finalized when dropped.
+    struct Stmt {
+        db: *mut ffi::sqlite3,
+        stmt: NonNull<ffi::sqlite3_stmt>,
+    }
+
+    impl Drop for Stmt {
+        fn drop(&mut self) {
+            // SAFETY: prepared by `prepare` on `db`, finalized once.
+            unsafe { ffi::sqlite3_finalize(self.stmt.as_ptr()) };
+        }
+    }
+
+    fn message(db: *mut ffi::sqlite3) -> String {
+        // SAFETY: `db` is an open connection; the message is copied at once.
+        unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn type_name(t: c_int) -> &'static str {
+        match t {
+            ffi::SQLITE_INTEGER => "an integer",
+            ffi::SQLITE_FLOAT => "a real number",
+            ffi::SQLITE_TEXT => "text",
+            ffi::SQLITE_BLOB => "a blob",
+            _ => "null",
+        }
+    }
+
+    impl Stmt {
+        fn prepare(db: *mut ffi::sqlite3, sql: &str) -> Result<Stmt, String> {
+            let sql = CString::new(sql).map_err(|e| e.to_string())?;
+            let mut stmt = ptr::null_mut();
+            // SAFETY: `db` is an open connection this thread holds locked.
+            let rc = unsafe {
+                ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut stmt, ptr::null_mut())
+            };
+            match NonNull::new(stmt) {
+                Some(stmt) if rc == ffi::SQLITE_OK => Ok(Stmt { db, stmt }),
+                _ => Err(message(db)),
+            }
+        }
+
+        fn check(&self, rc: c_int) -> Result<(), String> {
+            if rc == ffi::SQLITE_OK {
+                Ok(())
+            } else {
+                Err(message(self.db))
+            }
+        }
+
+        fn bind_text(&mut self, i: c_int, v: &str) -> Result<(), String> {
+            // SAFETY: SQLITE_TRANSIENT makes SQLite copy the text.
+            self.check(unsafe {
+                ffi::sqlite3_bind_text(
+                    self.stmt.as_ptr(),
+                    i,
+                    v.as_ptr().cast(),
+                    v.len() as c_int,
+                    ffi::SQLITE_TRANSIENT(),
+                )
+            })
+        }
+
+        fn bind_int(&mut self, i: c_int, v: i64) -> Result<(), String> {
+            // SAFETY: a valid statement and parameter number.
+            self.check(unsafe { ffi::sqlite3_bind_int64(self.stmt.as_ptr(), i, v) })
+        }
+
+        /// The next row; `false` when there are no more. `&mut`, so no
+        /// value borrowed from the previous row outlives it.
+        fn step(&mut self) -> Result<bool, String> {
+            // SAFETY: a valid statement.
+            match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
+                ffi::SQLITE_ROW => Ok(true),
+                ffi::SQLITE_DONE => Ok(false),
+                _ => Err(message(self.db)),
+            }
+        }
+
+        fn column_type(&self, i: usize) -> c_int {
+            // SAFETY: a statement positioned on a row.
+            unsafe { ffi::sqlite3_column_type(self.stmt.as_ptr(), i as c_int) }
+        }
+
+        /// The bytes of a text or blob value (valid until the next step).
+        fn bytes(&self, i: usize, text: bool) -> &[u8] {
+            let (stmt, i) = (self.stmt.as_ptr(), i as c_int);
+            // SAFETY: the value is of the type asked for (checked by the
+            // caller), so reading it converts nothing; the pointer is
+            // then valid for `sqlite3_column_bytes` bytes until the next
+            // step, which needs `&mut self`.
+            unsafe {
+                let p: *const u8 = if text {
+                    ffi::sqlite3_column_text(stmt, i)
+                } else {
+                    ffi::sqlite3_column_blob(stmt, i).cast()
+                };
+                let n = ffi::sqlite3_column_bytes(stmt, i);
+                if p.is_null() || n <= 0 {
+                    &[]
+                } else {
+                    std::slice::from_raw_parts(p, n as usize)
+                }
+            }
+        }
+
+        fn mismatched(&self, i: usize, want: &str) -> String {
+            format!(
+                "column {i} holds {}, not {want}",
+                type_name(self.column_type(i))
+            )
+        }
+    }
+
+    impl Columns for Stmt {
+        fn text(&self, i: usize) -> Result<Option<&str>, String> {
+            match self.column_type(i) {
+                ffi::SQLITE_NULL => Ok(None),
+                ffi::SQLITE_TEXT => std::str::from_utf8(self.bytes(i, true))
+                    .map(Some)
+                    .map_err(|_| format!("column {i} is not UTF-8 text")),
+                _ => Err(self.mismatched(i, "text")),
+            }
+        }
+
+        fn int(&self, i: usize) -> Result<Option<i64>, String> {
+            match self.column_type(i) {
+                ffi::SQLITE_NULL => Ok(None),
+                // SAFETY: a statement positioned on a row.
+                ffi::SQLITE_INTEGER => Ok(Some(unsafe {
+                    ffi::sqlite3_column_int64(self.stmt.as_ptr(), i as c_int)
+                })),
+                _ => Err(self.mismatched(i, "an integer")),
+            }
+        }
+
+        fn blob(&self, i: usize) -> Result<Option<&[u8]>, String> {
+            match self.column_type(i) {
+                ffi::SQLITE_NULL => Ok(None),
+                ffi::SQLITE_BLOB => Ok(Some(self.bytes(i, false))),
+                _ => Err(self.mismatched(i, "a blob")),
+            }
+        }
+    }
+
+    /// Read the tenant's rows `after < seq <= upto` on `db` and check each
+    /// as it is read.
+    pub(super) fn check_range(
+        db: NonNull<ffi::sqlite3>,
+        tenant: &str,
+        after: u64,
+        upto: u64,
+        mut checker: Checker,
+    ) -> Result<Checks, String> {
+        let mut stmt = Stmt::prepare(db.as_ptr(), &super::range_sql())?;
+        stmt.bind_text(1, tenant)?;
+        stmt.bind_int(2, after.min(i64::MAX as u64) as i64)?;
+        stmt.bind_int(3, upto.min(i64::MAX as u64) as i64)?;
+        let mut checks = Vec::new();
+        while stmt.step()? {
+            checks.push(super::check_row(&stmt, &mut checker));
+        }
+        Ok(checks)
+    }
 }
 
 impl SqlStore {
     /// The native pool verification reads with, opened on first use.
     async fn reader(&self) -> Result<&Reader> {
+        // A connection per checking thread, and one to find where pages end.
+        let connections = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32 + 1;
         self.reader
             .get_or_try_init(|| async {
                 Ok(match self.dialect {
@@ -174,7 +381,7 @@ impl SqlStore {
                             .pragma("cache_size", "-16000");
                         Reader::Sqlite(
                             sqlx::sqlite::SqlitePoolOptions::new()
-                                .max_connections(2)
+                                .max_connections(connections)
                                 .min_connections(0)
                                 .idle_timeout(Duration::from_secs(60))
                                 .connect_with(options)
@@ -187,7 +394,7 @@ impl SqlStore {
                             self.url.parse().map_err(unavailable)?;
                         Reader::Postgres(
                             sqlx::postgres::PgPoolOptions::new()
-                                .max_connections(2)
+                                .max_connections(connections)
                                 .min_connections(0)
                                 .idle_timeout(Duration::from_secs(60))
                                 .acquire_timeout(Duration::from_secs(10))
@@ -202,45 +409,80 @@ impl SqlStore {
     }
 }
 
+fn thread_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Unavailable(format!("a checking thread failed: {e}"))
+}
+
 #[async_trait]
 impl Verifications for SqlStore {
-    async fn ledger_page(
+    async fn ledger_page_end(
         &self,
         tenant: &str,
         after: u64,
         upto: u64,
-        limit: u32,
-    ) -> Result<LedgerPage> {
-        let sql = format!(
-            "SELECT {} FROM ledger l WHERE l.tenant = $1 AND l.seq > $2 AND l.seq <= $3
-             ORDER BY l.seq LIMIT $4",
-            columns()
-        );
+        rows: u32,
+    ) -> Result<Option<u64>> {
+        let sql = "SELECT l.seq FROM ledger l WHERE l.tenant = $1 AND l.seq > $2 AND l.seq <= $3
+                   ORDER BY l.seq LIMIT 1 OFFSET $4";
+        let after = after.min(i64::MAX as u64) as i64;
         let upto = upto.min(i64::MAX as u64) as i64;
-        Ok(match self.reader().await? {
-            Reader::Sqlite(pool) => page(
-                tenant,
-                sqlx::query(&sql)
+        let offset = i64::from(rows.max(1) - 1);
+        let end: Option<i64> = match self.reader().await? {
+            Reader::Sqlite(pool) => sqlx::query_scalar(sql)
+                .bind(tenant)
+                .bind(after)
+                .bind(upto)
+                .bind(offset)
+                .fetch_optional(pool)
+                .await
+                .map_err(unavailable)?,
+            Reader::Postgres(pool) => sqlx::query_scalar(sql)
+                .bind(tenant)
+                .bind(after)
+                .bind(upto)
+                .bind(offset)
+                .fetch_optional(pool)
+                .await
+                .map_err(unavailable)?,
+        };
+        Ok(end.map(|s| s as u64))
+    }
+
+    async fn check_ledger_range(
+        &self,
+        tenant: &str,
+        after: u64,
+        upto: u64,
+        mut checker: Checker,
+    ) -> Result<Checks> {
+        match self.reader().await? {
+            Reader::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                let tenant = tenant.to_string();
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let mut handle = runtime.block_on(conn.lock_handle()).map_err(unavailable)?;
+                    raw::check_range(handle.as_raw_handle(), &tenant, after, upto, checker)
+                        .map_err(StoreError::Unavailable)
+                })
+                .await
+                .map_err(thread_failed)?
+            }
+            Reader::Postgres(pool) => {
+                let rows = sqlx::query(&range_sql())
                     .bind(tenant)
-                    .bind(after as i64)
-                    .bind(upto)
-                    .bind(i64::from(limit))
+                    .bind(after.min(i64::MAX as u64) as i64)
+                    .bind(upto.min(i64::MAX as u64) as i64)
                     .fetch_all(pool)
                     .await
-                    .map_err(unavailable)?,
-            ),
-            Reader::Postgres(pool) => page(
-                tenant,
-                sqlx::query(&sql)
-                    .bind(tenant)
-                    .bind(after as i64)
-                    .bind(upto)
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await
-                    .map_err(unavailable)?,
-            ),
-        })
+                    .map_err(unavailable)?;
+                tokio::task::spawn_blocking(move || {
+                    rows.iter().map(|r| check_row(r, &mut checker)).collect()
+                })
+                .await
+                .map_err(thread_failed)
+            }
+        }
     }
 
     async fn ledger_partitions(&self, tenant: &str) -> Result<Vec<Head>> {
