@@ -111,10 +111,18 @@ async fn chains_continue_across_batches_and_tenants_stay_apart(backend: Backend)
     let (_db, store) = open(backend).await;
     let a = tenant(store.as_ref(), "A").await;
     let b = tenant(store.as_ref(), "B").await;
+    // A second subject of A in another partition than s1 (tenant ids are
+    // random, so which one that is varies).
+    let part =
+        |id: &str| yinyom_core::ledger::partition_of(&a, id, yinyom_core::ledger::PARTITIONS);
+    let s2 = (2..)
+        .map(|k| format!("s{k}"))
+        .find(|id| part(id) != part("s1"))
+        .expect("another partition");
     let batch = vec![
         prepare(store.as_ref(), &a, request("s1", Action::Grant, None)).await,
         prepare(store.as_ref(), &b, request("s1", Action::Grant, None)).await,
-        prepare(store.as_ref(), &a, request("s2", Action::Deny, None)).await,
+        prepare(store.as_ref(), &a, request(&s2, Action::Deny, None)).await,
     ];
     let out = commit(store.as_ref(), &batch).await;
     // Each tenant's entries are in order; each subject's partition chain
