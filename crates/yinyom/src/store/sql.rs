@@ -88,6 +88,9 @@ pub struct SqlStore {
     leader: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Any>>>,
     /// The native pool ledger verification reads with (opened on first use).
     reader: tokio::sync::OnceCell<verifications::Reader>,
+    /// SQLite: the native connection consent batches are written through
+    /// (`ledger/sqlite.rs`; opened on first use).
+    writer: tokio::sync::OnceCell<sqlx::SqlitePool>,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -199,6 +202,7 @@ impl SqlStore {
             write_lock: tokio::sync::Mutex::new(()),
             leader: tokio::sync::Mutex::new(None),
             reader: tokio::sync::OnceCell::new(),
+            writer: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -209,6 +213,34 @@ impl SqlStore {
             Dialect::Sqlite => Some(self.write_lock.lock().await),
             Dialect::Postgres => None,
         }
+    }
+
+    /// SQLite: the native pool of one connection that consent batches are
+    /// written through, set up like the `Any` pool's connections (WAL,
+    /// `synchronous = FULL`: a committed batch has been fsync'd).
+    async fn writer(&self) -> Result<&sqlx::SqlitePool> {
+        self.writer
+            .get_or_try_init(|| async {
+                let options: sqlx::sqlite::SqliteConnectOptions =
+                    self.url.parse().map_err(unavailable)?;
+                let options = options
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .pragma("mmap_size", "268435456")
+                    .pragma("cache_size", "-16000")
+                    .pragma("secure_delete", "ON");
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(300))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await
     }
 
     /// Tell every node sharing the database about `change` (PostgreSQL

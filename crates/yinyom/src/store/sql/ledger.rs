@@ -1,15 +1,24 @@
 //! [`Ledger`] for both databases: the consent write path (one transaction
 //! per batch: chain heads locked in a fixed order, subjects, entries,
 //! current state, outbox, idempotency, receipts) and reading history.
-//! The statements it is made of are in `sql.rs` (`insert_entries`,
-//! `write_outbox`, …), shared with the tests of their shapes.
+//! PostgreSQL writes a batch with one statement (`write_batch_pg`);
+//! SQLite runs the same steps with prepared statements on the connection's
+//! own thread (`ledger/sqlite.rs`). The rows both write are gathered here
+//! (`chain_items`, `ledger_rows`, `latest_states`, `outbox_rows`, …).
 
 use super::*;
+
+mod sqlite;
 
 #[async_trait]
 impl Ledger for SqlStore {
     async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>> {
         let _writing = self.exclusive().await;
+        if self.dialect == Dialect::Sqlite {
+            // The same steps as below, run in one call on the connection's
+            // own thread with prepared statements (`ledger/sqlite.rs`).
+            return sqlite::commit(self, items, seal).await;
+        }
         // Set-based: a handful of statements per batch, not per item, so a
         // batch costs little more than its fsync. The chain heads are locked
         // first: everything read after that is stable until commit.
@@ -20,152 +29,10 @@ impl Ledger for SqlStore {
             .map_err(unavailable)?;
         let mut heads = lock_heads(&mut tx, items).await?;
         let mut seen = prior_idempotency(&mut tx, self.dialect, items).await?;
-        let fresh: Vec<&WriteItem> = items
-            .iter()
-            .filter(|i| {
-                i.idempotency
-                    .as_ref()
-                    .is_none_or(|k| !seen.contains_key(&(i.tenant.clone(), k.key.clone())))
-            })
-            .collect();
-        let uids = ensure_subjects(&mut tx, self.dialect, &fresh).await?;
-
-        let mut outcomes = Vec::with_capacity(items.len());
-        let mut rows = Rows::default();
-        for item in items {
-            if let Some(idem) = &item.idempotency
-                && let Some((hash, response)) = seen.get(&(item.tenant.clone(), idem.key.clone()))
-            {
-                outcomes.push(if *hash == idem.request_hash {
-                    ItemOutcome::Replayed {
-                        response: response.clone(),
-                    }
-                } else {
-                    ItemOutcome::KeyReused
-                });
-                continue;
-            }
-            let recorded_at = time::now();
-            let uid = uids
-                .uids
-                .get(&(item.tenant.clone(), item.subject_id.clone()))
-                .cloned()
-                .ok_or_else(|| StoreError::Unavailable("subject row missing".into()))?;
-            let chain = heads
-                .get_mut(&item.tenant)
-                .ok_or_else(|| StoreError::Unavailable("chain head missing".into()))?;
-            let ev_hash = item.evidence.as_ref().map(evidence_hash);
-            let entries: Vec<LedgerEntry> = item
-                .actions
-                .iter()
-                .map(|a| {
-                    chain.append(EntryBody {
-                        tenant: item.tenant.clone(),
-                        subject_uid: uid.clone(),
-                        purpose: a.purpose.clone(),
-                        channel: a.channel,
-                        action: a.action,
-                        notice: item.notice.clone(),
-                        source: item.source.clone(),
-                        actor: item.actor.clone(),
-                        evidence_hash: ev_hash.clone(),
-                        occurred_at: item.occurred_at,
-                        recorded_at,
-                        expires_at: a.expires_at,
-                        receipt: item
-                            .receipt
-                            .as_ref()
-                            .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
-                            .map(|r| r.id.clone()),
-                        guardian: item.guardian && a.action == Action::Grant,
-                    })
-                })
-                .collect();
-            let response = seal(item, &entries);
-            // Replays and reused keys were skipped above: index evidence by
-            // written item, not by position in the batch.
-            let written = rows.evidence.len();
-            rows.evidence
-                .push(item.evidence.as_ref().map(|e| e.to_string()));
-            for e in &entries {
-                rows.entries.push((e.clone(), written));
-            }
-            if let Some(r) = &item.receipt {
-                rows.receipts.push((&item.tenant, uid.clone(), r));
-            }
-            if let Some(idem) = &item.idempotency {
-                seen.insert(
-                    (item.tenant.clone(), idem.key.clone()),
-                    (idem.request_hash.clone(), response.clone()),
-                );
-                rows.idempotency.push((
-                    &item.tenant,
-                    &idem.key,
-                    &idem.request_hash,
-                    response.to_string(),
-                    recorded_at,
-                    uid.clone(),
-                ));
-            }
-            outcomes.push(ItemOutcome::Written {
-                subject_uid: uid,
-                entries,
-                response,
-            });
-        }
-
-        match self.dialect {
-            // One statement: on PostgreSQL every statement is a round trip.
-            Dialect::Postgres => {
-                write_batch_pg(&mut tx, &rows, &heads, self.channel.as_deref(), &uids.new).await?
-            }
-            Dialect::Sqlite => {
-                insert_entries(&mut tx, self.dialect, &rows, &uids.new).await?;
-                insert_rows(
-                    &mut tx,
-                    self.dialect,
-                    "INSERT INTO receipts (tenant, id, subject_uid, jws, created_at)",
-                    "",
-                    &rows.receipts,
-                    5,
-                    |q, (tenant, uid, r)| {
-                        q.bind(tenant.as_str())
-                            .bind(r.id.as_str())
-                            .bind(uid.as_str())
-                            .bind(r.jws.as_str())
-                            .bind(r.created_at)
-                    },
-                )
-                .await?;
-                insert_rows(
-                    &mut tx,
-                    self.dialect,
-                    "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at,
-                         subject_uid)",
-                    "",
-                    &rows.idempotency,
-                    6,
-                    |q, (tenant, key, hash, response, at, uid)| {
-                        q.bind(tenant.as_str())
-                            .bind(key.as_str())
-                            .bind(hash.as_str())
-                            .bind(response.as_str())
-                            .bind(*at)
-                            .bind(uid.as_str())
-                    },
-                )
-                .await?;
-                for (tenant, head) in &heads {
-                    sqlx::query("UPDATE ledger_heads SET seq = $1, hash = $2 WHERE tenant = $3")
-                        .bind(head.seq as i64)
-                        .bind(head.hash.as_str())
-                        .bind(tenant.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                }
-            }
-        }
+        let uids = ensure_subjects(&mut tx, self.dialect, &fresh(items, &seen)).await?;
+        let (rows, outcomes) = chain_items(items, &mut seen, &uids.uids, &mut heads, seal)?;
+        // One statement: on PostgreSQL every statement is a round trip.
+        write_batch_pg(&mut tx, &rows, &heads, self.channel.as_deref(), &uids.new).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(outcomes)
     }
@@ -265,6 +132,127 @@ impl Ledger for SqlStore {
             .map(|r| (r.get("tenant"), r.get::<i64, _>("seq") as u64))
             .collect())
     }
+}
+
+/// The items not answered by an earlier use of their idempotency key:
+/// the ones whose subjects must exist.
+fn fresh<'i>(
+    items: &'i [WriteItem],
+    seen: &HashMap<Key, (String, serde_json::Value)>,
+) -> Vec<&'i WriteItem> {
+    items
+        .iter()
+        .filter(|i| {
+            i.idempotency
+                .as_ref()
+                .is_none_or(|k| !seen.contains_key(&(i.tenant.clone(), k.key.clone())))
+        })
+        .collect()
+}
+
+/// Chain the batch's items onto the locked heads, in order: each item's
+/// entries, sealed response and the rows to write; an item whose
+/// idempotency key was used before is answered from `seen` instead.
+fn chain_items<'i>(
+    items: &'i [WriteItem],
+    seen: &mut HashMap<Key, (String, serde_json::Value)>,
+    uids: &HashMap<Key, String>,
+    heads: &mut HashMap<String, Chain>,
+    seal: Sealer<'_>,
+) -> Result<(Rows<'i>, Vec<ItemOutcome>)> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut rows = Rows::default();
+    // Evidence repeats (an import's campaign forms, a banner's fields):
+    // each distinct text is hashed once per batch.
+    let mut evidence_hashes: HashMap<String, String> = HashMap::new();
+    for item in items {
+        if let Some(idem) = &item.idempotency
+            && let Some((hash, response)) = seen.get(&(item.tenant.clone(), idem.key.clone()))
+        {
+            outcomes.push(if *hash == idem.request_hash {
+                ItemOutcome::Replayed {
+                    response: response.clone(),
+                }
+            } else {
+                ItemOutcome::KeyReused
+            });
+            continue;
+        }
+        let recorded_at = time::now();
+        let uid = uids
+            .get(&(item.tenant.clone(), item.subject_id.clone()))
+            .cloned()
+            .ok_or_else(|| StoreError::Unavailable("subject row missing".into()))?;
+        let chain = heads
+            .get_mut(&item.tenant)
+            .ok_or_else(|| StoreError::Unavailable("chain head missing".into()))?;
+        let evidence = item.evidence.as_ref().map(|e| (e, e.to_string()));
+        let ev_hash = evidence.as_ref().map(|(e, text)| {
+            if let Some(hash) = evidence_hashes.get(text) {
+                return hash.clone();
+            }
+            let hash = evidence_hash(e);
+            evidence_hashes.insert(text.clone(), hash.clone());
+            hash
+        });
+        let entries: Vec<LedgerEntry> = item
+            .actions
+            .iter()
+            .map(|a| {
+                chain.append(EntryBody {
+                    tenant: item.tenant.clone(),
+                    subject_uid: uid.clone(),
+                    purpose: a.purpose.clone(),
+                    channel: a.channel,
+                    action: a.action,
+                    notice: item.notice.clone(),
+                    source: item.source.clone(),
+                    actor: item.actor.clone(),
+                    evidence_hash: ev_hash.clone(),
+                    occurred_at: item.occurred_at,
+                    recorded_at,
+                    expires_at: a.expires_at,
+                    receipt: item
+                        .receipt
+                        .as_ref()
+                        .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
+                        .map(|r| r.id.clone()),
+                    guardian: item.guardian && a.action == Action::Grant,
+                })
+            })
+            .collect();
+        let response = seal(item, &entries);
+        // Replays and reused keys were skipped above: index evidence by
+        // written item, not by position in the batch.
+        let written = rows.evidence.len();
+        rows.evidence.push(evidence.map(|(_, text)| text));
+        for e in &entries {
+            rows.entries.push((e.clone(), written));
+        }
+        if let Some(r) = &item.receipt {
+            rows.receipts.push((&item.tenant, uid.clone(), r));
+        }
+        if let Some(idem) = &item.idempotency {
+            seen.insert(
+                (item.tenant.clone(), idem.key.clone()),
+                (idem.request_hash.clone(), response.clone()),
+            );
+            rows.idempotency.push((
+                &item.tenant,
+                &idem.key,
+                &idem.request_hash,
+                response.to_string(),
+                recorded_at,
+                uid.clone(),
+            ));
+        }
+        outcomes.push(ItemOutcome::Written {
+            subject_uid: uid,
+            entries,
+            response,
+        });
+    }
+    Ok((rows, outcomes))
 }
 
 /// Lock the chain head of every tenant in the batch (creating it at
@@ -520,110 +508,6 @@ macro_rules! upsert_state {
     };
 }
 const UPSERT_STATE: &str = upsert_state!();
-
-/// Append the ledger rows, their outbox rows, and fold them into
-/// `consent_states` (SQLite: statements in the process, no round trips).
-async fn insert_entries(
-    tx: &mut Tx<'_>,
-    d: Dialect,
-    rows: &Rows<'_>,
-    new: &std::collections::HashSet<String>,
-) -> Result<()> {
-    let ledger = ledger_rows(rows);
-    let evidence = evidence_rows(&ledger);
-    insert_rows(
-        tx,
-        d,
-        "INSERT INTO evidence (tenant, hash, body, refs)",
-        UPSERT_EVIDENCE,
-        &evidence
-            .iter()
-            .map(|(t, h, body, refs)| Ok((*t, hash_bytes(h)?, *body, *refs)))
-            .collect::<Result<Vec<_>>>()?,
-        4,
-        |q, (tenant, hash, body, refs)| {
-            q.bind(*tenant)
-                .bind(hash.as_slice())
-                .bind(*body)
-                .bind(*refs)
-        },
-    )
-    .await?;
-    insert_rows(tx, d,
-        "INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
-            notice_hash, source, actor, evidence_hash, evidence_kept, occurred_at, recorded_at, expires_at,
-            receipt_id, prev_hash, hash, guardian)",
-        "",
-        &stored_entries(&ledger)?,
-        20,
-        |q, s| {
-            let e = s.entry;
-            let b = &e.body;
-            q.bind(b.tenant.as_str())
-                .bind(e.seq as i64)
-                .bind(b.subject_uid.as_str())
-                .bind(b.purpose.as_str())
-                .bind(b.channel.map(Channel::as_str))
-                .bind(b.action.as_str())
-                .bind(b.notice.as_ref().map(|n| n.key.as_str()))
-                .bind(b.notice.as_ref().map(|n| n.version as i64))
-                .bind(b.notice.as_ref().map(|n| n.hash.as_str()))
-                .bind(b.source.as_str())
-                .bind(b.actor.as_str())
-                .bind(s.evidence_hash.as_deref())
-                .bind(i64::from(s.evidence_kept))
-                .bind(b.occurred_at)
-                .bind(b.recorded_at)
-                .bind(b.expires_at)
-                .bind(b.receipt.as_deref())
-                .bind(s.prev_hash.as_slice())
-                .bind(s.hash.as_slice())
-                .bind(i64::from(b.guardian))
-        },
-    )
-    .await?;
-
-    let outbox = outbox_rows(&ledger, &current_states(tx, d, &ledger, new).await?);
-    insert_rows(
-        tx,
-        d,
-        "INSERT INTO outbox (tenant, seq, before_state, after_state)",
-        "",
-        &outbox,
-        4,
-        |q, (e, before, after)| {
-            q.bind(e.body.tenant.as_str())
-                .bind(e.seq as i64)
-                .bind(before.as_str())
-                .bind(after.as_str())
-        },
-    )
-    .await?;
-
-    insert_rows(tx, d,
-        "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
-            notice_key, notice_version, source, guardian)",
-        UPSERT_STATE,
-        &latest_states(rows),
-        12,
-        |q, e| {
-            let b = &e.body;
-            q.bind(b.tenant.as_str())
-                .bind(b.subject_uid.as_str())
-                .bind(b.purpose.as_str())
-                .bind(b.channel.map(Channel::as_str).unwrap_or(""))
-                .bind(b.action.state().unwrap_or(ConsentState::Unspecified).as_str())
-                .bind(e.seq as i64)
-                .bind(b.occurred_at)
-                .bind(b.expires_at)
-                .bind(b.notice.as_ref().map(|n| n.key.as_str()))
-                .bind(b.notice.as_ref().map(|n| n.version as i64))
-                .bind(b.source.as_str())
-                .bind(i64::from(b.guardian))
-        },
-    )
-    .await
-}
 
 /// The whole batch in one PostgreSQL statement (each sub-statement of a
 /// `WITH` runs once, to completion): ledger rows, outbox, current state,
