@@ -229,7 +229,9 @@ impl SqlStore {
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
                     .pragma("mmap_size", "268435456")
-                    .pragma("cache_size", "-16000")
+                    // A batch of an import dirties tens of MB: kept in
+                    // memory until its commit writes them to the WAL once.
+                    .pragma("cache_size", "-65536")
                     .pragma("secure_delete", "ON");
                 sqlx::sqlite::SqlitePoolOptions::new()
                     .max_connections(1)

@@ -748,12 +748,26 @@ fn outbox_rows<'r>(
     ledger: &[(&'r LedgerEntry, Option<&str>)],
     current: &HashMap<StateKey, (ConsentState, Micros, u64)>,
 ) -> Vec<(&'r LedgerEntry, ConsentState, ConsentState)> {
-    let mut current = current.clone();
+    // The state as the batch goes, by borrowed key: the stored state is
+    // looked up (an owned key) once per key, and not at all when there is
+    // none (subjects new in this batch, as in most of an import).
+    let mut going: HashMap<(&str, &str, &str, Option<Channel>), (ConsentState, Micros, u64)> =
+        HashMap::with_capacity(ledger.len());
     let mut rows = Vec::with_capacity(ledger.len());
     for (e, _) in ledger {
-        let slot = current
-            .entry(state_key(e))
-            .or_insert((ConsentState::Unspecified, i64::MIN, 0));
+        let b = &e.body;
+        let key = (
+            b.tenant.as_str(),
+            b.subject_uid.as_str(),
+            b.purpose.as_str(),
+            b.channel,
+        );
+        let slot = going.entry(key).or_insert_with(|| {
+            (!current.is_empty())
+                .then(|| current.get(&state_key(e)).copied())
+                .flatten()
+                .unwrap_or((ConsentState::Unspecified, i64::MIN, 0))
+        });
         let before = slot.0;
         if let Some(state) = e.body.action.state()
             && (e.body.occurred_at, e.seq) > (slot.1, slot.2)

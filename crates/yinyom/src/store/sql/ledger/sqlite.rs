@@ -223,8 +223,14 @@ impl Db {
         let (rows, outcomes) = chain_items(items, &mut seen, &uids.uids, &mut heads, seal)?;
 
         let ledger = ledger_rows(&rows);
-        let mut upsert = self.prepare(&insert("evidence", "tenant, hash, body, refs", UPSERT_EVIDENCE))?;
-        for (tenant, hash, body, refs) in evidence_rows(&ledger) {
+        let evidence = evidence_rows(&ledger);
+        if !evidence.is_empty() {
+            let mut upsert = self.prepare(&insert(
+                "evidence",
+                "tenant, hash, body, refs",
+                UPSERT_EVIDENCE,
+            ))?;
+            for (tenant, hash, body, refs) in evidence {
             let hash = hash_bytes(hash)?;
             upsert.run(&[
                 Param::Text(tenant),
@@ -232,6 +238,7 @@ impl Db {
                 Param::Text(body),
                 Param::Int(refs),
             ])?;
+            }
         }
         let mut append = self.prepare(&insert("ledger", LEDGER_COLUMNS, ""))?;
         for s in &stored_entries(&ledger)? {
