@@ -69,12 +69,7 @@ pub(super) async fn commit(
     items: &[WriteItem],
     seal: Sealer<'_>,
 ) -> Result<Vec<ItemOutcome>> {
-    let mut conn = store
-        .writer()
-        .await?
-        .acquire()
-        .await
-        .map_err(unavailable)?;
+    let mut conn = store.writer().await?.acquire().await.map_err(unavailable)?;
     let (result, in_transaction) = {
         let mut handle = conn.lock_handle().await.map_err(unavailable)?;
         let db = Db(handle.as_raw_handle());
@@ -94,9 +89,7 @@ pub(super) async fn commit(
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
     }
 }
@@ -155,7 +148,9 @@ impl Db {
             ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
                 StoreError::Conflict
             }
-            _ => StoreError::Unavailable(format!("error returned from database: ({code}) {message}")),
+            _ => {
+                StoreError::Unavailable(format!("error returned from database: ({code}) {message}"))
+            }
         }
     }
 
@@ -231,13 +226,13 @@ impl Db {
                 UPSERT_EVIDENCE,
             ))?;
             for (tenant, hash, body, refs) in evidence {
-            let hash = hash_bytes(hash)?;
-            upsert.run(&[
-                Param::Text(tenant),
-                Param::Blob(&hash),
-                Param::Text(body),
-                Param::Int(refs),
-            ])?;
+                let hash = hash_bytes(hash)?;
+                upsert.run(&[
+                    Param::Text(tenant),
+                    Param::Blob(&hash),
+                    Param::Text(body),
+                    Param::Int(refs),
+                ])?;
             }
         }
         let mut append = self.prepare(&insert("ledger", LEDGER_COLUMNS, ""))?;
@@ -319,7 +314,8 @@ impl Db {
                 ])?;
             }
         }
-        let mut head = self.prepare("UPDATE ledger_heads SET seq = ?, hash = ? WHERE tenant = ?")?;
+        let mut head =
+            self.prepare("UPDATE ledger_heads SET seq = ?, hash = ? WHERE tenant = ?")?;
         for (tenant, h) in &heads {
             head.run(&[
                 Param::Int(h.seq as i64),
