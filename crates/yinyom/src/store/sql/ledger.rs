@@ -686,6 +686,9 @@ SELECT (SELECT count(*) FROM l) AS l, (SELECT count(*) FROM e) AS e, (SELECT cou
 /// (tenant, subject uid, purpose, channel or '') of a `consent_states` row.
 type StateKey = (String, String, String, String);
 
+/// [`StateKey`] borrowed from an entry (the channel as it is chained).
+type StateRef<'r> = (&'r str, &'r str, &'r str, Option<Channel>);
+
 /// The key of the `consent_states` row an entry sets.
 fn state_key(e: &LedgerEntry) -> StateKey {
     let b = &e.body;
@@ -751,7 +754,7 @@ fn outbox_rows<'r>(
     // The state as the batch goes, by borrowed key: the stored state is
     // looked up (an owned key) once per key, and not at all when there is
     // none (subjects new in this batch, as in most of an import).
-    let mut going: HashMap<(&str, &str, &str, Option<Channel>), (ConsentState, Micros, u64)> =
+    let mut going: HashMap<StateRef<'_>, (ConsentState, Micros, u64)> =
         HashMap::with_capacity(ledger.len());
     let mut rows = Vec::with_capacity(ledger.len());
     for (e, _) in ledger {
