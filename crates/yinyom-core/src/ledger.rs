@@ -1,9 +1,18 @@
-//! The consent ledger: append-only, hash-chained per tenant.
+//! The consent ledger: append-only, hash-chained per partition of a tenant.
+//!
+//! A tenant's ledger is [`PARTITIONS`] independent chains (partitions); a
+//! subject always lands in the same one ([`partition_of`], a hash of its
+//! id keyed by the tenant, known before anything is written), so writers of
+//! different subjects need not wait on each other, and a subject's own
+//! history stays in order in its partition. Every entry has a `seq`, its
+//! place in the tenant's order over all partitions (increasing, not always
+//! dense), and a `pseq`, its position in its partition (1, 2, 3, …).
 //!
 //! `hash = SHA-256(canonical JSON of {v, seq, prev, body})`, where `prev` is
-//! the previous entry's hash (64 zeros for the first). Changing, inserting,
-//! deleting or reordering any entry breaks the chain at that entry, and
-//! `Verifier` names the first one.
+//! the hash of the previous entry *of the same partition* (64 zeros for the
+//! first). Changing, inserting, deleting or reordering any entry breaks its
+//! partition's chain at that entry, and `Verifier` names the first one.
+//! A ledger written before partitions existed is partition 0, `pseq = seq`.
 //!
 //! Evidence (IP, user agent, …) is personal data that erasure must be able to
 //! remove, so the chain covers its hash, not its content: the evidence can be
@@ -55,6 +64,12 @@ pub struct EntryBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     pub seq: u64,
+    /// The partition (hash chain) the entry belongs to.
+    #[serde(default)]
+    pub partition: u32,
+    /// The entry's position in its partition, from 1.
+    #[serde(default)]
+    pub pseq: u64,
     pub body: EntryBody,
     pub prev_hash: String,
     pub hash: String,
@@ -182,7 +197,27 @@ pub fn evidence_hash(evidence: &serde_json::Value) -> String {
     canonical::hash_of(evidence)
 }
 
-/// The head of one tenant's chain: the last entry's sequence number and hash.
+/// Partitions of a tenant's ledger, fixed when the tenant is created.
+pub const PARTITIONS: u32 = 64;
+
+/// The partition of a subject: a hash of its id keyed by the tenant, so the
+/// subjects spread evenly and always land in the same partition. It is
+/// known from the request alone, before anything is written, which lets a
+/// writer lock its partitions first.
+pub fn partition_of(tenant: &str, subject_id: &str, partitions: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::new()
+        .chain_update(b"yinyom-partition\0")
+        .chain_update(tenant.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(subject_id.as_bytes())
+        .finalize();
+    let n = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+    n % partitions.max(1)
+}
+
+/// The head of one chain (a partition): the number of entries in it (the
+/// last entry's `pseq`) and the last entry's hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     pub seq: u64,
@@ -197,19 +232,38 @@ impl Chain {
         }
     }
 
-    /// Seal `body` as the next entry and advance the head.
+    /// Seal `body` as the next entry of a single-chain ledger (partition
+    /// 0, where `seq = pseq`) and advance the head.
     pub fn append(&mut self, body: EntryBody) -> LedgerEntry {
         let seq = self.seq + 1;
+        self.append_at(0, seq, body)
+    }
+
+    /// Seal `body` as the next entry of this chain, partition `partition`,
+    /// at `seq` in the tenant's order, and advance the head.
+    pub fn append_at(&mut self, partition: u32, seq: u64, body: EntryBody) -> LedgerEntry {
+        let pseq = self.seq + 1;
         let hash = hash_entry(seq, &self.hash, &body);
         let entry = LedgerEntry {
             seq,
+            partition,
+            pseq,
             body,
             prev_hash: std::mem::replace(&mut self.hash, hash.clone()),
             hash,
         };
-        self.seq = seq;
+        self.seq = pseq;
         entry
     }
+}
+
+/// A partition's recorded head: its chain head and the `seq` of its last
+/// entry (0 when not recorded), which names an entry cut off its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub partition: u32,
+    pub chain: Chain,
+    pub last_seq: u64,
 }
 
 /// Where and why verification failed.
@@ -229,6 +283,8 @@ pub struct Broken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryCheck {
     pub seq: u64,
+    pub partition: u32,
+    pub pseq: u64,
     pub prev_hash: String,
     pub hash: String,
     pub content_ok: bool,
@@ -240,6 +296,8 @@ impl EntryCheck {
         let recomputed = hash_entry(entry.seq, &entry.prev_hash, &entry.body);
         EntryCheck {
             seq: entry.seq,
+            partition: entry.partition,
+            pseq: entry.pseq,
             prev_hash: entry.prev_hash.clone(),
             hash: entry.hash.clone(),
             content_ok: recomputed == entry.hash,
@@ -250,26 +308,29 @@ impl EntryCheck {
     }
 }
 
-/// Recomputes a chain entry by entry, in `seq` order, without holding it in
-/// memory.
-#[derive(Debug)]
+/// Recomputes a ledger entry by entry, in `seq` order, without holding it
+/// in memory: each entry is linked to the previous one of its partition.
+#[derive(Debug, Default)]
 pub struct Verifier {
-    chain: Chain,
+    /// Per partition: its head so far and the `seq` of its last entry.
+    heads: std::collections::BTreeMap<u32, (Chain, u64)>,
+    last_seq: u64,
     checked: u64,
-}
-
-impl Default for Verifier {
-    fn default() -> Self {
-        Verifier {
-            chain: Chain::genesis(),
-            checked: 0,
-        }
-    }
 }
 
 impl Verifier {
     pub fn checked(&self) -> u64 {
         self.checked
+    }
+
+    /// The `seq` of the last entry linked.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Partition heads so far.
+    pub fn heads(&self) -> impl Iterator<Item = (u32, &Chain)> {
+        self.heads.iter().map(|(p, (c, _))| (*p, c))
     }
 
     /// Check `entry` and link it to the chain so far: [`EntryCheck::of`]
@@ -283,28 +344,49 @@ impl Verifier {
     }
 
     /// Link the next entry, checked beforehand (possibly on another thread),
-    /// to the chain so far. Entries must come in `seq` order.
+    /// to its partition's chain so far. Entries must come in `seq` order.
     pub fn link(&mut self, entry: &EntryCheck) -> Result<(), Broken> {
-        let expected = self.chain.seq + 1;
         let broken = |problem: String| Broken {
             seq: entry.seq,
             problem,
         };
-        if entry.seq != expected {
+        if entry.seq <= self.last_seq {
+            return Err(broken(format!(
+                "entry {} comes after entry {} in the ledger's order",
+                entry.seq, self.last_seq
+            )));
+        }
+        let (chain, last) = self
+            .heads
+            .entry(entry.partition)
+            .or_insert_with(|| (Chain::genesis(), 0));
+        let expected = chain.seq + 1;
+        if entry.pseq != expected {
+            // In a dense chain (one partition, `seq = pseq`) the missing
+            // entry's seq is known; otherwise the entry after the gap is
+            // the first that no longer links.
+            let seq = if entry.seq == entry.pseq {
+                *last + 1
+            } else {
+                entry.seq
+            };
             return Err(Broken {
-                seq: expected,
-                problem: format!("entry {expected} is missing (found {} next)", entry.seq),
+                seq,
+                problem: format!(
+                    "entry {expected} of partition {} is missing (found {} next)",
+                    entry.partition, entry.pseq
+                ),
             });
         }
-        if entry.prev_hash != self.chain.hash {
+        if entry.prev_hash != chain.hash {
             // This entry is self-consistent but remembers a different
             // predecessor: the predecessor was rewritten (and re-hashed).
-            if entry.content_ok && self.chain.seq > 0 {
+            if entry.content_ok && chain.seq > 0 {
                 return Err(Broken {
-                    seq: self.chain.seq,
+                    seq: *last,
                     problem: format!(
                         "entry {} was rewritten: its hash differs from the one entry {} recorded",
-                        self.chain.seq, entry.seq
+                        last, entry.seq
                     ),
                 });
             }
@@ -316,40 +398,89 @@ impl Verifier {
         if !entry.evidence_ok {
             return Err(broken("evidence does not match its hash".into()));
         }
-        self.chain = Chain {
-            seq: entry.seq,
+        *chain = Chain {
+            seq: entry.pseq,
             hash: entry.hash.clone(),
         };
+        *last = entry.seq;
+        self.last_seq = entry.seq;
         self.checked += 1;
         Ok(())
     }
 
-    /// Compare the end of the chain with the recorded head, which catches
-    /// entries cut off the end.
+    /// Compare the end of a single-chain ledger (partition 0) with its
+    /// recorded head.
     pub fn finish(self, head: &Chain) -> Result<u64, Broken> {
-        let last = self.chain.seq;
-        if head.seq > last {
-            return Err(Broken {
-                seq: last + 1,
-                problem: format!("entries {} to {} are missing", last + 1, head.seq),
-            });
+        self.finish_partitions(&[Head {
+            partition: 0,
+            chain: head.clone(),
+            last_seq: 0,
+        }])
+    }
+
+    /// Compare the end of each partition with its recorded head, which
+    /// catches entries cut off the end. A partition not listed must have
+    /// no entries.
+    pub fn finish_partitions(self, heads: &[Head]) -> Result<u64, Broken> {
+        let recorded: std::collections::BTreeMap<u32, &Head> =
+            heads.iter().map(|h| (h.partition, h)).collect();
+        let genesis = Chain::genesis();
+        for (p, (chain, last)) in &self.heads {
+            if !recorded.contains_key(p) && chain.seq > 0 {
+                return Err(Broken {
+                    seq: *last,
+                    problem: format!("partition {p} has entries but no recorded head"),
+                });
+            }
         }
-        if head.seq < last {
-            return Err(Broken {
-                seq: head.seq + 1,
-                problem: format!(
-                    "entries {} to {last} lie beyond the recorded head",
+        for (p, recorded) in recorded {
+            let head = &recorded.chain;
+            let (chain, last) = self
+                .heads
+                .get(&p)
+                .map(|(c, l)| (c, *l))
+                .unwrap_or((&genesis, 0));
+            let n = chain.seq;
+            let at = |k: u64| if p == 0 && last == n { k } else { last + 1 };
+            if head.seq > n {
+                // One entry cut off: the head names it.
+                let first = if head.seq == n + 1 && recorded.last_seq > 0 {
+                    recorded.last_seq
+                } else {
+                    at(n + 1)
+                };
+                return Err(Broken {
+                    seq: first,
+                    problem: if p == 0 && last == n {
+                        format!("entries {} to {} are missing", n + 1, head.seq)
+                    } else {
+                        format!(
+                            "partition {p}: entries {} to {} are missing",
+                            n + 1,
+                            head.seq
+                        )
+                    },
+                });
+            }
+            if head.seq < n {
+                let seq = if p == 0 && last == n {
                     head.seq + 1
-                ),
-            });
-        }
-        if head.hash != self.chain.hash {
-            return Err(Broken {
-                seq: last,
-                problem: format!(
-                    "entry {last} was rewritten: its hash differs from the recorded head"
-                ),
-            });
+                } else {
+                    last
+                };
+                return Err(Broken {
+                    seq,
+                    problem: format!("entry {seq} lies beyond its partition's recorded head"),
+                });
+            }
+            if head.hash != chain.hash {
+                return Err(Broken {
+                    seq: last,
+                    problem: format!(
+                        "entry {last} was rewritten: its hash differs from the recorded head"
+                    ),
+                });
+            }
         }
         Ok(self.checked)
     }

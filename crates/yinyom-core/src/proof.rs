@@ -73,7 +73,7 @@ impl CheckpointClaims {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntryProof {
     pub partition: u32,
-    /// The entry's position in its partition's tree (its `seq` − 1).
+    /// The entry's position in its partition's tree (its `pseq` − 1).
     pub leaf_index: u64,
     pub entry: LedgerEntry,
     /// Hex hashes, from the leaf up (RFC 9162 §2.1.3).
@@ -109,6 +109,9 @@ pub struct Verified {
     pub purposes: Vec<String>,
     /// The purposes it lists as withdrawn.
     pub withdrawn: Vec<String>,
+    /// The ledger partition the receipt names (none on receipts issued
+    /// before partitioned chains).
+    pub partition: Option<u32>,
     /// With a proof: the checkpoint it was proven against, and where the
     /// entries are.
     pub checkpoint: Option<u64>,
@@ -133,6 +136,7 @@ pub fn verify_receipt(
         issuer: view.issuer.clone(),
         purposes: purposes.clone(),
         withdrawn: Vec::new(),
+        partition: view.partition,
         checkpoint: None,
         tenant: None,
         subject_uid: None,
@@ -195,7 +199,26 @@ pub fn verify_receipt(
                     e.partition
                 )
             })?;
-        if e.leaf_index + 1 != seq {
+        // Its position in its partition (a proof made before partitions
+        // existed names no `pseq`: there, the position was `seq`).
+        let (position, in_partition) = match e.entry.pseq {
+            0 => (seq, 0),
+            pseq => (pseq, e.entry.partition),
+        };
+        if in_partition != e.partition {
+            return Err(format!(
+                "entry {seq}: it belongs to partition {in_partition}, not {}",
+                e.partition
+            ));
+        }
+        if view.partition.is_some_and(|p| p != e.partition) {
+            return Err(format!(
+                "entry {seq}: it is in partition {}, but the receipt names partition {}",
+                e.partition,
+                view.partition.unwrap_or_default()
+            ));
+        }
+        if e.leaf_index + 1 != position {
             return Err(format!(
                 "entry {seq}: leaf index {} is not its position",
                 e.leaf_index

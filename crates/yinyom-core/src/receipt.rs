@@ -99,6 +99,11 @@ pub struct ReceiptInput {
     /// A parent or guardian gave it (PDPA s.20, GDPR Art. 8).
     pub by_guardian: bool,
     pub choices: Vec<Choice>,
+    /// The ledger partition (hash chain) the receipt's entries land in:
+    /// known before the write, since a subject's partition follows from
+    /// its id ([`crate::ledger::partition_of`]). The entries' positions
+    /// there come with the inclusion proof.
+    pub partition: Option<u32>,
 }
 
 fn basis_iri(basis: LawfulBasis) -> &'static str {
@@ -277,7 +282,7 @@ impl ReceiptInput {
                 Some(record)
             })
             .collect();
-        json!({
+        let mut receipt = json!({
             "@context": {
                 "dpv": "https://w3id.org/dpv#",
                 "dct": "http://purl.org/dc/terms/",
@@ -297,7 +302,11 @@ impl ReceiptInput {
             "iss": self.issuer,
             "iat": self.issued_at.div_euclid(1_000_000),
             "jti": self.id,
-        })
+        });
+        if let Some(p) = self.partition {
+            receipt["yinyom:partition"] = json!(p);
+        }
+        receipt
     }
 }
 
@@ -313,6 +322,9 @@ pub struct ReceiptView {
     pub granted: Vec<String>,
     /// Purpose keys withdrawn.
     pub withdrawn: Vec<String>,
+    /// The ledger partition the receipt names (receipts issued before
+    /// partitioned chains name none).
+    pub partition: Option<u32>,
 }
 
 impl ReceiptView {
@@ -335,6 +347,9 @@ impl ReceiptView {
             let mut view = ReceiptView {
                 id,
                 issuer,
+                partition: claims["yinyom:partition"]
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok()),
                 ..ReceiptView::default()
             };
             for r in records {
@@ -369,6 +384,7 @@ impl ReceiptView {
                 .to_string(),
             granted: keys(&claims["services"], "service"),
             withdrawn: keys(&claims["withdrawn"], "service"),
+            partition: None,
         })
     }
 }
@@ -581,6 +597,7 @@ mod tests {
                 choice("analytics", true, None),
                 choice("profiling", false, None),
             ],
+            partition: Some(7),
         }
     }
 
@@ -627,6 +644,8 @@ mod tests {
         assert_eq!(view.subject, "cust-42");
         assert_eq!(view.granted, ["marketing", "analytics"]);
         assert_eq!(view.withdrawn, ["profiling"]);
+        assert_eq!(claims["yinyom:partition"], 7);
+        assert_eq!(view.partition, Some(7));
 
         let mut renamed = claims.clone();
         with_subject(&mut renamed, "erased:xyz");

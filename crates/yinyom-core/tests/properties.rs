@@ -14,7 +14,7 @@ use serde_json::json;
 use yinyom_core::consent::{Action, ConsentRecord, ConsentState, NoticeVersion, SubjectConsents};
 use yinyom_core::decision::{Decision, Facts, PurposeRule, Reason, decide};
 use yinyom_core::ledger::{
-    Broken, Chain, EntryBody, EntryCheck, LedgerEntry, Verifier, evidence_hash, hash_entry,
+    Broken, Chain, EntryBody, EntryCheck, Head, LedgerEntry, Verifier, evidence_hash, hash_entry,
     hash_entry_generic,
 };
 use yinyom_core::notice::NoticeRef;
@@ -900,6 +900,129 @@ proptest! {
                 b.problem,
                 expected
             ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. Partitioned ledgers
+// ---------------------------------------------------------------------------
+
+/// A ledger of up to four partitions: each entry in a random partition, its
+/// `seq` increasing with gaps (as PostgreSQL numbers them), and the
+/// partitions' recorded heads.
+fn partitioned(
+    len: std::ops::Range<usize>,
+) -> impl Strategy<Value = (Vec<LedgerEntry>, Vec<Option<serde_json::Value>>, Vec<Head>)> {
+    prop::collection::vec((body(), 0u32..4, 1u64..5), len).prop_map(|items| {
+        let mut heads: std::collections::BTreeMap<u32, (Chain, u64)> = Default::default();
+        let (mut entries, mut evidence, mut seq) = (Vec::new(), Vec::new(), 0);
+        for ((b, ev), part, gap) in items {
+            seq += gap;
+            let (chain, last) = heads.entry(part).or_insert((Chain::genesis(), 0));
+            entries.push(chain.append_at(part, seq, b));
+            *last = seq;
+            evidence.push(ev);
+        }
+        let heads = heads
+            .into_iter()
+            .map(|(partition, (chain, last_seq))| Head {
+                partition,
+                chain,
+                last_seq,
+            })
+            .collect();
+        (entries, evidence, heads)
+    })
+}
+
+fn verify_partitioned(
+    entries: &[LedgerEntry],
+    evidence: &[Option<serde_json::Value>],
+    heads: &[Head],
+) -> Result<u64, Broken> {
+    let mut v = Verifier::default();
+    for (e, ev) in entries.iter().zip(evidence) {
+        v.push(e, ev.as_ref())?;
+    }
+    v.finish_partitions(heads)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// An untouched partitioned ledger verifies to its length; each
+    /// partition's positions run 1, 2, 3, … and link within it.
+    #[test]
+    fn an_untouched_partitioned_ledger_verifies((entries, evidence, heads) in partitioned(0..24)) {
+        prop_assert_eq!(verify_partitioned(&entries, &evidence, &heads), Ok(entries.len() as u64));
+        for h in &heads {
+            let mine: Vec<&LedgerEntry> = entries.iter().filter(|e| e.partition == h.partition).collect();
+            prop_assert_eq!(mine.len() as u64, h.chain.seq);
+            for (k, e) in mine.iter().enumerate() {
+                prop_assert_eq!(e.pseq, k as u64 + 1);
+            }
+        }
+    }
+
+    /// Any alteration of one entry's content, deleting one, swapping two
+    /// of one partition or cutting a partition's end is found; a content
+    /// alteration at the altered entry, a deletion at the entry after it
+    /// in its partition or, for the last, the one its head names.
+    #[test]
+    fn any_alteration_of_a_partitioned_ledger_is_found(
+        (entries, evidence, heads) in partitioned(2..24),
+        kind in 0u8..4,
+        at in any::<prop::sample::Index>(),
+    ) {
+        let mut altered = entries.clone();
+        let mut ev = evidence.clone();
+        let i = at.index(entries.len());
+        let target = entries[i].clone();
+        let same: Vec<usize> = (0..entries.len()).filter(|&k| entries[k].partition == target.partition).collect();
+        let next_in_part = same.iter().copied().find(|&k| k > i);
+        let expected: Option<u64> = match kind {
+            0 => {
+                altered[i].body.purpose = next_of(&PURPOSES, altered[i].body.purpose.as_str()).into();
+                Some(target.seq)
+            }
+            1 => {
+                altered.remove(i);
+                ev.remove(i);
+                // Where seq and position agree (a dense chain) the gap
+                // names the entry after the partition's previous one.
+                let prev = same.iter().copied().rfind(|&k| k < i).map_or(0, |k| entries[k].seq);
+                Some(match next_in_part {
+                    None => target.seq,
+                    Some(k) if entries[k].seq == entries[k].pseq => prev + 1,
+                    Some(k) => entries[k].seq,
+                })
+            }
+            2 => {
+                // Two entries of one partition trade places (their seqs too).
+                let Some(k) = next_in_part else { return Ok(()); };
+                let (a, b) = (altered[i].clone(), altered[k].clone());
+                altered[i] = LedgerEntry { seq: a.seq, ..b.clone() };
+                altered[k] = LedgerEntry { seq: b.seq, ..a };
+                ev.swap(i, k);
+                None
+            }
+            _ => {
+                // The partition's end is cut off from entry i on.
+                let cut: std::collections::HashSet<usize> = same.iter().copied().filter(|&k| k >= i).collect();
+                let keep: Vec<usize> = (0..entries.len()).filter(|k| !cut.contains(k)).collect();
+                altered = keep.iter().map(|&k| entries[k].clone()).collect();
+                ev = keep.iter().map(|&k| evidence[k].clone()).collect();
+                None
+            }
+        };
+        match verify_partitioned(&altered, &ev, &heads) {
+            Ok(n) => prop_assert!(false, "kind {} at {} went undetected ({} verified)", kind, i, n),
+            Err(b) => {
+                if let Some(seq) = expected {
+                    prop_assert_eq!(b.seq, seq, "kind {}: {}", kind, b.problem);
+                }
+            }
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::vault::{MasterKey, Vault};
 use crate::view::View;
 use crate::writer::Writer;
 
+pub use crate::services::{Services, arm_all_pseudonyms, arm_pseudonyms, load_into, load_view};
+
 /// Settings of a running service beyond its store.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -47,39 +49,35 @@ pub struct Config {
     pub systems: crate::systems::SystemsConfig,
 }
 
+/// The running service as the HTTP layer sees it: the [`Services`] (through
+/// `Deref`: `app.store`, `app.view`, … and `&app` where a service wants
+/// `&Services`) and what only HTTP needs.
 pub struct App {
-    pub store: Arc<dyn Store>,
-    pub view: Arc<View>,
-    pub writer: Writer,
-    pub signer: Arc<Signer>,
-    pub metrics: Arc<Metrics>,
-    pub keys: KeyCache,
-    pub vault: Vault,
-    pub collector: Collector,
-    /// Signs unsubscribe and confirmation links.
-    pub links: Links,
-    /// Signs preference-center links (another key: a link of one kind is
-    /// never a link of the other).
+    /// Shared with the background tasks, which hold it weakly: they end
+    /// when the app is dropped.
+    pub services: Arc<Services>,
+    /// API keys already checked (cleared when another node changes keys).
+    pub keys: Arc<KeyCache>,
+    /// Signs preference-center links (another key than `links`: a link of
+    /// one kind is never a link of the other).
     pub preference_links: Links,
     /// Notice texts and sessions of the web surfaces.
     pub web: crate::web::WebState,
     /// Rate limits per client address.
     pub limits: crate::api::limit::Limits,
-    /// Where recipients reach this server (links in messages).
-    pub public_url: String,
-    /// Wakes the relay when messages are queued.
-    pub relay_wake: Arc<tokio::sync::Notify>,
-    /// Bumped whenever new consent events are visible on this node (its own
-    /// writes, or other nodes' once followed): wakes event streams and
-    /// dispatchers.
-    pub changed: tokio::sync::watch::Sender<u64>,
     /// Set when the server shuts down: long-lived responses (event
     /// streams) end so that graceful shutdown does not wait for them.
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Where the decision view is saved.
     pub snapshot: Option<crate::view::SnapshotFile>,
-    /// Connected systems: connection pools, the task's wake-up.
-    pub systems: crate::systems::Systems,
+}
+
+impl std::ops::Deref for App {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 impl App {
@@ -118,15 +116,23 @@ impl App {
             changed.clone(),
         );
         let collector = Collector::start(store.clone(), config.nats_url.clone(), metrics.clone());
-        let app = Arc::new(App {
+        let services = Arc::new(Services {
             store,
             view,
             writer,
             signer,
             metrics,
-            keys: KeyCache::default(),
+            vault: Vault::new(master_key.clone()),
             collector,
             links: Links::new(master_key.link_key()),
+            public_url: config.relay.public_url.clone(),
+            relay_wake: Arc::default(),
+            changed,
+            systems: crate::systems::Systems::new(config.systems.clone()),
+        });
+        let app = Arc::new(App {
+            services,
+            keys: Arc::default(),
             preference_links: Links::new(master_key.preference_link_key()),
             web: crate::web::WebState::default(),
             limits: crate::api::limit::Limits::new(
@@ -134,13 +140,8 @@ impl App {
                 config.auth_failures_per_minute,
                 config.public_per_minute,
             ),
-            public_url: config.relay.public_url.clone(),
-            relay_wake: Arc::default(),
-            vault: Vault::new(master_key),
-            changed,
             closing: tokio::sync::watch::Sender::new(false),
             snapshot,
-            systems: crate::systems::Systems::new(config.systems.clone()),
         });
         app.vault.check(app.store.as_ref()).await?;
         arm_all_pseudonyms(&app.view, &app.vault, app.store.as_ref()).await?;
@@ -152,17 +153,21 @@ impl App {
             );
         }
         if let Some(feed) = feed {
-            tokio::spawn(Follower::new(&app, cursors, loaded_at).run(feed));
+            let keys = app.keys.clone();
+            let follower = Follower::new(&app.services, cursors, loaded_at, move || keys.clear());
+            tokio::spawn(follower.run(feed));
         }
-        tokio::spawn(Dispatcher::new(&app, config.webhooks).run());
-        tokio::spawn(crate::collector::expire(Arc::downgrade(&app)));
+        tokio::spawn(Dispatcher::new(&app.services, config.webhooks).run());
+        tokio::spawn(crate::collector::expire(Arc::downgrade(&app.services)));
         tokio::spawn(crate::lifecycle::run(
-            Arc::downgrade(&app),
+            Arc::downgrade(&app.services),
             std::time::Duration::from_secs(60),
         ));
-        tokio::spawn(Relay::new(&app, config.relay).run());
-        tokio::spawn(crate::systems::run(Arc::downgrade(&app)));
-        tokio::spawn(crate::systems::propagate::follow(Arc::downgrade(&app)));
+        tokio::spawn(Relay::new(&app.services, config.relay).run());
+        tokio::spawn(crate::systems::run(Arc::downgrade(&app.services)));
+        tokio::spawn(crate::systems::propagate::follow(Arc::downgrade(
+            &app.services,
+        )));
         if app.snapshot.is_some() {
             tokio::spawn(save_view_periodically(
                 Arc::downgrade(&app),
@@ -170,7 +175,7 @@ impl App {
             ));
         }
         if let Some(url) = config.nats_url {
-            tokio::spawn(Publisher::new(&app, url).run());
+            tokio::spawn(Publisher::new(&app.services, url).run());
         }
         Ok(app)
     }
@@ -209,90 +214,6 @@ impl App {
         );
         Ok(())
     }
-
-    /// The id a subject is stored under: the one given, or once the subject
-    /// was erased the pseudonym that replaced it.
-    pub fn resolve(&self, tenant: &str, id: &str) -> String {
-        self.view
-            .read(tenant, |tv| tv.resolve(id).into_owned())
-            .unwrap_or_else(|| id.to_string())
-    }
-
-    /// Let the view find erased subjects by the ids they had (it then
-    /// holds the tenant's keys).
-    pub async fn arm_pseudonyms(&self, tenant: &str) -> Result<(), StoreError> {
-        arm_pseudonyms(&self.view, &self.vault, self.store.as_ref(), tenant).await
-    }
-
-    /// A tenant created by another process (`yinyom tenants create` beside
-    /// a running server) joins the view when its key is first used.
-    pub async fn ensure_tenant(&self, id: &str) -> Result<(), StoreError> {
-        if self.view.read(id, |_| ()).is_some() {
-            return Ok(());
-        }
-        let Some(tenant) = self.store.tenants().await?.into_iter().find(|t| t.id == id) else {
-            return Ok(());
-        };
-        let purposes = self.store.purposes(id).await?;
-        let notices = self.store.notices(id).await?;
-        self.view.add_new_tenant(tenant, purposes, &notices);
-        Ok(())
-    }
-}
-
-/// Give the tenant's view its keys when it has erased subjects (see
-/// [`crate::view::TenantView::resolve`]).
-pub async fn arm_pseudonyms(
-    view: &View,
-    vault: &Vault,
-    store: &dyn Store,
-    tenant: &str,
-) -> Result<(), StoreError> {
-    if view
-        .read(tenant, |tv| tv.pseudonyms_armed())
-        .unwrap_or(true)
-    {
-        return Ok(());
-    }
-    let keys = vault.tenant(store, tenant).await?;
-    view.write(tenant, |tv| tv.arm_pseudonyms(keys));
-    Ok(())
-}
-
-/// Arm every tenant of `view` that has erased subjects.
-pub async fn arm_all_pseudonyms(
-    view: &View,
-    vault: &Vault,
-    store: &dyn Store,
-) -> Result<(), StoreError> {
-    for t in store.tenants().await? {
-        if view.read(&t.id, |tv| tv.has_erased()).unwrap_or(false) {
-            arm_pseudonyms(view, vault, store, &t.id).await?;
-        }
-    }
-    Ok(())
-}
-
-/// A view holding every subject (no memory bound), loaded from the store.
-pub async fn load_view(store: &dyn Store) -> Result<View, StoreError> {
-    let view = View::new(None);
-    load_into(store, &view, None).await?;
-    Ok(view)
-}
-
-/// Load the store's current state into `view` (see [`View::load`]).
-pub async fn load_into(
-    store: &dyn Store,
-    view: &View,
-    snapshot: Option<&crate::view::SnapshotFile>,
-) -> Result<(), StoreError> {
-    let mut tenants = Vec::new();
-    for t in store.tenants().await? {
-        let purposes = store.purposes(&t.id).await?;
-        let notices = store.notices(&t.id).await?;
-        tenants.push((t, purposes, notices));
-    }
-    view.load(store, tenants, snapshot).await
 }
 
 /// A new API key: the key itself (shown once) and its stored record.
@@ -334,6 +255,7 @@ pub async fn create_tenant(
         banner: None,
         banner_design: None,
         reminders: None,
+        partitions: yinyom_core::ledger::PARTITIONS,
         created_at: time::now(),
     };
     store.insert_tenant(&tenant).await?;

@@ -9,9 +9,12 @@
 //! `POST /v1/ledger/checkpoints` makes one at once, and a proof asked for
 //! a receipt newer than the latest checkpoint makes one first.
 //!
-//! Today a tenant's ledger is one chain, published as partition 0.
+//! A tenant's ledger is several chains (partitions); each has its own
+//! tree, grown by position (`pseq`), and a checkpoint signs the root over
+//! the partitions' roots. A ledger written before partitions is
+//! partition 0, so earlier checkpoints (partition 0 only) stay valid.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use yinyom_core::merkle::{self, Frontier, Hash, STORED_LEVEL, Subtree};
 use yinyom_core::proof::{
@@ -23,9 +26,6 @@ use crate::receipts::Signer;
 use crate::store::{CheckpointRow, Checkpoints, Store, StoreError};
 use yinyom_core::ledger::Broken;
 
-/// The only partition a ledger has today.
-pub const PART: u32 = 0;
-
 /// Blocks of 256 entries read per query while the tree grows.
 const BLOCKS_PER_READ: u64 = 32;
 
@@ -35,17 +35,19 @@ fn corrupt(what: String) -> StoreError {
     StoreError::Unavailable(format!("the ledger does not match its tree: {what}"))
 }
 
-/// The leaves `(after, upto]` (1-based seqs), checked to be all there.
+/// The leaves of partition `part` at positions `(after, upto]`, with their
+/// entries' `seq`, checked to be all there.
 async fn leaves<S: Checkpoints + ?Sized>(
     store: &S,
     tenant: &str,
+    part: u32,
     after: u64,
     upto: u64,
-) -> Result<Vec<Hash>> {
-    let hashes = store.entry_hashes(tenant, after, upto).await?;
+) -> Result<Vec<(u64, Hash)>> {
+    let hashes = store.entry_hashes(tenant, part, after, upto).await?;
     if hashes.len() as u64 != upto - after {
         return Err(corrupt(format!(
-            "entries {} to {upto} should be {} rows, found {}",
+            "partition {part}: entries {} to {upto} should be {} rows, found {}",
             after + 1,
             upto - after,
             hashes.len()
@@ -53,15 +55,20 @@ async fn leaves<S: Checkpoints + ?Sized>(
     }
     hashes
         .iter()
-        .map(|h| merkle::leaf_of_hex(h).ok_or_else(|| corrupt(format!("hash {h} is not hex"))))
+        .map(|(seq, h)| {
+            merkle::leaf_of_hex(h)
+                .map(|leaf| (*seq, leaf))
+                .ok_or_else(|| corrupt(format!("hash {h} is not hex")))
+        })
         .collect()
 }
 
-/// The hashes of `needs` in a tree of `n` leaves: stored subtrees from
-/// `ledger_nodes`, lower ones from their block's leaves.
+/// The hashes of `needs` in partition `part`'s tree of `n` leaves: stored
+/// subtrees from `ledger_nodes`, lower ones from their block's leaves.
 async fn subtrees(
     store: &dyn Store,
     tenant: &str,
+    part: u32,
     n: u64,
     needs: &[Subtree],
 ) -> Result<HashMap<Subtree, Hash>> {
@@ -70,10 +77,10 @@ async fn subtrees(
         .copied()
         .filter(|s| s.level >= STORED_LEVEL)
         .collect();
-    let mut out = store.merkle_nodes(tenant, PART, &stored).await?;
+    let mut out = store.merkle_nodes(tenant, part, &stored).await?;
     if let Some(s) = stored.iter().find(|s| !out.contains_key(s)) {
         return Err(corrupt(format!(
-            "subtree at level {} index {} is not stored",
+            "partition {part}: subtree at level {} index {} is not stored",
             s.level, s.index
         )));
     }
@@ -83,28 +90,29 @@ async fn subtrees(
         if let std::collections::hash_map::Entry::Vacant(slot) = blocks.entry(block) {
             let from = block << STORED_LEVEL;
             let to = ((block + 1) << STORED_LEVEL).min(n);
-            slot.insert(leaves(store, tenant, from, to).await?);
+            let read = leaves(store, tenant, part, from, to).await?;
+            slot.insert(read.into_iter().map(|(_, leaf)| leaf).collect());
         }
         let base = block << STORED_LEVEL;
         let leaves = &blocks[&block];
         let range = (s.start() - base) as usize..(s.end() - base) as usize;
         let Some(slice) = leaves.get(range) else {
-            return Err(corrupt(format!("block {block} is short")));
+            return Err(corrupt(format!("partition {part}: block {block} is short")));
         };
         out.insert(*s, merkle::perfect_root(slice));
     }
     Ok(out)
 }
 
-/// Store the subtrees of the blocks completed between a tree of `from`
-/// leaves and one of `to`.
-async fn grow(store: &dyn Store, tenant: &str, from: u64, to: u64) -> Result<()> {
+/// Store the subtrees of the blocks of partition `part` completed between
+/// a tree of `from` leaves and one of `to`.
+async fn grow(store: &dyn Store, tenant: &str, part: u32, from: u64, to: u64) -> Result<()> {
     let (done, want) = (from >> STORED_LEVEL, to >> STORED_LEVEL);
     if want <= done {
         return Ok(());
     }
     let needs = Frontier::needs(done);
-    let found = store.merkle_nodes(tenant, PART, &needs).await?;
+    let found = store.merkle_nodes(tenant, part, &needs).await?;
     let resume = needs
         .iter()
         .map(|s| {
@@ -118,12 +126,22 @@ async fn grow(store: &dyn Store, tenant: &str, from: u64, to: u64) -> Result<()>
     let mut block = done;
     while block < want {
         let last = (block + BLOCKS_PER_READ).min(want);
-        let hashes = leaves(store, tenant, block << STORED_LEVEL, last << STORED_LEVEL).await?;
+        let hashes: Vec<Hash> = leaves(
+            store,
+            tenant,
+            part,
+            block << STORED_LEVEL,
+            last << STORED_LEVEL,
+        )
+        .await?
+        .into_iter()
+        .map(|(_, leaf)| leaf)
+        .collect();
         let mut nodes = Vec::new();
         for (i, chunk) in hashes.chunks_exact(1 << STORED_LEVEL).enumerate() {
             nodes.extend(frontier.push(block + i as u64, merkle::perfect_root(chunk)));
         }
-        store.insert_merkle_nodes(tenant, PART, &nodes).await?;
+        store.insert_merkle_nodes(tenant, part, &nodes).await?;
         block = last;
     }
     Ok(())
@@ -139,6 +157,13 @@ pub fn signed(c: &CheckpointRow) -> SignedCheckpoint {
     }
 }
 
+/// The partitions a stored checkpoint states.
+fn partitions_of(c: &CheckpointRow) -> Vec<PartitionHead> {
+    serde_json::from_value::<CheckpointClaims>(c.body.clone())
+        .map(|claims| claims.partitions)
+        .unwrap_or_default()
+}
+
 /// A checkpoint of the tenant's ledger as it is now: the latest if the
 /// ledger has not grown since (`new` false), else a new one, signed and
 /// stored.
@@ -149,11 +174,12 @@ pub struct Made {
 
 pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<Made> {
     let latest = store.checkpoint(tenant, None).await?;
-    let head = store.ledger_head(tenant).await?;
+    let heads = store.ledger_partitions(tenant).await?;
+    let size: u64 = heads.iter().map(|h| h.chain.seq).sum();
     match latest {
-        Some(l) if l.size >= head.seq => Ok(Made { row: l, new: false }),
+        Some(l) if l.size >= size => Ok(Made { row: l, new: false }),
         latest => Ok(Made {
-            row: extend(store, signer, tenant, latest.as_ref(), &head).await?,
+            row: extend(store, signer, tenant, latest.as_ref(), &heads).await?,
             new: true,
         }),
     }
@@ -163,34 +189,53 @@ pub async fn make(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<Ma
 /// ledger still empty): the leader's minute job. Whether one was made.
 pub async fn make_if_grown(store: &dyn Store, signer: &Signer, tenant: &str) -> Result<bool> {
     let latest = store.checkpoint(tenant, None).await?;
-    let head = store.ledger_head(tenant).await?;
-    if head.seq <= latest.as_ref().map_or(0, |l| l.size) {
+    let heads = store.ledger_partitions(tenant).await?;
+    let size: u64 = heads.iter().map(|h| h.chain.seq).sum();
+    if size <= latest.as_ref().map_or(0, |l| l.size) {
         return Ok(false);
     }
-    extend(store, signer, tenant, latest.as_ref(), &head).await?;
+    extend(store, signer, tenant, latest.as_ref(), &heads).await?;
     Ok(true)
 }
 
-/// The checkpoint after `latest` covering the ledger up to `head`.
+/// The checkpoint after `latest` covering the partitions up to `heads`
+/// (read together, so each partition's entries up to its head are there).
 async fn extend(
     store: &dyn Store,
     signer: &Signer,
     tenant: &str,
     latest: Option<&CheckpointRow>,
-    head: &yinyom_core::ledger::Chain,
+    heads: &[yinyom_core::ledger::Head],
 ) -> Result<CheckpointRow> {
-    let from = latest.map_or(0, |l| l.size);
-    let n = head.seq;
-    grow(store, tenant, from, n).await?;
-    let needs = merkle::decompose(0, n);
-    let hashes = subtrees(store, tenant, n, &needs).await?;
-    let part_root = merkle::root(n, &mut |s| hashes[&s]);
-    let partitions = vec![PartitionHead {
-        partition: PART,
-        size: n,
-        root: hex::encode(part_root),
-        head: head.hash.clone(),
-    }];
+    let before: HashMap<u32, u64> = latest
+        .map(partitions_of)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| (p.partition, p.size))
+        .collect();
+    let mut partitions = Vec::with_capacity(heads.len());
+    for h in heads {
+        let (part, n) = (h.partition, h.chain.seq);
+        grow(
+            store,
+            tenant,
+            part,
+            before.get(&part).copied().unwrap_or(0),
+            n,
+        )
+        .await?;
+        let needs = merkle::decompose(0, n);
+        let hashes = subtrees(store, tenant, part, n, &needs).await?;
+        let part_root = merkle::root(n, &mut |s| hashes[&s]);
+        partitions.push(PartitionHead {
+            partition: part,
+            size: n,
+            root: hex::encode(part_root),
+            head: h.chain.hash.clone(),
+        });
+    }
+    partitions.sort_by_key(|p| p.partition);
+    let size = partitions.iter().map(|p| p.size).sum();
     let root = CheckpointClaims::root_of(&partitions)
         .ok_or_else(|| corrupt("a partition root is not hex".into()))?;
     let now = time::now();
@@ -199,7 +244,7 @@ async fn extend(
         iss: format!("urn:yinyom:tenant:{tenant}"),
         tenant: tenant.to_string(),
         number: latest.map_or(1, |l| l.number + 1),
-        size: n,
+        size,
         root: hex::encode(root),
         partitions,
         iat: now / 1_000_000,
@@ -207,7 +252,7 @@ async fn extend(
     let row = CheckpointRow {
         tenant: tenant.to_string(),
         number: claims.number,
-        size: n,
+        size,
         root: claims.root.clone(),
         jws: signer.current().sign(&claims),
         body: serde_json::to_value(&claims).map_err(|e| StoreError::Unavailable(e.to_string()))?,
@@ -224,21 +269,31 @@ async fn extend(
     }
 }
 
-/// The audit path of `entry` in the tree of the first `n` entries (a
-/// checkpoint's size).
+/// The size checkpoint `cp` states for `part` (0 if it does not list it).
+fn size_in(cp: &CheckpointRow, part: u32) -> u64 {
+    partitions_of(cp)
+        .iter()
+        .find(|p| p.partition == part)
+        .map_or(0, |p| p.size)
+}
+
+/// The audit path of `entry` in its partition's tree as checkpoint `cp`
+/// states it.
 pub async fn entry_proof(
     store: &dyn Store,
     tenant: &str,
     entry: yinyom_core::ledger::LedgerEntry,
-    n: u64,
+    cp: &CheckpointRow,
 ) -> Result<EntryProof> {
-    let m = entry.seq - 1;
+    let part = entry.partition;
+    let n = size_in(cp, part);
+    let m = entry.pseq.saturating_sub(1);
     let needs = merkle::inclusion_needs(m, n);
-    let hashes = subtrees(store, tenant, n, &needs).await?;
+    let hashes = subtrees(store, tenant, part, n, &needs).await?;
     let path = merkle::inclusion_proof(m, n, &mut |s| hashes[&s])
         .ok_or_else(|| corrupt(format!("entry {} is beyond the checkpoint", entry.seq)))?;
     Ok(EntryProof {
-        partition: PART,
+        partition: part,
         leaf_index: m,
         entry,
         path: path.iter().map(hex::encode).collect(),
@@ -263,15 +318,15 @@ pub async fn prove(
         .into_iter()
         .filter(|e| e.body.receipt.as_deref() == Some(receipt_id))
         .collect();
-    let last = entries.iter().map(|e| e.seq).max().unwrap_or(0);
+    let covers = |cp: &CheckpointRow| entries.iter().all(|e| size_in(cp, e.partition) >= e.pseq);
     let mut cp = store.checkpoint(tenant, None).await?;
-    if cp.as_ref().is_none_or(|c| c.size < last) {
+    if cp.as_ref().is_none_or(|c| !covers(c)) {
         cp = Some(make(store, signer, tenant).await?.row);
     }
     let cp = cp.ok_or_else(|| StoreError::Unavailable("no checkpoint".into()))?;
     let mut proofs = Vec::with_capacity(entries.len());
     for entry in entries {
-        proofs.push(entry_proof(store, tenant, entry, cp.size).await?);
+        proofs.push(entry_proof(store, tenant, entry, &cp).await?);
     }
     Ok(Some((
         receipt.jws,
@@ -290,7 +345,7 @@ pub struct Mismatch {
     pub checkpoint: u64,
     /// The first entry that may differ: the start of the block of 256
     /// whose hash differs from the stored one, else the first entry that
-    /// checkpoint added.
+    /// checkpoint added to the partition.
     pub seq: u64,
     pub problem: String,
 }
@@ -316,22 +371,37 @@ pub async fn audit<S: Checkpoints + ?Sized>(store: &S, tenant: &str) -> Result<O
         .await
 }
 
-/// The audit of [`audit`] fed the ledger's leaves in order, so that the
-/// verification pass, which reads every entry anyway, audits the
-/// checkpoints as it goes instead of reading the ledger a second time.
-pub struct Audit {
-    /// Checkpoints not yet reached, oldest first.
-    pending: std::collections::VecDeque<CheckpointRow>,
-    /// The newest checkpoint listed so far.
-    listed: u64,
+/// One partition's part of the [`Audit`].
+#[derive(Default)]
+struct PartAudit {
+    /// (checkpoint number, size, root) stated for this partition by the
+    /// checkpoints not yet reached, oldest first.
+    pending: VecDeque<(u64, u64, String)>,
     /// The right edge of the perfect subtrees over the leaves so far.
     edge: Vec<(u32, Hash)>,
     /// Leaves folded so far.
     at: u64,
-    /// Where the next checkpoint's new entries start.
-    from: u64,
+    /// The `seq` of the first entry after the last checkpoint reached.
+    from_seq: Option<u64>,
+    /// The `seq` of the first entry of the block being folded.
+    block_seq: u64,
     /// Stored hashes of the blocks the coming leaves complete.
     stored: HashMap<Subtree, Hash>,
+}
+
+impl PartAudit {
+    fn needs_upto(&self) -> u64 {
+        self.pending.back().map_or(self.at, |(_, size, _)| *size)
+    }
+}
+
+/// The audit of [`audit`] fed the ledger's leaves in order, so that the
+/// verification pass, which reads every entry anyway, audits the
+/// checkpoints as it goes instead of reading the ledger a second time.
+pub struct Audit {
+    parts: BTreeMap<u32, PartAudit>,
+    /// The newest checkpoint listed so far.
+    listed: u64,
     found: Option<Mismatch>,
 }
 
@@ -339,16 +409,14 @@ impl Audit {
     /// An audit of the tenant's checkpoints stored now, from the first leaf.
     pub async fn start<S: Checkpoints + ?Sized>(store: &S, tenant: &str) -> Result<Audit> {
         let mut audit = Audit {
-            pending: Default::default(),
+            parts: BTreeMap::new(),
             listed: 0,
-            edge: Vec::new(),
-            at: 0,
-            from: 0,
-            stored: HashMap::new(),
             found: None,
         };
         audit.list(store, tenant).await?;
-        audit.settle();
+        for part in audit.parts.keys().copied().collect::<Vec<_>>() {
+            audit.settle(part);
+        }
         Ok(audit)
     }
 
@@ -368,117 +436,152 @@ impl Audit {
             }
         }
         newer.reverse();
-        if let Some(last) = newer.last() {
-            self.listed = last.number;
+        for cp in newer {
+            self.listed = cp.number;
+            let partitions = partitions_of(&cp);
+            // The signed root must be the root over the stated partitions.
+            let root = CheckpointClaims::root_of(&partitions).map(hex::encode);
+            if self.found.is_none()
+                && (root.as_deref() != Some(cp.root.as_str()) || cp.root != cp.body["root"])
+            {
+                self.found = Some(Mismatch {
+                    checkpoint: cp.number,
+                    seq: 1,
+                    problem: format!(
+                        "checkpoint {}'s root is not the root of the partitions it states",
+                        cp.number
+                    ),
+                });
+            }
+            for p in partitions {
+                self.parts
+                    .entry(p.partition)
+                    .or_default()
+                    .pending
+                    .push_back((cp.number, p.size, p.root));
+            }
         }
-        self.pending.extend(newer);
         Ok(())
     }
 
-    /// How many leaves the audit still needs: up to the last listed
-    /// checkpoint's size (none once a mismatch is found).
-    pub fn needs_upto(&self) -> u64 {
-        match (&self.found, self.pending.back()) {
-            (None, Some(cp)) => cp.size,
-            _ => self.at,
-        }
+    /// Whether the audit needs leaves at all (it has checkpoints to check
+    /// and no mismatch yet).
+    pub fn needs_leaves(&self) -> bool {
+        self.found.is_none() && self.parts.values().any(|p| p.at < p.needs_upto())
     }
 
-    /// Read the stored block hashes the leaves up to `to` are checked
-    /// against; call before pushing them.
+    /// Read the stored block hashes that the leaves of each partition up
+    /// to the position in `upto` complete; call before pushing them.
     pub async fn prepare<S: Checkpoints + ?Sized>(
         &mut self,
         store: &S,
         tenant: &str,
-        to: u64,
+        upto: &BTreeMap<u32, u64>,
     ) -> Result<()> {
-        let to = to.min(self.needs_upto());
-        if to <= self.at {
-            return Ok(());
+        for (part, to) in upto {
+            let Some(p) = self.parts.get_mut(part) else {
+                continue;
+            };
+            let to = (*to).min(p.needs_upto());
+            // Only when a block completes among these leaves.
+            if to <= p.at || (to >> STORED_LEVEL) == (p.at >> STORED_LEVEL) {
+                continue;
+            }
+            let blocks: Vec<Subtree> = (p.at >> STORED_LEVEL..=to >> STORED_LEVEL)
+                .map(|index| Subtree {
+                    level: STORED_LEVEL,
+                    index,
+                })
+                .collect();
+            p.stored = store.merkle_nodes(tenant, *part, &blocks).await?;
         }
-        let blocks: Vec<Subtree> = (self.at >> STORED_LEVEL..=to >> STORED_LEVEL)
-            .map(|index| Subtree {
-                level: STORED_LEVEL,
-                index,
-            })
-            .collect();
-        self.stored = store.merkle_nodes(tenant, PART, &blocks).await?;
         Ok(())
     }
 
-    /// Fold the next leaf (of entry `at + 1`), within what [`prepare`]
-    /// read; past what the audit needs, leaves are ignored.
+    /// Fold the next leaf of partition `part` (its entry at position
+    /// `at + 1`, `seq` in the ledger), within what [`prepare`] read; past
+    /// what the audit needs, leaves are ignored.
     ///
     /// [`prepare`]: Audit::prepare
-    pub fn push(&mut self, leaf: Hash) {
-        if self.at >= self.needs_upto() {
+    pub fn push(&mut self, part: u32, seq: u64, leaf: Hash) {
+        if self.found.is_some() {
             return;
         }
-        let Some(cp) = self.pending.front() else {
+        let Some(p) = self.parts.get_mut(&part) else {
             return;
         };
-        let number = cp.number;
+        if p.at >= p.needs_upto() {
+            return;
+        }
+        let Some(&(number, _, _)) = p.pending.front() else {
+            return;
+        };
+        if p.at.is_multiple_of(1 << STORED_LEVEL) {
+            p.block_seq = seq;
+        }
+        p.from_seq.get_or_insert(seq);
         let mut node = (0u32, leaf);
-        while let Some(&(level, left)) = self.edge.last() {
+        while let Some(&(level, left)) = p.edge.last() {
             if level != node.0 {
                 break;
             }
-            self.edge.pop();
+            p.edge.pop();
             node = (level + 1, merkle::node_hash(&left, &node.1));
             if level + 1 == STORED_LEVEL {
                 let block = Subtree {
                     level: STORED_LEVEL,
-                    index: self.at >> STORED_LEVEL,
+                    index: p.at >> STORED_LEVEL,
                 };
-                if self.stored.get(&block).is_some_and(|h| *h != node.1) {
+                if p.stored.get(&block).is_some_and(|h| *h != node.1) {
                     self.found = Some(Mismatch {
                         checkpoint: number,
-                        seq: block.start() + 1,
+                        seq: p.block_seq,
                         problem: format!(
-                            "entries {} to {} differ from the tree checkpoint {number} signed",
+                            "partition {part}: entries {} to {} (from entry {}) differ from the tree checkpoint {number} signed",
                             block.start() + 1,
                             block.end(),
+                            p.block_seq,
                         ),
                     });
                     return;
                 }
             }
         }
-        self.edge.push(node);
-        self.at += 1;
-        self.settle();
+        p.edge.push(node);
+        p.at += 1;
+        self.settle(part);
     }
 
-    /// Compare the root of every checkpoint the leaves have reached.
-    fn settle(&mut self) {
+    /// Compare the partition's root of every checkpoint its leaves have
+    /// reached.
+    fn settle(&mut self, part: u32) {
+        let Some(p) = self.parts.get_mut(&part) else {
+            return;
+        };
         while self.found.is_none() {
-            let Some(cp) = self.pending.front() else {
+            let Some((number, size, stated)) = p.pending.front() else {
                 return;
             };
-            if cp.size > self.at {
+            if *size > p.at {
                 return;
             }
-            let mut iter = self.edge.iter().rev();
+            let mut iter = p.edge.iter().rev();
             let part_root = match iter.next() {
                 None => merkle::empty_root(),
                 Some(&(_, first)) => iter.fold(first, |acc, (_, h)| merkle::node_hash(h, &acc)),
             };
-            let stated = cp.body["partitions"][0]["root"]
-                .as_str()
-                .unwrap_or_default();
-            if hex::encode(part_root) != stated || cp.root != cp.body["root"] {
+            if hex::encode(part_root) != *stated {
                 self.found = Some(Mismatch {
-                    checkpoint: cp.number,
-                    seq: self.from + 1,
+                    checkpoint: *number,
+                    seq: p.from_seq.unwrap_or(1),
                     problem: format!(
-                        "the ledger's first {} entries no longer hash to the root checkpoint {} signed",
-                        cp.size, cp.number
+                        "partition {part}: its first {size} entries no longer hash to the root checkpoint {number} signed"
                     ),
                 });
                 return;
             }
-            self.from = self.at;
-            self.pending.pop_front();
+            p.from_seq = None;
+            p.pending.pop_front();
         }
     }
 
@@ -491,25 +594,34 @@ impl Audit {
     ) -> Result<Option<Mismatch>> {
         if self.found.is_none() {
             self.list(store, tenant).await?;
-            self.settle();
+            for part in self.parts.keys().copied().collect::<Vec<_>>() {
+                self.settle(part);
+            }
         }
         const PAGE: u64 = 64 << STORED_LEVEL;
-        while self.found.is_none() && self.at < self.needs_upto() {
-            let (at, to) = (self.at, (self.at + PAGE).min(self.needs_upto()));
-            let leaves = match leaves(store, tenant, at, to).await {
-                Ok(l) => l,
-                Err(e) => {
-                    let checkpoint = self.pending.front().map_or(0, |cp| cp.number);
-                    return Ok(Some(Mismatch {
-                        checkpoint,
-                        seq: at + 1,
-                        problem: e.to_string(),
-                    }));
+        let parts: Vec<u32> = self.parts.keys().copied().collect();
+        for part in parts {
+            while let Some(p) = self.parts.get(&part)
+                && self.found.is_none()
+                && p.at < p.needs_upto()
+            {
+                let (at, to) = (p.at, (p.at + PAGE).min(p.needs_upto()));
+                let leaves = match leaves(store, tenant, part, at, to).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let checkpoint = p.pending.front().map_or(0, |cp| cp.0);
+                        return Ok(Some(Mismatch {
+                            checkpoint,
+                            seq: p.from_seq.unwrap_or(1),
+                            problem: e.to_string(),
+                        }));
+                    }
+                };
+                self.prepare(store, tenant, &BTreeMap::from([(part, to)]))
+                    .await?;
+                for (seq, leaf) in leaves {
+                    self.push(part, seq, leaf);
                 }
-            };
-            self.prepare(store, tenant, to).await?;
-            for leaf in leaves {
-                self.push(leaf);
             }
         }
         Ok(self.found)

@@ -674,7 +674,7 @@ async fn verify_with_progress(
 ) -> Result<crate::store::VerifyReport, crate::store::StoreError> {
     use std::io::IsTerminal;
     use std::sync::atomic::{AtomicU64, Ordering};
-    let total = store.ledger_head(tenant).await?.seq;
+    let total = store.ledger_size(tenant).await?;
     let progress = std::sync::Arc::new(AtomicU64::new(0));
     let terminal = std::io::stderr().is_terminal();
     let bar = if terminal {

@@ -23,11 +23,12 @@ use yinyom_core::notice::NoticeRef;
 use yinyom_core::purpose::Channel;
 use yinyom_core::time::{MICROS_PER_DAY, Micros};
 
-use crate::app::App;
 use crate::model::{Source, SourceCounts, TrackedEvent};
 use crate::nats::Forwarder;
 use crate::profiles::{self, ANONYMOUS_ID, ProfileError};
+use crate::services::Services;
 use crate::store::{PreparedAction, Store, StoreError, WriteItem};
+use crate::view::View;
 
 /// Messages in one `batch` call (Segment allows 500 KB, at most 32 KB each).
 pub const MAX_MESSAGES: usize = 2_500;
@@ -139,7 +140,7 @@ impl Aliases {
 /// anonymous id is linked to, else the anonymous visitor (whose banner
 /// choices are recorded under the anonymous id itself).
 pub async fn resolve(
-    app: &App,
+    svc: &Services,
     tenant: &Arc<str>,
     user_id: Option<&str>,
     anonymous_id: Option<&str>,
@@ -148,44 +149,42 @@ pub async fn resolve(
         return Ok(u.to_string());
     }
     let anon = anonymous_id.expect("messages carry a userId or an anonymousId");
-    if let Some(hit) = app.collector.aliases.get(tenant, anon) {
+    if let Some(hit) = svc.collector.aliases.get(tenant, anon) {
         return Ok(hit.unwrap_or_else(|| anon.to_string()));
     }
-    let linked = profiles::find(app, tenant, ANONYMOUS_ID, anon)
+    let linked = profiles::find(svc, tenant, ANONYMOUS_ID, anon)
         .await?
         .into_iter()
         .map(|s| s.record.id)
         .find(|id| id != anon);
-    app.collector.aliases.put(tenant, anon, linked.clone());
+    svc.collector.aliases.put(tenant, anon, linked.clone());
     Ok(linked.unwrap_or_else(|| anon.to_string()))
 }
 
 /// Whether every purpose of the source allows processing the subject's
 /// events now; the first denial's reason otherwise.
-pub fn gate(app: &App, source: &Source, subject: &str, now: Micros) -> Result<(), &'static str> {
-    app.view
-        .read(&source.tenant, |tv| {
-            for key in &source.purposes {
-                let Some(p) = tv.purposes.get(key) else {
-                    return Err("unknown_purpose");
-                };
-                let channel = p.channels.contains(&Channel::Web).then_some(Channel::Web);
-                match tv.decide(subject, key, channel, now) {
-                    Ok(a) if a.decision.allowed => {}
-                    Ok(a) => return Err(a.decision.reason.as_str()),
-                    Err(_) => return Err("unknown_purpose"),
-                }
+pub fn gate(view: &View, source: &Source, subject: &str, now: Micros) -> Result<(), &'static str> {
+    view.read(&source.tenant, |tv| {
+        for key in &source.purposes {
+            let Some(p) = tv.purposes.get(key) else {
+                return Err("unknown_purpose");
+            };
+            let channel = p.channels.contains(&Channel::Web).then_some(Channel::Web);
+            match tv.decide(subject, key, channel, now) {
+                Ok(a) if a.decision.allowed => {}
+                Ok(a) => return Err(a.decision.reason.as_str()),
+                Err(_) => return Err("unknown_purpose"),
             }
-            Ok(())
-        })
-        .unwrap_or(Err(Reason::NoConsent.as_str()))
+        }
+        Ok(())
+    })
+    .unwrap_or(Err(Reason::NoConsent.as_str()))
 }
 
 /// How long an allowed event is kept: the shortest retention of the
 /// source's purposes.
-pub fn expiry(app: &App, source: &Source, received_at: Micros) -> Micros {
-    let days = app
-        .view
+pub fn expiry(view: &View, source: &Source, received_at: Micros) -> Micros {
+    let days = view
         .read(&source.tenant, |tv| {
             source
                 .purposes
@@ -201,13 +200,13 @@ pub fn expiry(app: &App, source: &Source, received_at: Micros) -> Micros {
 /// Link `anonymous_id` to the known subject `user_id` and carry the
 /// anonymous visitor's consent choices over.
 pub async fn link(
-    app: &App,
+    svc: &Services,
     source: &Source,
     user_id: &str,
     anonymous_id: &str,
 ) -> Result<(), StoreError> {
     let tenant: Arc<str> = source.tenant.as_str().into();
-    if app
+    if svc
         .collector
         .aliases
         .get(&tenant, anonymous_id)
@@ -215,7 +214,7 @@ pub async fn link(
         .as_deref()
         != Some(user_id)
     {
-        profiles::modify::<()>(app, &source.tenant, user_id, None, |p| {
+        profiles::modify::<()>(svc, &source.tenant, user_id, None, |p| {
             p.anonymous_ids.insert(anonymous_id.to_string());
             Ok(())
         })
@@ -224,15 +223,15 @@ pub async fn link(
             ProfileError::Store(e) => e,
             ProfileError::Refused(()) => StoreError::Unavailable("refused".into()),
         })?;
-        app.collector
+        svc.collector
             .aliases
             .put(&tenant, anonymous_id, Some(user_id.to_string()));
     }
     if anonymous_id == user_id {
         return Ok(());
     }
-    for item in carried_over(app, source, user_id, anonymous_id).await? {
-        app.writer.write(item).await?;
+    for item in carried_over(svc, source, user_id, anonymous_id).await? {
+        svc.writer.write(item).await?;
     }
     Ok(())
 }
@@ -240,13 +239,13 @@ pub async fn link(
 /// The anonymous visitor's consent records that are newer than the
 /// person's own for the same purpose and channel, as writes to the person.
 async fn carried_over(
-    app: &App,
+    svc: &Services,
     source: &Source,
     user_id: &str,
     anonymous_id: &str,
 ) -> Result<Vec<WriteItem>, StoreError> {
-    let store = app.store.as_ref();
-    let Some(anon) = app
+    let store = svc.store.as_ref();
+    let Some(anon) = svc
         .view
         .subject(store, &source.tenant, anonymous_id)
         .await?
@@ -256,8 +255,8 @@ async fn carried_over(
     if anon.consents.records.is_empty() {
         return Ok(Vec::new());
     }
-    let person = app.view.subject(store, &source.tenant, user_id).await?;
-    Ok(app
+    let person = svc.view.subject(store, &source.tenant, user_id).await?;
+    Ok(svc
         .view
         .read(&source.tenant, |tv| {
             anon.consents
@@ -390,12 +389,12 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
 
 /// Delete stored events whose retention ended, every minute. Safe on
 /// several nodes: deleting what is already gone does nothing.
-pub async fn expire(app: std::sync::Weak<App>) {
+pub async fn expire(svc: std::sync::Weak<Services>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let Some(app) = app.upgrade() else { return };
-        match app.store.expire_events(yinyom_core::time::now()).await {
+        let Some(svc) = svc.upgrade() else { return };
+        match svc.store.expire_events(yinyom_core::time::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "tracking events past their retention deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete expired tracking events"),

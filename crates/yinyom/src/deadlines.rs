@@ -34,8 +34,8 @@ use yinyom_core::consent::Action;
 use yinyom_core::time::{self, Micros};
 
 use crate::api::problem::Problem;
-use crate::app::App;
 use crate::model::{Reminder, Tenant};
+use crate::services::Services;
 use crate::store::{Idempotency, PreparedAction, RequestFilter, WriteItem};
 
 const HOUR: Micros = 3_600_000_000;
@@ -62,7 +62,7 @@ struct Deadline {
 }
 
 /// Look at a tenant's deadlines as of `now`.
-pub async fn run(app: &App, tenant: &Tenant, now: Micros) -> Result<Counts, Problem> {
+pub async fn run(svc: &Services, tenant: &Tenant, now: Micros) -> Result<Counts, Problem> {
     let settings = tenant.reminders.clone().unwrap_or_default();
     let mut counts = Counts::default();
     let ahead = |hours: &[u32]| hours.iter().copied().max().unwrap_or(0) as Micros * HOUR;
@@ -71,7 +71,7 @@ pub async fn run(app: &App, tenant: &Tenant, now: Micros) -> Result<Counts, Prob
     // window's start on: a page at a time by (due_at, id).
     let mut after = (now - MISSED_WINDOW, String::new());
     loop {
-        let page = app
+        let page = svc
             .store
             .requests(
                 &tenant.id,
@@ -90,7 +90,7 @@ pub async fn run(app: &App, tenant: &Tenant, now: Micros) -> Result<Counts, Prob
                 id: r.id.clone(),
                 due_at: r.due_at,
             };
-            remind(app, tenant, &d, &settings.requests, now, &mut counts).await?;
+            remind(svc, tenant, &d, &settings.requests, now, &mut counts).await?;
         }
         match page.last() {
             Some(r) if page.len() == PAGE as usize => after = (r.due_at, r.id.clone()),
@@ -99,7 +99,7 @@ pub async fn run(app: &App, tenant: &Tenant, now: Micros) -> Result<Counts, Prob
     }
 
     // Breaches (a register of a few): the regulator not yet told.
-    for b in app.store.breaches(Some(&tenant.id)).await? {
+    for b in svc.store.breaches(Some(&tenant.id)).await? {
         let due_at = breach::regulator_due(b.discovered_at);
         if !b.risk.regulator_required()
             || b.first_notified(Recipient::Regulator).is_some()
@@ -112,11 +112,11 @@ pub async fn run(app: &App, tenant: &Tenant, now: Micros) -> Result<Counts, Prob
             id: b.id.clone(),
             due_at,
         };
-        remind(app, tenant, &d, &settings.breaches, now, &mut counts).await?;
+        remind(svc, tenant, &d, &settings.breaches, now, &mut counts).await?;
     }
 
     // PDPA s.25 notices, by the day they are due.
-    for (day, _n, first_due) in app
+    for (day, _n, first_due) in svc
         .store
         .pending_notices_by_day(
             &tenant.id,
@@ -130,14 +130,14 @@ pub async fn run(app: &App, tenant: &Tenant, now: Micros) -> Result<Counts, Prob
             id: format!("s25:{}", &time::rfc3339(day)[..10]),
             due_at: first_due,
         };
-        remind(app, tenant, &d, &settings.notices, now, &mut counts).await?;
+        remind(svc, tenant, &d, &settings.notices, now, &mut counts).await?;
     }
     Ok(counts)
 }
 
 /// The reminders of one deadline due by `now`.
 async fn remind(
-    app: &App,
+    svc: &Services,
     tenant: &Tenant,
     d: &Deadline,
     hours: &[u32],
@@ -163,11 +163,11 @@ async fn remind(
         return Ok(());
     };
     // What went out already (an indexed read of this deadline's few rows).
-    let sent = app.store.reminders(&tenant.id, d.kind, &d.id).await?;
+    let sent = svc.store.reminders(&tenant.id, d.kind, &d.id).await?;
     due.retain(|r| !sent.iter().any(|s| &s.reminder == r));
     for r in due {
         let send = r == latest;
-        if claim(app, tenant, d, &r, send, now).await? && send {
+        if claim(svc, tenant, d, &r, send, now).await? && send {
             if r == "missed" {
                 counts.missed += 1;
             } else {
@@ -182,7 +182,7 @@ async fn remind(
 /// event is written first (idempotent by key, so a run that stopped
 /// between the two writes it once) and a claim never stands without it.
 async fn claim(
-    app: &App,
+    svc: &Services,
     tenant: &Tenant,
     d: &Deadline,
     reminder: &str,
@@ -195,7 +195,7 @@ async fn claim(
         } else {
             Action::DeadlineApproaching
         };
-        app.writer
+        svc.writer
             .write(WriteItem {
                 tenant: tenant.id.clone(),
                 subject_id: SUBJECT.into(),
@@ -232,7 +232,7 @@ async fn claim(
             Some("the tenant has no DPO email address".to_string()),
         )
     };
-    let claimed = app
+    let claimed = svc
         .store
         .claim_reminder(&Reminder {
             tenant: tenant.id.clone(),
@@ -254,10 +254,10 @@ async fn claim(
 }
 
 /// Send the reminders' emails still pending (every tenant); how many went.
-pub async fn send_emails(app: &App) -> Result<u64, Problem> {
+pub async fn send_emails(svc: &Services) -> Result<u64, Problem> {
     let mut sent = 0;
-    for mut r in app.store.reminders_to_email(100).await? {
-        let dpo = app
+    for mut r in svc.store.reminders_to_email(100).await? {
+        let dpo = svc
             .view
             .read(&r.tenant, |tv| tv.tenant.dpo.email.clone())
             .unwrap_or_default();
@@ -269,7 +269,7 @@ pub async fn send_emails(app: &App) -> Result<u64, Problem> {
             r.reminder
         );
         r.email_attempts += 1;
-        match crate::relay::send_staff_email(app, &r.tenant, &dpo, &id, &subject, &text).await {
+        match crate::relay::send_staff_email(svc, &r.tenant, &dpo, &id, &subject, &text).await {
             Ok(_) => {
                 r.email_status = "sent".into();
                 r.email_error = None;
@@ -283,7 +283,7 @@ pub async fn send_emails(app: &App) -> Result<u64, Problem> {
                 r.email_error = Some(e);
             }
         }
-        app.store.settle_reminder(&r).await?;
+        svc.store.settle_reminder(&r).await?;
     }
     Ok(sent)
 }

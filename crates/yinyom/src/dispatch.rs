@@ -25,8 +25,8 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use yinyom_core::time::{self, Micros};
 
-use crate::app::App;
 use crate::model::{Attempt, DueDelivery, Webhook};
+use crate::services::Services;
 use crate::store::OutboxEvent;
 
 /// Events and deliveries read per endpoint and round.
@@ -78,7 +78,7 @@ pub fn https_client() -> HttpsClient {
 }
 
 pub struct Dispatcher {
-    app: Weak<App>,
+    svc: Weak<Services>,
     config: DispatchConfig,
     client: HttpsClient,
 }
@@ -118,30 +118,30 @@ pub fn backoff(config: &DispatchConfig, attempts: u32) -> Duration {
 }
 
 impl Dispatcher {
-    pub fn new(app: &Arc<App>, config: DispatchConfig) -> Dispatcher {
+    pub fn new(svc: &Arc<Services>, config: DispatchConfig) -> Dispatcher {
         Dispatcher {
-            app: Arc::downgrade(app),
+            svc: Arc::downgrade(svc),
             config,
             client: https_client(),
         }
     }
 
     pub async fn run(self) {
-        let Some(mut changed) = self.app.upgrade().map(|a| a.changed.subscribe()) else {
+        let Some(mut changed) = self.svc.upgrade().map(|a| a.changed.subscribe()) else {
             return;
         };
         loop {
-            let Some(app) = self.app.upgrade() else {
+            let Some(svc) = self.svc.upgrade() else {
                 return;
             };
-            let busy = match self.round(&app).await {
+            let busy = match self.round(&svc).await {
                 Ok(busy) => busy,
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook dispatch: storage unavailable");
                     false
                 }
             };
-            drop(app);
+            drop(svc);
             if !busy {
                 // New events wake us at once; retries fall due with time.
                 let _ = tokio::time::timeout(Duration::from_millis(250), changed.changed()).await;
@@ -156,25 +156,25 @@ impl Dispatcher {
     /// endpoints' cursors, in one transaction: one fsync per round, not
     /// per event. A crash before that transaction only means the round's
     /// events are sent again (at least once).
-    async fn round(&self, app: &App) -> Result<bool, crate::store::StoreError> {
-        if !app.store.lead().await? {
+    async fn round(&self, svc: &Services) -> Result<bool, crate::store::StoreError> {
+        if !svc.store.lead().await? {
             return Ok(false);
         }
         let now = time::now();
-        let retries = app.store.due_deliveries(now, PAGE).await?;
+        let retries = svc.store.due_deliveries(now, PAGE).await?;
         let mut busy = retries.len() == PAGE as usize;
         let mut work: Vec<Vec<DueDelivery>> = retries.into_iter().map(|d| vec![d]).collect();
         let first_new = work.len();
         let mut held = Vec::new();
         let mut cursors = Vec::new();
-        for w in app.store.webhooks(None).await? {
-            let events = app.store.events_after(&w.tenant, w.cursor, PAGE).await?;
+        for w in svc.store.webhooks(None).await? {
+            let events = svc.store.events_after(&w.tenant, w.cursor, PAGE).await?;
             let Some(last) = events.last().map(|e| e.seq) else {
                 continue;
             };
             busy |= events.len() == PAGE as usize;
             cursors.push((w.tenant.clone(), w.id.clone(), last));
-            let waiting: HashSet<String> = app
+            let waiting: HashSet<String> = svc
                 .store
                 .pending_subjects(&w.tenant, &w.id)
                 .await?
@@ -221,7 +221,7 @@ impl Dispatcher {
             };
             for (d, attempt) in results {
                 if let Some(a) = &attempt {
-                    app.metrics.webhook_attempt(a.status);
+                    svc.metrics.webhook_attempt(a.status);
                 }
                 match (is_new, attempt) {
                     (true, attempt) => new.push((d, attempt)),
@@ -230,7 +230,7 @@ impl Dispatcher {
                 }
             }
         }
-        app.store.settle(&new, &retried, &cursors).await?;
+        svc.store.settle(&new, &retried, &cursors).await?;
         Ok(busy)
     }
 

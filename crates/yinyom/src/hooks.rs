@@ -23,9 +23,9 @@ use yinyom_core::rights::Kind;
 use yinyom_core::time::{self, Micros};
 
 use crate::api::problem::Problem;
-use crate::app::App;
 use crate::model::RequestRow;
-use crate::store::{HookCall, HookRow, StoreError};
+use crate::services::Services;
+use crate::store::{HookCall, HookRow, Store, StoreError};
 
 /// Calls taken a round.
 const ROUND: u32 = 64;
@@ -70,12 +70,15 @@ fn wants(h: &HookRow, stage: Stage, kind: Kind) -> bool {
     h.stage == stage.as_str() && (h.kinds.is_empty() || h.kinds.iter().any(|k| k == kind.as_str()))
 }
 
-async fn hooks_for(app: &App, r: &RequestRow, stage: Stage) -> Result<Vec<HookRow>, StoreError> {
+async fn hooks_for(
+    store: &dyn Store,
+    r: &RequestRow,
+    stage: Stage,
+) -> Result<Vec<HookRow>, StoreError> {
     if !applies(stage, r) {
         return Ok(vec![]);
     }
-    Ok(app
-        .store
+    Ok(store
         .hooks(&r.tenant)
         .await?
         .into_iter()
@@ -84,14 +87,18 @@ async fn hooks_for(app: &App, r: &RequestRow, stage: Stage) -> Result<Vec<HookRo
 }
 
 /// How many hooks of `stage` request `r` would call.
-pub async fn matching(app: &App, r: &RequestRow, stage: Stage) -> Result<usize, StoreError> {
-    Ok(hooks_for(app, r, stage).await?.len())
+pub async fn matching(
+    store: &dyn Store,
+    r: &RequestRow,
+    stage: Stage,
+) -> Result<usize, StoreError> {
+    Ok(hooks_for(store, r, stage).await?.len())
 }
 
 /// Create the calls of `stage` for request `r` (the tenant's hooks of that
 /// stage that want its kind); returns how many. The task makes them.
-pub async fn call(app: &App, r: &RequestRow, stage: Stage) -> Result<usize, StoreError> {
-    let hooks = hooks_for(app, r, stage).await?;
+pub async fn call(svc: &Services, r: &RequestRow, stage: Stage) -> Result<usize, StoreError> {
+    let hooks = hooks_for(svc.store.as_ref(), r, stage).await?;
     if hooks.is_empty() {
         return Ok(0);
     }
@@ -113,8 +120,8 @@ pub async fn call(app: &App, r: &RequestRow, stage: Stage) -> Result<usize, Stor
             updated_at: now,
         })
         .collect();
-    app.store.insert_hook_calls(&calls).await?;
-    app.systems.hooks_wake.notify_one();
+    svc.store.insert_hook_calls(&calls).await?;
+    svc.systems.hooks_wake.notify_one();
     Ok(calls.len())
 }
 
@@ -124,13 +131,12 @@ fn status_of(c: &HookCall) -> CallStatus {
 
 /// The gate of a stage for a request, with its calls.
 pub async fn gate(
-    app: &App,
+    store: &dyn Store,
     tenant: &str,
     request_id: &str,
     stage: Stage,
 ) -> Result<(Gate, Vec<HookCall>), StoreError> {
-    let calls: Vec<HookCall> = app
-        .store
+    let calls: Vec<HookCall> = store
         .request_hook_calls(tenant, request_id)
         .await?
         .into_iter()
@@ -184,9 +190,12 @@ impl HookStatus {
 }
 
 /// A request's calls, for its view.
-pub async fn statuses(app: &App, tenant: &str, id: &str) -> Result<Vec<HookStatus>, StoreError> {
-    Ok(app
-        .store
+pub async fn statuses(
+    store: &dyn Store,
+    tenant: &str,
+    id: &str,
+) -> Result<Vec<HookStatus>, StoreError> {
+    Ok(store
         .request_hook_calls(tenant, id)
         .await?
         .iter()
@@ -237,7 +246,7 @@ pub struct ReplyTo {
 }
 
 async fn payload(
-    app: &App,
+    svc: &Services,
     keys: &crate::vault::TenantKeys,
     r: &RequestRow,
     hook: &str,
@@ -246,7 +255,7 @@ async fn payload(
     let outcome = if stage.decides() {
         None
     } else {
-        let systems = crate::systems::statuses(app, &r.tenant, &r.id).await?;
+        let systems = crate::systems::statuses(svc.store.as_ref(), &r.tenant, &r.id).await?;
         Some(serde_json::json!({
             "status": r.status,
             "closed_at": r.closed_at.map(time::rfc3339),
@@ -276,7 +285,7 @@ async fn payload(
         reply: stage.decides().then(|| ReplyTo {
             url: format!(
                 "{}/v1/requests/{}/hooks/{}/reply",
-                app.public_url.trim_end_matches('/'),
+                svc.public_url.trim_end_matches('/'),
                 r.id,
                 hook
             ),
@@ -287,8 +296,8 @@ async fn payload(
 
 /// The wait before attempt `attempts + 1`, after `attempts` failures (the
 /// connected systems' settings).
-fn backoff(app: &App, attempts: i64) -> Micros {
-    let c = &app.systems.config;
+fn backoff(svc: &Services, attempts: i64) -> Micros {
+    let c = &svc.systems.config;
     let factor = 2u32.saturating_pow(attempts.clamp(1, 20) as u32 - 1);
     c.retry_base
         .saturating_mul(factor)
@@ -297,12 +306,12 @@ fn backoff(app: &App, attempts: i64) -> Micros {
 }
 
 /// The background task (leader only): makes due calls, retries failures.
-pub async fn run(app: Weak<App>) {
-    let Some(wake) = app.upgrade().map(|a| a.systems.hooks_wake.clone()) else {
+pub async fn run(svc: Weak<Services>) {
+    let Some(wake) = svc.upgrade().map(|a| a.systems.hooks_wake.clone()) else {
         return;
     };
     loop {
-        let Some(a) = app.upgrade() else { return };
+        let Some(a) = svc.upgrade() else { return };
         let busy = match round(&a).await {
             Ok(busy) => busy,
             Err(e) => {
@@ -317,15 +326,15 @@ pub async fn run(app: Weak<App>) {
     }
 }
 
-async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
+async fn round(svc: &Arc<Services>) -> Result<bool, StoreError> {
     use futures_util::StreamExt;
-    if !app.store.lead().await? {
+    if !svc.store.lead().await? {
         return Ok(false);
     }
-    let due = app.store.due_hook_calls(time::now(), ROUND).await?;
+    let due = svc.store.due_hook_calls(time::now(), ROUND).await?;
     let busy = due.len() == ROUND as usize;
     let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(due)
-        .map(|c| attempt(app, c))
+        .map(|c| attempt(svc, c))
         .buffer_unordered(AT_ONCE)
         .collect()
         .await;
@@ -335,19 +344,19 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
 
 /// One attempt at a call: leased, sent, its answer recorded; a decision
 /// settles the request's stage.
-async fn attempt(app: &Arc<App>, mut c: HookCall) -> Result<(), StoreError> {
+async fn attempt(svc: &Arc<Services>, mut c: HookCall) -> Result<(), StoreError> {
     let before = c.updated_at;
     let now = time::now().max(before + 1);
-    let hook = app.store.hook(&c.tenant, &c.hook).await?;
-    let request = app.store.request(&c.tenant, &c.request_id).await?;
+    let hook = svc.store.hook(&c.tenant, &c.hook).await?;
+    let request = svc.store.request(&c.tenant, &c.request_id).await?;
     let (Some(hook), Some(r)) = (hook, request) else {
         // The hook was removed (or the request is gone): it holds nothing.
         c.status = CallStatus::Skipped.as_str().into();
         c.next_at = None;
         c.error = Some("the hook was removed before it answered".into());
         c.updated_at = now;
-        if app.store.update_hook_call(&c, before).await? {
-            settle(app, &c.tenant, &c.request_id).await?;
+        if svc.store.update_hook_call(&c, before).await? {
+            settle(svc, &c.tenant, &c.request_id).await?;
         }
         return Ok(());
     };
@@ -358,7 +367,7 @@ async fn attempt(app: &Arc<App>, mut c: HookCall) -> Result<(), StoreError> {
         c.next_at = None;
         c.error = Some(format!("the request was {} first", r.status.as_str()));
         c.updated_at = now;
-        app.store.update_hook_call(&c, before).await?;
+        svc.store.update_hook_call(&c, before).await?;
         return Ok(());
     }
     let limit = Duration::from_millis(hook.timeout_ms.clamp(100, 60_000) as u64);
@@ -367,11 +376,11 @@ async fn attempt(app: &Arc<App>, mut c: HookCall) -> Result<(), StoreError> {
     c.attempts += 1;
     c.next_at = Some(now + limit.as_micros() as Micros + 30_000_000);
     c.updated_at = now;
-    if !app.store.update_hook_call(&c, before).await? {
+    if !svc.store.update_hook_call(&c, before).await? {
         return Ok(()); // answered or taken meanwhile
     }
     let taken = c.updated_at;
-    let answer = send(app, &hook, &r, stage, limit).await;
+    let answer = send(svc, &hook, &r, stage, limit).await;
     let now = time::now().max(taken + 1);
     c.updated_at = now;
     match answer {
@@ -398,26 +407,32 @@ async fn attempt(app: &Arc<App>, mut c: HookCall) -> Result<(), StoreError> {
                 "request hook: call failed; retrying later");
             c.status = CallStatus::Failed.as_str().into();
             c.error = Some(e);
-            c.next_at = Some(now + backoff(app, c.attempts));
+            c.next_at = Some(now + backoff(svc, c.attempts));
         }
     }
-    if app.store.update_hook_call(&c, taken).await? && status_of(&c).settled() {
-        record_answer(app, &c).await?;
-        settle(app, &c.tenant, &c.request_id).await?;
+    if svc.store.update_hook_call(&c, taken).await? && status_of(&c).settled() {
+        record_answer(svc.store.as_ref(), &c).await?;
+        settle(svc, &c.tenant, &c.request_id).await?;
     }
     Ok(())
 }
 
-async fn send(app: &App, hook: &HookRow, r: &RequestRow, stage: Stage, limit: Duration) -> Answer {
+async fn send(
+    svc: &Services,
+    hook: &HookRow,
+    r: &RequestRow,
+    stage: Stage,
+    limit: Duration,
+) -> Answer {
     let prepared = async {
-        let keys = app
+        let keys = svc
             .vault
-            .tenant(app.store.as_ref(), &r.tenant)
+            .tenant(svc.store.as_ref(), &r.tenant)
             .await
             .map_err(|e| e.to_string())?;
         let secret = open_secret(&keys, hook)?;
         let body = serde_json::to_vec(
-            &payload(app, &keys, r, &hook.id, stage)
+            &payload(svc, &keys, r, &hook.id, stage)
                 .await
                 .map_err(|e| e.to_string())?,
         )
@@ -433,7 +448,7 @@ async fn send(app: &App, hook: &HookRow, r: &RequestRow, stage: Stage, limit: Du
         Ok(p) => p,
         Err(e) => return Answer::Failed(e),
     };
-    match app
+    match svc
         .systems
         .http
         .post_hook(&hook.url, &headers, body, limit)
@@ -445,7 +460,7 @@ async fn send(app: &App, hook: &HookRow, r: &RequestRow, stage: Stage, limit: Du
 }
 
 /// A hook's decision in the request's steps (actor `hook:<id>`).
-async fn record_answer(app: &App, c: &HookCall) -> Result<(), StoreError> {
+async fn record_answer(store: &dyn Store, c: &HookCall) -> Result<(), StoreError> {
     let Some(stage) = Stage::parse(&c.stage).filter(|s| s.decides()) else {
         return Ok(());
     };
@@ -455,7 +470,7 @@ async fn record_answer(app: &App, c: &HookCall) -> Result<(), StoreError> {
         _ => return Ok(()),
     };
     for _ in 0..5 {
-        let Some(mut r) = app.store.request(&c.tenant, &c.request_id).await? else {
+        let Some(mut r) = store.request(&c.tenant, &c.request_id).await? else {
             return Ok(());
         };
         let before = r.updated_at;
@@ -468,7 +483,7 @@ async fn record_answer(app: &App, c: &HookCall) -> Result<(), StoreError> {
             outcome: Some(stage.as_str().into()),
         });
         r.updated_at = now;
-        if app.store.update_request(&r, before).await? {
+        if store.update_request(&r, before).await? {
             return Ok(());
         }
     }
@@ -478,8 +493,8 @@ async fn record_answer(app: &App, c: &HookCall) -> Result<(), StoreError> {
 /// Act on a request's pre-stage gates once calls settled: a denial rejects
 /// it with the hook's reason; every pre-execution hook approving carries
 /// it out.
-pub async fn settle(app: &App, tenant: &str, request_id: &str) -> Result<(), StoreError> {
-    let calls = app.store.request_hook_calls(tenant, request_id).await?;
+pub async fn settle(svc: &Services, tenant: &str, request_id: &str) -> Result<(), StoreError> {
+    let calls = svc.store.request_hook_calls(tenant, request_id).await?;
     let stages: BTreeSet<&str> = calls.iter().map(|c| c.stage.as_str()).collect();
     for stage in [Stage::PreApproval, Stage::PreExecution] {
         if !stages.contains(stage.as_str()) {
@@ -494,9 +509,15 @@ pub async fn settle(app: &App, tenant: &str, request_id: &str) -> Result<(), Sto
                     .reason
                     .clone()
                     .unwrap_or_else(|| format!("denied by the {} hook {}", stage.as_str(), c.hook));
-                if let Err(e) =
-                    crate::rights::reject_by_hook(app, tenant, request_id, &c.hook, stage, &reason)
-                        .await
+                if let Err(e) = crate::rights::reject_by_hook(
+                    svc.store.as_ref(),
+                    tenant,
+                    request_id,
+                    &c.hook,
+                    stage,
+                    &reason,
+                )
+                .await
                 {
                     tracing::warn!(request = %request_id, error = %e.detail,
                         "request hook: the denial could not be recorded");
@@ -505,7 +526,7 @@ pub async fn settle(app: &App, tenant: &str, request_id: &str) -> Result<(), Sto
             }
             Gate::Held(_) => return Ok(()),
             Gate::Open if stage == Stage::PreExecution => {
-                if let Err(e) = crate::rights::resume(app, tenant, request_id).await {
+                if let Err(e) = crate::rights::resume(svc, tenant, request_id).await {
                     tracing::warn!(request = %request_id, error = %e.detail,
                         "request hook: the request could not be carried out after approval");
                 }
@@ -520,7 +541,7 @@ pub async fn settle(app: &App, tenant: &str, request_id: &str) -> Result<(), Sto
 /// reply token. Unknown call or wrong token: 404 / 401, never saying which
 /// of request or hook was wrong.
 pub async fn reply(
-    app: &App,
+    svc: &Services,
     request_id: &str,
     hook: &str,
     token: Option<&str>,
@@ -537,12 +558,12 @@ pub async fn reply(
     let Some(token) = token else {
         return Err(unauthorized());
     };
-    let Some(mut c) = app.store.hook_call(request_id, hook).await? else {
+    let Some(mut c) = svc.store.hook_call(request_id, hook).await? else {
         return Err(unauthorized());
     };
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), &c.tenant)
+        .tenant(svc.store.as_ref(), &c.tenant)
         .await
         .map_err(StoreError::from)?;
     let want = reply_token(&keys, request_id, hook);
@@ -588,11 +609,11 @@ pub async fn reply(
         c.next_at = None;
         c.answered_at = Some(now);
         c.updated_at = now;
-        if app.store.update_hook_call(&c, before).await? {
+        if svc.store.update_hook_call(&c, before).await? {
             break;
         }
         tries += 1;
-        match app.store.hook_call(request_id, hook).await? {
+        match svc.store.hook_call(request_id, hook).await? {
             Some(again) if tries < 5 => c = again,
             _ => {
                 return Err(Problem::conflict(
@@ -601,16 +622,16 @@ pub async fn reply(
             }
         }
     }
-    record_answer(app, &c).await?;
-    settle(app, &c.tenant, &c.request_id).await?;
+    record_answer(svc.store.as_ref(), &c).await?;
+    settle(svc, &c.tenant, &c.request_id).await?;
     Ok(HookStatus::of(&c))
 }
 
 /// A hook was removed: its calls not answered yet are settled as `skipped`
 /// by the task (which finds the hook gone), releasing their requests.
-pub async fn release_removed(app: &App, tenant: &str, hook: &str) -> Result<(), StoreError> {
-    if app.store.wake_hook_calls(tenant, hook, time::now()).await? > 0 {
-        app.systems.hooks_wake.notify_one();
+pub async fn release_removed(svc: &Services, tenant: &str, hook: &str) -> Result<(), StoreError> {
+    if svc.store.wake_hook_calls(tenant, hook, time::now()).await? > 0 {
+        svc.systems.hooks_wake.notify_one();
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ pub mod record;
 pub mod relay;
 pub mod rights;
 pub mod segments;
+pub mod services;
 pub mod store;
 pub mod systems;
 pub mod transfer;

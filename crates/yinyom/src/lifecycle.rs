@@ -42,7 +42,7 @@ use yinyom_core::purpose::Channel;
 use yinyom_core::time::{self, Micros};
 
 use crate::api::problem::Problem;
-use crate::app::App;
+use crate::services::Services;
 use crate::store::{Idempotency, PreparedAction, WriteItem};
 
 /// How many expiries one run writes at most (the next run goes on).
@@ -78,7 +78,7 @@ pub struct Report {
     pub notices_queued: u64,
 }
 
-pub async fn run(app: Weak<App>, every: Duration) {
+pub async fn run(svc: Weak<Services>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Retention is counted in days and looks at every subject: hourly,
@@ -86,8 +86,8 @@ pub async fn run(app: Weak<App>, every: Duration) {
     let mut retention_at = std::time::Instant::now();
     loop {
         tick.tick().await;
-        let Some(app) = app.upgrade() else { return };
-        match app.store.lead().await {
+        let Some(svc) = svc.upgrade() else { return };
+        match svc.store.lead().await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
@@ -99,14 +99,14 @@ pub async fn run(app: Weak<App>, every: Duration) {
         if retention {
             retention_at = std::time::Instant::now();
         }
-        match run_jobs(&app, time::now(), retention).await {
+        match run_jobs(&svc, time::now(), retention).await {
             Ok(r) if r.expired == 0 && r.erased == 0 => {}
             Ok(r) => tracing::info!(expired = r.expired, erased = r.erased, "lifecycle run"),
             Err(e) => tracing::warn!(error = %e.detail, "lifecycle run failed"),
         }
         // Planner statistics follow the data (SQLite's advice: run
         // `PRAGMA optimize` periodically on long-lived connections).
-        if let Err(e) = app.store.optimize().await {
+        if let Err(e) = svc.store.optimize().await {
             tracing::warn!(error = %e, "lifecycle: optimize failed");
         }
     }
@@ -115,17 +115,17 @@ pub async fn run(app: Weak<App>, every: Duration) {
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// One pass of every job as of `now`.
-pub async fn run_once(app: &App, now: Micros) -> Result<Report, Problem> {
-    run_jobs(app, now, true).await
+pub async fn run_once(svc: &Services, now: Micros) -> Result<Report, Problem> {
+    run_jobs(svc, now, true).await
 }
 
-async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report, Problem> {
+async fn run_jobs(svc: &Services, now: Micros, with_retention: bool) -> Result<Report, Problem> {
     let mut report = Report {
-        expired: expire_consents(app, now).await?,
+        expired: expire_consents(svc, now).await?,
         ..Report::default()
     };
     for _ in 0..RESPONSE_BATCHES_PER_RUN {
-        let n = app
+        let n = svc
             .store
             .expire_idempotency_keys(now - IDEMPOTENCY_TTL, RESPONSES_PER_BATCH)
             .await?;
@@ -134,21 +134,21 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
             break;
         }
     }
-    for t in app.store.tenants().await? {
-        app.ensure_tenant(&t.id).await?;
+    for t in svc.store.tenants().await? {
+        svc.ensure_tenant(&t.id).await?;
         if with_retention {
-            report.erased += retention(app, &t.id, now).await?;
+            report.erased += retention(svc, &t.id, now).await?;
         }
-        if crate::checkpoint::make_if_grown(app.store.as_ref(), &app.signer, &t.id).await? {
+        if crate::checkpoint::make_if_grown(svc.store.as_ref(), &svc.signer, &t.id).await? {
             report.checkpoints += 1;
         }
-        report.notices_queued += crate::notices::queue_breaches(app, &t.id).await?;
-        let c = crate::deadlines::run(app, &t, now).await?;
+        report.notices_queued += crate::notices::queue_breaches(svc, &t.id).await?;
+        let c = crate::deadlines::run(svc, &t, now).await?;
         report.reminders += c.approaching;
         report.missed += c.missed;
         let mut after: Option<(Micros, String)> = None;
         loop {
-            let page = app
+            let page = svc
                 .store
                 .acquisitions(
                     &t.id,
@@ -169,22 +169,22 @@ async fn run_jobs(app: &App, now: Micros, with_retention: bool) -> Result<Report
             }
         }
     }
-    for b in app.store.breaches(None).await? {
+    for b in svc.store.breaches(None).await? {
         if b.regulator_overdue(now) {
             tracing::warn!(tenant = %b.tenant, breach = %b.id,
                 "breach: the 72-hour deadline to notify the regulator has passed (PDPA s.37(4), GDPR Art. 33)");
             report.breaches_overdue += 1;
         }
     }
-    report.reminder_emails = crate::deadlines::send_emails(app).await?;
+    report.reminder_emails = crate::deadlines::send_emails(svc).await?;
     Ok(report)
 }
 
-async fn expire_consents(app: &App, now: Micros) -> Result<u64, Problem> {
-    let due = app.store.due_expiries(now, EXPIRIES_PER_RUN).await?;
+async fn expire_consents(svc: &Services, now: Micros) -> Result<u64, Problem> {
+    let due = svc.store.due_expiries(now, EXPIRIES_PER_RUN).await?;
     let mut done = 0;
     for (tenant, subject, purpose, channel, expires_at) in due {
-        app.ensure_tenant(&tenant).await?;
+        svc.ensure_tenant(&tenant).await?;
         let item = WriteItem {
             idempotency: Some(Idempotency {
                 key: format!("expire:{subject}:{purpose}:{channel}:{expires_at}"),
@@ -206,7 +206,7 @@ async fn expire_consents(app: &App, now: Micros) -> Result<u64, Problem> {
             receipt: None,
             guardian: false,
         };
-        match app.writer.write(item).await {
+        match svc.writer.write(item).await {
             Ok(_) => done += 1,
             Err(e) => tracing::warn!(error = %e, "could not record a consent expiry"),
         }
@@ -215,10 +215,10 @@ async fn expire_consents(app: &App, now: Micros) -> Result<u64, Problem> {
 }
 
 /// Erase the tenant's subjects whose retention is over; how many.
-async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem> {
+async fn retention(svc: &Services, tenant: &str, now: Micros) -> Result<u64, Problem> {
     let mut due: Vec<String> = Vec::new();
-    app.view
-        .each_subject(app.store.as_ref(), tenant, |tv, id, s| {
+    svc.view
+        .each_subject(svc.store.as_ref(), tenant, |tv, id, s| {
             if !s.erased()
                 && s.flags.as_ref().is_none_or(|f| f.restricted.is_empty())
                 && yinyom_core::rights::retention_over(
@@ -233,7 +233,7 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         .await?;
     let mut erased = 0;
     for id in due {
-        let Some(record) = app.store.subject(tenant, &id).await? else {
+        let Some(record) = svc.store.subject(tenant, &id).await? else {
             continue;
         };
         // Only personal data is deleted: a subject known by its consent
@@ -241,7 +241,7 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         if record.profile.is_none() {
             continue;
         }
-        let open = app
+        let open = svc
             .store
             .subject_requests(tenant, &record.uid)
             .await?
@@ -250,7 +250,7 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
         if open {
             continue;
         }
-        if let Some(request) = erase_for_retention(app, tenant, &id).await? {
+        if let Some(request) = erase_for_retention(svc, tenant, &id).await? {
             tracing::info!(tenant = %tenant, subject_uid = %record.uid, request = %request,
                 "retention ended: subject erased");
             erased += 1;
@@ -265,11 +265,15 @@ async fn retention(app: &App, tenant: &str, now: Micros) -> Result<u64, Problem>
 /// identifiers sealed in them before the local shredding), its progress is
 /// visible on the request, and `subject.erased` lists the systems'
 /// outcomes. Returns the request's id; none if another run made one first.
-async fn erase_for_retention(app: &App, tenant: &str, id: &str) -> Result<Option<String>, Problem> {
+async fn erase_for_retention(
+    svc: &Services,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<String>, Problem> {
     use yinyom_core::rights::{Kind, Step};
     let actor = "system:lifecycle";
     let received = crate::rights::receive(
-        app,
+        svc,
         tenant,
         crate::rights::NewRequest {
             subject: id.to_string(),
@@ -289,7 +293,7 @@ async fn erase_for_retention(app: &App, tenant: &str, id: &str) -> Result<Option
         Err(p) => return Err(p),
     };
     crate::rights::act(
-        app,
+        svc,
         tenant,
         &r.id,
         Step::Verify,
@@ -297,7 +301,7 @@ async fn erase_for_retention(app: &App, tenant: &str, id: &str) -> Result<Option
         actor,
     )
     .await?;
-    crate::rights::act(app, tenant, &r.id, Step::Complete, None, actor).await?;
+    crate::rights::act(svc, tenant, &r.id, Step::Complete, None, actor).await?;
     Ok(Some(r.id))
 }
 

@@ -37,7 +37,15 @@ pub struct Tenant {
     /// deadline); absent: [`Reminders::default`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminders: Option<Reminders>,
+    /// How many hash chains (partitions) the tenant's ledger has: fixed
+    /// when the tenant is created (the `tenants.partitions` column).
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
     pub created_at: Micros,
+}
+
+fn default_partitions() -> u32 {
+    yinyom_core::ledger::PARTITIONS
 }
 
 /// Hours before a deadline at which the DPO is reminded (by email and a

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context};
 
-use crate::app::App;
+use crate::services::Services;
 
 /// The stream that captures `yinyom.>`.
 pub const STREAM: &str = "YINYOM";
@@ -49,26 +49,26 @@ pub fn redacted(url: &str) -> String {
 }
 
 pub struct Publisher {
-    app: Weak<App>,
+    svc: Weak<Services>,
     url: String,
 }
 
 impl Publisher {
-    pub fn new(app: &Arc<App>, url: String) -> Publisher {
+    pub fn new(svc: &Arc<Services>, url: String) -> Publisher {
         Publisher {
-            app: Arc::downgrade(app),
+            svc: Arc::downgrade(svc),
             url,
         }
     }
 
     pub async fn run(self) {
-        let Some(mut changed) = self.app.upgrade().map(|a| a.changed.subscribe()) else {
+        let Some(mut changed) = self.svc.upgrade().map(|a| a.changed.subscribe()) else {
             return;
         };
         let mut js: Option<Context> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let Some(app) = self.app.upgrade() else {
+            let Some(svc) = self.svc.upgrade() else {
                 return;
             };
             let result = match &js {
@@ -77,9 +77,9 @@ impl Publisher {
                     js = Some(c);
                     true
                 }),
-                Some(c) => publish(&app, c).await,
+                Some(c) => publish(svc.store.as_ref(), c).await,
             };
-            drop(app);
+            drop(svc);
             match result {
                 Ok(busy) => {
                     backoff = Duration::from_millis(100);
@@ -216,19 +216,17 @@ async fn forward(js: &Context, events: &[Forward]) -> Result<(), String> {
 }
 
 /// Publish what is new for every tenant (leader only); true when more waits.
-async fn publish(app: &App, js: &Context) -> Result<bool, String> {
-    if !app.store.lead().await.map_err(|e| e.to_string())? {
+async fn publish(store: &dyn crate::store::Store, js: &Context) -> Result<bool, String> {
+    if !store.lead().await.map_err(|e| e.to_string())? {
         return Ok(false);
     }
     let mut busy = false;
-    for tenant in app.store.tenants().await.map_err(|e| e.to_string())? {
-        let cursor = app
-            .store
+    for tenant in store.tenants().await.map_err(|e| e.to_string())? {
+        let cursor = store
             .sink_cursor(SINK, &tenant.id)
             .await
             .map_err(|e| e.to_string())?;
-        let events = app
-            .store
+        let events = store
             .events_after(&tenant.id, cursor, PAGE)
             .await
             .map_err(|e| e.to_string())?;
@@ -257,7 +255,7 @@ async fn publish(app: &App, js: &Context) -> Result<bool, String> {
         for ack in acks {
             ack.await.map_err(|e| format!("acknowledgement: {e}"))?;
         }
-        app.store
+        store
             .set_sink_cursor(SINK, &tenant.id, last)
             .await
             .map_err(|e| e.to_string())?;

@@ -22,10 +22,10 @@ use yinyom_core::contact::ContactKind;
 use yinyom_core::time::{self, Micros};
 
 use crate::api::problem::Problem;
-use crate::app::App;
 use crate::model::{BreachMessage, MessageRow};
 use crate::relay::Content;
-use crate::store::StoreError;
+use crate::services::Services;
+use crate::store::{Store, StoreError};
 
 /// Recipients queued per transaction.
 pub const BATCH: u32 = 500;
@@ -40,7 +40,7 @@ static QUEUEING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Check a notice before it is accepted: text, and a connector for its
 /// channel.
-pub async fn check(app: &App, tenant: &str, m: &BreachMessage) -> Result<(), Problem> {
+pub async fn check(store: &dyn Store, tenant: &str, m: &BreachMessage) -> Result<(), Problem> {
     if ContactKind::for_channel(m.channel).is_none() {
         return Err(Problem::validation(
             "message.channel",
@@ -56,8 +56,7 @@ pub async fn check(app: &App, tenant: &str, m: &BreachMessage) -> Result<(), Pro
             "must be at most 200 bytes",
         ));
     }
-    if !app
-        .store
+    if !store
         .connectors(tenant)
         .await?
         .iter()
@@ -75,17 +74,17 @@ pub async fn check(app: &App, tenant: &str, m: &BreachMessage) -> Result<(), Pro
 /// `Err` says why it cannot be sent (no contact point on the channel,
 /// erased).
 async fn message(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     uid: &str,
     m: &BreachMessage,
     purpose: &str,
     now: Micros,
 ) -> Result<Result<MessageRow, String>, StoreError> {
-    let Some(id) = app.store.subject_id(tenant, uid).await? else {
+    let Some(id) = svc.store.subject_id(tenant, uid).await? else {
         return Ok(Err("the subject does not exist".into()));
     };
-    let Some(subject) = crate::profiles::read(app, tenant, &id).await? else {
+    let Some(subject) = crate::profiles::read(svc, tenant, &id).await? else {
         return Ok(Err("the subject does not exist".into()));
     };
     if subject.record.flags.erased {
@@ -100,7 +99,7 @@ async fn message(
     ) else {
         return Ok(Err(format!("the subject has no {}", kind.as_str())));
     };
-    let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;
+    let keys = svc.vault.tenant(svc.store.as_ref(), tenant).await?;
     let dk = keys.unwrap_data_key(&subject.record.uid, wrapped)?;
     let body = Content {
         to: to.clone(),
@@ -117,15 +116,15 @@ async fn message(
 
 /// Queue the notices of every breach of `tenant` that has one to send;
 /// how many messages were queued.
-pub async fn queue_breaches(app: &App, tenant: &str) -> Result<u64, Problem> {
+pub async fn queue_breaches(svc: &Services, tenant: &str) -> Result<u64, Problem> {
     let _one = QUEUEING.lock().await;
     let mut queued = 0;
-    for b in app.store.breaches(Some(tenant)).await? {
+    for b in svc.store.breaches(Some(tenant)).await? {
         let Some(notice) = &b.subject_notice else {
             continue;
         };
         for _ in 0..BATCHES_PER_RUN {
-            let uids = app
+            let uids = svc
                 .store
                 .pending_breach_recipients(tenant, &b.id, BATCH)
                 .await?;
@@ -136,16 +135,16 @@ pub async fn queue_breaches(app: &App, tenant: &str) -> Result<u64, Problem> {
             let mut rows = Vec::with_capacity(uids.len());
             let mut failed = Vec::new();
             for uid in &uids {
-                match message(app, tenant, uid, notice, BREACH_PURPOSE, now).await? {
+                match message(svc, tenant, uid, notice, BREACH_PURPOSE, now).await? {
                     Ok(row) => rows.push(row),
                     Err(why) => failed.push((uid.clone(), why)),
                 }
             }
-            app.store
+            svc.store
                 .queue_breach_messages(tenant, &b.id, &rows, &failed)
                 .await?;
             queued += rows.len() as u64;
-            app.relay_wake.notify_one();
+            svc.relay_wake.notify_one();
             if uids.len() < BATCH as usize {
                 break;
             }
@@ -156,19 +155,19 @@ pub async fn queue_breaches(app: &App, tenant: &str) -> Result<u64, Problem> {
 
 /// Queue a PDPA s.25 notice to one subject; the message's id.
 pub async fn send_s25(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     uid: &str,
     m: &BreachMessage,
 ) -> Result<String, Problem> {
-    check(app, tenant, m).await?;
-    match message(app, tenant, uid, m, S25_PURPOSE, time::now()).await? {
+    check(svc.store.as_ref(), tenant, m).await?;
+    match message(svc, tenant, uid, m, S25_PURPOSE, time::now()).await? {
         Err(why) => Err(Problem::validation("message.channel", why)),
         Ok(row) => {
-            app.store
+            svc.store
                 .insert_messages(std::slice::from_ref(&row))
                 .await?;
-            app.relay_wake.notify_one();
+            svc.relay_wake.notify_one();
             Ok(row.id)
         }
     }

@@ -9,9 +9,9 @@ use yinyom_core::purpose::Channel;
 use yinyom_core::time::{self, MICROS_PER_DAY, Micros};
 
 use crate::api::problem::Problem;
-use crate::app::App;
 use crate::model::OptIn;
 use crate::record::{self, ConsentRequest, Origin};
+use crate::services::Services;
 use crate::store::{Idempotency, StoreError};
 use crate::view::TenantView;
 
@@ -27,31 +27,31 @@ pub enum Submitted {
 /// checked, then held when it needs double opt-in, else signed (receipt)
 /// and written. `gone` is the refusal when the tenant no longer exists.
 pub async fn submit(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     actor: &str,
     req: ConsentRequest,
     idempotency: Option<Idempotency>,
     gone: impl FnOnce() -> Problem,
 ) -> Result<Submitted, Problem> {
-    let (item, held) = app
+    let (item, held) = svc
         .view
         .read(tenant, |tv| {
             // The request is checked, then held (a copy is kept only then).
             let held = needs_confirmation(tv, &req).map(|c| (c, req.clone()));
             let mut item = record::prepare(tv, req, actor, Origin::Api, idempotency, time::now())?;
             if held.is_none() {
-                item.receipt = app.signer.receipt(tv, &item);
+                item.receipt = svc.signer.receipt(tv, &item);
             }
             Ok::<_, record::Rejected>((item, held))
         })
         .ok_or_else(gone)??;
     if let Some((channel, req)) = held {
         return Ok(Submitted::Held(
-            hold(app, tenant, actor, &req, channel).await?,
+            hold(svc, tenant, actor, &req, channel).await?,
         ));
     }
-    Ok(Submitted::Written(app.writer.write(item).await?))
+    Ok(Submitted::Written(svc.writer.write(item).await?))
 }
 
 /// How long a confirmation link stays good.
@@ -72,16 +72,16 @@ pub fn needs_confirmation(tv: &TenantView, req: &ConsentRequest) -> Option<Chann
 /// Hold a checked consent request and send the confirmation message; the
 /// response body says it is pending.
 pub async fn hold(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     actor: &str,
     req: &ConsentRequest,
     channel: Channel,
 ) -> Result<serde_json::Value, Problem> {
     let id = format!("opt_{}", uuid::Uuid::now_v7().simple());
-    let link = format!("{}/c/{}", app.public_url, app.links.token(tenant, &id));
+    let link = format!("{}/c/{}", svc.public_url, svc.links.token(tenant, &id));
     let message = crate::relay::queue_system(
-        app,
+        svc,
         tenant,
         &req.subject,
         channel,
@@ -96,9 +96,9 @@ pub async fn hold(
         ),
     )
     .await?;
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), tenant)
+        .tenant(svc.store.as_ref(), tenant)
         .await
         .map_err(StoreError::from)?;
     let now = time::now();
@@ -117,7 +117,7 @@ pub async fn hold(
         expires_at: now + TTL,
         confirmed_at: None,
     };
-    app.store.insert_opt_in(&o).await?;
+    svc.store.insert_opt_in(&o).await?;
     Ok(json!({
         "status": "pending",
         "opt_in": id,
@@ -136,9 +136,9 @@ pub enum Confirmed {
 }
 
 /// Confirm a held grant: write it, with the confirmation as evidence.
-pub async fn confirm(app: &App, tenant: &str, id: &str) -> Result<Confirmed, Problem> {
-    app.ensure_tenant(tenant).await?;
-    let o = app
+pub async fn confirm(svc: &Services, tenant: &str, id: &str) -> Result<Confirmed, Problem> {
+    svc.ensure_tenant(tenant).await?;
+    let o = svc
         .store
         .opt_in(tenant, id)
         .await?
@@ -154,9 +154,9 @@ pub async fn confirm(app: &App, tenant: &str, id: &str) -> Result<Confirmed, Pro
             "this confirmation link has expired; sign up again",
         ));
     }
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), tenant)
+        .tenant(svc.store.as_ref(), tenant)
         .await
         .map_err(StoreError::from)?;
     let plain = keys
@@ -179,7 +179,7 @@ pub async fn confirm(app: &App, tenant: &str, id: &str) -> Result<Confirmed, Pro
     evidence.insert("double_opt_in".into(), confirmation);
     req.evidence = Some(serde_json::Value::Object(evidence));
     req.occurred_at = None;
-    let item = app
+    let item = svc
         .view
         .read(tenant, |tv| {
             let mut item = record::prepare(
@@ -193,12 +193,12 @@ pub async fn confirm(app: &App, tenant: &str, id: &str) -> Result<Confirmed, Pro
                 }),
                 now,
             )?;
-            item.receipt = app.signer.receipt(tv, &item);
+            item.receipt = svc.signer.receipt(tv, &item);
             Ok::<_, record::Rejected>(item)
         })
         .ok_or_else(|| Problem::not_found("the tenant does not exist"))??;
-    let outcome = app.writer.write(item).await?;
-    app.store.confirm_opt_in(tenant, id, now).await?;
+    let outcome = svc.writer.write(item).await?;
+    svc.store.confirm_opt_in(tenant, id, now).await?;
     Ok(match outcome {
         crate::store::ItemOutcome::Written { response, .. }
         | crate::store::ItemOutcome::Replayed { response } => Confirmed::Now(response),

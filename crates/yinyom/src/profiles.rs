@@ -13,8 +13,8 @@ use yinyom_core::contact::ContactKind;
 use yinyom_core::subject::SubjectFlags;
 use yinyom_core::time;
 
-use crate::app::App;
 use crate::model::{ProfileWrite, SubjectRecord};
+use crate::services::Services;
 use crate::store::StoreError;
 use crate::vault::{TenantKeys, VaultError};
 
@@ -92,26 +92,26 @@ pub fn open(keys: &TenantKeys, record: SubjectRecord) -> Result<Subject, VaultEr
 }
 
 /// Read and open one subject.
-pub async fn read(app: &App, tenant: &str, id: &str) -> Result<Option<Subject>, StoreError> {
-    let Some(record) = app.store.subject(tenant, &app.resolve(tenant, id)).await? else {
+pub async fn read(svc: &Services, tenant: &str, id: &str) -> Result<Option<Subject>, StoreError> {
+    let Some(record) = svc.store.subject(tenant, &svc.resolve(tenant, id)).await? else {
         return Ok(None);
     };
-    let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;
+    let keys = svc.vault.tenant(svc.store.as_ref(), tenant).await?;
     Ok(Some(open(&keys, record)?))
 }
 
 /// Subjects holding an identifier (`kind` is a contact kind, `customer_id`
 /// or `anonymous_id`; `value` normalised).
 pub async fn find(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     kind: &str,
     value: &str,
 ) -> Result<Vec<Subject>, StoreError> {
-    let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;
+    let keys = svc.vault.tenant(svc.store.as_ref(), tenant).await?;
     let hash = keys.lookup_hash(kind, value);
     let mut out = Vec::new();
-    for record in app.store.subjects_by_lookup(tenant, kind, &hash).await? {
+    for record in svc.store.subjects_by_lookup(tenant, kind, &hash).await? {
         out.push(open(&keys, record)?);
     }
     Ok(out)
@@ -121,15 +121,15 @@ pub async fn find(
 /// `change`, retried on concurrent writes. `change` sees the current
 /// profile (empty for a new subject) and may refuse with its own error.
 pub async fn modify<E>(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     id: &str,
     flags: Option<SubjectFlags>,
     mut change: impl FnMut(&mut Profile) -> Result<(), E>,
 ) -> Result<Subject, ProfileError<E>> {
-    let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;
+    let keys = svc.vault.tenant(svc.store.as_ref(), tenant).await?;
     for _ in 0..ATTEMPTS {
-        let current = app.store.subject(tenant, id).await?;
+        let current = svc.store.subject(tenant, id).await?;
         let (uid, rev, data_key, wrapped, mut profile) = match current {
             Some(record) => {
                 let (dk, wrapped) = match &record.data_key {
@@ -157,14 +157,14 @@ pub async fn modify<E>(
             exclusive: EXCLUSIVE,
             flags: flags.clone(),
         };
-        if app.store.put_profile(tenant, &write, time::now()).await? {
-            let record = app
+        if svc.store.put_profile(tenant, &write, time::now()).await? {
+            let record = svc
                 .store
                 .subject(tenant, id)
                 .await?
                 .ok_or(StoreError::NotFound)?;
             if let Some(f) = &flags {
-                app.view.set_flags(tenant, id, f.clone());
+                svc.view.set_flags(tenant, id, f.clone());
             }
             return Ok(Subject { record, profile });
         }
@@ -176,10 +176,10 @@ pub async fn modify<E>(
 
 /// Encrypt profiles stored in clear by earlier versions (identifiers and
 /// attributes columns), once, at start-up.
-pub async fn seal_clear_profiles(app: &App) -> Result<u64, StoreError> {
+pub async fn seal_clear_profiles(svc: &Services) -> Result<u64, StoreError> {
     let mut done = 0;
     loop {
-        let batch = app.store.clear_profiles(500).await?;
+        let batch = svc.store.clear_profiles(500).await?;
         if batch.is_empty() {
             return Ok(done);
         }
@@ -188,7 +188,7 @@ pub async fn seal_clear_profiles(app: &App) -> Result<u64, StoreError> {
                 serde_json::from_str(&identifiers).unwrap_or_default();
             let attributes: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(&attributes).unwrap_or_default();
-            modify::<()>(app, &tenant, &id, None, |p| {
+            modify::<()>(svc, &tenant, &id, None, |p| {
                 for (k, v) in &identifiers {
                     match k.as_str() {
                         CUSTOMER_ID => p.customer_id = Some(v.clone()),

@@ -4,7 +4,7 @@
 use rand::RngCore;
 use serde_json::json;
 use yinyom_core::consent::Action;
-use yinyom_core::ledger::LedgerEntry;
+use yinyom_core::ledger::{LedgerEntry, partition_of};
 use yinyom_core::purpose::lang_str;
 use yinyom_core::receipt::{Category, Choice, Controller, ReceiptInput, ReceiptKey, with_subject};
 use yinyom_core::time;
@@ -166,6 +166,7 @@ impl Signer {
             method: item.source.clone(),
             by_guardian: item.guardian,
             choices,
+            partition: Some(partition_of(&t.id, &item.subject_id, t.partitions)),
         };
         Some(StoredReceipt {
             id,
@@ -182,6 +183,8 @@ pub fn response(item: &WriteItem, entries: &[LedgerEntry]) -> serde_json::Value 
         "subject": item.subject_id,
         "events": entries.iter().map(|e| json!({
             "seq": e.seq,
+            "partition": e.partition,
+            "pseq": e.pseq,
             "purpose": e.body.purpose,
             "channel": e.body.channel,
             "action": e.body.action,

@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize};
 use yinyom_core::purpose::Channel;
 use yinyom_core::time::{self, Micros};
 
-use crate::app::App;
 use crate::dispatch::{DispatchConfig, HttpsClient, backoff, https_client};
 use crate::model::{ConnectorRow, MessageRow};
+use crate::services::Services;
 use crate::store::StoreError;
 
 const ROUND: u32 = 200;
@@ -395,36 +395,36 @@ fn connector(
 }
 
 pub struct Relay {
-    app: Weak<App>,
+    svc: Weak<Services>,
     config: RelayConfig,
     client: HttpsClient,
 }
 
 impl Relay {
-    pub fn new(app: &Arc<App>, config: RelayConfig) -> Relay {
+    pub fn new(svc: &Arc<Services>, config: RelayConfig) -> Relay {
         Relay {
-            app: Arc::downgrade(app),
+            svc: Arc::downgrade(svc),
             config,
             client: https_client(),
         }
     }
 
     pub async fn run(self) {
-        let Some(wake) = self.app.upgrade().map(|a| a.relay_wake.clone()) else {
+        let Some(wake) = self.svc.upgrade().map(|a| a.relay_wake.clone()) else {
             return;
         };
         loop {
-            let Some(app) = self.app.upgrade() else {
+            let Some(svc) = self.svc.upgrade() else {
                 return;
             };
-            let busy = match self.round(&app).await {
+            let busy = match self.round(&svc).await {
                 Ok(busy) => busy,
                 Err(e) => {
                     tracing::warn!(error = %e, "message relay: storage unavailable");
                     false
                 }
             };
-            drop(app);
+            drop(svc);
             if !busy {
                 let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
             }
@@ -432,14 +432,14 @@ impl Relay {
     }
 
     /// Send what is due; whether there may be more.
-    async fn round(&self, app: &Arc<App>) -> Result<bool, StoreError> {
-        if !app.store.lead().await? {
+    async fn round(&self, svc: &Arc<Services>) -> Result<bool, StoreError> {
+        if !svc.store.lead().await? {
             return Ok(false);
         }
-        let due = app.store.due_messages(time::now(), ROUND).await?;
+        let due = svc.store.due_messages(time::now(), ROUND).await?;
         let busy = due.len() == ROUND as usize;
         let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(due)
-            .map(|m| self.attempt(app, m))
+            .map(|m| self.attempt(svc, m))
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
@@ -448,15 +448,15 @@ impl Relay {
     }
 
     /// One attempt: consent checked again, then sent; the outcome settled.
-    async fn attempt(&self, app: &Arc<App>, mut m: MessageRow) -> Result<(), StoreError> {
+    async fn attempt(&self, svc: &Arc<Services>, mut m: MessageRow) -> Result<(), StoreError> {
         let now = time::now();
         m.updated_at = now;
         let channel = Channel::parse(&m.channel).unwrap_or(Channel::Email);
         let Some(subject) = m.subject_id.clone() else {
             m.status = "suppressed".into();
             m.reason = Some("erased".into());
-            app.metrics.message("suppressed");
-            return app
+            svc.metrics.message("suppressed");
+            return svc
                 .store
                 .settle_message(&m, Some("the subject was erased before sending"))
                 .await;
@@ -469,7 +469,7 @@ impl Relay {
                 reason: yinyom_core::decision::Reason::LawfulBasis,
             })
         } else {
-            app.view
+            svc.view
                 .read(&m.tenant, |tv| {
                     tv.decide(&subject, &m.purpose, Some(channel), now)
                         .ok()
@@ -483,8 +483,8 @@ impl Relay {
                 let reason = other.map_or("unknown_purpose", |d| d.reason.as_str());
                 m.status = "suppressed".into();
                 m.reason = Some(reason.into());
-                app.metrics.message("suppressed");
-                return app
+                svc.metrics.message("suppressed");
+                return svc
                     .store
                     .settle_message(
                         &m,
@@ -493,16 +493,16 @@ impl Relay {
                     .await;
             }
         }
-        let outcome = match self.open(app, &m).await? {
+        let outcome = match self.open(svc, &m).await? {
             Err(e) => Err(e),
-            Ok(content) => self.send(app, &m, channel, &content).await,
+            Ok(content) => self.send(svc, &m, channel, &content).await,
         };
         let detail = match outcome {
             Ok(detail) => {
                 m.status = "sent".into();
                 m.reason = None;
                 m.attempts += 1;
-                app.metrics.message("sent");
+                svc.metrics.message("sent");
                 detail
             }
             Err(e) => {
@@ -510,26 +510,30 @@ impl Relay {
                 let age = Duration::from_micros((now - m.created_at).max(0) as u64);
                 if age >= self.config.retry.give_up_after {
                     m.status = "dead".into();
-                    app.metrics.message("dead");
+                    svc.metrics.message("dead");
                 } else {
                     m.status = "retrying".into();
                     m.next_at = now + backoff(&self.config.retry, m.attempts).as_micros() as Micros;
-                    app.metrics.message("retrying");
+                    svc.metrics.message("retrying");
                 }
                 m.reason = Some(e.clone());
                 e
             }
         };
-        app.store.settle_message(&m, Some(&detail)).await
+        svc.store.settle_message(&m, Some(&detail)).await
     }
 
     /// The sealed recipient and content.
-    async fn open(&self, app: &App, m: &MessageRow) -> Result<Result<Content, String>, StoreError> {
-        let keys = app.vault.tenant(app.store.as_ref(), &m.tenant).await?;
+    async fn open(
+        &self,
+        svc: &Services,
+        m: &MessageRow,
+    ) -> Result<Result<Content, String>, StoreError> {
+        let keys = svc.vault.tenant(svc.store.as_ref(), &m.tenant).await?;
         let Some(id) = &m.subject_id else {
             return Ok(Err("the subject was erased".into()));
         };
-        let record = app.store.subject(&m.tenant, id).await?;
+        let record = svc.store.subject(&m.tenant, id).await?;
         let (Some(record), Some(blob)) = (record, &m.content) else {
             return Ok(Err("the message content is gone".into()));
         };
@@ -546,12 +550,12 @@ impl Relay {
 
     async fn send(
         &self,
-        app: &App,
+        svc: &Services,
         m: &MessageRow,
         channel: Channel,
         c: &Content,
     ) -> Result<String, String> {
-        let rows = app
+        let rows = svc
             .store
             .connectors(&m.tenant)
             .await
@@ -560,7 +564,7 @@ impl Relay {
             return Err(format!("no {} connector is configured", channel.as_str()));
         };
         let (settings, secret, dkim_key) =
-            open_connector(app, &row).await.map_err(|e| e.to_string())?;
+            open_connector(svc, &row).await.map_err(|e| e.to_string())?;
         let connector = connector(
             channel,
             &settings,
@@ -577,7 +581,7 @@ impl Relay {
                 let link = format!(
                     "{}/u/{}",
                     self.config.public_url,
-                    app.links.token(&m.tenant, &m.id)
+                    svc.links.token(&m.tenant, &m.id)
                 );
                 let to: Mailbox = c.to.parse().map_err(|e| format!("bad recipient: {e}"))?;
                 let mut builder = lettre::Message::builder()
@@ -662,7 +666,7 @@ impl Relay {
 
 /// A stored connector's settings with its secret and DKIM key opened.
 pub async fn open_connector(
-    app: &App,
+    svc: &Services,
     row: &ConnectorRow,
 ) -> Result<(ConnectorSettings, Option<String>, Option<String>), StoreError> {
     let settings: ConnectorSettings = serde_json::from_value(row.config.clone())
@@ -670,7 +674,7 @@ pub async fn open_connector(
     if row.secret.is_none() && row.dkim_key.is_none() {
         return Ok((settings, None, None));
     }
-    let keys = app.vault.tenant(app.store.as_ref(), &row.tenant).await?;
+    let keys = svc.vault.tenant(svc.store.as_ref(), &row.tenant).await?;
     let open = |label: String, blob: &Option<Vec<u8>>| -> Result<Option<String>, StoreError> {
         Ok(match blob {
             None => None,
@@ -696,7 +700,7 @@ pub fn is_system(purpose: &str) -> bool {
 /// Queue a system message to a subject's contact point on `channel`;
 /// returns the message id. The content is sealed with the subject's key.
 pub async fn queue_system(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     subject_id: &str,
     channel: Channel,
@@ -707,7 +711,7 @@ pub async fn queue_system(
     debug_assert!(is_system(purpose));
     let kind = yinyom_core::contact::ContactKind::for_channel(channel)
         .ok_or_else(|| Problem::validation("channel", "use email, sms or line"))?;
-    if !app
+    if !svc
         .store
         .connectors(tenant)
         .await?
@@ -719,7 +723,7 @@ pub async fn queue_system(
             format!("no {} connector is configured", channel.as_str()),
         ));
     }
-    let subject = crate::profiles::read(app, tenant, subject_id)
+    let subject = crate::profiles::read(svc, tenant, subject_id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("subject {subject_id:?} does not exist")))?;
     let (Some(to), Some(wrapped)) = (
@@ -731,9 +735,9 @@ pub async fn queue_system(
             format!("the subject has no {} to send to", kind.as_str()),
         ));
     };
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), tenant)
+        .tenant(svc.store.as_ref(), tenant)
         .await
         .map_err(StoreError::from)?;
     let dk = keys
@@ -748,10 +752,10 @@ pub async fn queue_system(
     let now = time::now();
     let mut row = MessageRow::queued(tenant, &subject.record, channel.as_str(), purpose, now);
     row.content = Some(dk.seal(&serde_json::to_vec(&body).expect("content serialises")));
-    app.store
+    svc.store
         .insert_messages(std::slice::from_ref(&row))
         .await?;
-    app.relay_wake.notify_one();
+    svc.relay_wake.notify_one();
     Ok(row.id)
 }
 
@@ -761,14 +765,14 @@ pub async fn queue_system(
 /// but with no unsubscribe link: it is not marketing and goes to no
 /// subject. The caller keeps the outcome and retries.
 pub async fn send_staff_email(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     to: &str,
     message_id: &str,
     subject: &str,
     text: &str,
 ) -> Result<String, String> {
-    let rows = app
+    let rows = svc
         .store
         .connectors(tenant)
         .await
@@ -780,7 +784,7 @@ pub async fn send_staff_email(
         return Err("no email connector is configured".into());
     };
     let (settings, secret, dkim_key) =
-        open_connector(app, &row).await.map_err(|e| e.to_string())?;
+        open_connector(svc, &row).await.map_err(|e| e.to_string())?;
     let Connector::Email {
         transport,
         from,

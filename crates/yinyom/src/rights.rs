@@ -19,10 +19,10 @@ use yinyom_core::time::{self, Micros};
 use yinyom_core::hooks::{Gate, Stage as HookStage};
 
 use crate::api::problem::Problem;
-use crate::app::App;
 use crate::model::{RequestRow, RequestStep};
 use crate::profiles::{self, Profile, ProfileError};
-use crate::store::{Idempotency, PreparedAction, WriteItem};
+use crate::services::Services;
+use crate::store::{Idempotency, PreparedAction, Store, WriteItem};
 
 /// Corrections a rectification request asks for: contact points to set
 /// (normalised like `PUT /v1/subjects`), attributes to set (`null` removes).
@@ -68,9 +68,9 @@ fn normalize(c: &Corrections) -> Result<Corrections, Problem> {
 }
 
 /// The tenant's jurisdictions (`TH`, `EU`), which set its deadlines.
-pub async fn jurisdictions(app: &App, tenant: &str) -> Result<Vec<String>, Problem> {
-    app.ensure_tenant(tenant).await?;
-    Ok(app
+pub async fn jurisdictions(svc: &Services, tenant: &str) -> Result<Vec<String>, Problem> {
+    svc.ensure_tenant(tenant).await?;
+    Ok(svc
         .view
         .read(tenant, |tv| tv.tenant.jurisdictions.clone())
         .unwrap_or_default())
@@ -88,7 +88,7 @@ fn step(actor: &str, action: &str, at: Micros, reason: Option<String>) -> Reques
 
 /// Receive a request: the subject must exist and not be erased, and the
 /// same kind of request for the same subject may not be open twice.
-pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRow, Problem> {
+pub async fn receive(svc: &Services, tenant: &str, r: NewRequest) -> Result<RequestRow, Problem> {
     let now = time::now();
     let received_at = r.received_at.unwrap_or(now);
     if received_at > now + 60 * 1_000_000 {
@@ -97,10 +97,10 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
             "is in the future; a request cannot arrive before it is recorded",
         ));
     }
-    let jurisdictions = jurisdictions(app, tenant).await?;
-    let Some(record) = app
+    let jurisdictions = jurisdictions(svc, tenant).await?;
+    let Some(record) = svc
         .store
-        .subject(tenant, &app.resolve(tenant, &r.subject))
+        .subject(tenant, &svc.resolve(tenant, &r.subject))
         .await?
     else {
         return Err(
@@ -119,7 +119,7 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         if purposes.is_empty() {
             purposes.push("*".into());
         }
-        let unknown = app
+        let unknown = svc
             .view
             .read(tenant, |tv| {
                 purposes
@@ -143,9 +143,9 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
     let changes = match (r.kind, &r.corrections) {
         (Kind::Rectification, Some(c)) => {
             let c = normalize(c)?;
-            let keys = app
+            let keys = svc
                 .vault
-                .tenant(app.store.as_ref(), tenant)
+                .tenant(svc.store.as_ref(), tenant)
                 .await
                 .map_err(crate::store::StoreError::from)?;
             let plain = serde_json::to_vec(&c).expect("corrections serialise");
@@ -165,7 +165,7 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         }
         (_, None) => None,
     };
-    let open = app.store.subject_requests(tenant, &record.uid).await?;
+    let open = svc.store.subject_requests(tenant, &record.uid).await?;
     if let Some(dup) = open
         .iter()
         .find(|o| o.status.is_open() && o.kind == r.kind && o.purposes == purposes)
@@ -195,10 +195,10 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
         verification: None,
         updated_at: now,
     };
-    app.store.insert_request(&row).await?;
-    announce(app, &row, &record.id, Action::RequestReceived).await?;
+    svc.store.insert_request(&row).await?;
+    announce(svc, &row, &record.id, Action::RequestReceived).await?;
     // Pre-approval hooks hold it until they answer (crate::hooks).
-    crate::hooks::call(app, &row, HookStage::PreApproval).await?;
+    crate::hooks::call(svc, &row, HookStage::PreApproval).await?;
     Ok(row)
 }
 
@@ -208,13 +208,13 @@ pub async fn receive(app: &App, tenant: &str, r: NewRequest) -> Result<RequestRo
 /// `request.completed`, for a request that just completed (here, or when
 /// its last connected system finished: `systems::finish_if_done`). Once
 /// per request: the event's write carries an idempotency key.
-pub(crate) async fn announce_completed(app: &App, r: &RequestRow) -> Result<(), Problem> {
+pub(crate) async fn announce_completed(svc: &Services, r: &RequestRow) -> Result<(), Problem> {
     // Under the id the subject is stored by now (an erasure replaced it).
-    if let Some(id) = app.store.subject_id(&r.tenant, &r.subject_uid).await? {
-        announce(app, r, &id, Action::RequestCompleted).await?;
+    if let Some(id) = svc.store.subject_id(&r.tenant, &r.subject_uid).await? {
+        announce(svc, r, &id, Action::RequestCompleted).await?;
     }
     // Post-execution hooks are told the outcome.
-    crate::hooks::call(app, r, HookStage::PostExecution).await?;
+    crate::hooks::call(svc, r, HookStage::PostExecution).await?;
     Ok(())
 }
 
@@ -224,14 +224,14 @@ pub(crate) async fn announce_completed(app: &App, r: &RequestRow) -> Result<(), 
 /// row counts; no personal data). Once: the write carries an idempotency
 /// key.
 pub(crate) async fn announce_erased(
-    app: &App,
+    svc: &Services,
     r: &RequestRow,
     outcomes: &[crate::events::SystemOutcome],
 ) -> Result<(), Problem> {
-    let Some(id) = app.store.subject_id(&r.tenant, &r.subject_uid).await? else {
+    let Some(id) = svc.store.subject_id(&r.tenant, &r.subject_uid).await? else {
         return Ok(());
     };
-    app.writer
+    svc.writer
         .write(WriteItem {
             tenant: r.tenant.clone(),
             subject_id: id,
@@ -258,12 +258,12 @@ pub(crate) async fn announce_erased(
 }
 
 async fn announce(
-    app: &App,
+    svc: &Services,
     r: &RequestRow,
     stored_id: &str,
     action: Action,
 ) -> Result<(), Problem> {
-    app.writer
+    svc.writer
         .write(WriteItem {
             tenant: r.tenant.clone(),
             subject_id: stored_id.to_string(),
@@ -291,17 +291,17 @@ async fn announce(
 
 /// Take a step on a request; completing it carries it out first.
 pub async fn act(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     id: &str,
     action: Step,
     reason: Option<String>,
     actor: &str,
 ) -> Result<RequestRow, Problem> {
-    let mut r = load(app, tenant, id).await?;
+    let mut r = load(svc.store.as_ref(), tenant, id).await?;
     let next = rights::next(r.status, action, reason.as_deref(), r.extended)?;
     if matches!(action, Step::Verify | Step::Start | Step::Complete) {
-        hold_check(app, &r, action).await?;
+        hold_check(svc, &r, action).await?;
     }
     let before = r.updated_at;
     let now = time::now().max(before + 1);
@@ -310,7 +310,7 @@ pub async fn act(
     let mut held = 0;
     match action {
         Step::Extend => {
-            let j = jurisdictions(app, tenant).await?;
+            let j = jurisdictions(svc, tenant).await?;
             r.due_at = rights::extended_due(&j, r.due_at);
             r.extended = true;
             done.outcome = Some(format!("due {}", time::rfc3339(r.due_at)));
@@ -318,13 +318,13 @@ pub async fn act(
         Step::Complete => {
             // Pre-execution hooks first: nothing is carried out until each
             // approved (crate::hooks; `resume` carries it out then).
-            held = crate::hooks::matching(app, &r, HookStage::PreExecution).await?;
+            held = crate::hooks::matching(svc.store.as_ref(), &r, HookStage::PreExecution).await?;
             if held > 0 {
                 done.outcome = Some(format!(
                     "held until {held} pre-execution hook(s) approve; see `hooks`"
                 ));
             } else {
-                waiting = execute(app, &mut r, &mut done, now, false).await?;
+                waiting = execute(svc, &mut r, &mut done, now, false).await?;
             }
         }
         Step::Reject => r.closed_at = Some(now),
@@ -337,19 +337,19 @@ pub async fn act(
     };
     r.updated_at = now;
     r.steps.push(done);
-    save(app, &r, before).await?;
+    save(svc.store.as_ref(), &r, before).await?;
     if held > 0 {
         // The calls once the hold is saved (an answer then finds it held).
-        if crate::hooks::call(app, &r, HookStage::PreExecution).await? == 0 {
-            resume(app, tenant, id).await?; // the hooks were removed meanwhile
+        if crate::hooks::call(svc, &r, HookStage::PreExecution).await? == 0 {
+            resume(svc, tenant, id).await?; // the hooks were removed meanwhile
         }
-        return load(app, tenant, id).await;
+        return load(svc.store.as_ref(), tenant, id).await;
     }
     if action == Step::Complete && waiting == 0 {
-        announce_completed(app, &r).await?;
+        announce_completed(svc, &r).await?;
     }
-    if waiting > 0 && crate::systems::finish_if_done(app, tenant, id).await? {
-        return load(app, tenant, id).await;
+    if waiting > 0 && crate::systems::finish_if_done(svc, tenant, id).await? {
+        return load(svc.store.as_ref(), tenant, id).await;
     }
     Ok(r)
 }
@@ -357,8 +357,9 @@ pub async fn act(
 /// Refuse a step while hooks hold the request: pre-approval hooks that
 /// have not all approved hold every step but rejecting and extending;
 /// pre-execution hooks, once called, hold a second `complete`.
-async fn hold_check(app: &App, r: &RequestRow, action: Step) -> Result<(), Problem> {
-    let (gate, _) = crate::hooks::gate(app, &r.tenant, &r.id, HookStage::PreApproval).await?;
+async fn hold_check(svc: &Services, r: &RequestRow, action: Step) -> Result<(), Problem> {
+    let (gate, _) =
+        crate::hooks::gate(svc.store.as_ref(), &r.tenant, &r.id, HookStage::PreApproval).await?;
     if let Gate::Held(n) = gate {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -367,8 +368,13 @@ async fn hold_check(app: &App, r: &RequestRow, action: Step) -> Result<(), Probl
         ));
     }
     if action == Step::Complete {
-        let (gate, calls) =
-            crate::hooks::gate(app, &r.tenant, &r.id, HookStage::PreExecution).await?;
+        let (gate, calls) = crate::hooks::gate(
+            svc.store.as_ref(),
+            &r.tenant,
+            &r.id,
+            HookStage::PreExecution,
+        )
+        .await?;
         if !calls.is_empty() {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
@@ -390,14 +396,14 @@ async fn hold_check(app: &App, r: &RequestRow, action: Step) -> Result<(), Probl
 /// Yinyom's own part; the step's outcome says what was done. Returns how
 /// many systems the request now waits for (`systems.rs`).
 async fn execute(
-    app: &App,
+    svc: &Services,
     r: &mut RequestRow,
     done: &mut RequestStep,
     now: Micros,
     resumed: bool,
 ) -> Result<usize, Problem> {
-    let waiting = crate::systems::begin(app, r, resumed).await?;
-    let mut outcome = carry_out(app, r, waiting > 0).await?;
+    let waiting = crate::systems::begin(svc, r, resumed).await?;
+    let mut outcome = carry_out(svc, r, waiting > 0).await?;
     if waiting > 0 {
         outcome.push_str(&format!("; waiting for {waiting} connected system(s)"));
     } else {
@@ -410,8 +416,8 @@ async fn execute(
 
 /// Carry out a request its pre-execution hooks all approved (called by
 /// `hooks::settle`): once, recorded as an `execute` step.
-pub(crate) async fn resume(app: &App, tenant: &str, id: &str) -> Result<(), Problem> {
-    let mut r = load(app, tenant, id).await?;
+pub(crate) async fn resume(svc: &Services, tenant: &str, id: &str) -> Result<(), Problem> {
+    let mut r = load(svc.store.as_ref(), tenant, id).await?;
     if r.status != Status::InProgress
         || !r.steps.iter().any(|s| s.action == "complete")
         || r.steps.iter().any(|s| s.action == "execute")
@@ -421,17 +427,17 @@ pub(crate) async fn resume(app: &App, tenant: &str, id: &str) -> Result<(), Prob
     let before = r.updated_at;
     let now = time::now().max(before + 1);
     let mut done = step("yinyom", "execute", now, None);
-    let waiting = execute(app, &mut r, &mut done, now, true).await?;
+    let waiting = execute(svc, &mut r, &mut done, now, true).await?;
     if waiting == 0 {
         r.status = Status::Completed;
     }
     r.updated_at = now;
     r.steps.push(done);
-    save(app, &r, before).await?;
+    save(svc.store.as_ref(), &r, before).await?;
     if waiting == 0 {
-        announce_completed(app, &r).await?;
+        announce_completed(svc, &r).await?;
     } else {
-        crate::systems::finish_if_done(app, tenant, id).await?;
+        crate::systems::finish_if_done(svc, tenant, id).await?;
     }
     Ok(())
 }
@@ -439,7 +445,7 @@ pub(crate) async fn resume(app: &App, tenant: &str, id: &str) -> Result<(), Prob
 /// Reject a request a hook denied, with the hook's reason (recorded as the
 /// rejection's, PDPA s.30 para. 3).
 pub(crate) async fn reject_by_hook(
-    app: &App,
+    store: &dyn Store,
     tenant: &str,
     id: &str,
     hook: &str,
@@ -447,7 +453,7 @@ pub(crate) async fn reject_by_hook(
     reason: &str,
 ) -> Result<(), Problem> {
     for _ in 0..5 {
-        let mut r = load(app, tenant, id).await?;
+        let mut r = load(store, tenant, id).await?;
         if !r.status.is_open() || r.steps.iter().any(|s| s.action == "execute") {
             return Ok(());
         }
@@ -465,7 +471,7 @@ pub(crate) async fn reject_by_hook(
         r.closed_at = Some(now);
         r.changes = None;
         r.updated_at = now;
-        if app.store.update_request(&r, before).await? {
+        if store.update_request(&r, before).await? {
             return Ok(());
         }
     }
@@ -477,7 +483,11 @@ pub(crate) async fn reject_by_hook(
 /// Do what a request asks; returns what was done, for its record.
 /// `systems_pending`: connected systems still have their part to do (an
 /// erasure then announces `subject.erased` when they are done).
-async fn carry_out(app: &App, r: &RequestRow, systems_pending: bool) -> Result<String, Problem> {
+async fn carry_out(
+    svc: &Services,
+    r: &RequestRow,
+    systems_pending: bool,
+) -> Result<String, Problem> {
     let tenant = r.tenant.as_str();
     let Some(id) = r.subject_id.clone() else {
         return Ok("the subject was erased before".into());
@@ -487,7 +497,7 @@ async fn carry_out(app: &App, r: &RequestRow, systems_pending: bool) -> Result<S
         Kind::Access | Kind::Portability => Ok("the data bundle is ready to download".into()),
         Kind::Erasure => {
             erase(
-                app,
+                svc,
                 tenant,
                 &id,
                 &r.subject_uid,
@@ -499,7 +509,7 @@ async fn carry_out(app: &App, r: &RequestRow, systems_pending: bool) -> Result<S
         Kind::Restriction | Kind::Objection => {
             let purposes = r.purposes.clone();
             let kind = r.kind;
-            let current = app
+            let current = svc
                 .store
                 .subject(tenant, &id)
                 .await?
@@ -516,7 +526,7 @@ async fn carry_out(app: &App, r: &RequestRow, systems_pending: bool) -> Result<S
             // ledger entries that propagate them. A retry after a crash
             // between the two writes the entries then (idempotent by the
             // request's id), so no change goes unannounced.
-            profiles::modify::<Problem>(app, tenant, &id, Some(flags), |_| Ok(()))
+            profiles::modify::<Problem>(svc, tenant, &id, Some(flags), |_| Ok(()))
                 .await
                 .map_err(profile_problem)?;
             let actions = purposes
@@ -528,7 +538,7 @@ async fn carry_out(app: &App, r: &RequestRow, systems_pending: bool) -> Result<S
                     expires_at: None,
                 })
                 .collect();
-            app.writer
+            svc.writer
                 .write(ledgered_by(r, &id, time::now(), actions))
                 .await?;
             Ok(format!(
@@ -541,14 +551,14 @@ async fn carry_out(app: &App, r: &RequestRow, systems_pending: bool) -> Result<S
                 purposes.join(", ")
             ))
         }
-        Kind::Withdrawal => withdraw(app, r, &id).await,
+        Kind::Withdrawal => withdraw(svc, r, &id).await,
         Kind::Rectification => {
             let Some(blob) = &r.changes else {
                 return Ok("nothing to correct".into());
             };
-            let keys = app
+            let keys = svc
                 .vault
-                .tenant(app.store.as_ref(), tenant)
+                .tenant(svc.store.as_ref(), tenant)
                 .await
                 .map_err(crate::store::StoreError::from)?;
             let plain = keys
@@ -556,7 +566,7 @@ async fn carry_out(app: &App, r: &RequestRow, systems_pending: bool) -> Result<S
                 .map_err(crate::store::StoreError::from)?;
             let c: Corrections = serde_json::from_slice(&plain)
                 .map_err(|e| Problem::bad_request(format!("stored corrections: {e}")))?;
-            profiles::modify::<Problem>(app, tenant, &id, None, |p: &mut Profile| {
+            profiles::modify::<Problem>(svc, tenant, &id, None, |p: &mut Profile| {
                 for (k, v) in &c.identifiers {
                     if let Some(kind) = ContactKind::parse(k) {
                         p.contacts.insert(kind, v.clone());
@@ -611,10 +621,10 @@ fn ledgered_by(r: &RequestRow, id: &str, at: Micros, actions: Vec<PreparedAction
 
 /// Withdraw every consent the request names that stands granted, through
 /// the ledger (source `rights_request`).
-async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem> {
+async fn withdraw(svc: &Services, r: &RequestRow, id: &str) -> Result<String, Problem> {
     let now = time::now();
     let all = r.purposes.iter().any(|p| p == "*");
-    let held = app.view.subject(app.store.as_ref(), &r.tenant, id).await?;
+    let held = svc.view.subject(svc.store.as_ref(), &r.tenant, id).await?;
     let actions: Vec<PreparedAction> = held
         .map(|s| {
             s.consents
@@ -635,7 +645,7 @@ async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem
         return Ok("no consent stood granted".into());
     }
     let n = actions.len();
-    app.writer.write(ledgered_by(r, id, now, actions)).await?;
+    svc.writer.write(ledgered_by(r, id, now, actions)).await?;
     Ok(format!("{n} consent(s) withdrawn in the ledger"))
 }
 
@@ -648,18 +658,18 @@ async fn withdraw(app: &App, r: &RequestRow, id: &str) -> Result<String, Problem
 /// systems still have their part to do), `subject.erased` is written by
 /// [`announce_erased`] once they are done, with their outcomes.
 pub async fn erase(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     id: &str,
     uid: &str,
     actor: &str,
     announce: bool,
 ) -> Result<String, Problem> {
-    let Some(subject) = app.store.subject(tenant, id).await? else {
+    let Some(subject) = svc.store.subject(tenant, id).await? else {
         return Ok("the subject was erased before".into());
     };
     let mut flags = subject.flags;
-    let held = app.view.subject(app.store.as_ref(), tenant, id).await?;
+    let held = svc.view.subject(svc.store.as_ref(), tenant, id).await?;
     let mut actions: Vec<PreparedAction> = held
         .map(|s| {
             s.consents
@@ -686,7 +696,7 @@ pub async fn erase(
     }
     // Idempotent: a retry after a crash between this write and the
     // transaction below writes nothing twice.
-    app.writer
+    svc.writer
         .write(WriteItem {
             tenant: tenant.to_string(),
             subject_id: id.to_string(),
@@ -707,23 +717,23 @@ pub async fn erase(
     flags.erased = true;
     flags.born_on = None;
     flags.age_band = None;
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), tenant)
+        .tenant(svc.store.as_ref(), tenant)
         .await
         .map_err(crate::store::StoreError::from)?;
     let pseudonym = keys.pseudonym(id);
-    let receipts = app
+    let receipts = svc
         .store
         .receipts(tenant, uid)
         .await?
         .into_iter()
         .filter_map(|r| {
-            let jws = app.signer.with_principal(&r.jws, &pseudonym)?;
+            let jws = svc.signer.with_principal(&r.jws, &pseudonym)?;
             Some((r.id, jws))
         })
         .collect();
-    let gone = app
+    let gone = svc
         .store
         .erase_subject(&crate::model::Erasure {
             tenant,
@@ -735,11 +745,11 @@ pub async fn erase(
             at: time::now(),
         })
         .await?;
-    app.arm_pseudonyms(tenant).await?;
-    let held = app.store.subject_states(tenant, &pseudonym).await?;
-    app.view
+    svc.arm_pseudonyms(tenant).await?;
+    let held = svc.store.subject_states(tenant, &pseudonym).await?;
+    svc.view
         .write(tenant, |tv| tv.put_erased(id, &pseudonym, flags, &held));
-    if let Err(e) = app.store.purge_deleted().await {
+    if let Err(e) = svc.store.purge_deleted().await {
         tracing::warn!(error = %e, "could not truncate the write-ahead log after an erasure");
     }
     Ok(format!(
@@ -758,16 +768,16 @@ const CODE_ATTEMPTS: u32 = 5;
 const CODES_PER_REQUEST: usize = 5;
 
 /// A tenant's request, or 404.
-pub async fn load(app: &App, tenant: &str, id: &str) -> Result<RequestRow, Problem> {
-    app.store
+pub async fn load(store: &dyn Store, tenant: &str, id: &str) -> Result<RequestRow, Problem> {
+    store
         .request(tenant, id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("request {id:?} does not exist")))
 }
 
 /// Write a request changed since `before` was read, or 409.
-async fn save(app: &App, r: &RequestRow, before: Micros) -> Result<(), Problem> {
-    if app.store.update_request(r, before).await? {
+async fn save(store: &dyn Store, r: &RequestRow, before: Micros) -> Result<(), Problem> {
+    if store.update_request(r, before).await? {
         Ok(())
     } else {
         Err(Problem::conflict(
@@ -779,14 +789,14 @@ async fn save(app: &App, r: &RequestRow, before: Micros) -> Result<(), Problem> 
 /// Verify a requester's identity by a one-time code sent to a contact
 /// point the subject's profile holds (so only the subject can read it).
 pub async fn send_code(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     id: &str,
     channel: yinyom_core::purpose::Channel,
     actor: &str,
 ) -> Result<RequestRow, Problem> {
     use rand::Rng;
-    let mut r = load(app, tenant, id).await?;
+    let mut r = load(svc.store.as_ref(), tenant, id).await?;
     if r.status != Status::Received {
         return Err(Problem::validation(
             "action",
@@ -809,13 +819,13 @@ pub async fn send_code(
         ));
     }
     let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), tenant)
+        .tenant(svc.store.as_ref(), tenant)
         .await
         .map_err(crate::store::StoreError::from)?;
     let message = crate::relay::queue_system(
-        app,
+        svc,
         tenant,
         &subject,
         channel,
@@ -846,19 +856,19 @@ pub async fn send_code(
     ));
     r.steps.push(s);
     r.updated_at = now;
-    save(app, &r, before).await?;
+    save(svc.store.as_ref(), &r, before).await?;
     Ok(r)
 }
 
 /// Check a one-time code: the right one verifies the request.
 pub async fn check_code(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     id: &str,
     code: &str,
     actor: &str,
 ) -> Result<RequestRow, Problem> {
-    let mut r = load(app, tenant, id).await?;
+    let mut r = load(svc.store.as_ref(), tenant, id).await?;
     let Some(mut sent) = r.verification.clone() else {
         return Err(Problem::validation(
             "code",
@@ -873,9 +883,9 @@ pub async fn check_code(
             "the code expired or was tried too often; send a new one",
         ));
     }
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), tenant)
+        .tenant(svc.store.as_ref(), tenant)
         .await
         .map_err(crate::store::StoreError::from)?;
     let given = keys.lookup_hash(&format!("code:{}", r.id), code.trim());
@@ -889,7 +899,7 @@ pub async fn check_code(
     if !same {
         sent.attempts += 1;
         r.verification = Some(sent);
-        save(app, &r, before).await?;
+        save(svc.store.as_ref(), &r, before).await?;
         return Err(Problem::validation("code", "the code is not right"));
     }
     r.status = rights::next(r.status, Step::Verify, None, r.extended)?;
@@ -900,7 +910,7 @@ pub async fn check_code(
         sent.channel
     ));
     r.steps.push(s);
-    save(app, &r, before).await?;
+    save(svc.store.as_ref(), &r, before).await?;
     Ok(r)
 }
 
@@ -908,7 +918,7 @@ pub async fn check_code(
 /// objection flags changed (`before` → `after`): one entry per purpose
 /// restricted, objected to, or lifted.
 pub async fn ledger_flag_changes(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     subject_id: &str,
     before: &SubjectFlags,
@@ -943,7 +953,7 @@ pub async fn ledger_flag_changes(
     if actions.is_empty() {
         return Ok(());
     }
-    app.writer
+    svc.writer
         .write(WriteItem {
             tenant: tenant.to_string(),
             subject_id: subject_id.to_string(),

@@ -11,9 +11,9 @@ use yinyom_core::purpose::Channel;
 use yinyom_core::segment::{EventTerm, Facts, Segment};
 use yinyom_core::time;
 
-use crate::app::App;
 use crate::profiles::{self, Subject};
-use crate::store::StoreError;
+use crate::services::Services;
+use crate::store::{Store, StoreError};
 
 const PAGE: u32 = 2_000;
 
@@ -43,7 +43,7 @@ impl Facts for SubjectFacts<'_> {
 }
 
 async fn event_counts(
-    app: &App,
+    store: &dyn Store,
     tenant: &str,
     seg: &Segment,
 ) -> Result<HashMap<EventTerm, HashMap<String, u64>>, StoreError> {
@@ -51,7 +51,7 @@ async fn event_counts(
     let mut counts = HashMap::new();
     for term in seg.event_terms() {
         let since = now - term.window_secs * 1_000_000;
-        let c = app.store.event_counts(tenant, &term.name, since).await?;
+        let c = store.event_counts(tenant, &term.name, since).await?;
         counts.insert(term, c);
     }
     Ok(counts)
@@ -60,19 +60,19 @@ async fn event_counts(
 /// Visit every subject with a profile that matches `seg` (all of them
 /// without a segment), a page at a time.
 async fn each_match(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     seg: Option<&Segment>,
     mut visit: impl FnMut(Subject),
 ) -> Result<(), StoreError> {
     let counts = match seg {
-        Some(s) => event_counts(app, tenant, s).await?,
+        Some(s) => event_counts(svc.store.as_ref(), tenant, s).await?,
         None => HashMap::new(),
     };
-    let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;
+    let keys = svc.vault.tenant(svc.store.as_ref(), tenant).await?;
     let mut after = String::new();
     loop {
-        let page = app.store.profiles(tenant, &after, PAGE).await?;
+        let page = svc.store.profiles(tenant, &after, PAGE).await?;
         let Some(last) = page.last() else {
             return Ok(());
         };
@@ -94,9 +94,13 @@ async fn each_match(
 }
 
 /// The subjects matching a segment.
-pub async fn members(app: &App, tenant: &str, seg: &Segment) -> Result<Vec<Subject>, StoreError> {
+pub async fn members(
+    svc: &Services,
+    tenant: &str,
+    seg: &Segment,
+) -> Result<Vec<Subject>, StoreError> {
     let mut out = Vec::new();
-    each_match(app, tenant, Some(seg), |s| out.push(s)).await?;
+    each_match(svc, tenant, Some(seg), |s| out.push(s)).await?;
     Ok(out)
 }
 
@@ -114,7 +118,7 @@ pub struct Evaluation {
 }
 
 pub async fn evaluate(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     seg: Option<&Segment>,
     purpose: &str,
@@ -122,13 +126,13 @@ pub async fn evaluate(
 ) -> Result<Evaluation, StoreError> {
     let now = time::now();
     let mut ids = Vec::new();
-    each_match(app, tenant, seg, |s| ids.push(s.record.id)).await?;
+    each_match(svc, tenant, seg, |s| ids.push(s.record.id)).await?;
     let mut e = Evaluation::default();
     for id in ids {
         e.matched += 1;
-        match app
+        match svc
             .view
-            .decide(app.store.as_ref(), tenant, &id, purpose, channel, now)
+            .decide(svc.store.as_ref(), tenant, &id, purpose, channel, now)
             .await?
         {
             Ok(a) if a.decision.allowed => {
@@ -174,13 +178,13 @@ pub struct Renewals {
 /// version: these subjects must agree again (decisions answer
 /// `notice_outdated` until they do).
 pub async fn renewals(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     notice: &str,
 ) -> Result<Renewals, crate::api::problem::Problem> {
     use crate::api::problem::Problem;
     let now = time::now();
-    let material = app
+    let material = svc
         .view
         .read(tenant, |tv| {
             tv.latest_notice
@@ -191,8 +195,8 @@ pub async fn renewals(
         .ok_or_else(|| Problem::not_found(format!("notice {notice:?} does not exist")))?;
     let mut subjects = Vec::new();
     if let Some(m) = material {
-        app.view
-            .each_subject(app.store.as_ref(), tenant, |_, id, s| {
+        svc.view
+            .each_subject(svc.store.as_ref(), tenant, |_, id, s| {
                 if s.erased() {
                     return;
                 }

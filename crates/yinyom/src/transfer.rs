@@ -24,9 +24,9 @@ use yinyom_core::consent::{Action, ConsentState};
 use yinyom_core::purpose::Channel;
 use yinyom_core::time;
 
-use crate::app::load_view;
 use crate::cli::Format;
 use crate::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin, Rejected};
+use crate::services::load_view;
 use crate::store::{ItemOutcome, Store, WriteItem};
 
 /// Rows per committed transaction: large enough that the commit's fsync
@@ -324,7 +324,7 @@ pub async fn import(
              --master-key-file) so that the import can refuse their old ids",
         )?;
         let vault = crate::vault::Vault::new(master);
-        crate::app::arm_pseudonyms(&view, &vault, store.as_ref(), tenant).await?;
+        crate::services::arm_pseudonyms(&view, &vault, store.as_ref(), tenant).await?;
     }
     // Parsing and checking the next batch overlaps with committing the
     // previous one; the channel's capacity of one bounds memory.
@@ -384,6 +384,9 @@ pub async fn import(
 struct HistoryRow {
     subject: Option<String>,
     seq: u64,
+    /// The hash chain (partition) the entry is in, and its position there.
+    partition: u32,
+    pseq: u64,
     purpose: String,
     channel: Option<&'static str>,
     action: &'static str,
@@ -416,6 +419,8 @@ pub async fn export(
             sink.write(&HistoryRow {
                 subject,
                 seq: e.seq,
+                partition: e.partition,
+                pseq: e.pseq,
                 purpose: b.purpose,
                 channel: b.channel.map(Channel::as_str),
                 action: b.action.as_str(),

@@ -59,8 +59,8 @@ impl Default for Options {
 }
 
 /// One stored row checked on its own (on a checking thread), with its
-/// Merkle leaf if the checkpoint audit needs it (`seq <= leaves_upto`).
-fn check(row: LedgerRow, leaves_upto: u64) -> std::result::Result<Checked, Broken> {
+/// Merkle leaf if the checkpoint audit needs leaves.
+fn check(row: LedgerRow, leaves: bool) -> std::result::Result<Checked, Broken> {
     let seq = row.seq;
     let entry = row.entry.map_err(|problem| Broken { seq, problem })?;
     let evidence = row
@@ -72,7 +72,7 @@ fn check(row: LedgerRow, leaves_upto: u64) -> std::result::Result<Checked, Broke
             problem: "evidence is not valid JSON".into(),
         })?;
     let check = EntryCheck::of(&entry, evidence.as_ref());
-    let leaf = if seq <= leaves_upto {
+    let leaf = if leaves {
         merkle::leaf_of_hex(&check.hash)
     } else {
         None
@@ -105,26 +105,32 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
     opts: &Options,
     progress: &AtomicU64,
 ) -> Result<VerifyReport> {
-    let head = store.ledger_head(tenant).await?;
+    // The partitions' heads, then the last seq: every entry up to those
+    // heads has a seq up to it. Entries past a head (written since) are
+    // left for the next verification.
+    let heads = store.ledger_partitions(tenant).await?;
+    let upto = store.ledger_last_seq(tenant).await?;
+    let sizes: std::collections::HashMap<u32, u64> =
+        heads.iter().map(|h| (h.partition, h.chain.seq)).collect();
     let mut audit = crate::checkpoint::Audit::start(store, tenant).await?;
-    let leaves_upto = audit.needs_upto();
+    let leaves = audit.needs_leaves();
     let chunk = opts.chunk.max(1);
     let workers = opts.workers.max(1);
     let mut verifier = Verifier::default();
     let mut inflight: VecDeque<tokio::task::JoinHandle<Checks>> = VecDeque::new();
     let mut after = 0;
-    let mut more = head.seq > 0;
+    let mut more = upto > 0;
     loop {
         if more {
-            let page = store.ledger_page(tenant, after, head.seq, chunk).await?;
-            more = page.len() == chunk as usize && page.last_seq().is_some_and(|s| s < head.seq);
+            let page = store.ledger_page(tenant, after, upto, chunk).await?;
+            more = page.len() == chunk as usize && page.last_seq().is_some_and(|s| s < upto);
             if let Some(last) = page.last_seq() {
                 after = last;
             }
             inflight.push_back(tokio::task::spawn_blocking(move || {
                 page.rows()
                     .into_iter()
-                    .map(|row| check(row, leaves_upto))
+                    .map(|row| check(row, leaves))
                     .collect()
             }));
         }
@@ -137,15 +143,29 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
         let checks = next
             .await
             .map_err(|e| StoreError::Unavailable(format!("a checking thread failed: {e}")))?;
-        if let Some(Ok(last)) = checks.last() {
-            audit.prepare(store, tenant, last.check.seq).await?;
+        let mut reach = std::collections::BTreeMap::new();
+        for c in checks.iter().flatten() {
+            let at = reach.entry(c.check.partition).or_insert(0);
+            *at = c.check.pseq.max(*at);
         }
+        audit.prepare(store, tenant, &reach).await?;
         for c in checks {
+            if let Ok(c) = &c
+                && c.check.pseq > sizes.get(&c.check.partition).copied().unwrap_or(0)
+            {
+                // Written after the heads were read (or behind the
+                // service's back: `ledger_past_heads` finds those).
+                continue;
+            }
             let checked = verifier.checked();
-            let linked = c.and_then(|c| verifier.link(&c.check).map(|()| c.leaf));
+            let linked = c.and_then(|c| {
+                verifier
+                    .link(&c.check)
+                    .map(|()| (c.check.partition, c.check.seq, c.leaf))
+            });
             match linked {
-                Ok(Some(leaf)) => audit.push(leaf),
-                Ok(None) => {}
+                Ok((part, seq, Some(leaf))) => audit.push(part, seq, leaf),
+                Ok(_) => {}
                 Err(b) => {
                     progress.store(checked, Ordering::Relaxed);
                     return Ok(broken(checked, b));
@@ -155,23 +175,17 @@ pub async fn verify<S: Verifications + crate::store::Checkpoints + ?Sized>(
         progress.store(verifier.checked(), Ordering::Relaxed);
     }
     let checked = verifier.checked();
-    if let Err(b) = verifier.finish(&head) {
+    if let Err(b) = verifier.finish_partitions(&heads) {
         return Ok(broken(checked, b));
     }
-    // Entries stored past the recorded head (written behind the service's
-    // back). The last seq is read before the head: writers move the head
-    // with their rows, so a live ledger never shows rows beyond it.
-    let last = store.ledger_last_seq(tenant).await?;
-    let now = store.ledger_head(tenant).await?;
-    if last > now.seq {
+    // Entries stored past their partition's recorded head (written behind
+    // the service's back); a live ledger moves each head with its rows.
+    if let Some(seq) = store.ledger_past_heads(tenant).await? {
         return Ok(broken(
             checked,
             Broken {
-                seq: now.seq + 1,
-                problem: format!(
-                    "entries {} to {last} lie beyond the recorded head",
-                    now.seq + 1
-                ),
+                seq,
+                problem: format!("entry {seq} lies beyond its partition's recorded head"),
             },
         ));
     }
@@ -203,7 +217,7 @@ pub async fn start(
         tenant: tenant.to_string(),
         id: format!("ver_{}", uuid::Uuid::now_v7().simple()),
         status: "running".into(),
-        total: store.ledger_head(tenant).await?.seq,
+        total: store.ledger_size(tenant).await?,
         checked: 0,
         ok: None,
         broken: None,

@@ -219,7 +219,13 @@ async fn readme_walkthrough_grant_decide_withdraw_history_verify(backend: Backen
     let events = granted["events"].as_array().expect("events");
     assert_eq!(events.len(), 1);
     let e = &events[0];
-    assert_eq!(e["seq"], 1);
+    assert!(e["seq"].as_u64().is_some_and(|s| s >= 1), "{e}");
+    // Where it sits: the subject's partition and its position there.
+    assert_eq!(
+        e["partition"],
+        yinyom_core::ledger::partition_of(&t.tenant, "cust-42", 64)
+    );
+    assert!(e["pseq"].as_u64().is_some_and(|p| p >= 1), "{e}");
     assert_eq!(e["purpose"], "marketing.email");
     assert_eq!(e["channel"], "email");
     assert_eq!(e["action"], "grant");
@@ -258,7 +264,7 @@ async fn readme_walkthrough_grant_decide_withdraw_history_verify(backend: Backen
             }),
         )
         .await;
-    assert_eq!(withdrawn["events"][0]["seq"], 2);
+    assert_eq!(withdrawn["events"][0]["seq"], nth_seq(&t, 2).await);
     assert_eq!(withdrawn["events"][0]["state"], "withdrawn");
     // A withdrawal gets a receipt too (no notice needed): it lists what
     // was withdrawn, and the entry carries its id.
@@ -294,7 +300,7 @@ async fn readme_walkthrough_grant_decide_withdraw_history_verify(backend: Backen
     assert_eq!(consents.len(), 1, "{h}");
     assert_eq!(consents[0]["state"], "withdrawn");
     assert_eq!(consents[0]["crm"], "not_consented");
-    assert_eq!(consents[0]["seq"], 2);
+    assert_eq!(consents[0]["seq"], nth_seq(&t, 2).await);
     let history = h["history"].as_array().unwrap();
     assert_eq!(history.len(), 2, "{h}");
     assert_eq!(history[0]["action"], "grant");
@@ -1025,7 +1031,7 @@ async fn bad_consent_input_is_refused_with_a_problem_and_writes_nothing(backend:
     );
     let (first, replayed) = (json_of(&b1), json_of(&b2));
     assert_eq!(replayed, first, "the replay is the first response");
-    assert_eq!(replayed["events"][0]["seq"], 2);
+    assert_eq!(replayed["events"][0]["seq"], nth_seq(&t, 2).await);
     assert_eq!(ledger_len(&t).await, 2, "a replay writes nothing");
     let mut other = good();
     other["actions"][0]["action"] = json!("deny");
@@ -1615,7 +1621,7 @@ async fn one_tenant_never_sees_or_changes_another_tenants_data(backend: Backend)
     );
     let b_grant = json_of(&b_grant);
     assert_eq!(b_grant["subject"], "cust-7");
-    assert_eq!(b_grant["events"][0]["seq"], 1, "B's chain starts at 1");
+    assert!(b_grant["events"][0]["seq"].as_u64().is_some(), "{b_grant}");
     let (_, _, v) = get("/v1/ledger/verify").await;
     assert_eq!(
         (v["ok"].clone(), v["checked"].clone()),
@@ -2000,7 +2006,8 @@ async fn acknowledged_consents_and_decisions_survive_a_restart(backend: Backend)
             consent("cust-0", None, "marketing.email", Some("email"), "withdraw"),
         )
         .await;
-    assert_eq!(next["events"][0]["seq"], 11);
+    assert!(next["events"][0]["seq"].as_u64().unwrap() > nth_seq(&t, 10).await);
+    assert_eq!(next["events"][0]["seq"], nth_seq(&t, 11).await);
     assert_eq!(
         decide(&t, "cust-0", "marketing.email", Some("email")).await,
         denied("withdrawn")
@@ -2049,13 +2056,36 @@ async fn three_entries(backend: Backend) -> TestApp {
     t
 }
 
+/// The `seq` of the `n`-th entry (from 1) of the tenant's ledger: dense on
+/// SQLite, and on PostgreSQL numbered by transaction (increasing, with gaps).
+async fn nth_seq(t: &TestApp, n: u64) -> u64 {
+    use yinyom::store::Ledger;
+    t.store.ledger(&t.tenant).await.unwrap()[n as usize - 1]
+        .1
+        .seq
+}
+
 /// Run `sql` against the database through a connection of its own, as
-/// someone with access to the database (not the API) would.
+/// someone with access to the database (not the API) would; `seq = N`
+/// in it names the N-th entry.
 async fn tamper(t: &TestApp, sql: &str) {
+    let mut sql = sql.to_string();
+    if let Some(c) = regex_lite_seq(&sql) {
+        let real = nth_seq(t, c).await;
+        sql = sql.replace(&format!("seq = {c}"), &format!("seq = {real}"));
+    }
+    let sql = sql.as_str();
     let other = t.db.open().await;
     let done = sqlx::query(sql).execute(other.pool()).await.expect(sql);
     assert_eq!(done.rows_affected(), 1, "{sql}");
     other.pool().close().await;
+}
+
+/// The `N` of a `seq = N` in `sql`.
+fn regex_lite_seq(sql: &str) -> Option<u64> {
+    let at = sql.find("seq = ")? + "seq = ".len();
+    let digits: String = sql[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 async fn altering_or_deleting_ledger_rows_is_detected_and_located(backend: Backend) {
@@ -2075,12 +2105,20 @@ async fn altering_or_deleting_ledger_rows_is_detected_and_located(backend: Backe
         ),
         ("UPDATE ledger SET receipt_id = 'forged' WHERE seq = 1", 1),
         ("UPDATE ledger SET notice_version = 2 WHERE seq = 3", 3),
+        // The last entry: its partition's head names it.
         ("DELETE FROM ledger WHERE seq = 3", 3),
+        // Within the chain: the entry deleted where seqs are dense (one
+        // partition's entries only, as on SQLite here), else the entry
+        // after it, the first that no longer links.
         ("DELETE FROM ledger WHERE seq = 2", 2),
         ("DELETE FROM ledger WHERE seq = 1", 1),
     ];
-    for (sql, seq) in cases {
+    for (sql, n) in cases {
         let t = three_entries(backend).await;
+        let mut seq = nth_seq(&t, n).await;
+        if sql.starts_with("DELETE") && n < 3 && seq != n {
+            seq = nth_seq(&t, n + 1).await;
+        }
         tamper(&t, sql).await;
         let v = verify_with(&t, &t.owner).await;
         assert_eq!(v["ok"], false, "{sql}: {v}");
@@ -2422,7 +2460,7 @@ async fn consent_events_stream_in_order_and_resume_after_the_last_event_id(backe
         (Some("granted"), Some("withdrawn")),
         "{e2}"
     );
-    assert_eq!(id2.parse::<u64>().unwrap(), id1.parse::<u64>().unwrap() + 1);
+    assert!(id2.parse::<u64>().unwrap() > id1.parse::<u64>().unwrap());
     assert_eq!(e2["ledger"]["seq"].as_u64(), id2.parse().ok());
     assert_eq!(e2["purpose"], "marketing.email");
     assert_eq!(e2["channel"], "email");
@@ -2457,7 +2495,7 @@ async fn consent_events_stream_in_order_and_resume_after_the_last_event_id(backe
         .next(wait)
         .await
         .expect("the whole outbox");
-    assert_eq!(from_start["ledger"]["seq"], 1);
+    assert_eq!(from_start["ledger"]["seq"], nth_seq(&t, 1).await);
 
     // Bad filters and cursors are problems; users may not read the stream.
     for (path, headers, status) in [
@@ -2551,6 +2589,12 @@ async fn webhooks_deliver_signed_events_in_order_per_subject_through_outages(bac
         consent("s2", None, "analytics", None, "deny"),
     )
     .await;
+    // The first three entries: s1's grant and withdrawal, s2's grant.
+    let (first, second, third) = (
+        nth_seq(&t, 1).await,
+        nth_seq(&t, 2).await,
+        nth_seq(&t, 3).await,
+    );
     assert!(
         eventually(Duration::from_secs(10), || async {
             let pending = deliveries(&t, &id, "pending").await;
@@ -2559,7 +2603,7 @@ async fn webhooks_deliver_signed_events_in_order_per_subject_through_outages(bac
                     .iter()
                     .any(|d| d["seq"] == seq && d["attempts"].as_u64() >= Some(3))
             };
-            retried(1) && retried(3)
+            retried(first) && retried(third)
         })
         .await,
         "failed deliveries are retried: {:?}",
@@ -2568,13 +2612,13 @@ async fn webhooks_deliver_signed_events_in_order_per_subject_through_outages(bac
     let pending = deliveries(&t, &id, "pending").await;
     let waiting = pending
         .iter()
-        .find(|d| d["seq"] == 2)
+        .find(|d| d["seq"] == second)
         .expect("s1's second event");
     assert_eq!(
         waiting["attempts"], 0,
         "s1's second event waits for its first: {pending:?}"
     );
-    let failed = pending.iter().find(|d| d["seq"] == 1).unwrap();
+    let failed = pending.iter().find(|d| d["seq"] == first).unwrap();
     assert_eq!(failed["last_code"], 500, "{failed}");
     assert!(
         failed["last_error"].as_str().unwrap().contains("500"),
@@ -2639,11 +2683,13 @@ async fn webhooks_deliver_signed_events_in_order_per_subject_through_outages(bac
     let mut seqs: Vec<u64> = seen.iter().map(|s| s.1).collect();
     seqs.sort();
     seqs.dedup();
-    assert_eq!(
-        seqs,
-        [1, 2, 3, 5],
-        "each matching event at least once: {seen:?}"
-    );
+    let want = [
+        nth_seq(&t, 1).await,
+        nth_seq(&t, 2).await,
+        nth_seq(&t, 3).await,
+        nth_seq(&t, 5).await,
+    ];
+    assert_eq!(seqs, want, "each matching event at least once: {seen:?}");
     let s1: Vec<&(String, u64, String)> = seen.iter().filter(|e| e.0 == seen[0].0).collect();
     let s1_first_seen: Vec<u64> = s1.iter().map(|e| e.1).collect();
     assert!(
@@ -2652,7 +2698,7 @@ async fn webhooks_deliver_signed_events_in_order_per_subject_through_outages(bac
     );
     let kinds: Vec<&str> = seen
         .iter()
-        .filter(|e| e.1 <= 2)
+        .filter(|e| e.1 <= want[1])
         .map(|e| e.2.as_str())
         .collect();
     assert_eq!(kinds.first(), Some(&"consent.granted"));
@@ -2945,7 +2991,7 @@ async fn consent_events_reach_nats_in_order_and_survive_nats_outages(backend: Ba
     let server = NatsServer::start(port, tempfile::tempdir().unwrap());
     assert_eq!(
         nats_messages_when_up(&own, &t.tenant, 1).await[0].2["ledger"]["seq"],
-        1
+        nth_seq(&t, 1).await
     );
     let dir = server.stop();
     t.post("/v1/consents", c("while-down-1")).await;
@@ -2956,7 +3002,12 @@ async fn consent_events_reach_nats_in_order_and_survive_nats_outages(backend: Ba
         .iter()
         .map(|m| m.2["ledger"]["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, [1, 2, 3], "each event once, in order");
+    let want = [
+        nth_seq(&t, 1).await,
+        nth_seq(&t, 2).await,
+        nth_seq(&t, 3).await,
+    ];
+    assert_eq!(seqs, want, "each event once, in order");
     drop(server.stop());
 }
 

@@ -89,8 +89,12 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
     assert_eq!(p["checkpoint"]["number"], 1, "{p}");
     assert_eq!(p["checkpoint"]["size"], 3, "{p}");
     let v = check(&first_jws, &p, &jwks).expect("the first receipt verifies");
-    assert_eq!(v.positions, vec![(0, 0), (0, 1), (0, 2)]);
+    // The subject's partition, its first three entries there.
+    let part = yinyom_core::ledger::partition_of(&t.tenant, "cust-0", 64);
+    assert_eq!(v.positions, vec![(part, 0), (part, 1), (part, 2)]);
     assert_eq!(v.checkpoint, Some(1));
+    // The receipt itself names that partition (signed before the write).
+    assert_eq!(v.partition, Some(part));
 
     // Over a thousand entries: blocks of 256 are stored as subtrees.
     let mut receipts = vec![(first_id, first_jws)];
@@ -105,7 +109,11 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
     let number = cp["number"].as_u64().unwrap();
     assert!(number >= 2, "{cp}");
     assert_eq!(cp["size"], 1200);
-    assert_eq!(cp["claims"]["partitions"][0]["size"], 1200);
+    // Spread over the partitions, which add up to it.
+    let parts = cp["claims"]["partitions"].as_array().unwrap();
+    assert!(parts.len() > 32, "{cp}");
+    let total: u64 = parts.iter().map(|p| p["size"].as_u64().unwrap()).sum();
+    assert_eq!(total, 1200);
     // Nothing new: the same checkpoint, 200.
     let (s, _, again) = t
         .request(Method::POST, "/v1/ledger/checkpoints", &t.owner, None)
@@ -122,7 +130,12 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
         assert_eq!(p["checkpoint"]["number"], number, "{p}");
         let v = check(jws, &p, &jwks).unwrap_or_else(|e| panic!("receipt {i}: {e}"));
         assert_eq!(v.positions.len(), 3);
-        assert_eq!(v.positions[0].1, 3 * i as u64);
+        let part = yinyom_core::ledger::partition_of(&t.tenant, &format!("cust-{i}"), 64);
+        let first = v.positions[0].1;
+        assert_eq!(
+            v.positions,
+            vec![(part, first), (part, first + 1), (part, first + 2)]
+        );
         // ⌈log₂ 1200⌉ hashes at most.
         assert!(p["entries"][0]["path"].as_array().unwrap().len() <= 11);
     }
@@ -149,6 +162,18 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
     assert!(check(jws, &p, &jwks).is_err());
     let (_, other_jws) = &receipts[301];
     assert!(check(other_jws, &good, &jwks).unwrap_err().contains("not"));
+    // An entry moved to another partition (with a path that would fit
+    // there) is not the partition the receipt names.
+    let mut p = good.clone();
+    let named = p["entries"][0]["partition"].as_u64().unwrap();
+    let elsewhere = (named + 1) % 64;
+    p["entries"][0]["partition"] = json!(elsewhere);
+    p["entries"][0]["entry"]["partition"] = json!(elsewhere);
+    assert!(
+        check(jws, &p, &jwks)
+            .unwrap_err()
+            .contains("the receipt names partition")
+    );
     let mut p = good.clone();
     p["entries"].as_array_mut().unwrap().truncate(2);
     assert!(
@@ -212,7 +237,8 @@ async fn receipts_prove_themselves_against_signed_checkpoints(backend: Backend) 
             .unwrap(),
         None
     );
-    assert!(t.store.verify_ledger(&t.tenant).await.unwrap().ok);
+    let report = t.store.verify_ledger(&t.tenant).await.unwrap();
+    assert!(report.ok, "{report:?}");
 }
 
 /// Someone with write access to the database rewrites an entry and
@@ -241,19 +267,28 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
         .unwrap();
 
     // Rewrite entry 400 (a grant into a denial) and re-chain everything
-    // after it, as a forger without the signing key would.
-    let mut rows = t.store.ledger(&t.tenant).await.unwrap();
+    // after it in its partition, head included, as a forger without the
+    // signing key would.
+    let rows = t.store.ledger(&t.tenant).await.unwrap();
+    let target = rows[399].1.clone();
+    let part = target.partition;
+    let ours: Vec<_> = rows
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.partition == part)
+        .collect();
+    let at = ours.iter().position(|e| e.seq == target.seq).unwrap();
     let mut chain = Chain {
-        seq: 399,
-        hash: rows[398].1.hash.clone(),
+        seq: target.pseq - 1,
+        hash: target.prev_hash.clone(),
     };
     let other = t.db.open().await;
-    for (_, e) in rows.iter_mut().skip(399) {
+    for e in &ours[at..] {
         let mut body = e.body.clone();
-        if e.seq == 400 {
+        if e.seq == target.seq {
             body.action = yinyom_core::consent::Action::Deny;
         }
-        let new = chain.append(body);
+        let new = chain.append_at(part, e.seq, body);
         sqlx::query("UPDATE ledger SET action = $1, prev_hash = $2, hash = $3 WHERE tenant = $4 AND seq = $5")
             .bind(serde_json::to_value(new.body.action).unwrap().as_str().unwrap().to_string())
             .bind(hex::decode(&new.prev_hash).unwrap())
@@ -264,14 +299,20 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
             .await
             .unwrap();
     }
-    sqlx::query("UPDATE ledger_heads SET hash = $1 WHERE tenant = $2")
+    sqlx::query("UPDATE ledger_partitions SET hash = $1 WHERE tenant = $2 AND part = $3")
         .bind(chain.hash.as_str())
         .bind(t.tenant.as_str())
+        .bind(i64::from(part))
         .execute(other.pool())
         .await
         .unwrap();
     other.pool().close().await;
-    assert_eq!(t.store.ledger_head(&t.tenant).await.unwrap(), chain);
+    let heads = t.store.ledger_partitions(&t.tenant).await.unwrap();
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.partition == part && h.chain == chain)
+    );
 
     // The chain links again, but it no longer hashes to the signed
     // checkpoint: the audit finds it and names the entries…
@@ -299,11 +340,12 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
     assert_eq!(small, report);
     assert!(!report.ok);
     assert_eq!(report.broken.as_ref().unwrap().problem, problem);
-    assert!(report.broken.unwrap().seq <= 400);
-    // The block is named when the checkpoint covered it whole (the
-    // leader's minute job may have checkpointed a shorter ledger first).
+    assert!(report.broken.unwrap().seq <= target.seq);
+    // The partition is named (its blocks of 256 are not complete yet: the
+    // root is what differs).
     assert!(
-        problem.contains("entries 257 to 512") || problem.contains("no longer hash to the root"),
+        problem.contains(&format!("partition {part}:"))
+            && problem.contains("no longer hash to the root"),
         "{problem}"
     );
 }
@@ -330,15 +372,26 @@ async fn the_audit_takes_in_checkpoints_made_while_it_runs(backend: Backend) {
         Audit::start(store, &t.tenant).await.unwrap(),
         Audit::start(store, &t.tenant).await.unwrap(),
     );
-    let upto = clean.needs_upto();
-    assert!(upto >= 300, "{upto}");
+    assert!(clean.needs_leaves());
+    let covered = t.get("/v1/ledger/checkpoints?limit=1").await["checkpoints"][0]["size"]
+        .as_u64()
+        .unwrap();
+    assert!(covered >= 300, "{covered}");
     let rows = t.store.ledger(&t.tenant).await.unwrap();
+    let mut reach = std::collections::BTreeMap::new();
+    for (_, e) in rows.iter().take(covered as usize) {
+        reach.insert(e.partition, e.pseq);
+    }
     for audit in [&mut clean, &mut altered] {
-        audit.prepare(store, &t.tenant, upto).await.unwrap();
-        for (_, e) in rows.iter().take(upto as usize) {
-            audit.push(yinyom_core::merkle::leaf_of_hex(&e.hash).unwrap());
+        audit.prepare(store, &t.tenant, &reach).await.unwrap();
+        for (_, e) in rows.iter().take(covered as usize) {
+            audit.push(
+                e.partition,
+                e.seq,
+                yinyom_core::merkle::leaf_of_hex(&e.hash).unwrap(),
+            );
         }
-        assert_eq!(audit.needs_upto(), upto, "the listed checkpoints are met");
+        assert!(!audit.needs_leaves(), "the listed checkpoints are met");
     }
     // More entries and a checkpoint over them, after both audits started.
     for i in 100..300 {
@@ -349,11 +402,14 @@ async fn the_audit_takes_in_checkpoints_made_while_it_runs(backend: Backend) {
         .await;
     assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{cp}");
     assert_eq!(clean.finish(store, &t.tenant).await.unwrap(), None);
-    // Entry 700's stored hash changes (block 513 to 768 of the tree).
+    // Entry 700's stored hash changes.
+    let rows = t.store.ledger(&t.tenant).await.unwrap();
+    let target = rows[699].1.clone();
     let other = t.db.open().await;
-    sqlx::query("UPDATE ledger SET hash = $1 WHERE tenant = $2 AND seq = 700")
+    sqlx::query("UPDATE ledger SET hash = $1 WHERE tenant = $2 AND seq = $3")
         .bind(vec![0xab_u8; 32])
         .bind(t.tenant.as_str())
+        .bind(target.seq as i64)
         .execute(other.pool())
         .await
         .unwrap();
@@ -363,8 +419,17 @@ async fn the_audit_takes_in_checkpoints_made_while_it_runs(backend: Backend) {
         .await
         .unwrap()
         .expect("the altered entry is found");
-    assert_eq!(m.seq, 513, "{m:?}");
-    assert!(m.problem.contains("entries 513 to 768"), "{m:?}");
+    // Named by its partition, from the first entry the second checkpoint
+    // added there.
+    assert!(
+        m.seq <= target.seq && m.seq > rows[covered as usize - 1].1.seq,
+        "{m:?}"
+    );
+    assert!(
+        m.problem
+            .contains(&format!("partition {}:", target.partition)),
+        "{m:?}"
+    );
 }
 
 on_every_backend!(

@@ -1070,26 +1070,42 @@ fn export_then_import_into_a_fresh_data_dir_round_trips_and_history_lists_the_ch
             .position(|h| h == name)
             .unwrap_or_else(|| panic!("no {name} column in {headers:?}"))
     };
-    let (seq, hash, prev_hash, subject, action) = (
+    let (seq, hash, prev_hash, subject, action, partition, pseq) = (
         col("seq"),
         col("hash"),
         col("prev_hash"),
         col("subject"),
         col("action"),
+        col("partition"),
+        col("pseq"),
     );
     let entries: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(entries.len(), 9, "{}", history.stdout);
-    let mut previous = "0".repeat(64);
+    // Each entry links to the one before it in its partition.
+    let mut previous: std::collections::HashMap<String, (u64, String)> = Default::default();
     for (i, e) in entries.iter().enumerate() {
         assert_eq!(e[seq], (i + 1).to_string(), "seq of entry {i}");
-        assert_eq!(e[prev_hash], previous, "prev_hash of entry {}", i + 1);
+        let (position, before) = previous
+            .get(&e[partition])
+            .cloned()
+            .unwrap_or((0, "0".repeat(64)));
+        assert_eq!(
+            e[pseq],
+            (position + 1).to_string(),
+            "position of entry {}",
+            i + 1
+        );
+        assert_eq!(e[prev_hash], before, "prev_hash of entry {}", i + 1);
         assert!(
             is_hex_digest(&e[hash]),
             "hash of entry {}: {:?}",
             i + 1,
             &e[hash]
         );
-        previous = e[hash].to_string();
+        previous.insert(
+            e[partition].to_string(),
+            (position + 1, e[hash].to_string()),
+        );
     }
     assert_eq!(
         (&entries[0][subject], &entries[0][action]),
@@ -1468,7 +1484,13 @@ fn two_nodes_on_one_postgres_see_each_others_writes_within_milliseconds() {
             "A answers from its own write"
         );
         let lag = wait_for(Duration::from_secs(2), || reason_on(&b, "cust-1") == reason);
-        let lag = lag.unwrap_or_else(|| panic!("B never saw the {action}"));
+        let lag = lag.unwrap_or_else(|| {
+            panic!(
+                "B never saw the {action}: {}\n--- B's log ---\n{}",
+                decision(&b, "cust-1", "marketing.email", Some("email")),
+                b.stderr()
+            )
+        });
         assert!(
             lag < Duration::from_millis(50),
             "B saw the {action} after {lag:?}"

@@ -117,15 +117,28 @@ async fn chains_continue_across_batches_and_tenants_stay_apart(backend: Backend)
         prepare(store.as_ref(), &a, request("s2", Action::Deny, None)).await,
     ];
     let out = commit(store.as_ref(), &batch).await;
-    let seqs: Vec<u64> = out.iter().map(|o| entries(o)[0].seq).collect();
-    assert_eq!(seqs, [1, 1, 2], "each tenant has its own dense chain");
+    // Each tenant's entries are in order; each subject's partition chain
+    // starts at position 1.
+    let first: Vec<&yinyom_core::ledger::LedgerEntry> =
+        out.iter().map(|o| &entries(o)[0]).collect();
+    assert!(first[0].seq < first[2].seq, "A's entries in order");
+    assert!(
+        first
+            .iter()
+            .all(|e| e.pseq == 1 && e.prev_hash == yinyom_core::ledger::GENESIS)
+    );
+    let s1 = yinyom_core::ledger::partition_of(&a, "s1", yinyom_core::ledger::PARTITIONS);
+    assert_eq!(first[0].partition, s1);
     let next = commit(
         store.as_ref(),
         &[prepare(store.as_ref(), &a, request("s1", Action::Withdraw, None)).await],
     )
     .await;
-    assert_eq!(entries(&next[0])[0].seq, 3);
-    assert_eq!(entries(&next[0])[0].prev_hash, entries(&out[2])[0].hash);
+    // s1's next entry continues s1's partition chain.
+    let again = &entries(&next[0])[0];
+    assert!(again.seq > first[2].seq);
+    assert_eq!((again.partition, again.pseq), (s1, 2));
+    assert_eq!(again.prev_hash, first[0].hash);
     for (t, n) in [(&a, 3), (&b, 1)] {
         let r = store.verify_ledger(t).await.expect("verify");
         assert!(r.ok, "{r:?}");
@@ -241,6 +254,80 @@ async fn many_subjects_in_one_batch(backend: Backend) {
     assert_eq!(r.checked, 1_234);
     let snap = all_states(store.as_ref(), &t).await;
     assert_eq!(snap.len(), 1_000);
+}
+
+/// What a batch writes besides its entries: each partition's head in
+/// `ledger_partitions` (size, hash, last seq) is its last entry, positions
+/// are dense from 1 and linked within the partition, and the tenant's
+/// last seq is its newest entry's (SQLite: the counter in `ledger_heads`).
+async fn partition_heads_follow_the_entries(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let t = tenant(store.as_ref(), "T").await;
+    for round in 0..3 {
+        let mut batch = Vec::new();
+        for i in 0..150 {
+            let action = if (i + round) % 3 == 0 {
+                Action::Withdraw
+            } else {
+                Action::Grant
+            };
+            batch.push(
+                prepare(
+                    store.as_ref(),
+                    &t,
+                    request(&format!("s{}", (i * 7 + round) % 200), action, None),
+                )
+                .await,
+            );
+        }
+        commit(store.as_ref(), &batch).await;
+    }
+    let ledger: Vec<yinyom_core::ledger::LedgerEntry> = store
+        .ledger(&t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(ledger.len(), 450);
+    let mut ids = std::collections::HashMap::new();
+    for k in 0..200 {
+        let id = format!("s{k}");
+        if let Some(s) = store.subject(&t, &id).await.unwrap() {
+            ids.insert(s.uid, id);
+        }
+    }
+    let mut by_part: std::collections::BTreeMap<u32, Vec<&yinyom_core::ledger::LedgerEntry>> =
+        Default::default();
+    for e in &ledger {
+        let id = &ids[&e.body.subject_uid];
+        let part = yinyom_core::ledger::partition_of(&t, id, yinyom_core::ledger::PARTITIONS);
+        assert_eq!(e.partition, part, "{id}");
+        by_part.entry(e.partition).or_default().push(e);
+    }
+    let heads = yinyom::store::Verifications::ledger_partitions(store.as_ref(), &t)
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), by_part.len(), "{heads:?}");
+    for h in &heads {
+        let mut entries = by_part[&h.partition].clone();
+        entries.sort_by_key(|e| e.pseq);
+        let mut prev = yinyom_core::ledger::GENESIS.to_string();
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.pseq, i as u64 + 1);
+            assert_eq!(e.prev_hash, prev);
+            prev = e.hash.clone();
+        }
+        let last = entries.last().unwrap();
+        assert_eq!(h.chain.seq, entries.len() as u64);
+        assert_eq!(h.chain.hash, last.hash);
+        assert_eq!(h.last_seq, last.seq);
+    }
+    let newest = ledger.iter().map(|e| e.seq).max().unwrap();
+    assert_eq!(store.heads().await.unwrap().get(&t), Some(&newest));
+    let r = store.verify_ledger(&t).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.checked, 450);
 }
 
 /// Rights requests are written with compare-and-swap: a stale writer
@@ -366,6 +453,34 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
 /// Outbox events page by cursor: each page continues exactly after the
 /// last, only the tenant's own, each with its ledger entry's content; the
 /// pages together are what one long read returns.
+/// Wait (up to 10 s) until every entry of `tenant` committed so far is
+/// below the store's horizon, so that readers after a cursor see them all
+/// (on PostgreSQL, writers in other tests' transactions hold it back a
+/// little; on SQLite at once).
+async fn settled(store: &dyn Store, tenant: &str) {
+    let last = store
+        .ledger(tenant)
+        .await
+        .expect("ledger")
+        .last()
+        .map_or(0, |(_, e)| e.seq);
+    for _ in 0..1000 {
+        if store
+            .heads()
+            .await
+            .expect("heads")
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+            >= last
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("entries of {tenant} up to {last} never came below the horizon");
+}
+
 async fn outbox_events_page_by_cursor(backend: Backend) {
     let (_db, store) = open(backend).await;
     let a = tenant(store.as_ref(), "A").await;
@@ -380,6 +495,7 @@ async fn outbox_events_page_by_cursor(backend: Backend) {
         }
         commit(store.as_ref(), &batch).await;
     }
+    settled(store.as_ref(), &a).await;
     let all = store.events_after(&a, 0, 1000).await.unwrap();
     assert!(all.len() >= 10, "{}", all.len());
     let mut paged = vec![];
@@ -407,7 +523,7 @@ async fn outbox_events_page_by_cursor(backend: Backend) {
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     let history = store.ledger(&a).await.unwrap();
     for e in &all {
-        let (_, entry) = &history[e.seq as usize - 1];
+        let (_, entry) = history.iter().find(|(_, h)| h.seq == e.seq).unwrap();
         assert_eq!(entry.seq, e.seq);
         assert_eq!(entry.body.subject_uid, e.subject_uid);
         assert_eq!(entry.body.tenant, a);
@@ -498,6 +614,7 @@ on_every_backend!(
     state_is_the_fold_of_history_even_for_late_imports,
     idempotency_keys_replay_within_and_across_batches,
     many_subjects_in_one_batch,
+    partition_heads_follow_the_entries,
 );
 
 /// Every subject of the tenant with its current records, page by page.
@@ -539,7 +656,16 @@ async fn postgres_upgrade_to_compact_ledger_keeps_every_row() {
 /// Columns of `ledger` and `outbox` as they were stored before migration
 /// 0130, computed from a current row `x` of schema `src` (hashes as hex
 /// text, the evidence in the row, the outbox repeating the ledger).
-fn old_form(backend: Backend, src: &str, table: &str, column: &str) -> Option<String> {
+fn old_form(
+    backend: Backend,
+    cutoff: &str,
+    src: &str,
+    table: &str,
+    column: &str,
+) -> Option<String> {
+    if cutoff > "0130" {
+        return None;
+    }
     let hex = |c: &str| match backend {
         Backend::Sqlite => format!("CASE WHEN x.{c} IS NULL THEN NULL ELSE lower(hex(x.{c})) END"),
         Backend::Postgres => format!("encode(x.{c}, 'hex')"),
@@ -579,6 +705,20 @@ fn old_form(backend: Backend, src: &str, table: &str, column: &str) -> Option<St
     })
 }
 
+/// Where the rows of `table` in the old schema come from: the table
+/// itself, or for `ledger_heads` (the single chain's head before 0140)
+/// partition 0's head.
+fn old_source(src: &str, table: &str) -> String {
+    match table {
+        "ledger_heads" => {
+            format!(
+                "(SELECT tenant, size AS seq, hash FROM {src}.ledger_partitions WHERE part = 0)"
+            )
+        }
+        _ => format!("{src}.{table}"),
+    }
+}
+
 /// A database migrated only up to (not including) migration `cutoff`,
 /// filled with every row a current store wrote (in the form the old
 /// schema stored them), is upgraded by opening it; it then verifies and
@@ -591,6 +731,12 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
     let src = src_db.open().await;
     let a = tenant(src.as_ref(), "A").await;
     let b = tenant(src.as_ref(), "B").await;
+    // One partition each: the single chain ledgers were before migration
+    // 0140 (dense `seq`, every entry linked to the one before).
+    sqlx::query("UPDATE tenants SET partitions = 1")
+        .execute(src.pool())
+        .await
+        .unwrap();
     let mut own = prepare(src.as_ref(), &a, request("s3", Action::Grant, None)).await;
     own.evidence = Some(serde_json::json!({ "typed_email": "s3@example.com" }));
     let batch = vec![
@@ -671,7 +817,9 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     .collect();
                 let values: Vec<String> = columns
                     .iter()
-                    .map(|c| old_form(backend, "src", t, c).unwrap_or_else(|| format!("x.{c}")))
+                    .map(|c| {
+                        old_form(backend, cutoff, "src", t, c).unwrap_or_else(|| format!("x.{c}"))
+                    })
                     .collect();
                 // Rows the migrations wrote (store_meta) are the source's.
                 sqlx::query(&format!("DELETE FROM main.{t}"))
@@ -679,9 +827,10 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     .await
                     .unwrap();
                 sqlx::query(&format!(
-                    "INSERT INTO main.{t} ({}) SELECT {} FROM src.{t} x",
+                    "INSERT INTO main.{t} ({}) SELECT {} FROM {} x",
                     columns.join(", "),
-                    values.join(", ")
+                    values.join(", "),
+                    old_source("src", t)
                 ))
                 .execute(&old)
                 .await
@@ -736,7 +885,8 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                 let values: Vec<String> = columns
                     .iter()
                     .map(|c| {
-                        old_form(backend, &src_schema, t, c).unwrap_or_else(|| format!("x.{c}"))
+                        old_form(backend, cutoff, &src_schema, t, c)
+                            .unwrap_or_else(|| format!("x.{c}"))
                     })
                     .collect();
                 sqlx::query(&format!("DELETE FROM {old_schema}.{t}"))
@@ -744,9 +894,10 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     .await
                     .unwrap();
                 sqlx::query(&format!(
-                    "INSERT INTO {old_schema}.{t} ({}) SELECT {} FROM {src_schema}.{t} x",
+                    "INSERT INTO {old_schema}.{t} ({}) SELECT {} FROM {} x",
                     columns.join(", "),
-                    values.join(", ")
+                    values.join(", "),
+                    old_source(&src_schema, t)
                 ))
                 .execute(&old)
                 .await
@@ -835,11 +986,38 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
     assert_eq!(want.len(), 4);
     assert_eq!(states(up_states), want);
 
-    // The upgraded store keeps writing and chaining.
-    commit(
-        up.as_ref(),
-        &[prepare(up.as_ref(), &a, request("s4", Action::Grant, None)).await],
-    )
-    .await;
-    assert!(up.verify_ledger(&a).await.unwrap().ok);
+    // The upgraded store keeps writing and chaining: the old chain goes on
+    // as partition 0, new subjects land in the others.
+    let mut more = Vec::new();
+    for i in 4..40 {
+        more.push(
+            prepare(
+                up.as_ref(),
+                &a,
+                request(&format!("s{i}"), Action::Grant, None),
+            )
+            .await,
+        );
+    }
+    commit(up.as_ref(), &more).await;
+    let r = up.verify_ledger(&a).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    let parts = yinyom::store::Verifications::ledger_partitions(up.as_ref(), &a)
+        .await
+        .unwrap();
+    assert!(parts.len() > 10, "{parts:?}");
+    assert!(parts.iter().any(|h| h.partition == 0));
+}
+
+/// A database of the single-chain schema (before 0140) upgraded to
+/// partitioned chains: the chain becomes partition 0 and keeps verifying;
+/// new writes spread over the partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_to_partitioned_chains_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Sqlite, "0140").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_to_partitioned_chains_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Postgres, "0140").await;
 }

@@ -138,6 +138,34 @@ async fn write_random(
     }
 }
 
+/// Wait (up to 10 s) until every entry of `tenant` committed so far is
+/// below the store's horizon, so that readers after a cursor see them all
+/// (on PostgreSQL, writers in other tests' transactions hold it back a
+/// little; on SQLite at once).
+async fn settled(store: &dyn Store, tenant: &str) {
+    let last = store
+        .ledger(tenant)
+        .await
+        .expect("ledger")
+        .last()
+        .map_or(0, |(_, e)| e.seq);
+    for _ in 0..1000 {
+        if store
+            .heads()
+            .await
+            .expect("heads")
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+            >= last
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("entries of {tenant} up to {last} never came below the horizon");
+}
+
 const SUBJECTS: usize = 40;
 
 /// The view saved to its snapshot file and loaded again, with writes made
@@ -158,11 +186,18 @@ async fn a_snapshot_and_the_ledger_after_it_equal_a_replay(backend: Backend) {
         key: yinyom::vault::MasterKey::random(),
     };
     let head = store.heads().await.expect("heads")[&t];
-    assert_eq!(
-        saved.watermarks()[&t],
-        head,
-        "every entry applied: the file's cursor is the head"
-    );
+    // On PostgreSQL entries are numbered with gaps: the writer's own
+    // applications cannot tell a gap from an entry still coming, so the
+    // cursor stays at or below the head (a follower moves it up to the
+    // horizon); whatever it is, the loaded view below equals a replay.
+    match backend {
+        Backend::Sqlite => assert_eq!(
+            saved.watermarks()[&t],
+            head,
+            "every entry applied: the file's cursor is the head"
+        ),
+        Backend::Postgres => assert!(saved.watermarks()[&t] <= head),
+    }
     let written = saved.save(store.as_ref(), &file).await.expect("saved");
     assert!(written > 0);
     let bytes = std::fs::read(&file.path).expect("file");
@@ -172,6 +207,7 @@ async fn a_snapshot_and_the_ledger_after_it_equal_a_replay(backend: Backend) {
     );
     // Written after the save: caught up on from the ledger.
     write_random(store.as_ref(), &t, &registry, &mut rng, 10, &[]).await;
+    settled(store.as_ref(), &t).await;
     let from_file = View::new(None);
     app::load_into(store.as_ref(), &from_file, Some(&file))
         .await

@@ -356,7 +356,7 @@ pub async fn notify(
                 "the notice to the subjects was already sent; recipients added later get it too",
             ));
         }
-        crate::notices::check(&app, &who.tenant, m).await?;
+        crate::notices::check(app.store.as_ref(), &who.tenant, m).await?;
         b.subject_notice = Some(m.clone());
     }
     let sending = n.message.is_some();

@@ -97,8 +97,8 @@ impl RequestView {
 
     /// With its part in each connected system.
     async fn with_systems(r: RequestRow, app: &App) -> Result<Self, Problem> {
-        let systems = crate::systems::statuses(app, &r.tenant, &r.id).await?;
-        let hooks = crate::hooks::statuses(app, &r.tenant, &r.id).await?;
+        let systems = crate::systems::statuses(app.store.as_ref(), &r.tenant, &r.id).await?;
+        let hooks = crate::hooks::statuses(app.store.as_ref(), &r.tenant, &r.id).await?;
         let mut v = RequestView::new(r, time::now());
         v.systems = Some(systems);
         v.hooks = Some(hooks);
@@ -231,7 +231,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<axum::Json<RequestView>, Problem> {
     who.require(EVERYONE)?;
-    let r = rights::load(&app, &who.tenant, &id).await?;
+    let r = rights::load(app.store.as_ref(), &who.tenant, &id).await?;
     Ok(axum::Json(RequestView::with_systems(r, &app).await?))
 }
 
@@ -281,7 +281,7 @@ pub async fn bundle(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     who.require(STAFF)?;
-    let r = rights::load(&app, &who.tenant, &id).await?;
+    let r = rights::load(app.store.as_ref(), &who.tenant, &id).await?;
     if !matches!(r.kind, Kind::Access | Kind::Portability) {
         return Err(Problem::conflict(
             "only access and portability requests have a bundle",

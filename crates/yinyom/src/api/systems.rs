@@ -647,7 +647,7 @@ pub async fn plan(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Plan>, Problem> {
     who.require(STAFF)?;
-    let r = crate::rights::load(&app, &who.tenant, &id).await?;
+    let r = crate::rights::load(app.store.as_ref(), &who.tenant, &id).await?;
     let systems = systems::plan(&app, &r).await?;
     Ok(axum::Json(Plan {
         request: r.id,
@@ -682,9 +682,11 @@ pub async fn confirm(
     if note.is_empty() || note.len() > 2000 {
         return Err(Problem::validation("note", "must be 1-2000 bytes"));
     }
-    crate::rights::load(&app, &who.tenant, &id).await?;
+    crate::rights::load(app.store.as_ref(), &who.tenant, &id).await?;
     systems::confirm(&app, &who.tenant, &id, &key, note, &who.actor()).await?;
-    Ok(axum::Json(systems::statuses(&app, &who.tenant, &id).await?))
+    Ok(axum::Json(
+        systems::statuses(app.store.as_ref(), &who.tenant, &id).await?,
+    ))
 }
 
 /// A subject's consent propagation to one system.

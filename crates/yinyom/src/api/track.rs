@@ -398,7 +398,7 @@ async fn collect(
         }
     };
     let tenant: Arc<str> = source.tenant.as_str().into();
-    let expires_at = collector::expiry(app, &source, now);
+    let expires_at = collector::expiry(&app.view, &source, now);
     let mut events = Vec::new();
     let mut counts = SourceCounts {
         tenant: source.tenant.clone(),
@@ -425,7 +425,7 @@ async fn collect(
             app.metrics.collected(true, "linked", 1);
             continue;
         }
-        if let Err(reason) = collector::gate(app, &source, &subject, now) {
+        if let Err(reason) = collector::gate(&app.view, &source, &subject, now) {
             counts.dropped += 1;
             app.metrics.collected(false, reason, 1);
             continue;

@@ -117,7 +117,7 @@ pub async fn run(entries: usize, dir: &std::path::Path) -> Result<(), Error> {
             .ok_or("entry missing")?
             .1;
         let t = Instant::now();
-        let proof = checkpoint::entry_proof(store.as_ref(), &tenant, entry, n).await?;
+        let proof = checkpoint::entry_proof(store.as_ref(), &tenant, entry, &second).await?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
         path_len = path_len.max(proof.path.len());
         let json = serde_json::to_vec(&proof)?;
@@ -126,6 +126,11 @@ pub async fn run(entries: usize, dir: &std::path::Path) -> Result<(), Error> {
         let t = Instant::now();
         let claims: yinyom_core::proof::CheckpointClaims =
             serde_json::from_value(yinyom_core::receipt::verify_with_jwks(&second.jws, &jwks)?)?;
+        let part = claims
+            .partitions
+            .iter()
+            .find(|p| p.partition == proof.partition)
+            .ok_or("the checkpoint lacks the entry's partition")?;
         let ok = yinyom_core::ledger::hash_entry(
             proof.entry.seq,
             &proof.entry.prev_hash,
@@ -133,14 +138,14 @@ pub async fn run(entries: usize, dir: &std::path::Path) -> Result<(), Error> {
         ) == proof.entry.hash
             && yinyom_core::merkle::verify_inclusion(
                 proof.leaf_index,
-                claims.partitions[0].size,
+                part.size,
                 &yinyom_core::merkle::leaf_of_hex(&proof.entry.hash).ok_or("hash")?,
                 &proof
                     .path
                     .iter()
                     .map(|h| yinyom_core::merkle::hash_from_hex(h).ok_or("path"))
                     .collect::<Result<Vec<_>, _>>()?,
-                &yinyom_core::merkle::hash_from_hex(&claims.partitions[0].root).ok_or("root")?,
+                &yinyom_core::merkle::hash_from_hex(&part.root).ok_or("root")?,
             );
         verify_times.push(t.elapsed().as_secs_f64() * 1e6);
         if !ok {

@@ -683,6 +683,7 @@ fn memory(subjects: usize) {
         banner: None,
         banner_design: None,
         reminders: None,
+        partitions: yinyom_core::ledger::PARTITIONS,
         created_at: 0,
     };
     let snapshots = (0..subjects).map(|i| crate::store::SubjectSnapshot {

@@ -279,10 +279,25 @@ pub trait Verifications: Send + Sync {
         upto: u64,
         limit: u32,
     ) -> Result<LedgerPage>;
-    /// The recorded head of the tenant's chain (genesis when empty).
-    async fn ledger_head(&self, tenant: &str) -> Result<yinyom_core::ledger::Chain>;
+    /// The recorded head of each partition of the tenant's ledger that
+    /// has entries (its size and last hash), by partition.
+    async fn ledger_partitions(&self, tenant: &str) -> Result<Vec<yinyom_core::ledger::Head>>;
+    /// Entries in the tenant's ledger: the sum of its partitions' sizes.
+    async fn ledger_size(&self, tenant: &str) -> Result<u64> {
+        Ok(self
+            .ledger_partitions(tenant)
+            .await?
+            .iter()
+            .map(|h| h.chain.seq)
+            .sum())
+    }
     /// The greatest `seq` stored for the tenant (0 when none).
     async fn ledger_last_seq(&self, tenant: &str) -> Result<u64>;
+    /// The first entry stored past its partition's recorded head (written
+    /// behind the service's back): its `seq`, if there is one. Each
+    /// partition is compared with its head in one statement, so a write
+    /// committing meanwhile is never mistaken for one.
+    async fn ledger_past_heads(&self, tenant: &str) -> Result<Option<u64>>;
     /// Record a new running job; `Conflict` if the tenant has one running.
     async fn insert_verification(&self, v: &VerificationRow) -> Result<()>;
     async fn verification(&self, tenant: &str, id: &str) -> Result<Option<VerificationRow>>;
@@ -310,9 +325,14 @@ pub trait Verifications: Send + Sync {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Change {
-    /// New ledger entries in the tenant's chain.
+    /// New ledger entries of the tenant, up to `upto` (the last `seq` the
+    /// batch wrote; 0 when not known). On PostgreSQL a follower may not
+    /// see them at once: readers take entries below the horizon of
+    /// transactions still running, so it reads again until it has.
     Ledger {
         tenant: String,
+        #[serde(default)]
+        upto: u64,
     },
     Purposes {
         tenant: String,
@@ -689,7 +709,10 @@ pub trait Ledger: Send + Sync {
         tenant: &str,
         subject_uid: &str,
     ) -> Result<std::collections::BTreeMap<u64, serde_json::Value>>;
-    /// Each tenant's chain length (the seq of its head).
+    /// Each tenant's stable point: the greatest `seq` such that every entry
+    /// up to it is committed and no entry at or below it can appear later
+    /// (on PostgreSQL, below the horizon of transactions still running).
+    /// A reader starting from it misses nothing.
     async fn heads(&self) -> Result<HashMap<String, u64>>;
     /// Up to `limit` ledger entries of `tenant` after `seq`, oldest first,
     /// each with its subject's id (`None` once erased).
@@ -801,9 +824,15 @@ pub struct CheckpointRow {
 /// [`crate::checkpoint`]).
 #[async_trait]
 pub trait Checkpoints: Send + Sync {
-    /// The hashes (hex) of the entries with `after < seq <= upto`, in `seq`
-    /// order.
-    async fn entry_hashes(&self, tenant: &str, after: u64, upto: u64) -> Result<Vec<String>>;
+    /// The `seq` and hash (hex) of partition `part`'s entries at positions
+    /// `after < pseq <= upto`, in order.
+    async fn entry_hashes(
+        &self,
+        tenant: &str,
+        part: u32,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<(u64, String)>>;
     /// The stored perfect subtrees among `wanted` (levels ≥
     /// [`yinyom_core::merkle::STORED_LEVEL`]).
     async fn merkle_nodes(

@@ -28,7 +28,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::postgres::PgListener;
 use sqlx::{Any, AnyPool, Executor, Row};
 use yinyom_core::consent::{Action, ConsentRecord, ConsentState, NoticeVersion};
-use yinyom_core::ledger::{Broken, Chain, EntryBody, LedgerEntry, Verifier, evidence_hash};
+use yinyom_core::ledger::{Broken, Chain, EntryBody, Head, LedgerEntry, Verifier, evidence_hash};
 use yinyom_core::notice::{Notice, NoticeDraft, NoticeRef};
 use yinyom_core::purpose::{Channel, Purpose};
 use yinyom_core::time::{self, Micros};
@@ -91,7 +91,35 @@ pub struct SqlStore {
     /// SQLite: the native connection consent batches are written through
     /// (`ledger/sqlite.rs`; opened on first use).
     writer: tokio::sync::OnceCell<sqlx::SqlitePool>,
+    /// Each tenant's number of ledger partitions (fixed at its creation).
+    partitions: std::sync::Mutex<HashMap<String, u32>>,
 }
+
+/// On PostgreSQL an entry's `seq` is `xid * 2^SEQ_SHIFT + i`: its
+/// transaction's id (taken after the partition locks) and its place in the
+/// transaction. A transaction writes fewer than 2^20 entries.
+pub(crate) const SEQ_SHIFT: u32 = 20;
+
+/// PostgreSQL: every entry below this `seq` is committed or will never be:
+/// no transaction that could write one is still running.
+///
+/// Transactions still running in the snapshot (`pg_snapshot_xip`) hold it
+/// back, except those seen running without an advisory lock: a ledger
+/// writer takes its partition locks before its transaction id and holds
+/// them to its end, so those write no entries. Thus a long transaction of
+/// another program in the same cluster does not stall followers. A
+/// transaction that ended since the snapshot, or one this user may not
+/// see, holds it back (the safe side); one not started yet gets an id past
+/// the snapshot's `xmax`.
+pub(crate) const PG_HORIZON: &str = "(WITH s AS (SELECT pg_current_snapshot() AS snap)
+    SELECT LEAST(pg_snapshot_xmax(snap)::text::bigint,
+        COALESCE((SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(snap) AS x
+            WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                WHERE a.backend_xid::text = (x::text::bigint % 4294967296)::text
+                  AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                      WHERE l.pid = a.pid AND l.locktype = 'advisory'))),
+            pg_snapshot_xmax(snap)::text::bigint)) * 1048576
+    FROM s)";
 
 fn unavailable(e: sqlx::Error) -> StoreError {
     match &e {
@@ -203,7 +231,88 @@ impl SqlStore {
             leader: tokio::sync::Mutex::new(None),
             reader: tokio::sync::OnceCell::new(),
             writer: tokio::sync::OnceCell::new(),
+            partitions: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The number of ledger partitions of `tenant` (fixed at its creation,
+    /// so read once).
+    pub(crate) async fn partition_count(
+        &self,
+        tenant: &str,
+        tx: Option<&mut sqlx::AnyConnection>,
+    ) -> Result<u32> {
+        if let Some(n) = self.cached_partition_count(tenant) {
+            return Ok(n);
+        }
+        let q = sqlx::query_scalar("SELECT partitions FROM tenants WHERE id = $1").bind(tenant);
+        let n: Option<i64> = match tx {
+            Some(conn) => q.fetch_optional(conn).await,
+            None => q.fetch_optional(&self.pool).await,
+        }
+        .map_err(unavailable)?;
+        Ok(self.remember_partition_count(tenant, n))
+    }
+
+    /// [`Self::partition_count`] when it has been read before.
+    pub(crate) fn cached_partition_count(&self, tenant: &str) -> Option<u32> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .copied()
+    }
+
+    /// [`Self::partition_count`] from `tenants.partitions` as read
+    /// (`None`: no such tenant), kept for next time.
+    pub(crate) fn remember_partition_count(&self, tenant: &str, stored: Option<i64>) -> u32 {
+        // A tenant not (yet) stored is not cached: it may be created.
+        let Some(n) = stored else {
+            return yinyom_core::ledger::PARTITIONS;
+        };
+        let n = u32::try_from(n.clamp(1, 4096)).unwrap_or(1);
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant.to_string(), n);
+        n
+    }
+
+    /// The recorded head of each partition of `tenant` that has entries.
+    pub(crate) async fn partition_heads(&self, tenant: &str) -> Result<Vec<Head>> {
+        let rows = sqlx::query(
+            "SELECT part, size, hash, last_seq FROM ledger_partitions WHERE tenant = $1
+             ORDER BY part",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| Head {
+                partition: r.get::<i64, _>("part") as u32,
+                chain: Chain {
+                    seq: r.get::<i64, _>("size") as u64,
+                    hash: r.get("hash"),
+                },
+                last_seq: r.get::<i64, _>("last_seq") as u64,
+            })
+            .collect())
+    }
+
+    /// The bound below which a reader of `seq > cursor` takes entries:
+    /// everything (SQLite, one writer: entries commit in `seq` order), or
+    /// PostgreSQL's horizon ([`PG_HORIZON`]). An older horizon is as safe
+    /// as the latest, only less fresh.
+    pub(crate) async fn horizon(&self) -> Result<i64> {
+        match self.dialect {
+            Dialect::Sqlite => Ok(i64::MAX),
+            Dialect::Postgres => sqlx::query_scalar(&format!("SELECT {PG_HORIZON}"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable),
+        }
     }
 
     /// Hold while writing: SQLite has a single writer, and waiting for it
@@ -273,9 +382,16 @@ impl SqlStore {
         after: u64,
         limit: Option<u32>,
     ) -> Result<Vec<(Option<String>, LedgerEntry)>> {
+        // A page after a cursor stops at the horizon; the whole ledger
+        // (an export) is everything committed.
+        let horizon = match limit {
+            Some(_) => self.horizon().await?,
+            None => i64::MAX,
+        };
         let rows = sqlx::query(hot::LEDGER_AFTER)
             .bind(tenant)
             .bind(after as i64)
+            .bind(horizon)
             .bind(limit.map_or(i64::MAX, i64::from))
             .fetch_all(&self.pool)
             .await
@@ -328,18 +444,9 @@ impl SqlStore {
             }
         }
         drop(rows);
-        let head = sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = $1")
-            .bind(tenant)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .map(|r| Chain {
-                seq: r.get::<i64, _>("seq") as u64,
-                hash: r.get("hash"),
-            })
-            .unwrap_or_else(Chain::genesis);
+        let heads = self.partition_heads(tenant).await?;
         let checked = verifier.checked();
-        Ok(match verifier.finish(&head) {
+        Ok(match verifier.finish_partitions(&heads) {
             Ok(checked) => VerifyReport {
                 ok: true,
                 checked,
@@ -431,6 +538,8 @@ fn entry_from_row(row: &AnyRow) -> std::result::Result<LedgerEntry, String> {
     let get_i = |c: &str| row.try_get::<i64, _>(c).map_err(|e| e.to_string());
     Ok(LedgerEntry {
         seq: get_i("seq")? as u64,
+        partition: get_i("part")? as u32,
+        pseq: get_i("pseq")? as u64,
         body: EntryBody {
             tenant: get("tenant")?,
             subject_uid: get("subject_uid")?,

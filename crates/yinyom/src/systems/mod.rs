@@ -28,9 +28,9 @@ use yinyom_core::systems::{
 use yinyom_core::time::{self, Micros};
 
 use crate::api::problem::Problem;
-use crate::app::App;
 use crate::model::{RequestRow, RequestStep};
-use crate::store::{StoreError, SystemJob, SystemRow};
+use crate::services::Services;
+use crate::store::{Store, StoreError, SystemJob, SystemRow};
 
 /// Settings of the systems task.
 #[derive(Debug, Clone)]
@@ -208,12 +208,12 @@ pub struct Payload {
 
 /// A subject's identifiers from its profile, and its id.
 pub async fn identifiers(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     subject_id: &str,
 ) -> Result<BTreeMap<IdentifierKind, String>, StoreError> {
     let mut ids = BTreeMap::from([(IdentifierKind::Subject, subject_id.to_string())]);
-    if let Some(s) = crate::profiles::read(app, tenant, subject_id).await? {
+    if let Some(s) = crate::profiles::read(svc, tenant, subject_id).await? {
         for (k, v) in &s.profile.contacts {
             let kind = match k {
                 yinyom_core::contact::ContactKind::Email => IdentifierKind::Email,
@@ -259,11 +259,11 @@ fn takes_part(row: &SystemRow, kind: Kind) -> bool {
 /// identifiers are read from). A request started before is refused.
 /// `resumed`: called when pre-execution hooks released a request whose
 /// `complete` step was taken before (`rights::resume`).
-pub async fn begin(app: &App, r: &RequestRow, resumed: bool) -> Result<usize, Problem> {
+pub async fn begin(svc: &Services, r: &RequestRow, resumed: bool) -> Result<usize, Problem> {
     if !reaches_systems(r.kind) {
         return Ok(0);
     }
-    let existing = app.store.request_system_jobs(&r.tenant, &r.id).await?;
+    let existing = svc.store.request_system_jobs(&r.tenant, &r.id).await?;
     if !existing.is_empty() {
         if !resumed && r.steps.iter().any(|s| s.action == "complete") {
             return Err(Problem::conflict(
@@ -273,7 +273,7 @@ pub async fn begin(app: &App, r: &RequestRow, resumed: bool) -> Result<usize, Pr
         // Created before a failure in Yinyom's own part: go on with them.
         return Ok(existing.len());
     }
-    let systems: Vec<SystemRow> = app
+    let systems: Vec<SystemRow> = svc
         .store
         .systems(&r.tenant)
         .await?
@@ -287,13 +287,13 @@ pub async fn begin(app: &App, r: &RequestRow, resumed: bool) -> Result<usize, Pr
         return Ok(0);
     };
     let payload = Payload {
-        identifiers: identifiers(app, &r.tenant, subject_id).await?,
-        corrections: corrections_of(app, r).await?,
+        identifiers: identifiers(svc, &r.tenant, subject_id).await?,
+        corrections: corrections_of(svc, r).await?,
         subject_uid: r.subject_uid.clone(),
     };
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), &r.tenant)
+        .tenant(svc.store.as_ref(), &r.tenant)
         .await
         .map_err(StoreError::from)?;
     let plain = serde_json::to_vec(&payload).map_err(|e| Problem::bad_request(e.to_string()))?;
@@ -319,23 +319,23 @@ pub async fn begin(app: &App, r: &RequestRow, resumed: bool) -> Result<usize, Pr
             }
         })
         .collect();
-    app.store.insert_system_jobs(&jobs).await?;
-    app.systems.wake.notify_one();
+    svc.store.insert_system_jobs(&jobs).await?;
+    svc.systems.wake.notify_one();
     Ok(jobs.len())
 }
 
 /// A rectification's corrections, opened (sealed in the request as
 /// `rights::receive` sealed them).
 async fn corrections_of(
-    app: &App,
+    svc: &Services,
     r: &RequestRow,
 ) -> Result<Option<crate::rights::Corrections>, Problem> {
     let Some(blob) = &r.changes else {
         return Ok(None);
     };
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), &r.tenant)
+        .tenant(svc.store.as_ref(), &r.tenant)
         .await
         .map_err(StoreError::from)?;
     let plain = keys
@@ -374,7 +374,7 @@ pub struct TableRows {
 /// What to do in a database for a request of `kind` (or, `dry`, only
 /// count the rows it would touch). One transaction: all or nothing.
 async fn run_tables(
-    app: &App,
+    svc: &Services,
     system: &SystemRow,
     kind: Kind,
     payload: &Payload,
@@ -383,17 +383,17 @@ async fn run_tables(
     if system.kind == SystemKind::Http.as_str() {
         let config = StoredConfig::of(system);
         let (hc, connector) = http_parts(&config)?;
-        let target = http_target(app, system, hc, connector).await?;
+        let target = http_target(svc, system, hc, connector).await?;
         return http::run(&target, kind, payload, dry).await;
     }
     let Some(dialect) = SystemKind::parse(&system.kind).and_then(SystemKind::dialect) else {
         return Err("not a database system".into());
     };
-    let pool = pool_of(app, system, dialect).await?;
+    let pool = pool_of(svc, system, dialect).await?;
     let config = StoredConfig::of(system);
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), &system.tenant)
+        .tenant(svc.store.as_ref(), &system.tenant)
         .await
         .map_err(|e| e.to_string())?;
     let mut tx = pool.begin().await?;
@@ -441,7 +441,7 @@ fn http_parts(config: &StoredConfig) -> Result<(&http::HttpConfig, &http::Connec
 
 /// An HTTP system's calls, with its credentials opened.
 async fn http_target<'a>(
-    app: &'a App,
+    svc: &'a Services,
     system: &'a SystemRow,
     config: &'a http::HttpConfig,
     connector: &'a http::Connector,
@@ -449,9 +449,9 @@ async fn http_target<'a>(
     let credentials = match &system.secret {
         None => http::Credentials::default(),
         Some(secret) => {
-            let keys = app
+            let keys = svc
                 .vault
-                .tenant(app.store.as_ref(), &system.tenant)
+                .tenant(svc.store.as_ref(), &system.tenant)
                 .await
                 .map_err(|e| e.to_string())?;
             let plain = keys
@@ -461,7 +461,7 @@ async fn http_target<'a>(
         }
     };
     Ok(http::Target {
-        http: &app.systems.http,
+        http: &svc.systems.http,
         tenant: &system.tenant,
         key: &system.key,
         version: system.updated_at,
@@ -471,20 +471,24 @@ async fn http_target<'a>(
     })
 }
 
-async fn pool_of(app: &App, system: &SystemRow, dialect: map::Dialect) -> Result<db::Pool, String> {
+async fn pool_of(
+    svc: &Services,
+    system: &SystemRow,
+    dialect: map::Dialect,
+) -> Result<db::Pool, String> {
     let Some(secret) = &system.secret else {
         return Err("no connection URL is set".into());
     };
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), &system.tenant)
+        .tenant(svc.store.as_ref(), &system.tenant)
         .await
         .map_err(|e| e.to_string())?;
     let url = keys
         .open_secret(&secret_name(&system.key), secret)
         .map_err(|e| format!("connection URL: {e}"))?;
     let url = String::from_utf8(url).map_err(|_| "connection URL: not UTF-8".to_string())?;
-    app.systems.pools.get(
+    svc.systems.pools.get(
         &system.tenant,
         &system.key,
         system.updated_at,
@@ -664,13 +668,13 @@ async fn run_table(
 
 /// Check a system: it answers, and every mapped table and column exists
 /// (and masked NOT NULL columns can take a hash).
-pub async fn test(app: &App, system: &SystemRow) -> Vec<TableCheck> {
-    let out = test_checks(app, system).await;
+pub async fn test(svc: &Services, system: &SystemRow) -> Vec<TableCheck> {
+    let out = test_checks(svc, system).await;
     let error = out
         .iter()
         .filter_map(|c| c.error.clone())
         .collect::<Vec<_>>();
-    app.systems.saw(
+    svc.systems.saw(
         &system.tenant,
         &system.key,
         "test",
@@ -679,12 +683,12 @@ pub async fn test(app: &App, system: &SystemRow) -> Vec<TableCheck> {
     out
 }
 
-async fn test_checks(app: &App, system: &SystemRow) -> Vec<TableCheck> {
+async fn test_checks(svc: &Services, system: &SystemRow) -> Vec<TableCheck> {
     let mut out = Vec::new();
     if system.kind == SystemKind::Http.as_str() {
         let config = StoredConfig::of(system);
         let result = match http_parts(&config) {
-            Ok((hc, connector)) => match http_target(app, system, hc, connector).await {
+            Ok((hc, connector)) => match http_target(svc, system, hc, connector).await {
                 Ok(target) => http::test(&target).await.map(|_| connector.name.clone()),
                 Err(e) => Err(e),
             },
@@ -703,7 +707,7 @@ async fn test_checks(app: &App, system: &SystemRow) -> Vec<TableCheck> {
     let Some(dialect) = SystemKind::parse(&system.kind).and_then(SystemKind::dialect) else {
         return out;
     };
-    let pool = match pool_of(app, system, dialect).await {
+    let pool = match pool_of(svc, system, dialect).await {
         Ok(p) => p,
         Err(e) => {
             out.push(TableCheck::error(None, e));
@@ -830,9 +834,12 @@ impl SystemStatus {
 }
 
 /// The request's systems, for its view.
-pub async fn statuses(app: &App, tenant: &str, id: &str) -> Result<Vec<SystemStatus>, StoreError> {
-    Ok(app
-        .store
+pub async fn statuses(
+    store: &dyn Store,
+    tenant: &str,
+    id: &str,
+) -> Result<Vec<SystemStatus>, StoreError> {
+    Ok(store
         .request_system_jobs(tenant, id)
         .await?
         .iter()
@@ -854,18 +861,18 @@ pub struct SystemPlan {
 
 /// A dry run: per system and table, what the request would do and to how
 /// many rows. Nothing is changed (the transaction is rolled back).
-pub async fn plan(app: &App, r: &RequestRow) -> Result<Vec<SystemPlan>, Problem> {
-    let systems = app.store.systems(&r.tenant).await?;
-    let jobs = app.store.request_system_jobs(&r.tenant, &r.id).await?;
-    let keys = app
+pub async fn plan(svc: &Services, r: &RequestRow) -> Result<Vec<SystemPlan>, Problem> {
+    let systems = svc.store.systems(&r.tenant).await?;
+    let jobs = svc.store.request_system_jobs(&r.tenant, &r.id).await?;
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), &r.tenant)
+        .tenant(svc.store.as_ref(), &r.tenant)
         .await
         .map_err(StoreError::from)?;
     let current = match r.subject_id.as_deref() {
         Some(id) if r.status.is_open() => Some(Payload {
-            identifiers: identifiers(app, &r.tenant, id).await?,
-            corrections: corrections_of(app, r).await?,
+            identifiers: identifiers(svc, &r.tenant, id).await?,
+            corrections: corrections_of(svc, r).await?,
             subject_uid: r.subject_uid.clone(),
         }),
         _ => None,
@@ -900,7 +907,7 @@ pub async fn plan(app: &App, r: &RequestRow) -> Result<Vec<SystemPlan>, Problem>
                     p.error = Some("the request is closed; nothing is left to do".into());
                     return p;
                 };
-                match run_tables(app, &s, r.kind, &payload, true).await {
+                match run_tables(svc, &s, r.kind, &payload, true).await {
                     Ok((tables, _)) => {
                         p.action = "run".into();
                         p.tables = tables;
@@ -921,12 +928,12 @@ pub async fn plan(app: &App, r: &RequestRow) -> Result<Vec<SystemPlan>, Problem>
 
 /// The rows an access request collected, by system (for its bundle).
 pub async fn collected(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     request_id: &str,
 ) -> Result<Vec<(SystemJob, Vec<TableRows>)>, StoreError> {
-    let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;
-    let jobs = app.store.request_system_jobs(tenant, request_id).await?;
+    let keys = svc.vault.tenant(svc.store.as_ref(), tenant).await?;
+    let jobs = svc.store.request_system_jobs(tenant, request_id).await?;
     Ok(jobs
         .into_iter()
         .map(|j| {
@@ -946,14 +953,14 @@ pub async fn collected(
 
 /// Confirm a manual system's part of a request, with the staff's note.
 pub async fn confirm(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     request_id: &str,
     system: &str,
     note: &str,
     actor: &str,
 ) -> Result<(), Problem> {
-    let jobs = app.store.request_system_jobs(tenant, request_id).await?;
+    let jobs = svc.store.request_system_jobs(tenant, request_id).await?;
     let Some(job) = jobs.into_iter().find(|j| j.system == system) else {
         return Err(Problem::not_found(format!(
             "request {request_id:?} has no part in system {system:?}"
@@ -973,23 +980,27 @@ pub async fn confirm(
     j.updated_at = now;
     j.attempts += 1;
     j.detail = Some(serde_json::json!({ "note": note, "confirmed_by": actor }));
-    if !app.store.update_system_job(&j, before).await? {
+    if !svc.store.update_system_job(&j, before).await? {
         return Err(Problem::conflict(
             "the request changed at the same time; try again",
         ));
     }
-    finish_if_done(app, tenant, request_id).await?;
+    finish_if_done(svc, tenant, request_id).await?;
     Ok(())
 }
 
 /// Complete the request once every system is done.
-pub async fn finish_if_done(app: &App, tenant: &str, request_id: &str) -> Result<bool, StoreError> {
+pub async fn finish_if_done(
+    svc: &Services,
+    tenant: &str,
+    request_id: &str,
+) -> Result<bool, StoreError> {
     for _ in 0..5 {
-        let jobs = app.store.request_system_jobs(tenant, request_id).await?;
+        let jobs = svc.store.request_system_jobs(tenant, request_id).await?;
         if jobs.is_empty() || jobs.iter().any(|j| j.status != "done") {
             return Ok(false);
         }
-        let Some(mut r) = app.store.request(tenant, request_id).await? else {
+        let Some(mut r) = svc.store.request(tenant, request_id).await? else {
             return Ok(false);
         };
         if !r.status.is_open() || !r.steps.iter().any(|s| s.action == "complete") {
@@ -1027,16 +1038,16 @@ pub async fn finish_if_done(app: &App, tenant: &str, request_id: &str) -> Result
                 parts.join(" · ")
             )),
         });
-        if app.store.update_request(&r, before).await? {
+        if svc.store.update_request(&r, before).await? {
             if r.kind == Kind::Erasure {
                 let outcomes: Vec<crate::events::SystemOutcome> =
                     jobs.iter().map(outcome_of).collect();
-                if let Err(e) = crate::rights::announce_erased(app, &r, &outcomes).await {
+                if let Err(e) = crate::rights::announce_erased(svc, &r, &outcomes).await {
                     tracing::warn!(request = %r.id, error = %e.detail,
                         "subject.erased could not be recorded");
                 }
             }
-            if let Err(e) = crate::rights::announce_completed(app, &r).await {
+            if let Err(e) = crate::rights::announce_completed(svc, &r).await {
                 tracing::warn!(request = %r.id, error = %e.detail,
                     "request.completed could not be recorded");
             }
@@ -1089,19 +1100,19 @@ const PER_SYSTEM: usize = 4;
 
 /// The background task (leader only): carries out due jobs and consent
 /// propagations, retries failures with backoff.
-pub async fn run(app: Weak<App>) {
-    let Some((wake, propagate_wake)) = app
+pub async fn run(svc: Weak<Services>) {
+    let Some((wake, propagate_wake)) = svc
         .upgrade()
         .map(|a| (a.systems.wake.clone(), a.systems.propagate_wake.clone()))
     else {
         return;
     };
     // Consent propagation in a loop of its own: it never delays requests.
-    tokio::spawn(propagate::run(app.clone(), propagate_wake));
+    tokio::spawn(propagate::run(svc.clone(), propagate_wake));
     // Request hooks' calls too, through the same guarded client.
-    tokio::spawn(crate::hooks::run(app.clone()));
+    tokio::spawn(crate::hooks::run(svc.clone()));
     loop {
-        let Some(a) = app.upgrade() else { return };
+        let Some(a) = svc.upgrade() else { return };
         let busy = match round(&a).await {
             Ok(busy) => busy,
             Err(e) => {
@@ -1116,12 +1127,12 @@ pub async fn run(app: Weak<App>) {
     }
 }
 
-async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
-    if !app.store.lead().await? {
+async fn round(svc: &Arc<Services>) -> Result<bool, StoreError> {
+    if !svc.store.lead().await? {
         return Ok(false);
     }
     let now = time::now();
-    let due = app.store.due_system_jobs(now, ROUND).await?;
+    let due = svc.store.due_system_jobs(now, ROUND).await?;
     let busy = due.len() == ROUND as usize;
     // Systems side by side, each its own jobs a few at a time: a system
     // that is down holds only its own.
@@ -1133,7 +1144,7 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
             .push(j);
     }
     let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(by_system.into_values())
-        .map(|jobs| run_system(app, jobs))
+        .map(|jobs| run_system(svc, jobs))
         .buffer_unordered(SYSTEMS_AT_ONCE)
         .collect()
         .await;
@@ -1143,7 +1154,7 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
 
 /// One system's due jobs, `PER_SYSTEM` at a time; when a whole batch
 /// fails (the system is down), the rest wait for the next retry untried.
-async fn run_system(app: &Arc<App>, jobs: Vec<SystemJob>) -> Result<(), StoreError> {
+async fn run_system(svc: &Arc<Services>, jobs: Vec<SystemJob>) -> Result<(), StoreError> {
     let mut jobs = jobs.into_iter();
     loop {
         let batch: Vec<SystemJob> = jobs.by_ref().take(PER_SYSTEM).collect();
@@ -1151,7 +1162,7 @@ async fn run_system(app: &Arc<App>, jobs: Vec<SystemJob>) -> Result<(), StoreErr
             return Ok(());
         }
         let outcomes =
-            futures_util::future::join_all(batch.into_iter().map(|j| attempt(app, j))).await;
+            futures_util::future::join_all(batch.into_iter().map(|j| attempt(svc, j))).await;
         let outcomes: Vec<Option<String>> = outcomes.into_iter().collect::<Result<_, _>>()?;
         if outcomes.iter().all(Option::is_some) {
             let error = outcomes.into_iter().flatten().next().unwrap_or_default();
@@ -1159,13 +1170,13 @@ async fn run_system(app: &Arc<App>, jobs: Vec<SystemJob>) -> Result<(), StoreErr
                 let before = j.updated_at;
                 let now = time::now().max(before + 1);
                 j.next_at = Some(
-                    now + backoff(&app.systems.config, j.attempts.max(1)).as_micros() as Micros,
+                    now + backoff(&svc.systems.config, j.attempts.max(1)).as_micros() as Micros,
                 );
                 j.error = Some(format!(
                     "not tried: the system failed just before ({error})"
                 ));
                 j.updated_at = now;
-                app.store.update_system_job(&j, before).await?;
+                svc.store.update_system_job(&j, before).await?;
             }
             return Ok(());
         }
@@ -1174,19 +1185,19 @@ async fn run_system(app: &Arc<App>, jobs: Vec<SystemJob>) -> Result<(), StoreErr
 
 /// One attempt at a job: taken (leased), carried out, settled; the error
 /// if it failed.
-async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<Option<String>, StoreError> {
+async fn attempt(svc: &Arc<Services>, mut j: SystemJob) -> Result<Option<String>, StoreError> {
     let before = j.updated_at;
     let now = time::now().max(before + 1);
     j.status = "running".into();
     j.attempts += 1;
     j.next_at = Some(now + LEASE);
     j.updated_at = now;
-    if !app.store.update_system_job(&j, before).await? {
+    if !svc.store.update_system_job(&j, before).await? {
         return Ok(None); // taken by another round
     }
     let taken = j.updated_at;
-    let outcome = carry_out(app, &j).await;
-    app.systems
+    let outcome = carry_out(svc, &j).await;
+    svc.systems
         .saw(&j.tenant, &j.system, "job", outcome.as_ref().err().cloned());
     let now = time::now().max(taken + 1);
     j.updated_at = now;
@@ -1203,7 +1214,7 @@ async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<Option<String>, Sto
             j.finished_at = Some(now);
             j.detail = Some(serde_json::json!({ "tables": tables }));
             if let Some(rows) = rows {
-                let keys = app.vault.tenant(app.store.as_ref(), &j.tenant).await?;
+                let keys = svc.vault.tenant(svc.store.as_ref(), &j.tenant).await?;
                 let plain = serde_json::to_vec(&rows).unwrap_or_default();
                 j.result = Some(keys.seal_secret(&result_name(&j.request_id, &j.system), &plain));
             }
@@ -1215,34 +1226,34 @@ async fn attempt(app: &Arc<App>, mut j: SystemJob) -> Result<Option<String>, Sto
                 "connected system: attempt failed; retrying later");
             j.status = "failed".into();
             j.error = Some(e);
-            j.next_at = Some(now + backoff(&app.systems.config, j.attempts).as_micros() as Micros);
+            j.next_at = Some(now + backoff(&svc.systems.config, j.attempts).as_micros() as Micros);
         }
     }
-    if app.store.update_system_job(&j, taken).await? && j.status == "done" {
-        finish_if_done(app, &j.tenant, &j.request_id).await?;
+    if svc.store.update_system_job(&j, taken).await? && j.status == "done" {
+        finish_if_done(svc, &j.tenant, &j.request_id).await?;
     }
     Ok(j.error.filter(|_| j.status == "failed"))
 }
 
 type Carried = (Vec<TableOutcome>, Option<Vec<TableRows>>);
 
-async fn carry_out(app: &Arc<App>, j: &SystemJob) -> Result<Carried, String> {
+async fn carry_out(svc: &Arc<Services>, j: &SystemJob) -> Result<Carried, String> {
     let store_err = |e: StoreError| e.to_string();
-    let r = app
+    let r = svc
         .store
         .request(&j.tenant, &j.request_id)
         .await
         .map_err(store_err)?
         .ok_or("the request no longer exists")?;
-    let system = app
+    let system = svc
         .store
         .system(&j.tenant, &j.system)
         .await
         .map_err(store_err)?
         .ok_or("the system was removed")?;
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), &j.tenant)
+        .tenant(svc.store.as_ref(), &j.tenant)
         .await
         .map_err(|e| e.to_string())?;
     let payload: Payload = j
@@ -1254,7 +1265,7 @@ async fn carry_out(app: &Arc<App>, j: &SystemJob) -> Result<Carried, String> {
         })
         .and_then(|p| serde_json::from_slice(&p).ok())
         .ok_or("the subject's identifiers are not readable")?;
-    let (tables, rows) = run_tables(app, &system, r.kind, &payload, false).await?;
+    let (tables, rows) = run_tables(svc, &system, r.kind, &payload, false).await?;
     let collect = matches!(r.kind, Kind::Access | Kind::Portability);
     Ok((tables, collect.then_some(rows)))
 }
@@ -1263,11 +1274,11 @@ async fn carry_out(app: &Arc<App>, j: &SystemJob) -> Result<Carried, String> {
 /// system's status, tables, notes) and, per system and table, the
 /// subject's rows as `systems/<key>/<table>.json` and `.csv`.
 pub async fn bundle_files(
-    app: &App,
+    svc: &Services,
     tenant: &str,
     request_id: &str,
 ) -> Result<Vec<(String, Vec<u8>)>, Problem> {
-    let parts = collected(app, tenant, request_id).await?;
+    let parts = collected(svc, tenant, request_id).await?;
     if parts.is_empty() {
         return Ok(vec![]);
     }

@@ -23,8 +23,8 @@ use yinyom_core::systems::{Bind, IdentifierKind, SetTo, SystemKind, TableName};
 use yinyom_core::time::{self, Micros};
 
 use super::{LEASE, StoredConfig, backoff, http_parts, http_target, identifiers, pool_of};
-use crate::app::App;
 use crate::events::ConsentEvent;
+use crate::services::Services;
 use crate::store::{Propagation, StoreError, SystemRow};
 
 const SINK: &str = "systems";
@@ -73,12 +73,12 @@ fn propagates(s: &SystemRow) -> bool {
 }
 
 /// Follow the outbox and queue propagations (leader only).
-pub async fn follow(app: Weak<App>) {
-    let Some(mut changed) = app.upgrade().map(|a| a.changed.subscribe()) else {
+pub async fn follow(svc: Weak<Services>) {
+    let Some(mut changed) = svc.upgrade().map(|a| a.changed.subscribe()) else {
         return;
     };
     loop {
-        let Some(a) = app.upgrade() else { return };
+        let Some(a) = svc.upgrade() else { return };
         if let Err(e) = follow_round(&a).await {
             tracing::warn!(error = %e, "consent propagation: storage unavailable");
         }
@@ -87,31 +87,31 @@ pub async fn follow(app: Weak<App>) {
     }
 }
 
-async fn follow_round(app: &Arc<App>) -> Result<(), StoreError> {
-    if !app.store.lead().await? {
+async fn follow_round(svc: &Arc<Services>) -> Result<(), StoreError> {
+    if !svc.store.lead().await? {
         return Ok(());
     }
-    for tenant in app.store.tenants().await? {
+    for tenant in svc.store.tenants().await? {
         let tenant = tenant.id;
-        let systems: Vec<SystemRow> = app
+        let systems: Vec<SystemRow> = svc
             .store
             .systems(&tenant)
             .await?
             .into_iter()
             .filter(propagates)
             .collect();
-        let mut cursor = app.store.sink_cursor(SINK, &tenant).await?;
+        let mut cursor = svc.store.sink_cursor(SINK, &tenant).await?;
         // Without a mapped consent column the cursor follows the head, so a
         // system mapped later propagates the changes made from then on.
         if systems.is_empty() {
-            let last = app.store.last_event(&tenant).await?;
+            let last = svc.store.last_event(&tenant).await?;
             if last > cursor {
-                app.store.set_sink_cursor(SINK, &tenant, last).await?;
+                svc.store.set_sink_cursor(SINK, &tenant, last).await?;
             }
             continue;
         }
         loop {
-            let events = app.store.events_after(&tenant, cursor, 500).await?;
+            let events = svc.store.events_after(&tenant, cursor, 500).await?;
             let Some(last) = events.last().map(|e| e.seq) else {
                 break;
             };
@@ -133,9 +133,9 @@ async fn follow_round(app: &Arc<App>) -> Result<(), StoreError> {
                 }
             }
             for (uid, system) in touched {
-                queue(app, &tenant, &uid, system).await?;
+                queue(svc, &tenant, &uid, system).await?;
             }
-            app.store.set_sink_cursor(SINK, &tenant, last).await?;
+            svc.store.set_sink_cursor(SINK, &tenant, last).await?;
             cursor = last;
         }
     }
@@ -145,16 +145,16 @@ async fn follow_round(app: &Arc<App>) -> Result<(), StoreError> {
 /// Queue (or replace) a subject's propagation to a system with the values
 /// its consent columns take now.
 pub async fn queue(
-    app: &Arc<App>,
+    svc: &Arc<Services>,
     tenant: &str,
     uid: &str,
     system: &SystemRow,
 ) -> Result<(), StoreError> {
-    let Some(id) = app.store.subject_id(tenant, uid).await? else {
+    let Some(id) = svc.store.subject_id(tenant, uid).await? else {
         return Ok(());
     };
     let now = time::now();
-    let held = app.view.subject(app.store.as_ref(), tenant, &id).await?;
+    let held = svc.view.subject(svc.store.as_ref(), tenant, &id).await?;
     let granted = |purpose: &str, channel: Option<yinyom_core::purpose::Channel>| {
         held.as_ref().is_some_and(|s| {
             s.consents.records.iter().any(|c| {
@@ -183,19 +183,19 @@ pub async fn queue(
         }
     }
     let payload = PropPayload {
-        identifiers: identifiers(app, tenant, &id).await?,
+        identifiers: identifiers(svc, tenant, &id).await?,
         settings,
     };
-    let keys = app.vault.tenant(app.store.as_ref(), tenant).await?;
+    let keys = svc.vault.tenant(svc.store.as_ref(), tenant).await?;
     let plain = serde_json::to_vec(&payload).unwrap_or_default();
-    let previous = app
+    let previous = svc
         .store
         .propagations(tenant, uid)
         .await?
         .into_iter()
         .find(|p| p.system == system.key);
     let updated_at = previous.as_ref().map_or(now, |p| now.max(p.updated_at + 1));
-    app.store
+    svc.store
         .put_propagation(&Propagation {
             tenant: tenant.to_string(),
             subject_uid: uid.to_string(),
@@ -210,15 +210,15 @@ pub async fn queue(
             updated_at,
         })
         .await?;
-    app.systems.propagate_wake.notify_one();
+    svc.systems.propagate_wake.notify_one();
     Ok(())
 }
 
 /// Carry out due propagations (leader only), systems side by side, each
 /// a few at a time; a system whose batch all fails defers the rest untried.
-pub async fn run(app: Weak<App>, wake: Arc<tokio::sync::Notify>) {
+pub async fn run(svc: Weak<Services>, wake: Arc<tokio::sync::Notify>) {
     loop {
-        let Some(a) = app.upgrade() else { return };
+        let Some(a) = svc.upgrade() else { return };
         let busy = match round(&a).await {
             Ok(busy) => busy,
             Err(e) => {
@@ -237,11 +237,11 @@ const ROUND: u32 = 64;
 const PER_SYSTEM: usize = 4;
 const SYSTEMS_AT_ONCE: usize = 16;
 
-async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
-    if !app.store.lead().await? {
+async fn round(svc: &Arc<Services>) -> Result<bool, StoreError> {
+    if !svc.store.lead().await? {
         return Ok(false);
     }
-    let due = app.store.due_propagations(time::now(), ROUND).await?;
+    let due = svc.store.due_propagations(time::now(), ROUND).await?;
     let busy = due.len() == ROUND as usize;
     let mut by_system: BTreeMap<(String, String), Vec<Propagation>> = BTreeMap::new();
     for p in due {
@@ -251,7 +251,7 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
             .push(p);
     }
     let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(by_system.into_values())
-        .map(|ps| run_system(app, ps))
+        .map(|ps| run_system(svc, ps))
         .buffer_unordered(SYSTEMS_AT_ONCE)
         .collect()
         .await;
@@ -259,7 +259,7 @@ async fn round(app: &Arc<App>) -> Result<bool, StoreError> {
     Ok(busy)
 }
 
-async fn run_system(app: &Arc<App>, ps: Vec<Propagation>) -> Result<(), StoreError> {
+async fn run_system(svc: &Arc<Services>, ps: Vec<Propagation>) -> Result<(), StoreError> {
     let mut ps = ps.into_iter();
     loop {
         let batch: Vec<Propagation> = ps.by_ref().take(PER_SYSTEM).collect();
@@ -267,7 +267,7 @@ async fn run_system(app: &Arc<App>, ps: Vec<Propagation>) -> Result<(), StoreErr
             return Ok(());
         }
         let outcomes =
-            futures_util::future::join_all(batch.into_iter().map(|p| attempt(app, p))).await;
+            futures_util::future::join_all(batch.into_iter().map(|p| attempt(svc, p))).await;
         let outcomes: Vec<Option<String>> = outcomes.into_iter().collect::<Result<_, _>>()?;
         if outcomes.iter().all(Option::is_some) {
             let error = outcomes.into_iter().flatten().next().unwrap_or_default();
@@ -275,13 +275,13 @@ async fn run_system(app: &Arc<App>, ps: Vec<Propagation>) -> Result<(), StoreErr
                 let before = p.updated_at;
                 let now = time::now().max(before + 1);
                 p.next_at = Some(
-                    now + backoff(&app.systems.config, p.attempts.max(1)).as_micros() as Micros,
+                    now + backoff(&svc.systems.config, p.attempts.max(1)).as_micros() as Micros,
                 );
                 p.error = Some(format!(
                     "not tried: the system failed just before ({error})"
                 ));
                 p.updated_at = now;
-                app.store.update_propagation(&p, before).await?;
+                svc.store.update_propagation(&p, before).await?;
             }
             return Ok(());
         }
@@ -289,18 +289,18 @@ async fn run_system(app: &Arc<App>, ps: Vec<Propagation>) -> Result<(), StoreErr
 }
 
 /// One attempt at a propagation; the error if it failed.
-async fn attempt(app: &Arc<App>, mut p: Propagation) -> Result<Option<String>, StoreError> {
+async fn attempt(svc: &Arc<Services>, mut p: Propagation) -> Result<Option<String>, StoreError> {
     let before = p.updated_at;
     let now = time::now().max(before + 1);
     p.status = "running".into();
     p.attempts += 1;
     p.next_at = Some(now + LEASE);
     p.updated_at = now;
-    if !app.store.update_propagation(&p, before).await? {
+    if !svc.store.update_propagation(&p, before).await? {
         return Ok(None);
     }
     let taken = p.updated_at;
-    let outcome = carry_out(app, &p).await;
+    let outcome = carry_out(svc, &p).await;
     let now = time::now().max(taken + 1);
     p.updated_at = now;
     match outcome {
@@ -317,24 +317,24 @@ async fn attempt(app: &Arc<App>, mut p: Propagation) -> Result<Option<String>, S
                 "consent propagation failed; retrying later");
             p.status = "failed".into();
             p.error = Some(e);
-            p.next_at = Some(now + backoff(&app.systems.config, p.attempts).as_micros() as Micros);
+            p.next_at = Some(now + backoff(&svc.systems.config, p.attempts).as_micros() as Micros);
         }
     }
     // A newer change replaced it meanwhile: that one runs instead.
-    app.store.update_propagation(&p, taken).await?;
+    svc.store.update_propagation(&p, taken).await?;
     Ok(p.error.filter(|_| p.status == "failed"))
 }
 
-async fn carry_out(app: &Arc<App>, p: &Propagation) -> Result<i64, String> {
-    let system = app
+async fn carry_out(svc: &Arc<Services>, p: &Propagation) -> Result<i64, String> {
+    let system = svc
         .store
         .system(&p.tenant, &p.system)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the system was removed")?;
-    let keys = app
+    let keys = svc
         .vault
-        .tenant(app.store.as_ref(), &p.tenant)
+        .tenant(svc.store.as_ref(), &p.tenant)
         .await
         .map_err(|e| e.to_string())?;
     let payload: PropPayload = p
@@ -349,7 +349,7 @@ async fn carry_out(app: &Arc<App>, p: &Propagation) -> Result<i64, String> {
     if system.kind == SystemKind::Http.as_str() {
         let config = StoredConfig::of(&system);
         let (hc, connector) = http_parts(&config)?;
-        let target = http_target(app, &system, hc, connector).await?;
+        let target = http_target(svc, &system, hc, connector).await?;
         let Some(setting) = payload.settings.iter().find(|s| s.table.is_empty()) else {
             return Ok(0);
         };
@@ -358,7 +358,7 @@ async fn carry_out(app: &Arc<App>, p: &Propagation) -> Result<i64, String> {
     let dialect = SystemKind::parse(&system.kind)
         .and_then(SystemKind::dialect)
         .ok_or("not a database system")?;
-    let pool = pool_of(app, &system, dialect).await?;
+    let pool = pool_of(svc, &system, dialect).await?;
     let mut tx = pool.begin().await?;
     let mut rows = 0;
     let config = StoredConfig::of(&system);

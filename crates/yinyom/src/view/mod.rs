@@ -90,7 +90,7 @@ pub struct TenantView {
     /// How many of them are erased (held under their keyed pseudonym).
     erased: usize,
     /// The tenant's keys, to find an erased subject by the id it had: set
-    /// when the tenant has erased subjects (`App::arm_pseudonyms`).
+    /// when the tenant has erased subjects (`Services::arm_pseudonyms`).
     pseudonyms: Option<Arc<crate::vault::TenantKeys>>,
     /// A subject not in `subjects` may have records in the store.
     bounded: bool,
@@ -121,6 +121,16 @@ impl Watermark {
     pub(crate) fn reset(&mut self, low: u64) {
         self.low = low;
         self.above.clear();
+    }
+
+    /// Every seq up to `seq` has been applied: a follower read the ledger
+    /// up to it, below the store's horizon, so nothing at or below it can
+    /// still come (PostgreSQL numbers entries with gaps).
+    pub(crate) fn advance(&mut self, seq: u64) {
+        if seq > self.low {
+            self.low = seq;
+            self.above = self.above.split_off(&(seq + 1));
+        }
     }
 
     pub(crate) fn mark(&mut self, seq: u64) {

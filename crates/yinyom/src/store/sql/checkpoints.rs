@@ -1,5 +1,5 @@
-//! [`Checkpoints`] for both databases: entry hashes by `seq` range (the
-//! ledger's primary key), stored Merkle subtrees, signed checkpoints.
+//! [`Checkpoints`] for both databases: a partition's entry hashes by
+//! position (`ledger_by_part`), stored Merkle subtrees, signed checkpoints.
 
 use yinyom_core::merkle::{Hash, Subtree};
 
@@ -25,18 +25,31 @@ fn hash_from_hex(text: &str) -> Result<Hash> {
 
 #[async_trait]
 impl Checkpoints for SqlStore {
-    async fn entry_hashes(&self, tenant: &str, after: u64, upto: u64) -> Result<Vec<String>> {
+    async fn entry_hashes(
+        &self,
+        tenant: &str,
+        part: u32,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<(u64, String)>> {
         let rows = sqlx::query(
-            "SELECT hash FROM ledger WHERE tenant = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+            "SELECT seq, hash FROM ledger WHERE tenant = $1 AND part = $2
+             AND pseq > $3 AND pseq <= $4 ORDER BY pseq",
         )
         .bind(tenant)
+        .bind(i64::from(part))
         .bind(after as i64)
         .bind(upto.min(i64::MAX as u64) as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         rows.iter()
-            .map(|r| stored_hash(r, "hash").map_err(StoreError::Unavailable))
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("seq").map_err(unavailable)? as u64,
+                    stored_hash(r, "hash").map_err(StoreError::Unavailable)?,
+                ))
+            })
             .collect()
     }
 

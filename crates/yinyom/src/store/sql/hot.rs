@@ -98,13 +98,15 @@ pub const EVIDENCE: &str = "SELECT l.seq, e.body AS evidence FROM ledger l
 /// A subject's receipts.
 pub const RECEIPTS: &str = "SELECT id, jws, created_at FROM receipts
      WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id";
-/// Ledger entries after a cursor (follow, export).
+/// Ledger entries after a cursor (follow, export), below the horizon `$3`
+/// (see `SqlStore::horizon`).
 pub const LEDGER_AFTER: &str =
     "SELECT l.*, (SELECT s.id FROM subjects s WHERE s.uid = l.subject_uid
          AND s.tenant = l.tenant) AS subject_id
      FROM ledger l 
-     WHERE l.tenant = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3";
-/// Outbox events after a dispatcher's cursor (webhooks, NATS, stream).
+     WHERE l.tenant = $1 AND l.seq > $2 AND l.seq < $3 ORDER BY l.seq LIMIT $4";
+/// Outbox events after a dispatcher's cursor (webhooks, NATS, stream),
+/// below the horizon `$3` (see `SqlStore::horizon`).
 /// The page of the outbox is taken first and the ledger read within its
 /// seqs: bounded on both tables, whatever plan the database picks (joined
 /// on the outbox's bounds alone, a generic PostgreSQL plan read the
@@ -112,14 +114,16 @@ pub const LEDGER_AFTER: &str =
 pub const EVENTS_AFTER: &str = concat!(
     "WITH o AS (
          SELECT seq, before_state, after_state FROM outbox
-         WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3)
+         WHERE tenant = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4)
      SELECT o.before_state, o.after_state, l.*, ",
     erased_evidence!(),
     " FROM o JOIN ledger l ON l.tenant = $1 AND l.seq = o.seq
      WHERE l.seq > $2 AND l.seq <= (SELECT MAX(seq) FROM o)
      ORDER BY o.seq"
 );
-/// The newest outbox event.
+/// The newest outbox event committed: where a subscription "from now"
+/// starts. (On PostgreSQL an event still being committed with a lower
+/// `seq` is concurrent with the start, and not sent.)
 pub const LAST_EVENT: &str = "SELECT MAX(seq) FROM outbox WHERE tenant = $1";
 /// Subjects with a queued delivery to an endpoint (they wait their turn).
 pub const PENDING_SUBJECTS: &str = "SELECT DISTINCT subject_uid FROM webhook_deliveries
@@ -216,14 +220,14 @@ pub const HOT: &[HotQuery] = &[
         name: "ledger_after",
         path: "follow",
         sql: LEDGER_AFTER,
-        args: &[T, Int(10), Int(500)],
+        args: &[T, Int(10), Int(1 << 40), Int(500)],
         indexes: &[],
     },
     HotQuery {
         name: "events_after",
         path: "webhooks dispatch, NATS, stream",
         sql: EVENTS_AFTER,
-        args: &[T, Int(10), Int(500)],
+        args: &[T, Int(10), Int(1 << 40), Int(500)],
         indexes: &[],
     },
     HotQuery {

@@ -7,6 +7,7 @@
 //! (`chain_items`, `ledger_rows`, `latest_states`, `outbox_rows`, …).
 
 use super::*;
+use yinyom_core::ledger::{GENESIS, PARTITIONS, partition_of};
 
 mod sqlite;
 
@@ -27,7 +28,7 @@ impl Ledger for SqlStore {
             .begin_with(self.dialect.begin())
             .await
             .map_err(unavailable)?;
-        let mut heads = lock_heads(&mut tx, items).await?;
+        let mut heads = self.lock_heads(&mut tx, items).await?;
         let mut seen = prior_idempotency(&mut tx, self.dialect, items).await?;
         let uids = ensure_subjects(&mut tx, self.dialect, &fresh(items, &seen)).await?;
         let (rows, outcomes) = chain_items(items, &mut seen, &uids.uids, &mut heads, seal)?;
@@ -123,10 +124,21 @@ impl Ledger for SqlStore {
     }
 
     async fn heads(&self) -> Result<HashMap<String, u64>> {
-        let rows = sqlx::query("SELECT tenant, seq FROM ledger_heads")
+        let rows = match self.dialect {
+            Dialect::Sqlite => sqlx::query("SELECT tenant, seq FROM ledger_heads")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?,
+            // The last entry below the horizon, per tenant (an index seek).
+            Dialect::Postgres => sqlx::query(&format!(
+                "SELECT t.id AS tenant, COALESCE((SELECT MAX(l.seq) FROM ledger l
+                     WHERE l.tenant = t.id AND l.seq < h.horizon), 0) AS seq
+                 FROM tenants t, (SELECT {PG_HORIZON} AS horizon) h"
+            ))
             .fetch_all(&self.pool)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?,
+        };
         Ok(rows
             .iter()
             .map(|r| (r.get("tenant"), r.get::<i64, _>("seq") as u64))
@@ -150,14 +162,15 @@ fn fresh<'i>(
         .collect()
 }
 
-/// Chain the batch's items onto the locked heads, in order: each item's
-/// entries, sealed response and the rows to write; an item whose
-/// idempotency key was used before is answered from `seen` instead.
+/// Chain the batch's items onto the locked heads, in order, each item's
+/// entries onto its subject's partition: each item's entries, sealed
+/// response and the rows to write; an item whose idempotency key was used
+/// before is answered from `seen` instead. Both databases' write paths.
 fn chain_items<'i>(
     items: &'i [WriteItem],
     seen: &mut HashMap<Key, (String, serde_json::Value)>,
     uids: &HashMap<Key, String>,
-    heads: &mut HashMap<String, Chain>,
+    heads: &mut Heads,
     seal: Sealer<'_>,
 ) -> Result<(Rows<'i>, Vec<ItemOutcome>)> {
     let mut outcomes = Vec::with_capacity(items.len());
@@ -183,9 +196,7 @@ fn chain_items<'i>(
             .get(&(item.tenant.clone(), item.subject_id.clone()))
             .cloned()
             .ok_or_else(|| StoreError::Unavailable("subject row missing".into()))?;
-        let chain = heads
-            .get_mut(&item.tenant)
-            .ok_or_else(|| StoreError::Unavailable("chain head missing".into()))?;
+        let part = heads.partition_of(item);
         let evidence = item.evidence.as_ref().map(|e| (e, e.to_string()));
         let ev_hash = evidence.as_ref().map(|(e, text)| {
             if let Some(hash) = evidence_hashes.get(text) {
@@ -199,28 +210,32 @@ fn chain_items<'i>(
             .actions
             .iter()
             .map(|a| {
-                chain.append(EntryBody {
-                    tenant: item.tenant.clone(),
-                    subject_uid: uid.clone(),
-                    purpose: a.purpose.clone(),
-                    channel: a.channel,
-                    action: a.action,
-                    notice: item.notice.clone(),
-                    source: item.source.clone(),
-                    actor: item.actor.clone(),
-                    evidence_hash: ev_hash.clone(),
-                    occurred_at: item.occurred_at,
-                    recorded_at,
-                    expires_at: a.expires_at,
-                    receipt: item
-                        .receipt
-                        .as_ref()
-                        .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
-                        .map(|r| r.id.clone()),
-                    guardian: item.guardian && a.action == Action::Grant,
-                })
+                heads.append(
+                    &item.tenant,
+                    part,
+                    EntryBody {
+                        tenant: item.tenant.clone(),
+                        subject_uid: uid.clone(),
+                        purpose: a.purpose.clone(),
+                        channel: a.channel,
+                        action: a.action,
+                        notice: item.notice.clone(),
+                        source: item.source.clone(),
+                        actor: item.actor.clone(),
+                        evidence_hash: ev_hash.clone(),
+                        occurred_at: item.occurred_at,
+                        recorded_at,
+                        expires_at: a.expires_at,
+                        receipt: item
+                            .receipt
+                            .as_ref()
+                            .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
+                            .map(|r| r.id.clone()),
+                        guardian: item.guardian && a.action == Action::Grant,
+                    },
+                )
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let response = seal(item, &entries);
         // Replays and reused keys were skipped above: index evidence by
         // written item, not by position in the batch.
@@ -255,35 +270,187 @@ fn chain_items<'i>(
     Ok((rows, outcomes))
 }
 
-/// Lock the chain head of every tenant in the batch (creating it at
-/// genesis if the tenant has none), in a fixed order so that concurrent
-/// writers cannot deadlock, and return the heads.
-async fn lock_heads(tx: &mut Tx<'_>, items: &[WriteItem]) -> Result<HashMap<String, Chain>> {
-    let tenants: BTreeSet<&String> = items.iter().map(|i| &i.tenant).collect();
-    let genesis = Chain::genesis();
-    let mut heads = HashMap::new();
-    for tenant in tenants {
-        // An upsert that changes nothing locks the row (and creates it at
-        // genesis the first time) and returns it: one statement.
-        let r = sqlx::query(
-            "INSERT INTO ledger_heads (tenant, seq, hash) VALUES ($1, 0, $2)
-             ON CONFLICT (tenant) DO UPDATE SET seq = ledger_heads.seq
-             RETURNING seq, hash",
-        )
-        .bind(tenant.as_str())
-        .bind(genesis.hash.as_str())
+/// The chain heads a batch writes to, locked: per tenant the `seq` its
+/// next entry gets, and the head of each partition it appends to.
+pub(super) struct Heads {
+    /// tenant → the next entry's `seq`; `None` when it is the position in
+    /// the tenant's only partition (PostgreSQL, a tenant of one partition:
+    /// its lock orders everything, so `seq` stays dense as it always was).
+    next_seq: HashMap<String, Option<u64>>,
+    /// tenant → its number of partitions.
+    counts: HashMap<String, u32>,
+    parts: HashMap<(String, u32), Chain>,
+    /// Partitions appended to, in order of first append.
+    touched: Vec<(String, u32)>,
+    /// The `seq` of the last entry appended to each partition.
+    last: HashMap<(String, u32), u64>,
+}
+
+impl Heads {
+    /// No heads yet, for tenants of `counts` partitions.
+    fn new(counts: HashMap<String, u32>) -> Self {
+        Heads {
+            next_seq: HashMap::new(),
+            counts,
+            parts: HashMap::new(),
+            touched: Vec::new(),
+            last: HashMap::new(),
+        }
+    }
+
+    /// The (tenant, partition) pairs the batch appends to, in lock order.
+    fn wanted<'i>(&self, items: &'i [WriteItem]) -> BTreeSet<(&'i String, u32)> {
+        items
+            .iter()
+            .map(|i| (&i.tenant, self.partition_of(i)))
+            .collect()
+    }
+
+    /// The partitions of `wanted` with no recorded head start at genesis.
+    fn start_at_genesis(&mut self, wanted: &BTreeSet<(&String, u32)>) {
+        for (t, p) in wanted {
+            self.parts
+                .entry(((*t).clone(), *p))
+                .or_insert_with(Chain::genesis);
+        }
+    }
+
+    fn partition_of(&self, item: &WriteItem) -> u32 {
+        let n = self.counts.get(&item.tenant).copied().unwrap_or(PARTITIONS);
+        partition_of(&item.tenant, &item.subject_id, n)
+    }
+
+    /// Seal `body` as the next entry of `tenant`'s partition `part`.
+    fn append(&mut self, tenant: &str, part: u32, body: EntryBody) -> Result<LedgerEntry> {
+        let missing = || StoreError::Unavailable("chain head missing".into());
+        let seq = self.next_seq.get_mut(tenant).ok_or_else(missing)?;
+        let key = (tenant.to_string(), part);
+        let chain = self.parts.get_mut(&key).ok_or_else(missing)?;
+        if !self.touched.contains(&key) {
+            self.touched.push(key);
+        }
+        let entry = match seq {
+            Some(seq) => {
+                let entry = chain.append_at(part, *seq, body);
+                *seq += 1;
+                entry
+            }
+            None => chain.append_at(part, chain.seq + 1, body),
+        };
+        self.last.insert((tenant.to_string(), part), entry.seq);
+        Ok(entry)
+    }
+
+    /// The new heads of the partitions appended to.
+    fn touched(&self) -> Vec<(&String, u32, &Chain, u64)> {
+        self.touched
+            .iter()
+            .filter_map(|k| {
+                let last = self.last.get(k).copied().unwrap_or(0);
+                self.parts.get(k).map(|c| (&k.0, k.1, c, last))
+            })
+            .collect()
+    }
+}
+
+impl SqlStore {
+    /// PostgreSQL: lock the chain heads the batch appends to and read them
+    /// (SQLite's are read by `ledger/sqlite.rs`, inside its transaction).
+    ///
+    /// Only the partitions written are locked (transaction advisory locks,
+    /// in a fixed order so that writers cannot deadlock), then the
+    /// transaction takes its id, which numbers its entries
+    /// (`xid * 2^SEQ_SHIFT + i`). Nothing is written before the locks, so
+    /// a transaction that waited for a partition gets a greater id than
+    /// the one it waited for: within a partition, `seq` follows the chain.
+    async fn lock_heads(&self, tx: &mut Tx<'_>, items: &[WriteItem]) -> Result<Heads> {
+        let tenants: BTreeSet<&String> = items.iter().map(|i| &i.tenant).collect();
+        let mut counts = HashMap::new();
+        for tenant in &tenants {
+            // Read in the transaction: no second connection while it holds one.
+            let n = self.partition_count(tenant, Some(&mut **tx)).await?;
+            counts.insert((*tenant).clone(), n);
+        }
+        let mut heads = Heads::new(counts);
+        let wanted = heads.wanted(items);
+        let salt = self.channel.as_deref().unwrap_or("");
+        let keys: BTreeSet<i64> = wanted
+            .iter()
+            .map(|(t, p)| advisory_key(salt, t, *p))
+            .collect();
+        // Integers we computed, so written into the statement; the
+        // sorted subquery makes the locks go in order.
+        let list = keys
+            .iter()
+            .map(|k| format!("({k})"))
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(&format!(
+            "SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k)
+             FROM (SELECT k FROM (VALUES {list}) AS v(k) ORDER BY k) AS s) AS l"
+        ))
         .fetch_one(&mut **tx)
         .await
         .map_err(unavailable)?;
-        heads.insert(
-            tenant.clone(),
-            Chain {
-                seq: r.get::<i64, _>("seq") as u64,
-                hash: r.get("hash"),
-            },
+        // A statement after the locks: it sees what the previous
+        // holders committed, and takes the transaction id now.
+        let pairs: Vec<(&String, u32)> = wanted.iter().copied().collect();
+        let sql = format!(
+            "SELECT x.xid, h.tenant, h.part, h.size, h.hash
+             FROM (SELECT pg_current_xact_id()::text::bigint AS xid) AS x
+             LEFT JOIN ledger_partitions h ON (h.tenant, h.part) IN (VALUES {})",
+            groups(Dialect::Postgres, 1, pairs.len(), 2)
         );
+        let mut q = sqlx::query(&sql);
+        for (t, p) in &pairs {
+            q = q.bind(t.as_str()).bind(i64::from(*p));
+        }
+        let rows = q.fetch_all(&mut **tx).await.map_err(unavailable)?;
+        let xid: i64 = rows
+            .first()
+            .map(|r| r.get("xid"))
+            .ok_or_else(|| StoreError::Unavailable("no transaction id".into()))?;
+        for r in &rows {
+            if let Some(tenant) = r.get::<Option<String>, _>("tenant") {
+                heads.parts.insert(
+                    (tenant, r.get::<i64, _>("part") as u32),
+                    Chain {
+                        seq: r.get::<i64, _>("size") as u64,
+                        hash: r.get("hash"),
+                    },
+                );
+            }
+        }
+        let first = (xid as u64) << SEQ_SHIFT;
+        for tenant in &tenants {
+            let single = heads.counts.get(*tenant) == Some(&1);
+            heads
+                .next_seq
+                .insert((*tenant).clone(), (!single).then_some(first));
+        }
+        let entries: usize = items.iter().map(|i| i.actions.len()).sum();
+        if entries >= 1 << SEQ_SHIFT {
+            return Err(StoreError::Unavailable(format!(
+                "a batch of {entries} entries is too large for one transaction"
+            )));
+        }
+        heads.start_at_genesis(&wanted);
+        Ok(heads)
     }
-    Ok(heads)
+}
+
+/// The advisory lock of a tenant's partition, within this database schema
+/// (`salt`, the notification channel) so deployments sharing a database do
+/// not wait on each other.
+fn advisory_key(salt: &str, tenant: &str, part: u32) -> i64 {
+    let d = sha2::Sha256::new()
+        .chain_update(b"yinyom-ledger-lock\0")
+        .chain_update(salt.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(tenant.as_bytes())
+        .chain_update(part.to_be_bytes())
+        .finalize();
+    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 /// Earlier uses of the batch's idempotency keys: (tenant, key) → (request hash, response).
@@ -518,7 +685,7 @@ const UPSERT_STATE: &str = upsert_state!();
 async fn write_batch_pg(
     tx: &mut Tx<'_>,
     rows: &Rows<'_>,
-    heads: &HashMap<String, Chain>,
+    heads: &Heads,
     channel: Option<&str>,
     new: &std::collections::HashSet<String>,
 ) -> Result<()> {
@@ -534,7 +701,8 @@ async fn write_batch_pg(
             let b = &e.body;
             let kept = evidence.is_some() && b.evidence_hash.is_some();
             json!({
-                "tenant": b.tenant, "seq": e.seq, "subject_uid": b.subject_uid,
+                "tenant": b.tenant, "seq": e.seq, "part": e.partition, "pseq": e.pseq,
+                "subject_uid": b.subject_uid,
                 "purpose": b.purpose, "channel": b.channel.map(Channel::as_str),
                 "action": b.action.as_str(),
                 "notice_key": b.notice.as_ref().map(|n| n.key.as_str()),
@@ -593,15 +761,26 @@ async fn write_batch_pg(
         })
         .collect();
     let heads_json: Vec<serde_json::Value> = heads
+        .touched()
         .iter()
-        .map(|(tenant, h)| json!({"tenant": tenant, "seq": h.seq, "hash": h.hash}))
+        .map(|(tenant, part, h, last)| {
+            json!({"tenant": tenant, "part": part, "size": h.seq, "hash": h.hash, "last_seq": last})
+        })
         .collect();
     let notices: Vec<serde_json::Value> = match channel {
         Some(_) => heads
+            .next_seq
             .keys()
             .map(|tenant| {
+                let upto = ledger
+                    .iter()
+                    .filter(|(e, _)| e.body.tenant == *tenant)
+                    .map(|(e, _)| e.seq)
+                    .max()
+                    .unwrap_or(0);
                 serde_json::to_string(&Change::Ledger {
                     tenant: tenant.clone(),
+                    upto,
                 })
                 .map(|payload| json!({ "payload": payload }))
                 .map_err(json_err)
@@ -628,14 +807,15 @@ async fn write_batch_pg(
 /// See [`write_batch_pg`].
 const PG_WRITE_BATCH: &str = concat!(
     "WITH
-  l AS (INSERT INTO ledger (tenant, seq, subject_uid, purpose, channel, action, notice_key,
-            notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, occurred_at,
-            recorded_at, expires_at, receipt_id, prev_hash, hash, guardian)
-        SELECT tenant, seq, subject_uid, purpose, channel, action, notice_key, notice_version,
+  l AS (INSERT INTO ledger (tenant, seq, part, pseq, subject_uid, purpose, channel, action,
+            notice_key, notice_version, notice_hash, source, actor, evidence_hash, evidence_kept,
+            occurred_at, recorded_at, expires_at, receipt_id, prev_hash, hash, guardian)
+        SELECT tenant, seq, part, pseq, subject_uid, purpose, channel, action, notice_key, notice_version,
             notice_hash, source, actor, decode(evidence_hash, 'hex'), evidence_kept, occurred_at,
             recorded_at, expires_at, receipt_id, decode(prev_hash, 'hex'), decode(hash, 'hex'),
             guardian
-        FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, seq bigint, subject_uid text,
+        FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, seq bigint, part bigint,
+            pseq bigint, subject_uid text,
             purpose text, channel text, action text, notice_key text, notice_version bigint,
             notice_hash text, source text, actor text, evidence_hash text, evidence_kept smallint,
             occurred_at bigint, recorded_at bigint, expires_at bigint, receipt_id text,
@@ -673,9 +853,12 @@ const PG_WRITE_BATCH: &str = concat!(
         FROM jsonb_to_recordset($5::jsonb) AS x(tenant text, key text, request_hash text,
             response text, created_at bigint, subject_uid text)
         RETURNING 1),
-  h AS (UPDATE ledger_heads SET seq = x.seq, hash = x.hash
-        FROM jsonb_to_recordset($6::jsonb) AS x(tenant text, seq bigint, hash text)
-        WHERE ledger_heads.tenant = x.tenant
+  h AS (INSERT INTO ledger_partitions (tenant, part, size, hash, last_seq)
+        SELECT tenant, part, size, hash, last_seq
+        FROM jsonb_to_recordset($6::jsonb) AS x(tenant text, part bigint, size bigint, hash text,
+            last_seq bigint)
+        ON CONFLICT (tenant, part) DO UPDATE SET size = excluded.size, hash = excluded.hash,
+            last_seq = excluded.last_seq
         RETURNING 1),
   n AS (SELECT pg_notify($7, x.payload) FROM jsonb_to_recordset($8::jsonb) AS x(payload text))
 SELECT (SELECT count(*) FROM l) AS l, (SELECT count(*) FROM e) AS e, (SELECT count(*) FROM o) AS o, (SELECT count(*) FROM c) AS c,

@@ -6,9 +6,11 @@ use super::*;
 #[async_trait]
 impl Outbox for SqlStore {
     async fn events_after(&self, tenant: &str, seq: u64, limit: u32) -> Result<Vec<OutboxEvent>> {
+        let horizon = self.horizon().await?;
         let rows = sqlx::query(hot::EVENTS_AFTER)
             .bind(tenant)
             .bind(seq as i64)
+            .bind(horizon)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await

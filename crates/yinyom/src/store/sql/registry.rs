@@ -8,6 +8,11 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
     v["id"] = row.get::<String, _>("id").into();
     v["name"] = row.get::<String, _>("name").into();
     v["created_at"] = row.get::<i64, _>("created_at").into();
+    let partitions = row
+        .try_get::<i64, _>("partitions")
+        .or_else(|_| row.try_get::<i32, _>("partitions").map(i64::from))
+        .map_err(unavailable)?;
+    v["partitions"] = partitions.clamp(1, 4096).into();
     serde_json::from_value(v).map_err(json_err)
 }
 
@@ -51,14 +56,18 @@ impl Registry for SqlStore {
 
     async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
         let _writing = self.exclusive().await;
-        sqlx::query("INSERT INTO tenants (id, name, body, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&t.id)
-            .bind(&t.name)
-            .bind(tenant_body(t))
-            .bind(t.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO tenants (id, name, body, created_at, partitions) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(tenant_body(t))
+        .bind(t.created_at)
+        .bind(t.partitions.clamp(1, 4096) as i32)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         self.announce(&self.pool, &Change::Tenant { id: t.id.clone() })
             .await?;
         Ok(())

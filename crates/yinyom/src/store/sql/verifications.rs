@@ -47,7 +47,7 @@ fn columns() -> String {
     format!(
         "l.seq, l.subject_uid, l.purpose, l.channel, l.action, l.notice_key, l.notice_version,
          l.notice_hash, l.source, l.actor, l.evidence_hash, {EVIDENCE_OF_ROW}, l.occurred_at,
-         l.recorded_at, l.expires_at, l.receipt_id, l.guardian, l.prev_hash, l.hash"
+         l.recorded_at, l.expires_at, l.receipt_id, l.guardian, l.prev_hash, l.hash, l.part, l.pseq"
     )
 }
 
@@ -101,6 +101,8 @@ where
         };
         let entry = LedgerEntry {
             seq,
+            partition: int(19)? as u32,
+            pseq: int(20)? as u64,
             body: EntryBody {
                 tenant: tenant.to_string(),
                 subject_uid: text(1)?,
@@ -241,19 +243,30 @@ impl Verifications for SqlStore {
         })
     }
 
-    async fn ledger_head(&self, tenant: &str) -> Result<Chain> {
-        Ok(
-            sqlx::query("SELECT seq, hash FROM ledger_heads WHERE tenant = $1")
-                .bind(tenant)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?
-                .map(|r| Chain {
-                    seq: r.get::<i64, _>("seq") as u64,
-                    hash: r.get("hash"),
-                })
-                .unwrap_or_else(Chain::genesis),
-        )
+    async fn ledger_partitions(&self, tenant: &str) -> Result<Vec<Head>> {
+        self.partition_heads(tenant).await
+    }
+
+    async fn ledger_past_heads(&self, tenant: &str) -> Result<Option<u64>> {
+        let parts = self.partition_count(tenant, None).await?;
+        let mut first: Option<u64> = None;
+        for part in 0..parts {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "SELECT l.seq FROM ledger l WHERE l.tenant = $1 AND l.part = $2
+                 AND l.pseq > COALESCE((SELECT h.size FROM ledger_partitions h
+                                        WHERE h.tenant = $1 AND h.part = $2), 0)
+                 ORDER BY l.pseq LIMIT 1",
+            )
+            .bind(tenant)
+            .bind(i64::from(part))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            if let Some(seq) = seq {
+                first = Some(first.map_or(seq as u64, |f| f.min(seq as u64)));
+            }
+        }
+        Ok(first)
     }
 
     async fn ledger_last_seq(&self, tenant: &str) -> Result<u64> {

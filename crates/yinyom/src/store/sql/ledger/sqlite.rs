@@ -1,6 +1,8 @@
 //! The consent write path on SQLite: the steps of [`Ledger::commit`]
 //! (heads locked, idempotency, subjects, entries, evidence, outbox, current
-//! state, receipts, idempotency rows, heads updated) in one synchronous
+//! state, receipts, idempotency rows, heads updated: the tenant's entry
+//! counter in `ledger_heads`, each written partition's head in
+//! `ledger_partitions`) in one synchronous
 //! call on the connection's own thread, through SQLite's C API with each
 //! statement prepared once per batch and stepped once per row.
 //!
@@ -24,17 +26,19 @@ use super::*;
 
 /// The columns of a ledger row, in the order [`ledger_params`] binds them.
 /// A column is added here and there, nowhere else.
-const LEDGER_COLUMNS: &str = "tenant, seq, subject_uid, purpose, channel, action, notice_key, \
-     notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, occurred_at, \
-     recorded_at, expires_at, receipt_id, prev_hash, hash, guardian";
+const LEDGER_COLUMNS: &str = "tenant, seq, part, pseq, subject_uid, purpose, channel, action, \
+     notice_key, notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, \
+     occurred_at, recorded_at, expires_at, receipt_id, prev_hash, hash, guardian";
 
 /// A ledger row's values, in the order of [`LEDGER_COLUMNS`].
-fn ledger_params<'a>(s: &'a StoredEntry<'_>) -> [Param<'a>; 20] {
+fn ledger_params<'a>(s: &'a StoredEntry<'_>) -> [Param<'a>; 22] {
     let e = s.entry;
     let b = &e.body;
     [
         Param::Text(&b.tenant),
         Param::Int(e.seq as i64),
+        Param::Int(i64::from(e.partition)),
+        Param::Int(e.pseq as i64),
         Param::Text(&b.subject_uid),
         Param::Text(&b.purpose),
         b.channel.map(Channel::as_str).into(),
@@ -73,7 +77,7 @@ pub(super) async fn commit(
     let (result, in_transaction) = {
         let mut handle = conn.lock_handle().await.map_err(unavailable)?;
         let db = Db(handle.as_raw_handle());
-        let result = blocking(|| db.batch(items, seal));
+        let result = blocking(|| db.batch(store, items, seal));
         (result, db.in_transaction())
     };
     if in_transaction {
@@ -198,9 +202,14 @@ impl Db {
     }
 
     /// The batch in one transaction, rolled back on any error.
-    fn batch(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>> {
+    fn batch(
+        &self,
+        store: &SqlStore,
+        items: &[WriteItem],
+        seal: Sealer<'_>,
+    ) -> Result<Vec<ItemOutcome>> {
         self.exec("BEGIN IMMEDIATE")?;
-        let result = self.write(items, seal).and_then(|outcomes| {
+        let result = self.write(store, items, seal).and_then(|outcomes| {
             self.exec("COMMIT")?;
             Ok(outcomes)
         });
@@ -211,8 +220,13 @@ impl Db {
     }
 
     /// The steps of [`Ledger::commit`], inside the transaction.
-    fn write(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>> {
-        let mut heads = self.lock_heads(items)?;
+    fn write(
+        &self,
+        store: &SqlStore,
+        items: &[WriteItem],
+        seal: Sealer<'_>,
+    ) -> Result<Vec<ItemOutcome>> {
+        let mut heads = self.lock_heads(store, items)?;
         let mut seen = self.prior_idempotency(items)?;
         let uids = self.ensure_subjects(&fresh(items, &seen))?;
         let (rows, outcomes) = chain_items(items, &mut seen, &uids.uids, &mut heads, seal)?;
@@ -314,43 +328,92 @@ impl Db {
                 ])?;
             }
         }
-        let mut head =
-            self.prepare("UPDATE ledger_heads SET seq = ?, hash = ? WHERE tenant = ?")?;
-        for (tenant, h) in &heads {
-            head.run(&[
-                Param::Int(h.seq as i64),
-                Param::Text(&h.hash),
+        // The tenant's entry counter (its hash is no longer kept), then
+        // the head of each partition appended to.
+        let mut counter = self.prepare("UPDATE ledger_heads SET seq = ? WHERE tenant = ?")?;
+        for (tenant, seq) in &heads.next_seq {
+            let Some(seq) = seq else { continue };
+            counter.run(&[Param::Int((*seq - 1) as i64), Param::Text(tenant)])?;
+        }
+        let mut partition = self.prepare(&insert(
+            "ledger_partitions",
+            "tenant, part, size, hash, last_seq",
+            " ON CONFLICT (tenant, part) DO UPDATE SET size = excluded.size, \
+             hash = excluded.hash, last_seq = excluded.last_seq",
+        ))?;
+        for (tenant, part, head, last) in heads.touched() {
+            partition.run(&[
                 Param::Text(tenant),
+                Param::Int(i64::from(part)),
+                Param::Int(head.seq as i64),
+                Param::Text(&head.hash),
+                Param::Int(last as i64),
             ])?;
         }
         Ok(outcomes)
     }
 
-    /// The chain head of every tenant in the batch, created at genesis for
-    /// a tenant that has none (the transaction already holds the write
-    /// lock: nothing read from here on changes until it commits).
-    fn lock_heads(&self, items: &[WriteItem]) -> Result<HashMap<String, Chain>> {
+    /// The chain heads the batch appends to (the transaction already
+    /// holds the write lock: nothing read from here on changes until it
+    /// commits): per tenant its partition count and its entry counter in
+    /// `ledger_heads` (created at 0 the first time), which numbers the
+    /// entries; the recorded head of each of its partitions, the ones
+    /// without one starting at genesis.
+    fn lock_heads(&self, store: &SqlStore, items: &[WriteItem]) -> Result<Heads> {
         let tenants: BTreeSet<&String> = items.iter().map(|i| &i.tenant).collect();
-        let genesis = Chain::genesis();
-        let mut stmt = self.prepare(
+        let mut counts = HashMap::new();
+        let mut count = None;
+        for tenant in &tenants {
+            let n = match store.cached_partition_count(tenant) {
+                Some(n) => n,
+                None => {
+                    let stmt = match &mut count {
+                        Some(stmt) => stmt,
+                        None => count
+                            .insert(self.prepare("SELECT partitions FROM tenants WHERE id = ?")?),
+                    };
+                    let mut stored = None;
+                    stmt.query(&[Param::Text(tenant)], |r| {
+                        stored = Some(r.int(0));
+                        Ok(())
+                    })?;
+                    store.remember_partition_count(tenant, stored)
+                }
+            };
+            counts.insert((*tenant).clone(), n);
+        }
+        let mut heads = Heads::new(counts);
+        let wanted = heads.wanted(items);
+        // An upsert that changes nothing locks the row (and creates it the
+        // first time) and returns it.
+        let mut counter = self.prepare(
             "INSERT INTO ledger_heads (tenant, seq, hash) VALUES (?, 0, ?)
              ON CONFLICT (tenant) DO UPDATE SET seq = ledger_heads.seq
-             RETURNING seq, hash",
+             RETURNING seq",
         )?;
-        let mut heads = HashMap::new();
+        let mut partitions =
+            self.prepare("SELECT part, size, hash FROM ledger_partitions WHERE tenant = ?")?;
         for tenant in tenants {
-            let mut head = None;
-            stmt.query(&[Param::Text(tenant), Param::Text(&genesis.hash)], |r| {
-                head = Some(Chain {
-                    seq: r.int(0) as u64,
-                    hash: r.text(1),
-                });
+            let mut seq = None;
+            counter.query(&[Param::Text(tenant), Param::Text(GENESIS)], |r| {
+                seq = Some(r.int(0) as u64);
                 Ok(())
             })?;
-            let head =
-                head.ok_or_else(|| StoreError::Unavailable("chain head not returned".into()))?;
-            heads.insert(tenant.clone(), head);
+            let seq =
+                seq.ok_or_else(|| StoreError::Unavailable("chain head not returned".into()))?;
+            heads.next_seq.insert(tenant.clone(), Some(seq + 1));
+            partitions.query(&[Param::Text(tenant)], |r| {
+                heads.parts.insert(
+                    (tenant.clone(), r.int(0) as u32),
+                    Chain {
+                        seq: r.int(1) as u64,
+                        hash: r.text(2),
+                    },
+                );
+                Ok(())
+            })?;
         }
+        heads.start_at_genesis(&wanted);
         Ok(heads)
     }
 
