@@ -264,6 +264,80 @@ async fn many_subjects_in_one_batch(backend: Backend) {
     assert_eq!(snap.len(), 1_000);
 }
 
+/// What a batch writes besides its entries: each partition's head in
+/// `ledger_partitions` (size, hash, last seq) is its last entry, positions
+/// are dense from 1 and linked within the partition, and the tenant's
+/// last seq is its newest entry's (SQLite: the counter in `ledger_heads`).
+async fn partition_heads_follow_the_entries(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let t = tenant(store.as_ref(), "T").await;
+    for round in 0..3 {
+        let mut batch = Vec::new();
+        for i in 0..150 {
+            let action = if (i + round) % 3 == 0 {
+                Action::Withdraw
+            } else {
+                Action::Grant
+            };
+            batch.push(
+                prepare(
+                    store.as_ref(),
+                    &t,
+                    request(&format!("s{}", (i * 7 + round) % 200), action, None),
+                )
+                .await,
+            );
+        }
+        commit(store.as_ref(), &batch).await;
+    }
+    let ledger: Vec<yinyom_core::ledger::LedgerEntry> = store
+        .ledger(&t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(ledger.len(), 450);
+    let mut ids = std::collections::HashMap::new();
+    for k in 0..200 {
+        let id = format!("s{k}");
+        if let Some(s) = store.subject(&t, &id).await.unwrap() {
+            ids.insert(s.uid, id);
+        }
+    }
+    let mut by_part: std::collections::BTreeMap<u32, Vec<&yinyom_core::ledger::LedgerEntry>> =
+        Default::default();
+    for e in &ledger {
+        let id = &ids[&e.body.subject_uid];
+        let part = yinyom_core::ledger::partition_of(&t, id, yinyom_core::ledger::PARTITIONS);
+        assert_eq!(e.partition, part, "{id}");
+        by_part.entry(e.partition).or_default().push(e);
+    }
+    let heads = yinyom::store::Verifications::ledger_partitions(store.as_ref(), &t)
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), by_part.len(), "{heads:?}");
+    for h in &heads {
+        let mut entries = by_part[&h.partition].clone();
+        entries.sort_by_key(|e| e.pseq);
+        let mut prev = yinyom_core::ledger::GENESIS.to_string();
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.pseq, i as u64 + 1);
+            assert_eq!(e.prev_hash, prev);
+            prev = e.hash.clone();
+        }
+        let last = entries.last().unwrap();
+        assert_eq!(h.chain.seq, entries.len() as u64);
+        assert_eq!(h.chain.hash, last.hash);
+        assert_eq!(h.last_seq, last.seq);
+    }
+    let newest = ledger.iter().map(|e| e.seq).max().unwrap();
+    assert_eq!(store.heads().await.unwrap().get(&t), Some(&newest));
+    let r = store.verify_ledger(&t).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.checked, 450);
+}
+
 /// Rights requests are written with compare-and-swap: a stale writer
 /// loses, and nothing it held is written.
 async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(backend: Backend) {
@@ -632,6 +706,7 @@ on_every_backend!(
     state_is_the_fold_of_history_even_for_late_imports,
     idempotency_keys_replay_within_and_across_batches,
     many_subjects_in_one_batch,
+    partition_heads_follow_the_entries,
 );
 
 /// Every subject of the tenant with its current records, page by page.

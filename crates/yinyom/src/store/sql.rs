@@ -88,6 +88,9 @@ pub struct SqlStore {
     leader: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Any>>>,
     /// The native pool ledger verification reads with (opened on first use).
     reader: tokio::sync::OnceCell<verifications::Reader>,
+    /// SQLite: the native connection consent batches are written through
+    /// (`ledger/sqlite.rs`; opened on first use).
+    writer: tokio::sync::OnceCell<sqlx::SqlitePool>,
     /// Each tenant's number of ledger partitions (fixed at its creation).
     partitions: std::sync::Mutex<HashMap<String, u32>>,
     /// Batches committing at once on PostgreSQL ([`crate::store::Ledger::write_lanes`]).
@@ -229,6 +232,7 @@ impl SqlStore {
             write_lock: tokio::sync::Mutex::new(()),
             leader: tokio::sync::Mutex::new(None),
             reader: tokio::sync::OnceCell::new(),
+            writer: tokio::sync::OnceCell::new(),
             partitions: std::sync::Mutex::new(HashMap::new()),
             write_lanes: std::sync::atomic::AtomicUsize::new(Self::PG_WRITE_LANES),
         })
@@ -252,13 +256,8 @@ impl SqlStore {
         tenant: &str,
         tx: Option<&mut sqlx::AnyConnection>,
     ) -> Result<u32> {
-        if let Some(n) = self
-            .partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant)
-        {
-            return Ok(*n);
+        if let Some(n) = self.cached_partition_count(tenant) {
+            return Ok(n);
         }
         let q = sqlx::query_scalar("SELECT partitions FROM tenants WHERE id = $1").bind(tenant);
         let n: Option<i64> = match tx {
@@ -266,16 +265,31 @@ impl SqlStore {
             None => q.fetch_optional(&self.pool).await,
         }
         .map_err(unavailable)?;
+        Ok(self.remember_partition_count(tenant, n))
+    }
+
+    /// [`Self::partition_count`] when it has been read before.
+    pub(crate) fn cached_partition_count(&self, tenant: &str) -> Option<u32> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .copied()
+    }
+
+    /// [`Self::partition_count`] from `tenants.partitions` as read
+    /// (`None`: no such tenant), kept for next time.
+    pub(crate) fn remember_partition_count(&self, tenant: &str, stored: Option<i64>) -> u32 {
         // A tenant not (yet) stored is not cached: it may be created.
-        let Some(n) = n else {
-            return Ok(yinyom_core::ledger::PARTITIONS);
+        let Some(n) = stored else {
+            return yinyom_core::ledger::PARTITIONS;
         };
         let n = u32::try_from(n.clamp(1, 4096)).unwrap_or(1);
         self.partitions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(tenant.to_string(), n);
-        Ok(n)
+        n
     }
 
     /// The recorded head of each partition of `tenant` that has entries.
@@ -322,6 +336,36 @@ impl SqlStore {
             Dialect::Sqlite => Some(self.write_lock.lock().await),
             Dialect::Postgres => None,
         }
+    }
+
+    /// SQLite: the native pool of one connection that consent batches are
+    /// written through, set up like the `Any` pool's connections (WAL,
+    /// `synchronous = FULL`: a committed batch has been fsync'd).
+    async fn writer(&self) -> Result<&sqlx::SqlitePool> {
+        self.writer
+            .get_or_try_init(|| async {
+                let options: sqlx::sqlite::SqliteConnectOptions =
+                    self.url.parse().map_err(unavailable)?;
+                let options = options
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .pragma("mmap_size", "268435456")
+                    // A batch of an import dirties tens of MB: kept in
+                    // memory until its commit writes them to the WAL once.
+                    .pragma("cache_size", "-65536")
+                    .pragma("secure_delete", "ON");
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(300))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await
     }
 
     /// Tell every node sharing the database about `change` (PostgreSQL

@@ -1,11 +1,15 @@
 //! [`Ledger`] for both databases: the consent write path (one transaction
 //! per batch: chain heads locked in a fixed order, subjects, entries,
 //! current state, outbox, idempotency, receipts) and reading history.
-//! The statements it is made of are in `sql.rs` (`insert_entries`,
-//! `write_outbox`, …), shared with the tests of their shapes.
+//! PostgreSQL writes a batch with one statement (`write_batch_pg`);
+//! SQLite runs the same steps with prepared statements on the connection's
+//! own thread (`ledger/sqlite.rs`). The rows both write are gathered here
+//! (`chain_items`, `ledger_rows`, `latest_states`, `outbox_rows`, …).
 
 use super::*;
 use yinyom_core::ledger::{GENESIS, PARTITIONS, partition_of};
+
+mod sqlite;
 
 #[async_trait]
 impl Ledger for SqlStore {
@@ -18,6 +22,11 @@ impl Ledger for SqlStore {
 
     async fn commit(&self, items: &[WriteItem], seal: Sealer<'_>) -> Result<Vec<ItemOutcome>> {
         let _writing = self.exclusive().await;
+        if self.dialect == Dialect::Sqlite {
+            // The same steps as below, run in one call on the connection's
+            // own thread with prepared statements (`ledger/sqlite.rs`).
+            return sqlite::commit(self, items, seal).await;
+        }
         // Set-based: a handful of statements per batch, not per item, so a
         // batch costs little more than its fsync. The chain heads are locked
         // first: everything read after that is stable until commit.
@@ -28,171 +37,10 @@ impl Ledger for SqlStore {
             .map_err(unavailable)?;
         let mut heads = self.lock_heads(&mut tx, items).await?;
         let mut seen = prior_idempotency(&mut tx, self.dialect, items).await?;
-        let fresh: Vec<&WriteItem> = items
-            .iter()
-            .filter(|i| {
-                i.idempotency
-                    .as_ref()
-                    .is_none_or(|k| !seen.contains_key(&(i.tenant.clone(), k.key.clone())))
-            })
-            .collect();
-        let uids = ensure_subjects(&mut tx, self.dialect, &fresh).await?;
-
-        let mut outcomes = Vec::with_capacity(items.len());
-        let mut rows = Rows::default();
-        for item in items {
-            if let Some(idem) = &item.idempotency
-                && let Some((hash, response)) = seen.get(&(item.tenant.clone(), idem.key.clone()))
-            {
-                outcomes.push(if *hash == idem.request_hash {
-                    ItemOutcome::Replayed {
-                        response: response.clone(),
-                    }
-                } else {
-                    ItemOutcome::KeyReused
-                });
-                continue;
-            }
-            let recorded_at = time::now();
-            let uid = uids
-                .uids
-                .get(&(item.tenant.clone(), item.subject_id.clone()))
-                .cloned()
-                .ok_or_else(|| StoreError::Unavailable("subject row missing".into()))?;
-            let part = heads.partition_of(item);
-            let ev_hash = item.evidence.as_ref().map(evidence_hash);
-            let entries: Vec<LedgerEntry> = item
-                .actions
-                .iter()
-                .map(|a| {
-                    heads.append(
-                        &item.tenant,
-                        part,
-                        EntryBody {
-                            tenant: item.tenant.clone(),
-                            subject_uid: uid.clone(),
-                            purpose: a.purpose.clone(),
-                            channel: a.channel,
-                            action: a.action,
-                            notice: item.notice.clone(),
-                            source: item.source.clone(),
-                            actor: item.actor.clone(),
-                            evidence_hash: ev_hash.clone(),
-                            occurred_at: item.occurred_at,
-                            recorded_at,
-                            expires_at: a.expires_at,
-                            receipt: item
-                                .receipt
-                                .as_ref()
-                                .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
-                                .map(|r| r.id.clone()),
-                            guardian: item.guardian && a.action == Action::Grant,
-                        },
-                    )
-                })
-                .collect::<Result<_>>()?;
-            let response = seal(item, &entries);
-            // Replays and reused keys were skipped above: index evidence by
-            // written item, not by position in the batch.
-            let written = rows.evidence.len();
-            rows.evidence
-                .push(item.evidence.as_ref().map(|e| e.to_string()));
-            for e in &entries {
-                rows.entries.push((e.clone(), written));
-            }
-            if let Some(r) = &item.receipt {
-                rows.receipts.push((&item.tenant, uid.clone(), r));
-            }
-            if let Some(idem) = &item.idempotency {
-                seen.insert(
-                    (item.tenant.clone(), idem.key.clone()),
-                    (idem.request_hash.clone(), response.clone()),
-                );
-                rows.idempotency.push((
-                    &item.tenant,
-                    &idem.key,
-                    &idem.request_hash,
-                    response.to_string(),
-                    recorded_at,
-                    uid.clone(),
-                ));
-            }
-            outcomes.push(ItemOutcome::Written {
-                subject_uid: uid,
-                entries,
-                response,
-            });
-        }
-
-        match self.dialect {
-            // One statement: on PostgreSQL every statement is a round trip.
-            Dialect::Postgres => {
-                write_batch_pg(&mut tx, &rows, &heads, self.channel.as_deref(), &uids.new).await?
-            }
-            Dialect::Sqlite => {
-                insert_entries(&mut tx, self.dialect, &rows, &uids.new).await?;
-                insert_rows(
-                    &mut tx,
-                    self.dialect,
-                    "INSERT INTO receipts (tenant, id, subject_uid, jws, created_at)",
-                    "",
-                    &rows.receipts,
-                    5,
-                    |q, (tenant, uid, r)| {
-                        q.bind(tenant.as_str())
-                            .bind(r.id.as_str())
-                            .bind(uid.as_str())
-                            .bind(r.jws.as_str())
-                            .bind(r.created_at)
-                    },
-                )
-                .await?;
-                insert_rows(
-                    &mut tx,
-                    self.dialect,
-                    "INSERT INTO idempotency_keys (tenant, key, request_hash, response, created_at,
-                         subject_uid)",
-                    "",
-                    &rows.idempotency,
-                    6,
-                    |q, (tenant, key, hash, response, at, uid)| {
-                        q.bind(tenant.as_str())
-                            .bind(key.as_str())
-                            .bind(hash.as_str())
-                            .bind(response.as_str())
-                            .bind(*at)
-                            .bind(uid.as_str())
-                    },
-                )
-                .await?;
-                for (tenant, seq) in &heads.next_seq {
-                    let Some(seq) = seq else { continue };
-                    sqlx::query("UPDATE ledger_heads SET seq = $1 WHERE tenant = $2")
-                        .bind((*seq - 1) as i64)
-                        .bind(tenant.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                }
-                insert_rows(
-                    &mut tx,
-                    self.dialect,
-                    "INSERT INTO ledger_partitions (tenant, part, size, hash, last_seq)",
-                    " ON CONFLICT (tenant, part) DO UPDATE SET size = excluded.size,
-                        hash = excluded.hash, last_seq = excluded.last_seq",
-                    &heads.touched(),
-                    5,
-                    |q, (tenant, part, head, last)| {
-                        q.bind(tenant.as_str())
-                            .bind(i64::from(*part))
-                            .bind(head.seq as i64)
-                            .bind(head.hash.as_str())
-                            .bind(*last as i64)
-                    },
-                )
-                .await?;
-            }
-        }
+        let uids = ensure_subjects(&mut tx, self.dialect, &fresh(items, &seen)).await?;
+        let (rows, outcomes) = chain_items(items, &mut seen, &uids.uids, &mut heads, seal)?;
+        // One statement: on PostgreSQL every statement is a round trip.
+        write_batch_pg(&mut tx, &rows, &heads, self.channel.as_deref(), &uids.new).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(outcomes)
     }
@@ -305,6 +153,130 @@ impl Ledger for SqlStore {
     }
 }
 
+/// The items not answered by an earlier use of their idempotency key:
+/// the ones whose subjects must exist.
+fn fresh<'i>(
+    items: &'i [WriteItem],
+    seen: &HashMap<Key, (String, serde_json::Value)>,
+) -> Vec<&'i WriteItem> {
+    items
+        .iter()
+        .filter(|i| {
+            i.idempotency
+                .as_ref()
+                .is_none_or(|k| !seen.contains_key(&(i.tenant.clone(), k.key.clone())))
+        })
+        .collect()
+}
+
+/// Chain the batch's items onto the locked heads, in order, each item's
+/// entries onto its subject's partition: each item's entries, sealed
+/// response and the rows to write; an item whose idempotency key was used
+/// before is answered from `seen` instead. Both databases' write paths.
+fn chain_items<'i>(
+    items: &'i [WriteItem],
+    seen: &mut HashMap<Key, (String, serde_json::Value)>,
+    uids: &HashMap<Key, String>,
+    heads: &mut Heads,
+    seal: Sealer<'_>,
+) -> Result<(Rows<'i>, Vec<ItemOutcome>)> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut rows = Rows::default();
+    // Evidence repeats (an import's campaign forms, a banner's fields):
+    // each distinct text is hashed once per batch.
+    let mut evidence_hashes: HashMap<String, String> = HashMap::new();
+    for item in items {
+        if let Some(idem) = &item.idempotency
+            && let Some((hash, response)) = seen.get(&(item.tenant.clone(), idem.key.clone()))
+        {
+            outcomes.push(if *hash == idem.request_hash {
+                ItemOutcome::Replayed {
+                    response: response.clone(),
+                }
+            } else {
+                ItemOutcome::KeyReused
+            });
+            continue;
+        }
+        let recorded_at = time::now();
+        let uid = uids
+            .get(&(item.tenant.clone(), item.subject_id.clone()))
+            .cloned()
+            .ok_or_else(|| StoreError::Unavailable("subject row missing".into()))?;
+        let part = heads.partition_of(item);
+        let evidence = item.evidence.as_ref().map(|e| (e, e.to_string()));
+        let ev_hash = evidence.as_ref().map(|(e, text)| {
+            if let Some(hash) = evidence_hashes.get(text) {
+                return hash.clone();
+            }
+            let hash = evidence_hash(e);
+            evidence_hashes.insert(text.clone(), hash.clone());
+            hash
+        });
+        let entries: Vec<LedgerEntry> = item
+            .actions
+            .iter()
+            .map(|a| {
+                heads.append(
+                    &item.tenant,
+                    part,
+                    EntryBody {
+                        tenant: item.tenant.clone(),
+                        subject_uid: uid.clone(),
+                        purpose: a.purpose.clone(),
+                        channel: a.channel,
+                        action: a.action,
+                        notice: item.notice.clone(),
+                        source: item.source.clone(),
+                        actor: item.actor.clone(),
+                        evidence_hash: ev_hash.clone(),
+                        occurred_at: item.occurred_at,
+                        recorded_at,
+                        expires_at: a.expires_at,
+                        receipt: item
+                            .receipt
+                            .as_ref()
+                            .filter(|_| matches!(a.action, Action::Grant | Action::Withdraw))
+                            .map(|r| r.id.clone()),
+                        guardian: item.guardian && a.action == Action::Grant,
+                    },
+                )
+            })
+            .collect::<Result<_>>()?;
+        let response = seal(item, &entries);
+        // Replays and reused keys were skipped above: index evidence by
+        // written item, not by position in the batch.
+        let written = rows.evidence.len();
+        rows.evidence.push(evidence.map(|(_, text)| text));
+        for e in &entries {
+            rows.entries.push((e.clone(), written));
+        }
+        if let Some(r) = &item.receipt {
+            rows.receipts.push((&item.tenant, uid.clone(), r));
+        }
+        if let Some(idem) = &item.idempotency {
+            seen.insert(
+                (item.tenant.clone(), idem.key.clone()),
+                (idem.request_hash.clone(), response.clone()),
+            );
+            rows.idempotency.push((
+                &item.tenant,
+                &idem.key,
+                &idem.request_hash,
+                response.to_string(),
+                recorded_at,
+                uid.clone(),
+            ));
+        }
+        outcomes.push(ItemOutcome::Written {
+            subject_uid: uid,
+            entries,
+            response,
+        });
+    }
+    Ok((rows, outcomes))
+}
+
 /// The chain heads a batch writes to, locked: per tenant the `seq` its
 /// next entry gets, and the head of each partition it appends to.
 pub(super) struct Heads {
@@ -322,6 +294,34 @@ pub(super) struct Heads {
 }
 
 impl Heads {
+    /// No heads yet, for tenants of `counts` partitions.
+    fn new(counts: HashMap<String, u32>) -> Self {
+        Heads {
+            next_seq: HashMap::new(),
+            counts,
+            parts: HashMap::new(),
+            touched: Vec::new(),
+            last: HashMap::new(),
+        }
+    }
+
+    /// The (tenant, partition) pairs the batch appends to, in lock order.
+    fn wanted<'i>(&self, items: &'i [WriteItem]) -> BTreeSet<(&'i String, u32)> {
+        items
+            .iter()
+            .map(|i| (&i.tenant, self.partition_of(i)))
+            .collect()
+    }
+
+    /// The partitions of `wanted` with no recorded head start at genesis.
+    fn start_at_genesis(&mut self, wanted: &BTreeSet<(&String, u32)>) {
+        for (t, p) in wanted {
+            self.parts
+                .entry(((*t).clone(), *p))
+                .or_insert_with(Chain::genesis);
+        }
+    }
+
     fn partition_of(&self, item: &WriteItem) -> u32 {
         let n = self.counts.get(&item.tenant).copied().unwrap_or(PARTITIONS);
         partition_of(&item.tenant, &item.subject_id, n)
@@ -333,9 +333,6 @@ impl Heads {
         let seq = self.next_seq.get_mut(tenant).ok_or_else(missing)?;
         let key = (tenant.to_string(), part);
         let chain = self.parts.get_mut(&key).ok_or_else(missing)?;
-        if !self.touched.contains(&key) {
-            self.touched.push(key);
-        }
         let entry = match seq {
             Some(seq) => {
                 let entry = chain.append_at(part, *seq, body);
@@ -344,7 +341,15 @@ impl Heads {
             }
             None => chain.append_at(part, chain.seq + 1, body),
         };
-        self.last.insert((tenant.to_string(), part), entry.seq);
+        // First append to the partition: remembered in order (a lookup,
+        // not a scan of the partitions touched, for each of an import's
+        // million entries).
+        if let Some(last) = self.last.get_mut(&key) {
+            *last = entry.seq;
+        } else {
+            self.last.insert(key.clone(), entry.seq);
+            self.touched.push(key);
+        }
         Ok(entry)
     }
 
@@ -361,144 +366,87 @@ impl Heads {
 }
 
 impl SqlStore {
-    /// Lock the chain heads the batch appends to and read them.
+    /// PostgreSQL: lock the chain heads the batch appends to and read them
+    /// (SQLite's are read by `ledger/sqlite.rs`, inside its transaction).
     ///
-    /// SQLite (one writer at a time): the tenant's entry counter in
-    /// `ledger_heads` (created at 0 the first time) numbers the entries.
-    ///
-    /// PostgreSQL: only the partitions written are locked (transaction
-    /// advisory locks, in a fixed order so that writers cannot deadlock),
-    /// then the transaction takes its id, which numbers its entries
+    /// Only the partitions written are locked (transaction advisory locks,
+    /// in a fixed order so that writers cannot deadlock), then the
+    /// transaction takes its id, which numbers its entries
     /// (`xid * 2^SEQ_SHIFT + i`). Nothing is written before the locks, so
     /// a transaction that waited for a partition gets a greater id than
     /// the one it waited for: within a partition, `seq` follows the chain.
     async fn lock_heads(&self, tx: &mut Tx<'_>, items: &[WriteItem]) -> Result<Heads> {
         let tenants: BTreeSet<&String> = items.iter().map(|i| &i.tenant).collect();
-        let mut heads = Heads {
-            next_seq: HashMap::new(),
-            counts: HashMap::new(),
-            parts: HashMap::new(),
-            touched: Vec::new(),
-            last: HashMap::new(),
-        };
+        let mut counts = HashMap::new();
         for tenant in &tenants {
             // Read in the transaction: no second connection while it holds one.
             let n = self.partition_count(tenant, Some(&mut **tx)).await?;
-            heads.counts.insert((*tenant).clone(), n);
+            counts.insert((*tenant).clone(), n);
         }
-        let wanted: BTreeSet<(&String, u32)> = items
+        let mut heads = Heads::new(counts);
+        let wanted = heads.wanted(items);
+        let salt = self.channel.as_deref().unwrap_or("");
+        let keys: BTreeSet<i64> = wanted
             .iter()
-            .map(|i| (&i.tenant, heads.partition_of(i)))
+            .map(|(t, p)| advisory_key(salt, t, *p))
             .collect();
-        match self.dialect {
-            Dialect::Sqlite => {
-                for tenant in &tenants {
-                    // An upsert that changes nothing locks the row (and
-                    // creates it the first time) and returns it.
-                    let seq: i64 = sqlx::query_scalar(
-                        "INSERT INTO ledger_heads (tenant, seq, hash) VALUES ($1, 0, $2)
-                         ON CONFLICT (tenant) DO UPDATE SET seq = ledger_heads.seq
-                         RETURNING seq",
-                    )
-                    .bind(tenant.as_str())
-                    .bind(GENESIS)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(unavailable)?;
-                    heads
-                        .next_seq
-                        .insert((*tenant).clone(), Some(seq as u64 + 1));
-                }
-                let tenant_list: Vec<&String> = tenants.iter().copied().collect();
-                for tenant in tenant_list {
-                    let rows = sqlx::query(
-                        "SELECT part, size, hash FROM ledger_partitions WHERE tenant = $1",
-                    )
-                    .bind(tenant.as_str())
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(unavailable)?;
-                    for r in rows {
-                        heads.parts.insert(
-                            (tenant.clone(), r.get::<i64, _>("part") as u32),
-                            Chain {
-                                seq: r.get::<i64, _>("size") as u64,
-                                hash: r.get("hash"),
-                            },
-                        );
-                    }
-                }
-            }
-            Dialect::Postgres => {
-                let salt = self.channel.as_deref().unwrap_or("");
-                let keys: BTreeSet<i64> = wanted
-                    .iter()
-                    .map(|(t, p)| advisory_key(salt, t, *p))
-                    .collect();
-                // Integers we computed, so written into the statement; the
-                // sorted subquery makes the locks go in order.
-                let list = keys
-                    .iter()
-                    .map(|k| format!("({k})"))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                sqlx::query(&format!(
-                    "SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k)
-                     FROM (SELECT k FROM (VALUES {list}) AS v(k) ORDER BY k) AS s) AS l"
-                ))
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(unavailable)?;
-                // A statement after the locks: it sees what the previous
-                // holders committed, and takes the transaction id now.
-                let pairs: Vec<(&String, u32)> = wanted.iter().copied().collect();
-                let sql = format!(
-                    "SELECT x.xid, h.tenant, h.part, h.size, h.hash
-                     FROM (SELECT pg_current_xact_id()::text::bigint AS xid) AS x
-                     LEFT JOIN ledger_partitions h ON (h.tenant, h.part) IN (VALUES {})",
-                    groups(Dialect::Postgres, 1, pairs.len(), 2)
+        // Integers we computed, so written into the statement; the
+        // sorted subquery makes the locks go in order.
+        let list = keys
+            .iter()
+            .map(|k| format!("({k})"))
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(&format!(
+            "SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k)
+             FROM (SELECT k FROM (VALUES {list}) AS v(k) ORDER BY k) AS s) AS l"
+        ))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        // A statement after the locks: it sees what the previous
+        // holders committed, and takes the transaction id now.
+        let pairs: Vec<(&String, u32)> = wanted.iter().copied().collect();
+        let sql = format!(
+            "SELECT x.xid, h.tenant, h.part, h.size, h.hash
+             FROM (SELECT pg_current_xact_id()::text::bigint AS xid) AS x
+             LEFT JOIN ledger_partitions h ON (h.tenant, h.part) IN (VALUES {})",
+            groups(Dialect::Postgres, 1, pairs.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for (t, p) in &pairs {
+            q = q.bind(t.as_str()).bind(i64::from(*p));
+        }
+        let rows = q.fetch_all(&mut **tx).await.map_err(unavailable)?;
+        let xid: i64 = rows
+            .first()
+            .map(|r| r.get("xid"))
+            .ok_or_else(|| StoreError::Unavailable("no transaction id".into()))?;
+        for r in &rows {
+            if let Some(tenant) = r.get::<Option<String>, _>("tenant") {
+                heads.parts.insert(
+                    (tenant, r.get::<i64, _>("part") as u32),
+                    Chain {
+                        seq: r.get::<i64, _>("size") as u64,
+                        hash: r.get("hash"),
+                    },
                 );
-                let mut q = sqlx::query(&sql);
-                for (t, p) in &pairs {
-                    q = q.bind(t.as_str()).bind(i64::from(*p));
-                }
-                let rows = q.fetch_all(&mut **tx).await.map_err(unavailable)?;
-                let xid: i64 = rows
-                    .first()
-                    .map(|r| r.get("xid"))
-                    .ok_or_else(|| StoreError::Unavailable("no transaction id".into()))?;
-                for r in &rows {
-                    if let Some(tenant) = r.get::<Option<String>, _>("tenant") {
-                        heads.parts.insert(
-                            (tenant, r.get::<i64, _>("part") as u32),
-                            Chain {
-                                seq: r.get::<i64, _>("size") as u64,
-                                hash: r.get("hash"),
-                            },
-                        );
-                    }
-                }
-                let first = (xid as u64) << SEQ_SHIFT;
-                for tenant in &tenants {
-                    let single = heads.counts.get(*tenant) == Some(&1);
-                    heads
-                        .next_seq
-                        .insert((*tenant).clone(), (!single).then_some(first));
-                }
-                let entries: usize = items.iter().map(|i| i.actions.len()).sum();
-                if entries >= 1 << SEQ_SHIFT {
-                    return Err(StoreError::Unavailable(format!(
-                        "a batch of {entries} entries is too large for one transaction"
-                    )));
-                }
             }
         }
-        for (t, p) in wanted {
+        let first = (xid as u64) << SEQ_SHIFT;
+        for tenant in &tenants {
+            let single = heads.counts.get(*tenant) == Some(&1);
             heads
-                .parts
-                .entry((t.clone(), p))
-                .or_insert_with(Chain::genesis);
+                .next_seq
+                .insert((*tenant).clone(), (!single).then_some(first));
         }
+        let entries: usize = items.iter().map(|i| i.actions.len()).sum();
+        if entries >= 1 << SEQ_SHIFT {
+            return Err(StoreError::Unavailable(format!(
+                "a batch of {entries} entries is too large for one transaction"
+            )));
+        }
+        heads.start_at_genesis(&wanted);
         Ok(heads)
     }
 }
@@ -743,112 +691,6 @@ macro_rules! upsert_state {
 }
 const UPSERT_STATE: &str = upsert_state!();
 
-/// Append the ledger rows, their outbox rows, and fold them into
-/// `consent_states` (SQLite: statements in the process, no round trips).
-async fn insert_entries(
-    tx: &mut Tx<'_>,
-    d: Dialect,
-    rows: &Rows<'_>,
-    new: &std::collections::HashSet<String>,
-) -> Result<()> {
-    let ledger = ledger_rows(rows);
-    let evidence = evidence_rows(&ledger);
-    insert_rows(
-        tx,
-        d,
-        "INSERT INTO evidence (tenant, hash, body, refs)",
-        UPSERT_EVIDENCE,
-        &evidence
-            .iter()
-            .map(|(t, h, body, refs)| Ok((*t, hash_bytes(h)?, *body, *refs)))
-            .collect::<Result<Vec<_>>>()?,
-        4,
-        |q, (tenant, hash, body, refs)| {
-            q.bind(*tenant)
-                .bind(hash.as_slice())
-                .bind(*body)
-                .bind(*refs)
-        },
-    )
-    .await?;
-    insert_rows(tx, d,
-        "INSERT INTO ledger (tenant, seq, part, pseq, subject_uid, purpose, channel, action, notice_key,
-            notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, occurred_at,
-            recorded_at, expires_at, receipt_id, prev_hash, hash, guardian)",
-        "",
-        &stored_entries(&ledger)?,
-        22,
-        |q, s| {
-            let e = s.entry;
-            let b = &e.body;
-            q.bind(b.tenant.as_str())
-                .bind(e.seq as i64)
-                .bind(i64::from(e.partition))
-                .bind(e.pseq as i64)
-                .bind(b.subject_uid.as_str())
-                .bind(b.purpose.as_str())
-                .bind(b.channel.map(Channel::as_str))
-                .bind(b.action.as_str())
-                .bind(b.notice.as_ref().map(|n| n.key.as_str()))
-                .bind(b.notice.as_ref().map(|n| n.version as i64))
-                .bind(b.notice.as_ref().map(|n| n.hash.as_str()))
-                .bind(b.source.as_str())
-                .bind(b.actor.as_str())
-                .bind(s.evidence_hash.as_deref())
-                .bind(i64::from(s.evidence_kept))
-                .bind(b.occurred_at)
-                .bind(b.recorded_at)
-                .bind(b.expires_at)
-                .bind(b.receipt.as_deref())
-                .bind(s.prev_hash.as_slice())
-                .bind(s.hash.as_slice())
-                .bind(i64::from(b.guardian))
-        },
-    )
-    .await?;
-
-    let outbox = outbox_rows(&ledger, &current_states(tx, d, &ledger, new).await?);
-    insert_rows(
-        tx,
-        d,
-        "INSERT INTO outbox (tenant, seq, before_state, after_state)",
-        "",
-        &outbox,
-        4,
-        |q, (e, before, after)| {
-            q.bind(e.body.tenant.as_str())
-                .bind(e.seq as i64)
-                .bind(before.as_str())
-                .bind(after.as_str())
-        },
-    )
-    .await?;
-
-    insert_rows(tx, d,
-        "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
-            notice_key, notice_version, source, guardian)",
-        UPSERT_STATE,
-        &latest_states(rows),
-        12,
-        |q, e| {
-            let b = &e.body;
-            q.bind(b.tenant.as_str())
-                .bind(b.subject_uid.as_str())
-                .bind(b.purpose.as_str())
-                .bind(b.channel.map(Channel::as_str).unwrap_or(""))
-                .bind(b.action.state().unwrap_or(ConsentState::Unspecified).as_str())
-                .bind(e.seq as i64)
-                .bind(b.occurred_at)
-                .bind(b.expires_at)
-                .bind(b.notice.as_ref().map(|n| n.key.as_str()))
-                .bind(b.notice.as_ref().map(|n| n.version as i64))
-                .bind(b.source.as_str())
-                .bind(i64::from(b.guardian))
-        },
-    )
-    .await
-}
-
 /// The whole batch in one PostgreSQL statement (each sub-statement of a
 /// `WITH` runs once, to completion): ledger rows, outbox, current state,
 /// receipts, idempotency records, the chain heads and the change
@@ -1042,6 +884,9 @@ SELECT (SELECT count(*) FROM l) AS l, (SELECT count(*) FROM e) AS e, (SELECT cou
 /// (tenant, subject uid, purpose, channel or '') of a `consent_states` row.
 type StateKey = (String, String, String, String);
 
+/// [`StateKey`] borrowed from an entry (the channel as it is chained).
+type StateRef<'r> = (&'r str, &'r str, &'r str, Option<Channel>);
+
 /// The key of the `consent_states` row an entry sets.
 fn state_key(e: &LedgerEntry) -> StateKey {
     let b = &e.body;
@@ -1104,12 +949,26 @@ fn outbox_rows<'r>(
     ledger: &[(&'r LedgerEntry, Option<&str>)],
     current: &HashMap<StateKey, (ConsentState, Micros, u64)>,
 ) -> Vec<(&'r LedgerEntry, ConsentState, ConsentState)> {
-    let mut current = current.clone();
+    // The state as the batch goes, by borrowed key: the stored state is
+    // looked up (an owned key) once per key, and not at all when there is
+    // none (subjects new in this batch, as in most of an import).
+    let mut going: HashMap<StateRef<'_>, (ConsentState, Micros, u64)> =
+        HashMap::with_capacity(ledger.len());
     let mut rows = Vec::with_capacity(ledger.len());
     for (e, _) in ledger {
-        let slot = current
-            .entry(state_key(e))
-            .or_insert((ConsentState::Unspecified, i64::MIN, 0));
+        let b = &e.body;
+        let key = (
+            b.tenant.as_str(),
+            b.subject_uid.as_str(),
+            b.purpose.as_str(),
+            b.channel,
+        );
+        let slot = going.entry(key).or_insert_with(|| {
+            (!current.is_empty())
+                .then(|| current.get(&state_key(e)).copied())
+                .flatten()
+                .unwrap_or((ConsentState::Unspecified, i64::MIN, 0))
+        });
         let before = slot.0;
         if let Some(state) = e.body.action.state()
             && (e.body.occurred_at, e.seq) > (slot.1, slot.2)
