@@ -627,6 +627,15 @@ async fn pre_execution_holds_systems_and_post_execution_is_told(backend: Backend
     assert_eq!(r["status"], "completed", "{r}");
 
     // subject.erased, once, with each system's outcome and no personal data.
+    // (Readers of events see a commit once no earlier transaction that may
+    // still write is running: on PostgreSQL, other tests' writers can hold
+    // that back for a moment.)
+    let ok = eventually(Duration::from_secs(10), || async {
+        let all = t.app.store.events_after(&t.tenant, 0, 1_000).await.unwrap();
+        all.last().is_some_and(|e| e.kind == "request.completed")
+    })
+    .await;
+    assert!(ok, "the request's events are readable");
     let events = erased(&t).await;
     assert_eq!(events.len(), 1, "{events:?}");
     let e = &events[0];
