@@ -103,6 +103,14 @@ pub enum Command {
         /// otherwise (SSRF).
         #[arg(long, env = "YINYOM_CONNECTOR_ALLOW_PRIVATE", value_delimiter = ',')]
         connector_allow_private: Vec<String>,
+        /// PostgreSQL: consent write batches committing at once, each on its
+        /// own connection (a batch locks only the ledger partitions it
+        /// appends to). More helps where the database has cores to spare;
+        /// on a 2-core machine shared with the database, 1 is fastest
+        /// (BENCHMARKS.md). SQLite always commits one batch at a time.
+        #[arg(long, env = "YINYOM_WRITE_LANES", default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..=32))]
+        write_lanes: u16,
     },
     /// Ledger tools.
     Ledger {
@@ -304,6 +312,10 @@ fn lock_embedded(cli: &Cli) -> Result<Option<DataDirLock>, Box<dyn std::error::E
 }
 
 pub async fn open_store(cli: &Cli) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+    Ok(open_sql(cli).await?)
+}
+
+async fn open_sql(cli: &Cli) -> Result<Arc<SqlStore>, Box<dyn std::error::Error>> {
     match &cli.database_url {
         Some(url) => Ok(Arc::new(SqlStore::connect(url).await?)),
         None => {
@@ -374,6 +386,7 @@ async fn run(cli: Cli) -> CliResult {
             connectors_dir,
             connector_hosts,
             connector_allow_private,
+            write_lanes,
         } => {
             // Listen at once: liveness answers, and readiness shows the
             // view's load progress, while the store opens and loads.
@@ -394,7 +407,9 @@ async fn run(cli: Cli) -> CliResult {
             tracing::info!(address = %socket.local_addr()?, "yinyom is listening (starting)");
             let _lock = lock_embedded(&cli)?;
             let master_key = master_key(&cli)?;
-            let store = open_store(&cli).await?;
+            let sql = open_sql(&cli).await?;
+            sql.set_write_lanes(usize::from(*write_lanes));
+            let store: Arc<dyn Store> = sql;
             if let Some((tenant, key)) =
                 app::bootstrap(store.as_ref(), bootstrap_api_key.clone()).await?
             {

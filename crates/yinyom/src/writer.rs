@@ -9,8 +9,9 @@
 //!
 //! Where the database lets writers of different ledger partitions commit
 //! side by side (PostgreSQL: each batch locks only the partitions it
-//! appends to), several batches are in flight at once
-//! ([`crate::store::Ledger::write_lanes`]); on SQLite one at a time.
+//! appends to), several batches can be in flight at once
+//! ([`crate::store::Ledger::write_lanes`], `serve --write-lanes`; one by
+//! default); on SQLite one at a time.
 
 use std::sync::Arc;
 

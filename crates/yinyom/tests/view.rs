@@ -384,7 +384,9 @@ async fn check(store: &dyn Store, t: &str, subjects: usize, views: &[&View]) {
 /// chains verify.
 async fn concurrent_writes_through_the_writer_equal_a_replay(backend: Backend) {
     let db = Db::new(backend).await;
-    let store: Arc<dyn Store> = db.open().await;
+    let sql = db.open().await;
+    sql.set_write_lanes(4);
+    let store: Arc<dyn Store> = sql;
     let t = tenant(store.as_ref()).await;
     let view = Arc::new(app::load_view(store.as_ref()).await.expect("view"));
     let writer = yinyom::writer::Writer::start(

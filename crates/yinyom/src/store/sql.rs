@@ -234,16 +234,19 @@ impl SqlStore {
             reader: tokio::sync::OnceCell::new(),
             writer: tokio::sync::OnceCell::new(),
             partitions: std::sync::Mutex::new(HashMap::new()),
-            write_lanes: std::sync::atomic::AtomicUsize::new(Self::PG_WRITE_LANES),
+            write_lanes: std::sync::atomic::AtomicUsize::new(1),
         })
     }
 
-    /// Batches committing at once on PostgreSQL by default, each on its own
-    /// connection (batches of one partition wait for each other's lock).
+    /// Batches committing at once on PostgreSQL that `yinyom bench`
+    /// compares with one (each on its own connection; batches of one
+    /// partition wait for each other's lock). The default is one: on two
+    /// cores shared with the database, more measured slower.
     pub const PG_WRITE_LANES: usize = 4;
 
     /// Set how many batches may commit at once on PostgreSQL (at least 1;
-    /// SQLite always commits one at a time). Read when a writer starts.
+    /// SQLite always commits one at a time). Read when a writer starts
+    /// (`yinyom serve --write-lanes`).
     pub fn set_write_lanes(&self, lanes: usize) {
         self.write_lanes
             .store(lanes.max(1), std::sync::atomic::Ordering::Relaxed);
