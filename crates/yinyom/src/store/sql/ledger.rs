@@ -27,20 +27,32 @@ impl Ledger for SqlStore {
             // own thread with prepared statements (`ledger/sqlite.rs`).
             return sqlite::commit(self, items, seal).await;
         }
-        // Set-based: a handful of statements per batch, not per item, so a
-        // batch costs little more than its fsync. The chain heads are locked
-        // first: everything read after that is stable until commit.
+        // Set-based, and few round trips (on PostgreSQL each statement is
+        // one): BEGIN with the locks of the partitions written; one read of
+        // everything the batch must know; the subjects new to the store
+        // (only when there are); the write; COMMIT.
+        let mut heads = self.heads_for(items).await?;
+        let wanted = heads.wanted(items);
+        let salt = self.channel.as_deref().unwrap_or("");
         let mut tx = self
             .pool
-            .begin_with(self.dialect.begin())
+            .begin_with(format!("BEGIN; {}", lock_statement(salt, &wanted)))
             .await
             .map_err(unavailable)?;
-        let mut heads = self.lock_heads(&mut tx, items).await?;
-        let mut seen = prior_idempotency(&mut tx, self.dialect, items).await?;
-        let uids = ensure_subjects(&mut tx, self.dialect, &fresh(items, &seen)).await?;
+        let known = read_batch_pg(&mut tx, items, &wanted).await?;
+        heads.start_pg(items, &wanted, known.xid, known.heads)?;
+        let mut seen = known.seen;
+        let uids =
+            create_subjects(&mut tx, Dialect::Postgres, &fresh(items, &seen), known.uids).await?;
         let (rows, outcomes) = chain_items(items, &mut seen, &uids.uids, &mut heads, seal)?;
-        // One statement: on PostgreSQL every statement is a round trip.
-        write_batch_pg(&mut tx, &rows, &heads, self.channel.as_deref(), &uids.new).await?;
+        write_batch_pg(
+            &mut tx,
+            &rows,
+            &heads,
+            self.channel.as_deref(),
+            &known.states,
+        )
+        .await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(outcomes)
     }
@@ -366,79 +378,40 @@ impl Heads {
 }
 
 impl SqlStore {
-    /// PostgreSQL: lock the chain heads the batch appends to and read them
-    /// (SQLite's are read by `ledger/sqlite.rs`, inside its transaction).
-    ///
-    /// Only the partitions written are locked (transaction advisory locks,
-    /// in a fixed order so that writers cannot deadlock), then the
-    /// transaction takes its id, which numbers its entries
-    /// (`xid * 2^SEQ_SHIFT + i`). Nothing is written before the locks, so
-    /// a transaction that waited for a partition gets a greater id than
-    /// the one it waited for: within a partition, `seq` follows the chain.
-    async fn lock_heads(&self, tx: &mut Tx<'_>, items: &[WriteItem]) -> Result<Heads> {
+    /// The chain heads a PostgreSQL batch appends to, before anything is
+    /// locked: each tenant's number of partitions (read once, cached).
+    async fn heads_for(&self, items: &[WriteItem]) -> Result<Heads> {
         let tenants: BTreeSet<&String> = items.iter().map(|i| &i.tenant).collect();
         let mut counts = HashMap::new();
-        for tenant in &tenants {
-            // Read in the transaction: no second connection while it holds one.
-            let n = self.partition_count(tenant, Some(&mut **tx)).await?;
-            counts.insert((*tenant).clone(), n);
+        for tenant in tenants {
+            counts.insert(tenant.clone(), self.partition_count(tenant, None).await?);
         }
-        let mut heads = Heads::new(counts);
-        let wanted = heads.wanted(items);
-        let salt = self.channel.as_deref().unwrap_or("");
-        let keys: BTreeSet<i64> = wanted
-            .iter()
-            .map(|(t, p)| advisory_key(salt, t, *p))
-            .collect();
-        // Integers we computed, so written into the statement; the
-        // sorted subquery makes the locks go in order.
-        let list = keys
-            .iter()
-            .map(|k| format!("({k})"))
-            .collect::<Vec<_>>()
-            .join(",");
-        sqlx::query(&format!(
-            "SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k)
-             FROM (SELECT k FROM (VALUES {list}) AS v(k) ORDER BY k) AS s) AS l"
-        ))
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(unavailable)?;
-        // A statement after the locks: it sees what the previous
-        // holders committed, and takes the transaction id now.
-        let pairs: Vec<(&String, u32)> = wanted.iter().copied().collect();
-        let sql = format!(
-            "SELECT x.xid, h.tenant, h.part, h.size, h.hash
-             FROM (SELECT pg_current_xact_id()::text::bigint AS xid) AS x
-             LEFT JOIN ledger_partitions h ON (h.tenant, h.part) IN (VALUES {})",
-            groups(Dialect::Postgres, 1, pairs.len(), 2)
-        );
-        let mut q = sqlx::query(&sql);
-        for (t, p) in &pairs {
-            q = q.bind(t.as_str()).bind(i64::from(*p));
-        }
-        let rows = q.fetch_all(&mut **tx).await.map_err(unavailable)?;
-        let xid: i64 = rows
-            .first()
-            .map(|r| r.get("xid"))
-            .ok_or_else(|| StoreError::Unavailable("no transaction id".into()))?;
-        for r in &rows {
-            if let Some(tenant) = r.get::<Option<String>, _>("tenant") {
-                heads.parts.insert(
-                    (tenant, r.get::<i64, _>("part") as u32),
-                    Chain {
-                        seq: r.get::<i64, _>("size") as u64,
-                        hash: r.get("hash"),
-                    },
-                );
-            }
+        Ok(Heads::new(counts))
+    }
+}
+
+impl Heads {
+    /// PostgreSQL: the heads as read after the locks, and the transaction
+    /// id that numbers the batch's entries (`xid * 2^SEQ_SHIFT + i`).
+    /// Nothing is written before the locks, so a transaction that waited
+    /// for a partition has a greater id than the one it waited for: within
+    /// a partition, `seq` follows the chain. A tenant of one partition
+    /// keeps dense seqs (its lock orders everything).
+    fn start_pg(
+        &mut self,
+        items: &[WriteItem],
+        wanted: &BTreeSet<(&String, u32)>,
+        xid: i64,
+        heads: Vec<(String, u32, Chain)>,
+    ) -> Result<()> {
+        for (tenant, part, chain) in heads {
+            self.parts.insert((tenant, part), chain);
         }
         let first = (xid as u64) << SEQ_SHIFT;
-        for tenant in &tenants {
-            let single = heads.counts.get(*tenant) == Some(&1);
-            heads
-                .next_seq
-                .insert((*tenant).clone(), (!single).then_some(first));
+        for tenant in items.iter().map(|i| &i.tenant) {
+            let single = self.counts.get(tenant) == Some(&1);
+            self.next_seq
+                .insert(tenant.clone(), (!single).then_some(first));
         }
         let entries: usize = items.iter().map(|i| i.actions.len()).sum();
         if entries >= 1 << SEQ_SHIFT {
@@ -446,9 +419,157 @@ impl SqlStore {
                 "a batch of {entries} entries is too large for one transaction"
             )));
         }
-        heads.start_at_genesis(&wanted);
-        Ok(heads)
+        self.start_at_genesis(wanted);
+        Ok(())
     }
+}
+
+/// The statement that takes the transaction advisory locks of `wanted`'s
+/// partitions, in key order, so that writers cannot deadlock. The keys are
+/// integers computed here, so they are written into the statement (sent
+/// with `BEGIN` in one round trip).
+fn lock_statement(salt: &str, wanted: &BTreeSet<(&String, u32)>) -> String {
+    let keys: BTreeSet<i64> = wanted
+        .iter()
+        .map(|(t, p)| advisory_key(salt, t, *p))
+        .collect();
+    let list = keys
+        .iter()
+        .map(|k| format!("({k})"))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k)
+         FROM (SELECT k FROM (VALUES {list}) AS v(k) ORDER BY k) AS s) AS l"
+    )
+}
+
+/// What a PostgreSQL batch reads after its locks, in one statement.
+struct Known {
+    xid: i64,
+    heads: Vec<(String, u32, Chain)>,
+    /// Earlier uses of the batch's idempotency keys.
+    seen: HashMap<Key, (String, serde_json::Value)>,
+    /// The batch's subjects already stored: (tenant, id) → uid.
+    uids: HashMap<Key, String>,
+    /// Their current states (every purpose of each), for the outbox's
+    /// "before".
+    states: HashMap<StateKey, (ConsentState, Micros, u64)>,
+}
+
+/// One statement after the locks (so it sees what earlier holders
+/// committed): the transaction id, the partitions' heads, earlier uses of
+/// the idempotency keys, the subjects' uids and their current states, as
+/// rows of one shape (`k` says which).
+async fn read_batch_pg(
+    tx: &mut Tx<'_>,
+    items: &[WriteItem],
+    wanted: &BTreeSet<(&String, u32)>,
+) -> Result<Known> {
+    let pg = Dialect::Postgres;
+    let keys: BTreeSet<(&String, &String)> = items
+        .iter()
+        .filter_map(|i| i.idempotency.as_ref().map(|k| (&i.tenant, &k.key)))
+        .collect();
+    let subjects: BTreeSet<(&String, &String)> =
+        items.iter().map(|i| (&i.tenant, &i.subject_id)).collect();
+    let mut sql = String::from(
+        "SELECT 'x' AS k, pg_current_xact_id()::text AS a, NULL::text AS b, NULL::text AS c,
+                NULL::text AS d, NULL::text AS e, NULL::text AS f, NULL::text AS g",
+    );
+    let mut next = 1;
+    if !wanted.is_empty() {
+        sql.push_str(&format!(
+            "\nUNION ALL SELECT 'h', tenant, part::text, size::text, hash, NULL, NULL, NULL
+             FROM ledger_partitions WHERE (tenant, part) IN (VALUES {})",
+            groups(pg, next, wanted.len(), 2)
+        ));
+        next += 2 * wanted.len();
+    }
+    if !keys.is_empty() {
+        sql.push_str(&format!(
+            "\nUNION ALL SELECT 'i', tenant, key, request_hash, response, NULL, NULL, NULL
+             FROM idempotency_keys WHERE (tenant, key) IN (VALUES {})",
+            groups(pg, next, keys.len(), 2)
+        ));
+        next += 2 * keys.len();
+    }
+    if !subjects.is_empty() {
+        let list = groups(pg, next, subjects.len(), 2);
+        sql.push_str(&format!(
+            "\nUNION ALL SELECT 's', tenant, id, uid, NULL, NULL, NULL, NULL
+             FROM subjects WHERE (tenant, id) IN (VALUES {list})
+             UNION ALL SELECT 'c', c.tenant, c.subject_uid, c.purpose, c.channel, c.state,
+                 c.occurred_at::text, c.seq::text
+             FROM subjects s JOIN consent_states c
+                 ON c.tenant = s.tenant AND c.subject_uid = s.uid
+             WHERE (s.tenant, s.id) IN (VALUES {list})"
+        ));
+    }
+    let mut q = sqlx::query(&sql);
+    for (t, p) in wanted {
+        q = q.bind(t.as_str()).bind(i64::from(*p));
+    }
+    for (t, k) in &keys {
+        q = q.bind(t.as_str()).bind(k.as_str());
+    }
+    for (t, id) in &subjects {
+        q = q.bind(t.as_str()).bind(id.as_str());
+    }
+    let rows = q.fetch_all(&mut **tx).await.map_err(unavailable)?;
+    let mut known = Known {
+        xid: 0,
+        heads: Vec::new(),
+        seen: HashMap::new(),
+        uids: HashMap::new(),
+        states: HashMap::new(),
+    };
+    let text = |r: &AnyRow, c: &str| -> Result<String> {
+        r.try_get::<Option<String>, _>(c)
+            .map_err(unavailable)?
+            .ok_or_else(|| StoreError::Unavailable(format!("batch read: {c} missing")))
+    };
+    let number = |r: &AnyRow, c: &str| -> Result<i64> {
+        text(r, c)?
+            .parse::<i64>()
+            .map_err(|e| StoreError::Unavailable(format!("batch read: {c}: {e}")))
+    };
+    for r in &rows {
+        match text(r, "k")?.as_str() {
+            "x" => known.xid = number(r, "a")?,
+            "h" => known.heads.push((
+                text(r, "a")?,
+                number(r, "b")? as u32,
+                Chain {
+                    seq: number(r, "c")? as u64,
+                    hash: text(r, "d")?,
+                },
+            )),
+            "i" => {
+                let response = serde_json::from_str(&text(r, "d")?).map_err(json_err)?;
+                known
+                    .seen
+                    .insert((text(r, "a")?, text(r, "b")?), (text(r, "c")?, response));
+            }
+            "s" => {
+                known
+                    .uids
+                    .insert((text(r, "a")?, text(r, "b")?), text(r, "c")?);
+            }
+            _ => {
+                let state =
+                    ConsentState::parse(&text(r, "e")?).unwrap_or(ConsentState::Unspecified);
+                known.states.insert(
+                    (text(r, "a")?, text(r, "b")?, text(r, "c")?, text(r, "d")?),
+                    (state, number(r, "f")?, number(r, "g")? as u64),
+                );
+            }
+        }
+    }
+    if known.xid == 0 {
+        return Err(StoreError::Unavailable("no transaction id".into()));
+    }
+    Ok(known)
 }
 
 /// The advisory lock of a tenant's partition, within this database schema
@@ -465,37 +586,6 @@ fn advisory_key(salt: &str, tenant: &str, part: u32) -> i64 {
     i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
-/// Earlier uses of the batch's idempotency keys: (tenant, key) → (request hash, response).
-async fn prior_idempotency(
-    tx: &mut Tx<'_>,
-    d: Dialect,
-    items: &[WriteItem],
-) -> Result<HashMap<Key, (String, serde_json::Value)>> {
-    let mut found = HashMap::new();
-    let wanted: Vec<(&String, &String)> = items
-        .iter()
-        .filter_map(|i| i.idempotency.as_ref().map(|k| (&i.tenant, &k.key)))
-        .collect();
-    select_pairs(
-        tx,
-        d,
-        "SELECT tenant, key, request_hash, response FROM idempotency_keys WHERE (tenant, key)",
-        &wanted,
-        |r| {
-            found.insert(
-                (r.get("tenant"), r.get("key")),
-                (
-                    r.get("request_hash"),
-                    serde_json::from_str(r.get("response")).map_err(json_err)?,
-                ),
-            );
-            Ok(())
-        },
-    )
-    .await?;
-    Ok(found)
-}
-
 /// The subjects of a batch: (tenant, id) → uid, and the uids created by
 /// this batch (they have no state yet, so nothing needs reading for them).
 pub(super) struct Subjects {
@@ -503,15 +593,10 @@ pub(super) struct Subjects {
     pub new: std::collections::HashSet<String>,
 }
 
-/// The uids of the items' subjects, creating the subjects that do not exist
-/// yet. A subject created meanwhile by another writer (a
-/// `PUT /v1/subjects` on another node) is read back, not duplicated.
-async fn ensure_subjects(tx: &mut Tx<'_>, d: Dialect, items: &[&WriteItem]) -> Result<Subjects> {
-    ensure_subject_ids(tx, d, items.iter().map(|i| (&i.tenant, &i.subject_id))).await
-}
-
-/// [`ensure_subjects`] for (tenant, id) pairs: one read, then for the
-/// missing ones one insert that returns what it created.
+/// The uids of the subjects of (tenant, id) `pairs`, creating those that
+/// do not exist yet: one read, then for the missing ones one insert that
+/// returns what it created. A subject created meanwhile by another writer
+/// (a `PUT /v1/subjects` on another node) is read back, not duplicated.
 pub(super) async fn ensure_subject_ids<'a>(
     tx: &mut Tx<'_>,
     d: Dialect,
@@ -525,6 +610,35 @@ pub(super) async fn ensure_subject_ids<'a>(
         Ok(())
     })
     .await?;
+    add_subjects(tx, d, wanted, found).await
+}
+
+/// The items' subjects: the uids of those stored (`found`), the others
+/// created now.
+async fn create_subjects(
+    tx: &mut Tx<'_>,
+    d: Dialect,
+    items: &[&WriteItem],
+    found: HashMap<Key, String>,
+) -> Result<Subjects> {
+    let wanted: Vec<(&String, &String)> = items
+        .iter()
+        .map(|i| (&i.tenant, &i.subject_id))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    add_subjects(tx, d, wanted, found).await
+}
+
+/// Create the subjects of `wanted` not in `found` (one insert that returns
+/// what it created); one created meanwhile by another writer is read back.
+async fn add_subjects(
+    tx: &mut Tx<'_>,
+    d: Dialect,
+    wanted: Vec<(&String, &String)>,
+    mut found: HashMap<Key, String>,
+) -> Result<Subjects> {
+    let select = "SELECT tenant, id, uid FROM subjects WHERE (tenant, id)";
     let mut new = std::collections::HashSet::new();
     let missing: Vec<(&String, &String)> = wanted
         .into_iter()
@@ -702,14 +816,11 @@ async fn write_batch_pg(
     rows: &Rows<'_>,
     heads: &Heads,
     channel: Option<&str>,
-    new: &std::collections::HashSet<String>,
+    current: &HashMap<StateKey, (ConsentState, Micros, u64)>,
 ) -> Result<()> {
     use serde_json::json;
     let ledger = ledger_rows(rows);
-    let outbox = outbox_rows(
-        &ledger,
-        &current_states(tx, Dialect::Postgres, &ledger, new).await?,
-    );
+    let outbox = outbox_rows(&ledger, current);
     let ledger_json: Vec<serde_json::Value> = ledger
         .iter()
         .map(|(e, evidence)| {
@@ -896,52 +1007,6 @@ fn state_key(e: &LedgerEntry) -> StateKey {
         b.purpose.clone(),
         b.channel.map(Channel::as_str).unwrap_or("").to_string(),
     )
-}
-
-/// (state, occurred_at, seq) of the `consent_states` rows the entries set,
-/// before this batch; subjects created by this batch have none to read.
-async fn current_states(
-    tx: &mut Tx<'_>,
-    d: Dialect,
-    ledger: &[(&LedgerEntry, Option<&str>)],
-    new: &std::collections::HashSet<String>,
-) -> Result<HashMap<StateKey, (ConsentState, Micros, u64)>> {
-    let keys: Vec<_> = ledger
-        .iter()
-        .filter(|(e, _)| !new.contains(&e.body.subject_uid))
-        .map(|(e, _)| state_key(e))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut current = HashMap::new();
-    for chunk in keys.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT tenant, subject_uid, purpose, channel, state, occurred_at, seq FROM consent_states
-             WHERE (tenant, subject_uid, purpose, channel) IN (VALUES {})",
-            groups(d, 1, chunk.len(), 4)
-        );
-        let mut q = sqlx::query(&sql);
-        for (t, u, p, c) in chunk {
-            q = q
-                .bind(t.as_str())
-                .bind(u.as_str())
-                .bind(p.as_str())
-                .bind(c.as_str());
-        }
-        for r in q.fetch_all(&mut **tx).await.map_err(unavailable)? {
-            let state = ConsentState::parse(r.get("state")).unwrap_or(ConsentState::Unspecified);
-            current.insert(
-                (
-                    r.get("tenant"),
-                    r.get("subject_uid"),
-                    r.get("purpose"),
-                    r.get("channel"),
-                ),
-                (state, r.get("occurred_at"), r.get::<i64, _>("seq") as u64),
-            );
-        }
-    }
-    Ok(current)
 }
 
 /// One outbox row per entry, with the state in force before and after it.
