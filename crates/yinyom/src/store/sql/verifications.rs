@@ -490,25 +490,25 @@ impl Verifications for SqlStore {
     }
 
     async fn ledger_past_heads(&self, tenant: &str) -> Result<Option<u64>> {
+        // One statement: per partition (numbers we make, so written into
+        // it) the first entry past its recorded head, by `ledger_by_part`.
         let parts = self.partition_count(tenant, None).await?;
-        let mut first: Option<u64> = None;
-        for part in 0..parts {
-            let seq: Option<i64> = sqlx::query_scalar(
-                "SELECT l.seq FROM ledger l WHERE l.tenant = $1 AND l.part = $2
-                 AND l.pseq > COALESCE((SELECT h.size FROM ledger_partitions h
-                                        WHERE h.tenant = $1 AND h.part = $2), 0)
-                 ORDER BY l.pseq LIMIT 1",
-            )
-            .bind(tenant)
-            .bind(i64::from(part))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            if let Some(seq) = seq {
-                first = Some(first.map_or(seq as u64, |f| f.min(seq as u64)));
-            }
-        }
-        Ok(first)
+        let list = (0..parts)
+            .map(|p| format!("({p})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let seq: Option<i64> = sqlx::query_scalar(&format!(
+            "WITH p(n) AS (VALUES {list})
+             SELECT MIN((SELECT l.seq FROM ledger l
+                         WHERE l.part = p.n AND l.tenant = $1 AND l.pseq > COALESCE(h.size, 0)
+                         ORDER BY l.pseq LIMIT 1)) AS seq
+             FROM p LEFT JOIN ledger_partitions h ON h.tenant = $1 AND h.part = p.n"
+        ))
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(seq.map(|s| s as u64))
     }
 
     async fn ledger_last_seq(&self, tenant: &str) -> Result<u64> {
