@@ -281,6 +281,33 @@ async fn inline_verification_refuses_a_ledger_over_the_limit(backend: Backend) {
     assert_eq!(done["first_broken"]["seq"], only + 1, "{done}");
 }
 
+/// The `i`-th request of a test ledger: alternately a grant and a
+/// withdrawal of purpose `p` by email, with an IP address as evidence.
+fn item(tenant: &str, i: usize, subject: String, ip: String) -> WriteItem {
+    WriteItem {
+        tenant: tenant.to_string(),
+        subject_id: subject,
+        actor: "test".into(),
+        source: "web".into(),
+        notice: None,
+        evidence: Some(json!({ "ip": ip })),
+        occurred_at: 1_700_000_000_000_000 + i as i64,
+        actions: vec![PreparedAction {
+            purpose: "p".into(),
+            channel: Some(Channel::Email),
+            action: if i % 2 == 0 {
+                Action::Grant
+            } else {
+                Action::Withdraw
+            },
+            expires_at: None,
+        }],
+        idempotency: None,
+        receipt: None,
+        guardian: false,
+    }
+}
+
 /// `n` entries written straight to the store (with evidence), for the
 /// pass's own tests.
 async fn store_with(backend: Backend, n: usize) -> (Db, std::sync::Arc<SqlStore>, String) {
@@ -297,27 +324,13 @@ async fn store_with(backend: Backend, n: usize) -> (Db, std::sync::Arc<SqlStore>
         .await
         .unwrap();
     let items: Vec<WriteItem> = (0..n)
-        .map(|i| WriteItem {
-            tenant: tenant.id.clone(),
-            subject_id: format!("s{}", i % 5),
-            actor: "test".into(),
-            source: "web".into(),
-            notice: None,
-            evidence: Some(json!({ "ip": format!("198.51.100.{i}") })),
-            occurred_at: 1_700_000_000_000_000 + i as i64,
-            actions: vec![PreparedAction {
-                purpose: "p".into(),
-                channel: Some(Channel::Email),
-                action: if i % 2 == 0 {
-                    Action::Grant
-                } else {
-                    Action::Withdraw
-                },
-                expires_at: None,
-            }],
-            idempotency: None,
-            receipt: None,
-            guardian: false,
+        .map(|i| {
+            item(
+                &tenant.id,
+                i,
+                format!("s{}", i % 5),
+                format!("198.51.100.{i}"),
+            )
         })
         .collect();
     let seal = |_: &WriteItem, _: &[_]| Value::Null;
@@ -465,27 +478,13 @@ async fn partitioned_store(
         .await
         .unwrap();
     let items: Vec<WriteItem> = (0..n)
-        .map(|i| WriteItem {
-            tenant: tenant.id.clone(),
-            subject_id: format!("s{}", i % 7),
-            actor: "test".into(),
-            source: "web".into(),
-            notice: None,
-            evidence: Some(json!({ "ip": format!("198.51.100.{}", i % 3) })),
-            occurred_at: 1_700_000_000_000_000 + i as i64,
-            actions: vec![PreparedAction {
-                purpose: "p".into(),
-                channel: Some(Channel::Email),
-                action: if i % 2 == 0 {
-                    Action::Grant
-                } else {
-                    Action::Withdraw
-                },
-                expires_at: None,
-            }],
-            idempotency: None,
-            receipt: None,
-            guardian: false,
+        .map(|i| {
+            item(
+                &tenant.id,
+                i,
+                format!("s{}", i % 7),
+                format!("198.51.100.{}", i % 3),
+            )
         })
         .collect();
     let seal = |_: &WriteItem, _: &[_]| Value::Null;
