@@ -295,7 +295,7 @@ fn item(tenant: &str, i: usize, subject: String, ip: String) -> WriteItem {
         actions: vec![PreparedAction {
             purpose: "p".into(),
             channel: Some(Channel::Email),
-            action: if i % 2 == 0 {
+            action: if i.is_multiple_of(2) {
                 Action::Grant
             } else {
                 Action::Withdraw
