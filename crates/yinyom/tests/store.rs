@@ -7,7 +7,7 @@ use std::sync::Arc;
 #[macro_use]
 mod common;
 
-use common::{Backend, Db};
+use common::{Backend, Db, settled};
 
 use yinyom::app;
 use yinyom::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
@@ -461,34 +461,6 @@ async fn request_updates_are_compare_and_swap_and_erasure_is_one_transaction(bac
 /// Outbox events page by cursor: each page continues exactly after the
 /// last, only the tenant's own, each with its ledger entry's content; the
 /// pages together are what one long read returns.
-/// Wait (up to 10 s) until every entry of `tenant` committed so far is
-/// below the store's horizon, so that readers after a cursor see them all
-/// (on PostgreSQL, writers in other tests' transactions hold it back a
-/// little; on SQLite at once).
-async fn settled(store: &dyn Store, tenant: &str) {
-    let last = store
-        .ledger(tenant)
-        .await
-        .expect("ledger")
-        .last()
-        .map_or(0, |(_, e)| e.seq);
-    for _ in 0..1000 {
-        if store
-            .heads()
-            .await
-            .expect("heads")
-            .get(tenant)
-            .copied()
-            .unwrap_or(0)
-            >= last
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("entries of {tenant} up to {last} never came below the horizon");
-}
-
 async fn outbox_events_page_by_cursor(backend: Backend) {
     let (_db, store) = open(backend).await;
     let a = tenant(store.as_ref(), "A").await;

@@ -504,3 +504,31 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
+
+/// Wait (up to 10 s) until every entry of `tenant` committed so far is
+/// below the store's horizon, so that readers after a cursor see them all
+/// (on PostgreSQL, writers in other tests' transactions hold it back a
+/// little; on SQLite at once).
+pub async fn settled(store: &dyn Store, tenant: &str) {
+    let last = store
+        .ledger(tenant)
+        .await
+        .expect("ledger")
+        .last()
+        .map_or(0, |(_, e)| e.seq);
+    for _ in 0..1000 {
+        if store
+            .heads()
+            .await
+            .expect("heads")
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+            >= last
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("entries of {tenant} up to {last} never came below the horizon");
+}
