@@ -244,6 +244,15 @@ impl SqlStore {
     /// cores shared with the database, more measured slower.
     pub const PG_WRITE_LANES: usize = 4;
 
+    /// A write transaction (`BEGIN IMMEDIATE` on SQLite, so the write lock
+    /// is taken at once).
+    async fn begin(&self) -> Result<Tx<'static>> {
+        self.pool
+            .begin_with(self.dialect.begin())
+            .await
+            .map_err(unavailable)
+    }
+
     /// Set how many batches may commit at once on PostgreSQL (at least 1;
     /// SQLite always commits one at a time). Read when a writer starts
     /// (`yinyom serve --write-lanes`).

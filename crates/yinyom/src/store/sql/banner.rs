@@ -15,11 +15,7 @@ impl BannerDesigns for SqlStore {
             .map_err(json_err)?
             .unwrap_or_else(|| "null".into());
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let version: i64 = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM banner_designs WHERE tenant = $1",
         )

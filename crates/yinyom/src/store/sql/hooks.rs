@@ -104,11 +104,7 @@ impl Hooks for SqlStore {
             return Ok(());
         }
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         for c in calls {
             sqlx::query(
                 "INSERT INTO request_hook_calls (tenant, request_id, hook, stage, status, reason,

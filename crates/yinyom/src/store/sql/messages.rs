@@ -72,11 +72,7 @@ impl Messages for SqlStore {
 
     async fn insert_messages(&self, messages: &[MessageRow]) -> Result<()> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         insert_message_rows(&mut tx, self.dialect, messages).await?;
         tx.commit().await.map_err(unavailable)
     }
@@ -132,11 +128,7 @@ impl Messages for SqlStore {
 
     async fn settle_message(&self, m: &MessageRow, detail: Option<&str>) -> Result<()> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         // A final message keeps no content: what was sent, or would have
         // been, is not kept longer than needed.
         let keep_content = !FINAL.contains(&m.status.as_str());

@@ -39,11 +39,7 @@ impl Outbox for SqlStore {
         limit: u32,
     ) -> Result<PrunedEvents> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         // Every consumer has passed the events up to the least cursor.
         let passed: Option<i64> = sqlx::query_scalar(
             "SELECT min(c) AS c FROM (
@@ -257,11 +253,7 @@ impl Outbox for SqlStore {
         if new.is_empty() && retried.is_empty() && cursors.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let rows: Vec<(
             &DueDelivery,
             &str,

@@ -31,11 +31,7 @@ impl Profiles for SqlStore {
 
     async fn put_profile(&self, tenant: &str, w: &ProfileWrite, at: Micros) -> Result<bool> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let flags = w.flags.as_ref().map(super::flags_json).transpose()?;
         let done = match w.rev {
             None => sqlx::query(
@@ -186,11 +182,7 @@ impl Profiles for SqlStore {
             return Ok(());
         }
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         for e in entries {
             sqlx::query(
                 "INSERT INTO audit_log (tenant, at, actor, subject_uid, fields, context)

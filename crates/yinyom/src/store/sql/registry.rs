@@ -248,11 +248,7 @@ impl Registry for SqlStore {
 
     async fn publish_notice(&self, tenant: &str, draft: NoticeDraft, at: Micros) -> Result<Notice> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let latest: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM notices WHERE tenant = $1 AND key = $2")
                 .bind(tenant)

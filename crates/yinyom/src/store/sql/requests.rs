@@ -386,11 +386,7 @@ impl Requests for SqlStore {
         at: Micros,
     ) -> Result<u64> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let mut added = 0;
         for uid in uids {
             added += sqlx::query(
@@ -438,11 +434,7 @@ impl Requests for SqlStore {
         failed: &[(String, String)],
     ) -> Result<()> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         super::messages::insert_message_rows(&mut tx, self.dialect, queued).await?;
         for m in queued {
             sqlx::query(
@@ -715,11 +707,7 @@ impl Requests for SqlStore {
     async fn erase_subject(&self, e: &Erasure<'_>) -> Result<Erased> {
         let (tenant, uid) = (e.tenant, e.uid);
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let mut run = async |sql: &str| -> Result<u64> {
             Ok(sqlx::query(sql)
                 .bind(tenant)

@@ -57,11 +57,7 @@ impl StaffStore for SqlStore {
 
     async fn disable_staff(&self, tenant: &str, id: &str, at: Micros) -> Result<bool> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let n = sqlx::query(
             "UPDATE staff SET disabled_at = $1 WHERE tenant = $2 AND id = $3 AND disabled_at IS NULL",
         )
@@ -83,11 +79,7 @@ impl StaffStore for SqlStore {
 
     async fn insert_session(&self, s: &StaffSession) -> Result<()> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         // Sessions past their time go when new ones come.
         sqlx::query("DELETE FROM staff_sessions WHERE expires_at <= $1")
             .bind(s.created_at)

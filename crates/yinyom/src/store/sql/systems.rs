@@ -59,11 +59,7 @@ fn propagation_from_row(r: &AnyRow) -> Propagation {
 impl Systems for SqlStore {
     async fn put_system(&self, s: &SystemRow) -> Result<bool> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let existed = sqlx::query("SELECT 1 AS one FROM systems WHERE tenant = $1 AND key = $2")
             .bind(&s.tenant)
             .bind(&s.key)
@@ -118,11 +114,7 @@ impl Systems for SqlStore {
 
     async fn delete_system(&self, tenant: &str, key: &str) -> Result<bool> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         let n = sqlx::query("DELETE FROM systems WHERE tenant = $1 AND key = $2")
             .bind(tenant)
             .bind(key)
@@ -155,11 +147,7 @@ impl Systems for SqlStore {
 
     async fn insert_system_jobs(&self, jobs: &[SystemJob]) -> Result<()> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         for j in jobs {
             sqlx::query(
                 "INSERT INTO request_systems (tenant, request_id, system, status, rows, error,

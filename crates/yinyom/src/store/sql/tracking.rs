@@ -77,11 +77,7 @@ impl Events for SqlStore {
 
     async fn store_events(&self, events: &[TrackedEvent], counts: &[SourceCounts]) -> Result<()> {
         let _writing = self.exclusive().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin())
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.begin().await?;
         if !events.is_empty() {
             let uids = ensure_subject_ids(
                 &mut tx,
