@@ -408,10 +408,9 @@ impl Heads {
             self.parts.insert((tenant, part), chain);
         }
         let first = (xid as u64) << SEQ_SHIFT;
-        for tenant in items.iter().map(|i| &i.tenant) {
-            let single = self.counts.get(tenant) == Some(&1);
+        for (tenant, n) in &self.counts {
             self.next_seq
-                .insert(tenant.clone(), (!single).then_some(first));
+                .insert(tenant.clone(), (*n != 1).then_some(first));
         }
         let entries: usize = items.iter().map(|i| i.actions.len()).sum();
         if entries >= 1 << SEQ_SHIFT {
@@ -767,21 +766,14 @@ const UPSERT_EVIDENCE: &str = upsert_evidence!();
 /// refuses to update one row twice in a statement); flag changes
 /// (restrict, object, …) set no consent state.
 fn latest_states<'r>(rows: &'r Rows<'_>) -> Vec<&'r LedgerEntry> {
-    let mut latest: HashMap<(&str, &str, &str, Option<Channel>), &LedgerEntry> = HashMap::new();
+    let mut latest: HashMap<StateRef<'_>, &LedgerEntry> = HashMap::new();
     for (e, _) in rows
         .entries
         .iter()
         .filter(|(e, _)| e.body.action.is_consent())
     {
-        let b = &e.body;
-        let key = (
-            b.tenant.as_str(),
-            b.subject_uid.as_str(),
-            b.purpose.as_str(),
-            b.channel,
-        );
-        let slot = latest.entry(key).or_insert(e);
-        if (b.occurred_at, e.seq) > (slot.body.occurred_at, slot.seq) {
+        let slot = latest.entry(state_ref(e)).or_insert(e);
+        if (e.body.occurred_at, e.seq) > (slot.body.occurred_at, slot.seq) {
             *slot = e;
         }
     }
@@ -998,6 +990,17 @@ type StateKey = (String, String, String, String);
 /// [`StateKey`] borrowed from an entry (the channel as it is chained).
 type StateRef<'r> = (&'r str, &'r str, &'r str, Option<Channel>);
 
+/// [`state_key`] borrowed.
+fn state_ref(e: &LedgerEntry) -> StateRef<'_> {
+    let b = &e.body;
+    (
+        b.tenant.as_str(),
+        b.subject_uid.as_str(),
+        b.purpose.as_str(),
+        b.channel,
+    )
+}
+
 /// The key of the `consent_states` row an entry sets.
 fn state_key(e: &LedgerEntry) -> StateKey {
     let b = &e.body;
@@ -1021,14 +1024,7 @@ fn outbox_rows<'r>(
         HashMap::with_capacity(ledger.len());
     let mut rows = Vec::with_capacity(ledger.len());
     for (e, _) in ledger {
-        let b = &e.body;
-        let key = (
-            b.tenant.as_str(),
-            b.subject_uid.as_str(),
-            b.purpose.as_str(),
-            b.channel,
-        );
-        let slot = going.entry(key).or_insert_with(|| {
+        let slot = going.entry(state_ref(e)).or_insert_with(|| {
             (!current.is_empty())
                 .then(|| current.get(&state_key(e)).copied())
                 .flatten()
