@@ -8,10 +8,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
     v["id"] = row.get::<String, _>("id").into();
     v["name"] = row.get::<String, _>("name").into();
     v["created_at"] = row.get::<i64, _>("created_at").into();
-    let partitions = row
-        .try_get::<i64, _>("partitions")
-        .or_else(|_| row.try_get::<i32, _>("partitions").map(i64::from))
-        .map_err(unavailable)?;
+    let partitions = row.try_get::<i64, _>("partitions").map_err(unavailable)?;
     v["partitions"] = partitions.clamp(1, 4096).into();
     serde_json::from_value(v).map_err(json_err)
 }
