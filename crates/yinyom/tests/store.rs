@@ -264,6 +264,105 @@ async fn many_subjects_in_one_batch(backend: Backend) {
     assert_eq!(snap.len(), 1_000);
 }
 
+/// Subject ids and idempotency keys are the client's text: quotes,
+/// backslashes and SQL in them are stored and found as written (the
+/// PostgreSQL batch writes its read's values into the query as string
+/// constants).
+async fn client_text_with_quotes_and_backslashes_round_trips(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let t = tenant(store.as_ref(), "T").await;
+    let ids = [
+        "o'brien",
+        "back\\slash\\",
+        "E'x\\'",
+        "'); DROP TABLE ledger; --",
+        "$$dollar$$",
+        "ลูกค้า-๔๒",
+    ];
+    let batch = |n: usize| {
+        let store = store.clone();
+        let t = t.clone();
+        async move {
+            let mut items = Vec::new();
+            for id in ids {
+                let action = if n == 0 {
+                    Action::Grant
+                } else {
+                    Action::Withdraw
+                };
+                let mut item = prepare(store.as_ref(), &t, request(id, action, None)).await;
+                item.idempotency = Some(Idempotency {
+                    key: format!("{id}\\'{n}"),
+                    request_hash: "h".into(),
+                });
+                items.push(item);
+            }
+            items
+        }
+    };
+    for n in 0..2 {
+        let out = commit(store.as_ref(), &batch(n).await).await;
+        assert!(out.iter().all(|o| matches!(o, ItemOutcome::Written { .. })));
+        let replayed = commit(store.as_ref(), &batch(n).await).await;
+        assert!(
+            replayed
+                .iter()
+                .all(|o| matches!(o, ItemOutcome::Replayed { .. })),
+            "each key is found again"
+        );
+    }
+    for id in ids {
+        let states = store.subject_states(&t, id).await.unwrap();
+        assert_eq!(states.len(), 1, "{id}");
+        assert_eq!(states[0].state, ConsentState::Withdrawn, "{id}");
+        let uid = store.subject(&t, id).await.unwrap().expect(id).uid;
+        assert_eq!(store.history(&t, &uid).await.unwrap().len(), 2, "{id}");
+    }
+    let r = store.verify_ledger(&t).await.unwrap();
+    assert!(r.ok);
+    assert_eq!(r.checked, 2 * ids.len() as u64);
+}
+
+/// A subject created by another writer (a profile write) while a consent
+/// batch creates it too: whichever wins, the ledger names the subject's
+/// one uid.
+async fn a_subject_created_meanwhile_keeps_one_uid(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let t = tenant(store.as_ref(), "T").await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let id = format!("raced-{i}");
+        let item = prepare(store.as_ref(), &t, request(&id, Action::Grant, None)).await;
+        let (s1, s2, t1) = (store.clone(), store.clone(), t.clone());
+        let profile = yinyom::model::ProfileWrite {
+            id: id.clone(),
+            uid: uuid::Uuid::now_v7().to_string(),
+            rev: None,
+            data_key: vec![1; 32],
+            profile: vec![2; 8],
+            lookups: vec![],
+            exclusive: &[],
+            flags: None,
+        };
+        tasks.push(tokio::spawn(async move {
+            s1.put_profile(&t1, &profile, time::now()).await.unwrap();
+        }));
+        tasks.push(tokio::spawn(async move {
+            commit(s2.as_ref(), &[item]).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for i in 0..40 {
+        let id = format!("raced-{i}");
+        let uid = store.subject(&t, &id).await.unwrap().expect("subject").uid;
+        let history = store.history(&t, &uid).await.unwrap();
+        assert_eq!(history.len(), 1, "{id}'s entry names its uid");
+    }
+    assert!(store.verify_ledger(&t).await.unwrap().ok);
+}
+
 /// What a batch writes besides its entries: each partition's head in
 /// `ledger_partitions` (size, hash, last seq) is its last entry, positions
 /// are dense from 1 and linked within the partition, and the tenant's
@@ -678,6 +777,8 @@ on_every_backend!(
     state_is_the_fold_of_history_even_for_late_imports,
     idempotency_keys_replay_within_and_across_batches,
     many_subjects_in_one_batch,
+    client_text_with_quotes_and_backslashes_round_trips,
+    a_subject_created_meanwhile_keeps_one_uid,
     partition_heads_follow_the_entries,
 );
 
