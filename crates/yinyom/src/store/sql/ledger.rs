@@ -364,7 +364,7 @@ impl Heads {
 impl SqlStore {
     /// One PostgreSQL batch in three round trips:
     /// 1. `BEGIN`, the partitions' advisory locks and one read of
-    ///    everything the batch must know (`read_batch_pg`), sent together
+    ///    everything the batch must know (`read_batch_sql`), sent together
     ///    with the simple protocol;
     /// 2. the write, subjects new to the store included (`write_batch_pg`);
     /// 3. `COMMIT`, and then the change notification (its own tiny
