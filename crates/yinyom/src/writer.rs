@@ -9,13 +9,16 @@
 //!
 //! Where the database lets writers of different ledger partitions commit
 //! side by side (PostgreSQL: each batch locks only the partitions it
-//! appends to), several batches can be in flight at once
+//! appends to), a node has several writer lanes
 //! ([`crate::store::Ledger::write_lanes`], `serve --write-lanes`; one by
-//! default); on SQLite one at a time.
+//! default), each its own group-commit loop. A request goes to the lane of
+//! its partition ([`crate::store::Ledger::lane_of`]), so the lanes' batches
+//! append to disjoint partitions and never wait on each other's locks; a
+//! subject's requests stay in one lane, in order. On SQLite one lane.
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::store::{ItemOutcome, Store, StoreError, WriteItem};
@@ -25,10 +28,6 @@ use crate::view::View;
 /// in a batch and the size of a transaction.
 const MAX_BATCH: usize = 512;
 
-/// How long a batch started beside one still committing waits for more
-/// requests (bounded by that batch finishing).
-const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
-
 struct Job {
     item: WriteItem,
     reply: oneshot::Sender<Result<ItemOutcome, StoreError>>,
@@ -36,7 +35,8 @@ struct Job {
 
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    store: Arc<dyn Store>,
+    lanes: Arc<[mpsc::Sender<Job>]>,
 }
 
 impl Writer {
@@ -47,15 +47,32 @@ impl Writer {
         metrics: Arc<Metrics>,
         changed: watch::Sender<u64>,
     ) -> Writer {
-        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(store, view, metrics, changed, rx));
-        Writer { jobs: tx }
+        let lanes = (0..store.write_lanes().max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+                tokio::spawn(run(
+                    store.clone(),
+                    view.clone(),
+                    metrics.clone(),
+                    changed.clone(),
+                    rx,
+                ));
+                tx
+            })
+            .collect();
+        Writer { store, lanes }
     }
 
     /// Write one request durably; resolves once it is committed and visible.
     pub async fn write(&self, item: WriteItem) -> Result<ItemOutcome, StoreError> {
+        let n = self.lanes.len();
+        let lane = if n == 1 {
+            0
+        } else {
+            self.store.lane_of(&item, n).min(n - 1)
+        };
         let (reply, answer) = oneshot::channel();
-        self.jobs
+        self.lanes[lane]
             .send(Job { item, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
@@ -65,6 +82,9 @@ impl Writer {
     }
 }
 
+/// One lane: while its batch commits, new requests queue up and go
+/// together into its next batch. Stops once every sender is gone and the
+/// queue is drained.
 async fn run(
     store: Arc<dyn Store>,
     view: Arc<View>,
@@ -72,55 +92,18 @@ async fn run(
     changed: watch::Sender<u64>,
     mut rx: mpsc::Receiver<Job>,
 ) {
-    let lanes = store.write_lanes().max(1);
-    let free = Arc::new(Semaphore::new(lanes));
-    let finished = Arc::new(Notify::new());
-    loop {
-        // A lane first, then the requests: while every lane is busy, new
-        // requests queue up and go together into the next batch.
-        let Ok(lane) = free.clone().acquire_owned().await else {
-            break;
-        };
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-            break;
-        }
-        // Beside a batch still committing, a second one is worth its own
-        // transaction only with more than a few requests: gather them until
-        // that batch finishes or for at most `GATHER`.
-        if free.available_permits() + 1 < lanes && jobs.len() < MAX_BATCH {
-            let wait = finished.notified();
-            tokio::pin!(wait);
-            wait.as_mut().enable();
-            let _ = tokio::time::timeout(GATHER, wait).await;
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        let batch = commit_batch(
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        commit_batch(
             store.clone(),
             view.clone(),
             metrics.clone(),
             changed.clone(),
-            jobs,
-        );
-        if lanes == 1 {
-            batch.await;
-            drop(lane);
-        } else {
-            let finished = finished.clone();
-            tokio::spawn(async move {
-                batch.await;
-                drop(lane);
-                finished.notify_waiters();
-            });
-        }
+            std::mem::take(&mut jobs),
+        )
+        .await;
+        jobs.reserve(MAX_BATCH);
     }
-    // Stopping: let the batches in flight finish and answer.
-    let _ = free.acquire_many(lanes as u32).await;
 }
 
 /// Commit one batch, fold it into the view, answer its requests.

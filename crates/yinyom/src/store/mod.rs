@@ -675,6 +675,13 @@ pub trait Ledger: Send + Sync {
     fn write_lanes(&self) -> usize {
         1
     }
+    /// Which of `lanes` writer lanes `item` goes to: a function of its
+    /// ledger partition, so that batches of different lanes append to
+    /// different partitions and never wait on each other's locks (and a
+    /// subject's requests stay in one lane, in order).
+    fn lane_of(&self, _item: &WriteItem, _lanes: usize) -> usize {
+        0
+    }
     async fn idempotent_response(
         &self,
         tenant: &str,
