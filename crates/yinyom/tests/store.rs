@@ -610,25 +610,39 @@ async fn outbox_events_page_by_cursor(backend: Backend) {
     assert!(store.events_after(&a, after, 4).await.unwrap().is_empty());
 }
 
-/// Evidence is stored once per distinct value; erasing a subject deletes
-/// the evidence only its entries kept, lets go of the rest (another
-/// subject's identical evidence stays theirs), and the chain verifies.
+/// Evidence is stored once per distinct value and ledger partition;
+/// erasing a subject deletes the evidence only its entries kept, lets go
+/// of the rest (another subject's identical evidence stays theirs), and the
+/// chain verifies.
 async fn evidence_is_stored_once_and_erasure_deletes_the_subjects_own(backend: Backend) {
     let db = Db::new(backend).await;
     let store = db.open().await;
     let t = tenant(store.as_ref(), "A").await;
+    let part =
+        |id: &str| yinyom_core::ledger::partition_of(&t, id, yinyom_core::ledger::PARTITIONS);
+    // s2 in another partition than s1, s3 in s2's.
+    let s2_id = (0..)
+        .map(|i| format!("s2-{i}"))
+        .find(|id| part(id) != part("s1"))
+        .unwrap();
+    let s3_id = (0..)
+        .map(|i| format!("s3-{i}"))
+        .find(|id| part(id) == part(&s2_id))
+        .unwrap();
     let mut own = prepare(store.as_ref(), &t, request("s1", Action::Grant, None)).await;
     own.evidence = Some(serde_json::json!({ "typed_email": "s1@example.com" }));
-    // Three entries share {"ip": "203.0.113.9"}, one keeps s1's own.
+    // Four entries share {"ip": "203.0.113.9"} (one in s1's partition,
+    // three in s2's), one keeps s1's own.
     let batch = vec![
         prepare(store.as_ref(), &t, request("s1", Action::Grant, None)).await,
-        prepare(store.as_ref(), &t, request("s2", Action::Grant, None)).await,
+        prepare(store.as_ref(), &t, request(&s2_id, Action::Grant, None)).await,
+        prepare(store.as_ref(), &t, request(&s3_id, Action::Grant, None)).await,
         own,
     ];
     commit(store.as_ref(), &batch).await;
     commit(
         store.as_ref(),
-        &[prepare(store.as_ref(), &t, request("s2", Action::Withdraw, None)).await],
+        &[prepare(store.as_ref(), &t, request(&s2_id, Action::Withdraw, None)).await],
     )
     .await;
     let count = |sql: &'static str| {
@@ -640,13 +654,17 @@ async fn evidence_is_stored_once_and_erasure_deletes_the_subjects_own(backend: B
                 .unwrap()
         }
     };
-    assert_eq!(count("SELECT COUNT(*) FROM evidence").await, 2);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM evidence").await,
+        3,
+        "the shared value once in each of two partitions, s1's own once"
+    );
     assert_eq!(
         count("SELECT CAST(SUM(refs) AS BIGINT) FROM evidence").await,
-        4
+        5
     );
     let s1 = store.subject(&t, "s1").await.unwrap().unwrap();
-    let s2 = store.subject(&t, "s2").await.unwrap().unwrap();
+    let s2 = store.subject(&t, &s2_id).await.unwrap().unwrap();
     let ev = store.evidence(&t, &s1.uid).await.unwrap();
     assert_eq!(ev.len(), 2);
     assert!(ev.values().any(|v| v["typed_email"] == "s1@example.com"));
@@ -675,14 +693,15 @@ async fn evidence_is_stored_once_and_erasure_deletes_the_subjects_own(backend: B
     let left = store.evidence(&t, &s2.uid).await.unwrap();
     assert_eq!(left.len(), 2, "s2's identical evidence stays: {left:?}");
     assert!(left.values().all(|v| v["ip"] == "203.0.113.9"));
+    assert_eq!(count("SELECT COUNT(*) FROM evidence").await, 1);
     assert_eq!(
         count("SELECT CAST(SUM(refs) AS BIGINT) FROM evidence").await,
-        2
+        3
     );
     let r = store.verify_ledger(&t).await.unwrap();
-    assert!(r.ok && r.checked == 4, "{r:?}");
+    assert!(r.ok && r.checked == 5, "{r:?}");
     let r = store.verify_ledger_sequential(&t).await.unwrap();
-    assert!(r.ok && r.checked == 4, "{r:?}");
+    assert!(r.ok && r.checked == 5, "{r:?}");
 }
 
 /// Old events go once every consumer has them: not past the least cursor
@@ -842,7 +861,7 @@ fn old_form(
         ("ledger", "hash" | "prev_hash" | "evidence_hash") => hex(column),
         ("ledger", "evidence") => format!(
             "(SELECT e.body FROM {src}.evidence e WHERE e.tenant = x.tenant
-              AND e.hash = x.evidence_hash AND x.evidence_kept = 1)"
+              AND e.part = x.part AND e.hash = x.evidence_hash AND x.evidence_kept = 1)"
         ),
         ("outbox", "subject_uid" | "purpose") => of_entry(column),
         ("outbox", "kind") => {
@@ -872,14 +891,19 @@ fn old_form(
 
 /// Where the rows of `table` in the old schema come from: the table
 /// itself, or for `ledger_heads` (the single chain's head before 0140)
-/// partition 0's head.
-fn old_source(src: &str, table: &str) -> String {
+/// partition 0's head, or for `evidence` before 0150 one row per value.
+fn old_source(src: &str, table: &str, cutoff: &str) -> String {
     match table {
-        "ledger_heads" => {
+        "ledger_heads" if cutoff <= "0140" => {
             format!(
                 "(SELECT tenant, size AS seq, hash FROM {src}.ledger_partitions WHERE part = 0)"
             )
         }
+        // Before 0150, once per tenant and value (not per partition).
+        "evidence" if cutoff <= "0150" => format!(
+            "(SELECT tenant, hash, MIN(body) AS body, SUM(refs) AS refs
+              FROM {src}.evidence GROUP BY tenant, hash)"
+        ),
         _ => format!("{src}.{table}"),
     }
 }
@@ -898,10 +922,12 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
     let b = tenant(src.as_ref(), "B").await;
     // One partition each: the single chain ledgers were before migration
     // 0140 (dense `seq`, every entry linked to the one before).
-    sqlx::query("UPDATE tenants SET partitions = 1")
-        .execute(src.pool())
-        .await
-        .unwrap();
+    if cutoff <= "0140" {
+        sqlx::query("UPDATE tenants SET partitions = 1")
+            .execute(src.pool())
+            .await
+            .unwrap();
+    }
     let mut own = prepare(src.as_ref(), &a, request("s3", Action::Grant, None)).await;
     own.evidence = Some(serde_json::json!({ "typed_email": "s3@example.com" }));
     let batch = vec![
@@ -995,7 +1021,7 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     "INSERT INTO main.{t} ({}) SELECT {} FROM {} x",
                     columns.join(", "),
                     values.join(", "),
-                    old_source("src", t)
+                    old_source("src", t, cutoff)
                 ))
                 .execute(&old)
                 .await
@@ -1062,7 +1088,7 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     "INSERT INTO {old_schema}.{t} ({}) SELECT {} FROM {} x",
                     columns.join(", "),
                     values.join(", "),
-                    old_source(&src_schema, t)
+                    old_source(&src_schema, t, cutoff)
                 ))
                 .execute(&old)
                 .await
@@ -1083,11 +1109,26 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                 .unwrap();
         assert!(after.contains("WITHOUT ROWID"), "{after}");
     }
-    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evidence")
-        .fetch_one(up.pool())
-        .await
-        .unwrap();
-    assert_eq!(kept, 3, "one row per tenant and distinct evidence");
+    let evidence = |pool: sqlx::AnyPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM evidence")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let kept = evidence(up.pool().clone()).await;
+    assert_eq!(
+        kept,
+        evidence(src.pool().clone()).await,
+        "one row per tenant, partition and distinct evidence"
+    );
+    if cutoff <= "0140" {
+        assert_eq!(
+            kept, 3,
+            "one partition: one row per tenant and distinct evidence"
+        );
+    } else {
+        assert!(kept > 3, "the shared evidence is in several partitions");
+    }
     for t in [&a, &b] {
         let r = up.verify_ledger(t).await.unwrap();
         assert!(r.ok, "{r:?}");
@@ -1171,7 +1212,9 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
         .await
         .unwrap();
     assert!(parts.len() > 10, "{parts:?}");
-    assert!(parts.iter().any(|h| h.partition == 0));
+    if cutoff <= "0140" {
+        assert!(parts.iter().any(|h| h.partition == 0));
+    }
 }
 
 /// A database of the single-chain schema (before 0140) upgraded to
@@ -1185,4 +1228,18 @@ async fn sqlite_upgrade_to_partitioned_chains_keeps_every_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_upgrade_to_partitioned_chains_keeps_every_row() {
     upgrade_keeps_every_row(Backend::Postgres, "0140").await;
+}
+
+/// A database of before 0150 (evidence once per tenant and value, shared
+/// across partitions) upgraded: each value is then kept once per
+/// partition, its references counted there; everything reads and verifies
+/// as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_to_evidence_by_partition_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Sqlite, "0150").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_to_evidence_by_partition_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Postgres, "0150").await;
 }

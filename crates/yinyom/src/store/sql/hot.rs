@@ -32,11 +32,13 @@ pub struct HotQuery {
 }
 
 /// The evidence a ledger row `l` keeps (its JSON), if any: stored once per
-/// distinct value in `evidence`, keyed by the hash the entry chains.
+/// distinct value and partition in `evidence`, keyed by the hash the entry
+/// chains.
 macro_rules! evidence_of_row {
     () => {
         "(SELECT e.body FROM evidence e
-         WHERE e.tenant = l.tenant AND e.hash = l.evidence_hash AND l.evidence_kept = 1)"
+         WHERE e.tenant = l.tenant AND e.part = l.part AND e.hash = l.evidence_hash
+           AND l.evidence_kept = 1)"
     };
 }
 pub(crate) use evidence_of_row;
@@ -93,7 +95,7 @@ pub const HISTORY: &str =
     "SELECT * FROM ledger WHERE tenant = $1 AND subject_uid = $2 ORDER BY seq";
 /// A subject's stored evidence.
 pub const EVIDENCE: &str = "SELECT l.seq, e.body AS evidence FROM ledger l
-     JOIN evidence e ON e.tenant = l.tenant AND e.hash = l.evidence_hash
+     JOIN evidence e ON e.tenant = l.tenant AND e.part = l.part AND e.hash = l.evidence_hash
      WHERE l.tenant = $1 AND l.subject_uid = $2 AND l.evidence_kept = 1";
 /// A subject's receipts.
 pub const RECEIPTS: &str = "SELECT id, jws, created_at FROM receipts

@@ -922,16 +922,18 @@ fn stored_entries<'r>(ledger: &[(&'r LedgerEntry, Option<&str>)]) -> Result<Vec<
         .collect()
 }
 
-/// The batch's evidence, once per (tenant, hash): its JSON and how many of
-/// the batch's ledger rows keep it (added to `evidence.refs`).
+/// The batch's evidence, once per (tenant, partition, hash): its JSON and
+/// how many of the batch's ledger rows keep it (added to `evidence.refs`).
+/// Per partition, so that only the writers of a partition, who hold its
+/// lock, touch its evidence rows.
 fn evidence_rows<'r>(
     ledger: &[(&'r LedgerEntry, Option<&'r str>)],
-) -> Vec<(&'r str, &'r str, &'r str, i64)> {
-    let mut seen: HashMap<(&str, &str), (&str, i64)> = HashMap::new();
+) -> Vec<(&'r str, u32, &'r str, &'r str, i64)> {
+    let mut seen: HashMap<(&str, u32, &str), (&str, i64)> = HashMap::new();
     let mut order = Vec::new();
     for (e, evidence) in ledger {
         if let (Some(body), Some(hash)) = (evidence, e.body.evidence_hash.as_deref()) {
-            let key = (e.body.tenant.as_str(), hash);
+            let key = (e.body.tenant.as_str(), e.partition, hash);
             seen.entry(key)
                 .and_modify(|(_, refs)| *refs += 1)
                 .or_insert_with(|| {
@@ -940,12 +942,14 @@ fn evidence_rows<'r>(
                 });
         }
     }
-    // In key order: batches committing side by side (or on two nodes)
-    // then lock shared evidence rows in the same order, so never deadlock.
+    // In key order, as the partitions' locks are taken.
     order.sort_unstable();
     order
         .into_iter()
-        .filter_map(|k| seen.get(&k).map(|(body, refs)| (k.0, k.1, *body, *refs)))
+        .filter_map(|k| {
+            seen.get(&k)
+                .map(|(body, refs)| (k.0, k.1, k.2, *body, *refs))
+        })
         .collect()
 }
 
@@ -954,7 +958,7 @@ fn evidence_rows<'r>(
 /// (A macro, so that both write paths' statements are built from it.)
 macro_rules! upsert_evidence {
     () => {
-        " ON CONFLICT (tenant, hash) DO UPDATE SET refs = evidence.refs + excluded.refs"
+        " ON CONFLICT (tenant, part, hash) DO UPDATE SET refs = evidence.refs + excluded.refs"
     };
 }
 const UPSERT_EVIDENCE: &str = upsert_evidence!();
@@ -1043,8 +1047,8 @@ async fn write_batch_pg(
         .collect();
     let evidence_json: Vec<serde_json::Value> = evidence_rows(&ledger)
         .iter()
-        .map(|(tenant, hash, body, refs)| {
-            json!({"tenant": tenant, "hash": hash, "body": body, "refs": refs})
+        .map(|(tenant, part, hash, body, refs)| {
+            json!({"tenant": tenant, "part": part, "hash": hash, "body": body, "refs": refs})
         })
         .collect();
     let states_json: Vec<serde_json::Value> = latest_states(rows)
@@ -1149,9 +1153,10 @@ const PG_WRITE_BATCH: &str = concat!(
             occurred_at bigint, recorded_at bigint, expires_at bigint, receipt_id text,
             prev_hash text, hash text, guardian bigint)
         RETURNING 1),
-  e AS (INSERT INTO evidence (tenant, hash, body, refs)
-        SELECT tenant, decode(hash, 'hex'), body, refs
-        FROM jsonb_to_recordset($7::jsonb) AS x(tenant text, hash text, body text, refs bigint)",
+  e AS (INSERT INTO evidence (tenant, part, hash, body, refs)
+        SELECT tenant, part, decode(hash, 'hex'), body, refs
+        FROM jsonb_to_recordset($7::jsonb) AS x(tenant text, part bigint, hash text, body text,
+            refs bigint)",
     upsert_evidence!(),
     "
         RETURNING 1),

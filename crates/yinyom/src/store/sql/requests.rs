@@ -731,21 +731,22 @@ impl Requests for SqlStore {
                                   ELSE status END
              WHERE tenant = $1 AND subject_uid = $2")
         .await?;
-        // Evidence is stored once per distinct value, counting the ledger
-        // rows that keep it: the subject's rows let go of theirs, and a
-        // value no other entry keeps is deleted. (A value other subjects'
-        // entries hold too, identical to the byte, stays theirs.)
+        // Evidence is stored once per distinct value and partition,
+        // counting the ledger rows that keep it: the subject's rows let go
+        // of theirs, and a value no other entry keeps is deleted. (A value
+        // other subjects' entries hold too, identical to the byte, stays
+        // theirs.)
         run(
             "UPDATE evidence SET refs = refs - (SELECT COUNT(*) FROM ledger l
                  WHERE l.tenant = $1 AND l.subject_uid = $2 AND l.evidence_kept = 1
-                   AND l.evidence_hash = evidence.hash)
-             WHERE tenant = $1 AND hash IN (SELECT evidence_hash FROM ledger
+                   AND l.part = evidence.part AND l.evidence_hash = evidence.hash)
+             WHERE tenant = $1 AND (part, hash) IN (SELECT part, evidence_hash FROM ledger
                  WHERE tenant = $1 AND subject_uid = $2 AND evidence_kept = 1)",
         )
         .await?;
         run(
-            "DELETE FROM evidence WHERE tenant = $1 AND refs <= 0 AND hash IN
-                 (SELECT evidence_hash FROM ledger
+            "DELETE FROM evidence WHERE tenant = $1 AND refs <= 0 AND (part, hash) IN
+                 (SELECT part, evidence_hash FROM ledger
                   WHERE tenant = $1 AND subject_uid = $2 AND evidence_kept = 1)",
         )
         .await?;

@@ -236,13 +236,14 @@ impl Db {
         if !evidence.is_empty() {
             let mut upsert = self.prepare(&insert(
                 "evidence",
-                "tenant, hash, body, refs",
+                "tenant, part, hash, body, refs",
                 UPSERT_EVIDENCE,
             ))?;
-            for (tenant, hash, body, refs) in evidence {
+            for (tenant, part, hash, body, refs) in evidence {
                 let hash = hash_bytes(hash)?;
                 upsert.run(&[
                     Param::Text(tenant),
+                    Param::Int(i64::from(part)),
                     Param::Blob(&hash),
                     Param::Text(body),
                     Param::Int(refs),
