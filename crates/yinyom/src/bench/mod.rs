@@ -392,6 +392,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
             .unwrap_or(0)
     );
 
+    // First: resident memory is measured as the process's growth, which
+    // memory the allocator kept from earlier sections would hide.
+    if on(Section::Memory) {
+        memory(args.memory_subjects);
+    }
     if on(Section::Http) || on(Section::Batch) || on(Section::Writes) {
         let store: Arc<dyn Store> =
             Arc::new(SqlStore::sqlite(&dir.path().join("yinyom.db")).await?);
@@ -410,9 +415,6 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
     if on(Section::Import) {
         import(args.import_rows, dir.path()).await?;
-    }
-    if on(Section::Memory) {
-        memory(args.memory_subjects);
     }
     if on(Section::Pg) {
         propagation::pg_writes(&args, warmup, duration).await?;
