@@ -604,11 +604,12 @@ const EVIDENCE_OF_ROW: &str = hot::evidence_of_row!();
 /// A hash as the ledger stores it (`hash`, `prev_hash`, `evidence_hash`,
 /// `evidence.hash`): its 32 bytes, not the 64 hex digits the chain is
 /// written in (migration 0130).
-pub(crate) fn hash_bytes(hex_digits: &str) -> Result<Vec<u8>> {
-    hex::decode(hex_digits)
-        .ok()
-        .filter(|b| b.len() == 32)
-        .ok_or_else(|| StoreError::Unavailable(format!("not a SHA-256 hash: {hex_digits:?}")))
+pub(crate) fn hash_bytes(hex_digits: &str) -> Result<[u8; 32]> {
+    // Into a fixed array: three per ledger row, a million rows an import.
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digits, &mut out)
+        .map_err(|_| StoreError::Unavailable(format!("not a SHA-256 hash: {hex_digits:?}")))?;
+    Ok(out)
 }
 
 /// A stored hash back in the chain's form: 64 lowercase hex digits.

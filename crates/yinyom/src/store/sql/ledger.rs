@@ -896,9 +896,9 @@ fn ledger_rows<'r>(rows: &'r Rows<'_>) -> Vec<(&'r LedgerEntry, Option<&'r str>)
 /// row keeps evidence (in `evidence`, once per distinct value).
 struct StoredEntry<'r> {
     entry: &'r LedgerEntry,
-    prev_hash: Vec<u8>,
-    hash: Vec<u8>,
-    evidence_hash: Option<Vec<u8>>,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+    evidence_hash: Option<[u8; 32]>,
     evidence_kept: bool,
 }
 

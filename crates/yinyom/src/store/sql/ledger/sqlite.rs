@@ -48,7 +48,7 @@ fn ledger_params<'a>(s: &'a StoredEntry<'_>) -> [Param<'a>; 22] {
         b.notice.as_ref().map(|n| n.hash.as_str()).into(),
         Param::Text(&b.source),
         Param::Text(&b.actor),
-        s.evidence_hash.as_deref().into(),
+        s.evidence_hash.as_ref().map(|h| &h[..]).into(),
         Param::Int(i64::from(s.evidence_kept)),
         Param::Int(b.occurred_at),
         Param::Int(b.recorded_at),
