@@ -72,22 +72,33 @@ fn propagates(s: &SystemRow) -> bool {
     }
 }
 
+/// How often the cursor of a tenant with no system to propagate to is
+/// moved to the head (a durable write: after every consent batch it cost
+/// the writers an fsync each).
+const IDLE_ADVANCE: Duration = Duration::from_secs(5);
+
 /// Follow the outbox and queue propagations (leader only).
 pub async fn follow(svc: Weak<Services>) {
     let Some(mut changed) = svc.upgrade().map(|a| a.changed.subscribe()) else {
         return;
     };
+    let mut advanced: Option<std::time::Instant> = None;
     loop {
         let Some(a) = svc.upgrade() else { return };
-        if let Err(e) = follow_round(&a).await {
-            tracing::warn!(error = %e, "consent propagation: storage unavailable");
+        let advance_idle = advanced.is_none_or(|t| t.elapsed() >= IDLE_ADVANCE);
+        match follow_round(&a, advance_idle).await {
+            Ok(()) if advance_idle => advanced = Some(std::time::Instant::now()),
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "consent propagation: storage unavailable"),
         }
         drop(a);
         let _ = tokio::time::timeout(Duration::from_millis(500), changed.changed()).await;
     }
 }
 
-async fn follow_round(svc: &Arc<Services>) -> Result<(), StoreError> {
+/// One round over the tenants; `advance_idle`: also move the cursors of
+/// tenants with no system to propagate to.
+async fn follow_round(svc: &Arc<Services>, advance_idle: bool) -> Result<(), StoreError> {
     if !svc.store.lead().await? {
         return Ok(());
     }
@@ -100,9 +111,13 @@ async fn follow_round(svc: &Arc<Services>) -> Result<(), StoreError> {
             .into_iter()
             .filter(propagates)
             .collect();
+        // Without a mapped consent column the cursor follows the head (every
+        // `IDLE_ADVANCE`), so a system mapped later propagates the changes
+        // made from then on (or from a few seconds before).
+        if systems.is_empty() && !advance_idle {
+            continue;
+        }
         let mut cursor = svc.store.sink_cursor(SINK, &tenant).await?;
-        // Without a mapped consent column the cursor follows the head, so a
-        // system mapped later propagates the changes made from then on.
         if systems.is_empty() {
             let last = svc.store.last_event(&tenant).await?;
             if last > cursor {
