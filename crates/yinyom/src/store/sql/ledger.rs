@@ -814,10 +814,10 @@ fn new_subjects<'i>(items: &[&'i WriteItem], mut found: HashMap<Key, String>) ->
         .collect::<BTreeSet<_>>()
     {
         let key = (tenant.clone(), id.clone());
-        if !found.contains_key(&key) {
+        if let std::collections::hash_map::Entry::Vacant(e) = found.entry(key) {
             // Time-ordered uids: index inserts append instead of splitting pages.
             let uid = uuid::Uuid::now_v7().to_string();
-            found.insert(key, uid.clone());
+            e.insert(uid.clone());
             created.push((tenant, id, uid));
         }
     }
