@@ -526,10 +526,10 @@ fn pg_text(s: &str) -> Result<String> {
 }
 
 /// `(a, b), (c, d), …` of string constants.
-fn pg_pairs<'a>(pairs: impl Iterator<Item = (&'a str, String)>) -> Result<String> {
+fn pg_text_pairs<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Result<String> {
     let mut out = Vec::new();
     for (a, b) in pairs {
-        out.push(format!("({}, {b})", pg_text(a)?));
+        out.push(format!("({}, {})", pg_text(a)?, pg_text(b)?));
     }
     Ok(out.join(", "))
 }
@@ -572,32 +572,25 @@ fn read_batch_sql(
         lock_statement(salt, wanted)
     );
     if !wanted.is_empty() {
-        let list = pg_pairs(wanted.iter().map(|(t, p)| (t.as_str(), p.to_string())))?;
+        let list = wanted
+            .iter()
+            .map(|(t, p)| Ok(format!("({}, {p})", pg_text(t)?)))
+            .collect::<Result<Vec<_>>>()?
+            .join(", ");
         sql.push_str(&format!(
             "\nUNION ALL SELECT 'h', tenant, part::text, size::text, hash, NULL, NULL, NULL
              FROM ledger_partitions WHERE (tenant, part) IN (VALUES {list})"
         ));
     }
     if !keys.is_empty() {
-        let list = pg_pairs(
-            keys.iter()
-                .map(|(t, k)| Ok((t.as_str(), pg_text(k)?)))
-                .collect::<Result<Vec<_>>>()?
-                .into_iter(),
-        )?;
+        let list = pg_text_pairs(keys.iter().copied())?;
         sql.push_str(&format!(
             "\nUNION ALL SELECT 'i', tenant, key, request_hash, response, NULL, NULL, NULL
              FROM idempotency_keys WHERE (tenant, key) IN (VALUES {list})"
         ));
     }
     if !subjects.is_empty() {
-        let list = pg_pairs(
-            subjects
-                .iter()
-                .map(|(t, id)| Ok((t.as_str(), pg_text(id)?)))
-                .collect::<Result<Vec<_>>>()?
-                .into_iter(),
-        )?;
+        let list = pg_text_pairs(subjects.iter().copied())?;
         sql.push_str(&format!(
             "\nUNION ALL SELECT 's', tenant, id, uid, NULL, NULL, NULL, NULL
              FROM subjects WHERE (tenant, id) IN (VALUES {list})
@@ -893,7 +886,7 @@ fn ledger_rows<'r>(rows: &'r Rows<'_>) -> Vec<(&'r LedgerEntry, Option<&'r str>)
 }
 
 /// A ledger row in its stored form: the hashes as bytes, and whether the
-/// row keeps evidence (in `evidence`, once per distinct value).
+/// row keeps evidence (in `evidence`, once per distinct value and partition).
 struct StoredEntry<'r> {
     entry: &'r LedgerEntry,
     prev_hash: [u8; 32],
@@ -1120,6 +1113,7 @@ fn notify_sql(channel: Option<&str>, rows: &Rows<'_>) -> Result<String> {
         let last = upto.entry(e.body.tenant.as_str()).or_default();
         *last = (*last).max(e.seq);
     }
+    let channel = pg_text(channel)?;
     let mut sql = String::new();
     for (tenant, upto) in upto {
         let payload = serde_json::to_string(&Change::Ledger {
@@ -1128,8 +1122,7 @@ fn notify_sql(channel: Option<&str>, rows: &Rows<'_>) -> Result<String> {
         })
         .map_err(json_err)?;
         sql.push_str(&format!(
-            " SELECT pg_notify({}, {});",
-            pg_text(channel)?,
+            " SELECT pg_notify({channel}, {});",
             pg_text(&payload)?
         ));
     }
