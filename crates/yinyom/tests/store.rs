@@ -264,6 +264,96 @@ async fn many_subjects_in_one_batch(backend: Backend) {
     assert_eq!(snap.len(), 1_000);
 }
 
+/// A batch as large as an import's is written in chunks (on SQLite,
+/// chained on a second thread while the chunk before is written): the
+/// result is the batch written at once. Subjects recur across chunks with
+/// choices out of time order, an idempotency key is reused in a later
+/// chunk; the current state is the fold of each subject's history and
+/// every outbox row carries the state before and after its entry.
+async fn a_large_batch_is_written_as_one(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let t = tenant(store.as_ref(), "T").await;
+    let actions = [Action::Grant, Action::Withdraw, Action::Deny, Action::Grant];
+    let view = app::load_view(store.as_ref()).await.expect("view");
+    let mut batch = Vec::new();
+    for i in 0..5_000usize {
+        // Spread over five years, not in the order of the batch.
+        let day = (i * 7_919) % 1_800;
+        let at = time::rfc3339(
+            time::parse_rfc3339("2020-01-01T00:00:00Z").unwrap() + day as i64 * 86_400_000_000,
+        );
+        let req = request(&format!("s{}", i % 1_500), actions[i / 1_500], Some(&at));
+        let mut item = view
+            .read(&t, |tv| {
+                record::prepare(tv, req, "test", Origin::Api, None, time::now())
+            })
+            .expect("tenant in view")
+            .expect("valid request");
+        if i == 100 || i == 4_000 {
+            item.subject_id = "keyed".into();
+            item.idempotency = Some(Idempotency {
+                key: "k".into(),
+                request_hash: "h".into(),
+            });
+        }
+        batch.push(item);
+    }
+    let out = commit(store.as_ref(), &batch).await;
+    assert_eq!(out.len(), 5_000);
+    assert!(matches!(out[100], ItemOutcome::Written { .. }));
+    assert!(
+        matches!(out[4_000], ItemOutcome::Replayed { .. }),
+        "a key used in an earlier chunk of the batch is replayed"
+    );
+    let r = store.verify_ledger(&t).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.checked, 4_999);
+    settled(store.as_ref(), &t).await;
+    let ledger = store.ledger(&t).await.unwrap();
+    assert_eq!(ledger.len(), 4_999);
+    // seq follows the batch's order.
+    let seqs: Vec<u64> = out
+        .iter()
+        .filter_map(|o| match o {
+            ItemOutcome::Written { entries, .. } => Some(entries[0].seq),
+            _ => None,
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    for s in all_states(store.as_ref(), &t).await {
+        let mut fold = SubjectConsents::default();
+        for e in store.history(&t, &s.uid).await.unwrap() {
+            fold.apply(e.record().expect("consent entries only"));
+        }
+        assert_eq!(s.records, fold.records, "{}: state = replay", s.id);
+    }
+    // Before and after of each outbox row, replayed from the ledger.
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT seq, before_state, after_state FROM outbox WHERE tenant = $1 ORDER BY seq",
+    )
+    .bind(&t)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4_999);
+    let mut going: std::collections::HashMap<String, (ConsentState, i64, u64)> = Default::default();
+    for ((_, e), (seq, before, after)) in ledger.iter().zip(&rows) {
+        assert_eq!(e.seq, *seq as u64);
+        let slot = going.entry(e.body.subject_uid.clone()).or_insert((
+            ConsentState::Unspecified,
+            i64::MIN,
+            0,
+        ));
+        assert_eq!(before, slot.0.as_str(), "before entry {seq}");
+        let state = e.body.action.state().unwrap();
+        if (e.body.occurred_at, e.seq) > (slot.1, slot.2) {
+            *slot = (state, e.body.occurred_at, e.seq);
+        }
+        assert_eq!(after, slot.0.as_str(), "after entry {seq}");
+    }
+}
+
 /// Subject ids and idempotency keys are the client's text: quotes,
 /// backslashes and SQL in them are stored and found as written (the
 /// PostgreSQL batch writes its read's values into the query as string
@@ -796,6 +886,7 @@ on_every_backend!(
     state_is_the_fold_of_history_even_for_late_imports,
     idempotency_keys_replay_within_and_across_batches,
     many_subjects_in_one_batch,
+    a_large_batch_is_written_as_one,
     client_text_with_quotes_and_backslashes_round_trips,
     a_subject_created_meanwhile_keeps_one_uid,
     partition_heads_follow_the_entries,

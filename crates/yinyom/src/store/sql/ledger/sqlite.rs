@@ -60,6 +60,13 @@ fn ledger_params<'a>(s: &'a StoredEntry<'_>) -> [Param<'a>; 22] {
     ]
 }
 
+/// Batches of at least this many items are chained on a second thread
+/// while this one writes, [`PIPELINE_CHUNK`] items at a time. (A group
+/// commit of API requests is smaller: for it a thread would cost more than
+/// it saves, and the other core is busy serving requests anyway.)
+const PIPELINE_FROM: usize = 2_048;
+const PIPELINE_CHUNK: usize = 1_024;
+
 /// `INSERT INTO table (columns) VALUES (?, …)` with one `?` per column.
 fn insert(table: &str, columns: &str, tail: &str) -> String {
     let n = columns.split(',').count();
@@ -220,6 +227,14 @@ impl Db {
     }
 
     /// The steps of [`Ledger::commit`], inside the transaction.
+    ///
+    /// A large batch (an import's) is chained and written in chunks, the
+    /// chaining (canonical JSON, SHA-256, the rows' values) on a second
+    /// thread while this one writes the chunk before: SQLite has one
+    /// writer, and it then spends its time in SQLite. The chunks are
+    /// written in order in the same transaction, so the result is the
+    /// batch written at once: each chunk reads the current state the chunks
+    /// before it left.
     fn write(
         &self,
         store: &SqlStore,
@@ -228,10 +243,64 @@ impl Db {
     ) -> Result<Vec<ItemOutcome>> {
         let mut heads = self.lock_heads(store, items)?;
         let mut seen = self.prior_idempotency(items)?;
-        let uids = self.ensure_subjects(&fresh(items, &seen))?;
-        let (rows, outcomes) = chain_items(items, &mut seen, &uids.uids, &mut heads, seal)?;
+        let Subjects { uids, mut new } = self.ensure_subjects(&fresh(items, &seen))?;
+        if items.len() < PIPELINE_FROM {
+            let (rows, outcomes) = chain_items(items, &mut seen, &uids, &mut heads, seal)?;
+            self.write_rows(&rows, &mut new)?;
+            self.write_heads(&heads)?;
+            return Ok(outcomes);
+        }
+        let (heads, outcomes) = std::thread::scope(|scope| {
+            // Two chunks ahead at most: memory stays bounded.
+            let (chained, chunks) = std::sync::mpsc::sync_channel(2);
+            let chainer = scope.spawn(|| {
+                for chunk in items.chunks(PIPELINE_CHUNK) {
+                    let result = chain_items(chunk, &mut seen, &uids, &mut heads, seal);
+                    let failed = result.is_err();
+                    // The writer stopped (an error): so does the chaining.
+                    if chained.send(result).is_err() || failed {
+                        break;
+                    }
+                }
+                drop(chained);
+                heads
+            });
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut written = Ok(());
+            for chunk in chunks.iter() {
+                match chunk.and_then(|(rows, o)| self.write_rows(&rows, &mut new).map(|_| o)) {
+                    Ok(o) => outcomes.extend(o),
+                    Err(e) => {
+                        written = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(chunks);
+            let heads = chainer
+                .join()
+                .map_err(|_| StoreError::Unavailable("chaining the batch panicked".into()))?;
+            written.map(|_| (heads, outcomes))
+        })?;
+        if outcomes.len() != items.len() {
+            return Err(StoreError::Unavailable(
+                "the batch was not chained whole".into(),
+            ));
+        }
+        self.write_heads(&heads)?;
+        Ok(outcomes)
+    }
 
-        let ledger = ledger_rows(&rows);
+    /// The rows of chained items (entries, evidence, outbox, current state,
+    /// receipts, idempotency records). `new` holds the uids of subjects
+    /// this batch created that no chunk has written yet: they have no
+    /// current state to read. This chunk's subjects leave it.
+    fn write_rows(
+        &self,
+        rows: &Rows<'_>,
+        new: &mut std::collections::HashSet<String>,
+    ) -> Result<()> {
+        let ledger = ledger_rows(rows);
         let evidence = evidence_rows(&ledger);
         if !evidence.is_empty() {
             let mut upsert = self.prepare(&insert(
@@ -254,7 +323,10 @@ impl Db {
         for s in &stored_entries(&ledger)? {
             append.run(&ledger_params(s))?;
         }
-        let current = self.current_states(&ledger, &uids.new)?;
+        let current = self.current_states(&ledger, new)?;
+        for (e, _) in &ledger {
+            new.remove(&e.body.subject_uid);
+        }
         let mut outbox = self.prepare(&insert(
             "outbox",
             "tenant, seq, before_state, after_state",
@@ -274,7 +346,7 @@ impl Db {
              notice_key, notice_version, source, guardian",
             UPSERT_STATE,
         ))?;
-        for e in latest_states(&rows) {
+        for e in latest_states(rows) {
             let b = &e.body;
             state.run(&[
                 Param::Text(&b.tenant),
@@ -329,8 +401,12 @@ impl Db {
                 ])?;
             }
         }
-        // The tenant's entry counter (its hash is no longer kept), then
-        // the head of each partition appended to.
+        Ok(())
+    }
+
+    /// The tenant's entry counter (its hash is no longer kept), then the
+    /// head of each partition appended to.
+    fn write_heads(&self, heads: &Heads) -> Result<()> {
         let mut counter = self.prepare("UPDATE ledger_heads SET seq = ? WHERE tenant = ?")?;
         for (tenant, seq) in &heads.next_seq {
             let Some(seq) = seq else { continue };
@@ -351,7 +427,7 @@ impl Db {
                 Param::Int(last as i64),
             ])?;
         }
-        Ok(outcomes)
+        Ok(())
     }
 
     /// The chain heads the batch appends to (the transaction already
