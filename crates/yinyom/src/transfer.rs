@@ -34,6 +34,9 @@ use crate::store::{ItemOutcome, Store, WriteItem};
 /// waiting for a response), small enough to keep a batch in tens of MB.
 const BATCH: usize = 20_000;
 
+/// Rows parsed and handed on to be checked at a time.
+const CHUNK: usize = 1_024;
+
 pub fn guess_format(path: &Path) -> Option<Format> {
     match path.extension()?.to_str()? {
         "csv" => Some(Format::Csv),
@@ -170,6 +173,7 @@ fn rows(
                 }
             };
             let mut record = csv::StringRecord::new();
+            let mut evidence = EvidenceColumn::new(&headers);
             Box::new(std::iter::from_fn(move || {
                 match reader.read_record(&mut record) {
                     Ok(false) => None,
@@ -183,7 +187,7 @@ fn rows(
                             .deserialize::<Row>(Some(&headers))
                             .map_err(|e| e.to_string())
                             .and_then(|row| {
-                                let evidence = evidence_from_csv(&headers, &record)?;
+                                let evidence = evidence.of(&record)?;
                                 to_request(row, evidence)
                                     .map_err(|r| format!("{}: {}", r.field, r.detail))
                             });
@@ -280,18 +284,39 @@ impl Read for CountingReader {
     }
 }
 
-fn evidence_from_csv(
-    headers: &csv::StringRecord,
-    record: &csv::StringRecord,
-) -> Result<Option<serde_json::Value>, String> {
-    let Some(i) = headers.iter().position(|h| h == "evidence") else {
-        return Ok(None);
-    };
-    match record.get(i) {
-        None | Some("") => Ok(None),
-        Some(text) => serde_json::from_str(text)
-            .map(Some)
-            .map_err(|e| format!("evidence: not valid JSON: {e}")),
+/// The `evidence` column of a CSV file. A CRM export repeats a few values
+/// (the campaign form a row came from) over millions of rows: the values
+/// met recently are kept parsed, up to [`EvidenceColumn::KEPT`] of them.
+struct EvidenceColumn {
+    column: Option<usize>,
+    parsed: std::collections::HashMap<String, serde_json::Value>,
+}
+
+impl EvidenceColumn {
+    const KEPT: usize = 256;
+
+    fn new(headers: &csv::StringRecord) -> Self {
+        EvidenceColumn {
+            column: headers.iter().position(|h| h == "evidence"),
+            parsed: std::collections::HashMap::new(),
+        }
+    }
+
+    fn of(&mut self, record: &csv::StringRecord) -> Result<Option<serde_json::Value>, String> {
+        let text = match self.column.and_then(|i| record.get(i)) {
+            None | Some("") => return Ok(None),
+            Some(text) => text,
+        };
+        if let Some(v) = self.parsed.get(text) {
+            return Ok(Some(v.clone()));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("evidence: not valid JSON: {e}"))?;
+        if self.parsed.len() >= Self::KEPT {
+            self.parsed.clear();
+        }
+        self.parsed.insert(text.to_string(), v.clone());
+        Ok(Some(v))
     }
 }
 
@@ -326,8 +351,10 @@ pub async fn import(
         let vault = crate::vault::Vault::new(master);
         crate::services::arm_pseudonyms(&view, &vault, store.as_ref(), tenant).await?;
     }
-    // Parsing and checking the next batch overlaps with committing the
-    // previous one; the channel's capacity of one bounds memory.
+    // Three stages, each overlapping the others: this task reads and
+    // parses rows; a thread checks them against the registry
+    // (`record::prepare`) and gathers batches; a task commits them. The
+    // channels' small capacities bound memory.
     let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<WriteItem>>(1);
     let committer = tokio::spawn({
         let (store, bar) = (store.clone(), bar.clone());
@@ -348,36 +375,59 @@ pub async fn import(
             Ok::<usize, crate::store::StoreError>(imported)
         }
     });
-    let now = time::now();
-    let mut report = ImportReport::default();
-    let mut batch: Vec<WriteItem> = Vec::with_capacity(BATCH);
-    for (line, bytes, parsed) in rows(format, Box::new(input)) {
-        bar.set_position(bytes);
-        let item = parsed.and_then(|req| {
-            view.read(tenant, |tv| {
-                record::prepare(tv, req, "import", Origin::Import, None, now)
-            })
-            .ok_or_else(|| "unknown tenant".to_string())?
-            .map_err(|r| format!("{}: {}", r.field, r.detail))
-        });
-        match item {
-            Ok(item) => batch.push(item),
-            Err(reason) => {
-                bar.suspend(|| eprintln!("line {line}: {reason}"));
-                report.rejected.push((line, reason));
+    type Parsed = Vec<(usize, Result<ConsentRequest, String>)>;
+    let (parsed, mut checking) = tokio::sync::mpsc::channel::<Parsed>(4);
+    let checker = tokio::task::spawn_blocking({
+        let (bar, tenant) = (bar.clone(), tenant.to_string());
+        move || {
+            let now = time::now();
+            let mut rejected = Vec::new();
+            let mut batch: Vec<WriteItem> = Vec::with_capacity(BATCH);
+            while let Some(rows) = checking.blocking_recv() {
+                for (line, parsed) in rows {
+                    let item = parsed.and_then(|req| {
+                        view.read(&tenant, |tv| {
+                            record::prepare(tv, req, "import", Origin::Import, None, now)
+                        })
+                        .ok_or_else(|| "unknown tenant".to_string())?
+                        .map_err(|r| format!("{}: {}", r.field, r.detail))
+                    });
+                    match item {
+                        Ok(item) => batch.push(item),
+                        Err(reason) => {
+                            bar.suspend(|| eprintln!("line {line}: {reason}"));
+                            rejected.push((line, reason));
+                        }
+                    }
+                    if batch.len() >= BATCH
+                        && batches.blocking_send(std::mem::take(&mut batch)).is_err()
+                    {
+                        return rejected; // the committer failed; its error is reported
+                    }
+                }
             }
+            if !batch.is_empty() {
+                let _ = batches.blocking_send(batch);
+            }
+            rejected
         }
-        if batch.len() >= BATCH && batches.send(std::mem::take(&mut batch)).await.is_err() {
-            break; // the committer failed; its error is reported below
+    });
+    let mut chunk: Parsed = Vec::with_capacity(CHUNK);
+    for (line, bytes, row) in rows(format, Box::new(input)) {
+        bar.set_position(bytes);
+        chunk.push((line, row));
+        if chunk.len() >= CHUNK && parsed.send(std::mem::take(&mut chunk)).await.is_err() {
+            break; // the checker stopped: the committer failed
         }
     }
-    if !batch.is_empty() {
-        let _ = batches.send(batch).await;
+    if !chunk.is_empty() {
+        let _ = parsed.send(chunk).await;
     }
-    drop(batches);
-    report.imported = committer.await??;
+    drop(parsed);
+    let rejected = checker.await?;
+    let imported = committer.await??;
     bar.finish_and_clear();
-    Ok(report)
+    Ok(ImportReport { imported, rejected })
 }
 
 #[derive(Serialize)]
@@ -500,5 +550,36 @@ impl Sink {
             Sink::Jsonl(mut w) => w.flush()?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Repeated evidence is parsed once and kept, yet every row gets its
+    /// own value; a bad value is refused even right after good ones, and
+    /// more distinct values than are kept still each come out right.
+    #[test]
+    fn every_row_gets_its_own_evidence() {
+        let mut csv = String::from("subject,purpose,state,occurred_at,evidence\n");
+        let value = |i: usize| format!("{{\"form\":\"campaign-{}\"}}", i % 300);
+        for i in 0..1_000 {
+            let v = value(i).replace('"', "\"\"");
+            csv.push_str(&format!("s{i},p,granted,2024-01-01T00:00:00Z,\"{v}\"\n"));
+        }
+        csv.push_str("bad,p,granted,2024-01-01T00:00:00Z,{oops\n");
+        csv.push_str("none,p,granted,2024-01-01T00:00:00Z,\n");
+        let rows = parse(Format::Csv, csv.into_bytes());
+        assert_eq!(rows.len(), 1_002);
+        for (i, (line, row)) in rows.iter().take(1_000).enumerate() {
+            assert_eq!(*line, i + 2);
+            let req = row.as_ref().expect("a valid row");
+            let want: serde_json::Value = serde_json::from_str(&value(i)).unwrap();
+            assert_eq!(req.evidence.as_ref(), Some(&want), "row {i}");
+        }
+        let bad = rows[1_000].1.as_ref().expect_err("bad evidence");
+        assert!(bad.contains("evidence: not valid JSON"), "{bad}");
+        assert_eq!(rows[1_001].1.as_ref().unwrap().evidence, None);
     }
 }
