@@ -892,6 +892,41 @@ on_every_backend!(
     partition_heads_follow_the_entries,
 );
 
+/// SQLite: the writer leaves checkpoints to a task beside it. After a
+/// commit that fills the WAL, its pages reach the database file without
+/// any other write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_checkpointed_beside_the_writer() {
+    let db = Db::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let t = tenant(store.as_ref(), "T").await;
+    let view = app::load_view(store.as_ref()).await.expect("view");
+    let file = db.sqlite_dir().unwrap().join("yinyom.db");
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let before = size();
+    let batch: Vec<WriteItem> = (0..12_000)
+        .map(|i| {
+            let req = request(&format!("s{i}"), Action::Grant, None);
+            view.read(&t, |tv| {
+                record::prepare(tv, req, "test", Origin::Api, None, time::now())
+            })
+            .unwrap()
+            .unwrap()
+        })
+        .collect();
+    commit(store.as_ref(), &batch).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() < before + 4_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL was not checkpointed: {} → {} bytes",
+            before,
+            size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Every subject of the tenant with its current records, page by page.
 async fn all_states(store: &dyn Store, tenant: &str) -> Vec<yinyom::store::SubjectSnapshot> {
     let mut out = Vec::new();

@@ -90,7 +90,7 @@ pub struct SqlStore {
     reader: tokio::sync::OnceCell<verifications::Reader>,
     /// SQLite: the native connection consent batches are written through
     /// (`ledger/sqlite.rs`; opened on first use).
-    writer: tokio::sync::OnceCell<sqlx::SqlitePool>,
+    writer: tokio::sync::OnceCell<Writer>,
     /// Each tenant's number of ledger partitions (fixed at its creation).
     partitions: std::sync::Mutex<HashMap<String, u32>>,
     /// Batches committing at once on PostgreSQL ([`crate::store::Ledger::write_lanes`]).
@@ -352,8 +352,9 @@ impl SqlStore {
 
     /// SQLite: the native pool of one connection that consent batches are
     /// written through, set up like the `Any` pool's connections (WAL,
-    /// `synchronous = FULL`: a committed batch has been fsync'd).
-    async fn writer(&self) -> Result<&sqlx::SqlitePool> {
+    /// `synchronous = FULL`: a committed batch has been fsync'd), and the
+    /// WAL checkpointer beside it.
+    async fn writer(&self) -> Result<&Writer> {
         self.writer
             .get_or_try_init(|| async {
                 let options: sqlx::sqlite::SqliteConnectOptions =
@@ -367,15 +368,21 @@ impl SqlStore {
                     // A batch of an import dirties tens of MB: kept in
                     // memory until its commit writes them to the WAL once.
                     .pragma("cache_size", "-65536")
-                    .pragma("secure_delete", "ON");
-                sqlx::sqlite::SqlitePoolOptions::new()
+                    .pragma("secure_delete", "ON")
+                    // Checkpoints run beside the writer (`Writer`).
+                    .pragma("wal_autocheckpoint", "0");
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(0)
                     .idle_timeout(Duration::from_secs(300))
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(options)
                     .await
-                    .map_err(unavailable)
+                    .map_err(unavailable)?;
+                Ok(Writer {
+                    pool,
+                    checkpoints: checkpointer(self.pool.clone()),
+                })
             })
             .await
     }
@@ -798,6 +805,54 @@ impl Store for SqlStore {
 /// Rows per multi-row statement: well under SQLite's limit of 32,766 and
 /// PostgreSQL's of 65,535 bound parameters for the widest table (19 columns).
 const CHUNK: usize = 500;
+
+/// SQLite's consent writer: its connection, and the way to ask for a
+/// checkpoint of the WAL.
+///
+/// The writer's connection does not checkpoint (`wal_autocheckpoint = 0`):
+/// a checkpoint copies the WAL's pages into the database and fsyncs it,
+/// and done inside the writer's `COMMIT` (SQLite's default) it took a
+/// quarter of an import batch's time on the one thread every write waits
+/// for. After a commit that left [`CHECKPOINT_FRAMES`] or more frames in
+/// the WAL, the writer asks; a task checkpoints (`PASSIVE`: it never
+/// blocks the writer or readers) through the shared pool, on sqlx's own
+/// thread. Should the WAL still grow past [`CHECKPOINT_INLINE_FRAMES`],
+/// the writer checkpoints itself, as before.
+pub(crate) struct Writer {
+    pub(crate) pool: sqlx::SqlitePool,
+    checkpoints: tokio::sync::mpsc::Sender<()>,
+}
+
+/// SQLite's own default for `wal_autocheckpoint` (pages of 4 KiB).
+pub(crate) const CHECKPOINT_FRAMES: i32 = 1_000;
+/// About 400 MB of WAL: the checkpointer is not keeping up.
+pub(crate) const CHECKPOINT_INLINE_FRAMES: i32 = 100_000;
+
+impl Writer {
+    /// A commit left `frames` in the WAL.
+    pub(crate) fn committed(&self, frames: i32) {
+        if frames >= CHECKPOINT_FRAMES {
+            // Full: a checkpoint is already asked for.
+            let _ = self.checkpoints.try_send(());
+        }
+    }
+}
+
+/// The task that checkpoints when asked; it ends with its store.
+fn checkpointer(pool: AnyPool) -> tokio::sync::mpsc::Sender<()> {
+    let (ask, mut asked) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while asked.recv().await.is_some() {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the next commit asks again");
+            }
+        }
+    });
+    ask
+}
 
 /// The rows a batch adds, gathered before they are written set-wise.
 #[derive(Default)]

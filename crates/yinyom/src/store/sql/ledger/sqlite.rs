@@ -80,13 +80,18 @@ pub(super) async fn commit(
     items: &[WriteItem],
     seal: Sealer<'_>,
 ) -> Result<Vec<ItemOutcome>> {
-    let mut conn = store.writer().await?.acquire().await.map_err(unavailable)?;
+    let writer = store.writer().await?;
+    let mut conn = writer.pool.acquire().await.map_err(unavailable)?;
     let (result, in_transaction) = {
         let mut handle = conn.lock_handle().await.map_err(unavailable)?;
         let db = Db(handle.as_raw_handle());
         let result = blocking(|| db.batch(store, items, seal));
         (result, db.in_transaction())
     };
+    if let Ok((_, frames)) = &result {
+        writer.committed(*frames);
+    }
+    let result = result.map(|(outcomes, _)| outcomes);
     if in_transaction {
         // Neither COMMIT nor ROLLBACK went through (a disk full rolls back
         // by itself, but not always): the connection is not reused.
@@ -208,22 +213,39 @@ impl Db {
         })
     }
 
-    /// The batch in one transaction, rolled back on any error.
+    /// The batch in one transaction, rolled back on any error; with the
+    /// frames its commit left in the WAL.
     fn batch(
         &self,
         store: &SqlStore,
         items: &[WriteItem],
         seal: Sealer<'_>,
-    ) -> Result<Vec<ItemOutcome>> {
+    ) -> Result<(Vec<ItemOutcome>, i32)> {
         self.exec("BEGIN IMMEDIATE")?;
+        let mut frames: c_int = 0;
         let result = self.write(store, items, seal).and_then(|outcomes| {
+            let _hook = WalHook::count(self, &mut frames);
             self.exec("COMMIT")?;
             Ok(outcomes)
         });
         if result.is_err() && self.in_transaction() {
             let _ = self.exec("ROLLBACK");
         }
-        result
+        let outcomes = result?;
+        if frames >= super::CHECKPOINT_INLINE_FRAMES {
+            // The checkpointer is not keeping up: this writer checkpoints.
+            // SAFETY: an open handle; no transaction is open.
+            unsafe {
+                ffi::sqlite3_wal_checkpoint_v2(
+                    self.raw(),
+                    std::ptr::null(),
+                    ffi::SQLITE_CHECKPOINT_PASSIVE,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+            }
+        }
+        Ok((outcomes, frames))
     }
 
     /// The steps of [`Ledger::commit`], inside the transaction.
@@ -615,6 +637,41 @@ impl Db {
             }
         }
         Ok(current)
+    }
+}
+
+/// While alive, the connection's commits write the number of frames they
+/// leave in the WAL to a counter (SQLite's WAL hook, which is also how it
+/// checkpoints by itself; that is off on the writer's connection).
+struct WalHook<'d>(&'d Db);
+
+impl<'d> WalHook<'d> {
+    fn count(db: &'d Db, frames: &'d mut c_int) -> Self {
+        unsafe extern "C" fn hook(
+            counter: *mut std::ffi::c_void,
+            _: *mut ffi::sqlite3,
+            _: *const std::ffi::c_char,
+            frames: c_int,
+        ) -> c_int {
+            // SAFETY: `counter` is the `frames` borrowed for the hook's life.
+            unsafe { *counter.cast::<c_int>() = frames };
+            ffi::SQLITE_OK
+        }
+        // SAFETY: an open handle; `frames` outlives the hook, which `drop`
+        // removes before the borrow ends.
+        unsafe {
+            ffi::sqlite3_wal_hook(db.raw(), Some(hook), (frames as *mut c_int).cast());
+        }
+        WalHook(db)
+    }
+}
+
+impl Drop for WalHook<'_> {
+    fn drop(&mut self) {
+        // SAFETY: an open handle; no hook from here on.
+        unsafe {
+            ffi::sqlite3_wal_hook(self.0.raw(), None, std::ptr::null_mut());
+        }
     }
 }
 
