@@ -88,6 +88,11 @@ fn request(subject: &str, action: Action, occurred_at: Option<&str>) -> ConsentR
 
 async fn prepare(store: &dyn Store, tenant: &str, req: ConsentRequest) -> WriteItem {
     let view = app::load_view(store).await.expect("view");
+    prepare_in(&view, tenant, req)
+}
+
+/// [`prepare`] with a view already loaded (for many items).
+fn prepare_in(view: &yinyom::view::View, tenant: &str, req: ConsentRequest) -> WriteItem {
     view.read(tenant, |tv| {
         record::prepare(tv, req, "test", Origin::Api, None, time::now())
     })
@@ -284,12 +289,7 @@ async fn a_large_batch_is_written_as_one(backend: Backend) {
             time::parse_rfc3339("2020-01-01T00:00:00Z").unwrap() + day as i64 * 86_400_000_000,
         );
         let req = request(&format!("s{}", i % 1_500), actions[i / 1_500], Some(&at));
-        let mut item = view
-            .read(&t, |tv| {
-                record::prepare(tv, req, "test", Origin::Api, None, time::now())
-            })
-            .expect("tenant in view")
-            .expect("valid request");
+        let mut item = prepare_in(&view, &t, req);
         if i == 100 || i == 4_000 {
             item.subject_id = "keyed".into();
             item.idempotency = Some(Idempotency {
@@ -905,14 +905,7 @@ async fn sqlite_wal_is_checkpointed_beside_the_writer() {
     let size = || std::fs::metadata(&file).unwrap().len();
     let before = size();
     let batch: Vec<WriteItem> = (0..12_000)
-        .map(|i| {
-            let req = request(&format!("s{i}"), Action::Grant, None);
-            view.read(&t, |tv| {
-                record::prepare(tv, req, "test", Origin::Api, None, time::now())
-            })
-            .unwrap()
-            .unwrap()
-        })
+        .map(|i| prepare_in(&view, &t, request(&format!("s{i}"), Action::Grant, None)))
         .collect();
     commit(store.as_ref(), &batch).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

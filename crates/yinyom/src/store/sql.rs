@@ -818,19 +818,19 @@ const CHUNK: usize = 500;
 /// blocks the writer or readers) through the shared pool, on sqlx's own
 /// thread. Should the WAL still grow past [`CHECKPOINT_INLINE_FRAMES`],
 /// the writer checkpoints itself, as before.
-pub(crate) struct Writer {
-    pub(crate) pool: sqlx::SqlitePool,
+struct Writer {
+    pool: sqlx::SqlitePool,
     checkpoints: tokio::sync::mpsc::Sender<()>,
 }
 
 /// SQLite's own default for `wal_autocheckpoint` (pages of 4 KiB).
-pub(crate) const CHECKPOINT_FRAMES: i32 = 1_000;
+const CHECKPOINT_FRAMES: i32 = 1_000;
 /// About 400 MB of WAL: the checkpointer is not keeping up.
-pub(crate) const CHECKPOINT_INLINE_FRAMES: i32 = 100_000;
+const CHECKPOINT_INLINE_FRAMES: i32 = 100_000;
 
 impl Writer {
     /// A commit left `frames` in the WAL.
-    pub(crate) fn committed(&self, frames: i32) {
+    fn committed(&self, frames: i32) {
         if frames >= CHECKPOINT_FRAMES {
             // Full: a checkpoint is already asked for.
             let _ = self.checkpoints.try_send(());
