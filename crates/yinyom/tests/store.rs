@@ -920,6 +920,40 @@ async fn sqlite_wal_is_checkpointed_beside_the_writer() {
     }
 }
 
+/// SQLite: a WAL grown past its limit (one large import batch) is cut back
+/// to it once SQLite starts it over, rather than keeping its largest size
+/// on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_file_is_cut_back_to_its_limit() {
+    let db = Db::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let t = tenant(store.as_ref(), "T").await;
+    let view = app::load_view(store.as_ref()).await.expect("view");
+    let wal = db.sqlite_dir().unwrap().join("yinyom.db-wal");
+    let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    const LIMIT: u64 = 64 << 20;
+    let batch: Vec<WriteItem> = (0..70_000)
+        .map(|i| prepare_in(&view, &t, request(&format!("s{i}"), Action::Grant, None)))
+        .collect();
+    commit(store.as_ref(), &batch).await;
+    let grown = size();
+    assert!(grown > LIMIT, "the batch left only {grown} bytes of WAL");
+    // Once the WAL has been copied to the database, a commit starts it over.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut i = 0;
+    while size() > LIMIT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL file stayed at {} bytes",
+            size()
+        );
+        let more = prepare_in(&view, &t, request(&format!("more{i}"), Action::Grant, None));
+        commit(store.as_ref(), &[more]).await;
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Every subject of the tenant with its current records, page by page.
 async fn all_states(store: &dyn Store, tenant: &str) -> Vec<yinyom::store::SubjectSnapshot> {
     let mut out = Vec::new();

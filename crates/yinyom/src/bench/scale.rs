@@ -70,11 +70,13 @@ pub async fn scale(subjects: usize, seconds: u64) -> Result<(), Box<dyn std::err
     );
     std::fs::remove_file(&csv)?;
     let bytes = dir_bytes(&dir);
+    let wal = std::fs::metadata(dir.join("yinyom.db-wal")).map_or(0, |m| m.len());
     println!(
-        "{:<34} {:>10.0} B per record ({:.2} GB in all; target ≤ 300)",
+        "{:<34} {:>10.0} B per record ({:.2} GB in all, of which WAL {:.0} MB; target ≤ 300)",
         "data on disk",
         bytes as f64 / records as f64,
-        bytes as f64 / 1e9
+        bytes as f64 / 1e9,
+        wal as f64 / 1e6
     );
 
     // Cold start: the first from the store's current-state table; it

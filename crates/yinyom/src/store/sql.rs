@@ -176,6 +176,8 @@ impl SqlStore {
                              PRAGMA secure_delete = ON; PRAGMA optimize = 0x10002;",
                         )
                         .await?;
+                        let limit = format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}");
+                        conn.execute(limit.as_str()).await?;
                         Ok(())
                     })
                 }),
@@ -370,7 +372,8 @@ impl SqlStore {
                     .pragma("cache_size", "-65536")
                     .pragma("secure_delete", "ON")
                     // Checkpoints run beside the writer (`Writer`).
-                    .pragma("wal_autocheckpoint", "0");
+                    .pragma("wal_autocheckpoint", "0")
+                    .pragma("journal_size_limit", WAL_SIZE_LIMIT);
                 let pool = sqlx::sqlite::SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(0)
@@ -825,8 +828,19 @@ struct Writer {
 
 /// SQLite's own default for `wal_autocheckpoint` (pages of 4 KiB).
 const CHECKPOINT_FRAMES: i32 = 1_000;
-/// About 400 MB of WAL: the checkpointer is not keeping up.
-const CHECKPOINT_INLINE_FRAMES: i32 = 100_000;
+/// About 64 MiB of WAL, where the writer checkpoints itself.
+///
+/// SQLite starts the WAL over only when a write begins after a checkpoint
+/// has copied all of it. While the writer never pauses (an import), a
+/// checkpoint beside it copies what was committed when it started, and the
+/// writer has committed more by then: the WAL never starts over and grew
+/// to 400 MB. Here the writer copies the rest itself (the pages the
+/// checkpointer has not), so its next commit starts the WAL over, and
+/// truncates the file to [`WAL_SIZE_LIMIT`].
+const CHECKPOINT_INLINE_FRAMES: i32 = 16_384;
+/// `journal_size_limit`: the WAL file is cut back to this size (bytes)
+/// when it starts over, rather than staying at the largest it has been.
+const WAL_SIZE_LIMIT: &str = "67108864";
 
 impl Writer {
     /// A commit left `frames` in the WAL.
