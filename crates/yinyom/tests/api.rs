@@ -2074,6 +2074,7 @@ async fn tamper(t: &TestApp, sql: &str) {
         let real = nth_seq(t, c).await;
         sql = sql.replace(&format!("seq = {c}"), &format!("seq = {real}"));
     }
+    let sql = t.db.ledger_write(&sql);
     let sql = sql.as_str();
     let other = t.db.open().await;
     let done = sqlx::query(sql).execute(other.pool()).await.expect(sql);
@@ -2521,11 +2522,14 @@ async fn consent_events_stream_in_order_and_resume_after_the_last_event_id(backe
     // a reader resuming before them is told so; from where they end it
     // goes on.
     use yinyom::store::Outbox;
-    sqlx::query("UPDATE ledger SET recorded_at = recorded_at - $1")
-        .bind(8 * time::MICROS_PER_DAY)
-        .execute(t.store.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        &t.db
+            .ledger_write("UPDATE ledger SET recorded_at = recorded_at - $1"),
+    )
+    .bind(8 * time::MICROS_PER_DAY)
+    .execute(t.store.pool())
+    .await
+    .unwrap();
     let report = yinyom::lifecycle::run_once(&t.app, time::now())
         .await
         .unwrap();

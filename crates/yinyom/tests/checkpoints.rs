@@ -295,8 +295,17 @@ async fn a_rewritten_and_rehashed_ledger_breaks_the_signed_checkpoint(backend: B
             body.action = yinyom_core::consent::Action::Deny;
         }
         let new = chain.append_at(part, e.seq, body);
-        sqlx::query("UPDATE ledger SET action = $1, prev_hash = $2, hash = $3 WHERE tenant = $4 AND seq = $5")
-            .bind(serde_json::to_value(new.body.action).unwrap().as_str().unwrap().to_string())
+        let sql = t.db.ledger_write(
+            "UPDATE ledger SET action = $1, prev_hash = $2, hash = $3 WHERE tenant = $4 AND seq = $5",
+        );
+        sqlx::query(&sql)
+            .bind(
+                serde_json::to_value(new.body.action)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
             .bind(hex::decode(&new.prev_hash).unwrap())
             .bind(hex::decode(&new.hash).unwrap())
             .bind(t.tenant.as_str())
@@ -412,7 +421,9 @@ async fn the_audit_takes_in_checkpoints_made_while_it_runs(backend: Backend) {
     let rows = t.store.ledger(&t.tenant).await.unwrap();
     let target = rows[699].1.clone();
     let other = t.db.open().await;
-    sqlx::query("UPDATE ledger SET hash = $1 WHERE tenant = $2 AND seq = $3")
+    let sql =
+        t.db.ledger_write("UPDATE ledger SET hash = $1 WHERE tenant = $2 AND seq = $3");
+    sqlx::query(&sql)
         .bind(vec![0xab_u8; 32])
         .bind(t.tenant.as_str())
         .bind(target.seq as i64)

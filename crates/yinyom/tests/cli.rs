@@ -489,6 +489,7 @@ fn sql(data_dir: &Path, statement: &str) {
         let mut conn = sqlx::SqliteConnection::connect_with(&options)
             .await
             .expect("open the database");
+        let statement = &common::on_ledger_rows(statement);
         let done = sqlx::query(statement)
             .execute(&mut conn)
             .await

@@ -352,3 +352,44 @@ async fn postgres_generic_plans_seek_past_the_tenant() {
         "{plan:#?}"
     );
 }
+
+/// SQLite: `ledger`, `consent_states` and `outbox` are views that find the
+/// tenant's number by its id (migration 0160). With the statistics of one
+/// tenant (most deployments) the planner must still seek that id, not scan
+/// for it: after a scan it cannot take a page of the ledger in index
+/// order, and sorts the tenant's whole range to apply `ORDER BY … LIMIT`.
+/// (With the number kept in a rowid column of `tenants`, it scanned.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_views_seek_the_tenant_with_the_statistics_of_one() {
+    let db = Db::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    populate(&store).await;
+    sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
+    let stat: String =
+        sqlx::query_scalar("SELECT stat FROM sqlite_stat1 WHERE tbl = 'tenant_numbers' LIMIT 1")
+            .fetch_one(store.pool())
+            .await
+            .expect("statistics of tenant_numbers");
+    assert!(stat.starts_with("1 "), "{stat}");
+    for name in [
+        "history",
+        "evidence",
+        "ledger_after",
+        "events_after",
+        "last_event",
+    ] {
+        let q = HOT.iter().find(|q| q.name == name).expect(name);
+        let plan = plan(&store, q).await;
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("SEARCH t USING PRIMARY KEY (id=?)")),
+            "{name}: {plan:#?}"
+        );
+        if name == "ledger_after" {
+            assert!(
+                !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+                "{name}: {plan:#?}"
+            );
+        }
+    }
+}

@@ -90,6 +90,7 @@ async fn finished(t: &TestApp, id: &str) -> Value {
 /// Run `sql` through a connection of its own, as someone with access to the
 /// database (not the API) would.
 async fn tamper(db: &Db, sql: &str) {
+    let sql = &db.ledger_write(sql);
     let other = db.open().await;
     let done = sqlx::query(sql).execute(other.pool()).await.expect(sql);
     assert!(done.rows_affected() >= 1, "{sql}");

@@ -112,6 +112,46 @@ impl Db {
     pub async fn open(&self) -> Arc<SqlStore> {
         Arc::new(SqlStore::connect(&self.url).await.expect("open the store"))
     }
+
+    /// `sql`, an UPDATE or DELETE of `ledger` rows, as it is run on this
+    /// database's tables (see [`on_ledger_rows`]).
+    pub fn ledger_write(&self, sql: &str) -> String {
+        if self._dir.is_some() {
+            on_ledger_rows(sql)
+        } else {
+            sql.to_string()
+        }
+    }
+}
+
+/// An UPDATE or DELETE of `ledger` rows as it is run on SQLite, where
+/// `ledger` is a read-only view of `ledger_rows`, which names the tenant by
+/// its number (migration 0160): `tenant = X` becomes the number of X.
+/// Any other statement is returned as it is.
+pub fn on_ledger_rows(sql: &str) -> String {
+    let sql = if let Some(rest) = sql.strip_prefix("UPDATE ledger SET") {
+        format!("UPDATE ledger_rows SET{rest}")
+    } else if let Some(rest) = sql.strip_prefix("DELETE FROM ledger WHERE") {
+        format!("DELETE FROM ledger_rows WHERE{rest}")
+    } else {
+        return sql.to_string();
+    };
+    let Some(at) = sql.find("tenant = ") else {
+        return sql;
+    };
+    let rest = &sql[at + "tenant = ".len()..];
+    let end = if let Some(quoted) = rest.strip_prefix('\'') {
+        quoted.find('\'').map_or(rest.len(), |i| i + 2)
+    } else {
+        rest.find(|c: char| c.is_whitespace() || c == ')')
+            .unwrap_or(rest.len())
+    };
+    format!(
+        "{}tenant_no = (SELECT no FROM tenant_numbers WHERE id = {}){}",
+        &sql[..at],
+        &rest[..end],
+        &rest[end..]
+    )
 }
 
 /// A running Yinyom on its own database.

@@ -979,18 +979,29 @@ fn latest_states<'r>(rows: &'r Rows<'_>) -> Vec<&'r LedgerEntry> {
 
 /// Current state follows the latest `(occurred_at, seq)`, like the domain
 /// fold; an older event (an import of history) leaves it alone.
-/// (A macro, so that both write paths' statements are built from it.)
+/// (A macro, so that both write paths' statements are built from it.) The
+/// row is upserted into `$table`, keyed by `$tenant` (on SQLite the table
+/// keyed by the tenant's number: see migration 0160).
 macro_rules! upsert_state {
-    () => {
-        " ON CONFLICT (tenant, subject_uid, purpose, channel) DO UPDATE SET
+    ($tenant:literal, $table:literal) => {
+        concat!(
+            " ON CONFLICT (",
+            $tenant,
+            ", subject_uid, purpose, channel) DO UPDATE SET
             state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
             expires_at = excluded.expires_at, notice_key = excluded.notice_key,
             notice_version = excluded.notice_version, source = excluded.source,
             guardian = excluded.guardian
-         WHERE (excluded.occurred_at, excluded.seq) > (consent_states.occurred_at, consent_states.seq)"
+         WHERE (excluded.occurred_at, excluded.seq) > (",
+            $table,
+            ".occurred_at, ",
+            $table,
+            ".seq)"
+        )
     };
 }
-const UPSERT_STATE: &str = upsert_state!();
+/// [`upsert_state!`] on SQLite's `consent_state_rows`.
+const UPSERT_STATE_ROW: &str = upsert_state!("tenant_no", "consent_state_rows");
 
 /// The whole batch in one PostgreSQL statement (each sub-statement of a
 /// `WITH` runs once, to completion): new subjects, ledger rows, evidence,
@@ -1165,7 +1176,7 @@ const PG_WRITE_BATCH: &str = concat!(
         FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, subject_uid text, purpose text,
             channel text, state text, seq bigint, occurred_at bigint, expires_at bigint,
             notice_key text, notice_version bigint, source text, guardian bigint)",
-    upsert_state!(),
+    upsert_state!("tenant", "consent_states"),
     "
         RETURNING 1),
   r AS (INSERT INTO receipts (tenant, id, subject_uid, jws, created_at)

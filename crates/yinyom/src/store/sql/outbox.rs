@@ -84,11 +84,16 @@ impl Outbox for SqlStore {
             }
             next = next.map(|_| seq as u64);
         }
+        // (On SQLite `outbox` is a view: the rows are `outbox_rows`.)
+        let delete = match self.dialect {
+            Dialect::Sqlite => {
+                "DELETE FROM outbox_rows
+                 WHERE tenant_no = (SELECT no FROM tenant_numbers WHERE id = $1) AND seq IN"
+            }
+            Dialect::Postgres => "DELETE FROM outbox WHERE tenant = $1 AND seq IN",
+        };
         for chunk in gone.chunks(CHUNK) {
-            let sql = format!(
-                "DELETE FROM outbox WHERE tenant = $1 AND seq IN ({})",
-                numbered(2, chunk.len())
-            );
+            let sql = format!("{delete} ({})", numbered(2, chunk.len()));
             let mut q = sqlx::query(&sql).bind(tenant);
             for seq in chunk {
                 q = q.bind(*seq);

@@ -750,8 +750,18 @@ impl Requests for SqlStore {
                   WHERE tenant = $1 AND subject_uid = $2 AND evidence_kept = 1)",
         )
         .await?;
-        let evidence = run("UPDATE ledger SET evidence_kept = 0
-             WHERE tenant = $1 AND subject_uid = $2 AND evidence_kept = 1")
+        // (On SQLite `ledger` is a view: the rows are `ledger_rows`.)
+        let evidence = run(match self.dialect {
+            Dialect::Sqlite => {
+                "UPDATE ledger_rows SET evidence_kept = 0
+                 WHERE tenant_no = (SELECT no FROM tenant_numbers WHERE id = $1)
+                   AND subject_uid = $2 AND evidence_kept = 1"
+            }
+            Dialect::Postgres => {
+                "UPDATE ledger SET evidence_kept = 0
+                 WHERE tenant = $1 AND subject_uid = $2 AND evidence_kept = 1"
+            }
+        })
         .await?;
         run("UPDATE rights_requests SET changes = NULL WHERE tenant = $1 AND subject_uid = $2")
             .await?;

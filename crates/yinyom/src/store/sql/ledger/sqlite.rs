@@ -24,18 +24,21 @@ use libsqlite3_sys as ffi;
 
 use super::*;
 
-/// The columns of a ledger row, in the order [`ledger_params`] binds them.
-/// A column is added here and there, nowhere else.
-const LEDGER_COLUMNS: &str = "tenant, seq, part, pseq, subject_uid, purpose, channel, action, \
+/// The columns of a `ledger_rows` row (the table behind the `ledger` view,
+/// keyed by the tenant's number: migration 0160), in the order
+/// [`ledger_params`] binds them. A column is added here and there, nowhere
+/// else.
+const LEDGER_COLUMNS: &str = "tenant_no, seq, part, pseq, subject_uid, purpose, channel, action, \
      notice_key, notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, \
      occurred_at, recorded_at, expires_at, receipt_id, prev_hash, hash, guardian";
 
-/// A ledger row's values, in the order of [`LEDGER_COLUMNS`].
-fn ledger_params<'a>(s: &'a StoredEntry<'_>) -> [Param<'a>; 22] {
+/// A ledger row's values, in the order of [`LEDGER_COLUMNS`]; `tenant`
+/// is the number of the entry's tenant.
+fn ledger_params<'a>(s: &'a StoredEntry<'_>, tenant: i64) -> [Param<'a>; 22] {
     let e = s.entry;
     let b = &e.body;
     [
-        Param::Text(&b.tenant),
+        Param::Int(tenant),
         Param::Int(e.seq as i64),
         Param::Int(i64::from(e.partition)),
         Param::Int(e.pseq as i64),
@@ -264,11 +267,12 @@ impl Db {
         seal: Sealer<'_>,
     ) -> Result<Vec<ItemOutcome>> {
         let mut heads = self.lock_heads(store, items)?;
+        let numbers = self.tenant_numbers(items)?;
         let mut seen = self.prior_idempotency(items)?;
         let Subjects { uids, mut new } = self.ensure_subjects(&fresh(items, &seen))?;
         if items.len() < PIPELINE_FROM {
             let (rows, outcomes) = chain_items(items, &mut seen, &uids, &mut heads, seal)?;
-            self.write_rows(&rows, &mut new)?;
+            self.write_rows(&rows, &numbers, &mut new)?;
             self.write_heads(&heads)?;
             return Ok(outcomes);
         }
@@ -290,7 +294,9 @@ impl Db {
             let mut outcomes = Vec::with_capacity(items.len());
             let mut written = Ok(());
             for chunk in chunks.iter() {
-                match chunk.and_then(|(rows, o)| self.write_rows(&rows, &mut new).map(|_| o)) {
+                match chunk
+                    .and_then(|(rows, o)| self.write_rows(&rows, &numbers, &mut new).map(|_| o))
+                {
                     Ok(o) => outcomes.extend(o),
                     Err(e) => {
                         written = Err(e);
@@ -320,6 +326,7 @@ impl Db {
     fn write_rows(
         &self,
         rows: &Rows<'_>,
+        numbers: &TenantNumbers,
         new: &mut std::collections::HashSet<String>,
     ) -> Result<()> {
         let ledger = ledger_rows(rows);
@@ -341,37 +348,37 @@ impl Db {
                 ])?;
             }
         }
-        let mut append = self.prepare(&insert("ledger", LEDGER_COLUMNS, ""))?;
+        let mut append = self.prepare(&insert("ledger_rows", LEDGER_COLUMNS, ""))?;
         for s in &stored_entries(&ledger)? {
-            append.run(&ledger_params(s))?;
+            append.run(&ledger_params(s, numbers.of(&s.entry.body.tenant)?))?;
         }
-        let current = self.current_states(&ledger, new)?;
+        let current = self.current_states(&ledger, numbers, new)?;
         for (e, _) in &ledger {
             new.remove(&e.body.subject_uid);
         }
         let mut outbox = self.prepare(&insert(
-            "outbox",
-            "tenant, seq, before_state, after_state",
+            "outbox_rows",
+            "tenant_no, seq, before_state, after_state",
             "",
         ))?;
         for (e, before, after) in outbox_rows(&ledger, &current) {
             outbox.run(&[
-                Param::Text(&e.body.tenant),
+                Param::Int(numbers.of(&e.body.tenant)?),
                 Param::Int(e.seq as i64),
                 Param::Text(before.as_str()),
                 Param::Text(after.as_str()),
             ])?;
         }
         let mut state = self.prepare(&insert(
-            "consent_states",
-            "tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at, \
+            "consent_state_rows",
+            "tenant_no, subject_uid, purpose, channel, state, seq, occurred_at, expires_at, \
              notice_key, notice_version, source, guardian",
-            UPSERT_STATE,
+            UPSERT_STATE_ROW,
         ))?;
         for e in latest_states(rows) {
             let b = &e.body;
             state.run(&[
-                Param::Text(&b.tenant),
+                Param::Int(numbers.of(&b.tenant)?),
                 Param::Text(&b.subject_uid),
                 Param::Text(&b.purpose),
                 Param::Text(b.channel.map(Channel::as_str).unwrap_or("")),
@@ -516,6 +523,21 @@ impl Db {
         Ok(heads)
     }
 
+    /// The number of each tenant of the batch (`tenant_numbers`), which
+    /// the ledger, current-state and outbox rows are keyed by.
+    fn tenant_numbers(&self, items: &[WriteItem]) -> Result<TenantNumbers> {
+        let tenants: BTreeSet<&String> = items.iter().map(|i| &i.tenant).collect();
+        let mut stmt = self.prepare("SELECT no FROM tenant_numbers WHERE id = ?")?;
+        let mut numbers = HashMap::with_capacity(tenants.len());
+        for tenant in tenants {
+            stmt.query(&[Param::Text(tenant)], |r| {
+                numbers.insert(tenant.clone(), r.int(0));
+                Ok(())
+            })?;
+        }
+        Ok(TenantNumbers(numbers))
+    }
+
     /// Earlier uses of the batch's idempotency keys: (tenant, key) →
     /// (request hash, response).
     fn prior_idempotency(
@@ -600,6 +622,7 @@ impl Db {
     fn current_states(
         &self,
         ledger: &[(&LedgerEntry, Option<&str>)],
+        numbers: &TenantNumbers,
         new: &std::collections::HashSet<String>,
     ) -> Result<HashMap<StateKey, (ConsentState, Micros, u64)>> {
         let keys: BTreeSet<StateKey> = ledger
@@ -612,15 +635,15 @@ impl Db {
             return Ok(current);
         }
         let mut stmt = self.prepare(
-            "SELECT state, occurred_at, seq FROM consent_states
-             WHERE tenant = ? AND subject_uid = ? AND purpose = ? AND channel = ?",
+            "SELECT state, occurred_at, seq FROM consent_state_rows
+             WHERE tenant_no = ? AND subject_uid = ? AND purpose = ? AND channel = ?",
         )?;
         for key in keys {
             let mut found = None;
             let (t, u, p, c) = &key;
             stmt.query(
                 &[
-                    Param::Text(t),
+                    Param::Int(numbers.of(t)?),
                     Param::Text(u),
                     Param::Text(p),
                     Param::Text(c),
@@ -637,6 +660,18 @@ impl Db {
             }
         }
         Ok(current)
+    }
+}
+
+/// Tenant id → its number (`tenant_numbers.no`), for the tenants of a batch.
+struct TenantNumbers(HashMap<String, i64>);
+
+impl TenantNumbers {
+    fn of(&self, tenant: &str) -> Result<i64> {
+        self.0
+            .get(tenant)
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable(format!("no tenant {tenant} is stored")))
     }
 }
 
