@@ -10,7 +10,9 @@
 -- tenant's id back: every query reads them as before. They are read-only:
 -- the consent writer (store/sql/ledger/sqlite.rs), an erasure and the
 -- outbox's pruning write the tables (`ledger_rows`, `consent_state_rows`,
--- `outbox_rows`) themselves.
+-- `outbox_rows`) themselves. (The views name those tables without an
+-- alias, so that a query plan shows which of them it reads: tests/queries.rs
+-- fails on a scan of one.)
 
 -- A tenant's number. (A table of its own, keyed by the id, rather than a
 -- column of `tenants`: looking a tenant up by id is then one seek of this
@@ -68,11 +70,10 @@ DROP TABLE ledger;
 CREATE INDEX ledger_by_subject ON ledger_rows (tenant_no, subject_uid, seq);
 CREATE UNIQUE INDEX ledger_by_part ON ledger_rows (part, tenant_no, pseq);
 CREATE VIEW ledger AS
-    SELECT t.id AS tenant, r.seq, r.part, r.pseq, r.subject_uid, r.purpose, r.channel, r.action,
-        r.notice_key, r.notice_version, r.notice_hash, r.source, r.actor, r.evidence_hash,
-        r.evidence_kept, r.occurred_at, r.recorded_at, r.expires_at, r.receipt_id, r.prev_hash,
-        r.hash, r.guardian
-    FROM ledger_rows r JOIN tenant_numbers t ON t.no = r.tenant_no;
+    SELECT t.id AS tenant, seq, part, pseq, subject_uid, purpose, channel, action, notice_key,
+        notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, occurred_at,
+        recorded_at, expires_at, receipt_id, prev_hash, hash, guardian
+    FROM ledger_rows JOIN tenant_numbers t ON t.no = ledger_rows.tenant_no;
 
 CREATE TABLE consent_state_rows (
     tenant_no       INTEGER NOT NULL,   -- tenant_numbers.no
@@ -99,9 +100,9 @@ DROP TABLE consent_states;
 CREATE INDEX consent_states_expiry ON consent_state_rows (expires_at)
     WHERE state = 'granted' AND expires_at IS NOT NULL;
 CREATE VIEW consent_states AS
-    SELECT t.id AS tenant, c.subject_uid, c.purpose, c.channel, c.state, c.seq, c.occurred_at,
-        c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
-    FROM consent_state_rows c JOIN tenant_numbers t ON t.no = c.tenant_no;
+    SELECT t.id AS tenant, subject_uid, purpose, channel, state, seq, occurred_at, expires_at,
+        notice_key, notice_version, source, guardian
+    FROM consent_state_rows JOIN tenant_numbers t ON t.no = consent_state_rows.tenant_no;
 
 CREATE TABLE outbox_rows (
     tenant_no    INTEGER NOT NULL,      -- tenant_numbers.no
@@ -116,5 +117,5 @@ INSERT INTO outbox_rows (tenant_no, seq, before_state, after_state)
     ORDER BY t.no, o.seq;
 DROP TABLE outbox;
 CREATE VIEW outbox AS
-    SELECT t.id AS tenant, o.seq, o.before_state, o.after_state
-    FROM outbox_rows o JOIN tenant_numbers t ON t.no = o.tenant_no;
+    SELECT t.id AS tenant, seq, before_state, after_state
+    FROM outbox_rows JOIN tenant_numbers t ON t.no = outbox_rows.tenant_no;

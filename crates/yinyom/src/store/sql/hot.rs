@@ -59,16 +59,21 @@ pub(crate) use erased_evidence;
 
 /// Tables that grow with subjects, consents, events or requests: a hot
 /// query must never scan them. (Tenants, purposes, notices, webhooks,
-/// sources, connectors, keys and staff stay small.)
+/// sources, connectors, keys and staff stay small.) On SQLite `ledger`,
+/// `consent_states` and `outbox` are views of the `…_rows` tables
+/// (migration 0160), which its plans name.
 pub const GROWING: &[&str] = &[
     "subjects",
     "subject_lookups",
     "ledger",
+    "ledger_rows",
     "evidence",
     "consent_states",
+    "consent_state_rows",
     "receipts",
     "idempotency_keys",
     "outbox",
+    "outbox_rows",
     "webhook_deliveries",
     "events",
     "messages",
