@@ -11,8 +11,10 @@ use common::{Backend, Db, settled};
 
 use yinyom::app;
 use yinyom::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
-use yinyom::store::{Idempotency, ItemOutcome, Ledger, RequestFilter, Requests, Store, WriteItem};
-use yinyom_core::consent::{Action, ConsentState, SubjectConsents};
+use yinyom::store::{
+    CurrentState, Idempotency, ItemOutcome, Ledger, RequestFilter, Requests, Store, WriteItem,
+};
+use yinyom_core::consent::{Action, ConsentRecord, ConsentState, SubjectConsents};
 use yinyom_core::notice::{NoticeDraft, NoticeText};
 use yinyom_core::purpose::{Channel, Lang, LawfulBasis, Purpose};
 use yinyom_core::time;
@@ -165,6 +167,52 @@ async fn chains_continue_across_batches_and_tenants_stay_apart(backend: Backend)
     assert_ne!(sa.uid, sb.uid);
     assert_eq!(store.history(&a, &sb.uid).await.unwrap().len(), 0);
     assert_eq!(store.history(&a, &sa.uid).await.unwrap().len(), 2);
+}
+
+/// Paging current state never splits a subject: a page that ends inside its
+/// last subject leaves that one to the next page, and a page too small for
+/// one subject holds that subject whole (the view loads this way).
+async fn state_pages_keep_each_subject_whole(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let t = tenant(store.as_ref(), "T").await;
+    let view = app::load_view(store.as_ref()).await.expect("view");
+    let items: Vec<WriteItem> = (0..20)
+        .map(|i| {
+            let mut r = request(&format!("s{i:02}"), Action::Grant, None);
+            if i % 2 == 0 {
+                // A second record: the purpose-wide one.
+                r.actions.push(ActionRequest {
+                    purpose: "marketing.email".into(),
+                    channel: None,
+                    action: Action::Deny,
+                });
+            }
+            prepare_in(&view, &t, r)
+        })
+        .collect();
+    commit(store.as_ref(), &items).await;
+    let key = |r: &ConsentRecord| (r.channel.map(Channel::as_str), r.state.as_str());
+    let expected: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+    for limit in [1, 2, 3, 7, 100] {
+        let (mut after, mut seen) = (String::new(), Vec::new());
+        loop {
+            let page = store.states_page(&t, &after, limit).await.expect("page");
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            seen.extend(page);
+        }
+        let ids: Vec<&String> = seen.iter().map(|s| &s.id).collect();
+        assert_eq!(ids, expected.iter().collect::<Vec<_>>(), "limit {limit}");
+        for (i, s) in seen.iter().enumerate() {
+            let mut whole = store.subject_states(&t, &s.id).await.expect("states");
+            let mut paged = s.records.clone();
+            whole.sort_by_key(key);
+            paged.sort_by_key(key);
+            assert_eq!(paged, whole, "limit {limit}, {}", s.id);
+            assert_eq!(paged.len(), if i % 2 == 0 { 2 } else { 1 }, "{}", s.id);
+            assert_eq!(s.tenant, t);
+        }
+    }
 }
 
 async fn state_is_the_fold_of_history_even_for_late_imports(backend: Backend) {
@@ -884,6 +932,7 @@ on_every_backend!(
     request_updates_are_compare_and_swap_and_erasure_is_one_transaction,
     chains_continue_across_batches_and_tenants_stay_apart,
     state_is_the_fold_of_history_even_for_late_imports,
+    state_pages_keep_each_subject_whole,
     idempotency_keys_replay_within_and_across_batches,
     many_subjects_in_one_batch,
     a_large_batch_is_written_as_one,

@@ -46,6 +46,7 @@ use ledger::ensure_subject_ids;
 mod messages;
 mod outbox;
 mod profiles;
+mod raw;
 mod registry;
 mod requests;
 mod staff;
