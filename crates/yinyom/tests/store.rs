@@ -11,9 +11,7 @@ use common::{Backend, Db, settled};
 
 use yinyom::app;
 use yinyom::record::{self, ActionRequest, ConsentRequest, NoticeSelector, Origin};
-use yinyom::store::{
-    CurrentState, Idempotency, ItemOutcome, Ledger, RequestFilter, Requests, Store, WriteItem,
-};
+use yinyom::store::{Idempotency, ItemOutcome, Ledger, RequestFilter, Requests, Store, WriteItem};
 use yinyom_core::consent::{Action, ConsentRecord, ConsentState, SubjectConsents};
 use yinyom_core::notice::{NoticeDraft, NoticeText};
 use yinyom_core::purpose::{Channel, Lang, LawfulBasis, Purpose};
