@@ -647,28 +647,6 @@ pub(crate) fn flags_json(flags: &SubjectFlags) -> Result<String> {
     serde_json::to_string(flags).map_err(json_err)
 }
 
-/// Rows of `consent_states` (with `subject_id`), in subject order, as
-/// subjects with their records.
-fn group_states(tenant: &str, rows: &[AnyRow]) -> Vec<SubjectSnapshot> {
-    let mut out: Vec<SubjectSnapshot> = Vec::new();
-    for r in rows {
-        let uid: String = r.get("subject_uid");
-        if out.last().is_none_or(|s| s.uid != uid) {
-            out.push(SubjectSnapshot {
-                tenant: tenant.to_string(),
-                id: r.get("subject_id"),
-                uid,
-                flags: SubjectFlags::default(),
-                records: Vec::new(),
-            });
-        }
-        if let (Some(s), Some(rec)) = (out.last_mut(), record_from_state_row(r)) {
-            s.records.push(rec);
-        }
-    }
-    out
-}
-
 fn record_from_state_row(row: &AnyRow) -> Option<ConsentRecord> {
     let channel: String = row.get("channel");
     let notice_key: Option<String> = row.get("notice_key");

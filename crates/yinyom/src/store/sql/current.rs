@@ -1,130 +1,163 @@
 //! [`CurrentState`] for both databases: `consent_states` as the decision
 //! view reads it (by subject id, page by page; one subject; the flagged).
-//! On SQLite the pages are read through the connection's handle
-//! ([`raw`]): a cold start without a snapshot reads every current state.
+//! The view's load reads the pages through the native drivers (on SQLite
+//! through the connection's handle, [`raw`]) rather than `Any`: a cold
+//! start without a snapshot reads every current state.
 
 use super::raw::{self, Columns};
 use super::verifications::Reader;
 use super::*;
 
-/// A page of subjects after an id, with their current states; `?2` is
-/// the id, `?3` the page's size in rows.
+/// A page of subjects after an id, with their current states; `$2` is
+/// the id, `$3` the page's size in rows.
 const STATES_AFTER: &str = "SELECT s.id, c.subject_uid, c.purpose, c.channel, c.state, c.seq,
         c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
      FROM subjects s JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
-     WHERE s.tenant = ?1 AND s.id > ?2 ORDER BY s.id LIMIT ?3";
+     WHERE s.tenant = $1 AND s.id > $2 ORDER BY s.id LIMIT $3";
 /// One subject's current states (columns as [`STATES_AFTER`]).
 const STATES_OF: &str = "SELECT s.id, c.subject_uid, c.purpose, c.channel, c.state, c.seq,
         c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
      FROM subjects s JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
-     WHERE s.tenant = ?1 AND s.id = ?2";
+     WHERE s.tenant = $1 AND s.id = $2";
 
 impl SqlStore {
-    /// [`CurrentState::states_page`] on SQLite, read and grouped on a
-    /// blocking thread through the connection's handle.
-    async fn states_page_sqlite(
+    /// [`CurrentState::states_page`] through the native drivers: on SQLite
+    /// read and grouped on a blocking thread through the connection's
+    /// handle, on PostgreSQL as the driver's own rows.
+    async fn states_page_native(
         &self,
         tenant: &str,
         after_id: &str,
         limit: u32,
     ) -> Result<Vec<SubjectSnapshot>> {
-        let Reader::Sqlite(pool) = self.reader().await? else {
-            return Err(StoreError::Unavailable("not a SQLite store".into()));
-        };
-        let mut conn = pool.acquire().await.map_err(unavailable)?;
-        let (tenant, after_id) = (tenant.to_string(), after_id.to_string());
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let mut handle = runtime.block_on(conn.lock_handle()).map_err(unavailable)?;
-            let db = handle.as_raw_handle().as_ptr();
-            let limit = limit.max(1);
-            let mut page = Vec::new();
-            let mut stmt = raw::Stmt::prepare(db, STATES_AFTER).map_err(StoreError::Unavailable)?;
-            let rows = (|| {
-                stmt.bind_text(1, &tenant)?;
-                stmt.bind_text(2, &after_id)?;
-                stmt.bind_int(3, i64::from(limit))?;
-                group_raw_states(&tenant, &mut stmt, &mut page)
-            })()
-            .map_err(StoreError::Unavailable)?;
-            if rows == u64::from(limit)
-                && let Some(last) = page.pop()
-                && page.is_empty()
-            {
-                // The page may end inside its last subject: that one is
-                // read whole, on its own when it is all the page holds.
-                let mut stmt =
-                    raw::Stmt::prepare(db, STATES_OF).map_err(StoreError::Unavailable)?;
-                (|| {
-                    stmt.bind_text(1, &tenant)?;
-                    stmt.bind_text(2, &last.id)?;
-                    group_raw_states(&tenant, &mut stmt, &mut page)
-                })()
-                .map_err(StoreError::Unavailable)?;
+        let limit = limit.max(1);
+        match self.reader().await? {
+            Reader::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                let (tenant, after_id) = (tenant.to_string(), after_id.to_string());
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let mut handle = runtime.block_on(conn.lock_handle()).map_err(unavailable)?;
+                    let db = handle.as_raw_handle().as_ptr();
+                    let read = |sql: &str, id: &str, limit: Option<u32>, page: &mut Vec<_>| {
+                        let mut stmt = raw::Stmt::prepare(db, sql)?;
+                        stmt.bind_text(1, &tenant)?;
+                        stmt.bind_text(2, id)?;
+                        if let Some(limit) = limit {
+                            stmt.bind_int(3, i64::from(limit))?;
+                        }
+                        let mut rows = 0;
+                        while stmt.step()? {
+                            rows += 1;
+                            push_state_row(&tenant, &stmt, page)?;
+                        }
+                        Ok::<u64, String>(rows)
+                    };
+                    let mut page = Vec::new();
+                    let rows = read(STATES_AFTER, &after_id, Some(limit), &mut page)
+                        .map_err(StoreError::Unavailable)?;
+                    if rows == u64::from(limit)
+                        && let Some(last) = page.pop()
+                        && page.is_empty()
+                    {
+                        // The page may end inside its last subject: that
+                        // one is read whole, on its own when it is all the
+                        // page holds.
+                        read(STATES_OF, &last.id, None, &mut page)
+                            .map_err(StoreError::Unavailable)?;
+                    }
+                    Ok(page)
+                })
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("reading current state failed: {e}"))
+                })?
             }
-            Ok(page)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("reading current state failed: {e}")))?
+            Reader::Postgres(pool) => {
+                let rows = sqlx::query(STATES_AFTER)
+                    .bind(tenant)
+                    .bind(after_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?;
+                let mut page = Vec::new();
+                for r in &rows {
+                    push_state_row(tenant, r, &mut page).map_err(StoreError::Unavailable)?;
+                }
+                if rows.len() == limit as usize
+                    && let Some(last) = page.pop()
+                    && page.is_empty()
+                {
+                    let rows = sqlx::query(STATES_OF)
+                        .bind(tenant)
+                        .bind(&last.id)
+                        .fetch_all(pool)
+                        .await
+                        .map_err(unavailable)?;
+                    for r in &rows {
+                        push_state_row(tenant, r, &mut page).map_err(StoreError::Unavailable)?;
+                    }
+                }
+                Ok(page)
+            }
+        }
     }
 }
 
-/// Step `stmt` (columns as [`STATES_AFTER`]), grouping its rows by subject
-/// into `out`; the number of rows read. A row of an unknown channel or
-/// state is left out, as [`record_from_state_row`] leaves it.
-fn group_raw_states(
+/// A row of [`STATES_AFTER`] added to `out`: to its subject when that is
+/// the last one there (rows come grouped by subject), else to a new one.
+/// A row of an unknown channel or state is left out, as
+/// [`record_from_state_row`] leaves it.
+fn push_state_row<C: Columns + ?Sized>(
     tenant: &str,
-    stmt: &mut raw::Stmt,
+    r: &C,
     out: &mut Vec<SubjectSnapshot>,
-) -> std::result::Result<u64, String> {
-    let mut rows = 0;
-    while stmt.step()? {
-        rows += 1;
-        let text = |i: usize| -> std::result::Result<&str, String> {
-            stmt.text(i)?.ok_or_else(|| format!("column {i} is null"))
-        };
-        let int = |i: usize| -> std::result::Result<i64, String> {
-            stmt.int(i)?.ok_or_else(|| format!("column {i} is null"))
-        };
-        let uid = text(1)?;
-        if out.last().is_none_or(|s| s.uid != uid) {
-            out.push(SubjectSnapshot {
-                tenant: tenant.to_string(),
-                id: text(0)?.to_string(),
-                uid: uid.to_string(),
-                flags: SubjectFlags::default(),
-                records: Vec::new(),
-            });
-        }
-        let channel = match text(3)? {
-            "" => None,
-            c => match Channel::parse(c) {
-                Some(c) => Some(c),
-                None => continue,
-            },
-        };
-        let Some(state) = ConsentState::parse(text(4)?) else {
-            continue;
-        };
-        let record = ConsentRecord {
-            purpose: text(2)?.into(),
-            channel,
-            state,
-            seq: int(5)? as u64,
-            occurred_at: int(6)?,
-            expires_at: stmt.int(7)?,
-            notice: stmt.text(8)?.map(|key| NoticeVersion {
-                key: key.into(),
-                version: stmt.int(9).ok().flatten().unwrap_or(0) as u32,
-            }),
-            source: text(10)?.into(),
-            guardian: stmt.int(11).ok().flatten().unwrap_or(0) != 0,
-        };
-        if let Some(s) = out.last_mut() {
-            s.records.push(record);
-        }
+) -> std::result::Result<(), String> {
+    let text = |i: usize| -> std::result::Result<&str, String> {
+        r.text(i)?.ok_or_else(|| format!("column {i} is null"))
+    };
+    let int = |i: usize| -> std::result::Result<i64, String> {
+        r.int(i)?.ok_or_else(|| format!("column {i} is null"))
+    };
+    let uid = text(1)?;
+    if out.last().is_none_or(|s| s.uid != uid) {
+        out.push(SubjectSnapshot {
+            tenant: tenant.to_string(),
+            id: text(0)?.to_string(),
+            uid: uid.to_string(),
+            flags: SubjectFlags::default(),
+            records: Vec::new(),
+        });
     }
-    Ok(rows)
+    let channel = match text(3)? {
+        "" => None,
+        c => match Channel::parse(c) {
+            Some(c) => Some(c),
+            None => return Ok(()),
+        },
+    };
+    let Some(state) = ConsentState::parse(text(4)?) else {
+        return Ok(());
+    };
+    let record = ConsentRecord {
+        purpose: text(2)?.into(),
+        channel,
+        state,
+        seq: int(5)? as u64,
+        occurred_at: int(6)?,
+        expires_at: r.int(7)?,
+        notice: r.text(8)?.map(|key| NoticeVersion {
+            key: key.into(),
+            version: r.int(9).ok().flatten().unwrap_or(0) as u32,
+        }),
+        source: text(10)?.into(),
+        guardian: r.int(11).ok().flatten().unwrap_or(0) != 0,
+    };
+    if let Some(s) = out.last_mut() {
+        s.records.push(record);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -135,41 +168,7 @@ impl CurrentState for SqlStore {
         after_id: &str,
         limit: u32,
     ) -> Result<Vec<SubjectSnapshot>> {
-        if self.dialect == Dialect::Sqlite {
-            return self.states_page_sqlite(tenant, after_id, limit).await;
-        }
-        let rows = sqlx::query(
-            "SELECT s.id AS subject_id, c.* FROM subjects s
-               JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
-             WHERE s.tenant = $1 AND s.id > $2
-             ORDER BY s.id LIMIT $3",
-        )
-        .bind(tenant)
-        .bind(after_id)
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let full = rows.len() as u64 == u64::from(limit.max(1));
-        let mut page = group_states(tenant, &rows);
-        if full && let Some(last) = page.pop() {
-            // The page may end inside its last subject: that one is read
-            // whole, on its own when it is all the page holds.
-            if page.is_empty() {
-                let rows = sqlx::query(
-                    "SELECT s.id AS subject_id, c.* FROM subjects s
-                       JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
-                     WHERE s.tenant = $1 AND s.id = $2",
-                )
-                .bind(tenant)
-                .bind(&last.id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                page = group_states(tenant, &rows);
-            }
-        }
-        Ok(page)
+        self.states_page_native(tenant, after_id, limit).await
     }
 
     async fn flagged_subjects(&self, tenant: &str) -> Result<Vec<(String, SubjectFlags)>> {
