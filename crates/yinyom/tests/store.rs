@@ -1237,6 +1237,18 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                 .await
                 .unwrap();
             }
+            if cutoff == "0160" {
+                // Rows of a tenant `tenants` does not name (these tables
+                // never had a foreign key): numbered too, not left behind.
+                for sql in [
+                    "INSERT INTO consent_states (tenant, subject_uid, purpose, channel, state,
+                         seq, occurred_at, source) VALUES ('gone', 'u', 'p', '', 'granted', 1, 1, 'web')",
+                    "INSERT INTO outbox (tenant, seq, before_state, after_state)
+                         VALUES ('gone', 1, 'unspecified', 'granted')",
+                ] {
+                    sqlx::query(sql).execute(&old).await.unwrap();
+                }
+            }
             old.close().await;
         }
         Backend::Postgres => {
@@ -1311,6 +1323,31 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
     // Migrated by opening; reads and verifies as the source does.
     let src = src_db.open().await;
     let up = old_db.open().await;
+    if backend == Backend::Sqlite && cutoff == "0160" {
+        for (table, sql) in [
+            (
+                "consent_states",
+                "DELETE FROM consent_state_rows WHERE tenant_no = (SELECT no FROM tenant_numbers WHERE id = 'gone')",
+            ),
+            (
+                "outbox",
+                "DELETE FROM outbox_rows WHERE tenant_no = (SELECT no FROM tenant_numbers WHERE id = 'gone')",
+            ),
+        ] {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE tenant = 'gone'"
+            ))
+            .fetch_one(up.pool())
+            .await
+            .unwrap();
+            assert_eq!(
+                n, 1,
+                "{table}: the row of a tenant not in `tenants` was kept"
+            );
+            // Gone again, so that the database compares with the source.
+            sqlx::query(sql).execute(up.pool()).await.unwrap();
+        }
+    }
     if cutoff == "0010" {
         let after: String =
             // (Since 0160 the table behind the `consent_states` view.)

@@ -6,6 +6,10 @@
 -- takes its place. Nothing hashed changes (entries are hashed over their
 -- canonical content, which names the tenant by id as before).
 --
+-- An upgraded database file keeps the pages the old tables held, free for
+-- new rows, until a `VACUUM` (which cannot run inside a migration) returns
+-- them; a new one is small from the start.
+--
 -- `ledger`, `consent_states` and `outbox` stay, as views that put the
 -- tenant's id back: every query reads them as before. They are read-only:
 -- the consent writer (store/sql/ledger/sqlite.rs), an erasure and the
@@ -25,6 +29,15 @@ CREATE TABLE tenant_numbers (
     no  INTEGER NOT NULL UNIQUE
 ) WITHOUT ROWID;
 INSERT INTO tenant_numbers (id, no) SELECT id, rowid FROM tenants;
+-- A tenant named by rows but missing from `tenants` (`consent_states` and
+-- `outbox` never had a foreign key; only a hand-edited database has such
+-- rows) is numbered too, after the others: no row is left behind below.
+INSERT INTO tenant_numbers (id, no)
+    SELECT tenant, (SELECT COALESCE(MAX(no), 0) FROM tenant_numbers)
+                   + ROW_NUMBER() OVER (ORDER BY tenant)
+    FROM (SELECT tenant FROM ledger UNION SELECT tenant FROM consent_states
+          UNION SELECT tenant FROM outbox)
+    WHERE tenant NOT IN (SELECT id FROM tenant_numbers);
 -- A new tenant is numbered after the last (SQLite has one writer at a time).
 CREATE TRIGGER tenants_numbered AFTER INSERT ON tenants
 BEGIN

@@ -147,12 +147,15 @@ fn push_state_row<C: Columns + ?Sized>(
         seq: int(5)? as u64,
         occurred_at: int(6)?,
         expires_at: r.int(7)?,
-        notice: r.text(8)?.map(|key| NoticeVersion {
-            key: key.into(),
-            version: r.int(9).ok().flatten().unwrap_or(0) as u32,
-        }),
+        notice: match r.text(8)? {
+            None => None,
+            Some(key) => Some(NoticeVersion {
+                key: key.into(),
+                version: r.int(9)?.unwrap_or(0) as u32,
+            }),
+        },
         source: text(10)?.into(),
-        guardian: r.int(11).ok().flatten().unwrap_or(0) != 0,
+        guardian: r.int(11)?.unwrap_or(0) != 0,
     };
     if let Some(s) = out.last_mut() {
         s.records.push(record);

@@ -38,7 +38,8 @@ const INTERRUPTED: &str =
 /// the database rather than `Any`, whose conversion of every row into its
 /// own value types cost more than the hashing (`BENCHMARKS.md`), and on
 /// SQLite through the connection's own handle (below). Opened on first
-/// use, next to the store's pool, with a connection per checking thread.
+/// use, next to the store's pool, with a connection per checking thread;
+/// also how current state is read in pages (`current.rs`).
 pub(super) enum Reader {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
@@ -199,8 +200,10 @@ fn check_range_raw(
 impl SqlStore {
     /// The native pool verification reads with, opened on first use.
     pub(super) async fn reader(&self) -> Result<&Reader> {
-        // A connection per checking thread, and one to find where pages end.
-        let connections = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32 + 1;
+        // A connection per checking thread, one to find where pages end,
+        // and two for reading current state (the view's load, and its
+        // walks over every subject) without waiting behind a verification.
+        let connections = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32 + 3;
         self.reader
             .get_or_try_init(|| async {
                 Ok(match self.dialect {
