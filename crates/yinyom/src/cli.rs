@@ -135,6 +135,12 @@ pub enum Command {
         format: Option<Format>,
         #[arg(long)]
         tenant: Option<String>,
+        /// PostgreSQL: each batch of rows is committed as this many batches
+        /// at once, split by ledger partition, each on its own connection
+        /// (BENCHMARKS.md). SQLite always commits one batch at a time.
+        #[arg(long, env = "YINYOM_IMPORT_LANES", default_value_t = 2,
+              value_parser = clap::value_parser!(u16).range(1..=32))]
+        write_lanes: u16,
     },
     /// Export consent records (current states, or the ledger with --history).
     Export {
@@ -612,9 +618,12 @@ async fn run(cli: Cli) -> CliResult {
             file,
             format,
             tenant,
+            write_lanes,
         } => {
             let _lock = lock_embedded(&cli)?;
-            let store = open_store(&cli).await?;
+            let sql = open_sql(&cli).await?;
+            sql.set_write_lanes(usize::from(*write_lanes));
+            let store: Arc<dyn Store> = sql;
             let tenant = pick_tenant(store.as_ref(), tenant.as_deref()).await?;
             // Progress (rate and ETA) only where someone watches it.
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -361,10 +361,31 @@ pub async fn import(
         async move {
             let started = std::time::Instant::now();
             let mut imported = 0;
+            // Where the store commits batches of different ledger
+            // partitions at once (PostgreSQL's write lanes), each batch is
+            // split into lanes committed together; a subject is always in
+            // the same lane, so its rows stay in order.
+            let lanes = store.write_lanes().max(1);
             while let Some(batch) = queue.recv().await {
                 // An import has no one waiting for a response.
                 let seal = |_: &WriteItem, _: &[_]| serde_json::Value::Null;
-                let outcomes = store.commit(&batch, &seal).await?;
+                let outcomes = if lanes == 1 {
+                    store.commit(&batch, &seal).await?
+                } else {
+                    let mut parts: Vec<Vec<WriteItem>> = (0..lanes).map(|_| Vec::new()).collect();
+                    for item in batch {
+                        parts[store.lane_of(&item, lanes).min(lanes - 1)].push(item);
+                    }
+                    let commits = parts
+                        .iter()
+                        .filter(|p| !p.is_empty())
+                        .map(|p| store.commit(p, &seal));
+                    futures_util::future::try_join_all(commits)
+                        .await?
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                };
                 imported += outcomes
                     .iter()
                     .filter(|o| matches!(o, ItemOutcome::Written { .. }))

@@ -213,6 +213,69 @@ async fn state_pages_keep_each_subject_whole(backend: Backend) {
     }
 }
 
+/// An import committed in write lanes (PostgreSQL: a batch split by ledger
+/// partition, the parts committed at once) keeps each subject's rows in
+/// the file's order, and the newest choice is the state, whatever lane
+/// committed first. (On SQLite there is one lane: the same checks.)
+async fn an_import_in_lanes_keeps_each_subjects_rows_in_order(backend: Backend) {
+    let db = Db::new(backend).await;
+    let sql = db.open().await;
+    sql.set_write_lanes(2);
+    let store: Arc<dyn Store> = sql;
+    let t = tenant(store.as_ref(), "T").await;
+    // A first write reads the tenant's partition count: lanes follow it.
+    let first = prepare(store.as_ref(), &t, request("s0", Action::Grant, None)).await;
+    commit(store.as_ref(), &[first]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("crm.csv");
+    let mut csv = String::from("subject,purpose,channel,state,occurred_at,source\n");
+    // Per subject: granted in March, withdrawn in January (older: history,
+    // not state), denied in February.
+    for i in 0..200 {
+        for (state, month) in [("granted", 3), ("withdrawn", 1), ("denied", 2)] {
+            csv += &format!("c{i},marketing.email,email,{state},2024-0{month}-01T00:00:00Z,crm\n");
+        }
+    }
+    std::fs::write(&file, csv).unwrap();
+    let report = yinyom::transfer::import(
+        store.clone(),
+        &t,
+        &file,
+        yinyom::cli::Format::Csv,
+        false,
+        None,
+    )
+    .await
+    .expect("import");
+    assert_eq!(report.imported, 600, "{:?}", report.rejected);
+    settled(store.as_ref(), &t).await;
+    let mut parts = std::collections::BTreeSet::new();
+    for i in 0..200 {
+        let id = format!("c{i}");
+        let subject = store.subject(&t, &id).await.unwrap().expect("subject");
+        let history = store.history(&t, &subject.uid).await.unwrap();
+        let actions: Vec<Action> = history.iter().map(|e| e.body.action).collect();
+        assert_eq!(
+            actions,
+            [Action::Grant, Action::Withdraw, Action::Deny],
+            "{id}"
+        );
+        assert!(history.windows(2).all(|w| w[0].seq < w[1].seq), "{id}");
+        parts.insert(history[0].partition);
+        let states = store.subject_states(&t, &id).await.unwrap();
+        let states: Vec<ConsentState> = states.iter().map(|r| r.state).collect();
+        assert_eq!(
+            states,
+            [ConsentState::Granted],
+            "{id}: March's choice stands"
+        );
+    }
+    assert!(parts.len() > 1, "the subjects are in several partitions");
+    let r = store.verify_ledger(&t).await.expect("verify");
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.checked, 601);
+}
+
 async fn state_is_the_fold_of_history_even_for_late_imports(backend: Backend) {
     let (_db, store) = open(backend).await;
     let t = tenant(store.as_ref(), "T").await;
@@ -931,6 +994,7 @@ on_every_backend!(
     chains_continue_across_batches_and_tenants_stay_apart,
     state_is_the_fold_of_history_even_for_late_imports,
     state_pages_keep_each_subject_whole,
+    an_import_in_lanes_keeps_each_subjects_rows_in_order,
     idempotency_keys_replay_within_and_across_batches,
     many_subjects_in_one_batch,
     a_large_batch_is_written_as_one,
