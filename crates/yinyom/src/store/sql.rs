@@ -647,29 +647,6 @@ pub(crate) fn flags_json(flags: &SubjectFlags) -> Result<String> {
     serde_json::to_string(flags).map_err(json_err)
 }
 
-fn record_from_state_row(row: &AnyRow) -> Option<ConsentRecord> {
-    let channel: String = row.get("channel");
-    let notice_key: Option<String> = row.get("notice_key");
-    Some(ConsentRecord {
-        purpose: row.get::<&str, _>("purpose").into(),
-        channel: if channel.is_empty() {
-            None
-        } else {
-            Some(Channel::parse(&channel)?)
-        },
-        state: ConsentState::parse(row.get("state"))?,
-        seq: row.get::<i64, _>("seq") as u64,
-        occurred_at: row.get("occurred_at"),
-        expires_at: row.get("expires_at"),
-        notice: notice_key.map(|key| NoticeVersion {
-            key: key.into(),
-            version: row.get::<Option<i64>, _>("notice_version").unwrap_or(0) as u32,
-        }),
-        source: row.get::<&str, _>("source").into(),
-        guardian: row.try_get::<i64, _>("guardian").unwrap_or(0) != 0,
-    })
-}
-
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> Result<()> {

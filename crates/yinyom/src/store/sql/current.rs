@@ -8,107 +8,40 @@ use super::raw::{self, Columns};
 use super::verifications::Reader;
 use super::*;
 
-/// A page of subjects after an id, with their current states; `$2` is
-/// the id, `$3` the page's size in rows.
-const STATES_AFTER: &str = "SELECT s.id, c.subject_uid, c.purpose, c.channel, c.state, c.seq,
-        c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
-     FROM subjects s JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
-     WHERE s.tenant = $1 AND s.id > $2 ORDER BY s.id LIMIT $3";
-/// One subject's current states (columns as [`STATES_AFTER`]).
-const STATES_OF: &str = "SELECT s.id, c.subject_uid, c.purpose, c.channel, c.state, c.seq,
-        c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
-     FROM subjects s JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
-     WHERE s.tenant = $1 AND s.id = $2";
+/// Subjects joined with their current states, the columns as
+/// [`push_state_row`] reads them, followed by the rest of the statement.
+macro_rules! states {
+    ($rest:literal) => {
+        concat!(
+            "SELECT s.id, c.subject_uid, c.purpose, c.channel, c.state, c.seq,
+                c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
+             FROM subjects s JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
+             WHERE s.tenant = $1 AND ",
+            $rest
+        )
+    };
+}
+/// A page of subjects after an id: `$2` is the id, `$3` the page's size
+/// in rows.
+const STATES_AFTER: &str = states!("s.id > $2 ORDER BY s.id LIMIT $3");
+/// One subject's current states: `$2` is its id.
+const STATES_OF: &str = states!("s.id = $2");
 
-impl SqlStore {
-    /// [`CurrentState::states_page`] through the native drivers: on SQLite
-    /// read and grouped on a blocking thread through the connection's
-    /// handle, on PostgreSQL as the driver's own rows.
-    async fn states_page_native(
-        &self,
-        tenant: &str,
-        after_id: &str,
-        limit: u32,
-    ) -> Result<Vec<SubjectSnapshot>> {
-        let limit = limit.max(1);
-        match self.reader().await? {
-            Reader::Sqlite(pool) => {
-                let mut conn = pool.acquire().await.map_err(unavailable)?;
-                let (tenant, after_id) = (tenant.to_string(), after_id.to_string());
-                let runtime = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || {
-                    let mut handle = runtime.block_on(conn.lock_handle()).map_err(unavailable)?;
-                    let db = handle.as_raw_handle().as_ptr();
-                    let read = |sql: &str, id: &str, limit: Option<u32>, page: &mut Vec<_>| {
-                        let mut stmt = raw::Stmt::prepare(db, sql)?;
-                        stmt.bind_text(1, &tenant)?;
-                        stmt.bind_text(2, id)?;
-                        if let Some(limit) = limit {
-                            stmt.bind_int(3, i64::from(limit))?;
-                        }
-                        let mut rows = 0;
-                        while stmt.step()? {
-                            rows += 1;
-                            push_state_row(&tenant, &stmt, page)?;
-                        }
-                        Ok::<u64, String>(rows)
-                    };
-                    let mut page = Vec::new();
-                    let rows = read(STATES_AFTER, &after_id, Some(limit), &mut page)
-                        .map_err(StoreError::Unavailable)?;
-                    if rows == u64::from(limit)
-                        && let Some(last) = page.pop()
-                        && page.is_empty()
-                    {
-                        // The page may end inside its last subject: that
-                        // one is read whole, on its own when it is all the
-                        // page holds.
-                        read(STATES_OF, &last.id, None, &mut page)
-                            .map_err(StoreError::Unavailable)?;
-                    }
-                    Ok(page)
-                })
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("reading current state failed: {e}"))
-                })?
-            }
-            Reader::Postgres(pool) => {
-                let rows = sqlx::query(STATES_AFTER)
-                    .bind(tenant)
-                    .bind(after_id)
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await
-                    .map_err(unavailable)?;
-                let mut page = Vec::new();
-                for r in &rows {
-                    push_state_row(tenant, r, &mut page).map_err(StoreError::Unavailable)?;
-                }
-                if rows.len() == limit as usize
-                    && let Some(last) = page.pop()
-                    && page.is_empty()
-                {
-                    let rows = sqlx::query(STATES_OF)
-                        .bind(tenant)
-                        .bind(&last.id)
-                        .fetch_all(pool)
-                        .await
-                        .map_err(unavailable)?;
-                    for r in &rows {
-                        push_state_row(tenant, r, &mut page).map_err(StoreError::Unavailable)?;
-                    }
-                }
-                Ok(page)
-            }
-        }
+/// A page of `rows` rows (`limit` asked for), grouped in `page`, may end
+/// inside its last subject when it is full: that subject is dropped, to
+/// come whole with the next page. Its id, when it was all the page held:
+/// then it is read whole on its own ([`STATES_OF`]).
+fn cut_last_subject(page: &mut Vec<SubjectSnapshot>, rows: u64, limit: u32) -> Option<String> {
+    if rows < u64::from(limit) {
+        return None;
     }
+    let last = page.pop()?;
+    page.is_empty().then_some(last.id)
 }
 
 /// A row of [`STATES_AFTER`] added to `out`: to its subject when that is
 /// the last one there (rows come grouped by subject), else to a new one.
-/// A row of an unknown channel or state is left out, as
-/// [`record_from_state_row`] leaves it.
+/// A row of an unknown channel or state is left out.
 fn push_state_row<C: Columns + ?Sized>(
     tenant: &str,
     r: &C,
@@ -171,7 +104,71 @@ impl CurrentState for SqlStore {
         after_id: &str,
         limit: u32,
     ) -> Result<Vec<SubjectSnapshot>> {
-        self.states_page_native(tenant, after_id, limit).await
+        // Through the native drivers: on SQLite read and grouped on a
+        // blocking thread through the connection's handle, on PostgreSQL
+        // as the driver's own rows.
+        let limit = limit.max(1);
+        match self.reader().await? {
+            Reader::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.map_err(unavailable)?;
+                let (tenant, after_id) = (tenant.to_string(), after_id.to_string());
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let mut handle = runtime.block_on(conn.lock_handle()).map_err(unavailable)?;
+                    let db = handle.as_raw_handle().as_ptr();
+                    let read = |sql: &str, id: &str, limit: Option<u32>, page: &mut Vec<_>| {
+                        let mut stmt = raw::Stmt::prepare(db, sql)?;
+                        stmt.bind_text(1, &tenant)?;
+                        stmt.bind_text(2, id)?;
+                        if let Some(limit) = limit {
+                            stmt.bind_int(3, i64::from(limit))?;
+                        }
+                        let mut rows = 0;
+                        while stmt.step()? {
+                            rows += 1;
+                            push_state_row(&tenant, &stmt, page)?;
+                        }
+                        Ok::<u64, String>(rows)
+                    };
+                    let mut page = Vec::new();
+                    let rows = read(STATES_AFTER, &after_id, Some(limit), &mut page)
+                        .map_err(StoreError::Unavailable)?;
+                    if let Some(id) = cut_last_subject(&mut page, rows, limit) {
+                        read(STATES_OF, &id, None, &mut page).map_err(StoreError::Unavailable)?;
+                    }
+                    Ok(page)
+                })
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("reading current state failed: {e}"))
+                })?
+            }
+            Reader::Postgres(pool) => {
+                let rows = sqlx::query(STATES_AFTER)
+                    .bind(tenant)
+                    .bind(after_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?;
+                let mut page = Vec::new();
+                for r in &rows {
+                    push_state_row(tenant, r, &mut page).map_err(StoreError::Unavailable)?;
+                }
+                if let Some(id) = cut_last_subject(&mut page, rows.len() as u64, limit) {
+                    let rows = sqlx::query(STATES_OF)
+                        .bind(tenant)
+                        .bind(&id)
+                        .fetch_all(pool)
+                        .await
+                        .map_err(unavailable)?;
+                    for r in &rows {
+                        push_state_row(tenant, r, &mut page).map_err(StoreError::Unavailable)?;
+                    }
+                }
+                Ok(page)
+            }
+        }
     }
 
     async fn flagged_subjects(&self, tenant: &str) -> Result<Vec<(String, SubjectFlags)>> {
@@ -192,16 +189,16 @@ impl CurrentState for SqlStore {
     }
 
     async fn subject_states(&self, tenant: &str, id: &str) -> Result<Vec<ConsentRecord>> {
-        let rows = sqlx::query(
-            "SELECT c.* FROM subjects s
-               JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
-             WHERE s.tenant = $1 AND s.id = $2",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(rows.iter().filter_map(record_from_state_row).collect())
+        let rows = sqlx::query(STATES_OF)
+            .bind(tenant)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let mut subject = Vec::new();
+        for r in &rows {
+            push_state_row(tenant, r, &mut subject).map_err(StoreError::Unavailable)?;
+        }
+        Ok(subject.pop().map(|s| s.records).unwrap_or_default())
     }
 }

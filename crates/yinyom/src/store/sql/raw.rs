@@ -166,3 +166,28 @@ pub(super) trait Columns {
     fn int(&self, i: usize) -> std::result::Result<Option<i64>, String>;
     fn blob(&self, i: usize) -> std::result::Result<Option<&[u8]>, String>;
 }
+
+/// The same through sqlx's own rows, where a statement is not stepped here.
+impl Columns for sqlx::postgres::PgRow {
+    fn text(&self, i: usize) -> std::result::Result<Option<&str>, String> {
+        sqlx::Row::try_get(self, i).map_err(|e| e.to_string())
+    }
+    fn int(&self, i: usize) -> std::result::Result<Option<i64>, String> {
+        sqlx::Row::try_get(self, i).map_err(|e| e.to_string())
+    }
+    fn blob(&self, i: usize) -> std::result::Result<Option<&[u8]>, String> {
+        sqlx::Row::try_get(self, i).map_err(|e| e.to_string())
+    }
+}
+
+impl Columns for sqlx::any::AnyRow {
+    fn text(&self, i: usize) -> std::result::Result<Option<&str>, String> {
+        sqlx::Row::try_get(self, i).map_err(|e| e.to_string())
+    }
+    fn int(&self, i: usize) -> std::result::Result<Option<i64>, String> {
+        sqlx::Row::try_get(self, i).map_err(|e| e.to_string())
+    }
+    fn blob(&self, i: usize) -> std::result::Result<Option<&[u8]>, String> {
+        sqlx::Row::try_get(self, i).map_err(|e| e.to_string())
+    }
+}

@@ -67,18 +67,6 @@ fn range_sql() -> String {
     )
 }
 
-impl Columns for sqlx::postgres::PgRow {
-    fn text(&self, i: usize) -> std::result::Result<Option<&str>, String> {
-        self.try_get(i).map_err(|e| e.to_string())
-    }
-    fn int(&self, i: usize) -> std::result::Result<Option<i64>, String> {
-        self.try_get(i).map_err(|e| e.to_string())
-    }
-    fn blob(&self, i: usize) -> std::result::Result<Option<&[u8]>, String> {
-        self.try_get(i).map_err(|e| e.to_string())
-    }
-}
-
 /// The one place a ledger row is read back for verification: decoded into
 /// `e` (every field overwritten, the strings reusing their capacity; the
 /// tenant is the caller's), with the row's evidence as stored. Hashes are
