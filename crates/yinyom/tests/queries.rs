@@ -28,7 +28,7 @@ async fn plan(store: &SqlStore, q: &HotQuery) -> Vec<String> {
                 .fetch_one(&mut *conn)
                 .await
                 .expect("schema");
-            format!("EXPLAIN QUERY PLAN {}", q.sql)
+            format!("EXPLAIN QUERY PLAN {}", q.sql_on(Dialect::Sqlite))
         }
         Dialect::Postgres => {
             // Empty tables make a sequential scan the cheapest plan; with it
@@ -37,7 +37,7 @@ async fn plan(store: &SqlStore, q: &HotQuery) -> Vec<String> {
                 .execute(&mut *conn)
                 .await
                 .expect("set");
-            format!("EXPLAIN {}", q.sql)
+            format!("EXPLAIN {}", q.sql_on(Dialect::Postgres))
         }
     };
     let mut query = sqlx::query::<Any>(&sql);
@@ -93,7 +93,7 @@ fn tables(sql: &str) -> Vec<(String, String)> {
 
 /// What is wrong with `plan` for `q`; empty when it seeks as it should.
 fn problems(dialect: Dialect, q: &HotQuery, plan: &[String]) -> Vec<String> {
-    let names = tables(q.sql);
+    let names = tables(q.sql_on(dialect));
     let mut out = vec![];
     for line in plan {
         let scanned = match dialect {

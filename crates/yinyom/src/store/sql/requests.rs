@@ -892,7 +892,11 @@ impl Requests for SqlStore {
         now: Micros,
         limit: u32,
     ) -> Result<Vec<(String, String, String, String, Micros)>> {
-        let rows = sqlx::query(hot::DUE_EXPIRIES)
+        let sql = match self.dialect {
+            Dialect::Sqlite => hot::DUE_EXPIRIES_SQLITE,
+            Dialect::Postgres => hot::DUE_EXPIRIES,
+        };
+        let rows = sqlx::query(sql)
             .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
