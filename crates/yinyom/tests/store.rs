@@ -1043,7 +1043,7 @@ async fn sqlite_wal_file_is_cut_back_to_its_limit() {
     let wal = db.sqlite_dir().unwrap().join("yinyom.db-wal");
     let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
     const LIMIT: u64 = 64 << 20;
-    let batch: Vec<WriteItem> = (0..90_000)
+    let batch: Vec<WriteItem> = (0..120_000)
         .map(|i| prepare_in(&view, &t, request(&format!("s{i}"), Action::Grant, None)))
         .collect();
     commit(store.as_ref(), &batch).await;
@@ -1099,6 +1099,15 @@ async fn sqlite_upgrade_to_tenant_numbers_keeps_every_row() {
     upgrade_keeps_every_row(Backend::Sqlite, "0160").await;
 }
 
+/// Migration 0170 (SQLite: ledger and current state keyed by the subject's
+/// number): every chain verifies, and history, evidence, events and state
+/// read exactly as before; a state row whose subject `subjects` lacks is
+/// kept, under a subject of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_to_subject_numbers_keeps_every_row() {
+    upgrade_keeps_every_row(Backend::Sqlite, "0170").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_upgrade_to_compact_ledger_keeps_every_row() {
     upgrade_keeps_every_row(Backend::Sqlite, "0130").await;
@@ -1119,6 +1128,15 @@ fn old_form(
     table: &str,
     column: &str,
 ) -> Option<String> {
+    if cutoff == "0170" {
+        // Before 0170 the rows named their subject by uid.
+        return match (table, column) {
+            ("ledger_rows" | "consent_state_rows", "subject_uid") => Some(format!(
+                "(SELECT s.uid FROM {src}.subjects s WHERE s.no = x.subject_no)"
+            )),
+            _ => None,
+        };
+    }
     if cutoff > "0130" {
         return None;
     }
@@ -1271,7 +1289,8 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
             .iter()
             .map(|r| r.get("name"))
             .collect();
-            assert!(tables.iter().any(|t| t == "ledger"));
+            // (Since 0160 the ledger's rows are `ledger_rows`.)
+            assert!(tables.iter().any(|t| t == "ledger" || t == "ledger_rows"));
             for t in &tables {
                 let columns: Vec<String> = sqlx::query(&format!("PRAGMA main.table_info({t})"))
                     .fetch_all(&old)
@@ -1297,6 +1316,18 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
                     values.join(", "),
                     old_source("src", t, cutoff)
                 ))
+                .execute(&old)
+                .await
+                .unwrap();
+            }
+            if cutoff == "0170" {
+                // A state row of a subject `subjects` does not have.
+                sqlx::query(
+                    "INSERT INTO consent_state_rows (tenant_no, subject_uid, purpose, channel,
+                         state, seq, occurred_at, source)
+                     SELECT no, 'lost-uid', 'p', '', 'granted', 1, 1, 'web'
+                     FROM tenant_numbers LIMIT 1",
+                )
                 .execute(&old)
                 .await
                 .unwrap();
@@ -1387,6 +1418,24 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
     // Migrated by opening; reads and verifies as the source does.
     let src = src_db.open().await;
     let up = old_db.open().await;
+    if backend == Backend::Sqlite && cutoff == "0170" {
+        let id: String = sqlx::query_scalar(
+            "SELECT s.id FROM consent_states c JOIN subjects s ON s.uid = c.subject_uid
+             WHERE c.subject_uid = 'lost-uid'",
+        )
+        .fetch_one(up.pool())
+        .await
+        .expect("the state row of a subject missing from `subjects` was kept");
+        assert_eq!(id, "lost-uid");
+        // Gone again, so that the database compares with the source.
+        for sql in [
+            "DELETE FROM consent_state_rows
+             WHERE subject_no = (SELECT no FROM subjects WHERE uid = 'lost-uid')",
+            "DELETE FROM subjects WHERE uid = 'lost-uid'",
+        ] {
+            sqlx::query(sql).execute(up.pool()).await.unwrap();
+        }
+    }
     if backend == Backend::Sqlite && cutoff == "0160" {
         for (table, sql) in [
             (
@@ -1411,6 +1460,11 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
             // Gone again, so that the database compares with the source.
             sqlx::query(sql).execute(up.pool()).await.unwrap();
         }
+        // (Since 0170 its subject has a row too: see the case above.)
+        sqlx::query("DELETE FROM subjects WHERE tenant = 'gone'")
+            .execute(up.pool())
+            .await
+            .unwrap();
     }
     if cutoff == "0010" {
         let after: String =

@@ -4,28 +4,18 @@
 //! through the connection's handle, [`raw`]) rather than `Any`: a cold
 //! start without a snapshot reads every current state.
 
+use super::hot::{STATES_AFTER, STATES_AFTER_SQLITE, STATES_OF, STATES_OF_SQLITE};
 use super::raw::{self, Columns};
 use super::verifications::Reader;
 use super::*;
 
-/// Subjects joined with their current states, the columns as
-/// [`push_state_row`] reads them, followed by the rest of the statement.
-macro_rules! states {
-    ($rest:literal) => {
-        concat!(
-            "SELECT s.id, c.subject_uid, c.purpose, c.channel, c.state, c.seq,
-                c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
-             FROM subjects s JOIN consent_states c ON c.tenant = s.tenant AND c.subject_uid = s.uid
-             WHERE s.tenant = $1 AND ",
-            $rest
-        )
-    };
+/// The statement of [`STATES_OF`] on `dialect`.
+fn states_of(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => STATES_OF_SQLITE,
+        Dialect::Postgres => STATES_OF,
+    }
 }
-/// A page of subjects after an id: `$2` is the id, `$3` the page's size
-/// in rows.
-const STATES_AFTER: &str = states!("s.id > $2 ORDER BY s.id LIMIT $3");
-/// One subject's current states: `$2` is its id.
-const STATES_OF: &str = states!("s.id = $2");
 
 /// A page of `rows` rows (`limit` asked for), grouped in `page`, may end
 /// inside its last subject when it is full: that subject is dropped, to
@@ -131,10 +121,11 @@ impl CurrentState for SqlStore {
                         Ok::<u64, String>(rows)
                     };
                     let mut page = Vec::new();
-                    let rows = read(STATES_AFTER, &after_id, Some(limit), &mut page)
+                    let rows = read(STATES_AFTER_SQLITE, &after_id, Some(limit), &mut page)
                         .map_err(StoreError::Unavailable)?;
                     if let Some(id) = cut_last_subject(&mut page, rows, limit) {
-                        read(STATES_OF, &id, None, &mut page).map_err(StoreError::Unavailable)?;
+                        read(STATES_OF_SQLITE, &id, None, &mut page)
+                            .map_err(StoreError::Unavailable)?;
                     }
                     Ok(page)
                 })
@@ -189,7 +180,7 @@ impl CurrentState for SqlStore {
     }
 
     async fn subject_states(&self, tenant: &str, id: &str) -> Result<Vec<ConsentRecord>> {
-        let rows = sqlx::query(STATES_OF)
+        let rows = sqlx::query(states_of(self.dialect))
             .bind(tenant)
             .bind(id)
             .fetch_all(&self.pool)

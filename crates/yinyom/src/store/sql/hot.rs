@@ -195,9 +195,50 @@ pub const DUE_EXPIRIES: &str = "SELECT c.tenant, s.id, c.purpose, c.channel, c.e
 pub const DUE_EXPIRIES_SQLITE: &str = "SELECT t.id AS tenant, s.id, c.purpose, c.channel,
          c.expires_at
      FROM consent_state_rows c CROSS JOIN tenant_numbers t ON t.no = c.tenant_no
-     JOIN subjects s ON s.tenant = t.id AND s.uid = c.subject_uid
+     JOIN subjects s ON s.no = c.subject_no
      WHERE c.state = 'granted' AND c.expires_at IS NOT NULL AND c.expires_at <= $1
      ORDER BY c.expires_at LIMIT $2";
+
+/// Subjects joined with their current states, the columns as
+/// [`push_state_row`] reads them, followed by the rest of the statement.
+/// On SQLite the rows are joined by the subject's number (migration 0170)
+/// rather than through the `consent_states` view, which would look the
+/// subject up a second time by its uid. On PostgreSQL each subject's rows
+/// are a subquery of their own (`OFFSET 0` keeps it from being merged into
+/// the join): a generic plan, made without statistics, otherwise read the
+/// tenant's states by tenant alone and filtered them by subject.
+macro_rules! states {
+    (postgres, $rest:literal) => {
+        concat!(
+            "SELECT s.id, s.uid, c.purpose, c.channel, c.state, c.seq,
+                c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
+             FROM subjects s CROSS JOIN LATERAL (SELECT * FROM consent_states c
+                 WHERE c.tenant = $1 AND c.subject_uid = s.uid OFFSET 0) c
+             WHERE s.tenant = $1 AND ",
+            $rest
+        )
+    };
+    (sqlite, $rest:literal) => {
+        concat!(
+            "SELECT s.id, s.uid, c.purpose, c.channel, c.state, c.seq,
+                c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
+             FROM subjects s JOIN consent_state_rows c
+                 ON c.tenant_no = (SELECT no FROM tenant_numbers WHERE id = $1)
+                 AND c.subject_no = s.no
+             WHERE s.tenant = $1 AND ",
+            $rest
+        )
+    };
+}
+/// A page of subjects after an id: `$2` is the id, `$3` the page's size
+/// in rows.
+pub const STATES_AFTER: &str = states!(postgres, "s.id > $2 ORDER BY s.id LIMIT $3");
+/// [`STATES_AFTER`] on SQLite.
+pub const STATES_AFTER_SQLITE: &str = states!(sqlite, "s.id > $2 ORDER BY s.id LIMIT $3");
+/// One subject's current states: `$2` is its id.
+pub const STATES_OF: &str = states!(postgres, "s.id = $2");
+/// [`STATES_OF`] on SQLite.
+pub const STATES_OF_SQLITE: &str = states!(sqlite, "s.id = $2");
 
 use Arg::{Int, Text};
 
@@ -333,6 +374,22 @@ pub const HOT: &[HotQuery] = &[
         sqlite: None,
         args: &[Int(1_700_000_000_000_000)],
         indexes: &["events_by_expiry"],
+    },
+    HotQuery {
+        name: "states_after",
+        path: "decision view (load without a snapshot)",
+        sql: STATES_AFTER,
+        sqlite: Some(STATES_AFTER_SQLITE),
+        args: &[T, Text("s1"), Int(1000)],
+        indexes: &[],
+    },
+    HotQuery {
+        name: "states_of",
+        path: "decision view (a miss in bounded mode)",
+        sql: STATES_OF,
+        sqlite: Some(STATES_OF_SQLITE),
+        args: &[T, Text("s1")],
+        indexes: &[],
     },
     HotQuery {
         name: "due_expiries",

@@ -980,14 +980,16 @@ fn latest_states<'r>(rows: &'r Rows<'_>) -> Vec<&'r LedgerEntry> {
 /// Current state follows the latest `(occurred_at, seq)`, like the domain
 /// fold; an older event (an import of history) leaves it alone.
 /// (A macro, so that both write paths' statements are built from it.) The
-/// row is upserted into `$table`, keyed by `$tenant` (on SQLite the table
-/// keyed by the tenant's number: see migration 0160).
+/// row is upserted into `$table`, keyed by `$tenant` and `$subject` (on
+/// SQLite the table keyed by their numbers: see migrations 0160 and 0170).
 macro_rules! upsert_state {
-    ($tenant:literal, $table:literal) => {
+    ($tenant:literal, $subject:literal, $table:literal) => {
         concat!(
             " ON CONFLICT (",
             $tenant,
-            ", subject_uid, purpose, channel) DO UPDATE SET
+            ", ",
+            $subject,
+            ", purpose, channel) DO UPDATE SET
             state = excluded.state, seq = excluded.seq, occurred_at = excluded.occurred_at,
             expires_at = excluded.expires_at, notice_key = excluded.notice_key,
             notice_version = excluded.notice_version, source = excluded.source,
@@ -1001,7 +1003,7 @@ macro_rules! upsert_state {
     };
 }
 /// [`upsert_state!`] on SQLite's `consent_state_rows`.
-const UPSERT_STATE_ROW: &str = upsert_state!("tenant_no", "consent_state_rows");
+const UPSERT_STATE_ROW: &str = upsert_state!("tenant_no", "subject_no", "consent_state_rows");
 
 /// The whole batch in one PostgreSQL statement (each sub-statement of a
 /// `WITH` runs once, to completion): new subjects, ledger rows, evidence,
@@ -1176,7 +1178,7 @@ const PG_WRITE_BATCH: &str = concat!(
         FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, subject_uid text, purpose text,
             channel text, state text, seq bigint, occurred_at bigint, expires_at bigint,
             notice_key text, notice_version bigint, source text, guardian bigint)",
-    upsert_state!("tenant", "consent_states"),
+    upsert_state!("tenant", "subject_uid", "consent_states"),
     "
         RETURNING 1),
   r AS (INSERT INTO receipts (tenant, id, subject_uid, jws, created_at)

@@ -755,7 +755,8 @@ impl Requests for SqlStore {
             Dialect::Sqlite => {
                 "UPDATE ledger_rows SET evidence_kept = 0
                  WHERE tenant_no = (SELECT no FROM tenant_numbers WHERE id = $1)
-                   AND subject_uid = $2 AND evidence_kept = 1"
+                   AND subject_no = (SELECT no FROM subjects WHERE uid = $2)
+                   AND evidence_kept = 1"
             }
             Dialect::Postgres => {
                 "UPDATE ledger SET evidence_kept = 0

@@ -25,16 +25,16 @@ use libsqlite3_sys as ffi;
 use super::*;
 
 /// The columns of a `ledger_rows` row (the table behind the `ledger` view,
-/// keyed by the tenant's number: migration 0160), in the order
-/// [`ledger_params`] binds them. A column is added here and there, nowhere
-/// else.
-const LEDGER_COLUMNS: &str = "tenant_no, seq, part, pseq, subject_uid, purpose, channel, action, \
+/// which names the tenant and the subject by their numbers: migrations 0160
+/// and 0170), in the order [`ledger_params`] binds them. A column is added
+/// here and there, nowhere else.
+const LEDGER_COLUMNS: &str = "tenant_no, seq, part, pseq, subject_no, purpose, channel, action, \
      notice_key, notice_version, notice_hash, source, actor, evidence_hash, evidence_kept, \
      occurred_at, recorded_at, expires_at, receipt_id, prev_hash, hash, guardian";
 
 /// A ledger row's values, in the order of [`LEDGER_COLUMNS`]; `tenant`
-/// is the number of the entry's tenant.
-fn ledger_params<'a>(s: &'a StoredEntry<'_>, tenant: i64) -> [Param<'a>; 22] {
+/// and `subject` are the numbers of the entry's tenant and subject.
+fn ledger_params<'a>(s: &'a StoredEntry<'_>, tenant: i64, subject: i64) -> [Param<'a>; 22] {
     let e = s.entry;
     let b = &e.body;
     [
@@ -42,7 +42,7 @@ fn ledger_params<'a>(s: &'a StoredEntry<'_>, tenant: i64) -> [Param<'a>; 22] {
         Param::Int(e.seq as i64),
         Param::Int(i64::from(e.partition)),
         Param::Int(e.pseq as i64),
-        Param::Text(&b.subject_uid),
+        Param::Int(subject),
         Param::Text(&b.purpose),
         b.channel.map(Channel::as_str).into(),
         Param::Text(b.action.as_str()),
@@ -269,10 +269,10 @@ impl Db {
         let mut heads = self.lock_heads(store, items)?;
         let numbers = self.tenant_numbers(items)?;
         let mut seen = self.prior_idempotency(items)?;
-        let Subjects { uids, mut new } = self.ensure_subjects(&fresh(items, &seen))?;
+        let (Subjects { uids, mut new }, subjects) = self.ensure_subjects(&fresh(items, &seen))?;
         if items.len() < PIPELINE_FROM {
             let (rows, outcomes) = chain_items(items, &mut seen, &uids, &mut heads, seal)?;
-            self.write_rows(&rows, &numbers, &mut new)?;
+            self.write_rows(&rows, &numbers, &subjects, &mut new)?;
             self.write_heads(&heads)?;
             return Ok(outcomes);
         }
@@ -294,9 +294,10 @@ impl Db {
             let mut outcomes = Vec::with_capacity(items.len());
             let mut written = Ok(());
             for chunk in chunks.iter() {
-                match chunk
-                    .and_then(|(rows, o)| self.write_rows(&rows, &numbers, &mut new).map(|_| o))
-                {
+                match chunk.and_then(|(rows, o)| {
+                    self.write_rows(&rows, &numbers, &subjects, &mut new)
+                        .map(|_| o)
+                }) {
                     Ok(o) => outcomes.extend(o),
                     Err(e) => {
                         written = Err(e);
@@ -327,6 +328,7 @@ impl Db {
         &self,
         rows: &Rows<'_>,
         numbers: &TenantNumbers,
+        subjects: &SubjectNumbers,
         new: &mut std::collections::HashSet<String>,
     ) -> Result<()> {
         let ledger = ledger_rows(rows);
@@ -350,9 +352,14 @@ impl Db {
         }
         let mut append = self.prepare(&insert("ledger_rows", LEDGER_COLUMNS, ""))?;
         for s in &stored_entries(&ledger)? {
-            append.run(&ledger_params(s, numbers.of(&s.entry.body.tenant)?))?;
+            let b = &s.entry.body;
+            append.run(&ledger_params(
+                s,
+                numbers.of(&b.tenant)?,
+                subjects.of(&b.subject_uid)?,
+            ))?;
         }
-        let current = self.current_states(&ledger, numbers, new)?;
+        let current = self.current_states(&ledger, numbers, subjects, new)?;
         for (e, _) in &ledger {
             new.remove(&e.body.subject_uid);
         }
@@ -371,7 +378,7 @@ impl Db {
         }
         let mut state = self.prepare(&insert(
             "consent_state_rows",
-            "tenant_no, subject_uid, purpose, channel, state, seq, occurred_at, expires_at, \
+            "tenant_no, subject_no, purpose, channel, state, seq, occurred_at, expires_at, \
              notice_key, notice_version, source, guardian",
             UPSERT_STATE_ROW,
         ))?;
@@ -379,7 +386,7 @@ impl Db {
             let b = &e.body;
             state.run(&[
                 Param::Int(numbers.of(&b.tenant)?),
-                Param::Text(&b.subject_uid),
+                Param::Int(subjects.of(&b.subject_uid)?),
                 Param::Text(&b.purpose),
                 Param::Text(b.channel.map(Channel::as_str).unwrap_or("")),
                 Param::Text(
@@ -570,30 +577,34 @@ impl Db {
         Ok(found)
     }
 
-    /// The uids of the items' subjects, creating the subjects that do not
-    /// exist yet (under the write lock no other writer can meanwhile).
-    fn ensure_subjects(&self, items: &[&WriteItem]) -> Result<Subjects> {
+    /// The uids and numbers of the items' subjects, creating the subjects
+    /// that do not exist yet (under the write lock no other writer can
+    /// meanwhile).
+    fn ensure_subjects(&self, items: &[&WriteItem]) -> Result<(Subjects, SubjectNumbers)> {
         let wanted: BTreeSet<(&String, &String)> =
             items.iter().map(|i| (&i.tenant, &i.subject_id)).collect();
         let mut uids = HashMap::with_capacity(wanted.len());
+        let mut numbers = HashMap::with_capacity(wanted.len());
         let mut new = std::collections::HashSet::new();
-        let mut select = self.prepare("SELECT uid FROM subjects WHERE tenant = ? AND id = ?")?;
+        let mut select =
+            self.prepare("SELECT uid, no FROM subjects WHERE tenant = ? AND id = ?")?;
         let mut missing = Vec::new();
         for (tenant, id) in wanted {
-            let mut uid = None;
+            let mut found = None;
             select.query(&[Param::Text(tenant), Param::Text(id)], |r| {
-                uid = Some(r.text(0));
+                found = Some((r.text(0), r.int(1)));
                 Ok(())
             })?;
-            match uid {
-                Some(uid) => {
+            match found {
+                Some((uid, no)) => {
+                    numbers.insert(uid.clone(), no);
                     uids.insert((tenant.clone(), id.clone()), uid);
                 }
                 None => missing.push((tenant, id)),
             }
         }
         if missing.is_empty() {
-            return Ok(Subjects { uids, new });
+            return Ok((Subjects { uids, new }, SubjectNumbers(numbers)));
         }
         let at = time::now();
         let mut create = self.prepare(&insert(
@@ -611,10 +622,14 @@ impl Db {
                 Param::Int(at),
                 Param::Int(at),
             ])?;
+            // SAFETY: an open handle; the insert just made is this
+            // connection's last (the writer's connection is not shared).
+            let no = unsafe { ffi::sqlite3_last_insert_rowid(self.raw()) };
+            numbers.insert(uid.clone(), no);
             new.insert(uid.clone());
             uids.insert((tenant.clone(), id.clone()), uid);
         }
-        Ok(Subjects { uids, new })
+        Ok((Subjects { uids, new }, SubjectNumbers(numbers)))
     }
 
     /// (state, occurred_at, seq) of the `consent_states` rows the entries
@@ -623,6 +638,7 @@ impl Db {
         &self,
         ledger: &[(&LedgerEntry, Option<&str>)],
         numbers: &TenantNumbers,
+        subjects: &SubjectNumbers,
         new: &std::collections::HashSet<String>,
     ) -> Result<HashMap<StateKey, (ConsentState, Micros, u64)>> {
         let keys: BTreeSet<StateKey> = ledger
@@ -636,7 +652,7 @@ impl Db {
         }
         let mut stmt = self.prepare(
             "SELECT state, occurred_at, seq FROM consent_state_rows
-             WHERE tenant_no = ? AND subject_uid = ? AND purpose = ? AND channel = ?",
+             WHERE tenant_no = ? AND subject_no = ? AND purpose = ? AND channel = ?",
         )?;
         for key in keys {
             let mut found = None;
@@ -644,7 +660,7 @@ impl Db {
             stmt.query(
                 &[
                     Param::Int(numbers.of(t)?),
-                    Param::Text(u),
+                    Param::Int(subjects.of(u)?),
                     Param::Text(p),
                     Param::Text(c),
                 ],
@@ -672,6 +688,18 @@ impl TenantNumbers {
             .get(tenant)
             .copied()
             .ok_or_else(|| StoreError::Unavailable(format!("no tenant {tenant} is stored")))
+    }
+}
+
+/// Subject uid → its number (`subjects.no`), for the subjects of a batch.
+struct SubjectNumbers(HashMap<String, i64>);
+
+impl SubjectNumbers {
+    fn of(&self, uid: &str) -> Result<i64> {
+        self.0
+            .get(uid)
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable(format!("no subject {uid} in the batch")))
     }
 }
 
