@@ -142,6 +142,16 @@ pub enum ConsentState {
 }
 
 impl ConsentState {
+    /// Every state.
+    pub const ALL: [ConsentState; 6] = [
+        Self::Unspecified,
+        Self::Granted,
+        Self::Denied,
+        Self::Withdrawn,
+        Self::Expired,
+        Self::Erased,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unspecified => "unspecified",

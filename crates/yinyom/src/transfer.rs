@@ -447,6 +447,13 @@ pub async fn import(
     drop(parsed);
     let rejected = checker.await?;
     let imported = committer.await??;
+    // The import's pages are copied from the write-ahead log into the
+    // database file and the log emptied (SQLite): the data directory then
+    // holds the data once, as after a clean shutdown. It is all committed
+    // already; a failure here costs only the log's disk space.
+    if let Err(e) = store.truncate_wal().await {
+        tracing::warn!("after the import, the write-ahead log was not truncated: {e}");
+    }
     bar.finish_and_clear();
     Ok(ImportReport { imported, rejected })
 }

@@ -944,6 +944,9 @@ fn export_then_import_into_a_fresh_data_dir_round_trips_and_history_lists_the_ch
     drop(server);
     let file = write(tmp.path(), "crm.csv", CRM_CSV);
     run(&source, &["import", file.to_str().unwrap()]).assert_code(2);
+    // The import leaves its rows in the database file, not in the WAL.
+    let wal = std::fs::metadata(source.join("yinyom.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the import left {wal} bytes of write-ahead log");
 
     let csv_path = tmp.path().join("export.csv");
     let export = run(

@@ -1129,10 +1129,16 @@ fn old_form(
     column: &str,
 ) -> Option<String> {
     if cutoff == "0170" {
-        // Before 0170 the rows named their subject by uid.
+        // Before 0170 the rows named their subject by uid, and purposes,
+        // channels, actions and states by their text.
         return match (table, column) {
             ("ledger_rows" | "consent_state_rows", "subject_uid") => Some(format!(
                 "(SELECT s.uid FROM {src}.subjects s WHERE s.no = x.subject_no)"
+            )),
+            ("ledger_rows", "purpose" | "channel" | "action")
+            | ("consent_state_rows", "purpose" | "channel" | "state")
+            | ("outbox_rows", "before_state" | "after_state") => Some(format!(
+                "(SELECT t.term FROM {src}.terms t WHERE t.no = x.{column})"
             )),
             _ => None,
         };

@@ -529,6 +529,10 @@ pub trait Requests: Send + Sync {
     /// Make deleted data unrecoverable from the database files where the
     /// engine allows (SQLite: checkpoint and truncate the WAL).
     async fn purge_deleted(&self) -> Result<()>;
+    /// Copy the write-ahead log into the database file and empty it
+    /// (SQLite; nothing to do on PostgreSQL): after a bulk write such as an
+    /// import, so that the data is on disk once.
+    async fn truncate_wal(&self) -> Result<()>;
 }
 
 /// Staff of the admin console and their sessions.

@@ -192,18 +192,23 @@ pub const DUE_EXPIRIES: &str = "SELECT c.tenant, s.id, c.purpose, c.channel, c.e
 /// `consent_states_expiry`; which it picks changed with the statistics at
 /// hand (1 run in 5 of tests/queries.rs). `CROSS JOIN` makes SQLite take
 /// the rows first, so only the expiry index can serve them.
-pub const DUE_EXPIRIES_SQLITE: &str = "SELECT t.id AS tenant, s.id, c.purpose, c.channel,
+/// (Since migration 0170 the rows name purpose, channel and state by their
+/// number in `terms`, where 2 is 'granted', as in the index's condition.)
+pub const DUE_EXPIRIES_SQLITE: &str = "SELECT t.id AS tenant, s.id,
+         COALESCE(p.term, c.purpose) AS purpose, COALESCE(ch.term, c.channel) AS channel,
          c.expires_at
      FROM consent_state_rows c CROSS JOIN tenant_numbers t ON t.no = c.tenant_no
      JOIN subjects s ON s.no = c.subject_no
-     WHERE c.state = 'granted' AND c.expires_at IS NOT NULL AND c.expires_at <= $1
+     LEFT JOIN terms p ON p.no = c.purpose LEFT JOIN terms ch ON ch.no = c.channel
+     WHERE c.state = 2 AND c.expires_at IS NOT NULL AND c.expires_at <= $1
      ORDER BY c.expires_at LIMIT $2";
 
 /// Subjects joined with their current states, the columns as
 /// [`push_state_row`] reads them, followed by the rest of the statement.
 /// On SQLite the rows are joined by the subject's number (migration 0170)
 /// rather than through the `consent_states` view, which would look the
-/// subject up a second time by its uid. On PostgreSQL each subject's rows
+/// subject up a second time by its uid; purpose, channel and state are
+/// numbers in `terms`. On PostgreSQL each subject's rows
 /// are a subquery of their own (`OFFSET 0` keeps it from being merged into
 /// the join): a generic plan, made without statistics, otherwise read the
 /// tenant's states by tenant alone and filtered them by subject.
@@ -220,11 +225,14 @@ macro_rules! states {
     };
     (sqlite, $rest:literal) => {
         concat!(
-            "SELECT s.id, s.uid, c.purpose, c.channel, c.state, c.seq,
+            "SELECT s.id, s.uid, COALESCE(p.term, c.purpose), COALESCE(ch.term, c.channel),
+                COALESCE(st.term, c.state), c.seq,
                 c.occurred_at, c.expires_at, c.notice_key, c.notice_version, c.source, c.guardian
              FROM subjects s JOIN consent_state_rows c
                  ON c.tenant_no = (SELECT no FROM tenant_numbers WHERE id = $1)
                  AND c.subject_no = s.no
+             LEFT JOIN terms p ON p.no = c.purpose LEFT JOIN terms ch ON ch.no = c.channel
+             LEFT JOIN terms st ON st.no = c.state
              WHERE s.tenant = $1 AND ",
             $rest
         )

@@ -931,10 +931,14 @@ impl Requests for SqlStore {
     }
 
     async fn purge_deleted(&self) -> Result<()> {
+        // secure_delete zeroed the freed content in the pages written to
+        // the WAL; copying them into the database and truncating the WAL
+        // leaves no older page image behind.
+        self.truncate_wal().await
+    }
+
+    async fn truncate_wal(&self) -> Result<()> {
         if self.dialect == Dialect::Sqlite {
-            // secure_delete zeroed the freed content in the pages written
-            // to the WAL; copying them into the database and truncating
-            // the WAL leaves no older page image behind.
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&self.pool)
                 .await

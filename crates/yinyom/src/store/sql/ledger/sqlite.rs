@@ -33,19 +33,28 @@ const LEDGER_COLUMNS: &str = "tenant_no, seq, part, pseq, subject_no, purpose, c
      occurred_at, recorded_at, expires_at, receipt_id, prev_hash, hash, guardian";
 
 /// A ledger row's values, in the order of [`LEDGER_COLUMNS`]; `tenant`
-/// and `subject` are the numbers of the entry's tenant and subject.
-fn ledger_params<'a>(s: &'a StoredEntry<'_>, tenant: i64, subject: i64) -> [Param<'a>; 22] {
+/// and `subject` are the numbers of the entry's tenant and subject, the
+/// purpose, channel and action are numbered by `terms`.
+fn ledger_params<'a>(
+    s: &'a StoredEntry<'_>,
+    tenant: i64,
+    subject: i64,
+    terms: &Terms,
+) -> Result<[Param<'a>; 22]> {
     let e = s.entry;
     let b = &e.body;
-    [
+    Ok([
         Param::Int(tenant),
         Param::Int(e.seq as i64),
         Param::Int(i64::from(e.partition)),
         Param::Int(e.pseq as i64),
         Param::Int(subject),
-        Param::Text(&b.purpose),
-        b.channel.map(Channel::as_str).into(),
-        Param::Text(b.action.as_str()),
+        Param::Int(terms.of(&b.purpose)?),
+        match b.channel {
+            Some(c) => Param::Int(terms.of(c.as_str())?),
+            None => Param::Null,
+        },
+        Param::Int(terms.of(b.action.as_str())?),
         b.notice.as_ref().map(|n| n.key.as_str()).into(),
         b.notice.as_ref().map(|n| n.version as i64).into(),
         b.notice.as_ref().map(|n| n.hash.as_str()).into(),
@@ -60,7 +69,7 @@ fn ledger_params<'a>(s: &'a StoredEntry<'_>, tenant: i64, subject: i64) -> [Para
         Param::Blob(&s.prev_hash),
         Param::Blob(&s.hash),
         Param::Int(i64::from(b.guardian)),
-    ]
+    ])
 }
 
 /// Batches of at least this many items are chained on a second thread
@@ -332,6 +341,7 @@ impl Db {
         new: &mut std::collections::HashSet<String>,
     ) -> Result<()> {
         let ledger = ledger_rows(rows);
+        let terms = self.terms(&ledger)?;
         let evidence = evidence_rows(&ledger);
         if !evidence.is_empty() {
             let mut upsert = self.prepare(&insert(
@@ -357,9 +367,10 @@ impl Db {
                 s,
                 numbers.of(&b.tenant)?,
                 subjects.of(&b.subject_uid)?,
-            ))?;
+                &terms,
+            )?)?;
         }
-        let current = self.current_states(&ledger, numbers, subjects, new)?;
+        let current = self.current_states(&ledger, numbers, subjects, &terms, new)?;
         for (e, _) in &ledger {
             new.remove(&e.body.subject_uid);
         }
@@ -372,8 +383,8 @@ impl Db {
             outbox.run(&[
                 Param::Int(numbers.of(&e.body.tenant)?),
                 Param::Int(e.seq as i64),
-                Param::Text(before.as_str()),
-                Param::Text(after.as_str()),
+                Param::Int(terms.of(before.as_str())?),
+                Param::Int(terms.of(after.as_str())?),
             ])?;
         }
         let mut state = self.prepare(&insert(
@@ -387,13 +398,14 @@ impl Db {
             state.run(&[
                 Param::Int(numbers.of(&b.tenant)?),
                 Param::Int(subjects.of(&b.subject_uid)?),
-                Param::Text(&b.purpose),
-                Param::Text(b.channel.map(Channel::as_str).unwrap_or("")),
-                Param::Text(
-                    b.action
+                Param::Int(terms.of(&b.purpose)?),
+                Param::Int(terms.of(b.channel.map(Channel::as_str).unwrap_or(""))?),
+                Param::Int(
+                    terms.of(b
+                        .action
                         .state()
                         .unwrap_or(ConsentState::Unspecified)
-                        .as_str(),
+                        .as_str())?,
                 ),
                 Param::Int(e.seq as i64),
                 Param::Int(b.occurred_at),
@@ -545,6 +557,48 @@ impl Db {
         Ok(TenantNumbers(numbers))
     }
 
+    /// The numbers (`terms`, migration 0170) of the purposes, channels,
+    /// actions and states the rows of these entries name, numbering the
+    /// new ones. (A few per batch; a term numbered by a batch that rolls
+    /// back goes with it.)
+    fn terms(&self, ledger: &[(&LedgerEntry, Option<&str>)]) -> Result<Terms> {
+        let mut wanted: BTreeSet<&str> = ConsentState::ALL.iter().map(|s| s.as_str()).collect();
+        wanted.insert("");
+        for (e, _) in ledger {
+            let b = &e.body;
+            wanted.insert(&b.purpose);
+            wanted.insert(b.action.as_str());
+            if let Some(c) = b.channel {
+                wanted.insert(c.as_str());
+            }
+        }
+        let mut select = self.prepare("SELECT no FROM terms WHERE term = ?")?;
+        let mut insert = None;
+        let mut numbers = HashMap::with_capacity(wanted.len());
+        for term in wanted {
+            let mut no = None;
+            select.query(&[Param::Text(term)], |r| {
+                no = Some(r.int(0));
+                Ok(())
+            })?;
+            let no = match no {
+                Some(no) => no,
+                None => {
+                    let stmt = match &mut insert {
+                        Some(stmt) => stmt,
+                        None => insert.insert(self.prepare("INSERT INTO terms (term) VALUES (?)")?),
+                    };
+                    stmt.run(&[Param::Text(term)])?;
+                    // SAFETY: an open handle; the insert just made is this
+                    // connection's last.
+                    unsafe { ffi::sqlite3_last_insert_rowid(self.raw()) }
+                }
+            };
+            numbers.insert(term.to_string(), no);
+        }
+        Ok(Terms(numbers))
+    }
+
     /// Earlier uses of the batch's idempotency keys: (tenant, key) →
     /// (request hash, response).
     fn prior_idempotency(
@@ -639,6 +693,7 @@ impl Db {
         ledger: &[(&LedgerEntry, Option<&str>)],
         numbers: &TenantNumbers,
         subjects: &SubjectNumbers,
+        terms: &Terms,
         new: &std::collections::HashSet<String>,
     ) -> Result<HashMap<StateKey, (ConsentState, Micros, u64)>> {
         let keys: BTreeSet<StateKey> = ledger
@@ -651,8 +706,10 @@ impl Db {
             return Ok(current);
         }
         let mut stmt = self.prepare(
-            "SELECT state, occurred_at, seq FROM consent_state_rows
-             WHERE tenant_no = ? AND subject_no = ? AND purpose = ? AND channel = ?",
+            "SELECT COALESCE((SELECT term FROM terms WHERE no = c.state), c.state),
+                 c.occurred_at, c.seq
+             FROM consent_state_rows c
+             WHERE c.tenant_no = ? AND c.subject_no = ? AND c.purpose = ? AND c.channel = ?",
         )?;
         for key in keys {
             let mut found = None;
@@ -661,8 +718,8 @@ impl Db {
                 &[
                     Param::Int(numbers.of(t)?),
                     Param::Int(subjects.of(u)?),
-                    Param::Text(p),
-                    Param::Text(c),
+                    Param::Int(terms.of(p)?),
+                    Param::Int(terms.of(c)?),
                 ],
                 |r| {
                     let state =
@@ -688,6 +745,18 @@ impl TenantNumbers {
             .get(tenant)
             .copied()
             .ok_or_else(|| StoreError::Unavailable(format!("no tenant {tenant} is stored")))
+    }
+}
+
+/// Term → its number (`terms.no`), for the terms of a batch's rows.
+struct Terms(HashMap<String, i64>);
+
+impl Terms {
+    fn of(&self, term: &str) -> Result<i64> {
+        self.0
+            .get(term)
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable(format!("no term {term:?} in the batch")))
     }
 }
 
