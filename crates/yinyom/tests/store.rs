@@ -1000,7 +1000,81 @@ async fn old_events_are_forgotten_once_every_consumer_has_them(backend: Backend)
     );
 }
 
+/// The console's daily counts of choices (kept as the batches are written,
+/// per partition) are the ledger's entries counted per day, purpose,
+/// channel and action: across batches, a batch large enough to be chained
+/// beside the writer on SQLite, choices of other days (imports of history)
+/// and purpose-wide choices.
+async fn daily_choices_count_the_ledger(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let t = tenant(store.as_ref(), "T").await;
+    let other = tenant(store.as_ref(), "Other").await;
+    let view = app::load_view(store.as_ref()).await.expect("view");
+    let days = [
+        "2024-03-01T08:00:00Z",
+        "2024-03-01T23:59:59Z",
+        "2024-03-02T00:00:00Z",
+        "2025-11-30T12:00:00Z",
+    ];
+    let actions = [Action::Grant, Action::Withdraw, Action::Deny];
+    let item = |i: usize, tenant: &str| {
+        let mut req = request(
+            &format!("s{}", i % 700),
+            actions[i % 3],
+            Some(days[i % days.len()]),
+        );
+        if i % 5 == 0 {
+            req.actions[0].channel = None;
+        }
+        prepare_in(&view, tenant, req)
+    };
+    let big: Vec<WriteItem> = (0..2_100).map(|i| item(i, &t)).collect();
+    commit(store.as_ref(), &big).await;
+    for chunk in (2_100..2_400).collect::<Vec<_>>().chunks(37) {
+        let batch: Vec<WriteItem> = chunk.iter().map(|&i| item(i, &t)).collect();
+        commit(store.as_ref(), &batch).await;
+    }
+    commit(store.as_ref(), &[item(1, &other)]).await;
+    commit(store.as_ref(), &[prepare_in(&view, &t, request("now", Action::Grant, None))]).await;
+
+    let mut want: std::collections::BTreeMap<(i64, String, Option<String>, String), i64> =
+        Default::default();
+    for (_, e) in store.ledger(&t).await.unwrap() {
+        let b = &e.body;
+        *want
+            .entry((
+                b.occurred_at / 86_400_000_000,
+                b.purpose.clone(),
+                b.channel.map(|c| c.as_str().to_string()),
+                b.action.as_str().to_string(),
+            ))
+            .or_default() += 1;
+    }
+    let got: std::collections::BTreeMap<_, _> = store
+        .daily_choices(&t, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| ((d.day, d.purpose, d.channel, d.action), d.count))
+        .collect();
+    assert_eq!(want.values().sum::<i64>(), 2_401);
+    assert!(want.keys().any(|k| k.2.is_none()), "purpose-wide choices");
+    assert_eq!(got, want);
+    // From a day on: the days before it are left out, the day itself is in.
+    let since = time::parse_rfc3339("2024-03-02T00:00:00Z").unwrap();
+    let recent = store.daily_choices(&t, since).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|d| d.count).sum::<i64>(),
+        want.iter()
+            .filter(|(k, _)| k.0 >= since / 86_400_000_000)
+            .map(|(_, n)| n)
+            .sum::<i64>()
+    );
+    assert!(recent.windows(2).all(|w| w[0].day <= w[1].day), "by day");
+}
+
 on_every_backend!(
+    daily_choices_count_the_ledger,
     old_events_are_forgotten_once_every_consumer_has_them,
     outbox_events_page_by_cursor,
     evidence_is_stored_once_and_erasure_deletes_the_subjects_own,
@@ -1568,6 +1642,27 @@ async fn upgrade_keeps_every_row(backend: Backend, cutoff: &str) {
             up.ledger(t).await.unwrap(),
             src.ledger(t).await.unwrap(),
             "every entry reads back the same"
+        );
+    }
+    for t in [&a, &b] {
+        let counts = |s: &Arc<dyn Store>| {
+            let s = s.clone();
+            let t = t.clone();
+            async move {
+                s.daily_choices(&t, 0)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| (d.day, d.purpose, d.channel, d.action, d.count))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let want = counts(&(src.clone() as Arc<dyn Store>)).await;
+        assert!(!want.is_empty());
+        assert_eq!(
+            counts(&(up.clone() as Arc<dyn Store>)).await,
+            want,
+            "the daily choices counted from the ledger by the upgrade"
         );
     }
     let states = |mut v: Vec<yinyom::store::SubjectSnapshot>| {

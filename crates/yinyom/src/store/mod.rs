@@ -549,7 +549,10 @@ pub trait StaffStore: Send + Sync {
     async fn session(&self, hash: &str, now: Micros)
     -> Result<Option<(StaffSession, StaffMember)>>;
     async fn delete_session(&self, hash: &str) -> Result<()>;
-    /// The console's dashboard: choices recorded per UTC day since `since`.
+    /// The console's dashboard: ledger entries per UTC day (of
+    /// `occurred_at`), purpose, channel and action, from the day of
+    /// `since` on; counted as they are written, so the cost is the days'
+    /// rows, not the ledger's.
     async fn daily_choices(&self, tenant: &str, since: Micros) -> Result<Vec<DailyChoices>>;
     /// Suppressed messages per reason.
     async fn suppressions(&self, tenant: &str) -> Result<Vec<(String, i64)>>;

@@ -80,6 +80,7 @@ pub const GROWING: &[&str] = &[
     "ledger",
     "ledger_rows",
     "evidence",
+    "choice_days",
     "consent_states",
     "consent_state_rows",
     "receipts",
@@ -114,6 +115,13 @@ pub const HISTORY: &str =
 pub const EVIDENCE: &str = "SELECT l.seq, e.body AS evidence FROM ledger l
      JOIN evidence e ON e.tenant = l.tenant AND e.part = l.part AND e.hash = l.evidence_hash
      WHERE l.tenant = $1 AND l.subject_uid = $2 AND l.evidence_kept = 1";
+/// The console's chart: choices per day from a day on (`choice_days`,
+/// counted per partition as the batches are written).
+pub const DAILY_CHOICES: &str =
+    "SELECT day, purpose, channel, action, CAST(SUM(n) AS BIGINT) AS n
+     FROM choice_days WHERE tenant = $1 AND day >= $2
+     GROUP BY day, purpose, channel, action
+     ORDER BY day, purpose, channel, action";
 /// A subject's receipts.
 pub const RECEIPTS: &str = "SELECT id, jws, created_at FROM receipts
      WHERE tenant = $1 AND subject_uid = $2 ORDER BY created_at, id";
@@ -294,6 +302,14 @@ pub const HOT: &[HotQuery] = &[
         sqlite: None,
         args: &[T, UID],
         indexes: &["ledger_by_subject"],
+    },
+    HotQuery {
+        name: "daily_choices",
+        path: "GET /admin (the console's chart)",
+        sql: DAILY_CHOICES,
+        sqlite: None,
+        args: &[T, Int(19_700)],
+        indexes: &[],
     },
     HotQuery {
         name: "receipts",

@@ -946,6 +946,55 @@ fn evidence_rows<'r>(
         .collect()
 }
 
+/// A row of `choice_days`: tenant, day, purpose, channel (`""` for every
+/// channel), action, partition, and how many of the batch's entries it
+/// counts.
+type ChoiceRow<'r> = (&'r str, i64, &'r str, &'r str, &'r str, u32, i64);
+
+/// The batch's entries counted per day (of `occurred_at`, UTC, as
+/// `occurred_at / 86400000000` in SQL), purpose, channel, action and
+/// partition, in key order: added to `choice_days` (migration 0180), the
+/// console's chart of choices. On PostgreSQL per partition, like evidence:
+/// only the partition's writers, who hold its lock, touch its rows. SQLite
+/// has one writer: there everything is counted in partition 0
+/// (`by_partition` false), a row per day, purpose, channel and action.
+fn choice_rows<'r>(
+    ledger: &[(&'r LedgerEntry, Option<&'r str>)],
+    by_partition: bool,
+) -> Vec<ChoiceRow<'r>> {
+    let mut counts: std::collections::BTreeMap<(&str, i64, &str, &str, &str, u32), i64> =
+        Default::default();
+    for (e, _) in ledger {
+        let b = &e.body;
+        let key = (
+            b.tenant.as_str(),
+            b.occurred_at / DAY_MICROS,
+            b.purpose.as_str(),
+            b.channel.map(Channel::as_str).unwrap_or(""),
+            b.action.as_str(),
+            if by_partition { e.partition } else { 0 },
+        );
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((t, d, p, c, a, part), n)| (t, d, p, c, a, part, n))
+        .collect()
+}
+
+/// Microseconds in a day.
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// `choice_days` rows are added to.
+/// (A macro, so that both write paths' statements are built from it.)
+macro_rules! upsert_choices {
+    () => {
+        " ON CONFLICT (tenant, day, purpose, channel, action, part) \
+         DO UPDATE SET n = choice_days.n + excluded.n"
+    };
+}
+const UPSERT_CHOICES: &str = upsert_choices!();
+
 /// Evidence rows are added to, never replaced: a value already stored for
 /// another entry gains references.
 /// (A macro, so that both write paths' statements are built from it.)
@@ -1007,8 +1056,8 @@ const UPSERT_STATE_ROW: &str = upsert_state!("tenant_no", "subject_no", "consent
 
 /// The whole batch in one PostgreSQL statement (each sub-statement of a
 /// `WITH` runs once, to completion): new subjects, ledger rows, evidence,
-/// outbox, current state, receipts, idempotency records and the chain
-/// heads. Rows travel as JSON recordsets (one parameter per table,
+/// outbox, current state, receipts, idempotency records, the chain
+/// heads and the day's choice counts. Rows travel as JSON recordsets (one parameter per table,
 /// whatever the batch size). `false`: one of `created` had been created
 /// meanwhile by another writer (its uid is not the one chained); the
 /// batch must be rolled back and run again.
@@ -1055,6 +1104,13 @@ async fn write_batch_pg(
         .iter()
         .map(|(tenant, part, hash, body, refs)| {
             json!({"tenant": tenant, "part": part, "hash": hash, "body": body, "refs": refs})
+        })
+        .collect();
+    let choices_json: Vec<serde_json::Value> = choice_rows(&ledger, true)
+        .iter()
+        .map(|(tenant, day, purpose, channel, action, part, n)| {
+            json!({"tenant": tenant, "day": day, "purpose": purpose, "channel": channel,
+                   "action": action, "part": part, "n": n})
         })
         .collect();
     let states_json: Vec<serde_json::Value> = latest_states(rows)
@@ -1108,6 +1164,7 @@ async fn write_batch_pg(
         .bind(serde_json::Value::Array(heads_json).to_string())
         .bind(serde_json::Value::Array(evidence_json).to_string())
         .bind(serde_json::Value::Array(subjects_json).to_string())
+        .bind(serde_json::Value::Array(choices_json).to_string())
         .fetch_one(&mut *batch.conn)
         .await
         .map_err(unavailable)?;
@@ -1203,10 +1260,17 @@ const PG_WRITE_BATCH: &str = concat!(
         SELECT tenant, id, uid, at, at
         FROM jsonb_to_recordset($8::jsonb) AS x(tenant text, id text, uid text, at bigint)
         ON CONFLICT (tenant, id) DO NOTHING
+        RETURNING 1),
+  d AS (INSERT INTO choice_days (tenant, day, purpose, channel, action, part, n)
+        SELECT tenant, day, purpose, channel, action, part, n
+        FROM jsonb_to_recordset($9::jsonb) AS x(tenant text, day bigint, purpose text,
+            channel text, action text, part bigint, n bigint)",
+    upsert_choices!(),
+    "
         RETURNING 1)
 SELECT (SELECT count(*) FROM l) AS l, (SELECT count(*) FROM e) AS e, (SELECT count(*) FROM o) AS o, (SELECT count(*) FROM c) AS c,
        (SELECT count(*) FROM r) AS r, (SELECT count(*) FROM i) AS i, (SELECT count(*) FROM h) AS h,
-       (SELECT count(*) FROM s) AS s"
+       (SELECT count(*) FROM s) AS s, (SELECT count(*) FROM d) AS d"
 );
 
 /// (tenant, subject uid, purpose, channel or '') of a `consent_states` row.

@@ -143,25 +143,25 @@ impl StaffStore for SqlStore {
     }
 
     async fn daily_choices(&self, tenant: &str, since: Micros) -> Result<Vec<DailyChoices>> {
-        let rows = sqlx::query(
-            "SELECT occurred_at / 86400000000 AS day, purpose, channel, action, COUNT(*) AS n
-             FROM ledger WHERE tenant = $1 AND occurred_at >= $2
-             GROUP BY occurred_at / 86400000000, purpose, channel, action
-             ORDER BY day",
-        )
+        // Counted as they are written (`choice_days`, per partition):
+        // the rows of 30 days, whatever the ledger's size.
+        let rows = sqlx::query(super::hot::DAILY_CHOICES)
         .bind(tenant)
-        .bind(since)
+        .bind(since.div_euclid(86_400_000_000))
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         Ok(rows
             .iter()
-            .map(|r| DailyChoices {
-                day: r.get("day"),
-                purpose: r.get("purpose"),
-                channel: r.get("channel"),
-                action: r.get("action"),
-                count: r.get("n"),
+            .map(|r| {
+                let channel: String = r.get("channel");
+                DailyChoices {
+                    day: r.get("day"),
+                    purpose: r.get("purpose"),
+                    channel: (!channel.is_empty()).then_some(channel),
+                    action: r.get("action"),
+                    count: r.get("n"),
+                }
             })
             .collect())
     }

@@ -1,6 +1,6 @@
 //! The consent write path on SQLite: the steps of [`Ledger::commit`]
-//! (heads locked, idempotency, subjects, entries, evidence, outbox, current
-//! state, receipts, idempotency rows, heads updated: the tenant's entry
+//! (heads locked, idempotency, subjects, entries, evidence, the day's choice
+//! counts, outbox, current state, receipts, idempotency rows, heads updated: the tenant's entry
 //! counter in `ledger_heads`, each written partition's head in
 //! `ledger_partitions`) in one synchronous
 //! call on the connection's own thread, through SQLite's C API with each
@@ -71,6 +71,10 @@ fn ledger_params<'a>(
         Param::Int(i64::from(b.guardian)),
     ])
 }
+
+/// A batch's entries counted per tenant, day, purpose, channel and action,
+/// summed over its chunks (see [`choice_rows`]).
+type ChoiceCounts = std::collections::BTreeMap<(String, i64, String, String, String), i64>;
 
 /// Batches of at least this many items are chained on a second thread
 /// while this one writes, [`PIPELINE_CHUNK`] items at a time. (A group
@@ -281,11 +285,13 @@ impl Db {
         let (Subjects { uids, mut new }, subjects) = self.ensure_subjects(&fresh(items, &seen))?;
         if items.len() < PIPELINE_FROM {
             let (rows, outcomes) = chain_items(items, &mut seen, &uids, &mut heads, seal)?;
-            self.write_rows(&rows, &numbers, &subjects, &mut new)?;
+            let mut choices = ChoiceCounts::new();
+            self.write_rows(&rows, &numbers, &subjects, &mut new, &mut choices)?;
+            self.write_choices(&choices)?;
             self.write_heads(&heads)?;
             return Ok(outcomes);
         }
-        let (heads, outcomes) = std::thread::scope(|scope| {
+        let (heads, outcomes, choices) = std::thread::scope(|scope| {
             // Two chunks ahead at most: memory stays bounded.
             let (chained, chunks) = std::sync::mpsc::sync_channel(2);
             let chainer = scope.spawn(|| {
@@ -301,10 +307,11 @@ impl Db {
                 heads
             });
             let mut outcomes = Vec::with_capacity(items.len());
+            let mut choices = ChoiceCounts::new();
             let mut written = Ok(());
             for chunk in chunks.iter() {
                 match chunk.and_then(|(rows, o)| {
-                    self.write_rows(&rows, &numbers, &subjects, &mut new)
+                    self.write_rows(&rows, &numbers, &subjects, &mut new, &mut choices)
                         .map(|_| o)
                 }) {
                     Ok(o) => outcomes.extend(o),
@@ -318,15 +325,41 @@ impl Db {
             let heads = chainer
                 .join()
                 .map_err(|_| StoreError::Unavailable("chaining the batch panicked".into()))?;
-            written.map(|_| (heads, outcomes))
+            written.map(|_| (heads, outcomes, choices))
         })?;
         if outcomes.len() != items.len() {
             return Err(StoreError::Unavailable(
                 "the batch was not chained whole".into(),
             ));
         }
+        self.write_choices(&choices)?;
         self.write_heads(&heads)?;
         Ok(outcomes)
+    }
+
+    /// The batch's choice counts added to `choice_days` (in partition 0:
+    /// one writer), once per transaction: an import's chunks add up first.
+    fn write_choices(&self, choices: &ChoiceCounts) -> Result<()> {
+        if choices.is_empty() {
+            return Ok(());
+        }
+        let mut upsert = self.prepare(&insert(
+            "choice_days",
+            "tenant, day, purpose, channel, action, part, n",
+            UPSERT_CHOICES,
+        ))?;
+        for ((tenant, day, purpose, channel, action), n) in choices {
+            upsert.run(&[
+                Param::Text(tenant),
+                Param::Int(*day),
+                Param::Text(purpose),
+                Param::Text(channel),
+                Param::Text(action),
+                Param::Int(0),
+                Param::Int(*n),
+            ])?;
+        }
+        Ok(())
     }
 
     /// The rows of chained items (entries, evidence, outbox, current state,
@@ -339,6 +372,7 @@ impl Db {
         numbers: &TenantNumbers,
         subjects: &SubjectNumbers,
         new: &mut std::collections::HashSet<String>,
+        choices: &mut ChoiceCounts,
     ) -> Result<()> {
         let ledger = ledger_rows(rows);
         let terms = self.terms(&ledger)?;
@@ -359,6 +393,17 @@ impl Db {
                     Param::Int(refs),
                 ])?;
             }
+        }
+        for (tenant, day, purpose, channel, action, _, n) in choice_rows(&ledger, false) {
+            *choices
+                .entry((
+                    tenant.to_string(),
+                    day,
+                    purpose.to_string(),
+                    channel.to_string(),
+                    action.to_string(),
+                ))
+                .or_default() += n;
         }
         let mut append = self.prepare(&insert("ledger_rows", LEDGER_COLUMNS, ""))?;
         for s in &stored_entries(&ledger)? {
