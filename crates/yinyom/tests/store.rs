@@ -1023,7 +1023,7 @@ async fn daily_choices_count_the_ledger(backend: Backend) {
             actions[i % 3],
             Some(days[i % days.len()]),
         );
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             req.actions[0].channel = None;
         }
         prepare_in(&view, tenant, req)
@@ -1035,7 +1035,11 @@ async fn daily_choices_count_the_ledger(backend: Backend) {
         commit(store.as_ref(), &batch).await;
     }
     commit(store.as_ref(), &[item(1, &other)]).await;
-    commit(store.as_ref(), &[prepare_in(&view, &t, request("now", Action::Grant, None))]).await;
+    commit(
+        store.as_ref(),
+        &[prepare_in(&view, &t, request("now", Action::Grant, None))],
+    )
+    .await;
 
     let mut want: std::collections::BTreeMap<(i64, String, Option<String>, String), i64> =
         Default::default();

@@ -146,11 +146,11 @@ impl StaffStore for SqlStore {
         // Counted as they are written (`choice_days`, per partition):
         // the rows of 30 days, whatever the ledger's size.
         let rows = sqlx::query(super::hot::DAILY_CHOICES)
-        .bind(tenant)
-        .bind(since.div_euclid(86_400_000_000))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(tenant)
+            .bind(since.div_euclid(86_400_000_000))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(rows
             .iter()
             .map(|r| {
