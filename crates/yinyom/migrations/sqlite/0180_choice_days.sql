@@ -1,11 +1,11 @@
 -- Consent choices counted per day as they are written, for the console's
 -- chart of the last 30 days: reading them from the ledger grouped every
 -- entry of the tenant (2.3 s at 1 million records, minutes at 50 million)
--- on each view of the dashboard. Counted per ledger partition, so that
--- only the writers of a partition, who hold its lock, touch a row (no
--- counter that every writer of a tenant, on every node, waits on); SQLite
--- has one writer, so here every count is in partition 0. No personal
--- data: counts per purpose, channel and action.
+-- on each view of the dashboard. Each row names a ledger partition (on
+-- PostgreSQL, one the writing batch holds the lock of, so that concurrent
+-- writers never wait on a counter); SQLite has one writer, so here every
+-- count is in partition 0. No personal data: counts per purpose, channel
+-- and action.
 CREATE TABLE choice_days (
     tenant  TEXT NOT NULL,
     day     INTEGER NOT NULL,   -- occurred_at / 86400000000: days since 1970 (UTC)

@@ -952,17 +952,20 @@ fn evidence_rows<'r>(
 type ChoiceRow<'r> = (&'r str, i64, &'r str, &'r str, &'r str, u32, i64);
 
 /// The batch's entries counted per day (of `occurred_at`, UTC, as
-/// `occurred_at / 86400000000` in SQL), purpose, channel, action and
-/// partition, in key order: added to `choice_days` (migration 0180), the
-/// console's chart of choices. On PostgreSQL per partition, like evidence:
-/// only the partition's writers, who hold its lock, touch its rows. SQLite
-/// has one writer: there everything is counted in partition 0
-/// (`by_partition` false), a row per day, purpose, channel and action.
+/// `occurred_at / 86400000000` in SQL), purpose, channel and action, in
+/// key order: added to `choice_days` (migration 0180), the console's chart
+/// of choices. A row also names a partition, so that concurrent batches
+/// never touch the same row: on PostgreSQL each count goes to the lowest
+/// partition the batch appends entries of that key to, one the batch holds
+/// the lock of (a row per key and batch, not per partition: writers of
+/// other partitions never wait on it, and a batch of 64 entries adds a few
+/// rows, not 64). SQLite has one writer: there everything is counted in
+/// partition 0 (`by_partition` false).
 fn choice_rows<'r>(
     ledger: &[(&'r LedgerEntry, Option<&'r str>)],
     by_partition: bool,
 ) -> Vec<ChoiceRow<'r>> {
-    let mut counts: std::collections::BTreeMap<(&str, i64, &str, &str, &str, u32), i64> =
+    let mut counts: std::collections::BTreeMap<(&str, i64, &str, &str, &str), (u32, i64)> =
         Default::default();
     for (e, _) in ledger {
         let b = &e.body;
@@ -972,13 +975,15 @@ fn choice_rows<'r>(
             b.purpose.as_str(),
             b.channel.map(Channel::as_str).unwrap_or(""),
             b.action.as_str(),
-            if by_partition { e.partition } else { 0 },
         );
-        *counts.entry(key).or_default() += 1;
+        let part = if by_partition { e.partition } else { 0 };
+        let (lowest, n) = counts.entry(key).or_insert((part, 0));
+        *lowest = (*lowest).min(part);
+        *n += 1;
     }
     counts
         .into_iter()
-        .map(|((t, d, p, c, a, part), n)| (t, d, p, c, a, part, n))
+        .map(|((t, d, p, c, a), (part, n))| (t, d, p, c, a, part, n))
         .collect()
 }
 
