@@ -951,6 +951,9 @@ fn evidence_rows<'r>(
 /// counts.
 type ChoiceRow<'r> = (&'r str, i64, &'r str, &'r str, &'r str, u32, i64);
 
+/// What a `choice_days` row counts: tenant, day, purpose, channel, action.
+type ChoiceKey<'r> = (&'r str, i64, &'r str, &'r str, &'r str);
+
 /// The batch's entries counted per day (of `occurred_at`, UTC, as
 /// `occurred_at / 86400000000` in SQL), purpose, channel and action, in
 /// key order: added to `choice_days` (migration 0180), the console's chart
@@ -965,8 +968,7 @@ fn choice_rows<'r>(
     ledger: &[(&'r LedgerEntry, Option<&'r str>)],
     by_partition: bool,
 ) -> Vec<ChoiceRow<'r>> {
-    let mut counts: std::collections::BTreeMap<(&str, i64, &str, &str, &str), (u32, i64)> =
-        Default::default();
+    let mut counts: std::collections::BTreeMap<ChoiceKey<'r>, (u32, i64)> = Default::default();
     for (e, _) in ledger {
         let b = &e.body;
         let key = (
