@@ -116,7 +116,7 @@ pub const EVIDENCE: &str = "SELECT l.seq, e.body AS evidence FROM ledger l
      JOIN evidence e ON e.tenant = l.tenant AND e.part = l.part AND e.hash = l.evidence_hash
      WHERE l.tenant = $1 AND l.subject_uid = $2 AND l.evidence_kept = 1";
 /// The console's chart: choices per day from a day on (`choice_days`,
-/// counted per partition as the batches are written).
+/// counted as the batches are written; summed over its partitions).
 pub const DAILY_CHOICES: &str = "SELECT day, purpose, channel, action, CAST(SUM(n) AS BIGINT) AS n
      FROM choice_days WHERE tenant = $1 AND day >= $2
      GROUP BY day, purpose, channel, action

@@ -958,29 +958,25 @@ type ChoiceKey<'r> = (&'r str, i64, &'r str, &'r str, &'r str);
 /// `occurred_at / 86400000000` in SQL), purpose, channel and action, in
 /// key order: added to `choice_days` (migration 0180), the console's chart
 /// of choices. A row also names a partition, so that concurrent batches
-/// never touch the same row: on PostgreSQL each count goes to the lowest
-/// partition the batch appends entries of that key to, one the batch holds
-/// the lock of (a row per key and batch, not per partition: writers of
+/// never touch the same row: each count goes to the lowest partition the
+/// batch appends entries of that key to, one the batch holds the lock of
+/// on PostgreSQL (a row per key and batch, not per partition: writers of
 /// other partitions never wait on it, and a batch of 64 entries adds a few
-/// rows, not 64). SQLite has one writer: there everything is counted in
-/// partition 0 (`by_partition` false).
-fn choice_rows<'r>(
-    ledger: &[(&'r LedgerEntry, Option<&'r str>)],
-    by_partition: bool,
-) -> Vec<ChoiceRow<'r>> {
+/// rows, not 64). SQLite has one writer: it counts everything in
+/// partition 0.
+fn choice_rows<'r>(ledger: &[(&'r LedgerEntry, Option<&'r str>)]) -> Vec<ChoiceRow<'r>> {
     let mut counts: std::collections::BTreeMap<ChoiceKey<'r>, (u32, i64)> = Default::default();
     for (e, _) in ledger {
         let b = &e.body;
         let key = (
             b.tenant.as_str(),
-            b.occurred_at / DAY_MICROS,
+            b.occurred_at / time::MICROS_PER_DAY,
             b.purpose.as_str(),
             b.channel.map(Channel::as_str).unwrap_or(""),
             b.action.as_str(),
         );
-        let part = if by_partition { e.partition } else { 0 };
-        let (lowest, n) = counts.entry(key).or_insert((part, 0));
-        *lowest = (*lowest).min(part);
+        let (lowest, n) = counts.entry(key).or_insert((e.partition, 0));
+        *lowest = (*lowest).min(e.partition);
         *n += 1;
     }
     counts
@@ -988,9 +984,6 @@ fn choice_rows<'r>(
         .map(|((t, d, p, c, a), (part, n))| (t, d, p, c, a, part, n))
         .collect()
 }
-
-/// Microseconds in a day.
-const DAY_MICROS: i64 = 86_400_000_000;
 
 /// `choice_days` rows are added to.
 /// (A macro, so that both write paths' statements are built from it.)
@@ -1113,7 +1106,7 @@ async fn write_batch_pg(
             json!({"tenant": tenant, "part": part, "hash": hash, "body": body, "refs": refs})
         })
         .collect();
-    let choices_json: Vec<serde_json::Value> = choice_rows(&ledger, true)
+    let choices_json: Vec<serde_json::Value> = choice_rows(&ledger)
         .iter()
         .map(|(tenant, day, purpose, channel, action, part, n)| {
             json!({"tenant": tenant, "day": day, "purpose": purpose, "channel": channel,

@@ -143,11 +143,11 @@ impl StaffStore for SqlStore {
     }
 
     async fn daily_choices(&self, tenant: &str, since: Micros) -> Result<Vec<DailyChoices>> {
-        // Counted as they are written (`choice_days`, per partition):
-        // the rows of 30 days, whatever the ledger's size.
+        // Counted as they are written (`choice_days`): the rows of the
+        // days asked for, whatever the ledger's size.
         let rows = sqlx::query(super::hot::DAILY_CHOICES)
             .bind(tenant)
-            .bind(since.div_euclid(86_400_000_000))
+            .bind(since.div_euclid(time::MICROS_PER_DAY))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;

@@ -394,7 +394,7 @@ impl Db {
                 ])?;
             }
         }
-        for (tenant, day, purpose, channel, action, _, n) in choice_rows(&ledger, false) {
+        for (tenant, day, purpose, channel, action, _, n) in choice_rows(&ledger) {
             *choices
                 .entry((
                     tenant.to_string(),
